@@ -1,0 +1,48 @@
+# cookline: `make run` runs the iris pipeline end to end; `make test` runs every test.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+GEN    := clients/python/cookline/v1
+PROTOS := $(wildcard protos/cookline/v1/*.proto)
+
+.PHONY: install proto run up test test-unit clean
+
+install: $(VENV)/.installed $(GEN)/.generated
+
+# The venv is rebuilt only when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[server,dev,test]"
+	touch $@
+
+# Python stubs generated from protos/ (gitignored; never edited by hand).
+proto: $(GEN)/.generated
+$(GEN)/.generated: $(PROTOS) $(VENV)/.installed
+	rm -rf $(GEN) && mkdir -p $(GEN)
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=clients/python \
+	  --pyi_out=clients/python --grpc_python_out=clients/python $(PROTOS)
+	echo '"""Generated from protos/cookline/v1 by `make proto`. Do not edit."""' > $(GEN)/__init__.py
+	touch $@
+
+# Start the stack on the embedded local store, run examples/iris.yaml end to
+# end, stream a few predictions, stop the stack.
+run: install
+	@set -e; $(BIN)/cookline up & UP=$$!; trap 'kill $$UP 2>/dev/null; wait $$UP' EXIT; \
+	$(BIN)/cookline health --wait 120; \
+	$(BIN)/cookline run examples/iris.yaml; \
+	head -n 7 examples/data/iris.csv > $(VENV)/iris-sample.csv; \
+	$(BIN)/cookline predict iris --input $(VENV)/iris-sample.csv --stream
+
+# Start the five services in the foreground (Ctrl-C stops them).
+up: install
+	$(BIN)/cookline up
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-unit: install
+	$(BIN)/python -m pytest -q -m "not e2e"
+
+clean:
+	rm -rf $(VENV) $(GEN) .pytest_cache .hypothesis

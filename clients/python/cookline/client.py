@@ -1,0 +1,111 @@
+"""A thin Python client of a cookline stack. Needs grpcio and numpy, never TensorFlow.
+
+    from cookline.client import Client
+    client = Client()                           # COOKLINE_GATEWAY_ADDR / COOKLINE_SERVE_ADDR
+    run = client.submit(open("iris.yaml").read(), base_dir=".")
+    for event in client.watch(run.run_id): ...
+    client.predict("iris", [[5.1, 3.5, 1.4, 0.2]])   # -> [{"label": "setosa", "scores": {...}}]
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Iterator, Mapping
+
+import grpc
+import numpy as np
+
+from cookline import channels, tensors
+from cookline.v1 import gateway_pb2, gateway_pb2_grpc, model_pb2, serve_pb2, serve_pb2_grpc
+
+TERMINAL = (gateway_pb2.RUN_STATE_SUCCEEDED, gateway_pb2.RUN_STATE_FAILED)
+
+
+def rows_from_response(response: serve_pb2.PredictResponse) -> list[dict]:
+    """A PredictResponse as one {"label", "scores": {class: probability}} dict per row."""
+    scores = tensors.to_numpy(response.outputs["scores"])
+    labels = tensors.to_numpy(response.outputs["label"])
+    names = list(response.class_names)
+    return [{"label": label.decode(), "scores": {n: float(p) for n, p in zip(names, row)}}
+            for label, row in zip(labels, scores)]
+
+
+class Client:
+    def __init__(self, gateway: str | None = None, serve: str | None = None,
+                 env: Mapping[str, str] | None = None):
+        self._gateway_channel = channels.channel("gateway", env, target=gateway)
+        self._serve_channel = channels.channel("serve", env, target=serve)
+        self.pipelines = gateway_pb2_grpc.PipelineServiceStub(self._gateway_channel)
+        self.serve = serve_pb2_grpc.ServeServiceStub(self._serve_channel)
+
+    def close(self) -> None:
+        self._gateway_channel.close()
+        self._serve_channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- runs ----------------------------------------------------------------
+
+    def submit(self, pipeline: str, base_dir: str = "") -> gateway_pb2.Run:
+        """Starts a run of a pipeline file's text; relative paths resolve against base_dir."""
+        return self.pipelines.SubmitRun(gateway_pb2.SubmitRunRequest(
+            pipeline=pipeline, base_dir=os.path.abspath(base_dir) if base_dir else ""), timeout=60).run
+
+    def submit_file(self, path: str) -> gateway_pb2.Run:
+        with open(path, encoding="utf-8") as f:
+            return self.submit(f.read(), base_dir=os.path.dirname(os.path.abspath(path)))
+
+    def watch(self, run_id: str, from_sequence: int = 0, retries: int = 5) -> Iterator[gateway_pb2.RunEvent]:
+        """A run's events until it ends; reconnects (resuming after the last event seen) if the stream breaks."""
+        next_sequence, failures = from_sequence, 0
+        while True:
+            try:
+                for response in self.pipelines.WatchRun(
+                        gateway_pb2.WatchRunRequest(run_id=run_id, from_sequence=next_sequence)):
+                    failures = 0
+                    next_sequence = response.event.sequence + 1
+                    yield response.event
+                return
+            except grpc.RpcError as exc:
+                failures += 1
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or failures > retries:
+                    raise
+
+    def get_run(self, run_id: str) -> gateway_pb2.Run:
+        return self.pipelines.GetRun(gateway_pb2.GetRunRequest(run_id=run_id), timeout=30).run
+
+    def list_runs(self, limit: int = 100) -> list[gateway_pb2.Run]:
+        return list(self.pipelines.ListRuns(gateway_pb2.ListRunsRequest(limit=limit), timeout=30).runs)
+
+    # --- predictions ---------------------------------------------------------
+
+    def model_metadata(self, model: str, version: int = 0) -> serve_pb2.ModelMetadata:
+        return self.serve.GetModelMetadata(serve_pb2.GetModelMetadataRequest(
+            model=model_pb2.ModelRef(name=model, version=version)), timeout=120).metadata
+
+    @staticmethod
+    def _request(model: str, features, version: int) -> serve_pb2.PredictRequest:
+        request = serve_pb2.PredictRequest(model=model_pb2.ModelRef(name=model, version=version))
+        tensors.from_numpy(np.asarray(features, dtype=np.float32), out=request.inputs["features"])
+        return request
+
+    def predict(self, model: str, features, version: int = 0) -> list[dict]:
+        """Predicts rows of raw feature values ([rows, features]) with one unary call."""
+        return rows_from_response(self.serve.Predict(self._request(model, features, version), timeout=120))
+
+    def predict_stream(self, model: str, rows: Iterable, version: int = 0
+                       ) -> Iterator[tuple[str, dict | None, serve_pb2.PredictError | None]]:
+        """Streams one PredictStream message per row; yields (correlation_id, row result, None)
+        or (correlation_id, None, error) per row, in order. A bad row does not end the stream."""
+        def requests():
+            for i, row in enumerate(rows):
+                yield serve_pb2.PredictStreamRequest(correlation_id=str(i),
+                                                     request=self._request(model, [row], version))
+        for response in self.serve.PredictStream(requests()):
+            if response.HasField("error"):
+                yield response.correlation_id, None, response.error
+            else:
+                yield response.correlation_id, rows_from_response(response.result)[0], None

@@ -1,0 +1,78 @@
+"""Configuration from environment variables: the one place they are read.
+
+Every variable is listed in the README's env-var table. Defaults let the whole
+stack run on one machine with no setup.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Mapping
+
+# Default port of each service; COOKLINE_<SERVICE>_ADDR overrides host:port.
+DEFAULT_PORTS = {"gateway": 50050, "collect": 50051, "process": 50052, "train": 50053, "serve": 50054}
+SERVICES = tuple(DEFAULT_PORTS)
+
+
+def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if env is None else env
+
+
+def address(service: str, env: Mapping[str, str] | None = None) -> str:
+    """host:port where `service` is reached (COOKLINE_<SERVICE>_ADDR)."""
+    return _env(env).get(f"COOKLINE_{service.upper()}_ADDR") or f"localhost:{DEFAULT_PORTS[service]}"
+
+
+def bind_address(service: str, env: Mapping[str, str] | None = None) -> str:
+    """host:port a service listens on: COOKLINE_BIND_HOST and the port of its address."""
+    host = _env(env).get("COOKLINE_BIND_HOST") or "127.0.0.1"
+    port = address(service, env).rsplit(":", 1)[-1]
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def max_message_bytes(env: Mapping[str, str] | None = None) -> int:
+    """Largest gRPC message sent or received, servers and clients alike (COOKLINE_MAX_MESSAGE_MB)."""
+    megabytes = int(_env(env).get("COOKLINE_MAX_MESSAGE_MB") or 64)
+    if not 1 <= megabytes <= 2047:
+        raise ValueError("COOKLINE_MAX_MESSAGE_MB must be between 1 and 2047")
+    return megabytes * 1024 * 1024
+
+
+def grpc_options(env: Mapping[str, str] | None = None) -> list[tuple[str, object]]:
+    """Channel/server options shared by every server and client."""
+    limit = max_message_bytes(env)
+    return [
+        ("grpc.max_send_message_length", limit),
+        ("grpc.max_receive_message_length", limit),
+        # Keep long, quiet streams (an epoch with no batch for a while) alive.
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+# Transparent retries of calls that never reached the peer (peer starting or
+# restarting): safe for every RPC because no response was received.
+_RETRY_SERVICE_CONFIG = json.dumps({
+    "methodConfig": [{
+        "name": [{}],
+        "retryPolicy": {
+            "maxAttempts": 5,
+            "initialBackoff": "0.2s",
+            "maxBackoff": "3s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        },
+    }]
+})
+
+
+def client_options(env: Mapping[str, str] | None = None) -> list[tuple[str, object]]:
+    """Options for channels to cookline services: grpc_options plus retries."""
+    return grpc_options(env) + [("grpc.enable_retries", 1), ("grpc.service_config", _RETRY_SERVICE_CONFIG)]
+
+
+def log_level(env: Mapping[str, str] | None = None) -> str:
+    """COOKLINE_LOG_LEVEL: DEBUG, INFO (default), WARNING or ERROR."""
+    return (_env(env).get("COOKLINE_LOG_LEVEL") or "INFO").upper()

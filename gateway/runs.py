@@ -1,0 +1,138 @@
+"""The run store: each run's record and event log, kept in memory while the
+gateway runs and persisted to runs/<run-id>/ in the object store on every change,
+so a watcher (or a restarted gateway) can replay a run from any sequence number."""
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from typing import Iterator
+
+from google.protobuf import json_format
+
+from cookline.v1 import gateway_pb2
+from services.common import layout
+from services.common.errors import invalid, not_found
+from services.common.store import NotFoundError, ObjectStore
+
+RUN_FILE = "run.json"
+EVENTS_FILE = "events.jsonl"
+TERMINAL = (gateway_pb2.RUN_STATE_SUCCEEDED, gateway_pb2.RUN_STATE_FAILED)
+
+
+def _to_json(message) -> str:
+    return json_format.MessageToJson(message, preserving_proto_field_name=True, indent=None)
+
+
+class _Entry:
+    """One run: its record, its events, and a condition watchers wait on."""
+
+    def __init__(self, run: gateway_pb2.Run, events: list[gateway_pb2.RunEvent]):
+        self.run = run
+        self.events = events
+        self.changed = threading.Condition()
+
+
+class RunStore:
+    def __init__(self, store: ObjectStore):
+        self.store = store
+        self.entries: dict[str, _Entry] = {}
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def new_id() -> str:
+        """Sortable by time, unique: 20261125-174012-3fa9c1."""
+        return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+    def create(self, run: gateway_pb2.Run) -> None:
+        entry = _Entry(run, [])
+        with self.lock:
+            self.entries[run.run_id] = entry
+        self._persist(entry, events=True)
+
+    def get(self, run_id: str) -> gateway_pb2.Run:
+        entry = self._entry(run_id)
+        with entry.changed:
+            return gateway_pb2.Run.FromString(entry.run.SerializeToString())
+
+    def update(self, run_id: str, **fields) -> gateway_pb2.Run:
+        """Sets fields of the run record (and updated_at) and persists it."""
+        entry = self._entry(run_id)
+        with entry.changed:
+            for key, value in fields.items():
+                if hasattr(value, "CopyFrom"):
+                    getattr(entry.run, key).CopyFrom(value)
+                elif isinstance(value, dict):
+                    getattr(entry.run, key).update(value)
+                else:
+                    setattr(entry.run, key, value)
+            entry.run.updated_at = layout.now()
+            self._persist(entry, events=False)
+            return gateway_pb2.Run.FromString(entry.run.SerializeToString())
+
+    def append(self, run_id: str, **event) -> gateway_pb2.RunEvent:
+        """Appends one event (sequence numbers without gaps), persists, wakes watchers."""
+        entry = self._entry(run_id)
+        with entry.changed:
+            record = gateway_pb2.RunEvent(run_id=run_id, sequence=len(entry.events), time=layout.now(), **event)
+            entry.events.append(record)
+            self._persist(entry, events=True)
+            entry.changed.notify_all()
+            return record
+
+    def watch(self, run_id: str, from_sequence: int, is_active=lambda: True) -> Iterator[gateway_pb2.RunEvent]:
+        """Events from `from_sequence` on: recorded ones, then live ones until the run ends."""
+        if from_sequence < 0:
+            raise invalid(f"from_sequence: {from_sequence} is negative")
+        entry = self._entry(run_id)
+        position = from_sequence
+        while True:
+            with entry.changed:
+                while position >= len(entry.events) and entry.run.state not in TERMINAL and is_active():
+                    entry.changed.wait(timeout=1.0)  # wake now and then to notice a gone watcher
+                pending = entry.events[position:]
+                finished = entry.run.state in TERMINAL
+            yield from pending
+            position += len(pending)
+            if (finished and position >= len(entry.events)) or not is_active():
+                return
+
+    def list(self, limit: int) -> list[gateway_pb2.Run]:
+        """Runs newest first: those in memory and those recorded in the store."""
+        ids = set(self.store.list_dirs("runs/"))
+        with self.lock:
+            ids |= set(self.entries)
+        runs = []
+        for run_id in sorted(ids, reverse=True)[:limit]:
+            try:
+                runs.append(self.get(run_id))
+            except Exception:  # noqa: BLE001 - a run being written right now
+                continue
+        return runs
+
+    def _entry(self, run_id: str) -> _Entry:
+        with self.lock:
+            entry = self.entries.get(run_id)
+        if entry is not None:
+            return entry
+        if not run_id or "/" in run_id or ".." in run_id:
+            raise invalid(f"run_id: {run_id!r} is not a run id")
+        prefix = layout.run_prefix(run_id)
+        try:
+            run = json_format.Parse(self.store.get_bytes(prefix + RUN_FILE), gateway_pb2.Run())
+        except NotFoundError:
+            raise not_found(f"run {run_id!r} not found") from None
+        try:
+            lines = self.store.get_bytes(prefix + EVENTS_FILE).decode().splitlines()
+        except NotFoundError:
+            lines = []
+        events = [json_format.Parse(line, gateway_pb2.RunEvent()) for line in lines if line.strip()]
+        with self.lock:
+            return self.entries.setdefault(run_id, _Entry(run, events))
+
+    def _persist(self, entry: _Entry, events: bool) -> None:
+        prefix = layout.run_prefix(entry.run.run_id)
+        if events:
+            self.store.put_bytes(prefix + EVENTS_FILE, "".join(_to_json(e) + "\n" for e in entry.events).encode())
+        self.store.put_bytes(prefix + RUN_FILE, json.dumps(json.loads(_to_json(entry.run)), indent=1).encode())

@@ -1,0 +1,1 @@
+"""Shared library for cookline services: object store, codecs, server bootstrap."""

@@ -1,0 +1,109 @@
+"""The storage layout of DESIGN.md, in one place: object keys, names, manifests.
+
+    datasets/<name>/<version>/manifest.json   (written last)
+    datasets/<name>/<version>/shard-00000.npz
+    models/<name>/<version>/saved_model.pb, variables/..., cookline.json (last)
+    runs/<run-id>/run.json, runs/<run-id>/events.jsonl
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+
+from google.protobuf import json_format
+
+from cookline.v1 import data_pb2
+from services.common.errors import invalid, not_found
+from services.common.store import NotFoundError, ObjectStore
+
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+DATASET_MANIFEST = "manifest.json"
+MODEL_METADATA = "cookline.json"
+
+
+def check_name(field: str, value: str) -> str:
+    """A dataset/model name: [a-z0-9][a-z0-9._-]{0,62}, so never a path."""
+    if not NAME_RE.fullmatch(value or "") or ".." in value:
+        raise invalid(f"{field}: {value!r} is not a valid name ([a-z0-9][a-z0-9._-]{{0,62}})")
+    return value
+
+
+def now() -> str:
+    """The current time, RFC 3339 UTC."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def dataset_prefix(name: str, version: str) -> str:
+    return f"datasets/{name}/{version}/"
+
+
+def model_prefix(name: str, version: int) -> str:
+    return f"models/{name}/{version}/"
+
+
+def run_prefix(run_id: str) -> str:
+    return f"runs/{run_id}/"
+
+
+# --- datasets ---------------------------------------------------------------
+
+def read_manifest(store: ObjectStore, ref: data_pb2.DatasetRef) -> dict:
+    """The manifest of a dataset version (newest when ref.version is empty).
+
+    Raises NOT_FOUND when the dataset or version has no published manifest.
+    """
+    check_name("dataset.name", ref.name)
+    version = ref.version or newest_dataset_version(store, ref.name)
+    if not re.fullmatch(r"[0-9a-f]{1,64}", version):
+        raise invalid(f"dataset.version: {version!r} is not a version id")
+    try:
+        return json.loads(store.get_bytes(dataset_prefix(ref.name, version) + DATASET_MANIFEST))
+    except NotFoundError:
+        raise not_found(f"dataset {ref.name!r} version {version!r} not found") from None
+
+
+def newest_dataset_version(store: ObjectStore, name: str) -> str:
+    """The most recently published version of a dataset; NOT_FOUND if none."""
+    newest = None
+    for version in store.list_dirs(f"datasets/{name}/"):
+        try:
+            created = json.loads(store.get_bytes(dataset_prefix(name, version) + DATASET_MANIFEST))["created_at"]
+        except NotFoundError:
+            continue  # unpublished (being written or abandoned): invisible
+        if newest is None or created > newest[0]:
+            newest = (created, version)
+    if newest is None:
+        raise not_found(f"dataset {name!r} not found")
+    return newest[1]
+
+
+def dataset_info(manifest: dict) -> data_pb2.DatasetInfo:
+    """The DatasetInfo part of a manifest (the manifest is a DatasetInfo + shards)."""
+    return json_format.ParseDict(manifest, data_pb2.DatasetInfo(), ignore_unknown_fields=True)
+
+
+# --- models -----------------------------------------------------------------
+
+def model_versions(store: ObjectStore, name: str, published_only: bool = True) -> list[int]:
+    """Integer versions of a model, ascending; only published ones unless asked."""
+    versions = sorted(int(v) for v in store.list_dirs(f"models/{name}/") if v.isdigit())
+    if published_only:
+        versions = [v for v in versions if store.exists(model_prefix(name, v) + MODEL_METADATA)]
+    return versions
+
+
+def read_model_metadata(store: ObjectStore, name: str, version: int) -> dict:
+    """cookline.json of a model version (newest when version is 0); NOT_FOUND if absent."""
+    check_name("model.name", name)
+    if version < 0:
+        raise invalid(f"model.version: {version} is negative")
+    if version == 0:
+        versions = model_versions(store, name)
+        if not versions:
+            raise not_found(f"model {name!r} not found")
+        version = versions[-1]
+    try:
+        return json.loads(store.get_bytes(model_prefix(name, version) + MODEL_METADATA))
+    except NotFoundError:
+        raise not_found(f"model {name!r} version {version} not found") from None

@@ -1,0 +1,67 @@
+"""Server bootstrap shared by every service: health, reflection, message limits,
+logging and graceful shutdown on SIGTERM/SIGINT."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from typing import Callable, Iterable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from cookline import config
+
+log = logging.getLogger("cookline.server")
+
+# Seconds in-flight RPCs get to finish after SIGTERM before they are cancelled.
+SHUTDOWN_GRACE_S = 5.0
+
+
+def setup_logging(service: str) -> None:
+    """One log format for every service; level from COOKLINE_LOG_LEVEL."""
+    logging.basicConfig(
+        level=config.log_level(),
+        format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_workers: int = 32) -> None:
+    """Runs `service` until SIGTERM/SIGINT.
+
+    `register(server)` adds the servicers and returns their full service names
+    (e.g. "cookline.v1.CollectService"); each is reported SERVING by the health
+    service and listed by reflection.
+    """
+    setup_logging(service)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=config.grpc_options())
+    names = list(register(server))
+
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
+
+    bind = config.bind_address(service)
+    if server.add_insecure_port(bind) == 0:
+        raise SystemExit(f"{service}: cannot listen on {bind}")
+    server.start()
+    for name in ["", *names]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("%s listening on %s", service, bind)
+
+    stopping = threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("%s: %s received, shutting down", service, signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stopping.wait()
+    health_servicer.enter_graceful_shutdown()  # peers see NOT_SERVING first
+    server.stop(SHUTDOWN_GRACE_S).wait()
+    log.info("%s stopped", service)

@@ -1,0 +1,382 @@
+"""The object store: one interface, a local-directory backend and an S3 (MinIO) backend.
+
+Keys are '/'-separated paths inside one bucket (see DESIGN.md "Storage layout"). A dataset
+or model version becomes visible only when its manifest is written, and `publish` writes
+the manifest last. Credentials never appear in messages, logs or reprs.
+"""
+
+from __future__ import annotations
+
+import abc
+import io
+import os
+import shutil
+import tempfile
+import time
+from typing import Iterator, Mapping
+
+import certifi
+import urllib3
+from minio import Minio
+from minio.deleteobjects import DeleteObject
+from minio.error import InvalidResponseError, S3Error, ServerError
+
+PART_SIZE = 16 * 1024 * 1024
+_TMP_SUFFIX = ".cookline-tmp"
+_NOT_FOUND_CODES = {"NoSuchKey", "NoSuchObject", "NotFound"}
+_TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
+_TRANSIENT_STATUS = {500, 502, 503, 504}
+
+
+class StoreError(Exception):
+    """Base class of object-store errors."""
+
+
+class NotFoundError(StoreError):
+    """The key does not exist."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached (after retries)."""
+
+
+def _check_key(key: str) -> str:
+    if not isinstance(key, str) or not key:
+        raise ValueError("object key must be a non-empty string")
+    if key.startswith("/") or "\\" in key:
+        raise ValueError("invalid object key %r: no leading '/' or backslash" % key)
+    if any(seg in ("", ".", "..") for seg in key.split("/")) or key.endswith(_TMP_SUFFIX):
+        raise ValueError("invalid object key %r: empty, '.' or '..' segment" % key)
+    return key
+
+
+def _check_prefix(prefix: str) -> str:
+    """A prefix may be empty or end mid-name or with '/'; otherwise keys' rules apply."""
+    if prefix:
+        _check_key(prefix[:-1] if prefix.endswith("/") else prefix)
+    return prefix
+
+
+class ObjectStore(abc.ABC):
+    @abc.abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+    @abc.abstractmethod
+    def put_file(self, key: str, path: str) -> None: ...
+    @abc.abstractmethod
+    def get_bytes(self, key: str) -> bytes: ...
+    @abc.abstractmethod
+    def get_file(self, key: str, path: str) -> None: ...
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool: ...
+    @abc.abstractmethod
+    def list(self, prefix: str) -> Iterator[str]: ...
+    @abc.abstractmethod
+    def delete(self, key: str) -> None: ...
+    @abc.abstractmethod
+    def describe(self) -> str: ...
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        """Immediate sub-folder names under prefix, e.g. "models/iris/" -> ["1", "2"].
+
+        Derived from the keys themselves rather than S3 delimiter listings: some S3
+        servers (SeaweedFS) keep reporting emptied folders as common prefixes for minutes.
+        """
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        rests = (key[len(prefix):] for key in self.list(prefix))
+        return sorted({rest.split("/", 1)[0] for rest in rests if "/" in rest})
+
+    def delete_prefix(self, prefix: str) -> None:
+        for key in list(self.list(prefix)):
+            self.delete(key)
+
+    def publish(self, prefix: str, files: Mapping[str, str | bytes],
+                manifest_name: str, manifest: bytes) -> None:
+        """Write `files` under `prefix`, then the manifest LAST; undo on failure.
+
+        Versions are immutable, so publishing over a published prefix is refused (and a
+        failed re-publish must not clean up files the existing manifest refers to).
+        """
+        if not prefix.endswith("/"):
+            prefix += "/"
+        _check_prefix(prefix)
+        if manifest_name in files:
+            raise ValueError("manifest %r must not also be listed in files" % manifest_name)
+        if self.is_published(prefix, manifest_name):
+            raise StoreError("%s%s already published; versions are immutable"
+                             % (prefix, manifest_name))
+        written: list[str] = []
+        try:
+            for name, src in files.items():
+                key = _check_key(prefix + name)
+                written.append(key)  # before the write: a failed put may leave a partial object
+                if isinstance(src, (bytes, bytearray, memoryview)):
+                    self.put_bytes(key, bytes(src))
+                else:
+                    self.put_file(key, src)
+            self.put_bytes(prefix + manifest_name, manifest)
+        except BaseException:
+            for key in written:
+                try:
+                    self.delete(key)
+                except Exception:  # best effort; the original error matters more
+                    pass
+            raise
+
+    def is_published(self, prefix: str, manifest_name: str) -> bool:
+        if not prefix.endswith("/"):
+            prefix += "/"
+        return self.exists(prefix + manifest_name)
+
+    def __repr__(self) -> str:
+        return "%s(%s)" % (type(self).__name__, self.describe())
+
+
+class LocalStore(ObjectStore):
+    """Objects are files under `root`; each put is a temp file + os.replace (atomic)."""
+
+    def __init__(self, root: str):
+        self.root = os.path.abspath(os.path.expanduser(root))
+        os.makedirs(self.root, exist_ok=True)
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.root, *_check_key(key).split("/"))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        _atomic_write(self._path(key), lambda f: f.write(data))
+
+    def put_file(self, key: str, path: str) -> None:
+        with open(path, "rb") as src:  # opened first: a missing source writes nothing
+            _atomic_write(self._path(key), lambda f: shutil.copyfileobj(src, f, 1 << 20))
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                return f.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFoundError("object not found: %s" % key) from None
+
+    def get_file(self, key: str, path: str) -> None:
+        try:
+            src = open(self._path(key), "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFoundError("object not found: %s" % key) from None
+        with src:
+            _atomic_write(path, lambda f: shutil.copyfileobj(src, f, 1 << 20))
+
+    def exists(self, key: str) -> bool:
+        return os.path.isfile(self._path(key))
+
+    def list(self, prefix: str) -> Iterator[str]:
+        _check_prefix(prefix)
+        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        top = os.path.join(self.root, *base.split("/")) if base else self.root
+        keys = []
+        for dirpath, _dirs, names in os.walk(top):
+            rel = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            for name in names:
+                key = name if rel == "." else rel + "/" + name
+                if key.startswith(prefix) and not name.endswith(_TMP_SUFFIX):
+                    keys.append(key)
+        return iter(sorted(keys))
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            os.unlink(path)
+        except (FileNotFoundError, IsADirectoryError):
+            return
+        # Prune now-empty parent dirs (S3 has no empty folders either).
+        parent = os.path.dirname(path)
+        while parent != self.root:
+            try:
+                os.rmdir(parent)
+            except OSError:
+                break
+            parent = os.path.dirname(parent)
+
+    def describe(self) -> str:
+        return "local:" + self.root
+
+
+def _atomic_write(path: str, writer) -> None:
+    """Write a file via a temp file in the same dir + os.replace: readers never see half."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix="." + os.path.basename(path) + ".",
+                               suffix=_TMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            writer(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class S3Store(ObjectStore):
+    """An S3 bucket through the `minio` SDK (MinIO first, any S3 server)."""
+
+    def __init__(self, endpoint: str, access_key: str, secret_key: str, bucket: str,
+                 secure: bool = False, region: str | None = None,
+                 retries: int = 5, backoff: float = 0.2,
+                 connect_timeout: float = 5.0, read_timeout: float = 120.0):
+        if endpoint.startswith(("http://", "https://")):
+            secure = endpoint.startswith("https://")
+            endpoint = endpoint.split("://", 1)[1]
+        endpoint = endpoint.rstrip("/")
+        if not endpoint or "/" in endpoint:
+            raise ValueError("S3 endpoint must be host:port, got %r" % endpoint)
+        self.endpoint, self.bucket, self.secure = endpoint, bucket, secure
+        self.retries, self.backoff = max(1, retries), backoff
+        self._secret = secret_key  # only for scrubbing messages
+        # Our own retry loop handles transient errors, so urllib3 must not retry as well.
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
+            maxsize=10, retries=False, cert_reqs="CERT_REQUIRED",
+            ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where())
+        self._client = Minio(endpoint, access_key=access_key, secret_key=secret_key,
+                             secure=secure, region=region, http_client=http)
+        self.ensure_bucket()
+
+    def describe(self) -> str:
+        return "s3://%s at %s://%s" % (self.bucket, "https" if self.secure else "http",
+                                       self.endpoint)
+
+    def _call(self, what: str, fn, key: str | None = None):
+        """Run fn() with retries on transient errors; map errors to StoreError types."""
+        delay = self.backoff
+        for attempt in range(1, self.retries + 1):
+            try:
+                return fn()
+            except S3Error as e:
+                if e.code in _NOT_FOUND_CODES and key is not None:
+                    raise NotFoundError("object not found: %s" % key) from None
+                status = getattr(e.response, "status", 0) or 0
+                if e.code not in _TRANSIENT_CODES and status not in _TRANSIENT_STATUS:
+                    raise StoreError(self._scrub("%s failed on %s: %s: %s" % (
+                        what, self.describe(), e.code, e.message))) from None
+                err: Exception = e
+            except (ServerError, InvalidResponseError) as e:
+                status = getattr(e, "status_code", None) or getattr(e, "_code", 0) or 0
+                if status not in _TRANSIENT_STATUS:
+                    raise StoreError(self._scrub("%s failed on %s: %s" % (
+                        what, self.describe(), e))) from None
+                err = e
+            except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as e:
+                err = e  # network trouble; local-disk OSErrors are not retried
+            if attempt < self.retries:
+                time.sleep(delay)
+                delay *= 2
+        raise StoreUnavailableError(self._scrub("%s: object store %s unavailable after %d "
+                                                "attempts: %s: %s" % (
+            what, self.describe(), self.retries, type(err).__name__, err))) from None
+
+    def _scrub(self, msg: str) -> str:
+        return msg.replace(self._secret, "***") if self._secret else msg
+
+    def ensure_bucket(self) -> None:
+        def make():
+            if self._client.bucket_exists(self.bucket):
+                return
+            try:
+                self._client.make_bucket(self.bucket)
+            except S3Error as e:  # another process created it at the same time
+                if e.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+        self._call("create bucket", make)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        _check_key(key)
+        self._call("put " + key, lambda: self._client.put_object(
+            self.bucket, key, io.BytesIO(data), len(data)))
+
+    def put_file(self, key: str, path: str) -> None:
+        _check_key(key)
+        if not os.path.isfile(path):
+            raise FileNotFoundError("no such file to upload: %s" % path)
+        # fput_object switches to multipart above part_size and aborts the upload on failure.
+        self._call("put " + key, lambda: self._client.fput_object(
+            self.bucket, key, path, part_size=PART_SIZE))
+
+    def _get(self, key: str, sink) -> None:
+        def run():
+            resp = self._client.get_object(self.bucket, key)
+            try:
+                sink(resp)
+            finally:
+                resp.close()
+                resp.release_conn()
+        self._call("get " + key, run, key=key)
+
+    def get_bytes(self, key: str) -> bytes:
+        _check_key(key)
+        out = []
+        self._get(key, lambda resp: out.append(resp.read()))
+        return out[-1]
+
+    def get_file(self, key: str, path: str) -> None:
+        _check_key(key)
+        self._get(key, lambda resp: _atomic_write(
+            path, lambda f: shutil.copyfileobj(resp, f, 1 << 20)))
+
+    def exists(self, key: str) -> bool:
+        _check_key(key)
+        try:
+            self._call("stat " + key, lambda: self._client.stat_object(self.bucket, key), key=key)
+            return True
+        except NotFoundError:
+            return False
+
+    def list(self, prefix: str) -> Iterator[str]:
+        _check_prefix(prefix)
+        objs = self._call("list " + prefix, lambda: list(self._client.list_objects(
+            self.bucket, prefix=prefix or None, recursive=True)))
+        # Sorted client-side: not every S3 server lists in strict byte order.
+        return iter(sorted(o.object_name for o in objs if not o.is_dir))
+
+    def delete(self, key: str) -> None:
+        _check_key(key)  # S3 DELETE of a missing key succeeds
+        self._call("delete " + key, lambda: self._client.remove_object(self.bucket, key))
+
+    def delete_prefix(self, prefix: str) -> None:
+        keys = list(self.list(prefix))
+        for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+            batch = [DeleteObject(k) for k in keys[i:i + 1000]]
+            errors = self._call("delete " + prefix, lambda: list(
+                self._client.remove_objects(self.bucket, batch)))
+            if errors:
+                raise StoreError("delete %s failed for %d keys, first: %s: %s" % (
+                    prefix, len(errors), errors[0].name, errors[0].code))
+
+
+def _env_secret(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "")
+    if not value and env.get(name + "_FILE"):
+        try:
+            with open(env[name + "_FILE"]) as f:
+                value = f.read().strip()
+        except OSError as e:
+            raise ValueError("cannot read %s_FILE: %s" % (name, e.strerror)) from None
+    if not value:
+        raise ValueError("%s (or %s_FILE) must be set when MINIO_ENDPOINT is set" % (name, name))
+    return value
+
+
+def store_from_env(env: Mapping[str, str] = os.environ) -> ObjectStore:
+    """S3Store when MINIO_ENDPOINT is set, else a LocalStore (same bucket layout)."""
+    bucket = env.get("COOKLINE_BUCKET") or "cookline"
+    endpoint = env.get("MINIO_ENDPOINT", "").strip()
+    if endpoint:
+        secure_flag = env.get("MINIO_SECURE", "").strip().lower()
+        return S3Store(endpoint, _env_secret(env, "MINIO_ACCESS_KEY"),
+                       _env_secret(env, "MINIO_SECRET_KEY"), bucket,
+                       secure=secure_flag in ("1", "true", "yes", "on"),
+                       region=env.get("MINIO_REGION") or None)
+    root = env.get("COOKLINE_DATA_DIR") or os.path.join("~", ".cookline", "store")
+    return LocalStore(os.path.join(os.path.expanduser(root), bucket))

@@ -1,0 +1,14 @@
+"""python -m services.train: the train service."""
+from cookline.v1 import train_pb2, train_pb2_grpc
+from services.common.server import serve
+from services.common.store import store_from_env
+from services.train.service import TrainServicer
+
+
+def register(server):
+    train_pb2_grpc.add_TrainServiceServicer_to_server(TrainServicer(store_from_env()), server)
+    return [train_pb2.DESCRIPTOR.services_by_name["TrainService"].full_name]
+
+
+if __name__ == "__main__":
+    serve("train", register)

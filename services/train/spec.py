@@ -1,0 +1,33 @@
+"""Validation of a pipeline's train section, free of TensorFlow (the gateway uses it too)."""
+from __future__ import annotations
+
+from cookline.v1 import pipeline_pb2
+from services.common.errors import invalid
+
+MODELS = ("mlp",)
+DEFAULT_HIDDEN = (32,)
+
+
+def resolve(spec: pipeline_pb2.TrainSpec) -> pipeline_pb2.TrainSpec:
+    """Validates a train spec and fills in its defaults; INVALID_ARGUMENT names the field."""
+    if not spec.model:
+        raise invalid("train.model: required (supported: " + ", ".join(MODELS) + ")")
+    if spec.model not in MODELS:
+        raise invalid(f"train.model: {spec.model!r} is not supported (supported: {', '.join(MODELS)})")
+    out = pipeline_pb2.TrainSpec()
+    out.CopyFrom(spec)
+    out.epochs = spec.epochs or 10
+    out.batch_size = spec.batch_size or 32
+    out.learning_rate = spec.learning_rate or 0.001
+    if not spec.hidden_units:
+        out.hidden_units[:] = DEFAULT_HIDDEN
+    if not 1 <= out.epochs <= 10_000:
+        raise invalid(f"train.epochs: {out.epochs} is not in [1, 10000]")
+    if not 1 <= out.batch_size <= 65_536:
+        raise invalid(f"train.batch_size: {out.batch_size} is not in [1, 65536]")
+    if not 0 < out.learning_rate <= 10:
+        raise invalid(f"train.learning_rate: {out.learning_rate} is not in (0, 10]")
+    for i, units in enumerate(out.hidden_units):
+        if not 1 <= units <= 65_536:
+            raise invalid(f"train.hidden_units[{i}]: {units} is not in [1, 65536]")
+    return out
