@@ -49,3 +49,37 @@ def s3_store(s3_server):
 def local_store(tmp_path):
     """A LocalStore rooted in the test's tmp_path."""
     return LocalStore(str(tmp_path / "store"))
+
+
+def pytest_collection_modifyitems(items):
+    """Tests in test_e2e*.py start real service processes: mark them e2e."""
+    for item in items:
+        if os.path.basename(str(item.fspath)).startswith("test_e2e"):
+            item.add_marker(pytest.mark.e2e)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "e2e: starts the five services as real processes on a real S3 server")
+
+
+@pytest.fixture(scope="module")
+def stack(s3_server, tmp_path_factory):
+    """The five services as separate OS processes on free ports, on the S3 backend (SeaweedFS).
+
+    Yields (Stack, env): env holds every address and the S3 settings, for
+    clients and for CLI subprocesses.
+    """
+    from s3server import _free_ports
+    from cookline.stack import Stack
+
+    ports = _free_ports(5, set(s3_server.ports.values()))
+    env = dict(os.environ)
+    env.update(s3_server.env(unique_bucket("e2e")))
+    for service, port in zip(("gateway", "collect", "process", "train", "serve"), ports):
+        env[f"COOKLINE_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    log_dir = str(tmp_path_factory.mktemp("logs"))
+    with Stack(env, log_dir=log_dir) as running:
+        running.start_all()
+        running.wait_healthy(timeout=180)
+        yield running, env

@@ -1,0 +1,82 @@
+"""Pipeline-file parsing: the example as written, defaults, paths, and precise errors."""
+import os
+
+import grpc
+import pytest
+
+from gateway import pipeline_file
+from services.common.errors import Fail
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IRIS = os.path.join(ROOT, "examples", "iris.yaml")
+MINIMAL = "name: t\ncollect: {source: x.csv, label: y}\ntrain: {model: mlp}\n"
+
+
+def parse_error(text: str, base_dir: str = "") -> str:
+    with pytest.raises(Fail) as info:
+        pipeline_file.parse(text, base_dir)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    return info.value.message
+
+
+def test_iris_example_parses_as_written(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with open(IRIS) as f:
+        spec = pipeline_file.parse(f.read(), os.path.dirname(IRIS))
+    assert spec.name == "iris"
+    assert spec.collect.source == os.path.join(ROOT, "examples", "data", "iris.csv")
+    assert spec.collect.label == "species"
+    assert [op.WhichOneof("kind") for op in spec.process] == ["standardize", "shuffle"]
+    assert spec.process[1].shuffle.buffer == 1000 and spec.process[1].shuffle.seed == 7
+    assert spec.split.validation == pytest.approx(0.2) and spec.split.seed == 7
+    assert (spec.train.model, list(spec.train.hidden_units), spec.train.epochs, spec.train.batch_size) == \
+        ("mlp", [16], 60, 16)
+    assert spec.train.learning_rate == pytest.approx(0.01)
+
+
+def test_defaults_are_filled_in(tmp_path):
+    spec = pipeline_file.parse(MINIMAL, str(tmp_path))
+    assert (spec.train.epochs, spec.train.batch_size, list(spec.train.hidden_units)) == (10, 32, [32])
+    assert spec.train.learning_rate == pytest.approx(0.001)
+
+
+def test_relative_source_prefers_the_pipeline_folder_then_the_working_directory(tmp_path, monkeypatch):
+    here, cwd = tmp_path / "pipelines", tmp_path / "cwd"
+    here.mkdir(), cwd.mkdir()
+    (cwd / "x.csv").write_text("a,y\n1,b\n")
+    monkeypatch.chdir(cwd)
+    assert pipeline_file.parse(MINIMAL, str(here)).collect.source == str(cwd / "x.csv")
+    (here / "x.csv").write_text("a,y\n1,b\n")
+    assert pipeline_file.parse(MINIMAL, str(here)).collect.source == str(here / "x.csv")
+
+
+@pytest.mark.parametrize("text, field", [
+    (MINIMAL + "colour: blue\n", "'colour'"),
+    (MINIMAL.replace("model: mlp", "model: mlp, hiden_units: [3]"), "'train.hiden_units'"),
+    (MINIMAL.replace("label: y", "label: y, sourse: z"), "'collect.sourse'"),
+    (MINIMAL + "process: [{standardise: {}}]\n", "'process[0].standardise'"),
+])
+def test_unknown_fields_are_named(text, field):
+    message = parse_error(text)
+    assert "unknown field" in message and field in message
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("name: t\ncollect: {label: y}\ntrain: {model: mlp}\n", "collect.source is required"),
+    ("name: t\ntrain: {model: mlp}\n", "collect.source is required"),
+    ("name: t\ncollect: {source: x.csv}\ntrain: {model: mlp}\n", "collect.label is required"),
+    ("name: t\ncollect: {source: x.csv, label: y}\n", "train is required"),
+    (MINIMAL.replace("name: t", "name: ../etc"), "name: '../etc' is not a valid name"),
+    (MINIMAL.replace("name: t", "name: Iris"), "name: 'Iris' is not a valid name"),
+    (MINIMAL.replace("model: mlp", "model: gpt"), "train.model: 'gpt' is not supported"),
+    (MINIMAL.replace("model: mlp", "model: mlp, epochs: -3"), "train.epochs: -3"),
+    (MINIMAL.replace("model: mlp", "model: mlp, learning_rate: 50"), "train.learning_rate: 50"),
+    (MINIMAL + "split: {validation: 1.5}\n", "split.validation: 1.5"),
+    (MINIMAL + "split: {validation: 0.5, test: 0.5}\n", "validation + test"),
+    (MINIMAL + "process: [{}]\n", "process[0]: no op given"),
+    ("- just\n- a list\n", "expected a mapping"),
+    ("name: [unclosed\n", "not valid YAML"),
+    (MINIMAL.replace("epochs", "x") + "train: {model: mlp, epochs: many}\n", "train"),
+])
+def test_invalid_pipelines_name_the_field(text, expected):
+    assert expected in parse_error(text)
