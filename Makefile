@@ -13,6 +13,8 @@ install: $(VENV)/.installed $(GEN)/.generated
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	# The generated package must exist for the editable install; `make proto` fills it.
+	mkdir -p $(GEN) && touch $(GEN)/__init__.py
 	$(BIN)/pip install --quiet -e ".[server,dev,test]"
 	touch $@
 
