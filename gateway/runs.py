@@ -18,7 +18,6 @@ from services.common.store import NotFoundError, ObjectStore
 
 RUN_FILE = "run.json"
 EVENTS_FILE = "events.jsonl"
-TERMINAL = (gateway_pb2.RUN_STATE_SUCCEEDED, gateway_pb2.RUN_STATE_FAILED)
 
 
 def _to_json(message) -> str:
@@ -31,7 +30,7 @@ class _Entry:
     def __init__(self, run: gateway_pb2.Run, events: list[gateway_pb2.RunEvent]):
         self.run = run
         self.events = events
-        self.changed = threading.Condition()
+        self.changed = threading.Condition(threading.RLock())  # re-entered by finish()
 
 
 class RunStore:
@@ -81,6 +80,15 @@ class RunStore:
             entry.changed.notify_all()
             return record
 
+    def finish(self, run_id: str, **fields) -> gateway_pb2.Run:
+        """Sets the final state (and fields) and appends the `finished` event, atomically,
+        so a watcher never sees a terminal record without its final event."""
+        entry = self._entry(run_id)
+        with entry.changed:
+            final = self.update(run_id, **fields)
+            self.append(run_id, finished=final)
+            return final
+
     def watch(self, run_id: str, from_sequence: int, is_active=lambda: True) -> Iterator[gateway_pb2.RunEvent]:
         """Events from `from_sequence` on: recorded ones, then live ones until the run ends."""
         if from_sequence < 0:
@@ -89,14 +97,19 @@ class RunStore:
         position = from_sequence
         while True:
             with entry.changed:
-                while position >= len(entry.events) and entry.run.state not in TERMINAL and is_active():
+                while position >= len(entry.events) and not self._ended(entry) and is_active():
                     entry.changed.wait(timeout=1.0)  # wake now and then to notice a gone watcher
                 pending = entry.events[position:]
-                finished = entry.run.state in TERMINAL
+                ended = self._ended(entry)
             yield from pending
             position += len(pending)
-            if (finished and position >= len(entry.events)) or not is_active():
+            if (ended and position >= len(entry.events)) or not is_active():
                 return
+
+    @staticmethod
+    def _ended(entry: _Entry) -> bool:
+        """The run's final event is recorded: nothing more will come."""
+        return bool(entry.events) and entry.events[-1].WhichOneof("event") == "finished"
 
     def list(self, limit: int) -> list[gateway_pb2.Run]:
         """Runs newest first: those in memory and those recorded in the store."""

@@ -77,14 +77,13 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
             dataset = self._collect(run_id, spec)
             model, metrics = self._train(run_id, spec, dataset)
             self._serve(run_id, model)
-            final = self.runs.update(run_id, state=gateway_pb2.RUN_STATE_SUCCEEDED, metrics=metrics)
+            final = self.runs.finish(run_id, state=gateway_pb2.RUN_STATE_SUCCEEDED, metrics=metrics)
         except _StageFailed as exc:
-            final = self.runs.update(run_id, state=gateway_pb2.RUN_STATE_FAILED, reason=str(exc))
+            final = self.runs.finish(run_id, state=gateway_pb2.RUN_STATE_FAILED, reason=str(exc))
         except Exception as exc:  # noqa: BLE001 - a run never stays RUNNING
             log.exception("run %s: gateway error", run_id)
-            final = self.runs.update(run_id, state=gateway_pb2.RUN_STATE_FAILED, reason=f"gateway error: {exc}")
+            final = self.runs.finish(run_id, state=gateway_pb2.RUN_STATE_FAILED, reason=f"gateway error: {exc}")
         log.info("run %s %s %s", run_id, gateway_pb2.RunState.Name(final.state), final.reason)
-        self.runs.append(run_id, finished=final)
 
     def _collect(self, run_id, spec):
         self._stage(run_id, gateway_pb2.STAGE_COLLECT, False, f"ingesting {spec.collect.source}")
