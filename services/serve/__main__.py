@@ -1,4 +1,8 @@
 """python -m services.serve: the serve service."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter off unless asked for
+
 from cookline.v1 import serve_pb2, serve_pb2_grpc
 from services.common.server import serve
 from services.common.store import store_from_env

@@ -69,12 +69,18 @@ class Stack:
             proc.kill()
             return proc.wait()
 
-    def stop_all(self) -> None:
-        for proc in self.procs.values():  # signal all first, so they stop in parallel
+    def stop_all(self, timeout: float = 15.0) -> None:
+        """SIGTERM to every service at once (they stop in parallel), SIGKILL to any still up after timeout."""
+        for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for service in reversed(list(self.procs)):
-            self.stop(service)
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def exited(self) -> dict[str, int]:
         """Services that have exited, with their exit codes."""
