@@ -12,7 +12,7 @@ import yaml
 from google.protobuf import json_format
 
 from cookline.v1 import pipeline_pb2
-from services.common import layout
+from services.common import layout, splits
 from services.common.errors import invalid
 from services.process import ops
 from services.train import spec as train_spec
@@ -57,12 +57,7 @@ def parse(text: str, base_dir: str = "") -> pipeline_pb2.PipelineSpec:
         raise invalid("pipeline: train is required (at least train.model)")
     ops.validate(spec.process)
     spec.train.CopyFrom(train_spec.resolve(spec.train))
-    for field in ("validation", "test"):
-        value = getattr(spec.split, field)
-        if not 0.0 <= value < 1.0:
-            raise invalid(f"pipeline: split.{field}: {value} is not in [0, 1)")
-    if spec.split.validation + spec.split.test >= 1.0:
-        raise invalid("pipeline: split: validation + test must leave rows for training")
+    splits.check(spec.split)
     spec.collect.source = resolve_source(spec.collect.source, base_dir)
     return spec
 

@@ -277,3 +277,38 @@ def test_health_and_reflection(env, service):
     reply = next(reflect.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
     names = {s.name for s in reply.list_services_response.service}
     assert {SERVICE_NAMES[service], "grpc.health.v1.Health"} <= names
+
+
+# --- train's feed: first epoch streamed, later epochs from the cache -----------------
+
+
+def test_train_feed_streams_once_then_reads_its_cache(env, iris_run):
+    import threading
+
+    from cookline.v1 import process_pb2, process_pb2_grpc
+    from services.train.feed import EpochFeed
+
+    run, _ = iris_run
+    process = stub(env, "process", process_pb2_grpc.ProcessServiceStub)
+    split = data_pb2.SplitSpec(validation=0.2, seed=7)
+    fitted = process.Fit(process_pb2.FitRequest(dataset=run.dataset, split=split, ops=run.pipeline.process)).ops
+    request = process_pb2.ProcessRequest(dataset=run.dataset, split=split, subset=data_pb2.SUBSET_TRAIN, ops=fitted)
+
+    def epochs(budget):
+        feed = EpochFeed(process, request, 16, 4, threading.Event(), budget_bytes=budget).start()
+        orders = []
+        for _ in range(3):
+            batches = list(feed.batches())
+            assert all(len(y) == 16 for _, y in batches[:-1])
+            orders.append(np.concatenate([x for x, _ in batches]))
+        return feed, orders
+
+    cached, with_cache = epochs(1 << 30)
+    streamed, without_cache = epochs(0)
+    assert cached.epochs_streamed == 1 and streamed.epochs_streamed == 3
+    for orders in (with_cache, without_cache):
+        rows = [sorted(map(tuple, o.round(5).tolist())) for o in orders]
+        assert len(orders[0]) == 120 and rows[0] == rows[1] == rows[2]      # same rows every epoch
+        assert not np.array_equal(orders[0], orders[1])                    # shuffled afresh each epoch
+        np.testing.assert_allclose(orders[0].mean(axis=0), 0, atol=0.2)    # standardized
+    assert sorted(map(tuple, with_cache[0].round(5).tolist())) == sorted(map(tuple, without_cache[0].round(5).tolist()))

@@ -5,7 +5,7 @@ import pytest
 
 from cookline import tensors
 from cookline.v1 import data_pb2, pipeline_pb2
-from services.collect.service import split_assignment
+from services.common.splits import assignment as split_assignment
 from services.common.errors import Fail
 from services.process import ops
 

@@ -72,7 +72,7 @@ def test_unknown_fields_are_named(text, field):
     (MINIMAL.replace("model: mlp", "model: mlp, epochs: -3"), "train.epochs: -3"),
     (MINIMAL.replace("model: mlp", "model: mlp, learning_rate: 50"), "train.learning_rate: 50"),
     (MINIMAL + "split: {validation: 1.5}\n", "split.validation: 1.5"),
-    (MINIMAL + "split: {validation: 0.5, test: 0.5}\n", "validation + test"),
+    (MINIMAL + "split: {validation: 0.5, test: 0.5}\n", "validation + test must leave"),
     (MINIMAL + "process: [{}]\n", "process[0]: no op given"),
     ("- just\n- a list\n", "expected a mapping"),
     ("name: [unclosed\n", "not valid YAML"),

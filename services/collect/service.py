@@ -16,7 +16,7 @@ from google.protobuf import json_format
 
 from cookline import tensors
 from cookline.v1 import collect_pb2, collect_pb2_grpc, data_pb2
-from services.common import layout
+from services.common import layout, splits
 from services.common.errors import Fail, invalid, rpc
 from services.common.store import ObjectStore
 from services.collect.csv_source import CsvSource
@@ -31,23 +31,6 @@ MAX_BATCH = 1 << 20
 def shard_bytes() -> int:
     """Target size of one shard (COOKLINE_SHARD_MB, default 64)."""
     return int(float(os.environ.get("COOKLINE_SHARD_MB") or 64) * 1024 * 1024)
-
-
-def split_assignment(num_rows: int, split: data_pb2.SplitSpec) -> np.ndarray:
-    """Subset of every row (uint8 Subset values): a seeded permutation, exact fractions."""
-    for field in ("validation", "test"):
-        value = getattr(split, field)
-        if not 0.0 <= value < 1.0:
-            raise invalid(f"split.{field}: {value} is not in [0, 1)")
-    if split.validation + split.test >= 1.0:
-        raise invalid("split: validation + test must leave some rows for training")
-    order = np.random.default_rng(split.seed).permutation(num_rows)
-    n_val = int(round(num_rows * split.validation))
-    n_test = int(round(num_rows * split.test))
-    assignment = np.full(num_rows, data_pb2.SUBSET_TRAIN, dtype=np.uint8)
-    assignment[order[:n_val]] = data_pb2.SUBSET_VALIDATION
-    assignment[order[n_val:n_val + n_test]] = data_pb2.SUBSET_TEST
-    return assignment
 
 
 def content_version(path: str, spec) -> str:
@@ -152,7 +135,7 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
         prefix = layout.dataset_prefix(manifest["ref"]["name"], manifest["ref"]["version"])
         assignment = None
         if request.subset != data_pb2.SUBSET_UNSPECIFIED:
-            assignment = split_assignment(manifest["num_rows"], request.split)
+            assignment = splits.assignment(manifest["num_rows"], request.split)
         sequence, start = 0, 0
         carry: dict[str, np.ndarray] | None = None
         for shard in manifest["shards"]:

@@ -17,6 +17,10 @@ from services.common.errors import Fail, invalid
 import grpc
 
 Batch = dict[str, np.ndarray]
+# Ops that need fitting on the training rows before they can be applied.
+FITTED_KINDS = frozenset({"standardize"})
+# Ops whose output changes from epoch to epoch: a consumer may cache what comes before them.
+RANDOM_KINDS = frozenset({"shuffle"})
 DEFAULT_SHUFFLE_BUFFER = 1000
 MAX_SHUFFLE_BUFFER = 10_000_000
 
@@ -69,7 +73,7 @@ def fit(ops: list[pipeline_pb2.Op], batches: Iterable[Batch]) -> tuple[list[pipe
     for out, op in zip(fitted, ops):
         out.CopyFrom(op)
         out.ClearField("fitted")
-    needs = [i for i, op in enumerate(ops) if op.WhichOneof("kind") == "standardize"]
+    needs = [i for i, op in enumerate(ops) if op.WhichOneof("kind") in FITTED_KINDS]
     moments = _Moments()
     rows = 0
     for batch in batches:
@@ -82,6 +86,20 @@ def fit(ops: list[pipeline_pb2.Op], batches: Iterable[Batch]) -> tuple[list[pipe
         tensors.from_numpy(moments.mean, out=fitted[i].fitted["mean"])
         tensors.from_numpy(moments.variance, out=fitted[i].fitted["variance"])
     return fitted, rows
+
+
+def needs_fit(ops: Iterable[pipeline_pb2.Op]) -> bool:
+    """True when any op must be fitted on the training rows first."""
+    return any(op.WhichOneof("kind") in FITTED_KINDS for op in ops)
+
+
+def split_at_first_random(ops: list[pipeline_pb2.Op]) -> tuple[list[pipeline_pb2.Op], list[pipeline_pb2.Op]]:
+    """(deterministic prefix, rest from the first random op on): the prefix's output is the
+    same every epoch, so it can be computed once and cached; the rest runs every epoch."""
+    for i, op in enumerate(ops):
+        if op.WhichOneof("kind") in RANDOM_KINDS:
+            return ops[:i], ops[i:]
+    return ops, []
 
 
 def _standardize(op: pipeline_pb2.Op, index: int, batches: Iterator[Batch]) -> Iterator[Batch]:
@@ -98,22 +116,33 @@ def _standardize(op: pipeline_pb2.Op, index: int, batches: Iterator[Batch]) -> I
 
 
 def _shuffle(op: pipeline_pb2.Op, epoch: int, batches: Iterator[Batch]) -> Iterator[Batch]:
-    """Buffered shuffle: keeps at most `buffer` rows (+ one batch), emits random rows from the pool."""
+    """Buffered shuffle, like tf.data's: a pool of `buffer` rows; each incoming row takes the
+    slot of a randomly chosen pooled row, which is emitted. Memory: the pool plus one batch;
+    work: two copies per row, whatever the buffer size."""
     buffer = op.shuffle.buffer or DEFAULT_SHUFFLE_BUFFER
     rng = np.random.default_rng([op.shuffle.seed & 0xFFFFFFFF, epoch])
     pool: Batch | None = None
+    filled = 0
     for batch in batches:
-        pool = batch if pool is None else {k: np.concatenate([pool[k], v]) for k, v in batch.items()}
-        excess = len(pool["label"]) - buffer
-        if excess > 0:
-            pick = rng.choice(len(pool["label"]), size=excess, replace=False)
-            keep = np.ones(len(pool["label"]), dtype=bool)
-            keep[pick] = False
-            yield {k: v[pick] for k, v in pool.items()}
-            pool = {k: v[keep] for k, v in pool.items()}
-    if pool is not None and len(pool["label"]):
-        order = rng.permutation(len(pool["label"]))
-        yield {k: v[order] for k, v in pool.items()}
+        rows = len(batch["label"])
+        start = 0
+        if pool is None:
+            pool = {k: np.empty((buffer,) + v.shape[1:], v.dtype) for k, v in batch.items()}
+        if filled < buffer:  # still filling the pool: nothing comes out yet
+            take = min(buffer - filled, rows)
+            for k, v in batch.items():
+                pool[k][filled:filled + take] = v[:take]
+            filled, start = filled + take, take
+        while start < rows:
+            chunk = min(rows - start, buffer)
+            slots = rng.choice(buffer, size=chunk, replace=False)
+            yield {k: v[slots] for k, v in pool.items()}
+            for k, v in batch.items():
+                pool[k][slots] = v[start:start + chunk]
+            start += chunk
+    if filled:
+        order = rng.permutation(filled)
+        yield {k: v[:filled][order] for k, v in pool.items()}
 
 
 def rebatch(batches: Iterable[Batch], batch_size: int) -> Iterator[Batch]:

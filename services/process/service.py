@@ -33,6 +33,8 @@ class ProcessServicer(process_pb2_grpc.ProcessServiceServicer):
     @rpc
     def Fit(self, request: process_pb2.FitRequest, context) -> process_pb2.FitResponse:
         ops_lib.validate(request.ops)
+        if not ops_lib.needs_fit(request.ops):
+            return process_pb2.FitResponse(ops=request.ops, rows=0)  # nothing to learn: no pass over the data
         fitted, rows = ops_lib.fit(list(request.ops),
                                    self._pull(request.dataset, request.split, data_pb2.SUBSET_TRAIN, context))
         log.info("fitted %d ops on %d rows of %s", len(fitted), rows, request.dataset.name)

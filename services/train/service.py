@@ -23,17 +23,15 @@ from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, model_pb2, pro
 from services.common import layout
 from services.common.errors import Fail, invalid, rpc
 from services.common.store import ObjectStore
+from services.common import splits
 from services.train import models, spec as train_spec
+from services.train.feed import EpochFeed
 
 log = logging.getLogger("cookline.train")
 
 # Validation rows per batch: no gradient, so larger batches are cheaper.
 EVAL_BATCH = 1024
 _DONE = object()
-
-
-class _Cancelled(Exception):
-    """The Train call was cancelled by its caller."""
 
 
 class _Progress(keras.callbacks.Callback):
@@ -81,20 +79,22 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             raise invalid(f"dataset {info.ref.name!r}: a classifier needs at least 2 classes, found {len(class_names)}")
         dataset = info.ref  # pinned version: every epoch reads the same data
 
+        train_rows = splits.sizes(info.num_rows, pipeline.split)[data_pb2.SUBSET_TRAIN]
         fit = self.process.Fit(process_pb2.FitRequest(dataset=dataset, split=pipeline.split, ops=pipeline.process))
         fitted_ops = list(fit.ops)
         log.info("run %s: training %s on %s@%s (%d training rows)", request.run_id, spec.model,
-                 dataset.name, dataset.version, fit.rows)
+                 dataset.name, dataset.version, train_rows)
 
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
-        model = models.build(spec, num_features, len(class_names))
-        train_data = self._dataset(dataset, pipeline.split, data_pb2.SUBSET_TRAIN, fitted_ops,
+        train_data = self._feed(dataset, pipeline.split, data_pb2.SUBSET_TRAIN, fitted_ops,
                                    spec.batch_size, num_features, cancelled)
         val_data = None
         if pipeline.split.validation > 0:
-            val_data = self._dataset(dataset, pipeline.split, data_pb2.SUBSET_VALIDATION, fitted_ops,
+            val_data = self._feed(dataset, pipeline.split, data_pb2.SUBSET_VALIDATION, fitted_ops,
                                      EVAL_BATCH, num_features, cancelled)
+
+        model = models.build(spec, num_features, len(class_names))  # while the first batches stream in
 
         # fit() runs on its own thread; this one streams its progress to the caller.
         events: queue.Queue = queue.Queue()
@@ -104,7 +104,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             try:
                 outcome["history"] = model.fit(
                     train_data, validation_data=val_data, epochs=int(spec.epochs), verbose=0,
-                    callbacks=[_Progress(events, int(spec.epochs), fit.rows)])
+                    callbacks=[_Progress(events, int(spec.epochs), train_rows)])
             except BaseException as exc:  # noqa: BLE001 - reported on the RPC
                 outcome["error"] = exc
             finally:
@@ -129,26 +129,9 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         yield train_pb2.TrainResponse(result=train_pb2.TrainResult(
             model=model_pb2.ModelRef(name=name, version=version), metrics=last_metrics))
 
-    def _dataset(self, dataset, split, subset, fitted_ops, batch_size, num_features, cancelled) -> tf.data.Dataset:
-        """A tf.data pipeline that pulls a fresh Process stream each time it is iterated (each epoch)."""
-        epoch = {"n": 0}
-
-        def batches():
-            call = self.process.Process(process_pb2.ProcessRequest(
-                dataset=dataset, split=split, subset=subset, ops=fitted_ops,
-                batch_size=batch_size, epoch=epoch["n"]))
-            epoch["n"] += 1
-            try:
-                for response in call:
-                    if cancelled.is_set():
-                        raise _Cancelled()
-                    arrays = tensors.batch_to_numpy(response.batch)
-                    yield arrays["features"], arrays["label"]
-            finally:
-                call.cancel()
-
-        signature = (tf.TensorSpec([None, num_features], tf.float32), tf.TensorSpec([None], tf.int32))
-        return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
+    def _feed(self, dataset, split, subset, fitted_ops, batch_size, num_features, cancelled) -> tf.data.Dataset:
+        request = process_pb2.ProcessRequest(dataset=dataset, split=split, subset=subset, ops=fitted_ops)
+        return EpochFeed(self.process, request, batch_size, num_features, cancelled).start().dataset()
 
     def _publish(self, name, model, fitted_ops, num_features, class_names, feature_field, metrics, dataset,
                  request) -> int:

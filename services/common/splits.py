@@ -1,0 +1,38 @@
+"""The train/validation/test split of a dataset: one seeded permutation of the row
+indices with exact fractions, computed the same way by every service."""
+from __future__ import annotations
+
+import numpy as np
+
+from cookline.v1 import data_pb2
+from services.common.errors import invalid
+
+
+def check(split: data_pb2.SplitSpec) -> None:
+    """INVALID_ARGUMENT naming split.<field> for fractions out of range."""
+    for field in ("validation", "test"):
+        value = getattr(split, field)
+        if not 0.0 <= value < 1.0:
+            raise invalid(f"split.{field}: {value} is not in [0, 1)")
+    if split.validation + split.test >= 1.0:
+        raise invalid("split: validation + test must leave some rows for training")
+
+
+def sizes(num_rows: int, split: data_pb2.SplitSpec) -> dict[int, int]:
+    """Rows per subset (SUBSET_TRAIN, SUBSET_VALIDATION, SUBSET_TEST)."""
+    check(split)
+    n_val = int(round(num_rows * split.validation))
+    n_test = int(round(num_rows * split.test))
+    return {data_pb2.SUBSET_TRAIN: num_rows - n_val - n_test, data_pb2.SUBSET_VALIDATION: n_val,
+            data_pb2.SUBSET_TEST: n_test}
+
+
+def assignment(num_rows: int, split: data_pb2.SplitSpec) -> np.ndarray:
+    """The subset of every row (uint8 Subset values)."""
+    counts = sizes(num_rows, split)
+    n_val, n_test = counts[data_pb2.SUBSET_VALIDATION], counts[data_pb2.SUBSET_TEST]
+    order = np.random.default_rng(split.seed).permutation(num_rows)
+    subsets = np.full(num_rows, data_pb2.SUBSET_TRAIN, dtype=np.uint8)
+    subsets[order[:n_val]] = data_pb2.SUBSET_VALIDATION
+    subsets[order[n_val:n_val + n_test]] = data_pb2.SUBSET_TEST
+    return subsets
