@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 import grpc
 
-from cookline import channels
-from cookline.v1 import (collect_pb2, collect_pb2_grpc, gateway_pb2, gateway_pb2_grpc, model_pb2, serve_pb2,
+from cookline import channels, config
+from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, gateway_pb2, gateway_pb2_grpc, model_pb2, serve_pb2,
                          serve_pb2_grpc, train_pb2, train_pb2_grpc)
 from gateway import pipeline_file
 from gateway.runs import RunStore
@@ -23,10 +24,50 @@ MAX_LIST = 1000
 MAX_PIPELINE_BYTES = 1 << 20
 
 
+# Metrics the deploy gate can compare (all in [0, 1], higher is better).
+GATE_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
+
+
+def stage_name(stage: int) -> str:
+    return gateway_pb2.Stage.Name(stage).removeprefix("STAGE_").lower()
+
+
+def stage_retries() -> int:
+    """COOKLINE_STAGE_RETRIES: extra attempts of a stage whose service died (UNAVAILABLE). Default 3."""
+    return int(os.environ.get("COOKLINE_STAGE_RETRIES") or 3)
+
+
 class _StageFailed(Exception):
     def __init__(self, stage: int, exc: BaseException):
         code, message = status_of(exc)
-        super().__init__(f"{gateway_pb2.Stage.Name(stage).removeprefix('STAGE_').lower()} failed: {code.name}: {message}")
+        super().__init__(f"{stage_name(stage)} failed: {code.name}: {message}")
+
+
+class _Cancelled(Exception):
+    """The run was cancelled by CancelRun."""
+
+
+class _Active:
+    """A run being executed: its cancel flag and the stage call in flight."""
+
+    def __init__(self):
+        self.cancelled = threading.Event()
+        self.call = None
+        self.lock = threading.Lock()
+
+    def track(self, call):
+        """Registers the in-flight call (cancelled at once if the run already was)."""
+        with self.lock:
+            self.call = call
+            if self.cancelled.is_set():
+                call.cancel()
+        return call
+
+    def cancel(self) -> None:
+        with self.lock:
+            self.cancelled.set()
+            if self.call is not None:
+                self.call.cancel()
 
 
 class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
@@ -35,16 +76,27 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
         self.collect = collect_pb2_grpc.CollectServiceStub(channels.channel("collect"))
         self.train = train_pb2_grpc.TrainServiceStub(channels.channel("train"))
         self.serve = serve_pb2_grpc.ServeServiceStub(channels.channel("serve"))
+        self.active: dict[str, _Active] = {}
+        self.active_lock = threading.Lock()
 
     @rpc
     def SubmitRun(self, request: gateway_pb2.SubmitRunRequest, context) -> gateway_pb2.SubmitRunResponse:
         if len(request.pipeline.encode()) > MAX_PIPELINE_BYTES:
             raise invalid(f"pipeline: {len(request.pipeline)} bytes, at most {MAX_PIPELINE_BYTES}")
         spec = pipeline_file.parse(request.pipeline, request.base_dir)
+        if spec.evaluate.deploy_if_at_least:
+            metric = spec.evaluate.metric or "accuracy"
+            if metric not in GATE_METRICS:
+                raise invalid(f"pipeline: evaluate.metric: {metric!r} is not one of {', '.join(GATE_METRICS)}")
+            if not 0 < spec.evaluate.deploy_if_at_least <= 1:
+                raise invalid(f"pipeline: evaluate.deploy_if_at_least: {spec.evaluate.deploy_if_at_least} "
+                              "is not in (0, 1]")
         now = layout.now()
         run = gateway_pb2.Run(run_id=RunStore.new_id(), pipeline=spec, state=gateway_pb2.RUN_STATE_QUEUED,
                               created_at=now, updated_at=now)
         self.runs.create(run)
+        with self.active_lock:
+            self.active[run.run_id] = _Active()
         log.info("run %s submitted: pipeline %s", run.run_id, spec.name)
         threading.Thread(target=self._execute, args=(run.run_id, spec), name=f"run-{run.run_id}", daemon=True).start()
         return gateway_pb2.SubmitRunResponse(run=run)
@@ -57,6 +109,17 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
     @rpc
     def GetRun(self, request: gateway_pb2.GetRunRequest, context) -> gateway_pb2.GetRunResponse:
         return gateway_pb2.GetRunResponse(run=self.runs.get(request.run_id))
+
+    @rpc
+    def CancelRun(self, request: gateway_pb2.CancelRunRequest, context) -> gateway_pb2.CancelRunResponse:
+        run = self.runs.get(request.run_id)  # NOT_FOUND for an unknown run
+        with self.active_lock:
+            active = self.active.get(request.run_id)
+        if active is not None:
+            log.info("run %s: cancel requested", request.run_id)
+            active.cancel()
+            run = self.runs.get(request.run_id)
+        return gateway_pb2.CancelRunResponse(run=run)
 
     @rpc
     def ListRuns(self, request: gateway_pb2.ListRunsRequest, context) -> gateway_pb2.ListRunsResponse:
@@ -73,53 +136,102 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
         self.runs.append(run_id, stage=gateway_pb2.StageEvent(stage=stage, finished=finished, message=message))
 
     def _execute(self, run_id: str, spec) -> None:
+        active = self.active[run_id]
         try:
-            dataset = self._collect(run_id, spec)
-            model, metrics = self._train(run_id, spec, dataset)
-            self._serve(run_id, model)
-            final = self.runs.finish(run_id, state=gateway_pb2.RUN_STATE_SUCCEEDED, metrics=metrics)
+            dataset = self._collect(run_id, spec, active)
+            model, metrics, evaluation = self._train(run_id, spec, dataset, active)
+            deploy, decision = self._gate(spec, evaluation)
+            self.runs.update(run_id, deploy_decision=decision)
+            if deploy:
+                self._serve(run_id, model, active)
+            final = self.runs.finish(run_id, state=gateway_pb2.RUN_STATE_SUCCEEDED, metrics=metrics, deployed=deploy)
+        except _Cancelled:
+            stage = stage_name(self.runs.get(run_id).stage)
+            final = self.runs.finish(run_id, state=gateway_pb2.RUN_STATE_CANCELLED, reason=f"cancelled during {stage}")
         except _StageFailed as exc:
             final = self.runs.finish(run_id, state=gateway_pb2.RUN_STATE_FAILED, reason=str(exc))
         except Exception as exc:  # noqa: BLE001 - a run never stays RUNNING
             log.exception("run %s: gateway error", run_id)
             final = self.runs.finish(run_id, state=gateway_pb2.RUN_STATE_FAILED, reason=f"gateway error: {exc}")
+        finally:
+            with self.active_lock:
+                self.active.pop(run_id, None)
         log.info("run %s %s %s", run_id, gateway_pb2.RunState.Name(final.state), final.reason)
 
-    def _collect(self, run_id, spec):
+    @staticmethod
+    def _gate(spec, evaluation) -> tuple[bool, str]:
+        """The deploy gate's verdict: (deploy?, why)."""
+        threshold = spec.evaluate.deploy_if_at_least
+        if not threshold:
+            return True, "deployed: no deploy gate"
+        metric = spec.evaluate.metric or "accuracy"
+        if evaluation is None:
+            return False, f"not deployed: the gate needs held-out rows to measure {metric} (set split.validation or split.test)"
+        value = evaluation.metrics[metric]
+        subset = "test" if evaluation.subset == data_pb2.SUBSET_TEST else "validation"
+        if value >= threshold:
+            return True, f"deployed: {subset} {metric} {value:.4f} >= {threshold}"
+        return False, f"not deployed: {subset} {metric} {value:.4f} < {threshold}"
+
+    def _checked(self, active: _Active, stage: int, exc: grpc.RpcError) -> Exception:
+        """The exception a failed stage call stands for: cancelled by us, or a stage failure."""
+        if active.cancelled.is_set():
+            return _Cancelled()
+        return _StageFailed(stage, exc)
+
+    def _collect(self, run_id, spec, active: _Active):
         self._stage(run_id, gateway_pb2.STAGE_COLLECT, False, f"ingesting {spec.collect.source}")
         info = None
         try:
-            for progress in self.collect.Ingest(collect_pb2.IngestRequest(dataset=spec.name, source=spec.collect)):
+            call = active.track(self.collect.Ingest(collect_pb2.IngestRequest(dataset=spec.name, source=spec.collect)))
+            for progress in call:
                 self.runs.append(run_id, ingest=progress)
                 if progress.HasField("dataset"):
                     info = progress.dataset
         except grpc.RpcError as exc:
-            raise _StageFailed(gateway_pb2.STAGE_COLLECT, exc) from None
+            raise self._checked(active, gateway_pb2.STAGE_COLLECT, exc) from None
         self.runs.update(run_id, dataset=info.ref)
         self._stage(run_id, gateway_pb2.STAGE_COLLECT, True,
                     f"dataset {info.ref.name}@{info.ref.version}: {info.num_rows} rows")
         return info.ref
 
-    def _train(self, run_id, spec, dataset):
+    def _train(self, run_id, spec, dataset, active: _Active):
         self._stage(run_id, gateway_pb2.STAGE_TRAIN, False, f"training {spec.train.model} for {spec.train.epochs} epochs")
-        result = None
-        try:
-            for response in self.train.Train(train_pb2.TrainRequest(run_id=run_id, dataset=dataset, pipeline=spec)):
-                if response.HasField("progress"):
-                    self.runs.append(run_id, train=response.progress)
-                else:
-                    result = response.result
-        except grpc.RpcError as exc:
-            raise _StageFailed(gateway_pb2.STAGE_TRAIN, exc) from None
+        request = train_pb2.TrainRequest(run_id=run_id, dataset=dataset, pipeline=spec)
+        for attempt in range(1, stage_retries() + 2):
+            result = None
+            try:
+                for response in active.track(self.train.Train(request)):
+                    if response.HasField("progress"):
+                        self.runs.append(run_id, train=response.progress)
+                    else:
+                        result = response.result
+                break
+            except grpc.RpcError as exc:
+                failure = self._checked(active, gateway_pb2.STAGE_TRAIN, exc)
+                if isinstance(failure, _Cancelled) or exc.code() != grpc.StatusCode.UNAVAILABLE \
+                        or attempt > stage_retries():
+                    raise failure from None
+                # the train service died mid-run: wait for it to come back, then continue from its checkpoint
+                self._stage(run_id, gateway_pb2.STAGE_TRAIN, False,
+                            f"attempt {attempt} lost the train service ({exc.details()}); retrying")
+                try:
+                    channels.wait_healthy(config.address("train"), timeout=120)
+                except TimeoutError:
+                    raise failure from None
         metrics = dict(result.metrics)
-        self.runs.update(run_id, model=result.model, metrics=metrics)
+        evaluation = result.evaluation if result.HasField("evaluation") else None
+        self.runs.update(run_id, model=result.model, metrics=metrics,
+                         **({"evaluation": evaluation} if evaluation is not None else {}))
         self._stage(run_id, gateway_pb2.STAGE_TRAIN, True, f"model {result.model.name} version {result.model.version}")
-        return result.model, metrics
+        return result.model, metrics, evaluation
 
-    def _serve(self, run_id, model: model_pb2.ModelRef):
+    def _serve(self, run_id, model: model_pb2.ModelRef, active: _Active):
+        if active.cancelled.is_set():
+            raise _Cancelled()
         self._stage(run_id, gateway_pb2.STAGE_SERVE, False, f"loading {model.name} version {model.version}")
         try:
-            self.serve.LoadModel(serve_pb2.LoadModelRequest(model=model), timeout=300)
+            active.track(self.serve.LoadModel.future(serve_pb2.LoadModelRequest(model=model), timeout=300)).result()
         except grpc.RpcError as exc:
-            raise _StageFailed(gateway_pb2.STAGE_SERVE, exc) from None
+            raise self._checked(active, gateway_pb2.STAGE_SERVE, exc) from None
         self._stage(run_id, gateway_pb2.STAGE_SERVE, True, f"serving {model.name} version {model.version}")

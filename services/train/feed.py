@@ -44,7 +44,7 @@ class EpochFeed:
     """A re-iterable source of (features, label) batches: one pass per epoch."""
 
     def __init__(self, process_stub, request: process_pb2.ProcessRequest, batch_size: int, num_features: int,
-                 cancelled: threading.Event, budget_bytes: int | None = None):
+                 cancelled: threading.Event, budget_bytes: int | None = None, first_epoch: int = 0):
         self.process = process_stub
         self.request = request
         self.batch_size = batch_size
@@ -53,7 +53,7 @@ class EpochFeed:
         self.budget = cache_budget_bytes() if budget_bytes is None else budget_bytes
         self.fixed_ops, self.random_ops = ops_lib.split_at_first_random(list(request.ops))
         self.cache: list[dict[str, np.ndarray]] | None = None
-        self.epoch = 0
+        self.epoch = first_epoch  # random ops are seeded by epoch: a resumed run continues the sequence
         self.epochs_streamed = 0  # how many epochs pulled from process (for tests and logs)
         self._ahead: queue.Queue | None = None
 
@@ -66,11 +66,23 @@ class EpochFeed:
 
     def _read_ahead(self) -> None:
         try:
-            for batch in self._caching(self._stream(self.fixed_ops, PULL_BATCH, 0)):
-                self._ahead.put(batch)  # blocks while model.fit is behind: flow control
-            self._ahead.put(_END)
+            for batch in self._caching(self._stream(self.fixed_ops, PULL_BATCH, self.epoch)):
+                self._put(batch)  # blocks while model.fit is behind: flow control
+            self._put(_END)
+        except Cancelled:
+            pass
         except BaseException as exc:  # noqa: BLE001 - re-raised on the training thread
-            self._ahead.put(exc)
+            self._put(exc)
+
+    def _put(self, item) -> None:
+        """Queues an item for the training thread unless the call is cancelled (then nobody reads)."""
+        while not self.cancelled.is_set():
+            try:
+                self._ahead.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+        raise Cancelled()
 
     def _from_read_ahead(self) -> Iterator[dict[str, np.ndarray]]:
         while (item := self._ahead.get()) is not _END:
@@ -115,7 +127,7 @@ class EpochFeed:
         self.epoch += 1
         if self.cache is not None:
             source = iter(self.cache)
-        elif self.budget > 0 and epoch == 0:
+        elif self.budget > 0 and self.epochs_streamed == 0:
             self.epochs_streamed += 1
             source = self._from_read_ahead() if self.start()._ahead else None
         else:  # no cache: the whole chain runs in process, every epoch

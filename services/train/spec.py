@@ -19,6 +19,7 @@ def resolve(spec: pipeline_pb2.TrainSpec) -> pipeline_pb2.TrainSpec:
     out.epochs = spec.epochs or 10
     out.batch_size = spec.batch_size or 32
     out.learning_rate = spec.learning_rate or 0.001
+    out.progress_every_batches = spec.progress_every_batches or 20
     if not spec.hidden_units:
         out.hidden_units[:] = DEFAULT_HIDDEN
     if not 1 <= out.epochs <= 10_000:
@@ -27,6 +28,8 @@ def resolve(spec: pipeline_pb2.TrainSpec) -> pipeline_pb2.TrainSpec:
         raise invalid(f"train.batch_size: {out.batch_size} is not in [1, 65536]")
     if not 0 < out.learning_rate <= 10:
         raise invalid(f"train.learning_rate: {out.learning_rate} is not in (0, 10]")
+    if not 1 <= out.progress_every_batches <= 1_000_000:
+        raise invalid(f"train.progress_every_batches: {out.progress_every_batches} is not in [1, 1000000]")
     for i, units in enumerate(out.hidden_units):
         if not 1 <= units <= 65_536:
             raise invalid(f"train.hidden_units[{i}]: {units} is not in [1, 65536]")

@@ -89,12 +89,19 @@ def cmd_run(args) -> int:
                         p = event.train
                         if epochs is None:
                             epochs = bars.add_task("training", total=p.epochs, info="")
-                        bars.update(epochs, completed=p.epoch, info=f"epoch {p.epoch}/{p.epochs} "
-                                    + _metrics_line(p.metrics))
+                        if p.resumed_from_epoch:
+                            bars.console.print(f"  resumed from the checkpoint of epoch {p.resumed_from_epoch}")
+                        done = p.epoch if p.epoch_finished else p.epoch - 1
+                        where = f"epoch {p.epoch}/{p.epochs}" + ("" if p.epoch_finished else f" batch {p.batch}")
+                        bars.update(epochs, completed=done, info=f"{where} loss={p.metrics.get('loss', 0):.4f}")
                     elif kind == "finished":
                         final = event.finished
             except grpc.RpcError as exc:
                 return _fail(exc)
+            except KeyboardInterrupt:
+                console.print(f"cancelling run {run.run_id}…")
+                client.cancel(run.run_id)
+                final = None
         if final is None:
             final = client.get_run(run.run_id)
     if args.output == "json":
@@ -102,8 +109,12 @@ def cmd_run(args) -> int:
     elif final.state == gateway_pb2.RUN_STATE_SUCCEEDED:
         console.print(f"[green]SUCCEEDED[/green] model {final.model.name} version {final.model.version}: "
                       f"{_metrics_line(final.metrics)}")
+        if final.HasField("evaluation"):
+            console.print(f"  held-out evaluation ({final.evaluation.rows} rows): "
+                          f"{_metrics_line(final.evaluation.metrics)}")
+        console.print(f"  {final.deploy_decision}")
     else:
-        console.print(f"[red]{gateway_pb2.RunState.Name(final.state)[10:]}[/red] {final.reason}")
+        console.print(f"[red]{gateway_pb2.RunState.Name(final.state).removeprefix('RUN_STATE_')}[/red] {final.reason}")
     return 0 if final.state == gateway_pb2.RUN_STATE_SUCCEEDED else 1
 
 

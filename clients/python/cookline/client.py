@@ -17,7 +17,7 @@ import numpy as np
 from cookline import channels, tensors
 from cookline.v1 import gateway_pb2, gateway_pb2_grpc, model_pb2, serve_pb2, serve_pb2_grpc
 
-TERMINAL = (gateway_pb2.RUN_STATE_SUCCEEDED, gateway_pb2.RUN_STATE_FAILED)
+TERMINAL = (gateway_pb2.RUN_STATE_SUCCEEDED, gateway_pb2.RUN_STATE_FAILED, gateway_pb2.RUN_STATE_CANCELLED)
 
 
 def rows_from_response(response: serve_pb2.PredictResponse) -> list[dict]:
@@ -76,6 +76,10 @@ class Client:
 
     def get_run(self, run_id: str) -> gateway_pb2.Run:
         return self.pipelines.GetRun(gateway_pb2.GetRunRequest(run_id=run_id), timeout=30).run
+
+    def cancel(self, run_id: str) -> gateway_pb2.Run:
+        """Asks the gateway to cancel a run; watch() then ends with its CANCELLED record."""
+        return self.pipelines.CancelRun(gateway_pb2.CancelRunRequest(run_id=run_id), timeout=30).run
 
     def list_runs(self, limit: int = 100) -> list[gateway_pb2.Run]:
         return list(self.pipelines.ListRuns(gateway_pb2.ListRunsRequest(limit=limit), timeout=30).runs)

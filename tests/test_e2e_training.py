@@ -1,0 +1,116 @@
+"""Training on the live stack: held-out evaluation, the deploy gate, cancellation."""
+import json
+import os
+
+import grpc
+import pytest
+
+from cookline.client import Client
+from cookline.v1 import data_pb2, gateway_pb2
+from services.common.store import store_from_env
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IRIS_CSV = os.path.join(ROOT, "examples", "data", "iris.csv")
+
+
+def pipeline(name: str, train: str, split: str = "{validation: 0.2, seed: 7}", evaluate: str = "") -> str:
+    text = (f"name: {name}\ncollect: {{source: {IRIS_CSV}, label: species}}\n"
+            f"process: [{{standardize: {{}}}}, {{shuffle: {{seed: 3}}}}]\nsplit: {split}\ntrain: {train}\n")
+    return text + (f"evaluate: {evaluate}\n" if evaluate else "")
+
+
+@pytest.fixture(scope="module")
+def env(stack):
+    return stack[1]
+
+
+@pytest.fixture(scope="module")
+def client(env):
+    with Client(env=env) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def store(env):
+    return store_from_env(env)
+
+
+def run_to_end(client, text):
+    run = client.submit(text)
+    events = list(client.watch(run.run_id))
+    return client.get_run(run.run_id), events
+
+
+def test_held_out_evaluation_and_a_passed_gate(client, store):
+    run, events = run_to_end(client, pipeline(
+        "gated", "{model: mlp, hidden_units: [16], epochs: 60, batch_size: 16, learning_rate: 0.01}",
+        split="{validation: 0.2, test: 0.2, seed: 7}", evaluate="{metric: accuracy, deploy_if_at_least: 0.8}"))
+    assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
+    evaluation = run.evaluation
+    assert evaluation.subset == data_pb2.SUBSET_TEST and evaluation.rows == 30
+    assert sum(evaluation.confusion_matrix) == 30 and len(evaluation.confusion_matrix) == 9
+    assert sum(c.support for c in evaluation.classes) == 30
+    assert {c.name for c in evaluation.classes} == {"setosa", "versicolor", "virginica"}
+    assert {"accuracy", "loss", "macro_precision", "macro_recall", "macro_f1"} <= set(evaluation.metrics)
+    # accuracy is the trace of the confusion matrix over the rows
+    diagonal = sum(evaluation.confusion_matrix[i * 3 + i] for i in range(3))
+    assert evaluation.metrics["accuracy"] == pytest.approx(diagonal / 30)
+    assert run.deployed and run.deploy_decision.startswith("deployed: test accuracy")
+    stages = [e.stage.stage for e in events if e.WhichOneof("event") == "stage"]
+    assert gateway_pb2.STAGE_SERVE in stages
+    meta = json.loads(store.get_bytes(f"models/gated/{run.model.version}/cookline.json"))
+    assert meta["evaluation"]["rows"] == "30" or meta["evaluation"]["rows"] == 30
+    assert meta["evaluation"]["metrics"]["accuracy"] == pytest.approx(evaluation.metrics["accuracy"])
+
+
+def test_a_model_that_misses_the_gate_is_registered_but_not_deployed(client, store):
+    run, events = run_to_end(client, pipeline(
+        "undertrained", "{model: mlp, epochs: 1, batch_size: 64, learning_rate: 0.00001}",
+        evaluate="{metric: macro_f1, deploy_if_at_least: 0.99}"))
+    assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
+    assert not run.deployed
+    assert run.deploy_decision.startswith("not deployed: validation macro_f1") and "< 0.99" in run.deploy_decision
+    assert store.exists(f"models/undertrained/{run.model.version}/cookline.json")  # still registered
+    stages = [e.stage.stage for e in events if e.WhichOneof("event") == "stage"]
+    assert gateway_pb2.STAGE_SERVE not in stages
+
+
+@pytest.mark.parametrize("evaluate, field", [
+    ("{metric: loss, deploy_if_at_least: 0.5}", "evaluate.metric"),
+    ("{metric: accuracy, deploy_if_at_least: 1.5}", "evaluate.deploy_if_at_least"),
+])
+def test_bad_gates_are_rejected_at_submit(client, evaluate, field):
+    with pytest.raises(grpc.RpcError) as info:
+        client.submit(pipeline("badgate", "{model: mlp}", evaluate=evaluate))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in info.value.details()
+
+
+def test_progress_is_streamed_within_epochs(client):
+    run, events = run_to_end(client, pipeline(
+        "chatty", "{model: mlp, epochs: 2, batch_size: 8, progress_every_batches: 5}"))
+    assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
+    progress = [e.train for e in events if e.WhichOneof("event") == "train"]
+    mid = [p for p in progress if not p.epoch_finished]
+    assert [(p.epoch, p.batch) for p in mid] == [(e, b) for e in (1, 2) for b in (5, 10, 15)]  # 120 rows / 8
+    assert all(p.samples_per_second > 0 and "loss" in p.metrics for p in mid)
+    assert [p.epoch for p in progress if p.epoch_finished] == [1, 2]
+
+
+def test_cancel_stops_a_run_and_publishes_nothing(client, store):
+    run = client.submit(pipeline("cancelled", "{model: mlp, epochs: 10000, batch_size: 1, progress_every_batches: 10}"))
+    events = []
+    for event in client.watch(run.run_id):
+        events.append(event)
+        if event.WhichOneof("event") == "train" and len(events) < 1000:
+            client.cancel(run.run_id)
+            break
+    rest = list(client.watch(run.run_id, from_sequence=events[-1].sequence + 1))
+    final = client.get_run(run.run_id)
+    assert final.state == gateway_pb2.RUN_STATE_CANCELLED and final.reason == "cancelled during train"
+    assert rest[-1].finished.state == gateway_pb2.RUN_STATE_CANCELLED
+    assert not any(k.endswith("cookline.json") for k in store.list("models/cancelled/"))
+    # cancelling again changes nothing; an unknown run is NOT_FOUND
+    assert client.cancel(run.run_id).state == gateway_pb2.RUN_STATE_CANCELLED
+    with pytest.raises(grpc.RpcError) as info:
+        client.cancel("20990101-000000-000000")
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
