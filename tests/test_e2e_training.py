@@ -114,3 +114,27 @@ def test_cancel_stops_a_run_and_publishes_nothing(client, store):
     with pytest.raises(grpc.RpcError) as info:
         client.cancel("20990101-000000-000000")
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_linear_model_learns_iris(client):
+    run, _ = run_to_end(client, pipeline(
+        "irislinear", "{model: linear, epochs: 100, batch_size: 16, learning_rate: 0.05}"))
+    assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
+    assert run.evaluation.metrics["accuracy"] >= 0.85
+
+
+def test_a_loss_that_becomes_nan_or_inf_fails_the_run_with_the_reason(client, tmp_path, store):
+    rows = "\n".join(f"{(-1) ** i * 3e38},{2e38},{'a' if i % 2 else 'b'}" for i in range(64))
+    (tmp_path / "huge.csv").write_text("x,y,label\n" + rows + "\n")
+    run, _ = run_to_end(client, f"name: diverges\ncollect: {{source: {tmp_path / 'huge.csv'}, label: label}}\n"
+                                "train: {model: mlp, epochs: 5, batch_size: 8, learning_rate: 10}\n")
+    assert run.state == gateway_pb2.RUN_STATE_FAILED
+    assert "train failed: INVALID_ARGUMENT" in run.reason and "diverged: loss became" in run.reason
+    assert "nan" in run.reason or "inf" in run.reason
+    assert not any(k.endswith("cookline.json") for k in store.list("models/diverges/"))
+
+
+def test_linear_with_hidden_units_is_rejected(client):
+    with pytest.raises(grpc.RpcError) as info:
+        client.submit(pipeline("bad", "{model: linear, hidden_units: [4]}"))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "train.hidden_units" in info.value.details()

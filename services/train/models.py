@@ -8,8 +8,13 @@ import tensorflow as tf
 from cookline import tensors
 from cookline.v1 import pipeline_pb2
 
+
 def build(spec: pipeline_pb2.TrainSpec, num_features: int, num_classes: int) -> keras.Model:
-    """The trainable network: it sees features already processed by the process service."""
+    """The trainable network: it sees features already processed by the process service.
+
+    mlp: ReLU hidden layers of hidden_units, then softmax; linear: softmax of one
+    affine map (multinomial logistic regression; hidden_units is empty for it).
+    """
     inputs = keras.Input(shape=(num_features,), name="features")
     x = inputs
     for units in spec.hidden_units:

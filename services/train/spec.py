@@ -4,7 +4,8 @@ from __future__ import annotations
 from cookline.v1 import pipeline_pb2
 from services.common.errors import invalid
 
-MODELS = ("mlp",)
+# Model families: mlp (dense hidden layers) and linear (multinomial logistic regression).
+MODELS = ("mlp", "linear")
 DEFAULT_HIDDEN = (32,)
 
 
@@ -20,7 +21,9 @@ def resolve(spec: pipeline_pb2.TrainSpec) -> pipeline_pb2.TrainSpec:
     out.batch_size = spec.batch_size or 32
     out.learning_rate = spec.learning_rate or 0.001
     out.progress_every_batches = spec.progress_every_batches or 20
-    if not spec.hidden_units:
+    if spec.model == "linear" and spec.hidden_units:
+        raise invalid("train.hidden_units: a linear model has no hidden layers; remove it or use model: mlp")
+    if spec.model == "mlp" and not spec.hidden_units:
         out.hidden_units[:] = DEFAULT_HIDDEN
     if not 1 <= out.epochs <= 10_000:
         raise invalid(f"train.epochs: {out.epochs} is not in [1, 10000]")
