@@ -138,3 +138,28 @@ def test_linear_with_hidden_units_is_rejected(client):
     with pytest.raises(grpc.RpcError) as info:
         client.submit(pipeline("bad", "{model: linear, hidden_units: [4]}"))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "train.hidden_units" in info.value.details()
+
+
+def test_report_is_one_html_page_with_embedded_plots(client, env, tmp_path):
+    import base64
+    import re
+    import subprocess
+    import sys
+
+    run, _ = run_to_end(client, pipeline(
+        "reported", "{model: mlp, hidden_units: [8], epochs: 5, batch_size: 16, learning_rate: 0.02}",
+        split="{validation: 0.2, test: 0.2, seed: 2}"))
+    out = tmp_path / "report.html"
+    done = subprocess.run([sys.executable, "-m", "cookline.cli", "report", run.run_id, "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    page = out.read_text()
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 2  # curves and confusion matrix, nothing linked from outside
+    assert all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
+    for text in (run.run_id, "confusion matrix", "setosa", "versicolor", "virginica", "macro_f1"):
+        assert text in page
+    assert 'src="http' not in page and "<script" not in page
+    done = subprocess.run([sys.executable, "-m", "cookline.cli", "report", "20990101-000000-000000"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "NOT_FOUND" in done.stderr

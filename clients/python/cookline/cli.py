@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cookline import channels, config
-from cookline.client import Client
+from cookline.client import TERMINAL, Client
 from cookline.v1 import gateway_pb2
 
 console = Console(stderr=True)
@@ -165,6 +165,25 @@ def cmd_predict(args) -> int:
     return 1 if any("error" in r for r in results) else 0
 
 
+def cmd_report(args) -> int:
+    from cookline import report  # matplotlib loads only for this command
+    with Client(gateway=args.gateway) as client:
+        try:
+            run = client.get_run(args.run)
+            if run.state not in TERMINAL:
+                console.print(f"[red]error[/red] run {args.run} is {gateway_pb2.RunState.Name(run.state)[10:]}; "
+                              "report it once it has ended")
+                return 2
+            events = list(client.watch(args.run))
+        except grpc.RpcError as exc:
+            return _fail(exc)
+    path = args.out or f"cookline-report-{args.run}.html"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(report.render(run, events))
+    console.print(f"report written to {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="cookline", description="Run ML pipelines on a cookline stack.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -194,6 +213,12 @@ def main(argv=None) -> int:
                          help="json: one JSON object per row with label and scores")
     predict.add_argument("--serve", help="serve host:port (default COOKLINE_SERVE_ADDR or localhost:50054)")
     predict.set_defaults(func=cmd_predict)
+
+    report = sub.add_parser("report", help="write an HTML report of a finished run (curves, confusion matrix)")
+    report.add_argument("run", help="the run id")
+    report.add_argument("--out", help="output file (default cookline-report-RUN.html)")
+    report.add_argument("--gateway", help="gateway host:port (default COOKLINE_GATEWAY_ADDR or localhost:50050)")
+    report.set_defaults(func=cmd_report)
 
     args = parser.parse_args(argv)
     return args.func(args)
