@@ -40,7 +40,13 @@ run: install
 up: install
 	$(BIN)/cookline up
 
-test: install
+# The pure-JavaScript TF.js the browser export is checked with (tests/tfjs).
+TFJS := tests/tfjs/node_modules/.installed
+$(TFJS): tests/tfjs/package-lock.json
+	npm ci --prefix tests/tfjs --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: install $(TFJS)
 	$(BIN)/python -m pytest -q
 
 test-unit: install

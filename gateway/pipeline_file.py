@@ -57,6 +57,7 @@ def parse(text: str, base_dir: str = "") -> pipeline_pb2.PipelineSpec:
         raise invalid("pipeline: train is required (at least train.model)")
     ops.validate(spec.process)
     spec.train.CopyFrom(train_spec.resolve(spec.train))
+    train_spec.check_export(spec)
     splits.check(spec.split)
     spec.collect.source = resolve_source(spec.collect.source, base_dir)
     return spec

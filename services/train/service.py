@@ -23,7 +23,7 @@ from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, model_pb2, pro
 from services.common import layout, splits
 from services.common.errors import Fail, invalid, rpc
 from services.common.store import ObjectStore
-from services.train import models, spec as train_spec
+from services.train import models, spec as train_spec, tfjs
 from services.train.checkpoints import Checkpoints
 from services.train.evaluate import evaluate_model
 from services.train.feed import EpochFeed
@@ -95,6 +95,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         pipeline = request.pipeline
         name = layout.check_name("pipeline.name", pipeline.name)
         spec = train_spec.resolve(pipeline.train)
+        train_spec.check_export(pipeline)
         info = self.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=request.dataset),
                                        timeout=30).dataset
         fields = {f.name: f for f in info.fields}
@@ -191,6 +192,8 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         prefix = layout.model_prefix(name, version)
         with tempfile.TemporaryDirectory(prefix="cookline-export-") as tmp:
             models.export(model, fitted_ops, num_features, tmp)
+            if request.pipeline.export.tfjs:
+                tfjs.write(model, fitted_ops, num_features, name, os.path.join(tmp, "tfjs"))
             files = {}
             for root, _dirs, names in os.walk(tmp):
                 for file_name in names:
@@ -209,6 +212,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                 "dataset": {"name": dataset.name, "version": dataset.version},
                 "run_id": request.run_id,
                 "pipeline": json_format.MessageToDict(request.pipeline, preserving_proto_field_name=True),
+                "formats": ["saved_model"] + (["tfjs"] if request.pipeline.export.tfjs else []),
                 "framework": {"tensorflow": tf.__version__, "keras": keras.__version__},
                 "created_at": layout.now(),
             }

@@ -9,6 +9,17 @@ MODELS = ("mlp", "linear")
 DEFAULT_HIDDEN = (32,)
 
 
+# Model families the TF.js export can write (a plain stack of Dense layers).
+TFJS_MODELS = ("mlp", "linear")
+
+
+def check_export(pipeline: pipeline_pb2.PipelineSpec) -> None:
+    """INVALID_ARGUMENT when an export format is asked of a model that cannot have it."""
+    if pipeline.export.tfjs and pipeline.train.model not in TFJS_MODELS:
+        raise invalid(f"export.tfjs: not available for model {pipeline.train.model!r} "
+                      f"(available for {', '.join(TFJS_MODELS)})")
+
+
 def resolve(spec: pipeline_pb2.TrainSpec) -> pipeline_pb2.TrainSpec:
     """Validates a train spec and fills in its defaults; INVALID_ARGUMENT names the field."""
     if not spec.model:
