@@ -264,13 +264,13 @@ class ModelManager:
         serving = f" (version {model.version} is deployed)" if model is not None else ""
         raise unavailable(f"{what} is not loaded{serving}; LoadModel deploys it")
 
-    def submit(self, ref: model_pb2.ModelRef, prepare: Callable[[LoadedModel], np.ndarray]
-               ) -> tuple[LoadedModel, Future]:
+    def submit(self, ref: model_pb2.ModelRef, prepare: Callable[[LoadedModel], np.ndarray],
+               inline: bool = False) -> tuple[LoadedModel, Future]:
         """Queues a request on the version answering ref. `prepare(model)` checks
-        the inputs against that model and returns its features."""
+        the inputs against that model and returns its features. `inline`: see Batcher.submit."""
         while True:
             model = self.get(ref)
-            future = model.batcher.submit(prepare(model))
+            future = model.batcher.submit(prepare(model), inline)
             if future is not None:
                 return model, future
             # The batcher closed between get and submit (a swap): the next get sees the new version.

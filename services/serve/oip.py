@@ -104,13 +104,13 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             outputs=[tensor(name="scores", datatype="FP32", shape=[-1, classes]),
                      tensor(name="label", datatype="BYTES", shape=[-1])])
 
-    def _submit(self, request: oip.ModelInferRequest):
+    def _submit(self, request: oip.ModelInferRequest, inline: bool = False):
         wanted = {o.name for o in request.outputs}
         unknown = sorted(wanted - {"scores", "label"})
         if unknown:
             raise invalid(f"outputs[{unknown[0]!r}]: unknown output (the model returns 'scores' and 'label')")
         return self.models.submit(model_ref(request.model_name, request.model_version),
-                                  lambda model: features_of(request, model))
+                                  lambda model: features_of(request, model), inline)
 
     @staticmethod
     def _response(request: oip.ModelInferRequest, model: LoadedModel, scores: np.ndarray) -> oip.ModelInferResponse:
@@ -127,7 +127,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
 
     @rpc
     def ModelInfer(self, request, context):
-        model, future = self._submit(request)
+        model, future = self._submit(request, inline=True)
         return self._response(request, model, future.result())
 
     @rpc

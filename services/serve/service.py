@@ -85,8 +85,8 @@ class ServeServicer(serve_pb2_grpc.ServeServiceServicer):
 
     # --- predictions -------------------------------------------------------------
 
-    def submit(self, request: serve_pb2.PredictRequest) -> tuple[LoadedModel, Future]:
-        return self.models.submit(request.model, lambda model: features_of(request, model))
+    def submit(self, request: serve_pb2.PredictRequest, inline: bool = False) -> tuple[LoadedModel, Future]:
+        return self.models.submit(request.model, lambda model: features_of(request, model), inline)
 
     @staticmethod
     def response(model: LoadedModel, scores: np.ndarray) -> serve_pb2.PredictResponse:
@@ -97,7 +97,7 @@ class ServeServicer(serve_pb2_grpc.ServeServiceServicer):
 
     @rpc
     def Predict(self, request, context) -> serve_pb2.PredictResponse:
-        model, future = self.submit(request)
+        model, future = self.submit(request, inline=True)
         return self.response(model, future.result())
 
     @rpc
