@@ -3,28 +3,40 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 GEN    := clients/python/cookline/v1
-PROTOS := $(wildcard protos/cookline/v1/*.proto)
+OIPGEN := clients/python/inference
+PROTOS := $(wildcard protos/cookline/v1/*.proto) $(wildcard protos/inference/*.proto)
+# tritonclient, the independent OIP v2 client of the serving tests, lives in its
+# own venv: it needs protobuf<7, the project pins protobuf 7 (pins in
+# tests/tritonclient-requirements.txt).
+TRITON_VENV := .cache/tritonclient
 
-.PHONY: install proto run up test test-unit clean
+.PHONY: install proto run up test test-unit bench-serving clean
 
-install: $(VENV)/.installed $(GEN)/.generated
+install: $(VENV)/.installed $(GEN)/.generated $(TRITON_VENV)/.installed
 
 # The venv is rebuilt only when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# The generated package must exist for the editable install; `make proto` fills it.
-	mkdir -p $(GEN) && touch $(GEN)/__init__.py
+	mkdir -p $(GEN) $(OIPGEN) && touch $(GEN)/__init__.py $(OIPGEN)/__init__.py
 	$(BIN)/pip install --quiet -e ".[server,dev,test]"
 	touch $@
 
-# Python stubs generated from protos/ (gitignored; never edited by hand).
+# Python stubs generated from protos/ (gitignored; never edited by hand):
+# cookline.v1 and the OIP v2 package `inference`, in one protoc run.
 proto: $(GEN)/.generated
 $(GEN)/.generated: $(PROTOS) $(VENV)/.installed
-	rm -rf $(GEN) && mkdir -p $(GEN)
+	rm -rf $(GEN) $(OIPGEN) && mkdir -p $(GEN) $(OIPGEN)
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=clients/python \
 	  --pyi_out=clients/python --grpc_python_out=clients/python $(PROTOS)
 	echo '"""Generated from protos/cookline/v1 by `make proto`. Do not edit."""' > $(GEN)/__init__.py
+	echo '"""Generated from protos/inference by `make proto`. Do not edit."""' > $(OIPGEN)/__init__.py
+	touch $@
+
+$(TRITON_VENV)/.installed: tests/tritonclient-requirements.txt
+	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install --quiet -r tests/tritonclient-requirements.txt
 	touch $@
 
 # Start the stack on the embedded local store, run examples/iris.yaml end to
@@ -51,6 +63,12 @@ test: install $(TFJS)
 
 test-unit: install
 	$(BIN)/python -m pytest -q -m "not e2e"
+
+# The serving benchmark (not part of `make test`): cookline vs in-process
+# predict, a bare gRPC echo, KServe and MLServer (each in its own venv under
+# .cache/bench/, created on first use).
+bench-serving: install
+	$(BIN)/python bench/serving.py
 
 clean:
 	rm -rf $(VENV) $(GEN) .pytest_cache .hypothesis

@@ -107,3 +107,62 @@ def read_model_metadata(store: ObjectStore, name: str, version: int) -> dict:
         return json.loads(store.get_bytes(model_prefix(name, version) + MODEL_METADATA))
     except NotFoundError:
         raise not_found(f"model {name!r} version {version} not found") from None
+
+
+# --- model serving state (minimal registry; the registry issue extends it) ---
+#
+#   models/<name>/deployed.json          {"policy": "latest" | "version" | "alias", "version": N,
+#                                          "alias": "...", "batching": {...}, "updated_at": ...}
+#   models/<name>/aliases/<alias>.json   {"version": N, "updated_at": ...}
+#
+# Neither sits inside a version folder, so versions stay immutable. Each is one
+# object written in one put, so a reader sees the old or the new state, never half.
+
+DEPLOYED = "deployed.json"
+
+
+def deployed_key(name: str) -> str:
+    return f"models/{name}/{DEPLOYED}"
+
+
+def alias_key(name: str, alias: str) -> str:
+    return f"models/{name}/aliases/{alias}.json"
+
+
+def write_deployed(store: ObjectStore, name: str, marker: dict) -> None:
+    """Marks what serve replicas should serve for `name` (their desired state)."""
+    store.put_bytes(deployed_key(name), json.dumps(dict(marker, updated_at=now()), indent=1).encode())
+
+
+def read_deployed(store: ObjectStore, name: str) -> dict | None:
+    """The deployed marker of a model, or None when it is not deployed."""
+    try:
+        return json.loads(store.get_bytes(deployed_key(name)))
+    except NotFoundError:
+        return None
+
+
+def delete_deployed(store: ObjectStore, name: str) -> None:
+    store.delete(deployed_key(name))
+
+
+def deployed_models(store: ObjectStore) -> list[str]:
+    """Names of every model with a deployed marker."""
+    return sorted(name for name in store.list_dirs("models/")
+                  if NAME_RE.fullmatch(name) and store.exists(deployed_key(name)))
+
+
+def write_alias(store: ObjectStore, name: str, alias: str, version: int) -> None:
+    """Points alias (e.g. "production") at a published version of a model."""
+    check_name("alias", alias)
+    read_model_metadata(store, name, version)  # NOT_FOUND unless published
+    store.put_bytes(alias_key(name, alias), json.dumps({"version": version, "updated_at": now()}).encode())
+
+
+def read_alias(store: ObjectStore, name: str, alias: str) -> int:
+    """The version an alias names; NOT_FOUND if the alias does not exist."""
+    check_name("alias", alias)
+    try:
+        return int(json.loads(store.get_bytes(alias_key(name, alias)))["version"])
+    except NotFoundError:
+        raise not_found(f"alias {alias!r} of model {name!r} not found") from None

@@ -28,12 +28,15 @@ def setup_logging(service: str) -> None:
     )
 
 
-def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_workers: int = 32) -> None:
+def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_workers: int = 32,
+          on_start: Callable[[health.HealthServicer], None] | None = None) -> None:
     """Runs `service` until SIGTERM/SIGINT.
 
     `register(server)` adds the servicers and returns their full service names
     (e.g. "cookline.v1.CollectService"); each is reported SERVING by the health
-    service and listed by reflection.
+    service and listed by reflection. `on_start(health)`, when given, runs once
+    the server answers, with the health servicer (serve reports each model's
+    readiness under the model's name).
     """
     setup_logging(service)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=config.grpc_options())
@@ -52,6 +55,8 @@ def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_wo
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("%s listening on %s", service, bind)
+    if on_start is not None:
+        on_start(health_servicer)
 
     stopping = threading.Event()
 

@@ -1,18 +1,39 @@
-"""python -m services.serve: the serve service."""
+"""python -m services.serve: the serve service (cookline.v1.ServeService and the
+OIP v2 inference.GRPCInferenceService on one port)."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter off unless asked for
 
-from cookline.v1 import serve_pb2, serve_pb2_grpc
-from services.common.server import serve
-from services.common.store import store_from_env
-from services.serve.service import ServeServicer
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+
+from cookline.v1 import serve_pb2, serve_pb2_grpc  # noqa: E402
+from inference import grpc_service_pb2_grpc as oip_grpc  # noqa: E402
+from services.common.server import serve  # noqa: E402
+from services.common.store import store_from_env  # noqa: E402
+from services.serve import oip  # noqa: E402
+from services.serve.models import ModelManager  # noqa: E402
+from services.serve.service import ServeServicer  # noqa: E402
+from services.serve.streaming import ActiveStreams  # noqa: E402
+
+# gRPC worker threads: every open prediction stream holds one for its lifetime.
+MAX_WORKERS = 256
+
+models = ModelManager(store_from_env(), tempfile.mkdtemp(prefix="cookline-serve-"))
 
 
 def register(server):
-    serve_pb2_grpc.add_ServeServiceServicer_to_server(ServeServicer(store_from_env()), server)
-    return [serve_pb2.DESCRIPTOR.services_by_name["ServeService"].full_name]
+    streams = ActiveStreams()
+    serve_pb2_grpc.add_ServeServiceServicer_to_server(ServeServicer(models, streams), server)
+    oip_grpc.add_GRPCInferenceServiceServicer_to_server(oip.InferenceServicer(models, streams), server)
+    return [serve_pb2.DESCRIPTOR.services_by_name["ServeService"].full_name, oip.service_name()]
+
+
+def on_start(health):
+    """Overall health is SERVING from here; each deployed model turns SERVING under its name once warm."""
+    models.attach_health(health)
+    threading.Thread(target=models.load_deployed, name="load-deployed", daemon=True).start()
 
 
 if __name__ == "__main__":
-    serve("serve", register)
+    serve("serve", register, max_workers=MAX_WORKERS, on_start=on_start)

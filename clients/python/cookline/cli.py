@@ -207,7 +207,7 @@ def main(argv=None) -> int:
     predict = sub.add_parser("predict", help="predict the rows of a CSV with a served model")
     predict.add_argument("model", help="model name (the pipeline's name)")
     predict.add_argument("--input", required=True, help="CSV with a header and the model's feature columns")
-    predict.add_argument("--version", type=int, default=0, help="model version (default: newest)")
+    predict.add_argument("--version", type=int, default=0, help="model version (default: the deployed one)")
     predict.add_argument("--stream", action="store_true", help="use the bidirectional PredictStream RPC")
     predict.add_argument("--output", choices=["text", "json"], default="text",
                          help="json: one JSON object per row with label and scores")

@@ -1,0 +1,416 @@
+"""Serving benchmark: everything in one run, on the same iris SavedModel.
+
+    .venv/bin/python bench/serving.py [--seconds S] [--skip-others]   (or `make bench-serving`)
+
+Measures, on this machine (client and servers share its cores):
+  - in-process predict: p50 of one row, rows/s at batch 256 (the baselines);
+  - a bare gRPC echo server (Python, same message size): unary p50;
+  - cookline serve: unary Predict p50/p99 (one row, one caller), directly and
+    through the gateway's proxy; PredictStream rows/s with dynamic batching,
+    directly and through the gateway;
+  - cookline serve, KServe 0.21 and MLServer 1.7.1, each serving the model
+    (the latter two through a small custom model class, each in its own venv
+    under .cache/bench/, created on first use) under the same OIP v2 client
+    load: CONCURRENCY callers, one row per ModelInfer.
+Then prints a table and the ratios against the targets of DESIGN.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+# One TF thread per op pool for every party (the in-process baseline, cookline, KServe,
+# MLServer inherit this environment): for a model this small it is the fastest setting
+# for all of them. Override by setting the variables before running the bench.
+TF_THREADS = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+for _name, _value in TF_THREADS.items():
+    os.environ.setdefault(_name, _value)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
+CACHE = os.path.join(ROOT, ".cache", "bench")
+IRIS_CSV = os.path.join(ROOT, "examples", "data", "iris.csv")
+CONCURRENCY = 8           # OIP callers, as in DESIGN.md's calibration
+STREAMS, STREAM_ROWS = 4, 256  # streaming load: streams x rows per message
+MAX_BATCH = 1024              # serve's max_batch_size for the model
+ROW = np.array([[5.1, 3.5, 1.4, 0.2]], np.float32)
+
+
+# --- helpers --------------------------------------------------------------------
+
+def free_ports(n: int) -> list[int]:
+    import socket
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def pct(values, q) -> float:
+    return float(np.percentile(np.asarray(values), q)) * 1000  # ms
+
+
+def sequential_latencies(call, seconds: float) -> list[float]:
+    """Latencies (s) of one caller calling back to back for `seconds` (after a warm-up)."""
+    for _ in range(50):
+        call()
+    out, end = [], time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        call()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def wait_oip_ready(target: str, timeout: float = 300.0, proc: subprocess.Popen | None = None) -> None:
+    """Waits until an OIP server answers ServerReady=true (KServe/MLServer have no gRPC health)."""
+    import grpc
+    from inference import grpc_service_pb2 as oip, grpc_service_pb2_grpc as oip_grpc
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as channel:
+        stub = oip_grpc.GRPCInferenceServiceStub(channel)
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"server for {target} exited with {proc.returncode}")
+            try:
+                if stub.ServerReady(oip.ServerReadyRequest(), timeout=2).ready:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)  # poll interval
+    raise TimeoutError(f"{target} not ready within {timeout:.0f} s")
+
+
+# --- the model ------------------------------------------------------------------
+
+def make_model(workdir: str) -> tuple[str, str]:
+    """Trains the iris MLP in process, exports it, publishes it as iris version 1 in a
+    local store and marks it deployed. Returns (SavedModel dir, store root)."""
+    import keras
+    from cookline.v1 import pipeline_pb2
+    from services.common import layout
+    from services.common.store import LocalStore
+    from services.train import models
+
+    data = np.genfromtxt(IRIS_CSV, delimiter=",", skip_header=1, usecols=(0, 1, 2, 3), dtype=np.float32)
+    names = np.genfromtxt(IRIS_CSV, delimiter=",", skip_header=1, usecols=(4,), dtype=str)
+    classes = sorted(set(names))
+    labels = np.array([classes.index(n) for n in names], np.int32)
+    spec = pipeline_pb2.TrainSpec(model="mlp", hidden_units=[16], learning_rate=0.01)
+    net = models.build(spec, 4, len(classes))
+    keras.utils.set_random_seed(7)
+    net.fit(data, labels, epochs=30, batch_size=16, verbose=0)
+    saved = os.path.join(workdir, "saved_model")
+    models.export(net, [], 4, saved)
+
+    root = os.path.join(workdir, "store")
+    store = LocalStore(os.path.join(root, "cookline"))
+    files = {os.path.relpath(os.path.join(d, f), saved): os.path.join(d, f)
+             for d, _, fs in os.walk(saved) for f in fs}
+    meta = {"name": "iris", "version": 1, "class_names": classes,
+            "feature_columns": ["sepal_length", "sepal_width", "petal_length", "petal_width"],
+            "inputs": {"features": {"dtype": "float32", "shape": [-1, 4]}}, "created_at": layout.now()}
+    store.publish(layout.model_prefix("iris", 1), files, layout.MODEL_METADATA, json.dumps(meta).encode())
+    layout.write_deployed(store, "iris", {"policy": "latest", "version": 1, "alias": "",
+                                          "batching": {"max_batch_size": MAX_BATCH, "max_queue_delay_ms": 0}})
+    return saved, root
+
+
+def in_process(saved: str, seconds: float) -> dict:
+    import tensorflow as tf
+    signature = tf.saved_model.load(saved).signatures["serving_default"]
+    one = sequential_latencies(lambda: signature(features=tf.constant(ROW))["scores"].numpy(), seconds)
+    batch = np.repeat(ROW, 256, axis=0)
+    rows, end = 0, time.perf_counter() + seconds
+    start = time.perf_counter()
+    while time.perf_counter() < end:
+        signature(features=tf.constant(batch))["scores"].numpy()
+        rows += 256
+    return {"p50": pct(one, 50), "p99": pct(one, 99), "rows_per_s": rows / (time.perf_counter() - start)}
+
+
+# --- bare gRPC echo ---------------------------------------------------------------
+
+def echo_server(port: int) -> None:
+    """A bare Python gRPC server answering every unary call with its request bytes."""
+    from concurrent import futures
+
+    import grpc
+
+    class Echo(grpc.GenericRpcHandler):
+        def service(self, details):
+            return grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    server.add_generic_rpc_handlers((Echo(),))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
+def echo_p50(seconds: float, payload: bytes) -> dict:
+    import grpc
+    (port,) = free_ports(1)
+    proc = subprocess.Popen([sys.executable, __file__, "--echo-server", str(port)])
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
+            call = channel.unary_unary("/bench.Echo/Echo")
+            lat = sequential_latencies(lambda: call(payload, timeout=10), seconds)
+    finally:
+        proc.terminate()
+        proc.wait()
+    return {"p50": pct(lat, 50), "p99": pct(lat, 99)}
+
+
+# --- load clients (run as a separate process, so they do not share our GIL) -------
+
+def oip_client(target: str, threads: int, seconds: float) -> dict:
+    """CONCURRENCY threads, one row per ModelInfer (raw_input_contents), back to back."""
+    import grpc
+    from inference import grpc_service_pb2 as oip, grpc_service_pb2_grpc as oip_grpc
+    request = oip.ModelInferRequest(model_name="iris", raw_input_contents=[ROW.tobytes()])
+    request.inputs.add(name="features", datatype="FP32", shape=[1, 4])
+    channel = grpc.insecure_channel(target)
+    stub = oip_grpc.GRPCInferenceServiceStub(channel)
+    for _ in range(20):
+        stub.ModelInfer(request, timeout=30)
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    errors = [0]
+    end = time.perf_counter() + seconds
+
+    def caller(out: list):
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            try:
+                stub.ModelInfer(request, timeout=30)
+            except grpc.RpcError:
+                errors[0] += 1
+                continue
+            out.append(time.perf_counter() - t)
+
+    workers = [threading.Thread(target=caller, args=(out,)) for out in latencies]
+    start = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - start
+    flat = [x for out in latencies for x in out]
+    return {"req_per_s": len(flat) / elapsed, "p50": pct(flat, 50), "p99": pct(flat, 99), "errors": errors[0]}
+
+
+def stream_client(target: str, streams: int, rows: int, seconds: float) -> dict:
+    """`streams` PredictStreams, each sending messages of `rows` rows as fast as flow control allows."""
+    import grpc
+    from cookline import tensors
+    from cookline.v1 import model_pb2, serve_pb2, serve_pb2_grpc
+    request = serve_pb2.PredictRequest(model=model_pb2.ModelRef(name="iris"))
+    tensors.from_numpy(np.repeat(ROW, rows, axis=0), out=request.inputs["features"])
+    message = serve_pb2.PredictStreamRequest(request=request)
+    stub = serve_pb2_grpc.ServeServiceStub(grpc.insecure_channel(target, options=[
+        ("grpc.max_receive_message_length", 64 << 20)]))
+    end = time.perf_counter() + seconds
+    answered = [0] * streams
+    errors = [0]
+
+    def run(i):
+        def messages():
+            while time.perf_counter() < end:
+                yield message
+        for response in stub.PredictStream(messages(), timeout=seconds + 60):
+            if response.HasField("error"):
+                errors[0] += 1
+            else:
+                answered[i] += rows
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(streams)]
+    start = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return {"rows_per_s": sum(answered) / (time.perf_counter() - start), "errors": errors[0]}
+
+
+def run_client(*args: str) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--client", *args], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+# --- the other servers -------------------------------------------------------------
+
+def venv(name: str) -> str:
+    """.cache/bench/<name>: a venv with bench/requirements-<name>.txt, created on first
+    use and updated when the requirements file changes."""
+    path = os.path.join(CACHE, name)
+    marker, requirements = os.path.join(path, ".installed"), os.path.join(BENCH, f"requirements-{name}.txt")
+    if not os.path.exists(marker) or os.path.getmtime(marker) < os.path.getmtime(requirements):
+        print(f"installing {path} (one time, a few minutes) ...", file=sys.stderr)
+        if not os.path.exists(os.path.join(path, "bin", "pip")):
+            subprocess.run([sys.executable, "-m", "venv", path], check=True)
+        pip = os.path.join(path, "bin", "pip")
+        subprocess.run([pip, "install", "--quiet", "--upgrade", "pip"], check=True)
+        subprocess.run([pip, "install", "--quiet", "-r", requirements], check=True)
+        open(marker, "w").close()
+    return os.path.join(path, "bin")
+
+
+def start_kserve(saved: str, workdir: str) -> tuple[subprocess.Popen, str]:
+    grpc_port, http_port = free_ports(2)
+    proc = subprocess.Popen([os.path.join(venv("kserve"), "python"), os.path.join(BENCH, "kserve_model.py"),
+                             saved, str(grpc_port), str(http_port)],
+                            stdout=open(os.path.join(workdir, "kserve.log"), "wb"), stderr=subprocess.STDOUT)
+    return proc, f"127.0.0.1:{grpc_port}"
+
+
+def start_mlserver(saved: str, workdir: str) -> tuple[subprocess.Popen, str]:
+    grpc_port, http_port, metrics_port = free_ports(3)
+    folder = os.path.join(workdir, "mlserver")
+    os.makedirs(folder, exist_ok=True)
+    shutil.copy(os.path.join(BENCH, "mlserver_model.py"), folder)
+    with open(os.path.join(folder, "settings.json"), "w") as f:
+        json.dump({"http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port,
+                   "host": "127.0.0.1"}, f)
+    with open(os.path.join(folder, "model-settings.json"), "w") as f:
+        json.dump({"name": "iris", "implementation": "mlserver_model.SavedModelRuntime",
+                   "parameters": {"uri": saved}}, f)
+    proc = subprocess.Popen([os.path.join(venv("mlserver"), "mlserver"), "start", folder], cwd=folder,
+                            stdout=open(os.path.join(workdir, "mlserver.log"), "wb"), stderr=subprocess.STDOUT)
+    return proc, f"127.0.0.1:{grpc_port}"
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# --- the run ------------------------------------------------------------------------
+
+def main(seconds: float, skip_others: bool) -> None:
+    import grpc
+
+    from cookline import channels, tensors
+    from cookline.stack import Stack
+    from cookline.v1 import model_pb2, serve_pb2, serve_pb2_grpc
+
+    workdir = tempfile.mkdtemp(prefix="cookline-bench-")
+    saved, store_root = make_model(workdir)
+    results: dict = {"in_process": in_process(saved, seconds)}
+
+    request = serve_pb2.PredictRequest(model=model_pb2.ModelRef(name="iris"))
+    tensors.from_numpy(ROW, out=request.inputs["features"])
+    results["echo"] = echo_p50(seconds, request.SerializeToString())
+
+    ports = dict(zip(("serve", "gateway"), free_ports(2)))
+    env = dict(os.environ, COOKLINE_DATA_DIR=store_root, TF_CPP_MIN_LOG_LEVEL="2", COOKLINE_LOG_LEVEL="WARNING")
+    env.pop("MINIO_ENDPOINT", None)
+    for service, port in ports.items():
+        env[f"COOKLINE_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
+    with Stack(env, log_dir=os.path.join(workdir, "logs")) as stack:
+        stack.start("serve")
+        stack.start("gateway")
+        stack.wait_healthy(timeout=180)
+        serve_addr, gateway_addr = (f"127.0.0.1:{ports[s]}" for s in ("serve", "gateway"))
+        channels.wait_healthy(serve_addr, timeout=180, service="iris")
+        for name, target in (("cookline", serve_addr), ("gateway", gateway_addr)):
+            stub = serve_pb2_grpc.ServeServiceStub(grpc.insecure_channel(target))
+            lat = sequential_latencies(lambda: stub.Predict(request, timeout=10), seconds)
+            results[f"{name}_unary"] = {"p50": pct(lat, 50), "p99": pct(lat, 99)}
+            results[f"{name}_stream"] = run_client("stream", target, str(STREAMS), str(STREAM_ROWS), str(seconds))
+        results["cookline_oip"] = run_client("oip", serve_addr, str(CONCURRENCY), str(seconds))
+    if not skip_others:
+        for name, start in (("kserve", start_kserve), ("mlserver", start_mlserver)):
+            proc, target = start(saved, workdir)
+            try:
+                wait_oip_ready(target, proc=proc)
+                results[f"{name}_oip"] = run_client("oip", target, str(CONCURRENCY), str(seconds))
+            finally:
+                stop(proc)
+    report(results)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def report(r: dict) -> None:
+    ip, echo = r["in_process"], r["echo"]
+    rows = [
+        ("in-process predict, 1 row", f"p50 {ip['p50']:.3f} ms  p99 {ip['p99']:.3f} ms"),
+        ("in-process predict, batch 256", f"{ip['rows_per_s']:,.0f} rows/s"),
+        ("bare gRPC echo (Python)", f"p50 {echo['p50']:.3f} ms  p99 {echo['p99']:.3f} ms"),
+        ("cookline Predict, 1 row, 1 caller", f"p50 {r['cookline_unary']['p50']:.3f} ms  p99 {r['cookline_unary']['p99']:.3f} ms"),
+        ("  via gateway proxy", f"p50 {r['gateway_unary']['p50']:.3f} ms  p99 {r['gateway_unary']['p99']:.3f} ms"),
+        (f"cookline PredictStream, {STREAMS} streams x {STREAM_ROWS} rows/msg",
+         f"{r['cookline_stream']['rows_per_s']:,.0f} rows/s"),
+        ("  via gateway proxy", f"{r['gateway_stream']['rows_per_s']:,.0f} rows/s"),
+    ]
+    for name in ("cookline", "kserve", "mlserver"):
+        if f"{name}_oip" in r:
+            o = r[f"{name}_oip"]
+            rows.append((f"{name} OIP ModelInfer, {CONCURRENCY} callers, 1 row",
+                         f"{o['req_per_s']:,.0f} req/s  p50 {o['p50']:.2f} ms  p99 {o['p99']:.2f} ms  errors {o['errors']}"))
+    width = max(len(a) for a, _ in rows)
+    print("\nTF threads: " + ", ".join(f"{k}={os.environ[k]}" for k in TF_THREADS)
+          + f"; {os.cpu_count()} CPUs; load clients run on the same machine")
+    print("\n| measurement | result |\n|---|---|")
+    for a, b in rows:
+        print(f"| {a:<{width}} | {b} |")
+
+    budget = echo["p50"] + ip["p50"] + 0.2
+    checks = [
+        ("unary p50 <= echo p50 + in-process p50 + 0.2 ms",
+         f"{r['cookline_unary']['p50']:.3f} ms vs {budget:.3f} ms", r["cookline_unary"]["p50"] / budget, "<= 1.00",
+         r["cookline_unary"]["p50"] <= budget),
+        ("streaming >= 50% of in-process batched rows/s",
+         f"{r['cookline_stream']['rows_per_s']:,.0f} vs {ip['rows_per_s']:,.0f}",
+         r["cookline_stream"]["rows_per_s"] / ip["rows_per_s"], ">= 0.50",
+         r["cookline_stream"]["rows_per_s"] >= 0.5 * ip["rows_per_s"]),
+        ("gateway proxy overhead, unary p50", f"+{r['gateway_unary']['p50'] - r['cookline_unary']['p50']:.3f} ms",
+         r["gateway_unary"]["p50"] / r["cookline_unary"]["p50"], "(info)", None),
+        ("gateway proxy, streaming rows/s", "", r["gateway_stream"]["rows_per_s"] / r["cookline_stream"]["rows_per_s"],
+         "(info)", None),
+    ]
+    ours = r["cookline_oip"]
+    for name in ("kserve", "mlserver"):
+        if f"{name}_oip" in r:
+            other = r[f"{name}_oip"]
+            checks.append((f"OIP throughput vs {name}, p99 not higher",
+                           f"{ours['req_per_s']:,.0f} vs {other['req_per_s']:,.0f} req/s; p99 {ours['p99']:.2f} vs {other['p99']:.2f} ms",
+                           ours["req_per_s"] / other["req_per_s"], ">= 1.50",
+                           ours["req_per_s"] >= 1.5 * other["req_per_s"] and ours["p99"] <= other["p99"]))
+    print("\n| target | measured | ratio | goal | met |\n|---|---|---|---|---|")
+    for target, measured, ratio, goal, met in checks:
+        mark = "" if met is None else ("yes" if met else "NO")
+        print(f"| {target} | {measured} | {ratio:.2f} | {goal} | {mark} |")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--echo-server":
+        echo_server(int(sys.argv[2]))
+    elif len(sys.argv) > 2 and sys.argv[1] == "--client":
+        kind, args = sys.argv[2], sys.argv[3:]
+        if kind == "oip":
+            print(json.dumps(oip_client(args[0], int(args[1]), float(args[2]))))
+        else:
+            print(json.dumps(stream_client(args[0], int(args[1]), int(args[2]), float(args[3]))))
+    else:
+        parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser.add_argument("--seconds", type=float, default=5.0, help="length of each measurement")
+        parser.add_argument("--skip-others", action="store_true", help="skip KServe and MLServer")
+        options = parser.parse_args()
+        main(options.seconds, options.skip_others)

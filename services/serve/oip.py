@@ -1,0 +1,149 @@
+"""The Open Inference Protocol v2 (inference.GRPCInferenceService) on serve,
+with Triton's ModelStreamInfer extension. Same models, same batcher and the
+same input checks as cookline's Predict."""
+from __future__ import annotations
+
+import struct
+from importlib import metadata as pkg_metadata
+
+import numpy as np
+
+from cookline.v1 import model_pb2
+from inference import grpc_service_pb2 as oip, grpc_service_pb2_grpc as oip_grpc
+from services.common import layout
+from services.common.errors import invalid, rpc, status_of
+from services.serve.models import LoadedModel, ModelManager
+from services.serve.service import check_features
+from services.serve.streaming import ActiveStreams, answer_in_order
+
+# OIP datatype -> numpy dtype (little-endian), for decoding and error messages.
+DATATYPES = {"BOOL": "?", "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
+             "INT8": "i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
+             "FP16": "<f2", "FP32": "<f4", "FP64": "<f8", "BYTES": None}
+
+
+def model_ref(name: str, version: str) -> model_pb2.ModelRef:
+    """ModelRef from OIP's name and decimal-string version ("" = the deployed one)."""
+    layout.check_name("model_name", name)
+    if version and not version.isdigit():
+        raise invalid(f"model_version: {version!r} is not an integer version")
+    return model_pb2.ModelRef(name=name, version=int(version or 0))
+
+
+def features_of(request: oip.ModelInferRequest, model: LoadedModel) -> np.ndarray:
+    """The request's FP32 "features" input, from raw_input_contents or typed contents."""
+    names = [tensor.name for tensor in request.inputs]
+    unknown = sorted(set(names) - {"features"})
+    if unknown:
+        raise invalid(f"inputs[{unknown[0]!r}]: unknown input (model {model.name!r} takes 'features')")
+    if names.count("features") != 1:
+        raise invalid(f"inputs['features']: required once (FP32 [rows, {model.num_features}])")
+    tensor = request.inputs[0]
+    if tensor.datatype != "FP32":
+        raise invalid(f"inputs['features']: datatype {tensor.datatype or '(empty)'}, expected FP32")
+    shape = tuple(tensor.shape)
+    if any(d < 0 for d in shape):
+        raise invalid(f"inputs['features']: negative dimension in shape {list(shape)}")
+    count = int(np.prod(shape, dtype=np.int64))
+    if request.raw_input_contents:
+        if len(request.raw_input_contents) != 1:
+            raise invalid(f"raw_input_contents: {len(request.raw_input_contents)} entries for 1 input")
+        raw = request.raw_input_contents[0]
+        if len(raw) != count * 4:
+            raise invalid(f"inputs['features']: shape {list(shape)} of FP32 needs {count * 4} bytes, got {len(raw)}")
+        values = np.frombuffer(raw, dtype="<f4", count=count)
+    else:
+        values = np.asarray(tensor.contents.fp32_contents, dtype=np.float32)
+        if values.size != count:
+            raise invalid(f"inputs['features']: shape {list(shape)} needs {count} fp32_contents, got {values.size}")
+    return check_features(model, "features", values.reshape(shape))
+
+
+def _serialize_bytes(values: np.ndarray) -> bytes:
+    """BYTES tensor contents: each element prefixed by its 4-byte little-endian length."""
+    return b"".join(struct.pack("<I", len(v)) + v for v in values)
+
+
+class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, models: ModelManager, streams: ActiveStreams):
+        self.models = models
+        self.streams = streams
+        self.version = pkg_metadata.version("cookline")
+
+    @rpc
+    def ServerLive(self, request, context):
+        return oip.ServerLiveResponse(live=True)
+
+    @rpc
+    def ServerReady(self, request, context):
+        return oip.ServerReadyResponse(ready=self.models.server_ready())
+
+    @rpc
+    def ModelReady(self, request, context):
+        ref = model_ref(request.name, request.version)
+        return oip.ModelReadyResponse(ready=self.models.model_ready(ref.name, ref.version))
+
+    @rpc
+    def ServerMetadata(self, request, context):
+        return oip.ServerMetadataResponse(name="cookline", version=self.version, extensions=["model_stream_infer"])
+
+    @rpc
+    def ModelMetadata(self, request, context):
+        ref = model_ref(request.name, request.version)
+        if self.models.model_ready(ref.name, ref.version):
+            model = self.models.get(ref)
+            version, num_features, classes = model.version, model.num_features, len(model.class_names)
+        else:
+            meta = layout.read_model_metadata(self.models.store, ref.name, ref.version)
+            version, num_features = int(meta["version"]), int(meta["inputs"]["features"]["shape"][1])
+            classes = len(meta["class_names"])
+        tensor = oip.ModelMetadataResponse.TensorMetadata
+        return oip.ModelMetadataResponse(
+            name=ref.name, versions=[str(version)], platform="tensorflow_savedmodel",
+            inputs=[tensor(name="features", datatype="FP32", shape=[-1, num_features])],
+            outputs=[tensor(name="scores", datatype="FP32", shape=[-1, classes]),
+                     tensor(name="label", datatype="BYTES", shape=[-1])])
+
+    def _submit(self, request: oip.ModelInferRequest, inline: bool = False):
+        wanted = {o.name for o in request.outputs}
+        unknown = sorted(wanted - {"scores", "label"})
+        if unknown:
+            raise invalid(f"outputs[{unknown[0]!r}]: unknown output (the model returns 'scores' and 'label')")
+        return self.models.submit(model_ref(request.model_name, request.model_version),
+                                  lambda model: features_of(request, model), inline)
+
+    @staticmethod
+    def _response(request: oip.ModelInferRequest, model: LoadedModel, scores: np.ndarray) -> oip.ModelInferResponse:
+        wanted = [o.name for o in request.outputs] or ["scores", "label"]
+        response = oip.ModelInferResponse(model_name=model.name, model_version=str(model.version), id=request.id)
+        for name in wanted:
+            if name == "scores":
+                response.outputs.add(name="scores", datatype="FP32", shape=scores.shape)
+                response.raw_output_contents.append(scores.astype("<f4", copy=False).tobytes())
+            else:
+                response.outputs.add(name="label", datatype="BYTES", shape=[len(scores)])
+                response.raw_output_contents.append(_serialize_bytes(model.labels(scores)))
+        return response
+
+    @rpc
+    def ModelInfer(self, request, context):
+        model, future = self._submit(request, inline=True)
+        return self._response(request, model, future.result())
+
+    @rpc
+    def ModelStreamInfer(self, request_iterator, context):
+        def answer(request, model, scores):
+            return oip.ModelStreamInferResponse(infer_response=self._response(request, model, scores))
+
+        def error(request, exc):
+            code, text = status_of(exc)
+            return oip.ModelStreamInferResponse(
+                error_message=f"{code.name}: {text}",
+                infer_response=oip.ModelInferResponse(model_name=request.model_name, id=request.id))
+
+        yield from answer_in_order(request_iterator, context, self.streams, self._submit, answer, error)
+
+
+def service_name() -> str:
+    return oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+
