@@ -7,6 +7,8 @@ PROTOS := $(wildcard protos/cookline/v1/*.proto)
 
 .PHONY: install proto run up test test-unit clean
 
+include clients/clients.mk deploy/deploy.mk
+
 install: $(VENV)/.installed $(GEN)/.generated
 
 # The venv is rebuilt only when pyproject.toml changes.
@@ -40,11 +42,11 @@ run: install
 up: install
 	$(BIN)/cookline up
 
-test: install
+test: install tools
 	$(BIN)/python -m pytest -q
 
 test-unit: install
 	$(BIN)/python -m pytest -q -m "not e2e"
 
 clean:
-	rm -rf $(VENV) $(GEN) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(GEN) $(GO_GEN) clients/node/node_modules .pytest_cache .hypothesis
