@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import io
+import logging
 import os
 import shutil
 import tempfile
@@ -388,6 +389,8 @@ def store_from_env(env: Mapping[str, str] = os.environ) -> ObjectStore:
             except StoreUnavailableError:
                 if time.monotonic() >= deadline:
                     raise
+                logging.getLogger("cookline.store").warning(
+                    "object store at %s not reachable yet; waiting for it (COOKLINE_STORE_WAIT_S)", endpoint)
                 time.sleep(1.0)  # back-off between attempts to reach the store
     root = env.get("COOKLINE_DATA_DIR") or os.path.join("~", ".cookline", "store")
     return LocalStore(os.path.join(os.path.expanduser(root), bucket))
