@@ -18,8 +18,9 @@ K8S_SCHEMAS := .cache/k8s-schemas/v$(K8S_VERSION)-local-strict
 
 .PHONY: tools go-gen node-deps
 
-# Everything the client, grpcurl and kubeconform tests need besides the venv.
-tools: install node-deps go-gen $(addprefix $(GO_BIN)/,$(GO_TOOLS)) $(K8S_SCHEMAS)/.extracted
+# Everything the client, grpcurl, kubeconform and compose tests need besides the venv
+# (the compose test builds the images itself, through `make compose-up`).
+tools: install deploy-tools node-deps go-gen $(addprefix $(GO_BIN)/,$(GO_TOOLS)) $(K8S_SCHEMAS)/.extracted
 
 $(GO_BIN)/%:
 	GOBIN=$(GO_BIN) $(GO) install $(GO_TOOL_$*)

@@ -13,6 +13,9 @@ from cookline import channels
 from s3server import _free_ports
 from tools import ROOT, run, tool
 
+# On a fresh machine the first image build (debootstrap, pip installing TensorFlow) takes minutes.
+pytestmark = pytest.mark.timeout(1800)
+
 SERVICES = ("gateway", "collect", "process", "train", "serve")
 
 
