@@ -24,8 +24,9 @@ def test_go_client_suite_passes_against_the_stack(stack):
 def test_grpcurl_lists_the_gateway_services_through_reflection(stack):
     _, env = stack
     proc = run([tool("grpcurl"), "-plaintext", env["COOKLINE_GATEWAY_ADDR"], "list"])
-    assert set(proc.stdout.split()) == {"cookline.v1.PipelineService", "grpc.health.v1.Health",
-                                        "grpc.reflection.v1alpha.ServerReflection"}, proc.stdout
+    services = set(proc.stdout.split())
+    assert {"cookline.v1.PipelineService", "grpc.health.v1.Health"} <= services, proc.stdout
+    assert any(s.startswith("grpc.reflection.") for s in services), proc.stdout
 
 
 def test_grpcurl_calls_health_and_an_rpc_through_reflection(stack):
