@@ -12,6 +12,8 @@ TRITON_VENV := .cache/tritonclient
 
 .PHONY: install proto run up test test-unit bench-serving clean
 
+include clients/clients.mk deploy/deploy.mk
+
 install: $(VENV)/.installed $(GEN)/.generated $(TRITON_VENV)/.installed
 
 # The venv is rebuilt only when pyproject.toml changes.
@@ -58,7 +60,7 @@ $(TFJS): tests/tfjs/package-lock.json
 	npm ci --prefix tests/tfjs --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: install $(TFJS)
+test: install tools $(TFJS)
 	$(BIN)/python -m pytest -q
 
 test-unit: install
@@ -71,4 +73,4 @@ bench-serving: install
 	$(BIN)/python bench/serving.py
 
 clean:
-	rm -rf $(VENV) $(GEN) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(GEN) $(GO_GEN) clients/node/node_modules .pytest_cache .hypothesis

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import io
+import logging
 import os
 import shutil
 import tempfile
@@ -20,6 +21,8 @@ import urllib3
 from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, S3Error, ServerError
+
+from cookline import config
 
 PART_SIZE = 16 * 1024 * 1024
 _TMP_SUFFIX = ".cookline-tmp"
@@ -374,9 +377,20 @@ def store_from_env(env: Mapping[str, str] = os.environ) -> ObjectStore:
     endpoint = env.get("MINIO_ENDPOINT", "").strip()
     if endpoint:
         secure_flag = env.get("MINIO_SECURE", "").strip().lower()
-        return S3Store(endpoint, _env_secret(env, "MINIO_ACCESS_KEY"),
-                       _env_secret(env, "MINIO_SECRET_KEY"), bucket,
-                       secure=secure_flag in ("1", "true", "yes", "on"),
-                       region=env.get("MINIO_REGION") or None)
+        access_key, secret_key = _env_secret(env, "MINIO_ACCESS_KEY"), _env_secret(env, "MINIO_SECRET_KEY")
+        # A service may start before the object store does (compose, Kubernetes): keep
+        # trying for COOKLINE_STORE_WAIT_S; S3Store itself retries each call a few times.
+        deadline = time.monotonic() + config.store_wait_seconds(env)
+        while True:
+            try:
+                return S3Store(endpoint, access_key, secret_key, bucket,
+                               secure=secure_flag in ("1", "true", "yes", "on"),
+                               region=env.get("MINIO_REGION") or None)
+            except StoreUnavailableError:
+                if time.monotonic() >= deadline:
+                    raise
+                logging.getLogger("cookline.store").warning(
+                    "object store at %s not reachable yet; waiting for it (COOKLINE_STORE_WAIT_S)", endpoint)
+                time.sleep(1.0)  # back-off between attempts to reach the store
     root = env.get("COOKLINE_DATA_DIR") or os.path.join("~", ".cookline", "store")
     return LocalStore(os.path.join(os.path.expanduser(root), bucket))

@@ -76,3 +76,11 @@ def client_options(env: Mapping[str, str] | None = None) -> list[tuple[str, obje
 def log_level(env: Mapping[str, str] | None = None) -> str:
     """COOKLINE_LOG_LEVEL: DEBUG, INFO (default), WARNING or ERROR."""
     return (_env(env).get("COOKLINE_LOG_LEVEL") or "INFO").upper()
+
+
+def store_wait_seconds(env: Mapping[str, str] | None = None) -> float:
+    """How long a starting service keeps trying to reach the object store (COOKLINE_STORE_WAIT_S, default 60)."""
+    seconds = float(_env(env).get("COOKLINE_STORE_WAIT_S") or 60)
+    if seconds < 0:
+        raise ValueError("COOKLINE_STORE_WAIT_S must be 0 or more")
+    return seconds

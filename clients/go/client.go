@@ -1,0 +1,274 @@
+// Package cookline is a small Go client of a cookline stack: it submits pipeline files to
+// the gateway, follows runs, and asks serve for predictions (unary or streamed).
+//
+//	c, err := cookline.New(cookline.Config{})            // COOKLINE_GATEWAY_ADDR / COOKLINE_SERVE_ADDR
+//	run, err := c.SubmitFile(ctx, "examples/iris.yaml")
+//	final, err := c.Follow(ctx, run.RunId, func(e *pb.RunEvent) { ... })
+//	rows, err := c.Predict(ctx, "iris", [][]float32{{5.1, 3.5, 1.4, 0.2}})
+package cookline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	pb "cookline/client/gen/cooklinev1"
+)
+
+// Same policy as the Python client: transparently retry calls that never reached the peer.
+const retryServiceConfig = `{"methodConfig": [{"name": [{}], "retryPolicy": {
+  "maxAttempts": 5, "initialBackoff": "0.2s", "maxBackoff": "3s", "backoffMultiplier": 2,
+  "retryableStatusCodes": ["UNAVAILABLE"]}}]}`
+
+// Config says where the services are. Empty fields come from the environment.
+type Config struct {
+	Gateway string // host:port of the gateway; default COOKLINE_GATEWAY_ADDR, else localhost:50050
+	Serve   string // host:port of serve; default COOKLINE_SERVE_ADDR, else localhost:50054
+}
+
+// Client holds one channel to the gateway and one to serve.
+type Client struct {
+	Pipelines pb.PipelineServiceClient
+	Serve     pb.ServeServiceClient
+	conns     []*grpc.ClientConn
+}
+
+// Row is one predicted row: the most probable class and every class's probability.
+type Row struct {
+	Label  string             `json:"label"`
+	Scores map[string]float32 `json:"scores"`
+}
+
+// StreamAnswer is PredictStream's outcome for one row: a Row, or the per-row error.
+type StreamAnswer struct {
+	ID    string           `json:"id"`
+	Row   *Row             `json:"result,omitempty"`
+	Error *pb.PredictError `json:"error,omitempty"`
+}
+
+func envOr(name, fallback string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return fallback
+}
+
+// maxMessageBytes is COOKLINE_MAX_MESSAGE_MB (default 64) in bytes.
+func maxMessageBytes() (int, error) {
+	mb, err := strconv.Atoi(envOr("COOKLINE_MAX_MESSAGE_MB", "64"))
+	if err != nil || mb < 1 || mb > 2047 {
+		return 0, errors.New("COOKLINE_MAX_MESSAGE_MB must be between 1 and 2047")
+	}
+	return mb << 20, nil
+}
+
+// New connects (lazily) to the gateway and serve.
+func New(cfg Config) (*Client, error) {
+	limit, err := maxMessageBytes()
+	if err != nil {
+		return nil, err
+	}
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(retryServiceConfig),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(limit), grpc.MaxCallSendMsgSize(limit)),
+	}
+	if cfg.Gateway == "" {
+		cfg.Gateway = envOr("COOKLINE_GATEWAY_ADDR", "localhost:50050")
+	}
+	if cfg.Serve == "" {
+		cfg.Serve = envOr("COOKLINE_SERVE_ADDR", "localhost:50054")
+	}
+	c := &Client{}
+	for _, target := range []string{cfg.Gateway, cfg.Serve} {
+		conn, err := grpc.NewClient(target, opts...)
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("connect to %s: %w", target, err)
+		}
+		c.conns = append(c.conns, conn)
+	}
+	c.Pipelines = pb.NewPipelineServiceClient(c.conns[0])
+	c.Serve = pb.NewServeServiceClient(c.conns[1])
+	return c, nil
+}
+
+// Close closes both channels.
+func (c *Client) Close() {
+	for _, conn := range c.conns {
+		conn.Close()
+	}
+}
+
+// Submit starts a run of a pipeline file's text; relative paths resolve against baseDir
+// on the services' side (then the gateway's working directory).
+func (c *Client) Submit(ctx context.Context, pipeline, baseDir string) (*pb.Run, error) {
+	resp, err := c.Pipelines.SubmitRun(ctx, &pb.SubmitRunRequest{Pipeline: pipeline, BaseDir: baseDir})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetRun(), nil
+}
+
+// SubmitFile submits a pipeline file, sending its folder as the base directory.
+func (c *Client) SubmitFile(ctx context.Context, path string) (*pb.Run, error) {
+	text, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	return c.Submit(ctx, string(text), filepath.Dir(abs))
+}
+
+// Watch calls fn for each of a run's events from fromSequence on, until the run ends.
+// It reconnects after the last event seen when the stream breaks (UNAVAILABLE), up to 5 times.
+func (c *Client) Watch(ctx context.Context, runID string, fromSequence int64, fn func(*pb.RunEvent)) error {
+	next, failures := fromSequence, 0
+	for {
+		err := c.watchOnce(ctx, runID, &next, &failures, fn)
+		if err == nil {
+			return nil
+		}
+		failures++
+		if status.Code(err) != codes.Unavailable || failures > 5 {
+			return err
+		}
+	}
+}
+
+func (c *Client) watchOnce(ctx context.Context, runID string, next *int64, failures *int, fn func(*pb.RunEvent)) error {
+	stream, err := c.Pipelines.WatchRun(ctx, &pb.WatchRunRequest{RunId: runID, FromSequence: *next})
+	if err != nil {
+		return err
+	}
+	for {
+		resp, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		*failures = 0
+		*next = resp.GetEvent().GetSequence() + 1
+		fn(resp.GetEvent())
+	}
+}
+
+// Follow watches a run to its end and returns its final record.
+func (c *Client) Follow(ctx context.Context, runID string, fn func(*pb.RunEvent)) (*pb.Run, error) {
+	if err := c.Watch(ctx, runID, 0, fn); err != nil {
+		return nil, err
+	}
+	return c.GetRun(ctx, runID)
+}
+
+// GetRun returns one run's record.
+func (c *Client) GetRun(ctx context.Context, runID string) (*pb.Run, error) {
+	resp, err := c.Pipelines.GetRun(ctx, &pb.GetRunRequest{RunId: runID})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetRun(), nil
+}
+
+// PredictRequest builds a request for rows of raw feature values; version 0 is the newest.
+func PredictRequest(model string, version int64, rows [][]float32) (*pb.PredictRequest, error) {
+	features, err := Float32Matrix(rows)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.PredictRequest{Model: &pb.ModelRef{Name: model, Version: version},
+		Inputs: map[string]*pb.Tensor{"features": features}}, nil
+}
+
+// RowsFromResponse decodes a PredictResponse into one Row per input row.
+func RowsFromResponse(resp *pb.PredictResponse) ([]Row, error) {
+	scores, err := Float32Rows(resp.GetOutputs()["scores"])
+	if err != nil {
+		return nil, fmt.Errorf("outputs['scores']: %w", err)
+	}
+	labels, err := Strings(resp.GetOutputs()["label"])
+	if err != nil {
+		return nil, fmt.Errorf("outputs['label']: %w", err)
+	}
+	if len(labels) != len(scores) {
+		return nil, fmt.Errorf("%d labels for %d rows of scores", len(labels), len(scores))
+	}
+	rows := make([]Row, len(scores))
+	for i, s := range scores {
+		rows[i] = Row{Label: labels[i], Scores: map[string]float32{}}
+		for j, name := range resp.GetClassNames() {
+			rows[i].Scores[name] = s[j]
+		}
+	}
+	return rows, nil
+}
+
+// Predict predicts rows with one unary call.
+func (c *Client) Predict(ctx context.Context, model string, rows [][]float32) ([]Row, error) {
+	req, err := PredictRequest(model, 0, rows)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Serve.Predict(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return RowsFromResponse(resp)
+}
+
+// PredictStream sends one PredictStream message per row and returns one answer per row,
+// in order. A row that serve rejects gets an Error; the stream goes on.
+func (c *Client) PredictStream(ctx context.Context, model string, rows [][]float32) ([]StreamAnswer, error) {
+	stream, err := c.Serve.PredictStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sendErr := make(chan error, 1)
+	go func() { // send while receiving, so neither side's flow-control window can stall the other
+		for i, row := range rows {
+			req, err := PredictRequest(model, 0, [][]float32{row})
+			if err == nil {
+				err = stream.Send(&pb.PredictStreamRequest{CorrelationId: strconv.Itoa(i), Request: req})
+			}
+			if err != nil {
+				sendErr <- err
+				return
+			}
+		}
+		sendErr <- stream.CloseSend()
+	}()
+	var answers []StreamAnswer
+	for {
+		resp, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		answer := StreamAnswer{ID: resp.GetCorrelationId(), Error: resp.GetError()}
+		if result := resp.GetResult(); result != nil {
+			decoded, err := RowsFromResponse(result)
+			if err != nil {
+				return nil, err
+			}
+			answer.Row = &decoded[0]
+		}
+		answers = append(answers, answer)
+	}
+	return answers, <-sendErr
+}

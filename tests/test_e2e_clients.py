@@ -1,0 +1,39 @@
+"""Clients in other languages, as real programs against the five services on S3:
+the Node.js client (`node --test`), the Go client (`go test`) and grpcurl through reflection."""
+import json
+import os
+
+from tools import ROOT, run, tool
+
+NODE_DIR = os.path.join(ROOT, "clients", "node")
+GO_DIR = os.path.join(ROOT, "clients", "go")
+
+
+def test_node_client_suite_passes_against_the_stack(stack):
+    _, env = stack
+    proc = run([tool("node"), "--test", "test/"], env=env, cwd=NODE_DIR)
+    assert "# fail 0" in proc.stdout and "# pass 0" not in proc.stdout, proc.stdout
+
+
+def test_go_client_suite_passes_against_the_stack(stack):
+    _, env = stack
+    proc = run([tool("go"), "test", "-count=1", "-v", "./..."], env=env, cwd=GO_DIR)
+    assert "--- PASS: TestStack " in proc.stdout and "FAIL" not in proc.stdout, proc.stdout
+
+
+def test_grpcurl_lists_the_gateway_services_through_reflection(stack):
+    _, env = stack
+    proc = run([tool("grpcurl"), "-plaintext", env["COOKLINE_GATEWAY_ADDR"], "list"])
+    services = set(proc.stdout.split())
+    assert {"cookline.v1.PipelineService", "grpc.health.v1.Health"} <= services, proc.stdout
+    assert any(s.startswith("grpc.reflection.") for s in services), proc.stdout
+
+
+def test_grpcurl_calls_health_and_an_rpc_through_reflection(stack):
+    _, env = stack
+    health = run([tool("grpcurl"), "-plaintext", "-d", '{"service": "cookline.v1.PipelineService"}',
+                  env["COOKLINE_GATEWAY_ADDR"], "grpc.health.v1.Health/Check"])
+    assert json.loads(health.stdout) == {"status": "SERVING"}
+    runs = run([tool("grpcurl"), "-plaintext", "-d", '{"limit": 5}',
+                env["COOKLINE_GATEWAY_ADDR"], "cookline.v1.PipelineService/ListRuns"])
+    assert isinstance(json.loads(runs.stdout), dict)
