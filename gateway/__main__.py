@@ -1,6 +1,7 @@
-"""python -m gateway: the gateway (PipelineService, plus the prediction proxy to serve)."""
-from cookline.v1 import gateway_pb2, gateway_pb2_grpc
+"""python -m gateway: the gateway (PipelineService, RegistryService, and the prediction proxy to serve)."""
+from cookline.v1 import gateway_pb2, gateway_pb2_grpc, registry_pb2, registry_pb2_grpc
 from gateway.proxy import SERVICE as SERVE_SERVICE, ServeProxy
+from gateway.registry import RegistryServicer
 from gateway.runs import RunStore
 from gateway.service import PipelineServicer
 from services.common.server import serve
@@ -8,9 +9,12 @@ from services.common.store import store_from_env
 
 
 def register(server):
-    gateway_pb2_grpc.add_PipelineServiceServicer_to_server(PipelineServicer(RunStore(store_from_env())), server)
+    store = store_from_env()
+    gateway_pb2_grpc.add_PipelineServiceServicer_to_server(PipelineServicer(RunStore(store)), server)
+    registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(store), server)
     server.add_generic_rpc_handlers((ServeProxy().handler(),))
-    return [gateway_pb2.DESCRIPTOR.services_by_name["PipelineService"].full_name, SERVE_SERVICE]
+    return [gateway_pb2.DESCRIPTOR.services_by_name["PipelineService"].full_name,
+            registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name, SERVE_SERVICE]
 
 
 if __name__ == "__main__":

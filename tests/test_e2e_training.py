@@ -124,11 +124,14 @@ def test_linear_model_learns_iris(client):
 
 
 def test_a_loss_that_becomes_nan_or_inf_fails_the_run_with_the_reason(client, tmp_path, store):
-    rows = "\n".join(f"{(-1) ** i * 3e38},{2e38},{'a' if i % 2 else 'b'}" for i in range(64))
-    (tmp_path / "huge.csv").write_text("x,y,label\n" + rows + "\n")
+    # 64 columns at +-3.4e38, float32's edge: the first layer's sums overflow both ways and
+    # meet as inf - inf, so the very first loss is NaN whatever the initial weights.
+    header = ",".join(f"c{j}" for j in range(64)) + ",label"
+    rows = "\n".join(",".join(["3.4e38", "-3.4e38"] * 32) + ("," + ("a" if i % 2 else "b")) for i in range(32))
+    (tmp_path / "huge.csv").write_text(header + "\n" + rows + "\n")
     run, _ = run_to_end(client, f"name: diverges\ncollect: {{source: {tmp_path / 'huge.csv'}, label: label}}\n"
-                                "train: {model: mlp, epochs: 5, batch_size: 8, learning_rate: 10}\n")
-    assert run.state == gateway_pb2.RUN_STATE_FAILED
+                                "train: {model: mlp, hidden_units: [32], epochs: 3, batch_size: 8}\n")
+    assert run.state == gateway_pb2.RUN_STATE_FAILED, run.deploy_decision
     assert "train failed: INVALID_ARGUMENT" in run.reason and "diverged: loss became" in run.reason
     assert "nan" in run.reason or "inf" in run.reason
     assert not any(k.endswith("cookline.json") for k in store.list("models/diverges/"))

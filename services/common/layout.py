@@ -166,3 +166,21 @@ def read_alias(store: ObjectStore, name: str, alias: str) -> int:
         return int(json.loads(store.get_bytes(alias_key(name, alias)))["version"])
     except NotFoundError:
         raise not_found(f"alias {alias!r} of model {name!r} not found") from None
+
+
+def deployed_version(store: ObjectStore, name: str) -> int:
+    """The version serve replicas serve for `name` (as the marker recorded it); 0 if not deployed."""
+    marker = read_deployed(store, name)
+    return int(marker.get("version") or 0) if marker else 0
+
+
+def aliases(store: ObjectStore, name: str) -> dict[str, int]:
+    """Every alias of a model and the version it names."""
+    found = {}
+    for key in store.list(f"models/{name}/aliases/"):
+        alias = key.rsplit("/", 1)[-1].removesuffix(".json")
+        try:
+            found[alias] = int(json.loads(store.get_bytes(key))["version"])
+        except NotFoundError:
+            continue  # deleted while listing
+    return found

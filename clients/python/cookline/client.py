@@ -15,7 +15,7 @@ import grpc
 import numpy as np
 
 from cookline import channels, tensors
-from cookline.v1 import gateway_pb2, gateway_pb2_grpc, model_pb2, serve_pb2, serve_pb2_grpc
+from cookline.v1 import gateway_pb2, gateway_pb2_grpc, model_pb2, registry_pb2_grpc, serve_pb2, serve_pb2_grpc
 
 TERMINAL = (gateway_pb2.RUN_STATE_SUCCEEDED, gateway_pb2.RUN_STATE_FAILED, gateway_pb2.RUN_STATE_CANCELLED)
 
@@ -35,6 +35,7 @@ class Client:
         self._gateway_channel = channels.channel("gateway", env, target=gateway)
         self._serve_channel = channels.channel("serve", env, target=serve)
         self.pipelines = gateway_pb2_grpc.PipelineServiceStub(self._gateway_channel)
+        self.registry = registry_pb2_grpc.RegistryServiceStub(self._gateway_channel)
         self.serve = serve_pb2_grpc.ServeServiceStub(self._serve_channel)
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ Strings travel as `string_values` and decode to a numpy object array of bytes.
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import numpy as np
@@ -27,6 +28,10 @@ _TO_NUMPY: dict[int, np.dtype] = {
     DataType.DATA_TYPE_BOOL: np.dtype("?"),
 }
 _FROM_KIND = {(dt.kind, dt.itemsize): code for code, dt in _TO_NUMPY.items()}
+
+
+# Most elements a decoded tensor may describe (far above any message size limit).
+MAX_ELEMENTS = 1 << 40
 
 
 class TensorError(ValueError):
@@ -82,7 +87,11 @@ def to_numpy(tensor: tensor_pb2.Tensor) -> np.ndarray:
     shape = tuple(tensor.shape)
     if any(d < 0 for d in shape):
         raise TensorError(f"negative dimension in shape {list(shape)}")
-    count = int(np.prod(shape, dtype=np.int64))
+    # Python ints cannot overflow; bound the product of the non-zero dimensions too, so an
+    # empty tensor cannot claim dimensions numpy could not even describe.
+    if math.prod(d for d in shape if d) > MAX_ELEMENTS:
+        raise TensorError(f"shape {list(shape)} is too large (more than {MAX_ELEMENTS} elements)")
+    count = math.prod(shape)
     dtype = numpy_dtype(tensor.dtype)
     if tensor.dtype == DataType.DATA_TYPE_STRING:
         if len(tensor.string_values) != count:
