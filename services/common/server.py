@@ -2,6 +2,7 @@
 logging and graceful shutdown on SIGTERM/SIGINT."""
 from __future__ import annotations
 
+import hmac
 import logging
 import signal
 import threading
@@ -28,6 +29,39 @@ def setup_logging(service: str) -> None:
     )
 
 
+# Methods anyone may call without the token: probes (compose, k8s) and discovery.
+PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def _deny(_request, context):
+    context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (authorization metadata)")
+
+
+class BearerAuth(grpc.ServerInterceptor):
+    """Refuses calls whose `authorization` metadata is not `Bearer <token>` with UNAUTHENTICATED."""
+
+    def __init__(self, token: str):
+        self.expected = f"Bearer {token}".encode()
+
+    def intercept_service(self, continuation, details):
+        if details.method.startswith(PUBLIC_PREFIXES):
+            return continuation(details)
+        sent = dict(details.invocation_metadata or ()).get("authorization", "")
+        if hmac.compare_digest(sent.encode(), self.expected):
+            return continuation(details)
+        handler = continuation(details)
+        if handler is None:
+            return None  # unknown method: UNIMPLEMENTED as usual
+        # answer in the call's own shape, so the client sees the status
+        if handler.request_streaming and handler.response_streaming:
+            return grpc.stream_stream_rpc_method_handler(_deny)
+        if handler.request_streaming:
+            return grpc.stream_unary_rpc_method_handler(_deny)
+        if handler.response_streaming:
+            return grpc.unary_stream_rpc_method_handler(_deny)
+        return grpc.unary_unary_rpc_method_handler(_deny)
+
+
 def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_workers: int = 32,
           on_start: Callable[[health.HealthServicer], None] | None = None) -> None:
     """Runs `service` until SIGTERM/SIGINT.
@@ -39,7 +73,10 @@ def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_wo
     readiness under the model's name).
     """
     setup_logging(service)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=config.grpc_options())
+    token = config.auth_token()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=config.grpc_options(),
+                         interceptors=[BearerAuth(token)] if token else [],
+                         maximum_concurrent_rpcs=config.max_concurrent_rpcs())
     names = list(register(server))
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)

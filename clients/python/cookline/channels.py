@@ -10,9 +10,45 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cookline import config
 
 
+class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                   grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds `authorization: Bearer <token>` to every call of a channel."""
+
+    def __init__(self, token: str):
+        self.header = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details):
+        metadata = list(details.metadata or []) + [self.header]
+        return details._replace(metadata=metadata) if hasattr(details, "_replace") else _Details(details, metadata)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._with_token(details), request)
+
+    def intercept_stream_unary(self, continuation, details, request_iterator):
+        return continuation(self._with_token(details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, details, request_iterator):
+        return continuation(self._with_token(details), request_iterator)
+
+
+class _Details(grpc.ClientCallDetails):
+    """ClientCallDetails with other metadata (grpc's own type cannot be copied)."""
+
+    def __init__(self, details, metadata):
+        self.method, self.timeout, self.credentials = details.method, details.timeout, details.credentials
+        self.wait_for_ready, self.compression = details.wait_for_ready, details.compression
+        self.metadata = metadata
+
+
 def channel(service: str, env: Mapping[str, str] | None = None, target: str | None = None) -> grpc.Channel:
-    """An insecure channel to `service` at its configured address (or `target`)."""
-    return grpc.insecure_channel(target or config.address(service, env), options=config.client_options(env))
+    """A channel to `service` at its configured address (or `target`), carrying the bearer
+    token when COOKLINE_AUTH_TOKEN is set."""
+    raw = grpc.insecure_channel(target or config.address(service, env), options=config.client_options(env))
+    token = config.auth_token(env)
+    return grpc.intercept_channel(raw, _BearerToken(token)) if token else raw
 
 
 def wait_healthy(target: str, timeout: float = 60.0, service: str = "") -> None:

@@ -84,3 +84,25 @@ def store_wait_seconds(env: Mapping[str, str] | None = None) -> float:
     if seconds < 0:
         raise ValueError("COOKLINE_STORE_WAIT_S must be 0 or more")
     return seconds
+
+
+def auth_token(env: Mapping[str, str] | None = None) -> str:
+    """Bearer token every call carries and every service demands (COOKLINE_AUTH_TOKEN, or the
+    file named by COOKLINE_AUTH_TOKEN_FILE). Empty: no authentication."""
+    env = _env(env)
+    if env.get("COOKLINE_AUTH_TOKEN"):
+        return env["COOKLINE_AUTH_TOKEN"]
+    path = env.get("COOKLINE_AUTH_TOKEN_FILE")
+    if path:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    return ""
+
+
+def max_concurrent_rpcs(env: Mapping[str, str] | None = None) -> int:
+    """Most RPCs one server runs at once (COOKLINE_MAX_CONCURRENT_RPCS, default 1000); calls
+    beyond it get RESOURCE_EXHAUSTED at once instead of queueing without bound."""
+    value = int(_env(env).get("COOKLINE_MAX_CONCURRENT_RPCS") or 1000)
+    if value < 1:
+        raise ValueError("COOKLINE_MAX_CONCURRENT_RPCS must be at least 1")
+    return value
