@@ -22,8 +22,9 @@ K8S_SCHEMAS := .cache/k8s-schemas/v$(K8S_VERSION)-local-strict
 # (the compose test builds the images itself, through `make compose-up`).
 tools: install deploy-tools node-deps go-gen $(addprefix $(GO_BIN)/,$(GO_TOOLS)) $(K8S_SCHEMAS)/.extracted
 
-$(GO_BIN)/%:
-	GOBIN=$(GO_BIN) $(GO) install $(GO_TOOL_$*)
+# Reinstalled when this file (and so a pinned version) changes.
+$(GO_BIN)/%: clients/clients.mk
+	GOBIN=$(GO_BIN) $(GO) install $(GO_TOOL_$*) && touch $@
 
 # Node.js dependencies, exactly as pinned in package-lock.json.
 node-deps: clients/node/node_modules/.installed

@@ -6,8 +6,10 @@ PODMAN          ?= podman
 IMAGE_CACHE     := .cache/images
 BASE_TAR        := $(IMAGE_CACHE)/base-bookworm.tar
 BASE_IMAGE      := localhost/cookline-base:bookworm
-APP_IMAGE       := localhost/cookline:dev
-S3_IMAGE        := localhost/cookline-s3-seaweedfs:4.48
+# Tagged per checkout, so worktrees building side by side on one machine never run each other's code.
+CHECKOUT_TAG    := dev-$(shell printf %s "$(CURDIR)" | cksum | cut -d' ' -f1)
+APP_IMAGE       := localhost/cookline:$(CHECKOUT_TAG)
+S3_IMAGE        := localhost/cookline-s3-seaweedfs:4.48-$(CHECKOUT_TAG)
 # The host's CA bundle, mounted read-only while building so pip can verify PyPI;
 # it is not copied into any image.
 HOST_CA         := /etc/ssl/certs/ca-certificates.crt
