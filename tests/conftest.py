@@ -83,3 +83,26 @@ def stack(s3_server, tmp_path_factory):
         running.start_all()
         running.wait_healthy(timeout=180)
         yield running, env
+
+
+@pytest.fixture(scope="module")
+def data_plane(s3_server, tmp_path_factory):
+    """collect and process only, as real processes on free ports, on S3 (SeaweedFS); small shards.
+
+    Yields (Stack, env) like `stack`. Starts in a second or two: neither service imports TensorFlow.
+    """
+    from s3server import _free_ports
+    from cookline.stack import Stack
+
+    ports = _free_ports(2, set(s3_server.ports.values()))
+    env = dict(os.environ)
+    env.update(s3_server.env(unique_bucket("dp")))
+    env["COOKLINE_COLLECT_ADDR"] = f"127.0.0.1:{ports[0]}"
+    env["COOKLINE_PROCESS_ADDR"] = f"127.0.0.1:{ports[1]}"
+    env["COOKLINE_SHARD_MB"] = "0.05"  # ~50 KB shards: small test data still spans several
+    log_dir = str(tmp_path_factory.mktemp("logs"))
+    with Stack(env, log_dir=log_dir) as running:
+        running.start("collect")
+        running.start("process")
+        running.wait_healthy(timeout=60)
+        yield running, env

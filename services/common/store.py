@@ -368,9 +368,12 @@ def _env_secret(env: Mapping[str, str], name: str) -> str:
     return value
 
 
-def store_from_env(env: Mapping[str, str] = os.environ) -> ObjectStore:
-    """S3Store when MINIO_ENDPOINT is set, else a LocalStore (same bucket layout)."""
-    bucket = env.get("COOKLINE_BUCKET") or "cookline"
+def store_from_env(env: Mapping[str, str] = os.environ, bucket: str | None = None) -> ObjectStore:
+    """S3Store when MINIO_ENDPOINT is set, else a LocalStore (same bucket layout).
+
+    `bucket` overrides COOKLINE_BUCKET (collect reads s3://other-bucket/... sources).
+    """
+    bucket = bucket or env.get("COOKLINE_BUCKET") or "cookline"
     endpoint = env.get("MINIO_ENDPOINT", "").strip()
     if endpoint:
         secure_flag = env.get("MINIO_SECURE", "").strip().lower()

@@ -1,0 +1,151 @@
+"""Writing a dataset version: chunks from a source -> bounded shards + statistics -> manifest (last).
+
+`DatasetWriter` checks that every chunk has the tensors, dtypes and per-row
+shapes of the first, groups rows into shards of about COOKLINE_SHARD_MB, and
+accumulates the statistics; `manifest()` describes what was written. The
+caller publishes the manifest with store.publish() and deletes the prefix on
+any failure, so nothing half-written is ever visible.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+from google.protobuf import json_format
+
+from cookline import config, tensors
+from cookline.v1 import data_pb2
+from services.collect.stats import StatisticsBuilder
+from services.common import layout
+from services.common.errors import invalid
+from services.common.store import ObjectStore
+
+# Tensors that are stored in shards but are not part of the schema.
+HIDDEN = {"subset"}
+
+
+def _kind(array: np.ndarray) -> str:
+    """A dtype description where all string widths are equal."""
+    return "string" if array.dtype.kind in "SUO" else tensors.dtype_name(tensors.data_type(array.dtype))
+
+
+def schema_of(chunk: dict[str, np.ndarray]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Tensor name -> (dtype, per-row shape) of a chunk."""
+    return {name: (_kind(a), a.shape[1:]) for name, a in chunk.items()}
+
+
+def check_like(first: dict, schema: dict, where: str) -> None:
+    """INVALID_ARGUMENT naming the tensor when `schema` differs from the `first` chunk's."""
+    if schema == first:
+        return
+    for name in sorted(set(schema) | set(first)):
+        if name not in schema:
+            raise invalid(f"{where}: tensor {name!r} is missing (earlier batches have it)")
+        if name not in first:
+            raise invalid(f"{where}: tensor {name!r} is new (earlier batches do not have it)")
+        (kind, shape), (first_kind, first_shape) = schema[name], first[name]
+        if kind != first_kind:
+            raise invalid(f"{where}: tensor {name!r} has dtype {kind}, earlier batches "
+                          f"have {first_kind}")
+        if shape != first_shape:
+            raise invalid(f"{where}: tensor {name!r} has per-row shape {list(shape)}, earlier batches "
+                          f"have {list(first_shape)}")
+
+
+class DatasetWriter:
+    def __init__(self, store: ObjectStore, prefix: str, what: str = "source"):
+        self.store, self.prefix, self.what = store, prefix, what
+        self.shard_bytes = config.shard_bytes()
+        self.schema: dict[str, tuple[str, tuple[int, ...]]] | None = None
+        self.pending: list[dict[str, np.ndarray]] = []
+        self.pending_rows = 0
+        self.rows_per_shard = 0
+        self.rows = 0
+        self.size = 0
+        self.shards: list[dict] = []
+        self.stats = StatisticsBuilder()
+        self.first_dtypes: dict[str, np.dtype] = {}
+
+    def add(self, chunk: dict[str, np.ndarray], columns=(), categorical_columns=(), where: str = "") -> int:
+        """Adds rows; returns how many shards were written by this call."""
+        schema = schema_of(chunk)
+        rows = {len(a) for a in chunk.values()}
+        if len(rows) != 1:
+            raise invalid(f"{self.what}{where}: tensors differ in their number of rows: "
+                          + ", ".join(f"{k}: {len(v)}" for k, v in sorted(chunk.items())))
+        if self.schema is None:
+            self.schema = schema
+            self.first_dtypes = {name: a.dtype for name, a in chunk.items()}
+            row_bytes = sum(a[:1].nbytes for a in chunk.values()) or 1
+            self.rows_per_shard = max(1, self.shard_bytes // row_bytes)
+        else:
+            check_like(self.schema, schema, f"{self.what}{where}")
+        self.stats.add(chunk, list(columns), list(categorical_columns))
+        n = rows.pop()
+        self.pending.append(chunk)
+        self.pending_rows += n
+        self.rows += n
+        written = 0
+        while self.pending_rows >= self.rows_per_shard:
+            self._write(self.rows_per_shard)
+            written += 1
+        return written
+
+    def _write(self, take: int) -> None:
+        names = list(self.pending[0])
+        merged = {k: (np.concatenate([c[k] for c in self.pending]) if len(self.pending) > 1 else self.pending[0][k])
+                  for k in names}
+        key = f"shard-{len(self.shards):05d}.npz"
+        fd, tmp = tempfile.mkstemp(suffix=".npz", prefix="cookline-shard-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **{k: v[:take] for k, v in merged.items()})
+            self.store.put_file(self.prefix + key, tmp)
+            size = os.path.getsize(tmp)
+        finally:
+            os.unlink(tmp)
+        self.shards.append({"key": key, "rows": take, "bytes": size})
+        self.size += size
+        total = self.pending_rows
+        self.pending = [{k: v[take:] for k, v in merged.items()}] if total > take else []
+        self.pending_rows = total - take
+
+    def finish(self) -> None:
+        """Writes the last, partial shard."""
+        if self.pending_rows:
+            self._write(self.pending_rows)
+
+    def fields(self, columns, categorical_columns, class_names) -> list[data_pb2.FieldSchema]:
+        out = []
+        # The label last, everything else in the source's order.
+        for name, (kind, shape) in sorted((self.schema or {}).items(), key=lambda item: item[0] == "label"):
+            if name in HIDDEN:
+                continue
+            field = data_pb2.FieldSchema(name=name, dtype=tensors.data_type(self.first_dtypes[name]), shape=shape)
+            if name == "features" and len(columns) == (shape[0] if len(shape) == 1 else -1):
+                field.columns[:] = columns
+            elif name == "categorical":
+                field.columns[:] = categorical_columns
+            elif name == "label":
+                field.class_names[:] = class_names
+            out.append(field)
+        return out
+
+    def info(self, ref: data_pb2.DatasetRef, source: str, fmt: str, columns, categorical_columns, class_names,
+             image_shapes) -> data_pb2.DatasetInfo:
+        return data_pb2.DatasetInfo(
+            ref=ref, num_rows=self.rows, source=source, format=fmt, num_shards=len(self.shards),
+            size_bytes=self.size, created_at=layout.now(),
+            fields=self.fields(columns, categorical_columns, class_names),
+            statistics=self.stats.build(class_names, image_shapes),
+            predefined_split="subset" in (self.schema or {}))
+
+
+def manifest_bytes(info: data_pb2.DatasetInfo, shards: list[dict]) -> bytes:
+    """manifest.json: the DatasetInfo (proto field names) plus the shard list."""
+    import json
+    manifest = json_format.MessageToDict(info, preserving_proto_field_name=True)
+    manifest["num_rows"], manifest["num_shards"], manifest["size_bytes"] = info.num_rows, info.num_shards, info.size_bytes
+    manifest["shards"] = shards
+    return json.dumps(manifest, indent=1).encode()
