@@ -33,8 +33,9 @@ class ProcessServicer(process_pb2_grpc.ProcessServiceServicer):
     @rpc
     def Fit(self, request: process_pb2.FitRequest, context) -> process_pb2.FitResponse:
         ops_lib.validate(request.ops)
+        # One pass over the TRAIN rows per op that needs fitting (each sees the ops before it applied).
         fitted, rows = ops_lib.fit(list(request.ops),
-                                   self._pull(request.dataset, request.split, data_pb2.SUBSET_TRAIN, context))
+                                   lambda: self._pull(request.dataset, request.split, data_pb2.SUBSET_TRAIN, context))
         log.info("fitted %d ops on %d rows of %s", len(fitted), rows, request.dataset.name)
         return process_pb2.FitResponse(ops=fitted, rows=rows)
 
@@ -45,5 +46,7 @@ class ProcessServicer(process_pb2_grpc.ProcessServiceServicer):
         if not 1 <= batch_size <= MAX_BATCH:
             raise invalid(f"batch_size: {batch_size} is not in [1, {MAX_BATCH}]")
         source = self._pull(request.dataset, request.split, request.subset, context)
-        for sequence, batch in enumerate(ops_lib.apply(list(request.ops), source, request.epoch, batch_size)):
+        training = request.subset == data_pb2.SUBSET_TRAIN  # random augmentation runs on TRAIN rows only
+        for sequence, batch in enumerate(ops_lib.apply(list(request.ops), source, request.epoch, batch_size,
+                                                       training)):
             yield process_pb2.ProcessResponse(batch=tensors.batch_from_numpy(batch, sequence))

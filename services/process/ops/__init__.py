@@ -1,0 +1,96 @@
+"""Process ops on streams of row batches (dicts of numpy arrays sharing rows).
+
+`validate` checks an op list, `fit` computes fitted parameters from the TRAIN
+rows, `apply` transforms a stream. All of it streams: memory is bounded by one
+batch plus a shuffle buffer, however large the dataset. One module per family:
+scaling (standardize, min_max, fill_missing), categorical (lookup, one_hot),
+images (resize, grayscale, random_flip, random_rotation, random_brightness),
+text (vectorize_text), order (shuffle, rebatch).
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Iterator
+
+import grpc
+
+from cookline import tensors
+from cookline.v1 import pipeline_pb2
+from services.common.errors import Fail, invalid
+from services.process.ops.base import Batch, OpKind
+from services.process.ops.categorical import Lookup, OneHot
+from services.process.ops.images import Grayscale, RandomBrightness, RandomFlip, RandomRotation, Resize
+from services.process.ops.order import Shuffle, rebatch
+from services.process.ops.scaling import FillMissing, MinMax, Standardize
+from services.process.ops.text import VectorizeText
+
+KINDS: dict[str, OpKind] = {k.name: k for k in (
+    Standardize(), MinMax(), FillMissing(), OneHot(), Lookup(), Resize(), Grayscale(), RandomFlip(),
+    RandomRotation(), RandomBrightness(), VectorizeText(), Shuffle())}
+
+__all__ = ["KINDS", "validate", "fit", "apply", "rebatch", "Batch"]
+
+
+def _where(i: int, op: pipeline_pb2.Op) -> str:
+    return f"process[{i}].{op.WhichOneof('kind')}"
+
+
+def validate(ops: Iterable[pipeline_pb2.Op]) -> None:
+    """INVALID_ARGUMENT naming process[i] (and the parameter) for an empty, unknown or out-of-range op."""
+    for i, op in enumerate(ops):
+        kind = op.WhichOneof("kind")
+        if kind is None:
+            raise invalid(f"process[{i}]: no op given (known ops: {', '.join(KINDS)})")
+        KINDS[kind].check(op, _where(i, op))
+
+
+def _chain(ops, batches: Iterable[Batch], epoch: int, training: bool, deterministic_only: bool) -> Iterator[Batch]:
+    stream: Iterator[Batch] = iter(batches)
+    for i, op in enumerate(ops):
+        kind = KINDS[op.WhichOneof("kind")]
+        if deterministic_only and not kind.deterministic:
+            continue
+        stream = kind.apply(op, _where(i, op), stream, epoch, training)
+    return stream
+
+
+def fit(ops: list[pipeline_pb2.Op], pull: Callable[[], Iterable[Batch]] | Iterable[Batch]) -> tuple[list[pipeline_pb2.Op], int]:
+    """Fits every op that needs it on the TRAIN rows; returns fitted copies and the row count.
+
+    `pull()` gives a fresh stream of the TRAIN rows. Each op that needs fitting
+    sees the rows as transformed by the (already fitted, deterministic) ops
+    before it, so it takes one pass per such op; with none, one pass counts the rows.
+    A plain iterable is accepted when at most one op needs fitting.
+    """
+    validate(ops)
+    fitted = [pipeline_pb2.Op() for _ in ops]
+    for out, op in zip(fitted, ops):
+        out.CopyFrom(op)
+        out.ClearField("fitted")
+    stream_of = pull if callable(pull) else (lambda it=iter(pull): it)
+    rows = None
+    for i, op in enumerate(fitted):
+        fitter = KINDS[op.WhichOneof("kind")].fitter(op, _where(i, op))
+        if fitter is None:
+            continue
+        count = 0
+        for batch in _chain(fitted[:i], stream_of(), 0, True, deterministic_only=True):
+            count += len(batch["label"]) if "label" in batch else len(next(iter(batch.values())))
+            fitter.add(batch)
+        if count == 0:
+            raise Fail(grpc.StatusCode.FAILED_PRECONDITION, "process: the training split has no rows to fit on")
+        for name, value in fitter.done().items():
+            tensors.from_numpy(value, out=op.fitted[name])
+        rows = count
+    if rows is None:
+        rows = sum(len(next(iter(b.values()))) for b in stream_of())
+    return fitted, rows
+
+
+def apply(ops: list[pipeline_pb2.Op], batches: Iterable[Batch], epoch: int, batch_size: int,
+          training: bool = True) -> Iterator[Batch]:
+    """Applies `ops` in order to a stream and re-batches it to batch_size rows.
+
+    `training` is True for the TRAIN subset: only then do random augmentations run.
+    """
+    validate(ops)
+    return rebatch(_chain(ops, batches, epoch, training, deterministic_only=False), batch_size)
