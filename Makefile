@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 GEN    := clients/python/cookline/v1
 PROTOS := $(wildcard protos/cookline/v1/*.proto)
 
-.PHONY: install proto run up test test-unit clean
+.PHONY: install proto run up test test-unit examples-data bench clean
 
 install: $(VENV)/.installed $(GEN)/.generated
 
@@ -45,6 +45,14 @@ test: install
 
 test-unit: install
 	$(BIN)/python -m pytest -q -m "not e2e"
+
+# Regenerate the committed example data: examples/data/digits/ (scikit-learn's load_digits
+# as 8x8 PNGs) and examples/data/text.csv.
+examples-data: install
+	$(BIN)/pip install --quiet -e ".[server,dev,test,examples]"
+	rm -rf examples/data/digits
+	$(BIN)/python examples/tools/make_digits.py
+	$(BIN)/python examples/tools/make_text_csv.py
 
 clean:
 	rm -rf $(VENV) $(GEN) .pytest_cache .hypothesis

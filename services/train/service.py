@@ -23,6 +23,7 @@ from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, model_pb2, pro
 from services.common import layout
 from services.common.errors import Fail, invalid, rpc
 from services.common.store import ObjectStore
+from services.process import ops as ops_lib
 from services.train import models, spec as train_spec
 
 log = logging.getLogger("cookline.train")
@@ -73,9 +74,8 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         info = self.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=request.dataset),
                                        timeout=30).dataset
         fields = {f.name: f for f in info.fields}
-        if "features" not in fields or len(fields["features"].shape) != 1:
-            raise invalid(f"train.model: {spec.model!r} needs tabular features; dataset {info.ref.name!r} has none")
-        num_features = int(fields["features"].shape[0])
+        if "label" not in fields:
+            raise invalid(f"dataset {info.ref.name!r}: a classifier needs a 'label' tensor")
         class_names = list(fields["label"].class_names)
         if len(class_names) < 2:
             raise invalid(f"dataset {info.ref.name!r}: a classifier needs at least 2 classes, found {len(class_names)}")
@@ -83,18 +83,28 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
 
         fit = self.process.Fit(process_pb2.FitRequest(dataset=dataset, split=pipeline.split, ops=pipeline.process))
         fitted_ops = list(fit.ops)
-        log.info("run %s: training %s on %s@%s (%d training rows)", request.run_id, spec.model,
-                 dataset.name, dataset.version, fit.rows)
+        # What the batches look like after the ops: the mlp takes "features" ([d]) or "image" (flattened).
+        schema = {f.name: (tensors.dtype_name(f.dtype), list(f.shape)) for f in info.fields}
+        processed = ops_lib.output_fields(schema, fitted_ops)
+        input_name = next((n for n in ("features", "image") if n in processed), None)
+        if input_name is None:
+            raise invalid(f"train.model: {spec.model!r} needs 'features' or 'image' after the process ops; the data has "
+                          f"{', '.join(sorted(processed))} (text needs a vectorize_text op)")
+        input_dtype, input_shape = processed[input_name]
+        input_dtype = "uint8" if input_dtype == "uint8" else "float32"
+        log.info("run %s: training %s on %s@%s (%d training rows, input %s %s %s)", request.run_id, spec.model,
+                 dataset.name, dataset.version, fit.rows, input_name, input_dtype, input_shape)
 
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
-        model = models.build(spec, num_features, len(class_names))
+        model = models.build(spec, input_shape, len(class_names), input_dtype)
+        source = (input_name, input_dtype, input_shape)
         train_data = self._dataset(dataset, pipeline.split, data_pb2.SUBSET_TRAIN, fitted_ops,
-                                   spec.batch_size, num_features, cancelled)
+                                   spec.batch_size, source, cancelled)
         val_data = None
-        if pipeline.split.validation > 0:
+        if pipeline.split.validation > 0 or info.predefined_split:
             val_data = self._dataset(dataset, pipeline.split, data_pb2.SUBSET_VALIDATION, fitted_ops,
-                                     EVAL_BATCH, num_features, cancelled)
+                                     EVAL_BATCH, source, cancelled)
 
         # fit() runs on its own thread; this one streams its progress to the caller.
         events: queue.Queue = queue.Queue()
@@ -124,14 +134,14 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         if any(not np.isfinite(v) for v in last_metrics.values()):
             raise invalid(f"train: training diverged (metrics {last_metrics}); lower train.learning_rate")
 
-        version = self._publish(name, model, fitted_ops, num_features, class_names, fields["features"],
-                                last_metrics, dataset, request)
+        version = self._publish(name, model, fitted_ops, schema, class_names, last_metrics, dataset, request)
         yield train_pb2.TrainResponse(result=train_pb2.TrainResult(
             model=model_pb2.ModelRef(name=name, version=version), metrics=last_metrics))
 
-    def _dataset(self, dataset, split, subset, fitted_ops, batch_size, num_features, cancelled) -> tf.data.Dataset:
+    def _dataset(self, dataset, split, subset, fitted_ops, batch_size, source, cancelled) -> tf.data.Dataset:
         """A tf.data pipeline that pulls a fresh Process stream each time it is iterated (each epoch)."""
         epoch = {"n": 0}
+        name, dtype, shape = source
 
         def batches():
             call = self.process.Process(process_pb2.ProcessRequest(
@@ -143,21 +153,38 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                     if cancelled.is_set():
                         raise _Cancelled()
                     arrays = tensors.batch_to_numpy(response.batch)
-                    yield arrays["features"], arrays["label"]
+                    yield arrays[name].astype(dtype, copy=False), arrays["label"]
             finally:
                 call.cancel()
 
-        signature = (tf.TensorSpec([None, num_features], tf.float32), tf.TensorSpec([None], tf.int32))
+        signature = (tf.TensorSpec([None, *shape], dtype), tf.TensorSpec([None], tf.int32))
         return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
 
-    def _publish(self, name, model, fitted_ops, num_features, class_names, feature_field, metrics, dataset,
-                 request) -> int:
+    def _feature_columns(self, dataset, raw_name, raw_shape, fitted_ops, served) -> list[str]:
+        """Names of the served "features" positions: the CSV columns, pixel_<i>, or the op's outputs."""
+        if len(served) < len(fitted_ops):
+            op = fitted_ops[len(fitted_ops) - len(served) - 1]
+            if op.WhichOneof("kind") == "vectorize_text":
+                return ["[UNK]"] + [v.decode() for v in op.fitted["vocabulary"].string_values]
+            return [f"feature_{i}" for i in range(int(np.prod(raw_shape)))]
+        if raw_name == "image":
+            return [f"pixel_{i}" for i in range(int(np.prod(raw_shape)))]
+        info = self.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=dataset), timeout=30).dataset
+        return list(next(f for f in info.fields if f.name == "features").columns)
+
+    def _publish(self, name, model, fitted_ops, schema, class_names, metrics, dataset, request) -> int:
         """Exports the model and publishes it as the next version (cookline.json last)."""
         existing = layout.model_versions(self.store, name, published_only=False)
         version = (existing[-1] if existing else 0) + 1
         prefix = layout.model_prefix(name, version)
+        # Serving takes the raw dataset tensor, or the output of the last op the model cannot reproduce.
+        served = models.served_ops(fitted_ops)
+        before = ops_lib.output_fields(schema, fitted_ops[:len(fitted_ops) - len(served)])
+        raw_name = "features" if "features" in before else "image"
+        raw_shape = before[raw_name][1]
+        feature_columns = self._feature_columns(dataset, raw_name, raw_shape, fitted_ops, served)
         with tempfile.TemporaryDirectory(prefix="cookline-export-") as tmp:
-            models.export(model, fitted_ops, num_features, tmp)
+            num_features = models.export(model, fitted_ops, raw_shape, tmp)
             files = {}
             for root, _dirs, names in os.walk(tmp):
                 for file_name in names:
@@ -167,10 +194,14 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                 "name": name,
                 "version": version,
                 "class_names": class_names,
-                "feature_columns": list(feature_field.columns),
+                "feature_columns": feature_columns,
                 "inputs": {"features": {"dtype": "float32", "shape": [-1, num_features]}},
                 "outputs": {"scores": {"dtype": "float32", "shape": [-1, len(class_names)]}},
                 "metrics": metrics,
+                # The fitted ops (means, vocabularies, lookups), so serving can rebuild exactly what training
+                # did; "served_from_op" says where the served "features" input enters the op list.
+                "process": [json_format.MessageToDict(op, preserving_proto_field_name=True) for op in fitted_ops],
+                "served_from_op": len(fitted_ops) - len(served),
                 "dataset": {"name": dataset.name, "version": dataset.version},
                 "run_id": request.run_id,
                 "pipeline": json_format.MessageToDict(request.pipeline, preserving_proto_field_name=True),

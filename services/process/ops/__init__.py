@@ -94,3 +94,46 @@ def apply(ops: list[pipeline_pb2.Op], batches: Iterable[Batch], epoch: int, batc
     """
     validate(ops)
     return rebatch(_chain(ops, batches, epoch, training, deterministic_only=False), batch_size)
+
+
+# --- the schema an op list produces --------------------------------------------------
+
+# Ops whose effect the exported model cannot reproduce from the served "features" input
+# (their input is strings): serving takes their OUTPUT, and their fitted parameters travel
+# with the model's metadata so a text / categorical model can build them in (issue 4).
+NOT_SERVED = ("lookup", "one_hot", "vectorize_text")
+
+
+def output_fields(fields: dict[str, tuple[str, list[int]]], fitted_ops: list[pipeline_pb2.Op]
+                  ) -> dict[str, tuple[str, list[int]]]:
+    """Tensor name -> (dtype name, per-row shape) of batches after the (fitted) ops.
+
+    `fields` is the dataset's schema in the same form, e.g. {"image": ("uint8", [8, 8, 1])}.
+    """
+    out = {k: (d, list(s)) for k, (d, s) in fields.items()}
+    for op in fitted_ops:
+        kind = op.WhichOneof("kind")
+        p = getattr(op, kind)
+        width = out["features"][1][0] if "features" in out else 0
+        if kind in ("lookup", "one_hot"):
+            columns = tensors.to_numpy(op.fitted["columns"]) if "columns" in op.fitted else []
+            k = out.get("categorical", ("string", [0]))[1][0]
+            added = k if kind == "lookup" else sum(int((columns == j).sum()) + 1 for j in range(k))
+            out.pop("categorical", None)
+            out["features"] = ("float32", [width + added])
+        elif kind == "vectorize_text":
+            out.pop("text", None)
+            if (p.mode or "tf_idf") == "int":
+                out["tokens"] = ("int64", [p.sequence_length or 64])
+            else:
+                size = len(op.fitted["vocabulary"].string_values) if "vocabulary" in op.fitted else 0
+                out["features"] = ("float32", [size + 1])
+        elif kind == "resize" and "image" in out:
+            dtype, shape = out["image"]
+            out["image"] = (dtype, [int(p.height), int(p.width), shape[2]])
+        elif kind == "grayscale" and "image" in out:
+            dtype, shape = out["image"]
+            out["image"] = (dtype, shape[:2] + [1])
+        elif kind in ("standardize", "min_max", "fill_missing") and "features" in out:
+            out["features"] = ("float32", out["features"][1])
+    return out
