@@ -216,9 +216,10 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
             rows = len(arrays["label"])
             full = rows - rows % batch_size
             for lo in range(0, full, batch_size):
-                yield collect_pb2.ReadDatasetResponse(batch=tensors.batch_from_numpy(
-                    {k: v[lo:lo + batch_size] for k, v in arrays.items()}, sequence))
+                # Pre-encoded ReadDatasetResponse: the rows go from the shard's arrays to the wire in one copy.
+                yield tensors.encode_batch({k: v[lo:lo + batch_size] for k, v in arrays.items()}, sequence)
                 sequence += 1
             carry = {k: v[full:] for k, v in arrays.items()} if full < rows else None
+            log.debug("ReadDataset %s: shard %s streamed", prefix, shard["key"])
         if carry is not None and len(carry["label"]):
-            yield collect_pb2.ReadDatasetResponse(batch=tensors.batch_from_numpy(carry, sequence))
+            yield tensors.encode_batch(carry, sequence)

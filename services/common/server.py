@@ -10,6 +10,7 @@ from typing import Callable, Iterable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from google.protobuf import message_factory
 from grpc_reflection.v1alpha import reflection
 
 from cookline import config
@@ -26,6 +27,36 @@ def setup_logging(service: str) -> None:
         level=config.log_level(),
         format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
     )
+
+
+def _serialize(message) -> bytes:
+    """A response message, or bytes already in its wire format (see cookline.tensors.encode_batch)."""
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
+
+_HANDLERS = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+def add_servicer(server: grpc.Server, service, servicer) -> str:
+    """Registers `servicer` for the proto service descriptor `service`; returns its full name.
+
+    Like the generated add_*Servicer_to_server, except that a method may also return (or
+    stream) responses as pre-encoded bytes: the data plane's streams send TensorBatches
+    written straight from numpy memory, and process forwards collect's bytes untouched.
+    """
+    handlers = {}
+    for method in service.methods:
+        request_class = message_factory.GetMessageClass(method.input_type)
+        make = _HANDLERS[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = make(getattr(servicer, method.name), request_deserializer=request_class.FromString,
+                                     response_serializer=_serialize)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    return service.full_name
 
 
 def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_workers: int = 32) -> None:

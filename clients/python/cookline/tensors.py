@@ -110,3 +110,71 @@ def batch_from_numpy(arrays: Mapping[str, np.ndarray], sequence: int = 0, out=No
 def batch_to_numpy(batch: tensor_pb2.TensorBatch) -> dict[str, np.ndarray]:
     """Decodes every tensor of a TensorBatch (zero-copy for numeric tensors)."""
     return {name: to_numpy(t) for name, t in batch.tensors.items()}
+
+
+# --- pre-encoded messages (the data plane's copy-avoiding path) ------------------------
+#
+# Protobuf's Python API copies a tensor's bytes twice on the way out (into `content`,
+# then into the serialized message). The data plane instead writes the wire format of
+# a TensorBatch directly: small headers plus the arrays' own memory, joined once. The
+# bytes are exactly what TensorBatch.SerializeToString() would give (field order aside),
+# so every receiver parses them with the generated classes as usual.
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        bits = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(bits | 0x80)
+        else:
+            out.append(bits)
+            return bytes(out)
+
+
+def _field(number: int, payload_len: int) -> bytes:
+    """Tag and length of a length-delimited field."""
+    return _varint(number << 3 | 2) + _varint(payload_len)
+
+
+def _tensor_parts(array: np.ndarray) -> list:
+    """Wire-format pieces of one Tensor message (numeric tensors only)."""
+    array = np.asarray(array)
+    code = data_type(array.dtype)
+    if code == DataType.DATA_TYPE_STRING:
+        values = [v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1)]
+        body = [b"\x08" + _varint(code)]
+        if array.shape:
+            dims = b"".join(_varint(int(d)) for d in array.shape)
+            body.append(_field(2, len(dims)) + dims)
+        body += [_field(4, len(v)) + v for v in values]
+        return body
+    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+    data = memoryview(np.ascontiguousarray(little).reshape(-1)).cast("B") if array.size else b""
+    head = b"\x08" + _varint(code)
+    if array.shape:
+        dims = b"".join(_varint(int(d)) for d in array.shape)
+        head += _field(2, len(dims)) + dims
+    return [head + _field(3, len(data)), data] if len(data) else [head]
+
+
+def encode_batch(arrays: Mapping[str, np.ndarray], sequence: int = 0, field: int | None = 1) -> bytes:
+    """Serialized TensorBatch of named arrays, with one copy of the data.
+
+    With `field` set (default 1), the batch is wrapped as that field of an outer message:
+    the bytes of e.g. ReadDatasetResponse(batch=...) or ProcessResponse(batch=...).
+    """
+    parts: list = []
+    for name, array in arrays.items():
+        tensor = _tensor_parts(array)
+        tensor_len = sum(len(p) for p in tensor)
+        key = name.encode()
+        entry_head = _field(1, len(key)) + key + _field(2, tensor_len)
+        parts.append(_field(1, len(entry_head) + tensor_len) + entry_head)
+        parts += tensor
+    if sequence:
+        parts.append(b"\x10" + _varint(sequence))
+    if field is not None:
+        total = sum(len(p) for p in parts)
+        parts.insert(0, _field(field, total))
+    return b"".join(parts)

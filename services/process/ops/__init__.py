@@ -86,6 +86,12 @@ def fit(ops: list[pipeline_pb2.Op], pull: Callable[[], Iterable[Batch]] | Iterab
     return fitted, rows
 
 
+def changes_data(ops: Iterable[pipeline_pb2.Op], training: bool) -> bool:
+    """False when no op would touch the rows (no ops, or only augmentation outside TRAIN)."""
+    return any(training or KINDS[op.WhichOneof("kind")].deterministic or op.WhichOneof("kind") == "shuffle"
+               for op in ops)
+
+
 def apply(ops: list[pipeline_pb2.Op], batches: Iterable[Batch], epoch: int, batch_size: int,
           training: bool = True) -> Iterator[Batch]:
     """Applies `ops` in order to a stream and re-batches it to batch_size rows.
