@@ -8,8 +8,11 @@ any failure, so nothing half-written is ever visible.
 """
 from __future__ import annotations
 
+import io
 import os
+import struct
 import tempfile
+import zipfile
 
 import numpy as np
 from google.protobuf import json_format
@@ -140,6 +143,60 @@ class DatasetWriter:
             fields=self.fields(columns, categorical_columns, class_names),
             statistics=self.stats.build(class_names, image_shapes),
             predefined_split="subset" in (self.schema or {}))
+
+
+def read_shard(buffer) -> dict[str, np.ndarray]:
+    """The arrays of a shard (an .npz written by np.savez, members stored uncompressed) as
+    read-only views into `buffer`: no copy. Falls back to np.load for other archives."""
+    view = memoryview(buffer)
+    try:
+        archive = zipfile.ZipFile(_Reader(view))
+        arrays = {}
+        for info in archive.infolist():
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise ValueError("compressed member")
+            local = view[info.header_offset:info.header_offset + 30]
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            start = info.header_offset + 30 + name_len + extra_len
+            member = io.BytesIO(view[start:start + min(info.file_size, 4096)])
+            major, _ = np.lib.format.read_magic(member)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(member)
+            if fortran or dtype.hasobject:
+                raise ValueError("not a C-ordered plain array")
+            count = int(np.prod(shape, dtype=np.int64))
+            arrays[info.filename.removesuffix(".npy")] = np.frombuffer(
+                view, dtype=dtype, count=count, offset=start + member.tell()).reshape(shape)
+        return arrays
+    except (ValueError, zipfile.BadZipFile, struct.error):
+        with np.load(io.BytesIO(bytes(view))) as npz:
+            return {k: npz[k] for k in npz.files}
+
+
+class _Reader(io.RawIOBase):
+    """A seekable file over a buffer, without copying it (what zipfile needs to read the directory)."""
+
+    def __init__(self, view: memoryview):
+        self.view, self.pos = view, 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def seek(self, offset, whence=0):
+        self.pos = offset if whence == 0 else self.pos + offset if whence == 1 else len(self.view) + offset
+        return self.pos
+
+    def tell(self):
+        return self.pos
+
+    def readinto(self, out):
+        chunk = self.view[self.pos:self.pos + len(out)]
+        out[:len(chunk)] = chunk
+        self.pos += len(chunk)
+        return len(chunk)
 
 
 def manifest_bytes(info: data_pb2.DatasetInfo, shards: list[dict]) -> bytes:

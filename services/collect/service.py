@@ -3,11 +3,11 @@ with statistics; dataset versions -> streams of TensorBatch."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
 import tempfile
+from concurrent import futures
 from typing import Iterator
 
 import grpc
@@ -16,7 +16,7 @@ import numpy as np
 from cookline import tensors
 from cookline.v1 import collect_pb2, collect_pb2_grpc, data_pb2
 from services.collect import stats
-from services.collect.ingest import DatasetWriter, manifest_bytes
+from services.collect.ingest import DatasetWriter, manifest_bytes, read_shard
 from services.collect.sources import FORMATS, open_source, s3
 from services.collect.sources.base import Source
 from services.collect.sources.upload import UploadSpool
@@ -202,9 +202,8 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
             assignment = split_assignment(manifest["num_rows"], request.split)
         sequence, start = 0, 0
         carry: dict[str, np.ndarray] | None = None
-        for shard in manifest["shards"]:
-            with np.load(io.BytesIO(self.store.get_bytes(prefix + shard["key"]))) as npz:
-                arrays = {k: npz[k] for k in npz.files}
+        for shard, buffer in self._shards(prefix, manifest["shards"]):
+            arrays = read_shard(buffer)  # views into the shard's bytes (or memory map): no copy
             subset = arrays.pop("subset", None)
             if request.subset != data_pb2.SUBSET_UNSPECIFIED:
                 keep = (subset if predefined else assignment[start:start + shard["rows"]]) == request.subset
@@ -219,7 +218,17 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
                 # Pre-encoded ReadDatasetResponse: the rows go from the shard's arrays to the wire in one copy.
                 yield tensors.encode_batch({k: v[lo:lo + batch_size] for k, v in arrays.items()}, sequence)
                 sequence += 1
-            carry = {k: v[full:] for k, v in arrays.items()} if full < rows else None
+            carry = {k: v[full:].copy() for k, v in arrays.items()} if full < rows else None
             log.debug("ReadDataset %s: shard %s streamed", prefix, shard["key"])
         if carry is not None and len(carry["label"]):
             yield tensors.encode_batch(carry, sequence)
+
+    def _shards(self, prefix: str, shards: list[dict]):
+        """(shard, buffer) in order; the next shard is fetched on a thread while one streams."""
+        with futures.ThreadPoolExecutor(1, thread_name_prefix="shard-prefetch") as pool:
+            following = pool.submit(self.store.get_buffer, prefix + shards[0]["key"]) if shards else None
+            for i, shard in enumerate(shards):
+                buffer = following.result()
+                following = pool.submit(self.store.get_buffer, prefix + shards[i + 1]["key"]) \
+                    if i + 1 < len(shards) else None
+                yield shard, buffer

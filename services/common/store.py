@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import io
+import mmap
 import os
 import shutil
 import tempfile
@@ -74,6 +75,13 @@ class ObjectStore(abc.ABC):
     def delete(self, key: str) -> None: ...
     @abc.abstractmethod
     def describe(self) -> str: ...
+
+    def get_buffer(self, key: str):
+        """The object's bytes as a read-only buffer (bytes, or a memory map for local files).
+
+        For readers that view the data in place (numpy.frombuffer) instead of copying it.
+        """
+        return self.get_bytes(key)
 
     def list_dirs(self, prefix: str) -> list[str]:
         """Immediate sub-folder names under prefix, e.g. "models/iris/" -> ["1", "2"].
@@ -153,6 +161,16 @@ class LocalStore(ObjectStore):
         try:
             with open(self._path(key), "rb") as f:
                 return f.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFoundError("object not found: %s" % key) from None
+
+    def get_buffer(self, key: str):
+        """A read-only memory map of the file: pages come straight from the page cache."""
+        try:
+            with open(self._path(key), "rb") as f:
+                if os.fstat(f.fileno()).st_size == 0:
+                    return b""
+                return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFoundError("object not found: %s" % key) from None
 
