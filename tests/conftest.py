@@ -85,12 +85,8 @@ def stack(s3_server, tmp_path_factory):
         yield running, env
 
 
-@pytest.fixture(scope="module")
-def data_plane(s3_server, tmp_path_factory):
-    """collect and process only, as real processes on free ports, on S3 (SeaweedFS); small shards.
-
-    Yields (Stack, env) like `stack`. Starts in a second or two: neither service imports TensorFlow.
-    """
+def start_data_plane(s3_server, log_dir: str, **extra_env):
+    """collect and process only, as real processes on free ports, on S3 (SeaweedFS); a Stack to stop."""
     from s3server import _free_ports
     from cookline.stack import Stack
 
@@ -100,9 +96,24 @@ def data_plane(s3_server, tmp_path_factory):
     env["COOKLINE_COLLECT_ADDR"] = f"127.0.0.1:{ports[0]}"
     env["COOKLINE_PROCESS_ADDR"] = f"127.0.0.1:{ports[1]}"
     env["COOKLINE_SHARD_MB"] = "0.05"  # ~50 KB shards: small test data still spans several
-    log_dir = str(tmp_path_factory.mktemp("logs"))
-    with Stack(env, log_dir=log_dir) as running:
-        running.start("collect")
-        running.start("process")
+    env.update(extra_env)
+    running = Stack(env, log_dir=log_dir)
+    running.start("collect")
+    running.start("process")
+    try:
         running.wait_healthy(timeout=60)
+    except BaseException:
+        running.stop_all()
+        raise
+    return running, env
+
+
+@pytest.fixture(scope="module")
+def data_plane(s3_server, tmp_path_factory):
+    """collect and process only (real processes, S3, ~50 KB shards). Yields (Stack, env) like `stack`.
+
+    Starts in a second or two: neither service imports TensorFlow.
+    """
+    running, env = start_data_plane(s3_server, str(tmp_path_factory.mktemp("logs")))
+    with running:
         yield running, env
