@@ -20,18 +20,25 @@ from common import ROWS, WIDTH, batch, data_plane, free_ports, scratch, upload
 
 import grpc
 
-from cookline import channels, config
-from cookline.v1 import data_pb2, process_pb2, process_pb2_grpc
+from cookline import channels, config, tensors
+from cookline.v1 import process_pb2
 
 MB = 1e6
 
 
 def cookline_stream(env, ref) -> int:
-    """Bytes of features+label received through process (no ops), batch 256."""
-    stub = process_pb2_grpc.ProcessServiceStub(channels.channel("process", env))
+    """Bytes of features+label received through process (no ops), batch 256, decoded to numpy.
+
+    The consumer reads the messages as bytes and views the arrays in them (tensors.decode_batch),
+    as train does: no copy after gRPC's own.
+    """
+    call = channels.channel("process", env).unary_stream(
+        "/cookline.v1.ProcessService/Process", request_serializer=process_pb2.ProcessRequest.SerializeToString,
+        response_deserializer=None)
     received = 0
-    for response in stub.Process(process_pb2.ProcessRequest(dataset=ref, batch_size=ROWS), timeout=3600):
-        received += sum(len(t.content) for t in response.batch.tensors.values())
+    for message in call(process_pb2.ProcessRequest(dataset=ref, batch_size=ROWS), timeout=3600):
+        arrays, _ = tensors.decode_batch(message)
+        received += arrays["features"].nbytes + arrays["label"].nbytes
     return received
 
 

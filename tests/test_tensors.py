@@ -84,3 +84,17 @@ def test_encode_batch_is_the_wire_format_of_the_generated_messages():
         bare = tensors.tensor_pb2.TensorBatch.FromString(tensors.encode_batch(arrays, sequence, field=None))
         expected = tensors.batch_from_numpy(arrays, sequence)
         assert outer.batch == expected and bare == expected
+
+
+def test_decode_batch_views_the_bytes_of_any_encoder():
+    arrays = {"features": np.arange(12, dtype=np.float32).reshape(3, 4), "label": np.array([1, 0, 2], np.int32),
+              "text": np.array([b"a", b"", b"xyz"], dtype=object), "empty": np.zeros((3, 0), np.uint8),
+              "scalarish": np.arange(3, dtype=np.int64)}
+    from cookline.v1 import process_pb2
+    for data in (tensors.encode_batch(arrays, 7),
+                 process_pb2.ProcessResponse(batch=tensors.batch_from_numpy(arrays, 7)).SerializeToString()):
+        decoded, sequence = tensors.decode_batch(data)
+        assert sequence == 7 and set(decoded) == set(arrays)
+        for name, array in arrays.items():
+            np.testing.assert_array_equal(decoded[name], array)
+        assert not decoded["features"].flags.writeable  # a view of the message, not a copy

@@ -13,8 +13,9 @@ log = logging.getLogger("cookline.process")
 
 DEFAULT_BATCH = 256
 MAX_BATCH = 1 << 20
-# Rows per batch pulled from collect: large messages amortise per-message cost.
-PULL_BATCH = 4096
+# Rows per batch pulled from collect when ops run: large enough to amortise per-message cost,
+# small enough that an op's float64 temporaries stay small on wide rows (784 floats: 3 MB).
+PULL_BATCH = 1024
 
 
 class ProcessServicer(process_pb2_grpc.ProcessServiceServicer):

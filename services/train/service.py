@@ -64,7 +64,12 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
     def __init__(self, store: ObjectStore):
         self.store = store
         self.collect = collect_pb2_grpc.CollectServiceStub(channels.channel("collect"))
-        self.process = process_pb2_grpc.ProcessServiceStub(channels.channel("process"))
+        process_channel = channels.channel("process")
+        self.process = process_pb2_grpc.ProcessServiceStub(process_channel)
+        # Process with the responses left as bytes: batches are decoded as views (tensors.decode_batch).
+        self.process_raw = process_channel.unary_stream(
+            "/cookline.v1.ProcessService/Process", request_serializer=process_pb2.ProcessRequest.SerializeToString,
+            response_deserializer=None)
 
     @rpc
     def Train(self, request: train_pb2.TrainRequest, context) -> Iterator[train_pb2.TrainResponse]:
@@ -144,7 +149,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         name, dtype, shape = source
 
         def batches():
-            call = self.process.Process(process_pb2.ProcessRequest(
+            call = self.process_raw(process_pb2.ProcessRequest(
                 dataset=dataset, split=split, subset=subset, ops=fitted_ops,
                 batch_size=batch_size, epoch=epoch["n"]))
             epoch["n"] += 1
@@ -152,7 +157,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                 for response in call:
                     if cancelled.is_set():
                         raise _Cancelled()
-                    arrays = tensors.batch_to_numpy(response.batch)
+                    arrays, _ = tensors.decode_batch(response)
                     yield arrays[name].astype(dtype, copy=False), arrays["label"]
             finally:
                 call.cancel()
