@@ -45,12 +45,14 @@ def cookline_stream(env, ref) -> int:
 # --- raw one-hop gRPC ----------------------------------------------------------------
 
 def _raw_server(port: int, count: int, ready) -> None:
+    """Streams `count` messages of one batch's bytes, cycling through 64 distinct ones (50 MB,
+    more than the CPU caches hold), so the baseline, like the data plane, moves fresh memory."""
     from concurrent import futures
-    payload = batch(0)["features"].tobytes() + batch(0)["label"].tobytes()
+    pool = [batch(i)["features"].tobytes() + batch(i)["label"].tobytes() for i in range(64)]
 
     def stream(request, context):
-        for _ in range(count):
-            yield payload
+        for i in range(count):
+            yield pool[i % len(pool)]
 
     handler = grpc.method_handlers_generic_handler("bench.Raw", {
         "Stream": grpc.unary_stream_rpc_method_handler(stream, request_deserializer=lambda b: b,

@@ -170,7 +170,10 @@ class LocalStore(ObjectStore):
             with open(self._path(key), "rb") as f:
                 if os.fstat(f.fileno()).st_size == 0:
                     return b""
-                return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                # MAP_POPULATE: the pages are mapped now (on the prefetch thread), not faulted in one
+                # by one while the data streams.
+                return mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                                 prot=mmap.PROT_READ)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFoundError("object not found: %s" % key) from None
 
