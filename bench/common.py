@@ -76,4 +76,5 @@ def rss_mb(pid: int) -> float:
 
 
 def scratch(prefix: str) -> str:
-    return tempfile.mkdtemp(prefix=prefix, dir=os.environ.get("COOKLINE_BENCH_DIR") or None)
+    """A fresh folder for a benchmark's store and data, under $TMPDIR (tempfile's rules)."""
+    return tempfile.mkdtemp(prefix=prefix)

@@ -15,6 +15,7 @@ from cookline.v1 import pipeline_pb2
 from services.common import layout
 from services.common.errors import invalid
 from services.collect.sources import FORMATS
+from services.collect.sources.csv import MISSING_POLICIES
 from services.process import ops
 from services.train import spec as train_spec
 
@@ -55,6 +56,9 @@ def parse(text: str, base_dir: str = "") -> pipeline_pb2.PipelineSpec:
     if (spec.collect.format or "csv") not in FORMATS:
         raise invalid(f"pipeline: collect.format: {spec.collect.format!r} is not supported "
                       f"(supported: {', '.join(FORMATS)})")
+    if spec.collect.missing and spec.collect.missing not in MISSING_POLICIES:
+        raise invalid(f"pipeline: collect.missing: {spec.collect.missing!r} is not one of "
+                      f"{', '.join(MISSING_POLICIES)}")
     if (spec.collect.format or "csv") == "csv" and not spec.collect.label:
         raise invalid("pipeline: collect.label is required for csv sources")
     if not spec.HasField("train"):
