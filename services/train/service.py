@@ -107,7 +107,9 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         train_data = self._dataset(dataset, pipeline.split, data_pb2.SUBSET_TRAIN, fitted_ops,
                                    spec.batch_size, source, cancelled)
         val_data = None
-        if pipeline.split.validation > 0 or info.predefined_split:
+        has_validation = (info.statistics.split_counts.get("validation", 0) > 0 if info.predefined_split
+                          else pipeline.split.validation > 0)
+        if has_validation:
             val_data = self._dataset(dataset, pipeline.split, data_pb2.SUBSET_VALIDATION, fitted_ops,
                                      EVAL_BATCH, source, cancelled)
 
