@@ -96,23 +96,45 @@ class DatasetWriter:
         return written
 
     def _write(self, take: int) -> None:
-        names = list(self.pending[0])
-        merged = {k: (np.concatenate([c[k] for c in self.pending]) if len(self.pending) > 1 else self.pending[0][k])
-                  for k in names}
+        """Writes the first `take` pending rows as one shard, streaming the chunks into the
+        archive (no concatenated copy); the rest stay pending as views."""
         key = f"shard-{len(self.shards):05d}.npz"
         fd, tmp = tempfile.mkstemp(suffix=".npz", prefix="cookline-shard-")
         try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **{k: v[:take] for k, v in merged.items()})
+            with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+                for name in self.pending[0]:
+                    first = self.pending[0][name]
+                    dtype = first.dtype
+                    if dtype.kind == "U":  # strings: one width for the whole shard
+                        width = max(c[name].dtype.itemsize for c in self.pending) // 4
+                        dtype = np.dtype(f"<U{max(width, 1)}")
+                    with archive.open(name + ".npy", "w", force_zip64=True) as member:
+                        np.lib.format.write_array_header_2_0(member, {
+                            "descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                            "shape": (take,) + first.shape[1:]})
+                        left = take
+                        for chunk in self.pending:
+                            part = chunk[name][:left]
+                            member.write(np.ascontiguousarray(part, dtype=dtype).data)
+                            left -= len(part)
+                            if left == 0:
+                                break
             self.store.put_file(self.prefix + key, tmp)
             size = os.path.getsize(tmp)
         finally:
             os.unlink(tmp)
         self.shards.append({"key": key, "rows": take, "bytes": size})
         self.size += size
-        total = self.pending_rows
-        self.pending = [{k: v[take:] for k, v in merged.items()}] if total > take else []
-        self.pending_rows = total - take
+        rest, left = [], take
+        for chunk in self.pending:
+            n = len(next(iter(chunk.values())))
+            if left >= n:
+                left -= n
+                continue
+            rest.append({k: v[left:] for k, v in chunk.items()})
+            left = 0
+        self.pending = rest
+        self.pending_rows -= take
 
     def finish(self) -> None:
         """Writes the last, partial shard."""

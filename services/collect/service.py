@@ -219,6 +219,7 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
                 yield tensors.encode_batch({k: v[lo:lo + batch_size] for k, v in arrays.items()}, sequence)
                 sequence += 1
             carry = {k: v[full:].copy() for k, v in arrays.items()} if full < rows else None
+            del arrays, buffer, subset  # let the shard's memory map go before the next one is mapped
             log.debug("ReadDataset %s: shard %s streamed", prefix, shard["key"])
         if carry is not None and len(carry["label"]):
             yield tensors.encode_batch(carry, sequence)
@@ -232,3 +233,4 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
                 following = pool.submit(self.store.get_buffer, prefix + shards[i + 1]["key"]) \
                     if i + 1 < len(shards) else None
                 yield shard, buffer
+                del buffer  # at most this shard and the prefetched one are mapped at a time
