@@ -74,8 +74,11 @@ def client_options(env: Mapping[str, str] | None = None) -> list[tuple[str, obje
 
 
 def shard_bytes(env: Mapping[str, str] | None = None) -> int:
-    """Target size of one dataset shard in bytes of uncompressed rows (COOKLINE_SHARD_MB, default 64)."""
-    megabytes = float(_env(env).get("COOKLINE_SHARD_MB") or 64)
+    """Target size of one dataset shard in bytes of uncompressed rows (COOKLINE_SHARD_MB, default 32).
+
+    Collect maps the shard it streams and the next one: two shards of a stream are in memory.
+    """
+    megabytes = float(_env(env).get("COOKLINE_SHARD_MB") or 32)
     if not 0 < megabytes <= 4096:
         raise ValueError("COOKLINE_SHARD_MB must be in (0, 4096]")
     return int(megabytes * 1024 * 1024)
