@@ -175,3 +175,18 @@ def test_fit_uses_the_train_split_only_and_process_streams_the_result(data_plane
     with pytest.raises(grpc.RpcError) as err:
         process.Fit(process_pb2.FitRequest(dataset=info.ref, split=split, ops=[bad]), timeout=60)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "process[0].resize.height" in err.value.details()
+
+
+def test_output_fields_predict_the_processed_batches():
+    batches = categorical_batches()
+    fitted, out = run([op(one_hot=pb.OneHotOp()), op(standardize=pb.StandardizeOp())], batches)
+    schema = {"features": ("float32", [1]), "categorical": ("string", [2]), "label": ("int32", [])}
+    predicted = ops.output_fields(schema, fitted)
+    assert predicted == {"features": ("float32", [out["features"].shape[1]]), "label": ("int32", [])}
+    images = {"image": ("uint8", [8, 8, 3]), "label": ("int32", [])}
+    assert ops.output_fields(images, [op(resize=pb.ResizeOp(height=4, width=5)), op(grayscale=pb.GrayscaleOp())]) \
+        == {"image": ("uint8", [4, 5, 1]), "label": ("int32", [])}
+    texts = [{"text": np.array([b"a b", b"b c"], dtype=object), "label": np.zeros(2, np.int32)}]
+    fitted, out = run([op(vectorize_text=pb.VectorizeTextOp(mode="multi_hot"))], texts)
+    assert ops.output_fields({"text": ("string", []), "label": ("int32", [])}, fitted)["features"] == \
+        ("float32", [out["features"].shape[1]])
