@@ -1,5 +1,4 @@
 """Collect, as a real process on S3 (SeaweedFS): every source, statistics, validation, bad input."""
-import os
 import threading
 
 import grpc

@@ -79,7 +79,6 @@ class Grayscale(OpKind):
 
 class _Augmentation(OpKind):
     deterministic = False
-    index = 0
 
     def apply(self, op, where, batches, epoch, training):
         if not training:
