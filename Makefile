@@ -10,7 +10,7 @@ PROTOS := $(wildcard protos/cookline/v1/*.proto) $(wildcard protos/inference/*.p
 # tests/tritonclient-requirements.txt).
 TRITON_VENV := .cache/tritonclient
 
-.PHONY: install proto run up test test-unit bench-serving clean
+.PHONY: install proto run up test test-unit bench-serving examples-data bench clean
 
 include clients/clients.mk deploy/deploy.mk
 
@@ -71,6 +71,19 @@ test-unit: install
 # .cache/bench/, created on first use).
 bench-serving: install
 	$(BIN)/python bench/serving.py
+# Regenerate the committed example data: examples/data/digits/ (scikit-learn's load_digits
+# as 8x8 PNGs) and examples/data/text.csv.
+examples-data: install
+	$(BIN)/pip install --quiet -e ".[server,dev,test,examples]"
+	rm -rf examples/data/digits
+	$(BIN)/python examples/tools/make_digits.py
+	$(BIN)/python examples/tools/make_text_csv.py
+
+# The data-plane benchmarks: throughput against raw gRPC and tf.data service, then RSS at
+# 1 GB and 4 GB (needs about 9 GB of free disk under $$TMPDIR).
+bench: install
+	$(BIN)/python bench/data_plane.py
+	$(BIN)/python bench/memory.py --gb 1 4
 
 clean:
 	rm -rf $(VENV) $(GEN) $(GO_GEN) clients/node/node_modules .pytest_cache .hypothesis

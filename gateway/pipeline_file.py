@@ -14,6 +14,8 @@ from google.protobuf import json_format
 from cookline.v1 import pipeline_pb2
 from services.common import layout, splits
 from services.common.errors import invalid
+from services.collect.sources import FORMATS
+from services.collect.sources.csv import MISSING_POLICIES
 from services.process import ops
 from services.train import spec as train_spec
 
@@ -51,6 +53,12 @@ def parse(text: str, base_dir: str = "") -> pipeline_pb2.PipelineSpec:
     layout.check_name("name", spec.name)
     if not spec.HasField("collect") or not spec.collect.source:
         raise invalid("pipeline: collect.source is required")
+    if (spec.collect.format or "csv") not in FORMATS:
+        raise invalid(f"pipeline: collect.format: {spec.collect.format!r} is not supported "
+                      f"(supported: {', '.join(FORMATS)})")
+    if spec.collect.missing and spec.collect.missing not in MISSING_POLICIES:
+        raise invalid(f"pipeline: collect.missing: {spec.collect.missing!r} is not one of "
+                      f"{', '.join(MISSING_POLICIES)}")
     if (spec.collect.format or "csv") == "csv" and not spec.collect.label:
         raise invalid("pipeline: collect.label is required for csv sources")
     if not spec.HasField("train"):

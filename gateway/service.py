@@ -183,16 +183,18 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
         self._stage(run_id, gateway_pb2.STAGE_COLLECT, False, f"ingesting {spec.collect.source}")
         info = None
         try:
-            call = active.track(self.collect.Ingest(collect_pb2.IngestRequest(dataset=spec.name, source=spec.collect)))
-            for progress in call:
+            request = collect_pb2.IngestRequest(dataset=spec.name, source=spec.collect, strict=spec.strict)
+            for progress in active.track(self.collect.Ingest(request)):
                 self.runs.append(run_id, ingest=progress)
                 if progress.HasField("dataset"):
                     info = progress.dataset
         except grpc.RpcError as exc:
             raise self._checked(active, gateway_pb2.STAGE_COLLECT, exc) from None
         self.runs.update(run_id, dataset=info.ref)
+        # Schema anomalies are in the last ingest event (structured); the stage line counts them.
+        warnings = f", {len(progress.anomalies)} schema warnings" if progress.anomalies else ""
         self._stage(run_id, gateway_pb2.STAGE_COLLECT, True,
-                    f"dataset {info.ref.name}@{info.ref.version}: {info.num_rows} rows")
+                    f"dataset {info.ref.name}@{info.ref.version}: {info.num_rows} rows{warnings}")
         return info.ref
 
     def _train(self, run_id, spec, dataset, active: _Active):

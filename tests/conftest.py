@@ -85,3 +85,37 @@ def stack(s3_server, tmp_path_factory, request):
         running.start_all()
         running.wait_healthy(timeout=180)
         yield running, env
+
+
+def start_data_plane(s3_server, log_dir: str, **extra_env):
+    """collect and process only, as real processes on free ports, on S3 (SeaweedFS); a Stack to stop."""
+    from s3server import _free_ports
+    from cookline.stack import Stack
+
+    ports = _free_ports(2, set(s3_server.ports.values()))
+    env = dict(os.environ)
+    env.update(s3_server.env(unique_bucket("dp")))
+    env["COOKLINE_COLLECT_ADDR"] = f"127.0.0.1:{ports[0]}"
+    env["COOKLINE_PROCESS_ADDR"] = f"127.0.0.1:{ports[1]}"
+    env["COOKLINE_SHARD_MB"] = "0.05"  # ~50 KB shards: small test data still spans several
+    env.update(extra_env)
+    running = Stack(env, log_dir=log_dir)
+    running.start("collect")
+    running.start("process")
+    try:
+        running.wait_healthy(timeout=60)
+    except BaseException:
+        running.stop_all()
+        raise
+    return running, env
+
+
+@pytest.fixture(scope="module")
+def data_plane(s3_server, tmp_path_factory):
+    """collect and process only (real processes, S3, ~50 KB shards). Yields (Stack, env) like `stack`.
+
+    Starts in a second or two: neither service imports TensorFlow.
+    """
+    running, env = start_data_plane(s3_server, str(tmp_path_factory.mktemp("logs")))
+    with running:
+        yield running, env

@@ -104,7 +104,7 @@ CASES = [
          lambda c: _ingest(c, _csv(c, "nan.csv", "a,b,y\n1,2,x\n3,oops,y\n"))),
     Case("collect", "Ingest", "row with the wrong column count", INVALID, "line 3: expected 3 columns, got 2",
          lambda c: _ingest(c, _csv(c, "short.csv", "a,b,y\n1,2,x\n3,y\n"))),
-    Case("collect", "Ingest", "CSV with a header and no rows", INVALID, "has a header but no data rows",
+    Case("collect", "Ingest", "CSV with a header and no rows", INVALID, "collect.source: empty.csv has no data rows",
          lambda c: _ingest(c, _csv(c, "empty.csv", "a,b,y\n"))),
     Case("collect", "GetDataset", "unknown dataset", NOT_FOUND, "dataset 'nosuch' not found",
          lambda c: c.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=data_pb2.DatasetRef(name="nosuch")), timeout=10)),

@@ -289,13 +289,17 @@ def test_train_feed_streams_once_then_reads_its_cache(env, iris_run):
     from services.train.feed import EpochFeed
 
     run, _ = iris_run
-    process = stub(env, "process", process_pb2_grpc.ProcessServiceStub)
+    channel = grpc.insecure_channel(address("process", env))
+    process = process_pb2_grpc.ProcessServiceStub(channel)
+    process_raw = channel.unary_stream("/cookline.v1.ProcessService/Process",
+                                       request_serializer=process_pb2.ProcessRequest.SerializeToString)
     split = data_pb2.SplitSpec(validation=0.2, seed=7)
     fitted = process.Fit(process_pb2.FitRequest(dataset=run.dataset, split=split, ops=run.pipeline.process)).ops
     request = process_pb2.ProcessRequest(dataset=run.dataset, split=split, subset=data_pb2.SUBSET_TRAIN, ops=fitted)
 
     def epochs(budget):
-        feed = EpochFeed(process, request, 16, 4, threading.Event(), budget_bytes=budget).start()
+        feed = EpochFeed(process_raw, request, 16, ("features", "float32", [4]), threading.Event(),
+                         budget_bytes=budget).start()
         orders = []
         for _ in range(3):
             batches = list(feed.batches())

@@ -72,12 +72,12 @@ def test_shuffle_is_a_seeded_permutation_that_changes_each_epoch(data):
 def test_shuffle_keeps_rows_together_and_memory_bounded(data):
     features, labels = data
     seen = 0
-    for batch in ops._shuffle(shuffle(50), 0, stream(features, labels, 10)):
+    for batch in ops.KINDS["shuffle"].apply(shuffle(50), "process[0].shuffle", stream(features, labels, 10), 0, True):
         np.testing.assert_array_equal(batch["features"], features[batch["label"]])
         seen += len(batch["label"])
         assert seen <= 1000
     # the pool never holds more than buffer + one batch: each yield before the end is exactly the excess
-    sizes = [len(b["label"]) for b in ops._shuffle(shuffle(50), 0, stream(features, labels, 10))]
+    sizes = [len(b["label"]) for b in ops.KINDS["shuffle"].apply(shuffle(50), "process[0].shuffle", stream(features, labels, 10), 0, True)]
     assert max(sizes[:-1]) <= 10 and sizes[-1] == 50
 
 

@@ -74,9 +74,27 @@ def test_unknown_fields_are_named(text, field):
     (MINIMAL + "split: {validation: 1.5}\n", "split.validation: 1.5"),
     (MINIMAL + "split: {validation: 0.5, test: 0.5}\n", "validation + test must leave"),
     (MINIMAL + "process: [{}]\n", "process[0]: no op given"),
+    (MINIMAL + "process: [{resize: {height: 0, width: 4}}]\n", "process[0].resize.height: 0 is not in [1, 4096]"),
+    (MINIMAL + "process: [{vectorize_text: {mode: bert}}]\n", "process[0].vectorize_text.mode: 'bert'"),
+    (MINIMAL + "process: [{shuffle: {}}, {random_brightness: {max_delta: 2}}]\n",
+     "process[1].random_brightness.max_delta: 2.0 is not in (0, 1]"),
+    (MINIMAL.replace("label: y", "label: y, format: xlsx"), "collect.format: 'xlsx' is not supported"),
+    (MINIMAL.replace("label: y", "label: y, missing: ignore"), "collect.missing: 'ignore' is not one of"),
     ("- just\n- a list\n", "expected a mapping"),
     ("name: [unclosed\n", "not valid YAML"),
     (MINIMAL.replace("epochs", "x") + "train: {model: mlp, epochs: many}\n", "train"),
 ])
 def test_invalid_pipelines_name_the_field(text, expected):
     assert expected in parse_error(text)
+
+
+def test_the_new_examples_parse_as_written():
+    for name, fmt in (("digits.yaml", "image-folder"), ("text.yaml", "text-csv")):
+        with open(os.path.join(ROOT, "examples", name)) as f:
+            spec = pipeline_file.parse(f.read(), os.path.join(ROOT, "examples"))
+        assert spec.collect.format == fmt and os.path.exists(spec.collect.source)
+    strict = pipeline_file.parse(MINIMAL + "strict: true\n")
+    assert strict.strict
+    csv = pipeline_file.parse(MINIMAL.replace("label: y", "label: y, no_header: true, columns: [a, y], "
+                                               "categorical: [a], missing: keep"))
+    assert csv.collect.no_header and list(csv.collect.categorical) == ["a"] and csv.collect.missing == "keep"

@@ -72,3 +72,29 @@ def test_batch_round_trip():
     back = tensors.batch_to_numpy(tensor_pb2.TensorBatch.FromString(batch.SerializeToString()))
     for name in arrays:
         np.testing.assert_array_equal(back[name], arrays[name])
+
+
+def test_encode_batch_is_the_wire_format_of_the_generated_messages():
+    from cookline.v1 import collect_pb2
+    arrays = {"features": np.arange(12, dtype=np.float32).reshape(3, 4), "label": np.array([1, 0, 2], np.int32),
+              "text": np.array([b"a", b"", "\u00e9".encode()], dtype=object), "empty": np.zeros((3, 0), np.uint8),
+              "big": np.arange(3 * 70000, dtype=np.int64).reshape(3, 70000)}
+    for sequence in (0, 1, 300):
+        outer = collect_pb2.ReadDatasetResponse.FromString(tensors.encode_batch(arrays, sequence))
+        bare = tensors.tensor_pb2.TensorBatch.FromString(tensors.encode_batch(arrays, sequence, field=None))
+        expected = tensors.batch_from_numpy(arrays, sequence)
+        assert outer.batch == expected and bare == expected
+
+
+def test_decode_batch_views_the_bytes_of_any_encoder():
+    arrays = {"features": np.arange(12, dtype=np.float32).reshape(3, 4), "label": np.array([1, 0, 2], np.int32),
+              "text": np.array([b"a", b"", b"xyz"], dtype=object), "empty": np.zeros((3, 0), np.uint8),
+              "scalarish": np.arange(3, dtype=np.int64)}
+    from cookline.v1 import process_pb2
+    for data in (tensors.encode_batch(arrays, 7),
+                 process_pb2.ProcessResponse(batch=tensors.batch_from_numpy(arrays, 7)).SerializeToString()):
+        decoded, sequence = tensors.decode_batch(data)
+        assert sequence == 7 and set(decoded) == set(arrays)
+        for name, array in arrays.items():
+            np.testing.assert_array_equal(decoded[name], array)
+        assert not decoded["features"].flags.writeable  # a view of the message, not a copy

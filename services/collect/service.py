@@ -1,51 +1,58 @@
-"""CollectService: sources -> immutable, sharded, content-addressed dataset versions;
-dataset versions -> streams of TensorBatch."""
+"""CollectService: sources -> immutable, sharded, content-addressed dataset versions
+with statistics; dataset versions -> streams of TensorBatch."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
 import tempfile
+from concurrent import futures
 from typing import Iterator
 
 import grpc
 import numpy as np
-from google.protobuf import json_format
 
 from cookline import tensors
 from cookline.v1 import collect_pb2, collect_pb2_grpc, data_pb2
+from services.collect import stats
+from services.collect.ingest import DatasetWriter, manifest_bytes, read_shard
+from services.collect.sources import FORMATS, open_source, s3
+from services.collect.sources.base import Source
+from services.collect.sources.upload import UploadSpool
 from services.common import layout, splits
-from services.common.errors import Fail, invalid, rpc
-from services.common.store import ObjectStore
-from services.collect.csv_source import CsvSource
+from services.common.errors import Fail, invalid, not_found, rpc
+from services.common.store import NotFoundError, ObjectStore
 
 log = logging.getLogger("cookline.collect")
 
-FORMATS = ("csv",)
 DEFAULT_BATCH = 256
 MAX_BATCH = 1 << 20
+MAX_LIST = 1000
 
 
-def shard_bytes() -> int:
-    """Target size of one shard (COOKLINE_SHARD_MB, default 64)."""
-    return int(float(os.environ.get("COOKLINE_SHARD_MB") or 64) * 1024 * 1024)
-
-
-def content_version(path: str, spec) -> str:
-    """Content address of an ingest: sha256 of the source bytes and the options."""
+def content_version(source: Source, spec) -> str:
+    """Content address of an ingest: sha256 of the format options and every input file (name + bytes)."""
     digest = hashlib.sha256()
-    digest.update(f"{spec.format or 'csv'}\0{spec.label}\0".encode())
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    opts = type(spec)()
+    opts.CopyFrom(spec)
+    opts.source = ""  # the same content at another path is the same version
+    opts.format = spec.format or "csv"
+    digest.update(opts.SerializeToString(deterministic=True) + b"\0")
+    for name, path in source.files():
+        digest.update(name.encode() + b"\0")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
     return digest.hexdigest()[:16]
 
 
 class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
     def __init__(self, store: ObjectStore):
         self.store = store
+
+    # --- ingest ----------------------------------------------------------------
 
     @rpc
     def Ingest(self, request: collect_pb2.IngestRequest, context) -> Iterator[collect_pb2.IngestResponse]:
@@ -56,75 +63,114 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
             raise invalid(f"collect.format: {fmt!r} is not supported (supported: {', '.join(FORMATS)})")
         if not spec.source:
             raise invalid("collect.source: required")
-        path = spec.source
-        if not os.path.isabs(path):
-            raise invalid(f"collect.source: {path!r} must be an absolute path on the collect service")
-        if not os.path.isfile(path):
-            raise Fail(grpc.StatusCode.NOT_FOUND, f"collect.source: file {path!r} not found")
+        with tempfile.TemporaryDirectory(prefix="cookline-ingest-") as scratch:
+            if spec.source.startswith("s3://"):
+                path = s3.fetch(spec.source, scratch)
+            else:
+                path = spec.source
+                if not os.path.isabs(path):
+                    raise invalid(f"collect.source: {path!r} must be an absolute path on the collect service")
+                if not os.path.exists(path):
+                    raise not_found(f"collect.source: file {path!r} not found")
+            source = open_source(spec, path)  # validates header, label, folders first
+            version = content_version(source, spec)
+            yield from self._ingest(name, version, source, spec.source, fmt, request.strict, context)
 
-        version = content_version(path, spec)
+    def _ingest(self, name, version, source: Source, where: str, fmt: str, strict: bool,
+                context) -> Iterator[collect_pb2.IngestResponse]:
         prefix = layout.dataset_prefix(name, version)
         if self.store.is_published(prefix, layout.DATASET_MANIFEST):
             manifest = json.loads(self.store.get_bytes(prefix + layout.DATASET_MANIFEST))
+            info = layout.dataset_info(manifest)
             log.info("dataset %s@%s exists; reused", name, version)
-            yield collect_pb2.IngestResponse(
-                rows_read=manifest["num_rows"], shards_written=manifest["num_shards"],
-                dataset=layout.dataset_info(manifest), reused=True)
+            yield collect_pb2.IngestResponse(rows_read=info.num_rows, shards_written=info.num_shards, dataset=info,
+                                             reused=True, anomalies=self._anomalies(info))
             return
-
-        source = CsvSource(path, spec.label, chunk_rows=4096)  # validates header and label first
-        rows_per_shard = max(1, shard_bytes() // (4 * len(source.columns) + 4))
-        shards, rows, size = [], 0, 0
-        pending: list[tuple[np.ndarray, np.ndarray]] = []
-        pending_rows = 0
+        writer = DatasetWriter(self.store, prefix, what=where if source.format == "upload" else "collect.source")
         try:
-            for features, labels in source.chunks():
-                pending.append((features, labels))
-                pending_rows += len(labels)
-                rows += len(labels)
-                while pending_rows >= rows_per_shard:
-                    pending, pending_rows, shard = self._write_shard(prefix, len(shards), pending, rows_per_shard)
-                    shards.append(shard)
-                    size += shard["bytes"]
-                    yield collect_pb2.IngestResponse(rows_read=rows, shards_written=len(shards))
-            if pending_rows:
-                _, _, shard = self._write_shard(prefix, len(shards), pending, pending_rows)
-                shards.append(shard)
-                size += shard["bytes"]
-            info = data_pb2.DatasetInfo(
-                ref=data_pb2.DatasetRef(name=name, version=version),
-                num_rows=rows, source=path, format=fmt, num_shards=len(shards), size_bytes=size,
-                created_at=layout.now(),
-                fields=[
-                    data_pb2.FieldSchema(name="features", dtype=tensors.DataType.DATA_TYPE_FLOAT32,
-                                         shape=[len(source.columns)], columns=source.columns),
-                    data_pb2.FieldSchema(name="label", dtype=tensors.DataType.DATA_TYPE_INT32,
-                                         class_names=source.class_names),
-                ],
-            )
-            manifest = json_format.MessageToDict(info, preserving_proto_field_name=True)
-            manifest["num_rows"], manifest["num_shards"], manifest["size_bytes"] = rows, len(shards), size
-            manifest["shards"] = shards
+            for chunk in source.chunks():
+                if writer.add(chunk, source.columns, source.categorical_columns):
+                    yield collect_pb2.IngestResponse(rows_read=writer.rows, shards_written=len(writer.shards))
+                if not context.is_active():
+                    raise Fail(grpc.StatusCode.CANCELLED, "ingest cancelled")
+            if writer.rows == 0:
+                raise invalid(f"{where}: no rows")
+            writer.finish()
+            info = writer.info(data_pb2.DatasetRef(name=name, version=version), where, fmt, source.columns,
+                               source.categorical_columns, source.class_names, source.image_shapes)
+            anomalies = self._anomalies(info)
+            if strict and anomalies:
+                raise Fail(grpc.StatusCode.FAILED_PRECONDITION,
+                           f"dataset {name!r}: {len(anomalies)} schema anomalies against the previous version "
+                           f"(strict: true): " + "; ".join(f"{a.field}: {a.message}" for a in anomalies))
             # The manifest is written last: only now does the version exist.
-            self.store.publish(prefix, {}, layout.DATASET_MANIFEST, json.dumps(manifest, indent=1).encode())
+            self.store.publish(prefix, {}, layout.DATASET_MANIFEST, manifest_bytes(info, writer.shards))
         except BaseException:
             self.store.delete_prefix(prefix)  # nothing half-written stays behind
             raise
-        log.info("dataset %s@%s published: %d rows, %d shards", name, version, rows, len(shards))
-        yield collect_pb2.IngestResponse(rows_read=rows, shards_written=len(shards), dataset=info)
+        log.info("dataset %s@%s published: %d rows, %d shards, %d anomalies", name, version, writer.rows,
+                 len(writer.shards), len(anomalies))
+        yield collect_pb2.IngestResponse(rows_read=writer.rows, shards_written=len(writer.shards), dataset=info,
+                                         anomalies=anomalies)
 
-    def _write_shard(self, prefix, index, pending, take):
-        """Writes the first `take` pending rows as one shard; returns the rest."""
-        features = np.concatenate([f for f, _ in pending])
-        labels = np.concatenate([l for _, l in pending])
-        key = f"shard-{index:05d}.npz"
-        with tempfile.NamedTemporaryFile(suffix=".npz") as tmp:
-            np.savez(tmp, features=features[:take], label=labels[:take])
-            tmp.flush()
-            self.store.put_file(prefix + key, tmp.name)
-            size = os.path.getsize(tmp.name)
-        rest = [(features[take:], labels[take:])] if len(labels) > take else []
-        return rest, len(labels) - take, {"key": key, "rows": take, "bytes": size}
+    def _anomalies(self, info: data_pb2.DatasetInfo) -> list[data_pb2.SchemaAnomaly]:
+        """Anomalies of `info` against the newest other published version of the same name."""
+        previous = [d for d in self._versions(info.ref.name) if d.ref.version != info.ref.version]
+        return stats.anomalies(previous[0], info) if previous else []
+
+    @rpc
+    def UploadDataset(self, request_iterator, context) -> collect_pb2.UploadDatasetResponse:
+        with tempfile.TemporaryDirectory(prefix="cookline-upload-") as scratch:
+            spool = None
+            name = ""
+            for index, message in enumerate(request_iterator):
+                if spool is None:
+                    name = layout.check_name("dataset", message.dataset)
+                    spool = UploadSpool(scratch, list(message.class_names))
+                if message.HasField("batch"):
+                    spool.add(message.batch, index)
+            if not context.is_active():  # the stream broke off: publish nothing
+                raise Fail(grpc.StatusCode.CANCELLED, "upload cancelled")
+            if spool is None:
+                raise invalid("dataset: required in the first message (the stream was empty)")
+            if spool.rows == 0:
+                raise invalid(f"upload of {name!r}: no rows (no batch carried any)")
+            last = None
+            for last in self._ingest(name, spool.version(), spool, "upload", "upload", False, context):
+                pass
+        return collect_pb2.UploadDatasetResponse(dataset=last.dataset, reused=last.reused)
+
+    # --- catalog ---------------------------------------------------------------
+
+    def _versions(self, name: str) -> list[data_pb2.DatasetInfo]:
+        """Published versions of one dataset, newest first."""
+        found = []
+        for version in self.store.list_dirs(f"datasets/{name}/"):
+            try:
+                manifest = json.loads(self.store.get_bytes(layout.dataset_prefix(name, version) + layout.DATASET_MANIFEST))
+            except NotFoundError:
+                continue  # unpublished: invisible
+            found.append(layout.dataset_info(manifest))
+        return sorted(found, key=lambda d: d.created_at, reverse=True)
+
+    @rpc
+    def GetDataset(self, request: collect_pb2.GetDatasetRequest, context) -> collect_pb2.GetDatasetResponse:
+        return collect_pb2.GetDatasetResponse(dataset=layout.dataset_info(layout.read_manifest(self.store, request.dataset)))
+
+    @rpc
+    def ListDatasets(self, request: collect_pb2.ListDatasetsRequest, context) -> collect_pb2.ListDatasetsResponse:
+        limit = request.limit or 100
+        if not 1 <= limit <= MAX_LIST:
+            raise invalid(f"limit: {limit} is not in [1, {MAX_LIST}]")
+        if request.name:
+            names = [layout.check_name("name", request.name)]
+        else:
+            names = self.store.list_dirs("datasets/")
+        found = [info for n in names for info in self._versions(n)]
+        found.sort(key=lambda d: d.created_at, reverse=True)
+        return collect_pb2.ListDatasetsResponse(datasets=found[:limit])
+
+    # --- reading ---------------------------------------------------------------
 
     @rpc
     def ReadDataset(self, request: collect_pb2.ReadDatasetRequest, context) -> Iterator[collect_pb2.ReadDatasetResponse]:
@@ -133,30 +179,41 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
         if not 1 <= batch_size <= MAX_BATCH:
             raise invalid(f"batch_size: {batch_size} is not in [1, {MAX_BATCH}]")
         prefix = layout.dataset_prefix(manifest["ref"]["name"], manifest["ref"]["version"])
+        predefined = manifest.get("predefined_split", False)
         assignment = None
-        if request.subset != data_pb2.SUBSET_UNSPECIFIED:
+        if request.subset != data_pb2.SUBSET_UNSPECIFIED and not predefined:
             assignment = splits.assignment(manifest["num_rows"], request.split)
         sequence, start = 0, 0
         carry: dict[str, np.ndarray] | None = None
-        for shard in manifest["shards"]:
-            with np.load(io.BytesIO(self.store.get_bytes(prefix + shard["key"]))) as npz:
-                arrays = {"features": npz["features"], "label": npz["label"]}
-            if assignment is not None:
-                keep = assignment[start:start + shard["rows"]] == request.subset
-                arrays = {k: v[keep] for k, v in arrays.items()}
+        for shard, buffer in self._shards(prefix, manifest["shards"]):
+            arrays = read_shard(buffer)  # views into the shard's bytes (or memory map): no copy
+            subset = arrays.pop("subset", None)
+            if request.subset != data_pb2.SUBSET_UNSPECIFIED:
+                keep = (subset if predefined else assignment[start:start + shard["rows"]]) == request.subset
+                if not keep.all():
+                    arrays = {k: v[keep] for k, v in arrays.items()}
             start += shard["rows"]
             if carry is not None:
                 arrays = {k: np.concatenate([carry[k], v]) for k, v in arrays.items()}
             rows = len(arrays["label"])
             full = rows - rows % batch_size
             for lo in range(0, full, batch_size):
-                yield collect_pb2.ReadDatasetResponse(batch=tensors.batch_from_numpy(
-                    {k: v[lo:lo + batch_size] for k, v in arrays.items()}, sequence))
+                # Pre-encoded ReadDatasetResponse: the rows go from the shard's arrays to the wire in one copy.
+                yield tensors.encode_batch({k: v[lo:lo + batch_size] for k, v in arrays.items()}, sequence)
                 sequence += 1
-            carry = {k: v[full:] for k, v in arrays.items()} if full < rows else None
-        if carry is not None:
-            yield collect_pb2.ReadDatasetResponse(batch=tensors.batch_from_numpy(carry, sequence))
+            carry = {k: v[full:].copy() for k, v in arrays.items()} if full < rows else None
+            del arrays, buffer, subset  # let the shard's memory map go before the next one is mapped
+            log.debug("ReadDataset %s: shard %s streamed", prefix, shard["key"])
+        if carry is not None and len(carry["label"]):
+            yield tensors.encode_batch(carry, sequence)
 
-    @rpc
-    def GetDataset(self, request: collect_pb2.GetDatasetRequest, context) -> collect_pb2.GetDatasetResponse:
-        return collect_pb2.GetDatasetResponse(dataset=layout.dataset_info(layout.read_manifest(self.store, request.dataset)))
+    def _shards(self, prefix: str, shards: list[dict]):
+        """(shard, buffer) in order; the next shard is fetched on a thread while one streams."""
+        with futures.ThreadPoolExecutor(1, thread_name_prefix="shard-prefetch") as pool:
+            following = pool.submit(self.store.get_buffer, prefix + shards[0]["key"]) if shards else None
+            for i, shard in enumerate(shards):
+                buffer = following.result()
+                following = pool.submit(self.store.get_buffer, prefix + shards[i + 1]["key"]) \
+                    if i + 1 < len(shards) else None
+                yield shard, buffer
+                del buffer  # at most this shard and the prefetched one are mapped at a time

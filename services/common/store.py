@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import io
 import logging
+import mmap
 import os
 import shutil
 import tempfile
@@ -77,6 +78,13 @@ class ObjectStore(abc.ABC):
     def delete(self, key: str) -> None: ...
     @abc.abstractmethod
     def describe(self) -> str: ...
+
+    def get_buffer(self, key: str):
+        """The object's bytes as a read-only buffer (bytes, or a memory map for local files).
+
+        For readers that view the data in place (numpy.frombuffer) instead of copying it.
+        """
+        return self.get_bytes(key)
 
     def list_dirs(self, prefix: str) -> list[str]:
         """Immediate sub-folder names under prefix, e.g. "models/iris/" -> ["1", "2"].
@@ -156,6 +164,19 @@ class LocalStore(ObjectStore):
         try:
             with open(self._path(key), "rb") as f:
                 return f.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFoundError("object not found: %s" % key) from None
+
+    def get_buffer(self, key: str):
+        """A read-only memory map of the file: pages come straight from the page cache."""
+        try:
+            with open(self._path(key), "rb") as f:
+                if os.fstat(f.fileno()).st_size == 0:
+                    return b""
+                # MAP_POPULATE: the pages are mapped now (on the prefetch thread), not faulted in one
+                # by one while the data streams.
+                return mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                                 prot=mmap.PROT_READ)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFoundError("object not found: %s" % key) from None
 
@@ -371,9 +392,12 @@ def _env_secret(env: Mapping[str, str], name: str) -> str:
     return value
 
 
-def store_from_env(env: Mapping[str, str] = os.environ) -> ObjectStore:
-    """S3Store when MINIO_ENDPOINT is set, else a LocalStore (same bucket layout)."""
-    bucket = env.get("COOKLINE_BUCKET") or "cookline"
+def store_from_env(env: Mapping[str, str] = os.environ, bucket: str | None = None) -> ObjectStore:
+    """S3Store when MINIO_ENDPOINT is set, else a LocalStore (same bucket layout).
+
+    `bucket` overrides COOKLINE_BUCKET (collect reads s3://other-bucket/... sources).
+    """
+    bucket = bucket or env.get("COOKLINE_BUCKET") or "cookline"
     endpoint = env.get("MINIO_ENDPOINT", "").strip()
     if endpoint:
         secure_flag = env.get("MINIO_SECURE", "").strip().lower()

@@ -13,21 +13,31 @@ log = logging.getLogger("cookline.process")
 
 DEFAULT_BATCH = 256
 MAX_BATCH = 1 << 20
-# Rows per batch pulled from collect: large messages amortise per-message cost.
-PULL_BATCH = 4096
+# Rows per batch pulled from collect when ops run: large enough to amortise per-message cost,
+# small enough that an op's float64 temporaries stay small on wide rows (784 floats: 3 MB).
+PULL_BATCH = 1024
 
 
 class ProcessServicer(process_pb2_grpc.ProcessServiceServicer):
     def __init__(self):
-        self.collect = collect_pb2_grpc.CollectServiceStub(channels.channel("collect"))
+        channel = channels.channel("collect")
+        self.collect = collect_pb2_grpc.CollectServiceStub(channel)
+        # ReadDataset with the responses left as bytes, for forwarding them unchanged.
+        self.read_raw = channel.unary_stream("/cookline.v1.CollectService/ReadDataset",
+                                             request_serializer=collect_pb2.ReadDatasetRequest.SerializeToString,
+                                             response_deserializer=None)
+
+    def _call(self, dataset, split, subset, batch_size, context, raw: bool = False):
+        """The ReadDataset stream of one subset; cancelled with our caller. raw: messages as bytes."""
+        read = self.read_raw if raw else self.collect.ReadDataset
+        call = read(collect_pb2.ReadDatasetRequest(dataset=dataset, split=split, subset=subset, batch_size=batch_size),
+                    timeout=remaining(context))
+        context.add_callback(call.cancel)  # our caller gone -> stop collect too
+        return call
 
     def _pull(self, dataset, split, subset, context) -> Iterator[dict]:
-        """Batches of one subset, streamed from collect; cancelled with our caller."""
-        call = self.collect.ReadDataset(
-            collect_pb2.ReadDatasetRequest(dataset=dataset, split=split, subset=subset, batch_size=PULL_BATCH),
-            timeout=remaining(context))
-        context.add_callback(call.cancel)  # our caller gone -> stop collect too
-        for response in call:
+        """Batches of one subset, streamed from collect, decoded without copying."""
+        for response in self._call(dataset, split, subset, PULL_BATCH, context):
             yield tensors.batch_to_numpy(response.batch)
 
     @rpc
@@ -35,8 +45,9 @@ class ProcessServicer(process_pb2_grpc.ProcessServiceServicer):
         ops_lib.validate(request.ops)
         if not ops_lib.needs_fit(request.ops):
             return process_pb2.FitResponse(ops=request.ops, rows=0)  # nothing to learn: no pass over the data
+        # One pass over the TRAIN rows per op that needs fitting (each sees the ops before it applied).
         fitted, rows = ops_lib.fit(list(request.ops),
-                                   self._pull(request.dataset, request.split, data_pb2.SUBSET_TRAIN, context))
+                                   lambda: self._pull(request.dataset, request.split, data_pb2.SUBSET_TRAIN, context))
         log.info("fitted %d ops on %d rows of %s", len(fitted), rows, request.dataset.name)
         return process_pb2.FitResponse(ops=fitted, rows=rows)
 
@@ -46,6 +57,13 @@ class ProcessServicer(process_pb2_grpc.ProcessServiceServicer):
         batch_size = request.batch_size or DEFAULT_BATCH
         if not 1 <= batch_size <= MAX_BATCH:
             raise invalid(f"batch_size: {batch_size} is not in [1, {MAX_BATCH}]")
+        training = request.subset == data_pb2.SUBSET_TRAIN  # random augmentation runs on TRAIN rows only
+        if not ops_lib.changes_data(request.ops, training):
+            # Nothing to do to the rows: collect batches them as asked, and its messages (the same wire
+            # format as ProcessResponse) are forwarded as they are, never decoded or re-encoded.
+            yield from self._call(request.dataset, request.split, request.subset, batch_size, context, raw=True)
+            return
         source = self._pull(request.dataset, request.split, request.subset, context)
-        for sequence, batch in enumerate(ops_lib.apply(list(request.ops), source, request.epoch, batch_size)):
-            yield process_pb2.ProcessResponse(batch=tensors.batch_from_numpy(batch, sequence))
+        for sequence, batch in enumerate(ops_lib.apply(list(request.ops), source, request.epoch, batch_size,
+                                                       training)):
+            yield tensors.encode_batch(batch, sequence)  # a pre-encoded ProcessResponse

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from cookline import tensors
-from cookline.v1 import process_pb2
+from cookline.v1 import data_pb2, process_pb2
 from services.process import ops as ops_lib
 
 log = logging.getLogger("cookline.train")
@@ -43,12 +43,15 @@ class Cancelled(Exception):
 class EpochFeed:
     """A re-iterable source of (features, label) batches: one pass per epoch."""
 
-    def __init__(self, process_stub, request: process_pb2.ProcessRequest, batch_size: int, num_features: int,
+    def __init__(self, process_call, request: process_pb2.ProcessRequest, batch_size: int, source,
                  cancelled: threading.Event, budget_bytes: int | None = None, first_epoch: int = 0):
-        self.process = process_stub
+        """`process_call` is ProcessService.Process with raw-bytes responses (decoded here as views);
+        `source` is (tensor name, dtype, per-row shape) of what the model takes."""
+        self.process = process_call
         self.request = request
         self.batch_size = batch_size
-        self.num_features = num_features
+        self.input_name, self.dtype, self.shape = source
+        self.training = request.subset == data_pb2.SUBSET_TRAIN  # augmentation runs on training rows only
         self.cancelled = cancelled
         self.budget = cache_budget_bytes() if budget_bytes is None else budget_bytes
         self.fixed_ops, self.random_ops = ops_lib.split_at_first_random(list(request.ops))
@@ -96,12 +99,12 @@ class EpochFeed:
         del request.ops[:]
         request.ops.extend(ops)
         request.batch_size, request.epoch = batch_size, epoch
-        call = self.process.Process(request)
+        call = self.process(request)
         try:
             for response in call:
                 if self.cancelled.is_set():
                     raise Cancelled()
-                yield tensors.batch_to_numpy(response.batch)
+                yield tensors.decode_batch(response)[0]
         finally:
             call.cancel()
 
@@ -133,14 +136,17 @@ class EpochFeed:
         else:  # no cache: the whole chain runs in process, every epoch
             self.epochs_streamed += 1
             for batch in self._stream(self.fixed_ops + self.random_ops, self.batch_size, epoch):
-                yield batch["features"], batch["label"]
+                yield self._pair(batch)
             return
-        for batch in ops_lib.apply(self.random_ops, source, epoch, self.batch_size):
+        for batch in ops_lib.apply(self.random_ops, source, epoch, self.batch_size, training=self.training):
             if self.cancelled.is_set():
                 raise Cancelled()
-            yield batch["features"], batch["label"]
+            yield self._pair(batch)
+
+    def _pair(self, batch) -> tuple[np.ndarray, np.ndarray]:
+        return batch[self.input_name].astype(self.dtype, copy=False), batch["label"]
 
     def dataset(self) -> tf.data.Dataset:
         """A tf.data pipeline that calls batches() each time it is iterated (each epoch)."""
-        signature = (tf.TensorSpec([None, self.num_features], tf.float32), tf.TensorSpec([None], tf.int32))
+        signature = (tf.TensorSpec([None, *self.shape], self.dtype), tf.TensorSpec([None], tf.int32))
         return tf.data.Dataset.from_generator(self.batches, output_signature=signature).prefetch(2)

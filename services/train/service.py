@@ -23,6 +23,7 @@ from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, model_pb2, pro
 from services.common import layout, splits
 from services.common.errors import Fail, invalid, rpc
 from services.common.store import ObjectStore
+from services.process import ops as ops_lib
 from services.train import models, spec as train_spec, tfjs
 from services.train.checkpoints import Checkpoints
 from services.train.evaluate import evaluate_model
@@ -88,7 +89,12 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
     def __init__(self, store: ObjectStore):
         self.store = store
         self.collect = collect_pb2_grpc.CollectServiceStub(channels.channel("collect"))
-        self.process = process_pb2_grpc.ProcessServiceStub(channels.channel("process"))
+        process_channel = channels.channel("process")
+        self.process = process_pb2_grpc.ProcessServiceStub(process_channel)
+        # Process with the responses left as bytes: batches are decoded as views (tensors.decode_batch).
+        self.process_raw = process_channel.unary_stream(
+            "/cookline.v1.ProcessService/Process", request_serializer=process_pb2.ProcessRequest.SerializeToString,
+            response_deserializer=None)
 
     @rpc
     def Train(self, request: train_pb2.TrainRequest, context) -> Iterator[train_pb2.TrainResponse]:
@@ -99,34 +105,46 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         info = self.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=request.dataset),
                                        timeout=30).dataset
         fields = {f.name: f for f in info.fields}
-        if "features" not in fields or len(fields["features"].shape) != 1:
-            raise invalid(f"train.model: {spec.model!r} needs tabular features; dataset {info.ref.name!r} has none")
-        num_features = int(fields["features"].shape[0])
+        if "label" not in fields:
+            raise invalid(f"dataset {info.ref.name!r}: a classifier needs a 'label' tensor")
         class_names = list(fields["label"].class_names)
         if len(class_names) < 2:
             raise invalid(f"dataset {info.ref.name!r}: a classifier needs at least 2 classes, found {len(class_names)}")
         dataset = info.ref  # pinned version: every epoch reads the same data
         split = pipeline.split
 
-        train_rows = splits.sizes(info.num_rows, split)[data_pb2.SUBSET_TRAIN]
         fitted_ops = list(self.process.Fit(process_pb2.FitRequest(dataset=dataset, split=split,
                                                                   ops=pipeline.process)).ops)
+        # What the batches look like after the ops: the mlp takes "features" ([d]) or "image" (flattened).
+        schema = {f.name: (tensors.dtype_name(f.dtype), list(f.shape)) for f in info.fields}
+        processed = ops_lib.output_fields(schema, fitted_ops)
+        input_name = next((n for n in ("features", "image") if n in processed), None)
+        if input_name is None:
+            raise invalid(f"train.model: {spec.model!r} needs 'features' or 'image' after the process ops; the data has "
+                          f"{', '.join(sorted(processed))} (text needs a vectorize_text op)")
+        input_dtype, input_shape = processed[input_name]
+        input_dtype = "uint8" if input_dtype == "uint8" else "float32"
+        source = (input_name, input_dtype, input_shape)
+        rows = self._subset_rows(info, split)
+        train_rows = rows[data_pb2.SUBSET_TRAIN]
+
         checkpoints = Checkpoints(self.store, request.run_id) if request.run_id else None
         resumed = checkpoints.latest() if checkpoints else None
         first_epoch, last_metrics = (resumed[0], resumed[2]) if resumed else (0, {})
-        log.info("run %s: training %s on %s@%s (%d training rows)%s", request.run_id, spec.model, dataset.name,
-                 dataset.version, train_rows, f", resuming after epoch {first_epoch}" if resumed else "")
+        log.info("run %s: training %s on %s@%s (%d training rows, input %s %s %s)%s", request.run_id, spec.model,
+                 dataset.name, dataset.version, train_rows, input_name, input_dtype, input_shape,
+                 f", resuming after epoch {first_epoch}" if resumed else "")
 
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
         train_data = self._feed(dataset, split, data_pb2.SUBSET_TRAIN, fitted_ops, spec.batch_size,
-                                num_features, cancelled, first_epoch)
+                                source, cancelled, first_epoch)
         val_data = None
-        if split.validation > 0:
+        if rows[data_pb2.SUBSET_VALIDATION] > 0:
             val_data = self._feed(dataset, split, data_pb2.SUBSET_VALIDATION, fitted_ops, EVAL_BATCH,
-                                  num_features, cancelled, first_epoch)
+                                  source, cancelled, first_epoch)
         # built (or restored) while the first batches stream in
-        model = resumed[1] if resumed else models.build(spec, num_features, len(class_names))
+        model = resumed[1] if resumed else models.build(spec, input_shape, len(class_names), input_dtype)
 
         # fit() runs on its own thread; this one streams its progress to the caller.
         events: queue.Queue = queue.Queue()
@@ -160,40 +178,69 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         if "error" in outcome:
             raise outcome["error"]
 
-        evaluation = self._evaluate(model, dataset, split, fitted_ops, num_features, class_names, cancelled)
-        version = self._publish(name, model, fitted_ops, num_features, class_names, fields["features"],
-                                last_metrics, evaluation, dataset, request)
+        evaluation = self._evaluate(model, dataset, split, rows, fitted_ops, source, class_names, cancelled)
+        version = self._publish(name, model, fitted_ops, schema, class_names, last_metrics, evaluation,
+                                dataset, request)
         if checkpoints:
             checkpoints.discard()
         yield train_pb2.TrainResponse(result=train_pb2.TrainResult(
             model=model_pb2.ModelRef(name=name, version=version), metrics=last_metrics, evaluation=evaluation))
 
-    def _evaluate(self, model, dataset, split, fitted_ops, num_features, class_names, cancelled):
+    @staticmethod
+    def _subset_rows(info, split) -> dict[int, int]:
+        """Rows per subset: the folders of a predefined split, else the seeded split's sizes."""
+        if info.predefined_split:
+            counts = info.statistics.split_counts
+            return {data_pb2.SUBSET_TRAIN: counts.get("train", 0), data_pb2.SUBSET_VALIDATION: counts.get("validation", 0),
+                    data_pb2.SUBSET_TEST: counts.get("test", 0)}
+        return splits.sizes(info.num_rows, split)
+
+    def _evaluate(self, model, dataset, split, rows, fitted_ops, source, class_names, cancelled):
         """Evaluation on the test split, else the validation split; None when nothing is held out."""
-        subset = (data_pb2.SUBSET_TEST if split.test > 0 else
-                  data_pb2.SUBSET_VALIDATION if split.validation > 0 else None)
+        subset = (data_pb2.SUBSET_TEST if rows[data_pb2.SUBSET_TEST] > 0 else
+                  data_pb2.SUBSET_VALIDATION if rows[data_pb2.SUBSET_VALIDATION] > 0 else None)
         if subset is None:
             return None
         request = process_pb2.ProcessRequest(dataset=dataset, split=split, subset=subset, ops=fitted_ops)
-        feed = EpochFeed(self.process, request, EVAL_BATCH, num_features, cancelled, budget_bytes=0)
+        feed = EpochFeed(self.process_raw, request, EVAL_BATCH, source, cancelled, budget_bytes=0)
         return evaluate_model(model, feed.batches(), class_names, subset)
 
-    def _feed(self, dataset, split, subset, fitted_ops, batch_size, num_features, cancelled,
+    def _feed(self, dataset, split, subset, fitted_ops, batch_size, source, cancelled,
               first_epoch) -> tf.data.Dataset:
         request = process_pb2.ProcessRequest(dataset=dataset, split=split, subset=subset, ops=fitted_ops)
-        return EpochFeed(self.process, request, batch_size, num_features, cancelled,
+        return EpochFeed(self.process_raw, request, batch_size, source, cancelled,
                          first_epoch=first_epoch).start().dataset()
 
-    def _publish(self, name, model, fitted_ops, num_features, class_names, feature_field, metrics, evaluation,
-                 dataset, request) -> int:
+    def _feature_columns(self, dataset, raw_name, raw_shape, fitted_ops, served) -> list[str]:
+        """Names of the served "features" positions: the CSV columns, pixel_<i>, or the op's outputs."""
+        if len(served) < len(fitted_ops):
+            op = fitted_ops[len(fitted_ops) - len(served) - 1]
+            if op.WhichOneof("kind") == "vectorize_text":
+                return ["[UNK]"] + [v.decode() for v in op.fitted["vocabulary"].string_values]
+            return [f"feature_{i}" for i in range(int(np.prod(raw_shape)))]
+        if raw_name == "image":
+            return [f"pixel_{i}" for i in range(int(np.prod(raw_shape)))]
+        info = self.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=dataset), timeout=30).dataset
+        return list(next(f for f in info.fields if f.name == "features").columns)
+
+    def _publish(self, name, model, fitted_ops, schema, class_names, metrics, evaluation, dataset, request) -> int:
         """Exports the model and publishes it as the next version (cookline.json last)."""
         existing = layout.model_versions(self.store, name, published_only=False)
         version = (existing[-1] if existing else 0) + 1
         prefix = layout.model_prefix(name, version)
+        # Serving takes the raw dataset tensor, or the output of the last op the model cannot reproduce.
+        served = models.served_ops(fitted_ops)
+        before = ops_lib.output_fields(schema, fitted_ops[:len(fitted_ops) - len(served)])
+        raw_name = "features" if "features" in before else "image"
+        raw_shape = before[raw_name][1]
+        feature_columns = self._feature_columns(dataset, raw_name, raw_shape, fitted_ops, served)
         with tempfile.TemporaryDirectory(prefix="cookline-export-") as tmp:
-            models.export(model, fitted_ops, num_features, tmp)
+            num_features = models.export(model, fitted_ops, raw_shape, tmp)
             if request.pipeline.export.tfjs:
-                tfjs.write(model, fitted_ops, num_features, name, os.path.join(tmp, "tfjs"))
+                if raw_name != "features" or len(served) != len(fitted_ops):
+                    raise invalid("export.tfjs: available for models on tabular features whose ops the browser "
+                                  "model can build in (standardize, min_max)")
+                tfjs.write(model, served, num_features, name, os.path.join(tmp, "tfjs"))
             files = {}
             for root, _dirs, names in os.walk(tmp):
                 for file_name in names:
@@ -203,12 +250,16 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                 "name": name,
                 "version": version,
                 "class_names": class_names,
-                "feature_columns": list(feature_field.columns),
+                "feature_columns": feature_columns,
                 "inputs": {"features": {"dtype": "float32", "shape": [-1, num_features]}},
                 "outputs": {"scores": {"dtype": "float32", "shape": [-1, len(class_names)]}},
                 "metrics": metrics,
                 "evaluation": (json_format.MessageToDict(evaluation, preserving_proto_field_name=True)
                                if evaluation else None),
+                # The fitted ops (means, vocabularies, lookups), so serving can rebuild exactly what training
+                # did; "served_from_op" says where the served "features" input enters the op list.
+                "process": [json_format.MessageToDict(op, preserving_proto_field_name=True) for op in fitted_ops],
+                "served_from_op": len(fitted_ops) - len(served),
                 "dataset": {"name": dataset.name, "version": dataset.version},
                 "run_id": request.run_id,
                 "pipeline": json_format.MessageToDict(request.pipeline, preserving_proto_field_name=True),

@@ -14,20 +14,32 @@ import keras
 import numpy as np
 
 from cookline import tensors
+from services.common.errors import invalid
+from services.process.ops import KINDS
 
 SHARD = "group1-shard1of1.bin"
 
 
 def _standardization(fitted_ops, num_features: int) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, std) of the fitted standardize ops composed in order (identity if none)."""
+    """(mean, std) of the fitted scaling ops composed in order (identity if none); INVALID_ARGUMENT
+    for a served op that is not an affine scaling (training-only ops such as shuffle are skipped)."""
     mean, std = np.zeros(num_features, np.float64), np.ones(num_features, np.float64)
     for op in fitted_ops:
-        if op.WhichOneof("kind") == "standardize":
+        kind = op.WhichOneof("kind")
+        if kind == "standardize":
             m = tensors.to_numpy(op.fitted["mean"]).astype(np.float64)
             s = np.sqrt(tensors.to_numpy(op.fitted["variance"]).astype(np.float64))
-            s[s == 0] = 1.0
-            # applying (x - mean)/std, then (. - m)/s, is one affine map
-            mean, std = mean + m * std, std * s
+        elif kind == "min_max":
+            m = tensors.to_numpy(op.fitted["min"]).astype(np.float64)
+            s = tensors.to_numpy(op.fitted["max"]).astype(np.float64) - m
+        elif not KINDS[kind].deterministic:
+            continue  # shuffle, augmentation: training only
+        else:
+            raise invalid(f"export.tfjs: the op {kind!r} cannot be built into the browser model "
+                          "(standardize and min_max can)")
+        s[s == 0] = 1.0
+        # applying (x - mean)/std, then (. - m)/s, is one affine map
+        mean, std = mean + m * std, std * s
     return mean, std
 
 

@@ -73,6 +73,17 @@ def client_options(env: Mapping[str, str] | None = None) -> list[tuple[str, obje
     return grpc_options(env) + [("grpc.enable_retries", 1), ("grpc.service_config", _RETRY_SERVICE_CONFIG)]
 
 
+def shard_bytes(env: Mapping[str, str] | None = None) -> int:
+    """Target size of one dataset shard in bytes of uncompressed rows (COOKLINE_SHARD_MB, default 32).
+
+    Collect maps the shard it streams and the next one: two shards of a stream are in memory.
+    """
+    megabytes = float(_env(env).get("COOKLINE_SHARD_MB") or 32)
+    if not 0 < megabytes <= 4096:
+        raise ValueError("COOKLINE_SHARD_MB must be in (0, 4096]")
+    return int(megabytes * 1024 * 1024)
+
+
 def log_level(env: Mapping[str, str] | None = None) -> str:
     """COOKLINE_LOG_LEVEL: DEBUG, INFO (default), WARNING or ERROR."""
     return (_env(env).get("COOKLINE_LOG_LEVEL") or "INFO").upper()

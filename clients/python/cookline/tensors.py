@@ -119,3 +119,158 @@ def batch_from_numpy(arrays: Mapping[str, np.ndarray], sequence: int = 0, out=No
 def batch_to_numpy(batch: tensor_pb2.TensorBatch) -> dict[str, np.ndarray]:
     """Decodes every tensor of a TensorBatch (zero-copy for numeric tensors)."""
     return {name: to_numpy(t) for name, t in batch.tensors.items()}
+
+
+# --- pre-encoded messages (the data plane's copy-avoiding path) ------------------------
+#
+# Protobuf's Python API copies a tensor's bytes twice on the way out (into `content`,
+# then into the serialized message). The data plane instead writes the wire format of
+# a TensorBatch directly: small headers plus the arrays' own memory, joined once. The
+# bytes are exactly what TensorBatch.SerializeToString() would give (field order aside),
+# so every receiver parses them with the generated classes as usual.
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        bits = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(bits | 0x80)
+        else:
+            out.append(bits)
+            return bytes(out)
+
+
+def _field(number: int, payload_len: int) -> bytes:
+    """Tag and length of a length-delimited field."""
+    return _varint(number << 3 | 2) + _varint(payload_len)
+
+
+def _tensor_parts(array: np.ndarray) -> list:
+    """Wire-format pieces of one Tensor message (numeric tensors only)."""
+    array = np.asarray(array)
+    code = data_type(array.dtype)
+    if code == DataType.DATA_TYPE_STRING:
+        values = [v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1)]
+        body = [b"\x08" + _varint(code)]
+        if array.shape:
+            dims = b"".join(_varint(int(d)) for d in array.shape)
+            body.append(_field(2, len(dims)) + dims)
+        body += [_field(4, len(v)) + v for v in values]
+        return body
+    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+    data = memoryview(np.ascontiguousarray(little).reshape(-1)).cast("B") if array.size else b""
+    head = b"\x08" + _varint(code)
+    if array.shape:
+        dims = b"".join(_varint(int(d)) for d in array.shape)
+        head += _field(2, len(dims)) + dims
+    return [head + _field(3, len(data)), data] if len(data) else [head]
+
+
+def encode_batch(arrays: Mapping[str, np.ndarray], sequence: int = 0, field: int | None = 1) -> bytes:
+    """Serialized TensorBatch of named arrays, with one copy of the data.
+
+    With `field` set (default 1), the batch is wrapped as that field of an outer message:
+    the bytes of e.g. ReadDatasetResponse(batch=...) or ProcessResponse(batch=...).
+    """
+    parts: list = []
+    for name, array in arrays.items():
+        tensor = _tensor_parts(array)
+        tensor_len = sum(len(p) for p in tensor)
+        key = name.encode()
+        entry_head = _field(1, len(key)) + key + _field(2, tensor_len)
+        parts.append(_field(1, len(entry_head) + tensor_len) + entry_head)
+        parts += tensor
+    if sequence:
+        parts.append(b"\x10" + _varint(sequence))
+    if field is not None:
+        total = sum(len(p) for p in parts)
+        parts.insert(0, _field(field, total))
+    return b"".join(parts)
+
+
+def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = view[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(view: memoryview, start: int, end: int):
+    """(field number, wire type, value) of a message's fields; LEN values as (start, end)."""
+    pos = start
+    while pos < end:
+        key, pos = _read_varint(view, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _read_varint(view, pos)
+        elif wire == 2:
+            length, pos = _read_varint(view, pos)
+            value = (pos, pos + length)
+            pos += length
+        elif wire == 1:
+            value, pos = None, pos + 8
+        elif wire == 5:
+            value, pos = None, pos + 4
+        else:
+            raise TensorError(f"unsupported protobuf wire type {wire}")
+        yield number, wire, value
+
+
+def _decode_tensor(view: memoryview, start: int, end: int) -> np.ndarray:
+    dtype, shape, content, strings = DataType.DATA_TYPE_UNSPECIFIED, [], None, []
+    for number, wire, value in _fields(view, start, end):
+        if number == 1 and wire == 0:
+            dtype = value
+        elif number == 2 and wire == 2:  # packed dims
+            pos, stop = value
+            while pos < stop:
+                dim, pos = _read_varint(view, pos)
+                shape.append(dim)
+        elif number == 2 and wire == 0:
+            shape.append(value)
+        elif number == 3 and wire == 2:
+            content = value
+        elif number == 4 and wire == 2:
+            strings.append(bytes(view[value[0]:value[1]]))
+    tensor = tensor_pb2.Tensor(dtype=dtype, shape=shape)
+    if dtype == DataType.DATA_TYPE_STRING:
+        tensor.string_values[:] = strings
+        return to_numpy(tensor)
+    count = int(np.prod(shape, dtype=np.int64))
+    np_dtype = numpy_dtype(dtype)
+    size = 0 if content is None else content[1] - content[0]
+    if size != count * np_dtype.itemsize:
+        raise TensorError(f"shape {shape} of {dtype_name(dtype)} needs {count * np_dtype.itemsize} bytes, got {size}")
+    if count == 0:
+        return np.empty(shape, dtype=np_dtype)
+    return np.frombuffer(view, dtype=np_dtype, count=count, offset=content[0]).reshape(shape)
+
+
+def decode_batch(data, field: int | None = 1) -> tuple[dict[str, np.ndarray], int]:
+    """(arrays, sequence) of a serialized TensorBatch, numeric tensors as views of `data` (no copy).
+
+    With `field` set (default 1), `data` is an outer message holding the batch as that field,
+    e.g. the bytes of a ReadDatasetResponse or ProcessResponse read with no deserializer.
+    """
+    view = memoryview(data).cast("B")
+    start, end = 0, len(view)
+    if field is not None:
+        start, end = next((v for n, w, v in _fields(view, 0, len(view)) if n == field and w == 2), (0, 0))
+    arrays, sequence = {}, 0
+    for number, wire, value in _fields(view, start, end):
+        if number == 1 and wire == 2:
+            name, tensor = "", None
+            for n, w, v in _fields(view, *value):
+                if n == 1 and w == 2:
+                    name = bytes(view[v[0]:v[1]]).decode()
+                elif n == 2 and w == 2:
+                    tensor = v
+            arrays[name] = _decode_tensor(view, *tensor) if tensor else to_numpy(tensor_pb2.Tensor())
+        elif number == 2 and wire == 0:
+            sequence = value
+    return arrays, sequence

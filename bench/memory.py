@@ -1,0 +1,137 @@
+"""Larger than memory: ingest and stream a generated dataset end to end, measuring each service's RSS.
+
+For each size (default 1 GB and 4 GB): writes an .npz of float32 [n, 784] features and int32
+labels to disk in chunks, ingests it with collect (npz source: streamed, sharded, statistics),
+fits a standardize op through process (a pass over the data) and streams every row
+collect -> process -> consumer with the op applied. Prints each service's peak RSS growth over
+its idle RSS (target: <= 256 MB at every size) and the stream's MB/s.
+
+    .venv/bin/python bench/memory.py [--gb 1 4] [--keep]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import threading
+import time
+import zipfile
+
+import numpy as np
+
+from common import WIDTH, data_plane, rss_mb, scratch
+
+from cookline import channels
+from cookline.v1 import (collect_pb2, collect_pb2_grpc, pipeline_pb2, process_pb2, process_pb2_grpc)
+
+CHUNK_ROWS = 8192
+
+
+def write_npz(path: str, rows: int) -> None:
+    """An uncompressed .npz with 'features' float32 [rows, 784] and 'label' int32 [rows], written in chunks."""
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, dtype, shape in (("features", np.float32, (rows, WIDTH)), ("label", np.int32, (rows,))):
+            with archive.open(name + ".npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array_header_2_0(
+                    f, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape})
+                for lo in range(0, rows, CHUNK_ROWS):
+                    n = min(CHUNK_ROWS, rows - lo)
+                    if name == "features":
+                        f.write(rng.random((n, WIDTH), dtype=np.float32).tobytes())
+                    else:
+                        f.write(rng.integers(0, 10, n).astype(np.int32).tobytes())
+
+
+class PeakRss:
+    """Samples the RSS of some processes on a thread; keeps the peak of each."""
+
+    def __init__(self, pids: dict[str, int]):
+        self.pids = pids
+        self.base = {name: rss_mb(pid) for name, pid in pids.items()}
+        self.peak = dict(self.base)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.is_set():
+            for name, pid in self.pids.items():
+                self.peak[name] = max(self.peak[name], rss_mb(pid))
+            self.stop.wait(0.1)  # sampling period
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def run(gb: float, keep: bool) -> dict:
+    root = scratch("cookline-bench-mem-")
+    stack, env = data_plane(os.path.join(root, "store"))
+    try:
+        rows = int(gb * 1e9) // ((WIDTH + 1) * 4)
+        source = os.path.join(root, "big.npz")
+        t0 = time.perf_counter()
+        write_npz(source, rows)
+        generated = time.perf_counter() - t0
+        pids = {name: proc.pid for name, proc in stack.procs.items()}
+        collect = collect_pb2_grpc.CollectServiceStub(channels.channel("collect", env))
+        process = process_pb2_grpc.ProcessServiceStub(channels.channel("process", env))
+        phases = {}
+        with PeakRss(pids) as rss:
+            t0 = time.perf_counter()
+            last = None
+            for last in collect.Ingest(collect_pb2.IngestRequest(
+                    dataset="big", source=pipeline_pb2.CollectSpec(source=source, format="npz")), timeout=7200):
+                pass
+            ingested = time.perf_counter() - t0
+            phases["ingest"] = dict(rss.peak)
+            ref = last.dataset.ref
+            t0 = time.perf_counter()
+            fit = process.Fit(process_pb2.FitRequest(
+                dataset=ref, ops=[pipeline_pb2.Op(standardize=pipeline_pb2.StandardizeOp())]), timeout=7200)
+            fitted = time.perf_counter() - t0
+            phases["fit"] = dict(rss.peak)
+            t0 = time.perf_counter()
+            received = seen = 0
+            for response in process.Process(process_pb2.ProcessRequest(dataset=ref, ops=fit.ops, batch_size=256),
+                                            timeout=7200):
+                features = response.batch.tensors["features"]
+                received += len(features.content) + len(response.batch.tensors["label"].content)
+                seen += features.shape[0]
+            streamed = time.perf_counter() - t0
+        assert seen == rows, (seen, rows)
+        return {"gb": gb, "rows": rows, "shards": last.dataset.num_shards, "generate_s": generated,
+                "ingest_s": ingested, "fit_s": fitted, "stream_s": streamed, "stream_mbs": received / streamed / 1e6,
+                "growth_mb": {name: rss.peak[name] - rss.base[name] for name in pids},
+                "base_mb": rss.base,
+                "phases": {phase: {n: peak[n] - rss.base[n] for n in pids} for phase, peak in phases.items()}}
+    finally:
+        stack.stop_all()
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gb", type=float, nargs="+", default=[1, 4], help="dataset sizes in GB")
+    parser.add_argument("--keep", action="store_true", help="keep the generated data and store")
+    args = parser.parse_args()
+    for gb in args.gb:
+        r = run(gb, args.keep)
+        growth = ", ".join(f"{name} +{mb:.0f} MB (idle {r['base_mb'][name]:.0f} MB)"
+                           for name, mb in r["growth_mb"].items())
+        ok = all(mb <= 256 for mb in r["growth_mb"].values())
+        print(f"{gb:g} GB ({r['rows']} rows x {WIDTH} float32, {r['shards']} shards): "
+              f"ingest {r['ingest_s']:.0f} s, fit {r['fit_s']:.0f} s, stream {r['stream_s']:.0f} s "
+              f"({r['stream_mbs']:.0f} MB/s)")
+        print(f"  peak RSS growth: {growth} -> {'within' if ok else 'OVER'} the 256 MB target")
+        for phase, peaks in r["phases"].items():
+            print(f"    peak by the end of {phase}: " + ", ".join(f"{n} +{mb:.0f} MB" for n, mb in peaks.items()))
+
+
+if __name__ == "__main__":
+    main()

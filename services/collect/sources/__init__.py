@@ -1,0 +1,35 @@
+"""Sources: each turns one kind of input into a stream of row chunks.
+
+A source yields chunks, dicts of numpy arrays sharing their first (row)
+dimension, named as the dataset's tensors ("features", "categorical", "image",
+"text", "label", and "subset" for a predefined split). Chunks are bounded, so a
+source far larger than memory streams through. `open_source` picks the source
+of a CollectSpec's format.
+"""
+from __future__ import annotations
+
+from services.collect.sources.base import Source
+from services.common.errors import invalid
+
+FORMATS = ("csv", "text-csv", "image-folder", "voc", "npz")
+
+
+def open_source(spec, path: str) -> Source:
+    """The source reading `path` (a local file or folder) as spec.format."""
+    fmt = spec.format or "csv"
+    if fmt == "csv":
+        from services.collect.sources.csv import CsvSource
+        return CsvSource(spec, path)
+    if fmt == "text-csv":
+        from services.collect.sources.csv import TextCsvSource
+        return TextCsvSource(spec, path)
+    if fmt == "image-folder":
+        from services.collect.sources.images import ImageFolderSource
+        return ImageFolderSource(spec, path)
+    if fmt == "voc":
+        from services.collect.sources.images import VocSource
+        return VocSource(spec, path)
+    if fmt == "npz":
+        from services.collect.sources.npz import NpzSource
+        return NpzSource(spec, path)
+    raise invalid(f"collect.format: {fmt!r} is not supported (supported: {', '.join(FORMATS)})")

@@ -1,0 +1,75 @@
+"""What every source shares: the Source interface, class-name lookups, file listings."""
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import numpy as np
+
+from services.common.errors import invalid
+
+Chunk = dict[str, np.ndarray]
+# Rows per chunk a source yields (tabular / text); images use fewer.
+CHUNK_ROWS = 4096
+
+
+class Source:
+    """One input, read as bounded chunks of rows.
+
+    After `chunks()` is exhausted, `class_names` names the label ids and
+    `columns` / `categorical_columns` name the positions of "features" and
+    "categorical". `files()` lists what the content address is computed from.
+    """
+
+    format = ""
+    class_names: list[str]
+    columns: list[str] = []
+    categorical_columns: list[str] = []
+    image_shapes: dict[str, int]
+    # True when the source assigns rows to train/validation/test itself ("subset" chunks).
+    predefined_split = False
+
+    def files(self) -> list[tuple[str, str]]:
+        """(name relative to the source, absolute path) of every input file, in a fixed order."""
+        raise NotImplementedError
+
+    def chunks(self) -> Iterator[Chunk]:
+        raise NotImplementedError
+
+
+class Labels:
+    """Class names -> ids, in order of first appearance (or a fixed, given order)."""
+
+    def __init__(self, names: list[str] | None = None):
+        self.names: list[str] = list(names or [])
+        self.ids = {n: i for i, n in enumerate(self.names)}
+
+    def id(self, name: str) -> int:
+        found = self.ids.get(name)
+        if found is None:
+            found = self.ids[name] = len(self.names)
+            self.names.append(name)
+        return found
+
+
+def single_file(path: str, fmt: str) -> str:
+    """`path` itself, or the one file inside a folder (an s3:// prefix of one object)."""
+    if os.path.isdir(path):
+        names = sorted(n for n in os.listdir(path) if not n.startswith("."))
+        if len(names) != 1 or not os.path.isfile(os.path.join(path, names[0])):
+            raise invalid(f"collect.source: {fmt} needs one file, but {path!r} is a folder with "
+                          f"{len(names)} entries")
+        return os.path.join(path, names[0])
+    return path
+
+
+def walk_files(root: str) -> list[tuple[str, str]]:
+    """Every file under root as (relative path with '/', absolute path), sorted; hidden ones skipped."""
+    out = []
+    for dirpath, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            if not name.startswith("."):
+                full = os.path.join(dirpath, name)
+                out.append((os.path.relpath(full, root).replace(os.sep, "/"), full))
+    return sorted(out)

@@ -1,0 +1,191 @@
+"""CSV sources.
+
+csv: typed columns (numeric -> "features" float32 [n, d], categorical ->
+"categorical" str [n, k]), a missing-value policy, a label column, with or
+without a header. text-csv: pipcook's text format, `text,category` rows with no
+header -> "text" str [n] and "label". Both stream the file in chunks.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+from typing import Iterator
+
+import numpy as np
+
+from services.collect.sources.base import CHUNK_ROWS, Chunk, Labels, Source, single_file
+from services.common.errors import invalid
+
+MISSING_POLICIES = ("error", "drop", "fill", "keep")
+# Cell texts that mean "no value" (compared lowercased, stripped).
+MISSING_TEXTS = {"", "na", "n/a", "nan", "null", "none"}
+
+
+def _rows(path: str, skip_header: bool) -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) of every non-blank row."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        for row in reader:
+            if skip_header:
+                skip_header = False
+                continue
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            yield reader.line_num, row
+
+
+class CsvSource(Source):
+    format = "csv"
+
+    def __init__(self, spec, path: str):
+        self.path = single_file(path, "csv")
+        self.file_name = os.path.basename(self.path)
+        self.missing = spec.missing or "error"
+        if self.missing not in MISSING_POLICIES:
+            raise invalid(f"collect.missing: {self.missing!r} is not one of {', '.join(MISSING_POLICIES)}")
+        self.fill_value = spec.fill_value
+        self.no_header = spec.no_header
+        with open(self.path, newline="", encoding="utf-8-sig") as f:
+            first = next(csv.reader(f), None)
+        if not first:
+            raise invalid(f"collect.source: {self.file_name} is empty (no rows)")
+        if spec.no_header:
+            names = list(spec.columns) or [f"column_{i}" for i in range(len(first))]
+            if len(names) != len(first):
+                raise invalid(f"collect.columns: {len(names)} names given, but line 1 of {self.file_name} "
+                              f"has {len(first)} columns")
+        else:
+            if spec.columns:
+                raise invalid("collect.columns: only for files with no_header: true (the header names them)")
+            names = [h.strip() for h in first]
+        self.header = names
+        label = spec.label
+        if not label:
+            raise invalid("collect.label: required for csv (the name of the label column)")
+        if label not in names:
+            raise invalid(f"collect.label: column {label!r} is not in the {'columns' if spec.no_header else 'header'} "
+                          f"of {self.file_name} (columns: {', '.join(names)})")
+        for name in spec.categorical:
+            if name not in names or name == label:
+                raise invalid(f"collect.categorical: {name!r} is not a feature column of {self.file_name} "
+                              f"(columns: {', '.join(names)})")
+        self.label_index = names.index(label)
+        self.numeric_index = [i for i, n in enumerate(names) if i != self.label_index and n not in spec.categorical]
+        self.categorical_index = [i for i, n in enumerate(names) if n in spec.categorical]
+        self.columns = [names[i] for i in self.numeric_index]
+        self.categorical_columns = [names[i] for i in self.categorical_index]
+        if not self.columns and not self.categorical_columns:
+            raise invalid(f"collect.source: {self.file_name} has no feature columns besides {label!r}")
+        self.labels = Labels()
+        self.class_names = self.labels.names
+        self.image_shapes = {}
+
+    def files(self):
+        return [(self.file_name, self.path)]
+
+    def chunks(self) -> Iterator[Chunk]:
+        width = len(self.header)
+        features = np.empty((CHUNK_ROWS, len(self.columns)), dtype=np.float32)
+        categorical: list[list[str]] = []
+        labels = np.empty(CHUNK_ROWS, dtype=np.int32)
+        n = rows = 0
+        for line_no, row in _rows(self.path, skip_header=not self.no_header):
+            if len(row) != width:
+                raise invalid(f"{self.file_name} line {line_no}: expected {width} columns, got {len(row)}")
+            label = row[self.label_index].strip()
+            if label.lower() in MISSING_TEXTS:
+                if self.missing == "drop":
+                    continue
+                raise invalid(f"{self.file_name} line {line_no}, column {self.header[self.label_index]!r}: "
+                              f"the label is missing")
+            values = []
+            dropped = False
+            for j, i in enumerate(self.numeric_index):
+                text = row[i].strip()
+                if text.lower() in MISSING_TEXTS:
+                    if self.missing == "error":
+                        raise invalid(f"{self.file_name} line {line_no}, column {self.header[i]!r}: the value is "
+                                      f"missing (collect.missing: drop, fill or keep accept it)")
+                    if self.missing == "drop":
+                        dropped = True
+                        break
+                    values.append(self.fill_value if self.missing == "fill" else math.nan)
+                    continue
+                try:
+                    value = float(text)
+                except ValueError:
+                    raise invalid(f"{self.file_name} line {line_no}, column {self.header[i]!r}: "
+                                  f"{text!r} is not a number") from None
+                if not math.isfinite(value):
+                    raise invalid(f"{self.file_name} line {line_no}, column {self.header[i]!r}: {text!r} is not finite")
+                values.append(value)
+            cats = [row[i].strip() for i in self.categorical_index]
+            if not dropped and any(c.lower() in MISSING_TEXTS for c in cats):
+                if self.missing == "error":
+                    bad = next(i for i in self.categorical_index if row[i].strip().lower() in MISSING_TEXTS)
+                    raise invalid(f"{self.file_name} line {line_no}, column {self.header[bad]!r}: the value is "
+                                  f"missing (collect.missing: drop, fill or keep accept it)")
+                dropped = self.missing == "drop"
+                cats = [("" if c.lower() in MISSING_TEXTS else c) for c in cats]
+            if dropped:
+                continue
+            features[n] = values
+            categorical.append(cats)
+            labels[n] = self.labels.id(label)
+            n += 1
+            rows += 1
+            if n == CHUNK_ROWS:
+                yield self._chunk(features, categorical, labels, n)
+                n, categorical = 0, []
+        if rows == 0:
+            raise invalid(f"collect.source: {self.file_name} has no data rows")
+        if n:
+            yield self._chunk(features, categorical, labels, n)
+
+    def _chunk(self, features, categorical, labels, n) -> Chunk:
+        chunk: Chunk = {"label": labels[:n].copy()}
+        if self.columns:
+            chunk["features"] = features[:n].copy()
+        if self.categorical_columns:
+            chunk["categorical"] = np.array(categorical, dtype=np.str_).reshape(n, len(self.categorical_columns))
+        return chunk
+
+
+class TextCsvSource(Source):
+    """pipcook's text format: `text,category` per row, no header."""
+
+    format = "text-csv"
+
+    def __init__(self, spec, path: str):
+        self.path = single_file(path, "text-csv")
+        self.file_name = os.path.basename(self.path)
+        if os.path.getsize(self.path) == 0:
+            raise invalid(f"collect.source: {self.file_name} is empty (no rows)")
+        self.labels = Labels()
+        self.class_names = self.labels.names
+        self.image_shapes = {}
+
+    def files(self):
+        return [(self.file_name, self.path)]
+
+    def chunks(self) -> Iterator[Chunk]:
+        texts: list[str] = []
+        labels: list[int] = []
+        rows = 0
+        for line_no, row in _rows(self.path, skip_header=False):
+            if len(row) != 2:
+                raise invalid(f"{self.file_name} line {line_no}: expected 2 columns (text,category), got {len(row)}")
+            text, label = row[0].strip(), row[1].strip()
+            if not label:
+                raise invalid(f"{self.file_name} line {line_no}, column 'category': the label is missing")
+            texts.append(text)
+            labels.append(self.labels.id(label))
+            rows += 1
+            if len(texts) == CHUNK_ROWS:
+                yield {"text": np.array(texts, dtype=np.str_), "label": np.array(labels, dtype=np.int32)}
+                texts, labels = [], []
+        if rows == 0:
+            raise invalid(f"collect.source: {self.file_name} has no data rows")
+        if texts:
+            yield {"text": np.array(texts, dtype=np.str_), "label": np.array(labels, dtype=np.int32)}

@@ -1,0 +1,102 @@
+"""The upload source: TensorBatches streamed by a client, spooled to local disk first.
+
+Each batch is checked against the first (names, dtypes, per-row shapes) as it
+arrives and appended to a spool folder, and the content hash is computed on
+the way, so the version is known before anything is written to the store. A
+string "label" tensor names its classes; an int one uses the given class names
+(or "0", "1", ...).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Iterator
+
+import numpy as np
+
+from cookline import tensors
+from services.collect.ingest import check_like, schema_of
+from services.collect.sources.base import Chunk, Labels, Source
+from services.common.errors import invalid
+
+
+class UploadSpool(Source):
+    format = "upload"
+
+    def __init__(self, folder: str, class_names: list[str]):
+        self.folder = folder
+        self.count = 0
+        self.rows = 0
+        self.digest = hashlib.sha256(b"upload\0" + "\0".join(class_names).encode() + b"\0")
+        self.schema: dict | None = None
+        self.labels = Labels(class_names)
+        self.fixed_classes = bool(class_names)
+        self.class_names = self.labels.names
+        self.image_shapes = {}
+        self._max_label = -1
+
+    def add(self, batch, index: int) -> None:
+        where = f"upload batch {index} (sequence {batch.sequence})"
+        try:
+            arrays = tensors.batch_to_numpy(batch)
+        except tensors.TensorError as exc:
+            raise invalid(f"{where}: {exc}") from None
+        if not arrays:
+            return
+        for name, array in arrays.items():
+            if name == "subset" or not name:
+                raise invalid(f"{where}: tensor name {name!r} is reserved")
+            if array.ndim == 0:
+                raise invalid(f"{where}: tensor {name!r} is a scalar; every tensor needs a row dimension")
+        if "label" not in arrays:
+            raise invalid(f"{where}: tensor 'label' is required (class ids or class names per row)")
+        if arrays["label"].ndim != 1:
+            raise invalid(f"{where}: tensor 'label' has shape {list(arrays['label'].shape)}, expected [rows]")
+        if arrays["label"].dtype.kind not in "iuO":
+            raise invalid(f"{where}: tensor 'label' has dtype {arrays['label'].dtype}, expected ints or strings")
+        arrays = {k: (v.astype(np.str_) if v.dtype == object else v) for k, v in arrays.items()}
+        arrays = {k: (np.char.decode(v.astype(np.bytes_), "utf-8") if v.dtype.kind == "S" else v)
+                  for k, v in arrays.items()}
+        schema = schema_of(arrays)
+        if self.schema is None:
+            self.schema = schema
+        else:
+            check_like(self.schema, schema, where)
+        rows = {len(a) for a in arrays.values()}
+        if len(rows) != 1:
+            raise invalid(f"{where}: tensors differ in their number of rows: "
+                          + ", ".join(f"{k}: {len(v)}" for k, v in sorted(arrays.items())))
+        for name in sorted(arrays):
+            a = np.ascontiguousarray(arrays[name])
+            self.digest.update(f"{name}\0{a.dtype.kind}\0{a.shape[1:]}\0".encode())
+            self.digest.update(a.tobytes() if a.dtype.kind != "U" else "\0".join(a.reshape(-1).tolist()).encode())
+        with open(os.path.join(self.folder, f"{self.count:08d}.npz"), "wb") as f:
+            np.savez(f, **arrays)
+        self.count += 1
+        self.rows += rows.pop()
+
+    def version(self) -> str:
+        return self.digest.hexdigest()[:16]
+
+    def files(self):
+        return []
+
+    def chunks(self) -> Iterator[Chunk]:
+        for i in range(self.count):
+            with np.load(os.path.join(self.folder, f"{i:08d}.npz")) as npz:
+                chunk = {k: npz[k] for k in npz.files}
+            label = chunk["label"]
+            if label.dtype.kind == "U":
+                chunk["label"] = np.fromiter((self.labels.id(v) for v in label.tolist()), np.int32, len(label))
+            else:
+                if len(label) and label.min() < 0:
+                    raise invalid(f"upload batch {i}: label {int(label.min())} is negative")
+                if self.fixed_classes and len(label) and label.max() >= len(self.class_names):
+                    raise invalid(f"upload batch {i}: label {int(label.max())} has no class name "
+                                  f"({len(self.class_names)} given)")
+                if len(label):
+                    self._max_label = max(self._max_label, int(label.max()))
+                chunk["label"] = label.astype(np.int32)
+            yield chunk
+        if not self.class_names:
+            self.class_names[:] = [str(i) for i in range(self._max_label + 1)]

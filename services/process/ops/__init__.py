@@ -1,0 +1,159 @@
+"""Process ops on streams of row batches (dicts of numpy arrays sharing rows).
+
+`validate` checks an op list, `fit` computes fitted parameters from the TRAIN
+rows, `apply` transforms a stream. All of it streams: memory is bounded by one
+batch plus a shuffle buffer, however large the dataset. One module per family:
+scaling (standardize, min_max, fill_missing), categorical (lookup, one_hot),
+images (resize, grayscale, random_flip, random_rotation, random_brightness),
+text (vectorize_text), order (shuffle, rebatch).
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Iterator
+
+import grpc
+
+from cookline import tensors
+from cookline.v1 import pipeline_pb2
+from services.common.errors import Fail, invalid
+from services.process.ops.base import Batch, OpKind
+from services.process.ops.categorical import Lookup, OneHot
+from services.process.ops.images import Grayscale, RandomBrightness, RandomFlip, RandomRotation, Resize
+from services.process.ops.order import Shuffle, rebatch
+from services.process.ops.scaling import FillMissing, MinMax, Standardize
+from services.process.ops.text import VectorizeText
+
+KINDS: dict[str, OpKind] = {k.name: k for k in (
+    Standardize(), MinMax(), FillMissing(), OneHot(), Lookup(), Resize(), Grayscale(), RandomFlip(),
+    RandomRotation(), RandomBrightness(), VectorizeText(), Shuffle())}
+
+__all__ = ["KINDS", "validate", "fit", "apply", "rebatch", "Batch", "needs_fit", "split_at_first_random"]
+
+
+def _where(i: int, op: pipeline_pb2.Op) -> str:
+    return f"process[{i}].{op.WhichOneof('kind')}"
+
+
+def validate(ops: Iterable[pipeline_pb2.Op]) -> None:
+    """INVALID_ARGUMENT naming process[i] (and the parameter) for an empty, unknown or out-of-range op."""
+    for i, op in enumerate(ops):
+        kind = op.WhichOneof("kind")
+        if kind is None:
+            raise invalid(f"process[{i}]: no op given (known ops: {', '.join(KINDS)})")
+        KINDS[kind].check(op, _where(i, op))
+
+
+def _chain(ops, batches: Iterable[Batch], epoch: int, training: bool, deterministic_only: bool) -> Iterator[Batch]:
+    stream: Iterator[Batch] = iter(batches)
+    for i, op in enumerate(ops):
+        kind = KINDS[op.WhichOneof("kind")]
+        if deterministic_only and not kind.deterministic:
+            continue
+        stream = kind.apply(op, _where(i, op), stream, epoch, training)
+    return stream
+
+
+def fit(ops: list[pipeline_pb2.Op], pull: Callable[[], Iterable[Batch]] | Iterable[Batch]) -> tuple[list[pipeline_pb2.Op], int]:
+    """Fits every op that needs it on the TRAIN rows; returns fitted copies and the row count.
+
+    `pull()` gives a fresh stream of the TRAIN rows. Each op that needs fitting
+    sees the rows as transformed by the (already fitted, deterministic) ops
+    before it, so it takes one pass per such op; with none, one pass counts the rows.
+    A plain iterable is accepted when at most one op needs fitting.
+    """
+    validate(ops)
+    fitted = [pipeline_pb2.Op() for _ in ops]
+    for out, op in zip(fitted, ops):
+        out.CopyFrom(op)
+        out.ClearField("fitted")
+    stream_of = pull if callable(pull) else (lambda it=iter(pull): it)
+    rows = None
+    for i, op in enumerate(fitted):
+        fitter = KINDS[op.WhichOneof("kind")].fitter(op, _where(i, op))
+        if fitter is None:
+            continue
+        count = 0
+        for batch in _chain(fitted[:i], stream_of(), 0, True, deterministic_only=True):
+            count += len(batch["label"]) if "label" in batch else len(next(iter(batch.values())))
+            fitter.add(batch)
+        if count == 0:
+            raise Fail(grpc.StatusCode.FAILED_PRECONDITION, "process: the training split has no rows to fit on")
+        for name, value in fitter.done().items():
+            tensors.from_numpy(value, out=op.fitted[name])
+        rows = count
+    if rows is None:
+        rows = sum(len(next(iter(b.values()))) for b in stream_of())
+    return fitted, rows
+
+
+def needs_fit(ops: Iterable[pipeline_pb2.Op]) -> bool:
+    """True when any op must be fitted on the training rows first."""
+    return any(KINDS[op.WhichOneof("kind")].fitter(op, _where(i, op)) is not None for i, op in enumerate(ops))
+
+
+def split_at_first_random(ops: list[pipeline_pb2.Op]) -> tuple[list[pipeline_pb2.Op], list[pipeline_pb2.Op]]:
+    """(deterministic prefix, rest from the first random op on): the prefix's output is the
+    same every epoch, so a consumer can compute it once and cache it; the rest runs every epoch."""
+    for i, op in enumerate(ops):
+        if not KINDS[op.WhichOneof("kind")].deterministic:
+            return ops[:i], ops[i:]
+    return ops, []
+
+
+def changes_data(ops: Iterable[pipeline_pb2.Op], training: bool) -> bool:
+    """False when no op would touch the rows (no ops, or only augmentation outside TRAIN)."""
+    return any(training or KINDS[op.WhichOneof("kind")].deterministic or op.WhichOneof("kind") == "shuffle"
+               for op in ops)
+
+
+def apply(ops: list[pipeline_pb2.Op], batches: Iterable[Batch], epoch: int, batch_size: int,
+          training: bool = True) -> Iterator[Batch]:
+    """Applies `ops` in order to a stream and re-batches it to batch_size rows.
+
+    `training` is True for the TRAIN subset: only then do random augmentations run.
+    """
+    validate(ops)
+    return rebatch(_chain(ops, batches, epoch, training, deterministic_only=False), batch_size)
+
+
+# --- the schema an op list produces --------------------------------------------------
+
+# Ops whose effect the exported model cannot reproduce from the served "features" input
+# (their input is strings): serving takes their OUTPUT, and their fitted parameters travel
+# with the model's metadata so a text / categorical model can build them in (issue 4).
+NOT_SERVED = ("lookup", "one_hot", "vectorize_text")
+
+
+def output_fields(fields: dict[str, tuple[str, list[int]]], fitted_ops: list[pipeline_pb2.Op]
+                  ) -> dict[str, tuple[str, list[int]]]:
+    """Tensor name -> (dtype name, per-row shape) of batches after the (fitted) ops.
+
+    `fields` is the dataset's schema in the same form, e.g. {"image": ("uint8", [8, 8, 1])}.
+    """
+    out = {k: (d, list(s)) for k, (d, s) in fields.items()}
+    for op in fitted_ops:
+        kind = op.WhichOneof("kind")
+        p = getattr(op, kind)
+        width = out["features"][1][0] if "features" in out else 0
+        if kind in ("lookup", "one_hot"):
+            columns = tensors.to_numpy(op.fitted["columns"]) if "columns" in op.fitted else []
+            k = out.get("categorical", ("string", [0]))[1][0]
+            added = k if kind == "lookup" else sum(int((columns == j).sum()) + 1 for j in range(k))
+            out.pop("categorical", None)
+            out["features"] = ("float32", [width + added])
+        elif kind == "vectorize_text":
+            out.pop("text", None)
+            if (p.mode or "tf_idf") == "int":
+                out["tokens"] = ("int64", [p.sequence_length or 64])
+            else:
+                size = len(op.fitted["vocabulary"].string_values) if "vocabulary" in op.fitted else 0
+                out["features"] = ("float32", [size + 1])
+        elif kind == "resize" and "image" in out:
+            dtype, shape = out["image"]
+            out["image"] = (dtype, [int(p.height), int(p.width), shape[2]])
+        elif kind == "grayscale" and "image" in out:
+            dtype, shape = out["image"]
+            out["image"] = (dtype, shape[:2] + [1])
+        elif kind in ("standardize", "min_max", "fill_missing") and "features" in out:
+            out["features"] = ("float32", out["features"][1])
+    return out

@@ -1,0 +1,74 @@
+"""What every op shares: the batch type, error helpers, and the Op base class."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import grpc
+import numpy as np
+
+from cookline.v1 import pipeline_pb2
+from services.common.errors import Fail, invalid
+
+Batch = dict[str, np.ndarray]
+
+
+class OpKind:
+    """One kind of op. Subclasses set `name` and override what they need.
+
+    - `check(op, where)`: INVALID_ARGUMENT naming `where` (e.g. "process[2].resize.height") for bad params.
+    - `fitter(op, where)`: an object with `add(batch)` and `done() -> dict[str, np.ndarray]`, or None when
+      the op needs no fitting. Fitting sees the TRAIN rows after the ops before it.
+    - `apply(op, where, batches, epoch, training)`: the transformed stream. `training` is True only for the
+      TRAIN subset: random augmentation runs there alone.
+    - `deterministic`: False for ops whose output depends on the epoch (shuffle, augmentation); they are
+      skipped while later ops are fitted.
+    """
+
+    name = ""
+    deterministic = True
+
+    def check(self, op: pipeline_pb2.Op, where: str) -> None:
+        return None
+
+    def fitter(self, op: pipeline_pb2.Op, where: str):
+        return None
+
+    def apply(self, op: pipeline_pb2.Op, where: str, batches: Iterator[Batch], epoch: int,
+              training: bool) -> Iterator[Batch]:
+        raise NotImplementedError
+
+    @staticmethod
+    def params(op: pipeline_pb2.Op):
+        return getattr(op, op.WhichOneof("kind"))
+
+
+def need(batch: Batch, tensor: str, where: str) -> np.ndarray:
+    """The tensor an op works on, or INVALID_ARGUMENT naming the op and what the data has."""
+    if tensor not in batch:
+        raise invalid(f"{where}: the data has no {tensor!r} tensor (it has {', '.join(sorted(batch))})")
+    return batch[tensor]
+
+
+def fitted(op: pipeline_pb2.Op, where: str, *names: str) -> list[np.ndarray]:
+    """The op's fitted parameters, or FAILED_PRECONDITION when Fit has not run."""
+    from cookline import tensors
+    missing = [n for n in names if n not in op.fitted]
+    if missing:
+        raise Fail(grpc.StatusCode.FAILED_PRECONDITION, f"{where} is not fitted (call Fit first)")
+    return [tensors.to_numpy(op.fitted[n]) for n in names]
+
+
+def in_range(where: str, value, lo, hi, lo_open=False) -> None:
+    ok = (lo < value if lo_open else lo <= value) and value <= hi
+    if not ok:
+        raise invalid(f"{where}: {value} is not in {'(' if lo_open else '['}{lo}, {hi}]")
+
+
+def one_of(where: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise invalid(f"{where}: {value!r} is not one of {', '.join(choices)}")
+
+
+def rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The random stream of one op in one epoch: the same for the same (seed, epoch, op position)."""
+    return np.random.default_rng([seed & 0xFFFFFFFF, epoch, index])

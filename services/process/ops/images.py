@@ -1,0 +1,144 @@
+"""Image ops on "image" ([n, height, width, channels], uint8 or float): resize and grayscale
+(deterministic, built into the exported model) and the random augmentations random_flip,
+random_rotation and random_brightness (TRAIN subset only, drawn afresh every epoch from
+(seed, epoch, op position))."""
+from __future__ import annotations
+
+import numpy as np
+
+from services.common.errors import invalid
+from services.process.ops.base import OpKind, in_range, need, one_of, rng
+
+FLIP_MODES = ("horizontal", "vertical", "both")
+LUMA = np.array([0.2989, 0.5870, 0.1140], dtype=np.float32)  # ITU-R 601, as tf.image.rgb_to_grayscale
+
+
+def _images(batch, where) -> np.ndarray:
+    image = need(batch, "image", where)
+    if image.ndim != 4:
+        raise invalid(f"{where}: 'image' has shape {list(image.shape)}, expected [rows, height, width, channels]")
+    return image
+
+
+def _like(result: np.ndarray, original: np.ndarray) -> np.ndarray:
+    """Back to the input's dtype (rounded and clipped for integer pixels)."""
+    if original.dtype.kind in "ui":
+        info = np.iinfo(original.dtype)
+        return np.clip(np.rint(result), info.min, info.max).astype(original.dtype)
+    return result.astype(original.dtype, copy=False)
+
+
+def resize_bilinear(images: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize with half-pixel centers, as tf.image.resize(method="bilinear", antialias=False)."""
+    n, h, w, c = images.shape
+    if (h, w) == (height, width):
+        return images
+    x = images.astype(np.float32, copy=False)
+
+    def axis(out_size, in_size):
+        centers = (np.arange(out_size, dtype=np.float32) + 0.5) * (in_size / out_size) - 0.5
+        centers = np.clip(centers, 0, in_size - 1)
+        lo = np.floor(centers).astype(np.int64)
+        hi = np.minimum(lo + 1, in_size - 1)
+        return lo, hi, (centers - lo).astype(np.float32)
+
+    y0, y1, fy = axis(height, h)
+    x0, x1, fx = axis(width, w)
+    top = x[:, y0][:, :, x0] * (1 - fx)[None, None, :, None] + x[:, y0][:, :, x1] * fx[None, None, :, None]
+    bottom = x[:, y1][:, :, x0] * (1 - fx)[None, None, :, None] + x[:, y1][:, :, x1] * fx[None, None, :, None]
+    return _like(top * (1 - fy)[None, :, None, None] + bottom * fy[None, :, None, None], images)
+
+
+class Resize(OpKind):
+    name = "resize"
+
+    def check(self, op, where):
+        in_range(f"{where}.height", op.resize.height, 1, 4096)
+        in_range(f"{where}.width", op.resize.width, 1, 4096)
+
+    def apply(self, op, where, batches, epoch, training):
+        for batch in batches:
+            yield {**batch, "image": resize_bilinear(_images(batch, where), int(op.resize.height),
+                                                     int(op.resize.width))}
+
+
+class Grayscale(OpKind):
+    name = "grayscale"
+
+    def apply(self, op, where, batches, epoch, training):
+        for batch in batches:
+            image = _images(batch, where)
+            if image.shape[3] == 1:
+                yield batch
+                continue
+            if image.shape[3] not in (3, 4):
+                raise invalid(f"{where}: 'image' has {image.shape[3]} channels, expected 1, 3 or 4")
+            gray = image[..., :3].astype(np.float32) @ LUMA
+            yield {**batch, "image": _like(gray[..., None], image)}
+
+
+class _Augmentation(OpKind):
+    deterministic = False
+
+    def apply(self, op, where, batches, epoch, training):
+        if not training:
+            yield from batches
+            return
+        draws = rng(self.params(op).seed, epoch, int(where.split("[")[1].split("]")[0]))
+        for batch in batches:
+            image = _images(batch, where)
+            yield {**batch, "image": self.augment(op, image, draws)}
+
+    def augment(self, op, image, draws):
+        raise NotImplementedError
+
+
+class RandomFlip(_Augmentation):
+    name = "random_flip"
+
+    def check(self, op, where):
+        one_of(f"{where}.mode", op.random_flip.mode or "horizontal", FLIP_MODES)
+
+    def augment(self, op, image, draws):
+        mode = op.random_flip.mode or "horizontal"
+        out = image.copy()
+        if mode in ("horizontal", "both"):
+            flip = draws.random(len(image)) < 0.5
+            out[flip] = out[flip][:, :, ::-1]
+        if mode in ("vertical", "both"):
+            flip = draws.random(len(image)) < 0.5
+            out[flip] = out[flip][:, ::-1]
+        return out
+
+
+class RandomRotation(_Augmentation):
+    name = "random_rotation"
+
+    def check(self, op, where):
+        in_range(f"{where}.max_degrees", op.random_rotation.max_degrees, 0, 180, lo_open=True)
+
+    def augment(self, op, image, draws):
+        n, h, w, _ = image.shape
+        angles = np.deg2rad(draws.uniform(-op.random_rotation.max_degrees, op.random_rotation.max_degrees, n))
+        yy, xx = np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2, indexing="ij")
+        out = np.zeros_like(image)
+        for i, a in enumerate(angles):  # inverse mapping, nearest neighbour, zero fill
+            cos, sin = np.cos(a), np.sin(a)
+            src_y = np.rint(cos * yy - sin * xx + (h - 1) / 2).astype(np.int64)
+            src_x = np.rint(sin * yy + cos * xx + (w - 1) / 2).astype(np.int64)
+            inside = (src_y >= 0) & (src_y < h) & (src_x >= 0) & (src_x < w)
+            out[i][inside] = image[i][src_y[inside], src_x[inside]]
+        return out
+
+
+class RandomBrightness(_Augmentation):
+    name = "random_brightness"
+
+    def check(self, op, where):
+        in_range(f"{where}.max_delta", op.random_brightness.max_delta, 0, 1, lo_open=True)
+
+    def augment(self, op, image, draws):
+        full = 255.0 if image.dtype.kind in "ui" else 1.0
+        delta = draws.uniform(-op.random_brightness.max_delta, op.random_brightness.max_delta, len(image)) * full
+        shifted = image.astype(np.float32) + delta[:, None, None, None].astype(np.float32)
+        return _like(np.clip(shifted, 0, full), image)
