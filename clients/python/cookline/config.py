@@ -76,3 +76,14 @@ def client_options(env: Mapping[str, str] | None = None) -> list[tuple[str, obje
 def log_level(env: Mapping[str, str] | None = None) -> str:
     """COOKLINE_LOG_LEVEL: DEBUG, INFO (default), WARNING or ERROR."""
     return (_env(env).get("COOKLINE_LOG_LEVEL") or "INFO").upper()
+
+
+def serve_metrics_address(env: Mapping[str, str] | None = None) -> tuple[str, int] | None:
+    """COOKLINE_SERVE_METRICS_ADDR: host:port of serve's Prometheus text endpoint; unset means off."""
+    value = (_env(env).get("COOKLINE_SERVE_METRICS_ADDR") or "").strip()
+    if not value:
+        return None
+    host, _, port = value.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"COOKLINE_SERVE_METRICS_ADDR must be host:port, got {value!r}")
+    return host or "127.0.0.1", int(port)
