@@ -65,4 +65,4 @@ bench-serving: install
 	$(BIN)/python bench/serving.py
 
 clean:
-	rm -rf $(VENV) $(GEN) $(OIPGEN) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(GEN) .pytest_cache .hypothesis
