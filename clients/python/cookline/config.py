@@ -87,4 +87,3 @@ def client_options(env: Mapping[str, str] | None = None) -> list[tuple[str, obje
 def log_level(env: Mapping[str, str] | None = None) -> str:
     """COOKLINE_LOG_LEVEL: DEBUG, INFO (default), WARNING or ERROR."""
     return (_env(env).get("COOKLINE_LOG_LEVEL") or "INFO").upper()
-
