@@ -40,7 +40,8 @@ BENCH = os.path.join(ROOT, "bench")
 CACHE = os.path.join(ROOT, ".cache", "bench")
 IRIS_CSV = os.path.join(ROOT, "examples", "data", "iris.csv")
 CONCURRENCY = 8           # OIP callers, as in DESIGN.md's calibration
-STREAMS, STREAM_ROWS = 4, 256  # streaming load: streams x rows per message
+STREAMS, STREAM_ROWS = 4, 256  # streaming load: streams x rows per message (merged up to MAX_BATCH)
+BIG_MESSAGE_ROWS = 1024       # the same load with larger messages (less per-message overhead)
 MAX_BATCH = 1024              # serve's max_batch_size for the model
 ROW = np.array([[5.1, 3.5, 1.4, 0.2]], np.float32)
 
@@ -128,17 +129,32 @@ def make_model(workdir: str) -> tuple[str, str]:
     return saved, root
 
 
-def in_process(saved: str, seconds: float) -> dict:
-    import tensorflow as tf
-    signature = tf.saved_model.load(saved).signatures["serving_default"]
-    one = sequential_latencies(lambda: signature(features=tf.constant(ROW))["scores"].numpy(), seconds)
-    batch = np.repeat(ROW, 256, axis=0)
-    rows, end = 0, time.perf_counter() + seconds
-    start = time.perf_counter()
-    while time.perf_counter() < end:
-        signature(features=tf.constant(batch))["scores"].numpy()
-        rows += 256
-    return {"p50": pct(one, 50), "p99": pct(one, 99), "rows_per_s": rows / (time.perf_counter() - start)}
+class InProcess:
+    """The baselines: the SavedModel's serving_default called in this process."""
+
+    def __init__(self, saved: str):
+        import tensorflow as tf
+        self.tf = tf
+        self.signature = tf.saved_model.load(saved).signatures["serving_default"]
+        self.batch = np.repeat(ROW, 256, axis=0)
+
+    def one_row(self):
+        return self.signature(features=self.tf.constant(ROW))["scores"].numpy()
+
+    def one_row_spaced(self):
+        """One row after 0.5 ms idle, about the gap a server sees between a caller's
+        requests: TF's threads and the caches are no longer hot (info only)."""
+        time.sleep(0.0005)
+        start = time.perf_counter()
+        self.one_row()
+        return time.perf_counter() - start
+
+    def batched_rows_per_s(self, seconds: float) -> float:
+        rows, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            self.signature(features=self.tf.constant(self.batch))["scores"].numpy()
+            rows += len(self.batch)
+        return rows / (time.perf_counter() - start)
 
 
 # --- bare gRPC echo ---------------------------------------------------------------
@@ -160,19 +176,9 @@ def echo_server(port: int) -> None:
     server.wait_for_termination()
 
 
-def echo_p50(seconds: float, payload: bytes) -> dict:
-    import grpc
+def start_echo() -> tuple[subprocess.Popen, str]:
     (port,) = free_ports(1)
-    proc = subprocess.Popen([sys.executable, __file__, "--echo-server", str(port)])
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=60)
-            call = channel.unary_unary("/bench.Echo/Echo")
-            lat = sequential_latencies(lambda: call(payload, timeout=10), seconds)
-    finally:
-        proc.terminate()
-        proc.wait()
-    return {"p50": pct(lat, 50), "p99": pct(lat, 99)}
+    return subprocess.Popen([sys.executable, __file__, "--echo-server", str(port)]), f"127.0.0.1:{port}"
 
 
 # --- load clients (run as a separate process, so they do not share our GIL) -------
@@ -303,7 +309,36 @@ def stop(proc: subprocess.Popen) -> None:
 
 # --- the run ------------------------------------------------------------------------
 
-def main(seconds: float, skip_others: bool) -> None:
+class Rounds:
+    """Measurements taken in interleaved rounds: on a shared machine the load drifts,
+    so every baseline is measured next to what it is compared with, and each figure
+    is the median over the rounds (p99s pool every sample)."""
+
+    def __init__(self):
+        self.values: dict[str, list] = {}
+
+    def add(self, key: str, value) -> None:
+        self.values.setdefault(key, []).append(value)
+
+    def latency(self, key: str, call, seconds: float) -> None:
+        lat = sequential_latencies(call, seconds)
+        self.add(key + ".p50", pct(lat, 50))
+        self.add(key + ".samples", lat)
+
+    def result(self) -> dict:
+        out: dict = {}
+        for key, values in self.values.items():
+            name, field = key.rsplit(".", 1)
+            if field == "samples":
+                out.setdefault(name, {})["p99"] = pct([x for v in values for x in v], 99)
+            elif isinstance(values[0], dict):  # a load client's result: median of each figure
+                out[name] = {k: float(np.median([v[k] for v in values])) for k in values[0]}
+            else:
+                out.setdefault(name, {})[field] = float(np.median(values))
+        return out
+
+
+def main(seconds: float, rounds: int, skip_others: bool) -> None:
     import grpc
 
     from cookline import channels, tensors
@@ -312,45 +347,68 @@ def main(seconds: float, skip_others: bool) -> None:
 
     workdir = tempfile.mkdtemp(prefix="cookline-bench-")
     saved, store_root = make_model(workdir)
-    results: dict = {"in_process": in_process(saved, seconds)}
-
+    baseline = InProcess(saved)
     request = serve_pb2.PredictRequest(model=model_pb2.ModelRef(name="iris"))
     tensors.from_numpy(ROW, out=request.inputs["features"])
-    results["echo"] = echo_p50(seconds, request.SerializeToString())
+    payload = request.SerializeToString()
 
     ports = dict(zip(("serve", "gateway"), free_ports(2)))
     env = dict(os.environ, COOKLINE_DATA_DIR=store_root, TF_CPP_MIN_LOG_LEVEL="2", COOKLINE_LOG_LEVEL="WARNING")
     env.pop("MINIO_ENDPOINT", None)
     for service, port in ports.items():
         env[f"COOKLINE_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
-    with Stack(env, log_dir=os.path.join(workdir, "logs")) as stack:
-        stack.start("serve")
-        stack.start("gateway")
-        stack.wait_healthy(timeout=180)
-        serve_addr, gateway_addr = (f"127.0.0.1:{ports[s]}" for s in ("serve", "gateway"))
-        channels.wait_healthy(serve_addr, timeout=180, service="iris")
-        for name, target in (("cookline", serve_addr), ("gateway", gateway_addr)):
-            stub = serve_pb2_grpc.ServeServiceStub(grpc.insecure_channel(target))
-            lat = sequential_latencies(lambda: stub.Predict(request, timeout=10), seconds)
-            results[f"{name}_unary"] = {"p50": pct(lat, 50), "p99": pct(lat, 99)}
-            results[f"{name}_stream"] = run_client("stream", target, str(STREAMS), str(STREAM_ROWS), str(seconds))
-        results["cookline_oip"] = run_client("oip", serve_addr, str(CONCURRENCY), str(seconds))
-    if not skip_others:
-        for name, start in (("kserve", start_kserve), ("mlserver", start_mlserver)):
-            proc, target = start(saved, workdir)
-            try:
-                wait_oip_ready(target, proc=proc)
-                results[f"{name}_oip"] = run_client("oip", target, str(CONCURRENCY), str(seconds))
-            finally:
-                stop(proc)
-    report(results)
+    servers: list[subprocess.Popen] = []
+    try:
+        echo, echo_addr = start_echo()
+        servers.append(echo)
+        oip_targets = {}
+        if not skip_others:
+            for name, start in (("kserve", start_kserve), ("mlserver", start_mlserver)):
+                proc, oip_targets[name] = start(saved, workdir)
+                servers.append(proc)
+        with Stack(env, log_dir=os.path.join(workdir, "logs")) as stack:
+            stack.start("serve")
+            stack.start("gateway")
+            stack.wait_healthy(timeout=180)
+            serve_addr, gateway_addr = (f"127.0.0.1:{ports[s]}" for s in ("serve", "gateway"))
+            channels.wait_healthy(serve_addr, timeout=180, service="iris")
+            oip_targets = {"cookline": serve_addr, **oip_targets}
+            for name, target in oip_targets.items():
+                wait_oip_ready(target)
+            echo_channel = grpc.insecure_channel(echo_addr)
+            grpc.channel_ready_future(echo_channel).result(timeout=60)
+            echo_call = echo_channel.unary_unary("/bench.Echo/Echo")
+            direct = serve_pb2_grpc.ServeServiceStub(grpc.insecure_channel(serve_addr))
+            proxied = serve_pb2_grpc.ServeServiceStub(grpc.insecure_channel(gateway_addr))
+            r = Rounds()
+            for i in range(rounds):
+                print(f"round {i + 1}/{rounds} ...", file=sys.stderr)
+                r.latency("in_process", baseline.one_row, seconds)
+                spaced = [baseline.one_row_spaced() for _ in range(int(seconds * 1000))]
+                r.add("in_process_spaced.p50", pct(spaced, 50))
+                r.latency("echo", lambda: echo_call(payload, timeout=10), seconds)
+                r.latency("cookline_unary", lambda: direct.Predict(request, timeout=10), seconds)
+                r.latency("gateway_unary", lambda: proxied.Predict(request, timeout=10), seconds)
+                r.add("in_process.rows_per_s", baseline.batched_rows_per_s(seconds))
+                for name, target in (("cookline", serve_addr), ("gateway", gateway_addr)):
+                    r.add(f"{name}_stream.run", run_client("stream", target, str(STREAMS), str(STREAM_ROWS),
+                                                           str(seconds)))
+                r.add("cookline_stream_big.run", run_client("stream", serve_addr, str(STREAMS), str(BIG_MESSAGE_ROWS),
+                                                            str(seconds)))
+                for name, target in oip_targets.items():
+                    r.add(f"{name}_oip.run", run_client("oip", target, str(CONCURRENCY), str(seconds)))
+    finally:
+        for proc in servers:
+            stop(proc)
+    report(r.result(), rounds)
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-def report(r: dict) -> None:
+def report(r: dict, rounds: int) -> None:
     ip, echo = r["in_process"], r["echo"]
     rows = [
         ("in-process predict, 1 row", f"p50 {ip['p50']:.3f} ms  p99 {ip['p99']:.3f} ms"),
+        ("  calls 0.5 ms apart (info)", f"p50 {r['in_process_spaced']['p50']:.3f} ms"),
         ("in-process predict, batch 256", f"{ip['rows_per_s']:,.0f} rows/s"),
         ("bare gRPC echo (Python)", f"p50 {echo['p50']:.3f} ms  p99 {echo['p99']:.3f} ms"),
         ("cookline Predict, 1 row, 1 caller", f"p50 {r['cookline_unary']['p50']:.3f} ms  p99 {r['cookline_unary']['p99']:.3f} ms"),
@@ -358,6 +416,8 @@ def report(r: dict) -> None:
         (f"cookline PredictStream, {STREAMS} streams x {STREAM_ROWS} rows/msg",
          f"{r['cookline_stream']['rows_per_s']:,.0f} rows/s"),
         ("  via gateway proxy", f"{r['gateway_stream']['rows_per_s']:,.0f} rows/s"),
+        (f"cookline PredictStream, {STREAMS} streams x {BIG_MESSAGE_ROWS} rows/msg",
+         f"{r['cookline_stream_big']['rows_per_s']:,.0f} rows/s"),
     ]
     for name in ("cookline", "kserve", "mlserver"):
         if f"{name}_oip" in r:
@@ -366,7 +426,7 @@ def report(r: dict) -> None:
                          f"{o['req_per_s']:,.0f} req/s  p50 {o['p50']:.2f} ms  p99 {o['p99']:.2f} ms  errors {o['errors']}"))
     width = max(len(a) for a, _ in rows)
     print("\nTF threads: " + ", ".join(f"{k}={os.environ[k]}" for k in TF_THREADS)
-          + f"; {os.cpu_count()} CPUs; load clients run on the same machine")
+          + f"; {os.cpu_count()} CPUs; load clients run on the same machine; median of {rounds} interleaved rounds")
     print("\n| measurement | result |\n|---|---|")
     for a, b in rows:
         print(f"| {a:<{width}} | {b} |")
@@ -380,6 +440,8 @@ def report(r: dict) -> None:
          f"{r['cookline_stream']['rows_per_s']:,.0f} vs {ip['rows_per_s']:,.0f}",
          r["cookline_stream"]["rows_per_s"] / ip["rows_per_s"], ">= 0.50",
          r["cookline_stream"]["rows_per_s"] >= 0.5 * ip["rows_per_s"]),
+        (f"  same with {BIG_MESSAGE_ROWS}-row messages", f"{r['cookline_stream_big']['rows_per_s']:,.0f} rows/s",
+         r["cookline_stream_big"]["rows_per_s"] / ip["rows_per_s"], "(info)", None),
         ("gateway proxy overhead, unary p50", f"+{r['gateway_unary']['p50'] - r['cookline_unary']['p50']:.3f} ms",
          r["gateway_unary"]["p50"] / r["cookline_unary"]["p50"], "(info)", None),
         ("gateway proxy, streaming rows/s", "", r["gateway_stream"]["rows_per_s"] / r["cookline_stream"]["rows_per_s"],
@@ -410,7 +472,8 @@ if __name__ == "__main__":
             print(json.dumps(stream_client(args[0], int(args[1]), int(args[2]), float(args[3]))))
     else:
         parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-        parser.add_argument("--seconds", type=float, default=5.0, help="length of each measurement")
+        parser.add_argument("--seconds", type=float, default=2.0, help="length of each measurement in a round")
+        parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every measurement")
         parser.add_argument("--skip-others", action="store_true", help="skip KServe and MLServer")
         options = parser.parse_args()
-        main(options.seconds, options.skip_others)
+        main(options.seconds, options.rounds, options.skip_others)

@@ -108,3 +108,12 @@ def test_a_failing_model_call_fails_every_request_of_its_batch():
         future.result(30)
     b.close()
     assert stats.to_proto().failed_requests == 1
+
+
+def test_metrics_address_setting():
+    from cookline import config
+    assert config.serve_metrics_address({}) is None
+    assert config.serve_metrics_address({"COOKLINE_SERVE_METRICS_ADDR": "0.0.0.0:9154"}) == ("0.0.0.0", 9154)
+    assert config.serve_metrics_address({"COOKLINE_SERVE_METRICS_ADDR": ":9154"}) == ("127.0.0.1", 9154)
+    with pytest.raises(ValueError, match="COOKLINE_SERVE_METRICS_ADDR"):
+        config.serve_metrics_address({"COOKLINE_SERVE_METRICS_ADDR": "localhost"})

@@ -5,6 +5,7 @@ cancellation, and the gateway's prediction proxy."""
 import json
 import os
 import threading
+import urllib.request
 
 import grpc
 import numpy as np
@@ -17,6 +18,7 @@ from cookline.config import address
 from cookline.v1 import model_pb2, serve_pb2, serve_pb2_grpc
 from services.common import layout
 from services.common.store import store_from_env
+from s3server import _free_ports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # examples/iris.yaml with fewer epochs: these tests need two versions, not accuracy.
@@ -139,11 +141,21 @@ def test_a_fresh_serve_process_loads_what_is_deployed(stack, env, serve, version
     running, _ = stack
     load(serve, version=1, max_batch_size=32, max_queue_delay_ms=5)
     assert running.stop("serve") == 0
+    (metrics_port,) = _free_ports(1, set())
+    running.env["COOKLINE_SERVE_METRICS_ADDR"] = f"127.0.0.1:{metrics_port}"  # the Prometheus endpoint, too
     running.start("serve")
     channels.wait_healthy(address("serve", env), timeout=120, service="iris")  # ready only once warm
     assert serve.Predict(request(), timeout=30).model.version == 1
     stats = stats_of(serve, 1)
     assert (stats.batching.max_batch_size, stats.batching.max_queue_delay_ms) == (32, 5)
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    assert 'cookline_serve_requests_total{model="iris",version="1"} 1.0' in text
+    assert 'cookline_serve_batch_size_rows_bucket{le="4",model="iris",version="1"} 1.0' in text
+    assert 'cookline_serve_model_ready{model="iris",version="1"} 1.0' in text
+    assert 'cookline_serve_latency_ms{model="iris",quantile="0.99",version="1"}' in text
+    assert "cookline_serve_active_streams 0.0" in text
 
 
 # --- hot swap ---------------------------------------------------------------------------

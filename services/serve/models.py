@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -162,7 +163,13 @@ class ModelManager:
             else:
                 if current is None:
                     self._set_health(name, False)
-                new = self._load(meta, batching, policy)
+                try:
+                    new = self._load(meta, batching, policy)
+                except BaseException:
+                    if current is None:  # nothing of this model serves: not expected to be ready
+                        with self._lock:
+                            self.expected.discard(name)
+                    raise
                 with self._lock:
                     self.serving[name] = new
                 self._set_health(name, True)
@@ -211,6 +218,8 @@ class ModelManager:
                                 serve_pb2.BatchingConfig(**marker.get("batching", {})), record=False)
                 except Exception:  # noqa: BLE001 - one broken model must not stop the others
                     log.exception("could not load deployed model %s", name)
+                    with self._lock:
+                        self.expected.add(name)  # deployed but not serving: the server is not ready
         finally:
             self.started.set()
 
@@ -221,9 +230,12 @@ class ModelManager:
         try:
             prefix = layout.model_prefix(name, version)
             local = os.path.join(self.cache_dir, name, str(version))
-            if not os.path.exists(os.path.join(local, "saved_model.pb")):
+            if not os.path.isdir(local):  # download whole, then rename: never a half-copied version
+                partial = tempfile.mkdtemp(prefix=f"{name}-{version}-", dir=self.cache_dir)
                 for key in self.store.list(prefix):
-                    self.store.get_file(key, os.path.join(local, key[len(prefix):]))
+                    self.store.get_file(key, os.path.join(partial, key[len(prefix):]))
+                os.makedirs(os.path.dirname(local), exist_ok=True)
+                os.replace(partial, local)
             signature = tf.saved_model.load(local).signatures["serving_default"]
             num_features = int(meta["inputs"]["features"]["shape"][1])
 

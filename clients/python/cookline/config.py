@@ -30,6 +30,17 @@ def bind_address(service: str, env: Mapping[str, str] | None = None) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
+def serve_metrics_address(env: Mapping[str, str] | None = None) -> tuple[str, int] | None:
+    """COOKLINE_SERVE_METRICS_ADDR: host:port of serve's Prometheus text endpoint; unset means off."""
+    value = (_env(env).get("COOKLINE_SERVE_METRICS_ADDR") or "").strip()
+    if not value:
+        return None
+    host, _, port = value.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"COOKLINE_SERVE_METRICS_ADDR must be host:port, got {value!r}")
+    return host or "127.0.0.1", int(port)
+
+
 def max_message_bytes(env: Mapping[str, str] | None = None) -> int:
     """Largest gRPC message sent or received, servers and clients alike (COOKLINE_MAX_MESSAGE_MB)."""
     megabytes = int(_env(env).get("COOKLINE_MAX_MESSAGE_MB") or 64)
