@@ -86,4 +86,4 @@ bench: install
 	$(BIN)/python bench/memory.py --gb 1 4
 
 clean:
-	rm -rf $(VENV) $(GEN) $(GO_GEN) clients/node/node_modules .pytest_cache .hypothesis
+	rm -rf $(VENV) $(GEN) $(OIPGEN) $(GO_GEN) clients/node/node_modules .pytest_cache .hypothesis
