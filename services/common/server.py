@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import hmac
 import logging
+import os
 import signal
 import threading
 from concurrent import futures
@@ -159,3 +160,7 @@ def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_wo
     health_servicer.enter_graceful_shutdown()  # peers see NOT_SERVING first
     server.stop(SHUTDOWN_GRACE_S).wait()
     log.info("%s stopped", service)
+    # Every RPC has ended: leave now rather than wait on interpreter teardown (worker pools,
+    # library threads), which once held a stopped service alive past its SIGTERM budget.
+    logging.shutdown()
+    os._exit(0)
