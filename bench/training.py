@@ -75,8 +75,10 @@ def through_services(args, csv_path: str, work: str) -> float:
         finished = None
         marks = []
         for response in train.Train(train_pb2.TrainRequest(dataset=last.dataset.ref, pipeline=pipeline)):
-            marks.append(time.perf_counter() - start)
-            if response.HasField("progress") and response.progress.epoch == args.epochs:
+            if response.HasField("progress") and response.progress.epoch_finished:
+                marks.append(time.perf_counter() - start)
+            if response.HasField("progress") and response.progress.epoch_finished \
+                    and response.progress.epoch == args.epochs:
                 finished = time.perf_counter()
                 print(f"  services: final loss {response.progress.metrics['loss']:.4f}; "
                       f"epochs ended at {', '.join(f'{m:.2f}' for m in marks)} s")

@@ -69,16 +69,22 @@ class _Progress(keras.callbacks.Callback):
         if self.cancelled.is_set():
             self.model.stop_training = True  # keras checks this after every batch
             return
+        if (batch + 1) % self.spec.progress_every_batches:
+            return  # reading the logs syncs with the device: only every progress_every_batches
         loss = float((logs or {}).get("loss", 0.0))
         if not np.isfinite(loss):
             self.diverged = f"loss became {loss} in epoch {self.epoch}, batch {batch + 1}"
             self.model.stop_training = True
             return
-        if (batch + 1) % self.spec.progress_every_batches == 0:
-            self._send(self.epoch, batch + 1, logs, finished=False)
+        self._send(self.epoch, batch + 1, logs, finished=False)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.cancelled.is_set() or self.diverged:
+            return
+        loss = float((logs or {}).get("loss", 0.0))
+        if not np.isfinite(loss):
+            self.diverged = f"loss became {loss} in epoch {epoch + 1}"
+            self.model.stop_training = True
             return
         if self.checkpoints:
             self.checkpoints.save(self.model, epoch + 1, logs)
