@@ -60,6 +60,8 @@ def parse(text: str, base_dir: str = "") -> pipeline_pb2.PipelineSpec:
     if spec.collect.missing and spec.collect.missing not in MISSING_POLICIES:
         raise invalid(f"pipeline: collect.missing: {spec.collect.missing!r} is not one of "
                       f"{', '.join(MISSING_POLICIES)}")
+    if spec.collect.numeric_label and (spec.collect.format or "csv") != "csv":
+        raise invalid(f"pipeline: collect.numeric_label: only for csv sources, not {spec.collect.format!r}")
     if (spec.collect.format or "csv") == "csv" and not spec.collect.label:
         raise invalid("pipeline: collect.label is required for csv sources")
     if not spec.HasField("train"):

@@ -146,3 +146,54 @@ def test_a_model_or_setting_that_does_not_fit_the_data_fails_the_run_naming_the_
     run, _ = run_text(client, iris("iris-misfit", train, validation))
     assert run.state == gateway_pb2.RUN_STATE_FAILED
     assert "INVALID_ARGUMENT" in run.reason and reason in run.reason, run.reason
+
+
+REGRESSION = """
+name: {name}
+collect: {{source: {source}, format: csv, label: y, numeric_label: true}}
+process: [{{standardize: {{}}}}, {{shuffle: {{buffer: 1000, seed: 7}}}}]
+split: {{validation: 0.2, seed: 7}}
+train: {train}
+"""
+
+
+@pytest.fixture(scope="module")
+def regression_csv(tmp_path_factory):
+    """y = 3a - 2b + 0.5 plus a little noise: a numeric label for a regressor."""
+    rng = np.random.default_rng(7)
+    a, b = rng.uniform(-1, 1, 400), rng.uniform(-1, 1, 400)
+    y = 3 * a - 2 * b + 0.5 + rng.normal(0, 0.05, 400)
+    path = tmp_path_factory.mktemp("regression") / "linear.csv"
+    path.write_text("a,b,y\n" + "".join(f"{p:.5f},{q:.5f},{t:.5f}\n" for p, q, t in zip(a, b, y)))
+    return str(path)
+
+
+@pytest.mark.parametrize("model, train", [
+    ("mlp", "{model: mlp, hidden_units: [16], epochs: 60, batch_size: 16, learning_rate: 0.01, "
+            "early_stopping: {metric: val_loss, patience: 5}}"),
+    ("linear", "{model: linear, epochs: 60, batch_size: 16, learning_rate: 0.05}"),
+])
+def test_mlp_and_linear_regress_a_numeric_label_and_serve_its_value(client, store, regression_csv, model, train):
+    name = f"reg-{model}"
+    run, events = run_text(client, REGRESSION.format(name=name, source=regression_csv, train=train))
+    assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
+    metrics = run.evaluation.metrics
+    assert metrics["r2"] >= 0.9 and metrics["rmse"] >= metrics["mae"] > 0, dict(metrics)
+    assert not run.evaluation.classes and not run.evaluation.confusion_matrix
+    assert {"loss", "mae", "val_loss", "val_mae"} <= set(run.metrics)
+    meta = json.loads(store.get_bytes(f"models/{name}/{run.model.version}/cookline.json"))
+    assert meta["task"] == "regression" and meta["class_names"] == [] and meta["outputs"]["scores"]["shape"] == [-1, 1]
+    rows = client.predict(name, [[0.5, -0.5], [-0.2, 0.1]])
+    assert [row["value"] for row in rows] == pytest.approx([3.0, -0.3], abs=0.5)
+
+
+@pytest.mark.parametrize("train, reason", [
+    ("{model: text}", "train.model: 'text' is a classifier, but the dataset's label is numeric"),
+    ("{model: mlp, early_stopping: {metric: val_accuracy, patience: 2}}",
+     "train.early_stopping.metric: 'val_accuracy' needs class labels"),
+    ("{model: mlp, class_weights: balanced}", "train.class_weights: a regressor has no classes"),
+])
+def test_classifier_settings_on_a_numeric_label_fail_the_run_naming_the_field(client, regression_csv, train, reason):
+    run, _ = run_text(client, REGRESSION.format(name="reg-misfit", source=regression_csv, train=train))
+    assert run.state == gateway_pb2.RUN_STATE_FAILED
+    assert "INVALID_ARGUMENT" in run.reason and reason in run.reason, run.reason

@@ -81,6 +81,8 @@ def test_unknown_fields_are_named(text, field):
     (MINIMAL.replace("label: y", "label: y, format: xlsx"), "collect.format: 'xlsx' is not supported"),
     (MINIMAL.replace("label: y", "label: y, missing: ignore"), "collect.missing: 'ignore' is not one of"),
     ("- just\n- a list\n", "expected a mapping"),
+    (MINIMAL.replace("label: y", "label: y, format: text-csv, numeric_label: true"),
+     "collect.numeric_label: only for csv sources, not 'text-csv'"),
     ("name: [unclosed\n", "not valid YAML"),
     (MINIMAL.replace("epochs", "x") + "train: {model: mlp, epochs: many}\n", "train"),
     (MINIMAL.replace("model: mlp", "model: mlp, optimizer: lbfgs"), "train.optimizer: 'lbfgs' is not supported"),

@@ -19,7 +19,8 @@ def build(spec: pipeline_pb2.TrainSpec, input_shape, num_classes: int, input_dty
 
     `input_shape` is the per-row shape (an int means [d]): tabular "features" [d], "image"
     [h, w, c] (uint8 pixels are scaled inside the network) or "tokens" [length] (int32 ids
-    below `vocabulary_size`, 0 = padding). Every model ends in a softmax over the classes.
+    below `vocabulary_size`, 0 = padding). Every model ends in a softmax over the classes, or, with
+    num_classes 0 (a regressor: mlp and linear), in one linear output trained on mean squared error.
     """
     shape = (input_shape,) if isinstance(input_shape, int) else tuple(int(d) for d in input_shape)
     inputs = keras.Input(shape=shape, name="features", dtype=input_dtype)
@@ -27,9 +28,14 @@ def build(spec: pipeline_pb2.TrainSpec, input_shape, num_classes: int, input_dty
     x = body(spec, inputs, input_dtype, vocabulary_size)
     for units in spec.hidden_units:
         x = keras.layers.Dense(int(units), activation="relu")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="scores")(x)
+    if num_classes == 0:  # a regressor: one linear output
+        outputs = keras.layers.Dense(1, name="scores")(x)
+        loss, metrics = "mean_squared_error", ["mae"]
+    else:
+        outputs = keras.layers.Dense(num_classes, activation="softmax", name="scores")(x)
+        loss, metrics = "sparse_categorical_crossentropy", ["accuracy"]
     model = keras.Model(inputs, outputs, name=spec.model)
-    model.compile(optimizer=optimizer(spec), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=optimizer(spec), loss=loss, metrics=metrics)
     return model
 
 

@@ -123,8 +123,11 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         fields = {f.name: f for f in info.fields}
         if "label" not in fields:
             raise invalid(f"dataset {info.ref.name!r}: a classifier needs a 'label' tensor")
+        regression = tensors.dtype_name(fields["label"].dtype) == "float32"  # collect.numeric_label
         class_names = list(fields["label"].class_names)
-        if len(class_names) < 2:
+        if regression:
+            train_spec.check_regression(spec)
+        elif len(class_names) < 2:
             raise invalid(f"dataset {info.ref.name!r}: a classifier needs at least 2 classes, found {len(class_names)}")
         dataset = info.ref  # pinned version: every epoch reads the same data
         split = pipeline.split
@@ -135,7 +138,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         schema = {f.name: (tensors.dtype_name(f.dtype), list(f.shape)) for f in info.fields}
         processed = ops_lib.output_fields(schema, fitted_ops)
         input_name, input_dtype, input_shape = train_spec.model_input(spec.model, processed)
-        source = (input_name, input_dtype, input_shape)
+        source = (input_name, input_dtype, input_shape, "float32" if regression else "int32")
         rows = self._subset_rows(info, split)
         train_rows = rows[data_pb2.SUBSET_TRAIN]
         if spec.HasField("early_stopping") and rows[data_pb2.SUBSET_VALIDATION] == 0:
@@ -272,7 +275,9 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                 "class_names": class_names,
                 "feature_columns": feature_columns,
                 "inputs": {"features": {"dtype": "float32", "shape": [-1, num_features]}},
-                "outputs": {"scores": {"dtype": "float32", "shape": [-1, len(class_names)]}},
+                # a regressor (no class names) answers its value as "scores" [rows, 1]
+                "outputs": {"scores": {"dtype": "float32", "shape": [-1, len(class_names) or 1]}},
+                "task": "classification" if class_names else "regression",
                 "metrics": metrics,
                 "evaluation": (json_format.MessageToDict(evaluation, preserving_proto_field_name=True)
                                if evaluation else None),

@@ -99,6 +99,21 @@ def resolve(spec: pipeline_pb2.TrainSpec) -> pipeline_pb2.TrainSpec:
     return out
 
 
+# Model families that can be regressors (on a numeric label).
+REGRESSION_MODELS = ("mlp", "linear")
+
+
+def check_regression(spec: pipeline_pb2.TrainSpec) -> None:
+    """INVALID_ARGUMENT when a setting of `spec` has no meaning for a regressor (a numeric label)."""
+    if spec.model not in REGRESSION_MODELS:
+        raise invalid(f"train.model: {spec.model!r} is a classifier, but the dataset's label is numeric "
+                      f"(collect.numeric_label); regressors: {', '.join(REGRESSION_MODELS)}")
+    if spec.early_stopping.metric == "val_accuracy":
+        raise invalid("train.early_stopping.metric: 'val_accuracy' needs class labels; use val_loss for a regressor")
+    if spec.class_weights or spec.balance_classes:
+        raise invalid("train.class_weights: a regressor has no classes to weigh; remove it")
+
+
 def check_class_weights(spec: pipeline_pb2.TrainSpec, class_names: list[str]) -> None:
     """INVALID_ARGUMENT when class_weights names a class the dataset does not have."""
     unknown = sorted(set(spec.class_weights) - set(class_names))
