@@ -154,6 +154,7 @@ collect: {{source: {source}, format: csv, label: y, numeric_label: true}}
 process: [{{standardize: {{}}}}, {{shuffle: {{buffer: 1000, seed: 7}}}}]
 split: {{validation: 0.2, seed: 7}}
 train: {train}
+evaluate: {{metric: r2, deploy_if_at_least: 0.8}}
 """
 
 
@@ -180,6 +181,7 @@ def test_mlp_and_linear_regress_a_numeric_label_and_serve_its_value(client, stor
     metrics = run.evaluation.metrics
     assert metrics["r2"] >= 0.9 and metrics["rmse"] >= metrics["mae"] > 0, dict(metrics)
     assert not run.evaluation.classes and not run.evaluation.confusion_matrix
+    assert run.deployed and "validation r2" in run.deploy_decision
     assert {"loss", "mae", "val_loss", "val_mae"} <= set(run.metrics)
     meta = json.loads(store.get_bytes(f"models/{name}/{run.model.version}/cookline.json"))
     assert meta["task"] == "regression" and meta["class_names"] == [] and meta["outputs"]["scores"]["shape"] == [-1, 1]
