@@ -3,6 +3,8 @@ early stopping, class weights) through the five real services on S3, each model 
 training, and models that do not fit the data's schema failing the run naming train.model."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -174,7 +176,8 @@ def regression_csv(tmp_path_factory):
             "early_stopping: {metric: val_loss, patience: 5}}"),
     ("linear", "{model: linear, epochs: 60, batch_size: 16, learning_rate: 0.05}"),
 ])
-def test_mlp_and_linear_regress_a_numeric_label_and_serve_its_value(client, store, regression_csv, model, train):
+def test_mlp_and_linear_regress_a_numeric_label_and_serve_its_value(client, store, stack, tmp_path, regression_csv,
+                                                                   model, train):
     name = f"reg-{model}"
     run, events = run_text(client, REGRESSION.format(name=name, source=regression_csv, train=train))
     assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
@@ -187,6 +190,12 @@ def test_mlp_and_linear_regress_a_numeric_label_and_serve_its_value(client, stor
     assert meta["task"] == "regression" and meta["class_names"] == [] and meta["outputs"]["scores"]["shape"] == [-1, 1]
     rows = client.predict(name, [[0.5, -0.5], [-0.2, 0.1]])
     assert [row["value"] for row in rows] == pytest.approx([3.0, -0.3], abs=0.5)
+    sample = tmp_path / "rows.csv"
+    sample.write_text("a,b\n0.5,-0.5\n-0.2,0.1\n")
+    done = subprocess.run([sys.executable, "-m", "cookline.cli", "predict", name, "--input", str(sample), "--stream"],
+                          env=stack[1], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert [float(line) for line in done.stdout.split()] == pytest.approx([3.0, -0.3], abs=0.5)
 
 
 @pytest.mark.parametrize("train, reason", [
