@@ -122,7 +122,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                                        timeout=30).dataset
         fields = {f.name: f for f in info.fields}
         if "label" not in fields:
-            raise invalid(f"dataset {info.ref.name!r}: a classifier needs a 'label' tensor")
+            raise invalid(f"dataset {info.ref.name!r}: training needs a 'label' tensor")
         regression = tensors.dtype_name(fields["label"].dtype) == "float32"  # collect.numeric_label
         class_names = list(fields["label"].class_names)
         if regression:
