@@ -38,6 +38,7 @@ def parse(text: str, base_dir: str = "") -> pipeline_pb2.PipelineSpec:
         raise invalid(f"pipeline: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise invalid("pipeline: expected a mapping with name, collect, process, split and train")
+    _balanced_class_weights(data)
     spec = pipeline_pb2.PipelineSpec()
     try:
         json_format.ParseDict(data, spec)
@@ -59,6 +60,8 @@ def parse(text: str, base_dir: str = "") -> pipeline_pb2.PipelineSpec:
     if spec.collect.missing and spec.collect.missing not in MISSING_POLICIES:
         raise invalid(f"pipeline: collect.missing: {spec.collect.missing!r} is not one of "
                       f"{', '.join(MISSING_POLICIES)}")
+    if spec.collect.numeric_label and (spec.collect.format or "csv") != "csv":
+        raise invalid(f"pipeline: collect.numeric_label: only for csv sources, not {spec.collect.format!r}")
     if (spec.collect.format or "csv") == "csv" and not spec.collect.label:
         raise invalid("pipeline: collect.label is required for csv sources")
     if not spec.HasField("train"):
@@ -69,6 +72,17 @@ def parse(text: str, base_dir: str = "") -> pipeline_pb2.PipelineSpec:
     splits.check(spec.split)
     spec.collect.source = resolve_source(spec.collect.source, base_dir)
     return spec
+
+
+def _balanced_class_weights(data: dict) -> None:
+    """`train.class_weights: balanced` is the file's spelling of `train.balance_classes: true`."""
+    train = data.get("train")
+    weights = train.get("class_weights") if isinstance(train, dict) else None
+    if weights == "balanced":
+        data["train"] = {k: v for k, v in train.items() if k != "class_weights"} | {"balance_classes": True}
+    elif weights is not None and not isinstance(weights, dict):
+        raise invalid(f"pipeline: train.class_weights: {weights!r} is neither balanced nor a mapping "
+                      "{class name: weight}")
 
 
 def resolve_source(source: str, base_dir: str) -> str:

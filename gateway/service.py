@@ -25,7 +25,7 @@ MAX_PIPELINE_BYTES = 1 << 20
 
 
 # Metrics the deploy gate can compare (all in [0, 1], higher is better).
-GATE_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
+GATE_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "r2")  # r2: regressors
 
 
 def stage_name(stage: int) -> str:
@@ -167,6 +167,9 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
         metric = spec.evaluate.metric or "accuracy"
         if evaluation is None:
             return False, f"not deployed: the gate needs held-out rows to measure {metric} (set split.validation or split.test)"
+        if metric not in evaluation.metrics:
+            return False, (f"not deployed: the evaluation has no {metric} (classifiers: accuracy, macro_*; "
+                           f"regressors: r2)")
         value = evaluation.metrics[metric]
         subset = "test" if evaluation.subset == data_pb2.SUBSET_TEST else "validation"
         if value >= threshold:

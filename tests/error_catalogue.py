@@ -73,6 +73,15 @@ CASES = [
          lambda c: _submit(c, GOOD.replace("model: mlp", "model: gpt"))),
     Case("gateway", "SubmitRun", "`train.epochs` out of range (20000)", INVALID, "train.epochs: 20000 is not in",
          lambda c: _submit(c, GOOD.replace("model: mlp", "model: mlp, epochs: 20000"))),
+    Case("gateway", "SubmitRun", "unknown `train.optimizer`", INVALID, "train.optimizer: 'lbfgs' is not supported",
+         lambda c: _submit(c, GOOD.replace("model: mlp", "model: mlp, optimizer: lbfgs"))),
+    Case("gateway", "SubmitRun", "`train.early_stopping` without patience", INVALID,
+         "train.early_stopping.patience: 0 is not in", lambda c: _submit(c, GOOD.replace(
+             "model: mlp", "model: mlp, early_stopping: {metric: val_loss}"))),
+    Case("gateway", "SubmitRun", "negative class weight", INVALID, "train.class_weights['setosa']: -1.0",
+         lambda c: _submit(c, GOOD.replace("model: mlp", "model: mlp, class_weights: {setosa: -1}"))),
+    Case("gateway", "SubmitRun", "`train.alpha` out of range (3)", INVALID, "train.alpha: 3.0 is not in (0, 2]",
+         lambda c: _submit(c, GOOD.replace("model: mlp", "model: mobilenet_v2, alpha: 3"))),
     Case("gateway", "SubmitRun", "`split.validation` of 1.5", INVALID, "split.validation: 1.5",
          lambda c: _submit(c, GOOD + "split: {validation: 1.5}\n")),
     Case("gateway", "SubmitRun", "unknown op `normalize`", INVALID, "unknown field 'process[0].normalize'",
@@ -127,6 +136,9 @@ CASES = [
     Case("train", "Train", "unknown model", INVALID, "train.model: 'forest' is not supported",
          lambda c: list(c.train.Train(train_pb2.TrainRequest(dataset=IRIS, pipeline=pipeline_pb2.PipelineSpec(
              name="t", train=pipeline_pb2.TrainSpec(model="forest"))), timeout=30))),
+    Case("train", "Train", "image model (`cnn`) on tabular data", INVALID, "train.model: 'cnn' is an image model",
+         lambda c: list(c.train.Train(train_pb2.TrainRequest(dataset=IRIS, pipeline=pipeline_pb2.PipelineSpec(
+             name="t", train=pipeline_pb2.TrainSpec(model="cnn"))), timeout=30))),
     Case("train", "Train", "unknown dataset", NOT_FOUND, "dataset 'nosuch' not found",
          lambda c: list(c.train.Train(train_pb2.TrainRequest(dataset=data_pb2.DatasetRef(name="nosuch"),
                                                              pipeline=pipeline_pb2.PipelineSpec(

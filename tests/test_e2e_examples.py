@@ -1,4 +1,4 @@
-"""End to end: examples/digits.yaml (image folder) and examples/text.yaml (text-csv) through the five
+"""End to end: examples/digits.yaml (image folder) and examples/text.yaml's data (text-csv) through the five
 real services on S3, plus schema warnings in the run events and strict: true failing a run."""
 import os
 
@@ -38,13 +38,23 @@ def test_digits_example_trains_on_8x8_pngs_and_serves_raw_pixels(client):
     assert result[0]["label"] == "0"
 
 
-def test_text_example_trains_on_vectorized_text(client):
-    run, events = run_file(client, os.path.join(EXAMPLES, "text.yaml"))
+TF_IDF_MLP = """
+name: text-tfidf
+collect: {{source: {source}, format: text-csv}}
+process: [{{vectorize_text: {{mode: tf_idf, max_tokens: 2000}}}}, {{shuffle: {{buffer: 1000, seed: 7}}}}]
+split: {{validation: 0.2, seed: 7}}
+train: {{model: mlp, hidden_units: [32], epochs: 30, batch_size: 16, learning_rate: 0.005}}
+"""
+
+
+def test_text_example_data_trains_an_mlp_on_tf_idf(client):
+    # examples/text.yaml trains the text model (tests/test_e2e_zoo.py); this is its data as a bag of words
+    run, events = run_file_text(client, TF_IDF_MLP.format(source=os.path.join(EXAMPLES, "data", "text.csv")))
     assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
     assert run.metrics["val_accuracy"] >= 0.9
     dataset = [e.ingest for e in events if e.WhichOneof("event") == "ingest"][-1].dataset
     assert dataset.num_rows == 360 and dataset.statistics.text.vocabulary_size > 50
-    meta = client.model_metadata("text")
+    meta = client.model_metadata("text-tfidf")
     assert meta.feature_columns[0] == "[UNK]" and len(meta.feature_columns) > 50
 
 

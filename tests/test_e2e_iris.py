@@ -298,7 +298,7 @@ def test_train_feed_streams_once_then_reads_its_cache(env, iris_run):
     request = process_pb2.ProcessRequest(dataset=run.dataset, split=split, subset=data_pb2.SUBSET_TRAIN, ops=fitted)
 
     def epochs(budget):
-        feed = EpochFeed(process_raw, request, 16, ("features", "float32", [4]), threading.Event(),
+        feed = EpochFeed(process_raw, request, 16, ("features", "float32", [4], "int32"), threading.Event(),
                          budget_bytes=budget).start()
         orders = []
         for _ in range(3):

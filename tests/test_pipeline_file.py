@@ -81,15 +81,58 @@ def test_unknown_fields_are_named(text, field):
     (MINIMAL.replace("label: y", "label: y, format: xlsx"), "collect.format: 'xlsx' is not supported"),
     (MINIMAL.replace("label: y", "label: y, missing: ignore"), "collect.missing: 'ignore' is not one of"),
     ("- just\n- a list\n", "expected a mapping"),
+    (MINIMAL.replace("label: y", "label: y, format: text-csv, numeric_label: true"),
+     "collect.numeric_label: only for csv sources, not 'text-csv'"),
     ("name: [unclosed\n", "not valid YAML"),
     (MINIMAL.replace("epochs", "x") + "train: {model: mlp, epochs: many}\n", "train"),
+    (MINIMAL.replace("model: mlp", "model: mlp, optimizer: lbfgs"), "train.optimizer: 'lbfgs' is not supported"),
+    (MINIMAL.replace("model: mlp", "model: mlp, early_stopping: {metric: loss, patience: 3}"),
+     "train.early_stopping.metric: 'loss' is not supported"),
+    (MINIMAL.replace("model: mlp", "model: mlp, early_stopping: {metric: val_loss}"),
+     "train.early_stopping.patience: 0 is not in [1, 10000]"),
+    (MINIMAL.replace("model: mlp", "model: mlp, class_weights: {a: -1}"),
+     "train.class_weights['a']: -1.0 is not in (0, 1000000]"),
+    (MINIMAL.replace("model: mlp", "model: mlp, class_weights: {a: 2}, balance_classes: true"),
+     "train.class_weights: give weights per class or balanced, not both"),
+    (MINIMAL.replace("model: mlp", "model: mlp, class_weights: heavy"),
+     "train.class_weights: 'heavy' is neither balanced nor a mapping"),
+    (MINIMAL.replace("model: mlp", "model: linear, hidden_units: [4]"), "train.hidden_units: a linear model"),
+    (MINIMAL.replace("model: mlp", "model: mobilenet_v2, hidden_units: [4]"),
+     "train.hidden_units: a mobilenet_v2 model"),
+    (MINIMAL.replace("model: mlp", "model: mlp, conv_filters: [8]"),
+     "train.conv_filters: applies to model cnn, not 'mlp'"),
+    (MINIMAL.replace("model: mlp", "model: cnn, conv_filters: [8, 0]"), "train.conv_filters[1]: 0 is not in"),
+    (MINIMAL.replace("model: mlp", "model: cnn, embedding_dim: 8"),
+     "train.embedding_dim: applies to model text, not 'cnn'"),
+    (MINIMAL.replace("model: mlp", "model: text, embedding_dim: 5000"), "train.embedding_dim: 5000 is not in"),
+    (MINIMAL.replace("model: mlp", "model: mobilenet_v2, alpha: 3"), "train.alpha: 3.0 is not in (0, 2]"),
+    (MINIMAL.replace("model: mlp", "model: mobilenet_v2, input_size: 16"),
+     "train.input_size: 16 is not in [32, 1024]"),
+    (MINIMAL.replace("model: mlp", "model: text, input_size: 64"),
+     "train.input_size: applies to model mobilenet_v2, not 'text'"),
 ])
 def test_invalid_pipelines_name_the_field(text, expected):
     assert expected in parse_error(text)
 
 
+def test_zoo_defaults_and_common_settings_are_filled_in():
+    cnn = pipeline_file.parse(MINIMAL.replace("model: mlp", "model: cnn")).train
+    assert (list(cnn.conv_filters), list(cnn.hidden_units), cnn.optimizer) == ([16, 32], [64], "adam")
+    text = pipeline_file.parse(MINIMAL.replace("model: mlp", "model: text")).train
+    assert (text.embedding_dim, list(text.hidden_units)) == (32, [])
+    mobile = pipeline_file.parse(MINIMAL.replace("model: mlp", "model: mobilenet_v2")).train
+    assert (mobile.alpha, mobile.input_size) == (1.0, 0)
+    tuned = pipeline_file.parse(MINIMAL.replace("model: mlp", "model: mlp, optimizer: sgd, class_weights: balanced, "
+                                                "early_stopping: {patience: 2}")).train
+    assert (tuned.optimizer, tuned.balance_classes, dict(tuned.class_weights)) == ("sgd", True, {})
+    assert (tuned.early_stopping.metric, tuned.early_stopping.patience) == ("val_loss", 2)
+    weighted = pipeline_file.parse(MINIMAL.replace("model: mlp", "model: mlp, class_weights: {a: 2.5}")).train
+    assert dict(weighted.class_weights) == {"a": 2.5} and not weighted.balance_classes
+
+
 def test_the_new_examples_parse_as_written():
-    for name, fmt in (("digits.yaml", "image-folder"), ("text.yaml", "text-csv")):
+    for name, fmt in (("digits.yaml", "image-folder"), ("digits-cnn.yaml", "image-folder"), ("text.yaml", "text-csv"),
+                      ("digits-mobilenet.yaml", "image-folder")):
         with open(os.path.join(ROOT, "examples", name)) as f:
             spec = pipeline_file.parse(f.read(), os.path.join(ROOT, "examples"))
         assert spec.collect.format == fmt and os.path.exists(spec.collect.source)

@@ -96,6 +96,8 @@ class StatisticsBuilder:
 
     def add(self, chunk: dict[str, np.ndarray], columns: list[str], categorical_columns: list[str]) -> None:
         for name, array in chunk.items():
+            if name == "label" and array.dtype.kind == "f":
+                continue  # a numeric label (regression): no class counts
             if name == "label":
                 ids, counts = np.unique(array, return_counts=True)
                 for i, c in zip(ids.tolist(), counts.tolist()):

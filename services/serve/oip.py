@@ -98,11 +98,13 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             version, num_features = int(meta["version"]), int(meta["inputs"]["features"]["shape"][1])
             classes = len(meta["class_names"])
         tensor = oip.ModelMetadataResponse.TensorMetadata
+        # a regressor (no class names) returns its value as "scores" [rows, 1] and no label
+        outputs = [tensor(name="scores", datatype="FP32", shape=[-1, classes or 1])]
+        if classes:
+            outputs.append(tensor(name="label", datatype="BYTES", shape=[-1]))
         return oip.ModelMetadataResponse(
             name=ref.name, versions=[str(version)], platform="tensorflow_savedmodel",
-            inputs=[tensor(name="features", datatype="FP32", shape=[-1, num_features])],
-            outputs=[tensor(name="scores", datatype="FP32", shape=[-1, classes]),
-                     tensor(name="label", datatype="BYTES", shape=[-1])])
+            inputs=[tensor(name="features", datatype="FP32", shape=[-1, num_features])], outputs=outputs)
 
     def _submit(self, request: oip.ModelInferRequest, inline: bool = False):
         wanted = {o.name for o in request.outputs}
@@ -114,7 +116,9 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
 
     @staticmethod
     def _response(request: oip.ModelInferRequest, model: LoadedModel, scores: np.ndarray) -> oip.ModelInferResponse:
-        wanted = [o.name for o in request.outputs] or ["scores", "label"]
+        wanted = [o.name for o in request.outputs] or (["scores", "label"] if model.class_names else ["scores"])
+        if "label" in wanted and not model.class_names:
+            raise invalid("outputs['label']: the model is a regressor; it returns 'scores' only")
         response = oip.ModelInferResponse(model_name=model.name, model_version=str(model.version), id=request.id)
         for name in wanted:
             if name == "scores":

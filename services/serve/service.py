@@ -92,7 +92,8 @@ class ServeServicer(serve_pb2_grpc.ServeServiceServicer):
     def response(model: LoadedModel, scores: np.ndarray) -> serve_pb2.PredictResponse:
         response = serve_pb2.PredictResponse(model=model.ref, class_names=model.class_names)
         tensors.from_numpy(scores.astype(np.float32, copy=False), out=response.outputs["scores"])
-        tensors.from_numpy(model.labels(scores), out=response.outputs["label"])
+        if model.class_names:  # a regressor answers its value as "scores" [rows, 1] only
+            tensors.from_numpy(model.labels(scores), out=response.outputs["label"])
         return response
 
     @rpc

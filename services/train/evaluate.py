@@ -1,5 +1,5 @@
-"""Evaluation of a classifier on held-out rows: accuracy, per-class and macro
-precision/recall/F1, and the confusion matrix."""
+"""Evaluation on held-out rows. A classifier: accuracy, per-class and macro
+precision/recall/F1, and the confusion matrix; a regressor: MAE, RMSE and R²."""
 from __future__ import annotations
 
 from typing import Iterable
@@ -37,9 +37,35 @@ def classification(predicted: np.ndarray, actual: np.ndarray, class_names: list[
     )
 
 
+def regression(predicted: np.ndarray, actual: np.ndarray, subset: int) -> train_pb2.Evaluation:
+    """Evaluation from predicted and true values (float arrays of equal length).
+
+    R² is 1 - SSE / SST; 0 when the true values do not vary (no variance to explain).
+    """
+    error = predicted.astype(np.float64) - actual.astype(np.float64)
+    rows = len(actual)
+    mse = float(np.mean(error ** 2)) if rows else 0.0
+    total = float(np.sum((actual - actual.mean()) ** 2)) if rows else 0.0
+    metrics = {
+        "mae": float(np.mean(np.abs(error))) if rows else 0.0,
+        "rmse": mse ** 0.5,
+        "r2": 1.0 - float(np.sum(error ** 2)) / total if total > 0 else 0.0,
+        "loss": mse,
+    }
+    return train_pb2.Evaluation(subset=subset, rows=rows, metrics=metrics)
+
+
 def evaluate_model(model, batches: Iterable[tuple[np.ndarray, np.ndarray]], class_names: list[str],
                    subset: int) -> train_pb2.Evaluation:
-    """Runs `model` over (features, label) batches and evaluates its argmax predictions."""
+    """Runs `model` over (features, label) batches and evaluates its argmax predictions
+    (its single output, for a regressor: no class names)."""
+    if not class_names:
+        predicted, actual = [], []
+        for features, values in batches:
+            predicted.append(model(features, training=False).numpy().reshape(-1))
+            actual.append(values)
+        return regression(np.concatenate(predicted) if predicted else np.zeros(0),
+                          np.concatenate(actual) if actual else np.zeros(0), subset)
     predicted, actual, loss_sum = [], [], 0.0
     for features, labels in batches:
         scores = model(features, training=False).numpy()

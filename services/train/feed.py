@@ -46,11 +46,12 @@ class EpochFeed:
     def __init__(self, process_call, request: process_pb2.ProcessRequest, batch_size: int, source,
                  cancelled: threading.Event, budget_bytes: int | None = None, first_epoch: int = 0):
         """`process_call` is ProcessService.Process with raw-bytes responses (decoded here as views);
-        `source` is (tensor name, dtype, per-row shape) of what the model takes."""
+        `source` is (tensor name, dtype, per-row shape) of what the model takes, and the label's dtype
+        (int32 class ids, float32 for a regressor)."""
         self.process = process_call
         self.request = request
         self.batch_size = batch_size
-        self.input_name, self.dtype, self.shape = source
+        self.input_name, self.dtype, self.shape, self.label_dtype = source
         self.training = request.subset == data_pb2.SUBSET_TRAIN  # augmentation runs on training rows only
         self.cancelled = cancelled
         self.budget = cache_budget_bytes() if budget_bytes is None else budget_bytes
@@ -148,5 +149,5 @@ class EpochFeed:
 
     def dataset(self) -> tf.data.Dataset:
         """A tf.data pipeline that calls batches() each time it is iterated (each epoch)."""
-        signature = (tf.TensorSpec([None, *self.shape], self.dtype), tf.TensorSpec([None], tf.int32))
+        signature = (tf.TensorSpec([None, *self.shape], self.dtype), tf.TensorSpec([None], self.label_dtype))
         return tf.data.Dataset.from_generator(self.batches, output_signature=signature).prefetch(2)

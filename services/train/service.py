@@ -91,6 +91,22 @@ class _Progress(keras.callbacks.Callback):
         self._send(epoch + 1, 0, logs, finished=True)
 
 
+def _early_stopping(spec) -> list[keras.callbacks.Callback]:
+    """The early-stopping callback train.early_stopping asks for (none when unset)."""
+    if not spec.HasField("early_stopping"):
+        return []
+    metric = spec.early_stopping.metric
+    return [keras.callbacks.EarlyStopping(monitor=metric, patience=int(spec.early_stopping.patience),
+                                          mode="max" if train_spec.STOPPING_METRICS[metric] else "min",
+                                          restore_best_weights=True)]
+
+
+def _vocabulary_size(fitted_ops) -> int:
+    """Token ids a text model embeds: padding, unknown and the last vectorize_text op's vocabulary."""
+    texts = [op for op in fitted_ops if op.WhichOneof("kind") == "vectorize_text"]
+    return len(texts[-1].fitted["vocabulary"].string_values) + 2 if texts else 0
+
+
 class TrainServicer(train_pb2_grpc.TrainServiceServicer):
     def __init__(self, store: ObjectStore):
         self.store = store
@@ -112,27 +128,29 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                                        timeout=30).dataset
         fields = {f.name: f for f in info.fields}
         if "label" not in fields:
-            raise invalid(f"dataset {info.ref.name!r}: a classifier needs a 'label' tensor")
+            raise invalid(f"dataset {info.ref.name!r}: training needs a 'label' tensor")
+        regression = tensors.dtype_name(fields["label"].dtype) == "float32"  # collect.numeric_label
         class_names = list(fields["label"].class_names)
-        if len(class_names) < 2:
+        if regression:
+            train_spec.check_regression(spec)
+        elif len(class_names) < 2:
             raise invalid(f"dataset {info.ref.name!r}: a classifier needs at least 2 classes, found {len(class_names)}")
         dataset = info.ref  # pinned version: every epoch reads the same data
         split = pipeline.split
 
         fitted_ops = list(self.process.Fit(process_pb2.FitRequest(dataset=dataset, split=split,
                                                                   ops=pipeline.process)).ops)
-        # What the batches look like after the ops: the mlp takes "features" ([d]) or "image" (flattened).
+        # What the batches look like after the ops, and which tensor the model takes.
         schema = {f.name: (tensors.dtype_name(f.dtype), list(f.shape)) for f in info.fields}
         processed = ops_lib.output_fields(schema, fitted_ops)
-        input_name = next((n for n in ("features", "image") if n in processed), None)
-        if input_name is None:
-            raise invalid(f"train.model: {spec.model!r} needs 'features' or 'image' after the process ops; the data has "
-                          f"{', '.join(sorted(processed))} (text needs a vectorize_text op)")
-        input_dtype, input_shape = processed[input_name]
-        input_dtype = "uint8" if input_dtype == "uint8" else "float32"
-        source = (input_name, input_dtype, input_shape)
+        input_name, input_dtype, input_shape = train_spec.model_input(spec.model, processed)
+        source = (input_name, input_dtype, input_shape, "float32" if regression else "int32")
         rows = self._subset_rows(info, split)
         train_rows = rows[data_pb2.SUBSET_TRAIN]
+        if spec.HasField("early_stopping") and rows[data_pb2.SUBSET_VALIDATION] == 0:
+            raise invalid("train.early_stopping: needs validation rows (set split.validation > 0)")
+        train_spec.check_class_weights(spec, class_names)
+        class_weight = train_spec.class_weight_dict(spec, class_names, dict(info.statistics.label_counts))
 
         checkpoints = Checkpoints(self.store, request.run_id) if request.run_id else None
         resumed = checkpoints.latest() if checkpoints else None
@@ -150,17 +168,19 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             val_data = self._feed(dataset, split, data_pb2.SUBSET_VALIDATION, fitted_ops, EVAL_BATCH,
                                   source, cancelled, first_epoch)
         # built (or restored) while the first batches stream in
-        model = resumed[1] if resumed else models.build(spec, input_shape, len(class_names), input_dtype)
+        model = resumed[1] if resumed else models.build(spec, input_shape, len(class_names), input_dtype,
+                                                        _vocabulary_size(fitted_ops))
 
         # fit() runs on its own thread; this one streams its progress to the caller.
         events: queue.Queue = queue.Queue()
         outcome: dict = {}
         progress = _Progress(events, spec, train_rows, cancelled, checkpoints, first_epoch)
+        callbacks = [progress] + _early_stopping(spec)
 
         def run_fit():
             try:
                 model.fit(train_data, validation_data=val_data, epochs=int(spec.epochs), initial_epoch=first_epoch,
-                          verbose=0, callbacks=[progress])
+                          verbose=0, callbacks=callbacks, class_weight=class_weight)
             except BaseException as exc:  # noqa: BLE001 - reported on the RPC
                 outcome["error"] = exc
             finally:
@@ -185,7 +205,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             raise outcome["error"]
 
         evaluation = self._evaluate(model, dataset, split, rows, fitted_ops, source, class_names, cancelled)
-        version = self._publish(name, model, fitted_ops, schema, class_names, last_metrics, evaluation,
+        version = self._publish(name, model, input_name, fitted_ops, schema, class_names, last_metrics, evaluation,
                                 dataset, request)
         if checkpoints:
             checkpoints.discard()
@@ -221,6 +241,8 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         """Names of the served "features" positions: the CSV columns, pixel_<i>, or the op's outputs."""
         if len(served) < len(fitted_ops):
             op = fitted_ops[len(fitted_ops) - len(served) - 1]
+            if raw_name == "tokens":
+                return [f"token_{i}" for i in range(int(np.prod(raw_shape)))]
             if op.WhichOneof("kind") == "vectorize_text":
                 return ["[UNK]"] + [v.decode() for v in op.fitted["vocabulary"].string_values]
             return [f"feature_{i}" for i in range(int(np.prod(raw_shape)))]
@@ -229,7 +251,8 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         info = self.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=dataset), timeout=30).dataset
         return list(next(f for f in info.fields if f.name == "features").columns)
 
-    def _publish(self, name, model, fitted_ops, schema, class_names, metrics, evaluation, dataset, request) -> int:
+    def _publish(self, name, model, input_name, fitted_ops, schema, class_names, metrics, evaluation, dataset,
+                 request) -> int:
         """Exports the model and publishes it as the next version (cookline.json last)."""
         existing = layout.model_versions(self.store, name, published_only=False)
         version = (existing[-1] if existing else 0) + 1
@@ -237,7 +260,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         # Serving takes the raw dataset tensor, or the output of the last op the model cannot reproduce.
         served = models.served_ops(fitted_ops)
         before = ops_lib.output_fields(schema, fitted_ops[:len(fitted_ops) - len(served)])
-        raw_name = "features" if "features" in before else "image"
+        raw_name = input_name  # the ops the model builds in keep the tensor's name
         raw_shape = before[raw_name][1]
         feature_columns = self._feature_columns(dataset, raw_name, raw_shape, fitted_ops, served)
         with tempfile.TemporaryDirectory(prefix="cookline-export-") as tmp:
@@ -258,7 +281,9 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                 "class_names": class_names,
                 "feature_columns": feature_columns,
                 "inputs": {"features": {"dtype": "float32", "shape": [-1, num_features]}},
-                "outputs": {"scores": {"dtype": "float32", "shape": [-1, len(class_names)]}},
+                # a regressor (no class names) answers its value as "scores" [rows, 1]
+                "outputs": {"scores": {"dtype": "float32", "shape": [-1, len(class_names) or 1]}},
+                "task": "classification" if class_names else "regression",
                 "metrics": metrics,
                 "evaluation": (json_format.MessageToDict(evaluation, preserving_proto_field_name=True)
                                if evaluation else None),

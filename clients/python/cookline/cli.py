@@ -159,6 +159,8 @@ def cmd_predict(args) -> int:
             print(json.dumps(result))
         elif "error" in result:
             print(f"row {result['row']}: error: {result['error']}")
+        elif "value" in result:  # a regressor
+            print(f"{result['value']:.6g}")
         else:
             best = result["scores"][result["label"]]
             print(f"{result['label']:20} {best:.3f}")

@@ -21,8 +21,11 @@ TERMINAL = (gateway_pb2.RUN_STATE_SUCCEEDED, gateway_pb2.RUN_STATE_FAILED, gatew
 
 
 def rows_from_response(response: serve_pb2.PredictResponse) -> list[dict]:
-    """A PredictResponse as one {"label", "scores": {class: probability}} dict per row."""
+    """A PredictResponse as one {"label", "scores": {class: probability}} dict per row
+    (a regressor's: one {"value": number} dict per row)."""
     scores = tensors.to_numpy(response.outputs["scores"])
+    if "label" not in response.outputs:
+        return [{"value": float(row[0])} for row in scores]
     labels = tensors.to_numpy(response.outputs["label"])
     names = list(response.class_names)
     return [{"label": label.decode(), "scores": {n: float(p) for n, p in zip(names, row)}}

@@ -78,7 +78,9 @@ class CsvSource(Source):
         if not self.columns and not self.categorical_columns:
             raise invalid(f"collect.source: {self.file_name} has no feature columns besides {label!r}")
         self.labels = Labels()
-        self.class_names = self.labels.names
+        self.numeric_label = spec.numeric_label
+        # a numeric label (regression) has no class names
+        self.class_names = [] if self.numeric_label else self.labels.names
         self.image_shapes = {}
 
     def files(self):
@@ -88,7 +90,7 @@ class CsvSource(Source):
         width = len(self.header)
         features = np.empty((CHUNK_ROWS, len(self.columns)), dtype=np.float32)
         categorical: list[list[str]] = []
-        labels = np.empty(CHUNK_ROWS, dtype=np.int32)
+        labels = np.empty(CHUNK_ROWS, dtype=np.float32 if self.numeric_label else np.int32)
         n = rows = 0
         for line_no, row in _rows(self.path, skip_header=not self.no_header):
             if len(row) != width:
@@ -132,7 +134,7 @@ class CsvSource(Source):
                 continue
             features[n] = values
             categorical.append(cats)
-            labels[n] = self.labels.id(label)
+            labels[n] = self._number(label, line_no, self.label_index) if self.numeric_label else self.labels.id(label)
             n += 1
             rows += 1
             if n == CHUNK_ROWS:
@@ -142,6 +144,16 @@ class CsvSource(Source):
             raise invalid(f"collect.source: {self.file_name} has no data rows")
         if n:
             yield self._chunk(features, categorical, labels, n)
+
+    def _number(self, text: str, line_no: int, index: int) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise invalid(f"{self.file_name} line {line_no}, column {self.header[index]!r}: {text!r} is not a number"
+                          f" (collect.numeric_label: true)") from None
+        if not math.isfinite(value):
+            raise invalid(f"{self.file_name} line {line_no}, column {self.header[index]!r}: {text!r} is not finite")
+        return value
 
     def _chunk(self, features, categorical, labels, n) -> Chunk:
         chunk: Chunk = {"label": labels[:n].copy()}
