@@ -119,3 +119,24 @@ def data_plane(s3_server, tmp_path_factory):
     running, env = start_data_plane(s3_server, str(tmp_path_factory.mktemp("logs")))
     with running:
         yield running, env
+
+
+@pytest.fixture(scope="module")
+def env(stack):
+    """The `stack`'s environment: addresses, S3 settings, a module's STACK_ENV."""
+    return stack[1]
+
+
+@pytest.fixture(scope="module")
+def client(env):
+    """A cookline Client of the module's stack."""
+    from cookline.client import Client
+    with Client(env=env) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def store(env):
+    """The object store the module's stack uses (S3 on SeaweedFS)."""
+    from services.common.store import store_from_env
+    return store_from_env(env)

@@ -12,11 +12,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cookline import tensors
-from cookline.client import Client
 from cookline.config import address
 from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, gateway_pb2, model_pb2, pipeline_pb2,
                          serve_pb2, serve_pb2_grpc)
-from services.common.store import store_from_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IRIS_YAML = os.path.join(ROOT, "examples", "iris.yaml")
@@ -28,22 +26,6 @@ def iris_rows():
         rows = list(csv.DictReader(f))
     return [[float(r[c]) for c in ("sepal_length", "sepal_width", "petal_length", "petal_width")] for r in rows], \
         [r["species"] for r in rows]
-
-
-@pytest.fixture(scope="module")
-def env(stack):
-    return stack[1]
-
-
-@pytest.fixture(scope="module")
-def client(env):
-    with Client(env=env) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def store(env):
-    return store_from_env(env)
 
 
 @pytest.fixture(scope="module")

@@ -4,25 +4,12 @@ import os
 import grpc
 import pytest
 
-from cookline.client import Client
 from cookline.v1 import gateway_pb2, registry_pb2
-from services.common.store import store_from_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IRIS_CSV = os.path.join(ROOT, "examples", "data", "iris.csv")
 PIPELINE = (f"name: reg\ncollect: {{source: {IRIS_CSV}, label: species}}\nprocess: [{{standardize: {{}}}}]\n"
             "split: {validation: 0.2, seed: 4}\ntrain: {model: mlp, epochs: 5, batch_size: 16}\n")
-
-
-@pytest.fixture(scope="module")
-def env(stack):
-    return stack[1]
-
-
-@pytest.fixture(scope="module")
-def client(env):
-    with Client(env=env) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +54,7 @@ def test_aliases_are_set_and_moved(client, runs):
     assert list(model.versions[0].aliases) == [] and list(model.versions[1].aliases) == ["production"]
 
 
-def test_deleting_versions(client, env, runs):
-    store = store_from_env(env)
+def test_deleting_versions(client, store, runs):
     client.registry.SetAlias(registry_pb2.SetAliasRequest(name="reg", alias="staging", version=1))
     err = error(client.registry.DeleteModelVersion, registry_pb2.DeleteModelVersionRequest(name="reg", version=1))
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "alias staging" in err.details()

@@ -1,7 +1,6 @@
 """Bearer-token auth on every service, bounded concurrency, and no secret in any log."""
 import os
 import queue
-import threading
 
 import grpc
 import pytest

@@ -5,9 +5,7 @@ import os
 import grpc
 import pytest
 
-from cookline.client import Client
 from cookline.v1 import data_pb2, gateway_pb2
-from services.common.store import store_from_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IRIS_CSV = os.path.join(ROOT, "examples", "data", "iris.csv")
@@ -17,22 +15,6 @@ def pipeline(name: str, train: str, split: str = "{validation: 0.2, seed: 7}", e
     text = (f"name: {name}\ncollect: {{source: {IRIS_CSV}, label: species}}\n"
             f"process: [{{standardize: {{}}}}, {{shuffle: {{seed: 3}}}}]\nsplit: {split}\ntrain: {train}\n")
     return text + (f"evaluate: {evaluate}\n" if evaluate else "")
-
-
-@pytest.fixture(scope="module")
-def env(stack):
-    return stack[1]
-
-
-@pytest.fixture(scope="module")
-def client(env):
-    with Client(env=env) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def store(env):
-    return store_from_env(env)
 
 
 def run_to_end(client, text):
