@@ -33,7 +33,8 @@ def stage_name(stage: int) -> str:
 
 
 def stage_retries() -> int:
-    """COOKLINE_STAGE_RETRIES: extra attempts of a stage whose service died (UNAVAILABLE). Default 3."""
+    """COOKLINE_STAGE_RETRIES: extra attempts of a collect or train stage whose service died or
+    lost the object store (UNAVAILABLE). Default 3."""
     return int(os.environ.get("COOKLINE_STAGE_RETRIES") or 3)
 
 
@@ -179,17 +180,45 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
             return _Cancelled()
         return _StageFailed(stage, exc)
 
+    def _retrying(self, run_id: str, stage: int, service: str, active: _Active, start, on_response) -> None:
+        """Runs a stage's streaming call, again when it fails UNAVAILABLE (the service died, or
+        the object store stayed unreachable through the service's own retries): up to
+        COOKLINE_STAGE_RETRIES more attempts, each once the service reports SERVING again.
+
+        Only for idempotent stages: collect's versions are content-addressed (a retry reuses or
+        rewrites the same version) and train continues from the run's last checkpoint.
+        """
+        for attempt in range(1, stage_retries() + 2):
+            try:
+                for response in active.track(start()):
+                    on_response(response)
+                return
+            except grpc.RpcError as exc:
+                failure = self._checked(active, stage, exc)
+                if isinstance(failure, _Cancelled) or exc.code() != grpc.StatusCode.UNAVAILABLE \
+                        or attempt > stage_retries():
+                    raise failure from None
+                self._stage(run_id, stage, False,
+                            f"attempt {attempt} lost the {service} service ({exc.details()}); retrying")
+                try:
+                    channels.wait_healthy(config.address(service), timeout=120)
+                except TimeoutError:
+                    raise failure from None
+
     def _collect(self, run_id, spec, active: _Active):
         self._stage(run_id, gateway_pb2.STAGE_COLLECT, False, f"ingesting {spec.collect.source}")
-        info = None
-        try:
-            request = collect_pb2.IngestRequest(dataset=spec.name, source=spec.collect, strict=spec.strict)
-            for progress in active.track(self.collect.Ingest(request)):
-                self.runs.append(run_id, ingest=progress)
-                if progress.HasField("dataset"):
-                    info = progress.dataset
-        except grpc.RpcError as exc:
-            raise self._checked(active, gateway_pb2.STAGE_COLLECT, exc) from None
+        request = collect_pb2.IngestRequest(dataset=spec.name, source=spec.collect, strict=spec.strict)
+        last = []
+
+        def on_progress(progress):
+            self.runs.append(run_id, ingest=progress)
+            if progress.HasField("dataset"):
+                last[:] = [progress]
+
+        self._retrying(run_id, gateway_pb2.STAGE_COLLECT, "collect", active,
+                       lambda: self.collect.Ingest(request), on_progress)
+        progress = last[0]
+        info = progress.dataset
         self.runs.update(run_id, dataset=info.ref)
         # Schema anomalies are in the last ingest event (structured); the stage line counts them.
         warnings = f", {len(progress.anomalies)} schema warnings" if progress.anomalies else ""
@@ -200,27 +229,17 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
     def _train(self, run_id, spec, dataset, active: _Active):
         self._stage(run_id, gateway_pb2.STAGE_TRAIN, False, f"training {spec.train.model} for {spec.train.epochs} epochs")
         request = train_pb2.TrainRequest(run_id=run_id, dataset=dataset, pipeline=spec)
-        for attempt in range(1, stage_retries() + 2):
-            result = None
-            try:
-                for response in active.track(self.train.Train(request)):
-                    if response.HasField("progress"):
-                        self.runs.append(run_id, train=response.progress)
-                    else:
-                        result = response.result
-                break
-            except grpc.RpcError as exc:
-                failure = self._checked(active, gateway_pb2.STAGE_TRAIN, exc)
-                if isinstance(failure, _Cancelled) or exc.code() != grpc.StatusCode.UNAVAILABLE \
-                        or attempt > stage_retries():
-                    raise failure from None
-                # the train service died mid-run: wait for it to come back, then continue from its checkpoint
-                self._stage(run_id, gateway_pb2.STAGE_TRAIN, False,
-                            f"attempt {attempt} lost the train service ({exc.details()}); retrying")
-                try:
-                    channels.wait_healthy(config.address("train"), timeout=120)
-                except TimeoutError:
-                    raise failure from None
+        results = []
+
+        def on_response(response):
+            if response.HasField("progress"):
+                self.runs.append(run_id, train=response.progress)
+            else:
+                results.append(response.result)
+
+        # the train service died mid-run: training continues from the run's checkpoint
+        self._retrying(run_id, gateway_pb2.STAGE_TRAIN, "train", active, lambda: self.train.Train(request), on_response)
+        result = results[-1]
         metrics = dict(result.metrics)
         evaluation = result.evaluation if result.HasField("evaluation") else None
         self.runs.update(run_id, model=result.model, metrics=metrics,

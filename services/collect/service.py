@@ -86,6 +86,9 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
             yield collect_pb2.IngestResponse(rows_read=info.num_rows, shards_written=info.num_shards, dataset=info,
                                              reused=True, anomalies=self._anomalies(info))
             return
+        # Shards of an attempt that died before publishing (collect was killed) are never visible
+        # (no manifest); this attempt writes the version afresh.
+        self.store.delete_prefix(prefix)
         writer = DatasetWriter(self.store, prefix, what=where if source.format == "upload" else "collect.source")
         try:
             for chunk in source.chunks():

@@ -108,6 +108,16 @@ def store_wait_seconds(env: Mapping[str, str] | None = None) -> float:
     return seconds
 
 
+def store_retry_seconds(env: Mapping[str, str] | None = None) -> float:
+    """How long one object-store call keeps retrying transient errors (a store restarting, a
+    dropped connection) with exponential back-off before it fails UNAVAILABLE
+    (COOKLINE_STORE_RETRY_S, default 30)."""
+    seconds = float(_env(env).get("COOKLINE_STORE_RETRY_S") or 30)
+    if seconds < 0:
+        raise ValueError("COOKLINE_STORE_RETRY_S must be 0 or more")
+    return seconds
+
+
 def auth_token(env: Mapping[str, str] | None = None) -> str:
     """Bearer token every call carries and every service demands (COOKLINE_AUTH_TOKEN, or the
     file named by COOKLINE_AUTH_TOKEN_FILE). Empty: no authentication."""
