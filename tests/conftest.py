@@ -6,6 +6,10 @@ import os
 import sys
 import uuid
 
+# Tests fork servers (SeaweedFS, with a pre-exec hook) while gRPC calls are in flight; gRPC's
+# fork handlers would then abort the child before it execs. Set before grpc is imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 _TESTS = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_TESTS)
 try:  # the project is normally installed editable; fall back to the checkout

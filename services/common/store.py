@@ -26,6 +26,8 @@ from minio.error import InvalidResponseError, S3Error, ServerError
 from cookline import config
 
 PART_SIZE = 16 * 1024 * 1024
+log = logging.getLogger("cookline.store")
+
 # Longest wait between two attempts of a store call, in seconds.
 MAX_BACKOFF_S = 2.0
 _TMP_SUFFIX = ".cookline-tmp"
@@ -303,6 +305,7 @@ class S3Store(ObjectStore):
             elapsed = time.monotonic() - started
             if attempt >= self.retries and elapsed + delay > self.retry_seconds:
                 break
+            log.warning("%s: object store call failed (%s); retrying in %.1f s", what, type(err).__name__, delay)
             time.sleep(delay)  # back-off before the next attempt
             delay = min(delay * 2, MAX_BACKOFF_S)
         raise StoreUnavailableError(self._scrub("%s: object store %s unavailable after %d "
