@@ -129,6 +129,29 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
             raise invalid(f"limit: {limit} is not in [1, {MAX_LIST}]")
         return gateway_pb2.ListRunsResponse(runs=self.runs.list(limit))
 
+    def recover(self) -> None:
+        """Resumes the runs a previous gateway left QUEUED or RUNNING (it died during them).
+
+        Each continues from the stage it was in: collect is repeated (its versions are
+        content-addressed, so a published one is reused), train continues from the run's last
+        checkpoint, and a run that had its model goes straight to serve. Watchers see a stage
+        event "gateway restarted during <stage>; resuming", then the run's events as before.
+        """
+        try:
+            runs = self.runs.unfinished()
+        except Exception:  # noqa: BLE001 - the store is down: the runs stay as they are until the next start
+            log.exception("cannot look for runs left unfinished by a previous gateway")
+            return
+        for run in runs:
+            stage = stage_name(run.stage) if run.stage else "queued"
+            log.info("run %s: gateway restarted during %s; resuming", run.run_id, stage)
+            self.runs.append(run.run_id, stage=gateway_pb2.StageEvent(
+                stage=run.stage, finished=False, message=f"gateway restarted during {stage}; resuming"))
+            with self.active_lock:
+                self.active[run.run_id] = _Active()
+            threading.Thread(target=self._execute, args=(run.run_id, run.pipeline, run), name=f"run-{run.run_id}",
+                             daemon=True).start()
+
     # --- the run itself ------------------------------------------------------
 
     def _stage(self, run_id: str, stage: int, finished: bool, message: str = "") -> None:
@@ -136,13 +159,21 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
             self.runs.update(run_id, stage=stage, state=gateway_pb2.RUN_STATE_RUNNING)
         self.runs.append(run_id, stage=gateway_pb2.StageEvent(stage=stage, finished=finished, message=message))
 
-    def _execute(self, run_id: str, spec) -> None:
+    def _execute(self, run_id: str, spec, resumed: gateway_pb2.Run | None = None) -> None:
+        """Runs the stages; `resumed` is the record of a run a previous gateway left unfinished."""
         active = self.active[run_id]
         try:
-            dataset = self._collect(run_id, spec, active)
-            model, metrics, evaluation = self._train(run_id, spec, dataset, active)
-            deploy, decision = self._gate(spec, evaluation)
-            self.runs.update(run_id, deploy_decision=decision)
+            if resumed is not None and resumed.stage == gateway_pb2.STAGE_SERVE and resumed.HasField("model"):
+                model, metrics = resumed.model, dict(resumed.metrics)
+                deploy = resumed.deploy_decision.startswith("deployed")
+            else:
+                if resumed is not None and resumed.stage == gateway_pb2.STAGE_TRAIN and resumed.HasField("dataset"):
+                    dataset = resumed.dataset
+                else:
+                    dataset = self._collect(run_id, spec, active)
+                model, metrics, evaluation = self._train(run_id, spec, dataset, active)
+                deploy, decision = self._gate(spec, evaluation)
+                self.runs.update(run_id, deploy_decision=decision)
             if deploy:
                 self._serve(run_id, model, active)
             final = self.runs.finish(run_id, state=gateway_pb2.RUN_STATE_SUCCEEDED, metrics=metrics, deployed=deploy)
