@@ -52,15 +52,30 @@ def max_message_bytes(env: Mapping[str, str] | None = None) -> int:
 def grpc_options(env: Mapping[str, str] | None = None) -> list[tuple[str, object]]:
     """Channel/server options shared by every server and client."""
     limit = max_message_bytes(env)
+    keepalive_ms = int(keepalive_seconds(env) * 1000)
     return [
         ("grpc.max_send_message_length", limit),
         ("grpc.max_receive_message_length", limit),
-        # Keep long, quiet streams (an epoch with no batch for a while) alive.
-        ("grpc.keepalive_time_ms", 30_000),
+        # Keep long, quiet streams (an epoch with no batch for a while) alive: ping the peer
+        # after keepalive_ms of silence ...
+        ("grpc.keepalive_time_ms", keepalive_ms),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.keepalive_permit_without_calls", 1),
+        # ... and, as a server, accept those pings: by default a server allows one ping per
+        # 5 minutes without data and answers more with GOAWAY "too_many_pings", cutting the
+        # connection and its idle streams.
+        ("grpc.http2.min_ping_interval_without_data_ms", keepalive_ms // 2),
     ]
+
+
+def keepalive_seconds(env: Mapping[str, str] | None = None) -> float:
+    """Silence on a connection after which it is pinged (COOKLINE_KEEPALIVE_S, default 30); servers
+    accept pings twice as often. The same value on every service and client."""
+    seconds = float(_env(env).get("COOKLINE_KEEPALIVE_S") or 30)
+    if not 1 <= seconds <= 3600:
+        raise ValueError("COOKLINE_KEEPALIVE_S must be between 1 and 3600")
+    return seconds
 
 
 # Transparent retries of calls that never reached the peer (peer starting or
