@@ -174,12 +174,17 @@ def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_wo
     )
 
     bind = config.bind_address(service)
-    if server.add_insecure_port(bind) == 0:
+    tls = config.tls_server_credentials()
+    if tls is None:
+        port = server.add_insecure_port(bind)
+    else:
+        port = server.add_secure_port(bind, grpc.ssl_server_credentials([tls]))
+    if port == 0:
         raise SystemExit(f"{service}: cannot listen on {bind}")
     server.start()
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("%s listening on %s", service, bind)
+    log.info("%s listening on %s%s", service, bind, " (TLS)" if tls else "")
     if on_start is not None:
         on_start(health_servicer)
 

@@ -153,3 +153,31 @@ def max_concurrent_rpcs(env: Mapping[str, str] | None = None) -> int:
     if value < 1:
         raise ValueError("COOKLINE_MAX_CONCURRENT_RPCS must be at least 1")
     return value
+
+
+def _read_file(env: Mapping[str, str], name: str) -> bytes | None:
+    path = (env.get(name) or "").strip()
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot read {path!r}: {exc.strerror}") from None
+
+
+def tls_server_credentials(env: Mapping[str, str] | None = None) -> tuple[bytes, bytes] | None:
+    """(private key, certificate chain) PEM a server listens with, from the files COOKLINE_TLS_KEY
+    and COOKLINE_TLS_CERT; None (plaintext) when neither is set."""
+    env = _env(env)
+    key, cert = _read_file(env, "COOKLINE_TLS_KEY"), _read_file(env, "COOKLINE_TLS_CERT")
+    if (key is None) != (cert is None):
+        raise ValueError("COOKLINE_TLS_CERT and COOKLINE_TLS_KEY must be set together")
+    return (key, cert) if key is not None else None
+
+
+def tls_ca(env: Mapping[str, str] | None = None) -> bytes | None:
+    """PEM of the CA that clients (and services calling each other) verify servers against
+    (COOKLINE_TLS_CA); None: plaintext channels."""
+    return _read_file(_env(env), "COOKLINE_TLS_CA")
+
