@@ -211,17 +211,23 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
             return _Cancelled()
         return _StageFailed(stage, exc)
 
-    def _retrying(self, run_id: str, stage: int, service: str, active: _Active, start, on_response) -> None:
+    def _retrying(self, run_id: str, stage: int, service: str, active: _Active, start, on_response,
+                  unary: bool = False) -> None:
         """Runs a stage's streaming call, again when it fails UNAVAILABLE (the service died, or
         the object store stayed unreachable through the service's own retries): up to
         COOKLINE_STAGE_RETRIES more attempts, each once the service reports SERVING again.
 
         Only for idempotent stages: collect's versions are content-addressed (a retry reuses or
-        rewrites the same version) and train continues from the run's last checkpoint.
+        rewrites the same version), train continues from the run's last checkpoint, and loading
+        a model version that is already loaded changes nothing.
         """
         for attempt in range(1, stage_retries() + 2):
             try:
-                for response in active.track(start()):
+                call = active.track(start())
+                if unary:  # a future: its one response
+                    on_response(call.result())
+                    return
+                for response in call:
                     on_response(response)
                 return
             except grpc.RpcError as exc:
@@ -282,8 +288,7 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
         if active.cancelled.is_set():
             raise _Cancelled()
         self._stage(run_id, gateway_pb2.STAGE_SERVE, False, f"loading {model.name} version {model.version}")
-        try:
-            active.track(self.serve.LoadModel.future(serve_pb2.LoadModelRequest(model=model), timeout=300)).result()
-        except grpc.RpcError as exc:
-            raise self._checked(active, gateway_pb2.STAGE_SERVE, exc) from None
+        self._retrying(run_id, gateway_pb2.STAGE_SERVE, "serve", active,
+                       lambda: self.serve.LoadModel.future(serve_pb2.LoadModelRequest(model=model), timeout=300),
+                       lambda _response: None, unary=True)
         self._stage(run_id, gateway_pb2.STAGE_SERVE, True, f"serving {model.name} version {model.version}")
