@@ -1,10 +1,12 @@
-"""SIGKILL the gateway mid-run and start it again: the run record and its events are intact,
+"""SIGKILL (or SIGTERM) the gateway mid-run and start it again: the run record and its events are intact,
 a watcher reconnects and resumes from its last sequence number without gaps or duplicates,
 and the restarted gateway resumes the run it found RUNNING (training continues from the
 run's checkpoint) instead of leaving it RUNNING for ever."""
 import json
 import os
 import signal
+
+import pytest
 
 from google.protobuf import json_format
 
@@ -17,10 +19,12 @@ IRIS_CSV = os.path.join(ROOT, "examples", "data", "iris.csv")
 EPOCHS = 60
 
 
-def test_gateway_killed_mid_run_resumes_the_run_and_the_watcher(stack):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_gateway_restarted_mid_run_resumes_the_run_and_the_watcher(stack, sig):
     services, env = stack
     store = store_from_env(env)
-    text = (f"name: gwrestart\ncollect: {{source: {IRIS_CSV}, label: species}}\nprocess: [{{standardize: {{}}}}]\n"
+    name = f"gwrestart-{sig.name.lower()}"
+    text = (f"name: {name}\ncollect: {{source: {IRIS_CSV}, label: species}}\nprocess: [{{standardize: {{}}}}]\n"
             f"split: {{validation: 0.2, seed: 1}}\n"
             f"train: {{model: mlp, epochs: {EPOCHS}, batch_size: 4, learning_rate: 0.01}}\n")
     with Client(env=env) as client:
@@ -34,7 +38,7 @@ def test_gateway_killed_mid_run_resumes_the_run_and_the_watcher(stack):
                 except NotFoundError:
                     continue
                 if checkpoint["epoch"] >= 3:
-                    services.stop("gateway", signal.SIGKILL)
+                    services.stop("gateway", sig)
                     killed_at = (event.sequence, checkpoint["epoch"])
                     persisted = json.loads(store.get_bytes(f"runs/{run.run_id}/run.json"))
                     assert persisted["state"] == "RUN_STATE_RUNNING" and persisted["stage"] == "STAGE_TRAIN"
@@ -55,6 +59,6 @@ def test_gateway_killed_mid_run_resumes_the_run_and_the_watcher(stack):
     # the stored log is the same as what the watcher saw
     lines = store.get_bytes(f"runs/{run.run_id}/events.jsonl").decode().splitlines()
     assert [json_format.Parse(line, gateway_pb2.RunEvent()) for line in lines] == events
-    assert store.exists(f"models/gwrestart/{final.model.version}/cookline.json")
+    assert store.exists(f"models/{name}/{final.model.version}/cookline.json")
     assert list(store.list(f"runs/{run.run_id}/checkpoints/")) == []
     assert services.exited() == {}
