@@ -33,8 +33,8 @@ def stage_name(stage: int) -> str:
 
 
 def stage_retries() -> int:
-    """COOKLINE_STAGE_RETRIES: extra attempts of a collect or train stage whose service died or
-    lost the object store (UNAVAILABLE). Default 3."""
+    """COOKLINE_STAGE_RETRIES: extra attempts of a stage (collect, train, serve) whose service died
+    or lost the object store (UNAVAILABLE). Default 3."""
     return int(os.environ.get("COOKLINE_STAGE_RETRIES") or 3)
 
 
@@ -213,7 +213,7 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
 
     def _retrying(self, run_id: str, stage: int, service: str, active: _Active, start, on_response,
                   unary: bool = False) -> None:
-        """Runs a stage's streaming call, again when it fails UNAVAILABLE (the service died, or
+        """Runs a stage's call (streaming, or `unary`), again when it fails UNAVAILABLE (the service died, or
         the object store stayed unreachable through the service's own retries): up to
         COOKLINE_STAGE_RETRIES more attempts, each once the service reports SERVING again.
 

@@ -180,4 +180,3 @@ def tls_ca(env: Mapping[str, str] | None = None) -> bytes | None:
     """PEM of the CA that clients (and services calling each other) verify servers against
     (COOKLINE_TLS_CA); None: plaintext channels."""
     return _read_file(_env(env), "COOKLINE_TLS_CA")
-
