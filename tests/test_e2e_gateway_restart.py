@@ -13,10 +13,12 @@ from google.protobuf import json_format
 from cookline.client import Client
 from cookline.v1 import gateway_pb2
 from services.common.store import NotFoundError, store_from_env
+from test_e2e_collect_crash import ROWS, write_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IRIS_CSV = os.path.join(ROOT, "examples", "data", "iris.csv")
 EPOCHS = 60
+STACK_ENV = {"COOKLINE_SHARD_MB": "1"}  # the big CSV spans many shards
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
@@ -62,3 +64,34 @@ def test_gateway_restarted_mid_run_resumes_the_run_and_the_watcher(stack, sig):
     assert store.exists(f"models/{name}/{final.model.version}/cookline.json")
     assert list(store.list(f"runs/{run.run_id}/checkpoints/")) == []
     assert services.exited() == {}
+
+
+def test_gateway_killed_mid_ingest_resumes_the_collect_stage(stack, tmp_path):
+    services, env = stack
+    store = store_from_env(env)
+    source = tmp_path / "big.csv"
+    write_csv(source, ROWS)
+    text = (f"name: gwcollect\ncollect: {{source: {source}, label: label}}\n"
+            "train: {model: mlp, hidden_units: [8], epochs: 1, batch_size: 4096}\n")
+    with Client(env=env) as client:
+        run = client.submit(text)
+        events, killed = [], False
+        for event in client.watch(run.run_id):
+            events.append(event)
+            if not killed and event.WhichOneof("event") == "ingest" and event.ingest.shards_written >= 2:
+                services.stop("gateway", signal.SIGKILL)
+                killed = True
+                assert not [k for k in store.list("datasets/gwcollect/") if k.endswith("manifest.json")]
+                services.start("gateway")
+        final = client.get_run(run.run_id)
+    assert killed
+    assert final.state == gateway_pb2.RUN_STATE_SUCCEEDED, final.reason
+    assert [e.sequence for e in events] == list(range(len(events)))
+    assert any(e.WhichOneof("event") == "stage" and "gateway restarted during collect" in e.stage.message
+               for e in events)
+    prefix = f"datasets/gwcollect/{final.dataset.version}/"
+    manifest = json.loads(store.get_bytes(prefix + "manifest.json"))
+    assert manifest["num_rows"] == ROWS
+    # the abandoned attempt (its caller died) removed its own shards; only the published ones remain
+    shards = {prefix + s["key"] for s in manifest["shards"]}
+    assert set(store.list("datasets/gwcollect/")) == shards | {prefix + "manifest.json"}
