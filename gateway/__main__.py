@@ -1,4 +1,6 @@
 """python -m gateway: the gateway (PipelineService, RegistryService, and the prediction proxy to serve)."""
+import threading
+
 from cookline.v1 import gateway_pb2, gateway_pb2_grpc, registry_pb2, registry_pb2_grpc
 from gateway.proxy import SERVICE as SERVE_SERVICE, ServeProxy
 from gateway.registry import RegistryServicer
@@ -10,7 +12,10 @@ from services.common.store import store_from_env
 
 def register(server):
     store = store_from_env()
-    gateway_pb2_grpc.add_PipelineServiceServicer_to_server(PipelineServicer(RunStore(store)), server)
+    pipelines = PipelineServicer(RunStore(store))
+    gateway_pb2_grpc.add_PipelineServiceServicer_to_server(pipelines, server)
+    # runs a previous gateway left unfinished carry on (in the background: start-up does not wait)
+    threading.Thread(target=pipelines.recover, name="recover-runs", daemon=True).start()
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(store), server)
     server.add_generic_rpc_handlers((ServeProxy().handler(),))
     return [gateway_pb2.DESCRIPTOR.services_by_name["PipelineService"].full_name,

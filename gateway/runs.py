@@ -106,6 +106,25 @@ class RunStore:
             if (ended and position >= len(entry.events)) or not is_active():
                 return
 
+    def unfinished(self) -> list[gateway_pb2.Run]:
+        """Runs recorded in the store as QUEUED or RUNNING (a previous gateway died running them).
+
+        A run whose record is final but whose `finished` event was lost (the gateway died
+        between the two writes) gets that event now, so its watchers end.
+        """
+        found = []
+        for run_id in self.store.list_dirs("runs/"):
+            try:
+                entry = self._entry(run_id)
+            except Exception:  # noqa: BLE001 - not a run folder, or a record being written
+                continue
+            with entry.changed:
+                if entry.run.state in (gateway_pb2.RUN_STATE_QUEUED, gateway_pb2.RUN_STATE_RUNNING):
+                    found.append(gateway_pb2.Run.FromString(entry.run.SerializeToString()))
+                elif not self._ended(entry):
+                    self.append(run_id, finished=entry.run)
+        return found
+
     @staticmethod
     def _ended(entry: _Entry) -> bool:
         """The run's final event is recorded: nothing more will come."""

@@ -33,7 +33,8 @@ def stage_name(stage: int) -> str:
 
 
 def stage_retries() -> int:
-    """COOKLINE_STAGE_RETRIES: extra attempts of a stage whose service died (UNAVAILABLE). Default 3."""
+    """COOKLINE_STAGE_RETRIES: extra attempts of a stage (collect, train, serve) whose service died
+    or lost the object store (UNAVAILABLE). Default 3."""
     return int(os.environ.get("COOKLINE_STAGE_RETRIES") or 3)
 
 
@@ -128,6 +129,29 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
             raise invalid(f"limit: {limit} is not in [1, {MAX_LIST}]")
         return gateway_pb2.ListRunsResponse(runs=self.runs.list(limit))
 
+    def recover(self) -> None:
+        """Resumes the runs a previous gateway left QUEUED or RUNNING (it died during them).
+
+        Each continues from the stage it was in: collect is repeated (its versions are
+        content-addressed, so a published one is reused), train continues from the run's last
+        checkpoint, and a run that had its model goes straight to serve. Watchers see a stage
+        event "gateway restarted during <stage>; resuming", then the run's events as before.
+        """
+        try:
+            runs = self.runs.unfinished()
+        except Exception:  # noqa: BLE001 - the store is down: the runs stay as they are until the next start
+            log.exception("cannot look for runs left unfinished by a previous gateway")
+            return
+        for run in runs:
+            stage = stage_name(run.stage) if run.stage else "queued"
+            log.info("run %s: gateway restarted during %s; resuming", run.run_id, stage)
+            self.runs.append(run.run_id, stage=gateway_pb2.StageEvent(
+                stage=run.stage, finished=False, message=f"gateway restarted during {stage}; resuming"))
+            with self.active_lock:
+                self.active[run.run_id] = _Active()
+            threading.Thread(target=self._execute, args=(run.run_id, run.pipeline, run), name=f"run-{run.run_id}",
+                             daemon=True).start()
+
     # --- the run itself ------------------------------------------------------
 
     def _stage(self, run_id: str, stage: int, finished: bool, message: str = "") -> None:
@@ -135,13 +159,21 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
             self.runs.update(run_id, stage=stage, state=gateway_pb2.RUN_STATE_RUNNING)
         self.runs.append(run_id, stage=gateway_pb2.StageEvent(stage=stage, finished=finished, message=message))
 
-    def _execute(self, run_id: str, spec) -> None:
+    def _execute(self, run_id: str, spec, resumed: gateway_pb2.Run | None = None) -> None:
+        """Runs the stages; `resumed` is the record of a run a previous gateway left unfinished."""
         active = self.active[run_id]
         try:
-            dataset = self._collect(run_id, spec, active)
-            model, metrics, evaluation = self._train(run_id, spec, dataset, active)
-            deploy, decision = self._gate(spec, evaluation)
-            self.runs.update(run_id, deploy_decision=decision)
+            if resumed is not None and resumed.stage == gateway_pb2.STAGE_SERVE and resumed.HasField("model"):
+                model, metrics = resumed.model, dict(resumed.metrics)
+                deploy = resumed.deploy_decision.startswith("deployed")
+            else:
+                if resumed is not None and resumed.stage == gateway_pb2.STAGE_TRAIN and resumed.HasField("dataset"):
+                    dataset = resumed.dataset
+                else:
+                    dataset = self._collect(run_id, spec, active)
+                model, metrics, evaluation = self._train(run_id, spec, dataset, active)
+                deploy, decision = self._gate(spec, evaluation)
+                self.runs.update(run_id, deploy_decision=decision)
             if deploy:
                 self._serve(run_id, model, active)
             final = self.runs.finish(run_id, state=gateway_pb2.RUN_STATE_SUCCEEDED, metrics=metrics, deployed=deploy)
@@ -182,17 +214,51 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
             return _Cancelled()
         return _StageFailed(stage, exc)
 
+    def _retrying(self, run_id: str, stage: int, service: str, active: _Active, start, on_response,
+                  unary: bool = False) -> None:
+        """Runs a stage's call (streaming, or `unary`), again when it fails UNAVAILABLE (the service died, or
+        the object store stayed unreachable through the service's own retries): up to
+        COOKLINE_STAGE_RETRIES more attempts, each once the service reports SERVING again.
+
+        Only for idempotent stages: collect's versions are content-addressed (a retry reuses or
+        rewrites the same version), train continues from the run's last checkpoint, and loading
+        a model version that is already loaded changes nothing.
+        """
+        for attempt in range(1, stage_retries() + 2):
+            try:
+                call = active.track(start())
+                if unary:  # a future: its one response
+                    on_response(call.result())
+                    return
+                for response in call:
+                    on_response(response)
+                return
+            except grpc.RpcError as exc:
+                failure = self._checked(active, stage, exc)
+                if isinstance(failure, _Cancelled) or exc.code() != grpc.StatusCode.UNAVAILABLE \
+                        or attempt > stage_retries():
+                    raise failure from None
+                self._stage(run_id, stage, False,
+                            f"attempt {attempt} lost the {service} service ({exc.details()}); retrying")
+                try:
+                    channels.wait_healthy(config.address(service), timeout=120)
+                except TimeoutError:
+                    raise failure from None
+
     def _collect(self, run_id, spec, active: _Active):
         self._stage(run_id, gateway_pb2.STAGE_COLLECT, False, f"ingesting {spec.collect.source}")
-        info = None
-        try:
-            request = collect_pb2.IngestRequest(dataset=spec.name, source=spec.collect, strict=spec.strict)
-            for progress in active.track(self.collect.Ingest(request)):
-                self.runs.append(run_id, ingest=progress)
-                if progress.HasField("dataset"):
-                    info = progress.dataset
-        except grpc.RpcError as exc:
-            raise self._checked(active, gateway_pb2.STAGE_COLLECT, exc) from None
+        request = collect_pb2.IngestRequest(dataset=spec.name, source=spec.collect, strict=spec.strict)
+        last = []
+
+        def on_progress(progress):
+            self.runs.append(run_id, ingest=progress)
+            if progress.HasField("dataset"):
+                last[:] = [progress]
+
+        self._retrying(run_id, gateway_pb2.STAGE_COLLECT, "collect", active,
+                       lambda: self.collect.Ingest(request), on_progress)
+        progress = last[0]
+        info = progress.dataset
         self.runs.update(run_id, dataset=info.ref)
         # Schema anomalies are in the last ingest event (structured); the stage line counts them.
         warnings = f", {len(progress.anomalies)} schema warnings" if progress.anomalies else ""
@@ -203,27 +269,17 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
     def _train(self, run_id, spec, dataset, active: _Active):
         self._stage(run_id, gateway_pb2.STAGE_TRAIN, False, f"training {spec.train.model} for {spec.train.epochs} epochs")
         request = train_pb2.TrainRequest(run_id=run_id, dataset=dataset, pipeline=spec)
-        for attempt in range(1, stage_retries() + 2):
-            result = None
-            try:
-                for response in active.track(self.train.Train(request)):
-                    if response.HasField("progress"):
-                        self.runs.append(run_id, train=response.progress)
-                    else:
-                        result = response.result
-                break
-            except grpc.RpcError as exc:
-                failure = self._checked(active, gateway_pb2.STAGE_TRAIN, exc)
-                if isinstance(failure, _Cancelled) or exc.code() != grpc.StatusCode.UNAVAILABLE \
-                        or attempt > stage_retries():
-                    raise failure from None
-                # the train service died mid-run: wait for it to come back, then continue from its checkpoint
-                self._stage(run_id, gateway_pb2.STAGE_TRAIN, False,
-                            f"attempt {attempt} lost the train service ({exc.details()}); retrying")
-                try:
-                    channels.wait_healthy(config.address("train"), timeout=120)
-                except TimeoutError:
-                    raise failure from None
+        results = []
+
+        def on_response(response):
+            if response.HasField("progress"):
+                self.runs.append(run_id, train=response.progress)
+            else:
+                results.append(response.result)
+
+        # the train service died mid-run: training continues from the run's checkpoint
+        self._retrying(run_id, gateway_pb2.STAGE_TRAIN, "train", active, lambda: self.train.Train(request), on_response)
+        result = results[-1]
         metrics = dict(result.metrics)
         evaluation = result.evaluation if result.HasField("evaluation") else None
         self.runs.update(run_id, model=result.model, metrics=metrics,
@@ -235,8 +291,7 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
         if active.cancelled.is_set():
             raise _Cancelled()
         self._stage(run_id, gateway_pb2.STAGE_SERVE, False, f"loading {model.name} version {model.version}")
-        try:
-            active.track(self.serve.LoadModel.future(serve_pb2.LoadModelRequest(model=model), timeout=300)).result()
-        except grpc.RpcError as exc:
-            raise self._checked(active, gateway_pb2.STAGE_SERVE, exc) from None
+        self._retrying(run_id, gateway_pb2.STAGE_SERVE, "serve", active,
+                       lambda: self.serve.LoadModel.future(serve_pb2.LoadModelRequest(model=model), timeout=300),
+                       lambda _response: None, unary=True)
         self._stage(run_id, gateway_pb2.STAGE_SERVE, True, f"serving {model.name} version {model.version}")

@@ -6,6 +6,10 @@ import os
 import sys
 import uuid
 
+# Tests fork servers (SeaweedFS, with a pre-exec hook) while gRPC calls are in flight; gRPC's
+# fork handlers would then abort the child before it execs. Set before grpc is imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 _TESTS = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_TESTS)
 try:  # the project is normally installed editable; fall back to the checkout
@@ -67,8 +71,8 @@ def stack(s3_server, tmp_path_factory, request):
     """The five services as separate OS processes on free ports, on the S3 backend (SeaweedFS).
 
     Yields (Stack, env): env holds every address and the S3 settings, for
-    clients and for CLI subprocesses. A test module may set STACK_ENV (a dict)
-    to add settings, e.g. an auth token.
+    clients and for CLI subprocesses. A test module may set STACK_ENV (a dict, or
+    a function of tmp_path_factory returning one) to add settings, e.g. an auth token.
     """
     from s3server import _free_ports
     from cookline.stack import Stack
@@ -79,7 +83,8 @@ def stack(s3_server, tmp_path_factory, request):
     for service, port in zip(("gateway", "collect", "process", "train", "serve"), ports):
         env[f"COOKLINE_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    env.update(getattr(request.module, "STACK_ENV", {}))  # a test module's extra settings
+    extra = getattr(request.module, "STACK_ENV", {})  # a test module's extra settings,
+    env.update(extra(tmp_path_factory) if callable(extra) else extra)  # or a function making them
     log_dir = str(tmp_path_factory.mktemp("logs"))
     with Stack(env, log_dir=log_dir) as running:
         running.start_all()

@@ -52,3 +52,20 @@ def test_unknown_or_malformed_run_ids(local_store, run_id):
     with pytest.raises(Fail) as info:
         RunStore(local_store).get(run_id)
     assert info.value.code.name in ("NOT_FOUND", "INVALID_ARGUMENT")
+
+
+def test_a_restarted_gateway_finds_the_runs_left_unfinished(local_store):
+    first = RunStore(local_store)
+    queued, running, done, torn = (new_run(first) for _ in range(4))
+    first.update(running, state=gateway_pb2.RUN_STATE_RUNNING, stage=gateway_pb2.STAGE_TRAIN)
+    first.finish(done, state=gateway_pb2.RUN_STATE_SUCCEEDED)
+    # died between the two writes of finish(): the record is final, its finished event is missing
+    first.update(torn, state=gateway_pb2.RUN_STATE_FAILED, reason="train failed: INTERNAL: x")
+    second = RunStore(local_store)  # a restarted gateway: nothing in memory
+    assert sorted(r.run_id for r in second.unfinished()) == sorted([queued, running])
+    # the torn run's watchers end: its finished event was added, once
+    events = list(second.watch(torn, 0))
+    assert [e.WhichOneof("event") for e in events] == ["finished"]
+    assert events[0].finished.reason == "train failed: INTERNAL: x"
+    assert sorted(r.run_id for r in RunStore(local_store).unfinished()) == sorted([queued, running])
+    assert len(list(RunStore(local_store).watch(torn, 0))) == 1

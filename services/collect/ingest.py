@@ -3,8 +3,8 @@
 `DatasetWriter` checks that every chunk has the tensors, dtypes and per-row
 shapes of the first, groups rows into shards of about COOKLINE_SHARD_MB, and
 accumulates the statistics; `manifest()` describes what was written. The
-caller publishes the manifest with store.publish() and deletes the prefix on
-any failure, so nothing half-written is ever visible.
+caller publishes the manifest with store.publish() and deletes the writer's
+own shards (`keys`) on any failure, so nothing half-written is ever visible.
 """
 from __future__ import annotations
 
@@ -57,8 +57,12 @@ def check_like(first: dict, schema: dict, where: str) -> None:
 
 
 class DatasetWriter:
-    def __init__(self, store: ObjectStore, prefix: str, what: str = "source"):
+    def __init__(self, store: ObjectStore, prefix: str, what: str = "source", attempt: str = ""):
         self.store, self.prefix, self.what = store, prefix, what
+        # Shard names carry the attempt, so two attempts at one version (one of them killed, or
+        # abandoned by a gateway that restarted) never write or delete each other's shards.
+        self.attempt = attempt
+        self.keys: list[str] = []  # every key this writer has put (or started to put)
         self.shard_bytes = config.shard_bytes()
         self.schema: dict[str, tuple[str, tuple[int, ...]]] | None = None
         self.pending: list[dict[str, np.ndarray]] = []
@@ -98,7 +102,7 @@ class DatasetWriter:
     def _write(self, take: int) -> None:
         """Writes the first `take` pending rows as one shard, streaming the chunks into the
         archive (no concatenated copy); the rest stay pending as views."""
-        key = f"shard-{len(self.shards):05d}.npz"
+        key = f"shard-{len(self.shards):05d}" + (f"-{self.attempt}" if self.attempt else "") + ".npz"
         fd, tmp = tempfile.mkstemp(suffix=".npz", prefix="cookline-shard-")
         try:
             with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
@@ -119,6 +123,7 @@ class DatasetWriter:
                             left -= len(part)
                             if left == 0:
                                 break
+            self.keys.append(self.prefix + key)  # before the put: a failed put may leave a partial object
             self.store.put_file(self.prefix + key, tmp)
             size = os.path.getsize(tmp)
         finally:

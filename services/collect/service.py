@@ -6,7 +6,9 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import tempfile
+import threading
 from concurrent import futures
 from typing import Iterator
 
@@ -22,7 +24,7 @@ from services.collect.sources.base import Source
 from services.collect.sources.upload import UploadSpool
 from services.common import layout, splits
 from services.common.errors import Fail, invalid, not_found, rpc
-from services.common.store import NotFoundError, ObjectStore
+from services.common.store import NotFoundError, ObjectStore, StoreError, StoreUnavailableError
 
 log = logging.getLogger("cookline.collect")
 
@@ -51,6 +53,8 @@ def content_version(source: Source, spec) -> str:
 class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
     def __init__(self, store: ObjectStore):
         self.store = store
+        self.live: set[str] = set()  # ingest attempts running in this process
+        self.live_lock = threading.Lock()
 
     # --- ingest ----------------------------------------------------------------
 
@@ -86,7 +90,19 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
             yield collect_pb2.IngestResponse(rows_read=info.num_rows, shards_written=info.num_shards, dataset=info,
                                              reused=True, anomalies=self._anomalies(info))
             return
-        writer = DatasetWriter(self.store, prefix, what=where if source.format == "upload" else "collect.source")
+        attempt = secrets.token_hex(4)
+        writer = DatasetWriter(self.store, prefix, what=where if source.format == "upload" else "collect.source",
+                               attempt=attempt)
+        with self.live_lock:
+            self.live.add(attempt)
+        try:
+            yield from self._write(name, version, prefix, writer, source, where, fmt, strict, context)
+        finally:
+            with self.live_lock:
+                self.live.discard(attempt)
+
+    def _write(self, name, version, prefix, writer: DatasetWriter, source: Source, where: str, fmt: str, strict: bool,
+               context) -> Iterator[collect_pb2.IngestResponse]:
         try:
             for chunk in source.chunks():
                 if writer.add(chunk, source.columns, source.categorical_columns):
@@ -105,13 +121,39 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
                            f"(strict: true): " + "; ".join(f"{a.field}: {a.message}" for a in anomalies))
             # The manifest is written last: only now does the version exist.
             self.store.publish(prefix, {}, layout.DATASET_MANIFEST, manifest_bytes(info, writer.shards))
-        except BaseException:
-            self.store.delete_prefix(prefix)  # nothing half-written stays behind
+        except BaseException as exc:
+            try:
+                for key in writer.keys:  # nothing half-written stays behind (only this attempt's shards)
+                    self.store.delete(key)
+            except StoreError:  # the store is gone: the shards stay invisible (no manifest) until swept
+                log.warning("could not remove the shards of a failed ingest of %s@%s", name, version)
+            if isinstance(exc, StoreError) and not isinstance(exc, StoreUnavailableError) \
+                    and self.store.is_published(prefix, layout.DATASET_MANIFEST):
+                # another attempt at the same content published it first: that version is ours too
+                yield from self._ingest(name, version, source, where, fmt, strict, context)
+                return
             raise
+        self._sweep(prefix, writer.shards)
         log.info("dataset %s@%s published: %d rows, %d shards, %d anomalies", name, version, writer.rows,
                  len(writer.shards), len(anomalies))
         yield collect_pb2.IngestResponse(rows_read=writer.rows, shards_written=len(writer.shards), dataset=info,
                                          anomalies=anomalies)
+
+    def _sweep(self, prefix: str, shards: list[dict]) -> None:
+        """Deletes the shards that dead attempts at this version left (collect was killed mid-ingest).
+
+        Attempts still running in this process are left alone: they lose the race to publish
+        and delete their own shards. (Attempts in another collect process are not known here:
+        several collect replicas ingesting the same content at the same moment are not supported.)
+        """
+        keep = {prefix + layout.DATASET_MANIFEST} | {prefix + shard["key"] for shard in shards}
+        with self.live_lock:
+            live = set(self.live)
+        for key in self.store.list(prefix):
+            attempt = key.rsplit("/", 1)[-1].removesuffix(".npz").rsplit("-", 1)[-1]
+            if key not in keep and attempt not in live:
+                log.info("removing %s, left by an unfinished ingest", key)
+                self.store.delete(key)
 
     def _anomalies(self, info: data_pb2.DatasetInfo) -> list[data_pb2.SchemaAnomaly]:
         """Anomalies of `info` against the newest other published version of the same name."""

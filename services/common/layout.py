@@ -1,7 +1,7 @@
 """The storage layout of DESIGN.md, in one place: object keys, names, manifests.
 
     datasets/<name>/<version>/manifest.json   (written last)
-    datasets/<name>/<version>/shard-00000.npz
+    datasets/<name>/<version>/shard-00000-<attempt>.npz
     models/<name>/<version>/saved_model.pb, variables/..., cookline.json (last)
     runs/<run-id>/run.json, runs/<run-id>/events.jsonl
 """

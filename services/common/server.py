@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from concurrent import futures
 from typing import Callable, Iterable
 
@@ -84,6 +85,41 @@ class BearerAuth(grpc.ServerInterceptor):
         return grpc.unary_unary_rpc_method_handler(_deny)
 
 
+class StreamTracker(grpc.ServerInterceptor):
+    """Counts the response streams open on this server and logs the end of each one, with the
+    wall-clock time it ended and how many are still open: how cancellation and deadlines are
+    seen to stop a stream on every hop."""
+
+    def __init__(self):
+        self.open = 0
+        self.lock = threading.Lock()
+
+    def intercept_service(self, continuation, details):
+        handler = continuation(details)
+        if handler is None or not handler.response_streaming:
+            return handler
+        method = details.method
+        behavior = handler.unary_stream or handler.stream_stream
+
+        def tracked(request, context):
+            with self.lock:
+                self.open += 1
+            started = time.time()
+            try:
+                yield from behavior(request, context)
+            finally:
+                with self.lock:
+                    self.open -= 1
+                    still_open = self.open
+                ended = time.time()
+                log.info("stream %s ended at %.3f after %.3f s (%s); %d streams open", method, ended,
+                         ended - started, "ran to its end" if context.is_active() else "call cancelled or expired", still_open)
+
+        make = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+        return make(tracked, request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer)
+
+
 def _serialize(message) -> bytes:
     """A response message, or bytes already in its wire format (see cookline.tensors.encode_batch)."""
     return message if isinstance(message, bytes) else message.SerializeToString()
@@ -128,7 +164,7 @@ def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_wo
     bound_malloc()
     token = config.auth_token()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=config.grpc_options(),
-                         interceptors=[BearerAuth(token)] if token else [],
+                         interceptors=([BearerAuth(token)] if token else []) + [StreamTracker()],
                          maximum_concurrent_rpcs=config.max_concurrent_rpcs())
     names = list(register(server))
 
@@ -139,12 +175,17 @@ def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_wo
     )
 
     bind = config.bind_address(service)
-    if server.add_insecure_port(bind) == 0:
+    tls = config.tls_server_credentials()
+    if tls is None:
+        port = server.add_insecure_port(bind)
+    else:
+        port = server.add_secure_port(bind, grpc.ssl_server_credentials([tls]))
+    if port == 0:
         raise SystemExit(f"{service}: cannot listen on {bind}")
     server.start()
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("%s listening on %s", service, bind)
+    log.info("%s listening on %s%s", service, bind, " (TLS)" if tls else "")
     if on_start is not None:
         on_start(health_servicer)
 

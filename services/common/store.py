@@ -26,6 +26,10 @@ from minio.error import InvalidResponseError, S3Error, ServerError
 from cookline import config
 
 PART_SIZE = 16 * 1024 * 1024
+log = logging.getLogger("cookline.store")
+
+# Longest wait between two attempts of a store call, in seconds.
+MAX_BACKOFF_S = 2.0
 _TMP_SUFFIX = ".cookline-tmp"
 _NOT_FOUND_CODES = {"NoSuchKey", "NoSuchObject", "NotFound"}
 _TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
@@ -248,7 +252,7 @@ class S3Store(ObjectStore):
 
     def __init__(self, endpoint: str, access_key: str, secret_key: str, bucket: str,
                  secure: bool = False, region: str | None = None,
-                 retries: int = 5, backoff: float = 0.2,
+                 retries: int = 5, backoff: float = 0.2, retry_seconds: float = 0.0,
                  connect_timeout: float = 5.0, read_timeout: float = 120.0):
         if endpoint.startswith(("http://", "https://")):
             secure = endpoint.startswith("https://")
@@ -257,7 +261,9 @@ class S3Store(ObjectStore):
         if not endpoint or "/" in endpoint:
             raise ValueError("S3 endpoint must be host:port, got %r" % endpoint)
         self.endpoint, self.bucket, self.secure = endpoint, bucket, secure
-        self.retries, self.backoff = max(1, retries), backoff
+        # A call is tried at least `retries` times and, beyond that, until `retry_seconds` have
+        # passed since its first attempt (an S3 server restarting takes a few seconds).
+        self.retries, self.backoff, self.retry_seconds = max(1, retries), backoff, 0.0
         self._secret = secret_key  # only for scrubbing messages
         # Our own retry loop handles transient errors, so urllib3 must not retry as well.
         http = urllib3.PoolManager(
@@ -266,7 +272,8 @@ class S3Store(ObjectStore):
             ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where())
         self._client = Minio(endpoint, access_key=access_key, secret_key=secret_key,
                              secure=secure, region=region, http_client=http)
-        self.ensure_bucket()
+        self.ensure_bucket()  # a few quick tries only: store_from_env waits for a store still starting
+        self.retry_seconds = max(0.0, retry_seconds)
 
     def describe(self) -> str:
         return "s3://%s at %s://%s" % (self.bucket, "https" if self.secure else "http",
@@ -274,8 +281,9 @@ class S3Store(ObjectStore):
 
     def _call(self, what: str, fn, key: str | None = None):
         """Run fn() with retries on transient errors; map errors to StoreError types."""
-        delay = self.backoff
-        for attempt in range(1, self.retries + 1):
+        delay, started, attempt = self.backoff, time.monotonic(), 0
+        while True:
+            attempt += 1
             try:
                 return fn()
             except S3Error as e:
@@ -294,12 +302,15 @@ class S3Store(ObjectStore):
                 err = e
             except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as e:
                 err = e  # network trouble; local-disk OSErrors are not retried
-            if attempt < self.retries:
-                time.sleep(delay)
-                delay *= 2
+            elapsed = time.monotonic() - started
+            if attempt >= self.retries and elapsed + delay > self.retry_seconds:
+                break
+            log.warning("%s: object store call failed (%s); retrying in %.1f s", what, type(err).__name__, delay)
+            time.sleep(delay)  # back-off before the next attempt
+            delay = min(delay * 2, MAX_BACKOFF_S)
         raise StoreUnavailableError(self._scrub("%s: object store %s unavailable after %d "
-                                                "attempts: %s: %s" % (
-            what, self.describe(), self.retries, type(err).__name__, err))) from None
+                                                "attempts in %.1f s: %s: %s" % (
+            what, self.describe(), attempt, time.monotonic() - started, type(err).__name__, err))) from None
 
     def _scrub(self, msg: str) -> str:
         return msg.replace(self._secret, "***") if self._secret else msg
@@ -409,7 +420,8 @@ def store_from_env(env: Mapping[str, str] = os.environ, bucket: str | None = Non
             try:
                 return S3Store(endpoint, access_key, secret_key, bucket,
                                secure=secure_flag in ("1", "true", "yes", "on"),
-                               region=env.get("MINIO_REGION") or None)
+                               region=env.get("MINIO_REGION") or None,
+                               retry_seconds=config.store_retry_seconds(env))
             except StoreUnavailableError:
                 if time.monotonic() >= deadline:
                     raise

@@ -43,21 +43,33 @@ class _Details(grpc.ClientCallDetails):
         self.metadata = metadata
 
 
+def raw_channel(target: str, env: Mapping[str, str] | None = None, options=None) -> grpc.Channel:
+    """A channel to `target`: TLS, verifying the server against COOKLINE_TLS_CA, when that is
+    set; plaintext otherwise."""
+    ca = config.tls_ca(env)
+    options = config.client_options(env) if options is None else options
+    if ca is None:
+        return grpc.insecure_channel(target, options=options)
+    return grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=ca), options=options)
+
+
 def channel(service: str, env: Mapping[str, str] | None = None, target: str | None = None) -> grpc.Channel:
-    """A channel to `service` at its configured address (or `target`), carrying the bearer
-    token when COOKLINE_AUTH_TOKEN is set."""
-    raw = grpc.insecure_channel(target or config.address(service, env), options=config.client_options(env))
+    """A channel to `service` at its configured address (or `target`), over TLS when
+    COOKLINE_TLS_CA is set, carrying the bearer token when COOKLINE_AUTH_TOKEN is set."""
+    raw = raw_channel(target or config.address(service, env), env)
     token = config.auth_token(env)
     return grpc.intercept_channel(raw, _BearerToken(token)) if token else raw
 
 
-def wait_healthy(target: str, timeout: float = 60.0, service: str = "") -> None:
-    """Blocks until the gRPC health service at `target` answers SERVING.
+def wait_healthy(target: str, timeout: float = 60.0, service: str = "",
+                 env: Mapping[str, str] | None = None) -> None:
+    """Blocks until the gRPC health service at `target` answers SERVING (over TLS when the
+    environment's COOKLINE_TLS_CA is set).
 
     Raises TimeoutError naming the target when it does not within `timeout` s.
     """
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(target) as ch:
+    with raw_channel(target, env, options=[]) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         while True:
             remaining = deadline - time.monotonic()

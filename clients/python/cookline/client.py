@@ -62,8 +62,12 @@ class Client:
         with open(path, encoding="utf-8") as f:
             return self.submit(f.read(), base_dir=os.path.dirname(os.path.abspath(path)))
 
-    def watch(self, run_id: str, from_sequence: int = 0, retries: int = 5) -> Iterator[gateway_pb2.RunEvent]:
-        """A run's events until it ends; reconnects (resuming after the last event seen) if the stream breaks."""
+    def watch(self, run_id: str, from_sequence: int = 0, retries: int = 5,
+              reconnect_timeout: float = 60.0) -> Iterator[gateway_pb2.RunEvent]:
+        """A run's events until it ends; reconnects (resuming after the last event seen) if the stream breaks.
+
+        After a break (UNAVAILABLE: the gateway restarting) it waits up to `reconnect_timeout` s
+        for the gateway to answer again, `retries` times in a row at most."""
         next_sequence, failures = from_sequence, 0
         while True:
             try:
@@ -77,6 +81,10 @@ class Client:
                 failures += 1
                 if exc.code() != grpc.StatusCode.UNAVAILABLE or failures > retries:
                     raise
+                try:  # the gateway is back when the channel connects again
+                    grpc.channel_ready_future(self._gateway_channel).result(timeout=reconnect_timeout)
+                except grpc.FutureTimeoutError:
+                    raise exc from None
 
     def get_run(self, run_id: str) -> gateway_pb2.Run:
         return self.pipelines.GetRun(gateway_pb2.GetRunRequest(run_id=run_id), timeout=30).run

@@ -52,15 +52,30 @@ def max_message_bytes(env: Mapping[str, str] | None = None) -> int:
 def grpc_options(env: Mapping[str, str] | None = None) -> list[tuple[str, object]]:
     """Channel/server options shared by every server and client."""
     limit = max_message_bytes(env)
+    keepalive_ms = int(keepalive_seconds(env) * 1000)
     return [
         ("grpc.max_send_message_length", limit),
         ("grpc.max_receive_message_length", limit),
-        # Keep long, quiet streams (an epoch with no batch for a while) alive.
-        ("grpc.keepalive_time_ms", 30_000),
+        # Keep long, quiet streams (an epoch with no batch for a while) alive: ping the peer
+        # after keepalive_ms of silence ...
+        ("grpc.keepalive_time_ms", keepalive_ms),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.keepalive_permit_without_calls", 1),
+        # ... and, as a server, accept those pings: by default a server allows one ping per
+        # 5 minutes without data and answers more with GOAWAY "too_many_pings", cutting the
+        # connection and its idle streams.
+        ("grpc.http2.min_ping_interval_without_data_ms", keepalive_ms // 2),
     ]
+
+
+def keepalive_seconds(env: Mapping[str, str] | None = None) -> float:
+    """Silence on a connection after which it is pinged (COOKLINE_KEEPALIVE_S, default 30); servers
+    accept pings twice as often. The same value on every service and client."""
+    seconds = float(_env(env).get("COOKLINE_KEEPALIVE_S") or 30)
+    if not 1 <= seconds <= 3600:
+        raise ValueError("COOKLINE_KEEPALIVE_S must be between 1 and 3600")
+    return seconds
 
 
 # Transparent retries of calls that never reached the peer (peer starting or
@@ -108,6 +123,16 @@ def store_wait_seconds(env: Mapping[str, str] | None = None) -> float:
     return seconds
 
 
+def store_retry_seconds(env: Mapping[str, str] | None = None) -> float:
+    """How long one object-store call keeps retrying transient errors (a store restarting, a
+    dropped connection) with exponential back-off before it fails UNAVAILABLE
+    (COOKLINE_STORE_RETRY_S, default 30)."""
+    seconds = float(_env(env).get("COOKLINE_STORE_RETRY_S") or 30)
+    if seconds < 0:
+        raise ValueError("COOKLINE_STORE_RETRY_S must be 0 or more")
+    return seconds
+
+
 def auth_token(env: Mapping[str, str] | None = None) -> str:
     """Bearer token every call carries and every service demands (COOKLINE_AUTH_TOKEN, or the
     file named by COOKLINE_AUTH_TOKEN_FILE). Empty: no authentication."""
@@ -128,3 +153,30 @@ def max_concurrent_rpcs(env: Mapping[str, str] | None = None) -> int:
     if value < 1:
         raise ValueError("COOKLINE_MAX_CONCURRENT_RPCS must be at least 1")
     return value
+
+
+def _read_file(env: Mapping[str, str], name: str) -> bytes | None:
+    path = (env.get(name) or "").strip()
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot read {path!r}: {exc.strerror}") from None
+
+
+def tls_server_credentials(env: Mapping[str, str] | None = None) -> tuple[bytes, bytes] | None:
+    """(private key, certificate chain) PEM a server listens with, from the files COOKLINE_TLS_KEY
+    and COOKLINE_TLS_CERT; None (plaintext) when neither is set."""
+    env = _env(env)
+    key, cert = _read_file(env, "COOKLINE_TLS_KEY"), _read_file(env, "COOKLINE_TLS_CERT")
+    if (key is None) != (cert is None):
+        raise ValueError("COOKLINE_TLS_CERT and COOKLINE_TLS_KEY must be set together")
+    return (key, cert) if key is not None else None
+
+
+def tls_ca(env: Mapping[str, str] | None = None) -> bytes | None:
+    """PEM of the CA that clients (and services calling each other) verify servers against
+    (COOKLINE_TLS_CA); None: plaintext channels."""
+    return _read_file(_env(env), "COOKLINE_TLS_CA")

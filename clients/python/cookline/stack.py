@@ -51,7 +51,8 @@ class Stack:
             if proc.poll() is not None:
                 raise RuntimeError(f"{service} exited with code {proc.returncode}{self._log_hint(service)}")
             try:
-                channels.wait_healthy(config.address(service, self.env), timeout=max(deadline - time.monotonic(), 1))
+                channels.wait_healthy(config.address(service, self.env), timeout=max(deadline - time.monotonic(), 1),
+                                      env=self.env)
             except TimeoutError as exc:
                 raise RuntimeError(f"{exc}{self._log_hint(service)}") from None
 

@@ -1,0 +1,33 @@
+"""The settings added for faults and security are read from the environment and checked."""
+import pytest
+
+from cookline import config
+
+
+def test_store_retry_budget():
+    assert config.store_retry_seconds({}) == 30
+    assert config.store_retry_seconds({"COOKLINE_STORE_RETRY_S": "2.5"}) == 2.5
+    with pytest.raises(ValueError, match="COOKLINE_STORE_RETRY_S"):
+        config.store_retry_seconds({"COOKLINE_STORE_RETRY_S": "-1"})
+
+
+def test_keepalive_clients_ping_and_servers_accept_the_pings():
+    options = dict(config.grpc_options({"COOKLINE_KEEPALIVE_S": "20"}))
+    assert options["grpc.keepalive_time_ms"] == 20_000
+    assert options["grpc.http2.min_ping_interval_without_data_ms"] <= options["grpc.keepalive_time_ms"]
+    assert dict(config.grpc_options({}))["grpc.keepalive_time_ms"] == 30_000
+    for bad in ("0", "3601"):
+        with pytest.raises(ValueError, match="COOKLINE_KEEPALIVE_S"):
+            config.grpc_options({"COOKLINE_KEEPALIVE_S": bad})
+
+
+def test_tls_settings(tmp_path):
+    assert config.tls_server_credentials({}) is None and config.tls_ca({}) is None
+    (tmp_path / "c.pem").write_bytes(b"CERT")
+    (tmp_path / "k.pem").write_bytes(b"KEY")
+    assert config.tls_server_credentials({"COOKLINE_TLS_CERT": str(tmp_path / "c.pem"),
+                                          "COOKLINE_TLS_KEY": str(tmp_path / "k.pem")}) == (b"KEY", b"CERT")
+    with pytest.raises(ValueError, match="set together"):
+        config.tls_server_credentials({"COOKLINE_TLS_CERT": str(tmp_path / "c.pem")})
+    with pytest.raises(ValueError, match="COOKLINE_TLS_CA: cannot read"):
+        config.tls_ca({"COOKLINE_TLS_CA": str(tmp_path / "missing.pem")})
