@@ -180,6 +180,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         def run_fit():
             try:
                 model.fit(train_data, validation_data=val_data, epochs=int(spec.epochs), initial_epoch=first_epoch,
+                          shuffle=False,  # process (or this feed) already shuffles
                           verbose=0, callbacks=callbacks, class_weight=class_weight)
             except BaseException as exc:  # noqa: BLE001 - reported on the RPC
                 outcome["error"] = exc
