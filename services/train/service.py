@@ -46,6 +46,7 @@ class _Progress(keras.callbacks.Callback):
         self.cancelled, self.checkpoints, self.first_epoch = cancelled, checkpoints, first_epoch
         self.started = time.monotonic()
         self.diverged: str | None = None
+        self.announced = False
 
     def _send(self, epoch: int, batch: int, logs, finished: bool) -> None:
         now = time.monotonic()
@@ -58,7 +59,7 @@ class _Progress(keras.callbacks.Callback):
             metrics={k: float(v) for k, v in (logs or {}).items()},
             samples_per_second=rows / elapsed if elapsed > 0 else 0.0,
             eta_seconds=(now - self.started) / done * (epochs - self.first_epoch - done) if done > 0 else 0.0)
-        if self.first_epoch and not getattr(self, "announced", False):
+        if self.first_epoch and not self.announced:  # the first message after a resume says so
             progress.resumed_from_epoch, self.announced = self.first_epoch, True
         self.events.put(train_pb2.TrainResponse(progress=progress))
 

@@ -18,7 +18,7 @@ const config = require('./config');
 const tensor = require('./tensor');
 
 const PROTO_DIR = path.resolve(__dirname, '..', '..', '..', 'protos');
-const TERMINAL_STATES = new Set(['RUN_STATE_SUCCEEDED', 'RUN_STATE_FAILED']);
+const TERMINAL_STATES = new Set(['RUN_STATE_SUCCEEDED', 'RUN_STATE_FAILED', 'RUN_STATE_CANCELLED']);
 
 // Same policy as the Python client: transparently retry calls that never reached the peer.
 const RETRY_SERVICE_CONFIG = JSON.stringify({
