@@ -279,19 +279,30 @@ def test_train_feed_streams_once_then_reads_its_cache(env, iris_run):
     fitted = process.Fit(process_pb2.FitRequest(dataset=run.dataset, split=split, ops=run.pipeline.process)).ops
     request = process_pb2.ProcessRequest(dataset=run.dataset, split=split, subset=data_pb2.SUBSET_TRAIN, ops=fitted)
 
-    def epochs(budget):
+    def epochs(budget, rows=None):
         feed = EpochFeed(process_raw, request, 16, ("features", "float32", [4], "int32"), threading.Event(),
-                         budget_bytes=budget).start()
-        orders = []
+                         budget_bytes=budget, rows=rows).start()
+        orders, data = [], feed.dataset()  # what model.fit iterates, once per epoch
         for _ in range(3):
-            batches = list(feed.batches())
-            assert all(len(y) == 16 for _, y in batches[:-1])
+            batches = [(x.numpy(), y.numpy()) for x, y in data]
+            assert all(len(y) == 16 for _, y in batches[:-1]) and 0 < len(batches[-1][1]) <= 16
             orders.append(np.concatenate([x for x, _ in batches]))
         return feed, orders
 
     cached, with_cache = epochs(1 << 30)
+    gathering, gathered = epochs(1 << 30, rows=120)  # rows known: kept in TensorFlow, gathered by index
     streamed, without_cache = epochs(0)
-    assert cached.epochs_streamed == 1 and streamed.epochs_streamed == 3
+    assert not cached.gathers() and gathering.gathers() and not streamed.gathers()
+    assert cached.epochs_streamed == 1 and gathering.epochs_streamed == 1 and streamed.epochs_streamed == 3
+    for cached_epoch, gathered_epoch in zip(with_cache, gathered):  # the same rows in the same order
+        np.testing.assert_array_equal(cached_epoch, gathered_epoch)
+    # A row count that disagrees with what process sends is an error, never a silently short epoch.
+    from services.common.errors import Fail
+    for rows, message in ((100, "more than the 100 rows"), (130, "sent 120 rows where this subset has 130")):
+        feed = EpochFeed(process_raw, request, 16, ("features", "float32", [4], "int32"), threading.Event(),
+                         budget_bytes=1 << 30, rows=rows).start()
+        with pytest.raises(Fail, match=message):
+            list(feed.order())
     for orders in (with_cache, without_cache):
         rows = [sorted(map(tuple, o.round(5).tolist())) for o in orders]
         assert len(orders[0]) == 120 and rows[0] == rows[1] == rows[2]      # same rows every epoch

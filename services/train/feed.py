@@ -6,6 +6,14 @@ budget (COOKLINE_TRAIN_CACHE_MB) and later epochs read it from there. The
 random ops (shuffle, ...) run here every epoch, seeded by epoch, exactly as
 process would run them. Over budget, every epoch streams the whole chain
 through process instead.
+
+Where the kept rows live:
+- in TensorFlow memory, when the subset's row count is known and every random op
+  only reorders rows (shuffle). The shuffle then runs on row indices in Python and
+  tf.data gathers each batch from those tensors: one copy per row per epoch, and no
+  Python work per batch, as model.fit on in-memory arrays does;
+- else as the received NumPy batches, through the random ops (augmentation needs
+  the values) in Python, handed to tf.data in whole chunks.
 """
 from __future__ import annotations
 
@@ -15,11 +23,13 @@ import queue
 import threading
 from typing import Iterator
 
+import grpc
 import numpy as np
 import tensorflow as tf
 
 from cookline import tensors
 from cookline.v1 import data_pb2, process_pb2
+from services.common.errors import Fail
 from services.process import ops as ops_lib
 
 log = logging.getLogger("cookline.train")
@@ -36,6 +46,12 @@ def cache_budget_bytes() -> int:
     return int(float(os.environ.get("COOKLINE_TRAIN_CACHE_MB") or 1024) * 1024 * 1024)
 
 
+def _uninitialized(shape, dtype) -> tf.Variable:
+    """A variable whose memory is not written until rows arrive (zero-filling a large one would
+    delay the start of training)."""
+    return tf.Variable(tf.raw_ops.Empty(shape=shape, dtype=dtype, init=False), trainable=False)
+
+
 class Cancelled(Exception):
     """The Train call was cancelled while a stream was being read."""
 
@@ -44,10 +60,11 @@ class EpochFeed:
     """A re-iterable source of (features, label) batches: one pass per epoch."""
 
     def __init__(self, process_call, request: process_pb2.ProcessRequest, batch_size: int, source,
-                 cancelled: threading.Event, budget_bytes: int | None = None, first_epoch: int = 0):
+                 cancelled: threading.Event, budget_bytes: int | None = None, first_epoch: int = 0,
+                 rows: int | None = None):
         """`process_call` is ProcessService.Process with raw-bytes responses (decoded here as views);
         `source` is (tensor name, dtype, per-row shape) of what the model takes, and the label's dtype
-        (int32 class ids, float32 for a regressor)."""
+        (int32 class ids, float32 for a regressor); `rows`, when known, is how many rows the subset has."""
         self.process = process_call
         self.request = request
         self.batch_size = batch_size
@@ -55,18 +72,63 @@ class EpochFeed:
         self.training = request.subset == data_pb2.SUBSET_TRAIN  # augmentation runs on training rows only
         self.cancelled = cancelled
         self.budget = cache_budget_bytes() if budget_bytes is None else budget_bytes
+        self.rows = rows
         self.fixed_ops, self.random_ops = ops_lib.split_at_first_random(list(request.ops))
         self.cache: list[dict[str, np.ndarray]] | None = None
+        # The in-TensorFlow store: (features, labels) variables, and the rows of each received message.
+        self.store: tuple[tf.Variable, tf.Variable] | None = None
+        self.spans: list[tuple[int, int]] | None = None
         self.epoch = first_epoch  # random ops are seeded by epoch: a resumed run continues the sequence
         self.epochs_streamed = 0  # how many epochs pulled from process (for tests and logs)
         self._ahead: queue.Queue | None = None
 
+    def _row_bytes(self) -> int:
+        return (int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+                + np.dtype(self.label_dtype).itemsize)
+
+    def gathers(self) -> bool:
+        """True when the rows are kept in TensorFlow and each batch is gathered by index."""
+        return (bool(self.rows) and self.rows * self._row_bytes() <= self.budget
+                and all(ops_lib.KINDS[op.WhichOneof("kind")].reorders_only for op in self.random_ops))
+
     def start(self) -> "EpochFeed":
         """Starts pulling the first epoch now, so transport overlaps model building and tracing."""
         if self.budget > 0 and self._ahead is None:
-            self._ahead = queue.Queue(maxsize=READ_AHEAD)
-            threading.Thread(target=self._read_ahead, name="epoch0-read-ahead", daemon=True).start()
+            if self.gathers():
+                self.store = (_uninitialized([self.rows, *self.shape], self.dtype),
+                              _uninitialized([self.rows], self.label_dtype))
+                self._ahead = queue.Queue()  # of row spans: the rows themselves are in the store already
+                target = self._fill_store
+            else:
+                self._ahead = queue.Queue(maxsize=READ_AHEAD)
+                target = self._read_ahead
+            threading.Thread(target=target, name="epoch0-read-ahead", daemon=True).start()
         return self
+
+    def _fill_store(self) -> None:
+        """Writes the first epoch's rows into the store as they arrive and queues their spans."""
+        features, labels = self.store
+        filled = 0
+        try:
+            for batch in self._stream(self.fixed_ops, PULL_BATCH, self.epoch):
+                x, y = self._pair(batch)
+                if filled + len(y) > self.rows:
+                    raise Fail(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"process sent more than the {self.rows} rows this subset has")
+                # a scatter writes just these rows (a slice assign copies the whole variable each time)
+                rows = tf.range(filled, filled + len(y))
+                features.scatter_update(tf.IndexedSlices(x, rows))
+                labels.scatter_update(tf.IndexedSlices(y, rows))
+                self._ahead.put((filled, filled + len(y)))
+                filled += len(y)
+            if filled != self.rows:
+                raise Fail(grpc.StatusCode.FAILED_PRECONDITION,
+                           f"process sent {filled} rows where this subset has {self.rows}")
+            self._ahead.put(_END)
+        except Cancelled:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the training thread
+            self._ahead.put(exc)
 
     def _read_ahead(self) -> None:
         try:
@@ -88,7 +150,7 @@ class EpochFeed:
                 continue
         raise Cancelled()
 
-    def _from_read_ahead(self) -> Iterator[dict[str, np.ndarray]]:
+    def _from_read_ahead(self) -> Iterator:
         while (item := self._ahead.get()) is not _END:
             if isinstance(item, BaseException):
                 raise item
@@ -125,29 +187,68 @@ class EpochFeed:
         if kept is not None:
             self.cache = kept
 
-    def batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """One epoch of (features, label) batches of batch_size rows."""
+    def _spans(self) -> Iterator[tuple[int, int]]:
+        """The row spans of the messages: as they arrive in the first epoch, then from memory."""
+        if self.spans is not None:
+            yield from self.spans
+            return
+        self.epochs_streamed += 1
+        spans = []
+        for span in self._from_read_ahead():
+            spans.append(span)
+            yield span
+        self.spans = spans
+
+    def order(self) -> Iterator[np.ndarray]:
+        """One epoch of row indices into the store in training order, in chunks of any size: the
+        random ops run on the indices, in the message sizes process sent, as on the rows themselves."""
         epoch = self.epoch
         self.epoch += 1
-        if self.cache is not None:
-            source = iter(self.cache)
-        elif self.budget > 0 and self.epochs_streamed == 0:
+        indices = ({"index": np.arange(lo, hi)} for lo, hi in self._spans())
+        for chunk in ops_lib.chain(self.random_ops, indices, epoch, training=self.training):
+            if self.cancelled.is_set():
+                raise Cancelled()
+            yield chunk["index"]
+
+    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One epoch of (features, label) rows in training order, in chunks of any size."""
+        epoch = self.epoch
+        self.epoch += 1
+        if self.budget > 0 and self.epochs_streamed == 0:  # the first pass: what the read-ahead pulled
             self.epochs_streamed += 1
-            source = self._from_read_ahead() if self.start()._ahead else None
+            source = self.start()._from_read_ahead()
+        elif self.cache is not None:
+            source = iter(self.cache)
         else:  # no cache: the whole chain runs in process, every epoch
             self.epochs_streamed += 1
             for batch in self._stream(self.fixed_ops + self.random_ops, self.batch_size, epoch):
                 yield self._pair(batch)
             return
-        for batch in ops_lib.apply(self.random_ops, source, epoch, self.batch_size, training=self.training):
+        for batch in ops_lib.chain(self.random_ops, source, epoch, training=self.training):
             if self.cancelled.is_set():
                 raise Cancelled()
             yield self._pair(batch)
+
+    def batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One epoch of (features, label) batches of batch_size rows (the last may be smaller)."""
+        for batch in ops_lib.rebatch(({"x": x, "y": y} for x, y in self.chunks()), self.batch_size):
+            yield batch["x"], batch["y"]
 
     def _pair(self, batch) -> tuple[np.ndarray, np.ndarray]:
         return batch[self.input_name].astype(self.dtype, copy=False), batch["label"]
 
     def dataset(self) -> tf.data.Dataset:
-        """A tf.data pipeline that calls batches() each time it is iterated (each epoch)."""
+        """A tf.data pipeline that runs one epoch each time it is iterated.
+
+        Python hands over whole chunks (of rows, or of row indices into the store) and tf.data
+        cuts them into batch_size batches: a Python call per batch costs more than the training
+        step of a small model."""
+        if self.start().store is not None:
+            features, labels = self.store
+            indices = tf.data.Dataset.from_generator(self.order, output_signature=tf.TensorSpec([None], tf.int64))
+            return (indices.rebatch(self.batch_size)
+                    .map(lambda i: (tf.gather(features, i), tf.gather(labels, i)))
+                    .prefetch(2))
         signature = (tf.TensorSpec([None, *self.shape], self.dtype), tf.TensorSpec([None], self.label_dtype))
-        return tf.data.Dataset.from_generator(self.batches, output_signature=signature).prefetch(2)
+        return (tf.data.Dataset.from_generator(self.chunks, output_signature=signature)
+                .rebatch(self.batch_size).prefetch(2))

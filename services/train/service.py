@@ -24,7 +24,7 @@ from services.common import layout, splits
 from services.common.errors import Fail, invalid, rpc
 from services.common.store import ObjectStore
 from services.process import ops as ops_lib
-from services.train import models, spec as train_spec, tfjs
+from services.train import models, spec as train_spec, tfjs, warm
 from services.train.checkpoints import Checkpoints
 from services.train.evaluate import evaluate_model
 from services.train.feed import EpochFeed
@@ -66,18 +66,21 @@ class _Progress(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch, self.epoch_started = epoch + 1, time.monotonic()
 
-    def on_train_batch_end(self, batch, logs=None):
+    # Batch *begins*, not ends: Keras turns every batch's logs into Python floats (a wait for the step
+    # to finish) for any callback that hooks batch ends, which stalls its step pipeline. Batch begins
+    # carry no logs; the metrics are read from the model only every progress_every_batches batches.
+    def on_train_batch_begin(self, batch, logs=None):
         if self.cancelled.is_set():
-            self.model.stop_training = True  # keras checks this after every batch
+            self.model.stop_training = True  # keras checks this after the batch that starts now
             return
-        if (batch + 1) % self.spec.progress_every_batches:
-            return  # reading the logs syncs with the device: only every progress_every_batches
-        loss = float((logs or {}).get("loss", 0.0))
-        if not np.isfinite(loss):
-            self.diverged = f"loss became {loss} in epoch {self.epoch}, batch {batch + 1}"
+        if batch == 0 or batch % self.spec.progress_every_batches:
+            return
+        logs = {k: float(v) for k, v in self.model.get_metrics_result().items()}  # after `batch` batches
+        if not np.isfinite(logs.get("loss", 0.0)):
+            self.diverged = f"loss became {logs['loss']} in epoch {self.epoch}, batch {batch}"
             self.model.stop_training = True
             return
-        self._send(self.epoch, batch + 1, logs, finished=False)
+        self._send(self.epoch, batch, logs, finished=False)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.cancelled.is_set() or self.diverged:
@@ -111,6 +114,7 @@ def _vocabulary_size(fitted_ops) -> int:
 class TrainServicer(train_pb2_grpc.TrainServiceServicer):
     def __init__(self, store: ObjectStore):
         self.store = store
+        self.warm = warm.WarmModels()
         self.collect = collect_pb2_grpc.CollectServiceStub(channels.channel("collect"))
         process_channel = channels.channel("process")
         self.process = process_pb2_grpc.ProcessServiceStub(process_channel)
@@ -163,14 +167,15 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
         train_data = self._feed(dataset, split, data_pb2.SUBSET_TRAIN, fitted_ops, spec.batch_size,
-                                source, cancelled, first_epoch)
+                                source, cancelled, first_epoch, train_rows)
         val_data = None
         if rows[data_pb2.SUBSET_VALIDATION] > 0:
             val_data = self._feed(dataset, split, data_pb2.SUBSET_VALIDATION, fitted_ops, EVAL_BATCH,
-                                  source, cancelled, first_epoch)
+                                  source, cancelled, first_epoch, rows[data_pb2.SUBSET_VALIDATION])
         # built (or restored) while the first batches stream in
-        model = resumed[1] if resumed else models.build(spec, input_shape, len(class_names), input_dtype,
-                                                        _vocabulary_size(fitted_ops))
+        warm_key = warm.key(spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops))
+        model = resumed[1] if resumed else self.warm.take(warm_key, models.build(
+            spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops)))
 
         # fit() runs on its own thread; this one streams its progress to the caller.
         events: queue.Queue = queue.Queue()
@@ -211,6 +216,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                                 dataset, request)
         if checkpoints:
             checkpoints.discard()
+        self.warm.give(warm_key, model)  # the run ended cleanly: the next one like it skips tracing
         yield train_pb2.TrainResponse(result=train_pb2.TrainResult(
             model=model_pb2.ModelRef(name=name, version=version), metrics=last_metrics, evaluation=evaluation))
 
@@ -234,10 +240,10 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         return evaluate_model(model, feed.batches(), class_names, subset)
 
     def _feed(self, dataset, split, subset, fitted_ops, batch_size, source, cancelled,
-              first_epoch) -> tf.data.Dataset:
+              first_epoch, rows) -> tf.data.Dataset:
         request = process_pb2.ProcessRequest(dataset=dataset, split=split, subset=subset, ops=fitted_ops)
         return EpochFeed(self.process_raw, request, batch_size, source, cancelled,
-                         first_epoch=first_epoch).start().dataset()
+                         first_epoch=first_epoch, rows=rows).start().dataset()
 
     def _feature_columns(self, dataset, raw_name, raw_shape, fitted_ops, served) -> list[str]:
         """Names of the served "features" positions: the CSV columns, pixel_<i>, or the op's outputs."""

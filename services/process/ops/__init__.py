@@ -27,7 +27,7 @@ KINDS: dict[str, OpKind] = {k.name: k for k in (
     Standardize(), MinMax(), FillMissing(), OneHot(), Lookup(), Resize(), Grayscale(), RandomFlip(),
     RandomRotation(), RandomBrightness(), VectorizeText(), Shuffle())}
 
-__all__ = ["KINDS", "validate", "fit", "apply", "rebatch", "Batch", "needs_fit", "split_at_first_random"]
+__all__ = ["KINDS", "validate", "fit", "chain", "apply", "rebatch", "Batch", "needs_fit", "split_at_first_random"]
 
 
 def _where(i: int, op: pipeline_pb2.Op) -> str:
@@ -106,14 +106,19 @@ def changes_data(ops: Iterable[pipeline_pb2.Op], training: bool) -> bool:
                for op in ops)
 
 
-def apply(ops: list[pipeline_pb2.Op], batches: Iterable[Batch], epoch: int, batch_size: int,
-          training: bool = True) -> Iterator[Batch]:
-    """Applies `ops` in order to a stream and re-batches it to batch_size rows.
+def chain(ops: list[pipeline_pb2.Op], batches: Iterable[Batch], epoch: int, training: bool = True) -> Iterator[Batch]:
+    """Applies `ops` in order to a stream, keeping whatever batch sizes the ops give.
 
     `training` is True for the TRAIN subset: only then do random augmentations run.
     """
     validate(ops)
-    return rebatch(_chain(ops, batches, epoch, training, deterministic_only=False), batch_size)
+    return _chain(ops, batches, epoch, training, deterministic_only=False)
+
+
+def apply(ops: list[pipeline_pb2.Op], batches: Iterable[Batch], epoch: int, batch_size: int,
+          training: bool = True) -> Iterator[Batch]:
+    """chain(), re-batched to batch_size rows."""
+    return rebatch(chain(ops, batches, epoch, training), batch_size)
 
 
 # --- the schema an op list produces --------------------------------------------------

@@ -22,10 +22,13 @@ class OpKind:
       TRAIN subset: random augmentation runs there alone.
     - `deterministic`: False for ops whose output depends on the epoch (shuffle, augmentation); they are
       skipped while later ops are fitted.
+    - `reorders_only`: True for ops that only change the order of rows (shuffle): their effect can be
+      computed on row indices alone, whatever the tensors hold.
     """
 
     name = ""
     deterministic = True
+    reorders_only = False
 
     def check(self, op: pipeline_pb2.Op, where: str) -> None:
         return None

@@ -23,6 +23,7 @@ class Shuffle(OpKind):
 
     name = "shuffle"
     deterministic = False
+    reorders_only = True  # depends on the rows per batch alone, never on their values
 
     def check(self, op, where):
         in_range(f"{where}.buffer", op.shuffle.buffer, 0, MAX_SHUFFLE_BUFFER)
