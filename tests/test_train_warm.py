@@ -87,3 +87,4 @@ def test_the_pool_keeps_at_most_its_size_least_recently_used_out_first(monkeypat
         monkeypatch.setenv("COOKLINE_TRAIN_WARM_MODELS", bad)
         with pytest.raises(ValueError, match="COOKLINE_TRAIN_WARM_MODELS"):
             warm.WarmModels()
+

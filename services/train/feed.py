@@ -151,7 +151,17 @@ class EpochFeed:
         raise Cancelled()
 
     def _from_read_ahead(self) -> Iterator:
-        while (item := self._ahead.get()) is not _END:
+        """What the read-ahead thread queued, until its end; Cancelled once the call is (that thread
+        then stops without queuing anything more, so nothing else would wake this one)."""
+        while True:
+            try:
+                item = self._ahead.get(timeout=0.5)
+            except queue.Empty:
+                if self.cancelled.is_set():
+                    raise Cancelled() from None
+                continue
+            if item is _END:
+                return
             if isinstance(item, BaseException):
                 raise item
             yield item

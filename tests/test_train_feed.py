@@ -1,0 +1,40 @@
+"""Train's epoch feed (services/train/feed.py) without a live stack."""
+import numpy as np
+
+
+def test_cancelling_during_the_first_epoch_never_leaves_training_waiting():
+    """The read-ahead stops on cancel without queuing more; the epoch being read must end too."""
+    import threading
+
+    from cookline import tensors
+    from cookline.v1 import data_pb2, pipeline_pb2 as pb, process_pb2
+    from services.train.feed import Cancelled, EpochFeed
+
+    cancelled = threading.Event()
+
+    class Call:  # Process's stream: one message, then the caller cancels, then one more
+        def __iter__(self):
+            yield tensors.encode_batch({"features": np.zeros((4, 2), np.float32), "label": np.zeros(4, np.int32)})
+            cancelled.set()
+            yield tensors.encode_batch({"features": np.zeros((4, 2), np.float32), "label": np.zeros(4, np.int32)})
+
+        def cancel(self):
+            pass
+
+    request = process_pb2.ProcessRequest(subset=data_pb2.SUBSET_TRAIN,
+                                         ops=[pb.Op(shuffle=pb.ShuffleOp(buffer=100, seed=1))])
+    for rows in (100, None):  # rows kept in TensorFlow, and rows kept as NumPy batches
+        feed = EpochFeed(lambda _request: Call(), request, 2, ("features", "float32", [2], "int32"), cancelled,
+                         budget_bytes=1 << 20, rows=rows).start()
+        outcome = []
+
+        def read():
+            try:
+                list(feed.order() if rows else feed.chunks())
+            except Cancelled:
+                outcome.append("cancelled")
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(timeout=30)
+        assert outcome == ["cancelled"]
+        cancelled.clear()
