@@ -282,9 +282,12 @@ def test_train_feed_streams_once_then_reads_its_cache(env, iris_run):
     def epochs(budget, rows=None):
         feed = EpochFeed(process_raw, request, 16, ("features", "float32", [4], "int32"), threading.Event(),
                          budget_bytes=budget, rows=rows).start()
-        orders, data = [], feed.dataset()  # what model.fit iterates, once per epoch
+        # what model.fit iterates: steps() batches per epoch of one endless iterator, or one pass per epoch
+        orders, data, steps = [], feed.dataset(), feed.steps()
+        endless = iter(data) if steps else None
         for _ in range(3):
-            batches = [(x.numpy(), y.numpy()) for x, y in data]
+            epoch = [next(endless) for _ in range(steps)] if steps else list(data)
+            batches = [(x.numpy(), y.numpy()) for x, y in epoch]
             assert all(len(y) == 16 for _, y in batches[:-1]) and 0 < len(batches[-1][1]) <= 16
             orders.append(np.concatenate([x for x, _ in batches]))
         return feed, orders
@@ -293,6 +296,7 @@ def test_train_feed_streams_once_then_reads_its_cache(env, iris_run):
     gathering, gathered = epochs(1 << 30, rows=120)  # rows known: kept in TensorFlow, gathered by index
     streamed, without_cache = epochs(0)
     assert not cached.gathers() and gathering.gathers() and not streamed.gathers()
+    assert gathering.steps() == 8 and cached.steps() is None  # 120 rows in batches of 16
     assert cached.epochs_streamed == 1 and gathering.epochs_streamed == 1 and streamed.epochs_streamed == 3
     for cached_epoch, gathered_epoch in zip(with_cache, gathered):  # the same rows in the same order
         np.testing.assert_array_equal(cached_epoch, gathered_epoch)

@@ -247,18 +247,26 @@ class EpochFeed:
     def _pair(self, batch) -> tuple[np.ndarray, np.ndarray]:
         return batch[self.input_name].astype(self.dtype, copy=False), batch["label"]
 
+    def steps(self) -> int | None:
+        """Batches per epoch when dataset() is endless (rows kept in TensorFlow), else None: then
+        each iteration of dataset() is one epoch."""
+        return -(-self.rows // self.batch_size) if self.start().store is not None else None
+
     def dataset(self) -> tf.data.Dataset:
-        """A tf.data pipeline that runs one epoch each time it is iterated.
+        """A tf.data pipeline of the epochs: endless when steps() says how long an epoch is, else
+        one epoch each time it is iterated.
 
         Python hands over whole chunks (of rows, or of row indices into the store) and tf.data
         cuts them into batch_size batches: a Python call per batch costs more than the training
         step of a small model."""
         if self.start().store is not None:
+            # Endless, one pass per epoch (see steps()): one iterator serves every epoch, so the next
+            # epoch's first batches are prefetched while the last one ends.
             features, labels = self.store
             indices = tf.data.Dataset.from_generator(self.order, output_signature=tf.TensorSpec([None], tf.int64))
             return (indices.rebatch(self.batch_size)
                     .map(lambda i: (tf.gather(features, i), tf.gather(labels, i)))
-                    .prefetch(2))
+                    .repeat().prefetch(2))
         signature = (tf.TensorSpec([None, *self.shape], self.dtype), tf.TensorSpec([None], self.label_dtype))
         return (tf.data.Dataset.from_generator(self.chunks, output_signature=signature)
                 .rebatch(self.batch_size).prefetch(2))

@@ -65,11 +65,13 @@ class _Progress(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch, self.epoch_started = epoch + 1, time.monotonic()
+        self.batches = 0  # batches begun in this epoch
 
     # Batch *begins*, not ends: Keras turns every batch's logs into Python floats (a wait for the step
     # to finish) for any callback that hooks batch ends, which stalls its step pipeline. Batch begins
     # carry no logs; the metrics are read from the model only every progress_every_batches batches.
     def on_train_batch_begin(self, batch, logs=None):
+        self.batches = batch + 1
         if self.cancelled.is_set():
             self.model.stop_training = True  # keras checks this after the batch that starts now
             return
@@ -90,6 +92,9 @@ class _Progress(keras.callbacks.Callback):
             self.diverged = f"loss became {loss} in epoch {epoch + 1}"
             self.model.stop_training = True
             return
+        if self.batches % self.spec.progress_every_batches == 0:  # its last batch is due a report too
+            self._send(epoch + 1, self.batches, {k: v for k, v in logs.items() if not k.startswith("val_")},
+                       finished=False)
         if self.checkpoints:
             self.checkpoints.save(self.model, epoch + 1, logs)
         self._send(epoch + 1, 0, logs, finished=True)
@@ -185,7 +190,9 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
 
         def run_fit():
             try:
-                model.fit(train_data, validation_data=val_data, epochs=int(spec.epochs), initial_epoch=first_epoch,
+                model.fit(train_data.dataset(), steps_per_epoch=train_data.steps(), epochs=int(spec.epochs),
+                          validation_data=val_data.dataset() if val_data else None,
+                          validation_steps=val_data.steps() if val_data else None, initial_epoch=first_epoch,
                           shuffle=False,  # process (or this feed) already shuffles
                           verbose=0, callbacks=callbacks, class_weight=class_weight)
             except BaseException as exc:  # noqa: BLE001 - reported on the RPC
@@ -240,10 +247,11 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         return evaluate_model(model, feed.batches(), class_names, subset)
 
     def _feed(self, dataset, split, subset, fitted_ops, batch_size, source, cancelled,
-              first_epoch, rows) -> tf.data.Dataset:
+              first_epoch, rows) -> EpochFeed:
+        """The epochs of one subset, already pulling the first."""
         request = process_pb2.ProcessRequest(dataset=dataset, split=split, subset=subset, ops=fitted_ops)
         return EpochFeed(self.process_raw, request, batch_size, source, cancelled,
-                         first_epoch=first_epoch, rows=rows).start().dataset()
+                         first_epoch=first_epoch, rows=rows).start()
 
     def _feature_columns(self, dataset, raw_name, raw_shape, fitted_ops, served) -> list[str]:
         """Names of the served "features" positions: the CSV columns, pixel_<i>, or the op's outputs."""
