@@ -17,7 +17,9 @@ from test_e2e_collect_crash import ROWS, write_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IRIS_CSV = os.path.join(ROOT, "examples", "data", "iris.csv")
-EPOCHS = 60
+# Long enough that the run is still training when the watcher has seen a few checkpointed epochs
+# (an iris epoch of 30 batches takes a few ms once the train step is traced).
+EPOCHS = 400
 STACK_ENV = {"COOKLINE_SHARD_MB": "1"}  # the big CSV spans many shards
 
 
@@ -43,8 +45,8 @@ def test_gateway_restarted_mid_run_resumes_the_run_and_the_watcher(stack, sig):
                     services.stop("gateway", sig)
                     killed_at = (event.sequence, checkpoint["epoch"])
                     persisted = json.loads(store.get_bytes(f"runs/{run.run_id}/run.json"))
-                    assert persisted["state"] == "RUN_STATE_RUNNING" and persisted["stage"] == "STAGE_TRAIN"
                     services.start("gateway")  # what a supervisor (compose, k8s) does
+                    assert persisted["state"] == "RUN_STATE_RUNNING" and persisted["stage"] == "STAGE_TRAIN"
         final = client.get_run(run.run_id)
 
     assert killed_at is not None
