@@ -1,5 +1,7 @@
-"""The dynamic batcher in process, with a real numpy model function: merging, size
-limits, inline runs, drain on close, errors reaching every request of a batch."""
+"""The dynamic batcher in process, on a real event loop, with a real numpy model
+function: merging, size limits, inline runs, where the model runs, drain on close,
+errors reaching every request of a batch."""
+import asyncio
 import threading
 
 import numpy as np
@@ -12,7 +14,8 @@ from services.serve.stats import ModelStats
 
 class GatedModel:
     """Doubles its input; each call waits until the test opens the gate, so requests
-    queue up behind a running batch deterministically."""
+    queue up behind a running batch deterministically. It blocks, so batchers using
+    it run it on the model's thread (inline_max_ms=0)."""
 
     def __init__(self):
         self.gate = threading.Event()
@@ -26,88 +29,165 @@ class GatedModel:
         return features * 2
 
 
-def batcher(model, max_batch_size=8, delay_ms=0):
+def batcher(model, max_batch_size=8, delay_ms=0, inline_max_ms=0.0):
     stats = ModelStats("m", 1, serve_pb2.BatchingConfig(max_batch_size=max_batch_size, max_queue_delay_ms=delay_ms))
-    return Batcher("m-1", model, max_batch_size, delay_ms, stats), stats
+    b = Batcher("m-1", model, max_batch_size, delay_ms, stats, asyncio.get_running_loop(), inline_max_ms)
+    return b, stats
 
 
 def rows(n, value=1.0):
     return np.full((n, 2), value, np.float32)
 
 
+async def close(b: Batcher) -> None:
+    """close() waits for the drain, which needs the loop: wait on a thread."""
+    await asyncio.to_thread(b.close)
+
+
+async def entered(model: GatedModel) -> None:
+    assert await asyncio.to_thread(model.entered.acquire, timeout=30)
+
+
+def test_requests_submitted_in_one_turn_of_the_loop_merge_into_one_call():
+    async def main():
+        calls = []
+
+        def model(features):
+            calls.append(len(features))
+            return features * 2
+
+        b, stats = batcher(model, max_batch_size=8, inline_max_ms=1000.0)
+        futures = [b.submit(rows(1, i)) for i in range(3)]  # three concurrent calls' requests
+        results = await asyncio.gather(*futures)
+        assert calls == [3] and [float(r[0, 0]) for r in results] == [0.0, 2.0, 4.0]
+        await close(b)
+    asyncio.run(main())
+
+
 def test_requests_queued_behind_a_running_batch_merge_up_to_max_batch_size():
-    model = GatedModel()
-    b, stats = batcher(model, max_batch_size=8)
-    first = b.submit(rows(1, 0))
-    assert model.entered.acquire(timeout=30)  # the worker is inside the model with batch 1
-    queued = [b.submit(rows(3, i)) for i in range(1, 5)]  # 12 rows: batches of 6 (3+3) and 6
-    model.gate.set()
-    for i, future in enumerate(queued, start=1):
-        assert np.array_equal(future.result(30), rows(3, 2 * i))
-    assert first.result(30).shape == (1, 2)
-    b.close()
-    assert model.calls == [1, 6, 6]
-    proto = stats.to_proto()
-    assert dict(proto.batch_size_counts) == {1: 1, 6: 2} and dict(proto.requests_per_batch_counts) == {1: 1, 2: 2}
-    assert proto.requests == 5 and proto.rows == 13 and proto.batches == 3
+    async def main():
+        model = GatedModel()
+        b, stats = batcher(model, max_batch_size=8)
+        first = b.submit(rows(1, 0))
+        await entered(model)  # the model's thread is inside the model with batch 1
+        queued = [b.submit(rows(3, i)) for i in range(1, 5)]  # 12 rows: batches of 6 (3+3) and 6
+        model.gate.set()
+        for i, future in enumerate(queued, start=1):
+            assert np.array_equal(await asyncio.wait_for(future, 30), rows(3, 2 * i))
+        assert (await first).shape == (1, 2)
+        await close(b)
+        assert model.calls == [1, 6, 6]
+        proto = stats.to_proto()
+        assert dict(proto.batch_size_counts) == {1: 1, 6: 2} and dict(proto.requests_per_batch_counts) == {1: 1, 2: 2}
+        assert proto.requests == 5 and proto.rows == 13 and proto.batches == 3
+    asyncio.run(main())
 
 
 def test_an_oversized_request_runs_alone_and_is_not_split():
-    model = GatedModel()
-    model.gate.set()
-    b, _ = batcher(model, max_batch_size=4)
-    assert b.submit(rows(10)).result(30).shape == (10, 2)
-    b.close()
-    assert model.calls == [10]
+    async def main():
+        model = GatedModel()
+        model.gate.set()
+        b, _ = batcher(model, max_batch_size=4)
+        assert (await asyncio.wait_for(b.submit(rows(10)), 30)).shape == (10, 2)
+        await close(b)
+        assert model.calls == [10]
+    asyncio.run(main())
 
 
 def test_queue_delay_waits_for_more_requests():
-    model = GatedModel()
-    model.gate.set()
-    b, stats = batcher(model, max_batch_size=4, delay_ms=10_000)
-    futures = [b.submit(rows(1)) for _ in range(4)]  # the 4th fills the batch: no 10 s wait
-    assert all(f.result(30).shape == (1, 2) for f in futures)
-    b.close()
-    assert model.calls == [4]
+    async def main():
+        model = GatedModel()
+        model.gate.set()
+        b, stats = batcher(model, max_batch_size=4, delay_ms=10_000)
+        futures = [b.submit(rows(1)) for _ in range(4)]  # the 4th fills the batch: no 10 s wait
+        assert all(r.shape == (1, 2) for r in await asyncio.wait_for(asyncio.gather(*futures), 30))
+        await close(b)
+        assert model.calls == [4]
+    asyncio.run(main())
 
 
-def test_inline_runs_on_the_callers_thread_only_when_idle():
-    threads = []
+def test_quick_models_run_on_the_loop_and_slow_ones_on_their_own_thread():
+    async def main():
+        threads = []
 
-    def model(features):
-        threads.append(threading.current_thread())
-        return features
+        def model(features):
+            threads.append(threading.current_thread())
+            return features
 
-    b, _ = batcher(model)
-    future = b.submit(rows(1), inline=True)
-    assert future.done() and threads[-1] is threading.current_thread()
-    assert b.submit(rows(1)).result(30) is not None and threads[-1] is not threading.current_thread()
-    b.close()
+        loop_thread = threading.current_thread()
+        quick, _ = batcher(model, inline_max_ms=1000.0)  # every call counts as quick
+        future = quick.submit(rows(1))
+        assert not future.done()  # queued even though the model is idle
+        assert (await future) is not None and threads[-1] is loop_thread
+        await close(quick)
+
+        slow, _ = batcher(model, inline_max_ms=0.0)  # every call counts as slow
+        assert (await slow.submit(rows(1))) is not None and threads[-1] is not loop_thread
+        await close(slow)
+    asyncio.run(main())
+
+
+def test_a_model_that_turns_slow_moves_off_the_loop():
+    async def main():
+        threads, delay = [], [0.0]
+
+        def model(features):
+            threads.append(threading.current_thread())
+            threading.Event().wait(delay[0])  # a blocking model call of delay[0] seconds
+            return features
+
+        b, _ = batcher(model, inline_max_ms=20.0)
+        await b.submit(rows(1))
+        assert threads[-1] is threading.current_thread()
+        delay[0] = 0.5  # calls now take far over 20 ms: after a few the average says slow
+        for _ in range(5):
+            await b.submit(rows(1))
+        assert threads[-1] is not threading.current_thread()
+        await close(b)
+    asyncio.run(main())
 
 
 def test_close_answers_queued_requests_then_refuses_new_ones():
-    model = GatedModel()
-    b, _ = batcher(model)
-    futures = [b.submit(rows(1)) for _ in range(3)]
-    assert model.entered.acquire(timeout=30)
-    closer = threading.Thread(target=b.close)
-    closer.start()
-    model.gate.set()
-    closer.join(30)
-    assert all(f.result(0).shape == (1, 2) for f in futures)
-    assert b.submit(rows(1)) is None
+    async def main():
+        model = GatedModel()
+        b, _ = batcher(model)
+        futures = [b.submit(rows(1)) for _ in range(3)]
+        await entered(model)
+        closing = asyncio.ensure_future(close(b))
+        model.gate.set()
+        await asyncio.wait_for(closing, 30)
+        assert all(f.result().shape == (1, 2) for f in futures)
+        assert b.submit(rows(1)) is None
+    asyncio.run(main())
+
+
+def test_a_cancelled_request_does_not_disturb_its_batch():
+    async def main():
+        model = GatedModel()
+        b, _ = batcher(model)
+        first = b.submit(rows(1, 0))
+        await entered(model)
+        gone, kept = b.submit(rows(1, 1)), b.submit(rows(1, 2))
+        gone.cancel()  # its caller went away while it waited
+        model.gate.set()
+        assert np.array_equal(await asyncio.wait_for(kept, 30), rows(1, 4))
+        await first
+        await close(b)
+        assert model.calls == [1, 2]
+    asyncio.run(main())
 
 
 def test_a_failing_model_call_fails_every_request_of_its_batch():
-    def model(features):
-        raise ValueError("boom")
+    async def main():
+        def model(features):
+            raise ValueError("boom")
 
-    b, stats = batcher(model)
-    future = b.submit(rows(1))
-    with pytest.raises(ValueError, match="boom"):
-        future.result(30)
-    b.close()
-    assert stats.to_proto().failed_requests == 1
+        b, stats = batcher(model)
+        with pytest.raises(ValueError, match="boom"):
+            await asyncio.wait_for(b.submit(rows(1)), 30)
+        await close(b)
+        assert stats.to_proto().failed_requests == 1
+    asyncio.run(main())
 
 
 def test_metrics_address_setting():

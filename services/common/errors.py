@@ -50,17 +50,40 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
 
 
-def _abort(context: grpc.ServicerContext, exc: BaseException, method: str):
+def _status_logged(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
     code, message = status_of(exc)
     if code == grpc.StatusCode.INTERNAL:
         log.exception("%s failed", method)
     else:
         log.info("%s -> %s: %s", method, code.name, message)
-    context.abort(code, message)
+    return code, message
+
+
+def _abort(context: grpc.ServicerContext, exc: BaseException, method: str):
+    context.abort(*_status_logged(exc, method))
 
 
 def rpc(method):
-    """Decorates a servicer method (unary or streaming) with the error model."""
+    """Decorates a servicer method (unary or streaming, sync or asyncio) with the error model."""
+    if inspect.isasyncgenfunction(method):
+        @functools.wraps(method)
+        async def async_stream(self, request, context):
+            try:
+                async for response in method(self, request, context):
+                    yield response
+            except Exception as exc:  # noqa: BLE001 - a cancelled call raises CancelledError, not this
+                await context.abort(*_status_logged(exc, method.__qualname__))
+        return async_stream
+
+    if inspect.iscoroutinefunction(method):
+        @functools.wraps(method)
+        async def async_unary(self, request, context):
+            try:
+                return await method(self, request, context)
+            except Exception as exc:  # noqa: BLE001
+                await context.abort(*_status_logged(exc, method.__qualname__))
+        return async_unary
+
     if inspect.isgeneratorfunction(method):
         @functools.wraps(method)
         def stream(self, request, context):

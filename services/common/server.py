@@ -2,8 +2,10 @@
 logging and graceful shutdown on SIGTERM/SIGINT."""
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import hmac
+import inspect
 import logging
 import os
 import signal
@@ -13,7 +15,7 @@ from concurrent import futures
 from typing import Callable, Iterable
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import _async as health_async, health, health_pb2, health_pb2_grpc
 from google.protobuf import message_factory
 from grpc_reflection.v1alpha import reflection
 
@@ -60,29 +62,45 @@ def _deny(_request, context):
     context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (authorization metadata)")
 
 
+async def _deny_async(_request, context):
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (authorization metadata)")
+
+
+def _denying(handler, deny):
+    """A handler of `handler`'s shape whose behaviour is `deny`, so the client sees the status;
+    None for an unknown method (UNIMPLEMENTED as usual)."""
+    if handler is None:
+        return None
+    make = _HANDLERS[(handler.request_streaming, handler.response_streaming)]
+    return make(deny)
+
+
 class BearerAuth(grpc.ServerInterceptor):
     """Refuses calls whose `authorization` metadata is not `Bearer <token>` with UNAUTHENTICATED."""
 
     def __init__(self, token: str):
         self.expected = f"Bearer {token}".encode()
 
-    def intercept_service(self, continuation, details):
+    def allows(self, details) -> bool:
         if details.method.startswith(PUBLIC_PREFIXES):
-            return continuation(details)
+            return True
         sent = dict(details.invocation_metadata or ()).get("authorization", "")
-        if hmac.compare_digest(sent.encode(), self.expected):
-            return continuation(details)
+        return hmac.compare_digest(sent.encode(), self.expected)
+
+    def intercept_service(self, continuation, details):
         handler = continuation(details)
-        if handler is None:
-            return None  # unknown method: UNIMPLEMENTED as usual
-        # answer in the call's own shape, so the client sees the status
-        if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(_deny)
-        if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(_deny)
-        if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(_deny)
-        return grpc.unary_unary_rpc_method_handler(_deny)
+        return handler if self.allows(details) else _denying(handler, _deny)
+
+
+class AsyncBearerAuth(grpc.aio.ServerInterceptor):
+    """BearerAuth for asyncio servers."""
+
+    def __init__(self, token: str):
+        self.auth = BearerAuth(token)
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        return handler if self.auth.allows(details) else _denying(handler, _deny_async)
 
 
 class StreamTracker(grpc.ServerInterceptor):
@@ -94,30 +112,64 @@ class StreamTracker(grpc.ServerInterceptor):
         self.open = 0
         self.lock = threading.Lock()
 
+    def opened(self) -> float:
+        with self.lock:
+            self.open += 1
+        return time.time()
+
+    def closed(self, method: str, started: float, ran_to_end: bool) -> None:
+        with self.lock:
+            self.open -= 1
+            still_open = self.open
+        ended = time.time()
+        log.info("stream %s ended at %.3f after %.3f s (%s); %d streams open", method, ended,
+                 ended - started, "ran to its end" if ran_to_end else "call cancelled or expired", still_open)
+
+    @staticmethod
+    def rewrap(handler, tracked):
+        make = _HANDLERS[(handler.request_streaming, True)]
+        return make(tracked, request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer)
+
     def intercept_service(self, continuation, details):
         handler = continuation(details)
         if handler is None or not handler.response_streaming:
             return handler
-        method = details.method
         behavior = handler.unary_stream or handler.stream_stream
 
         def tracked(request, context):
-            with self.lock:
-                self.open += 1
-            started = time.time()
+            started = self.opened()
             try:
                 yield from behavior(request, context)
             finally:
-                with self.lock:
-                    self.open -= 1
-                    still_open = self.open
-                ended = time.time()
-                log.info("stream %s ended at %.3f after %.3f s (%s); %d streams open", method, ended,
-                         ended - started, "ran to its end" if context.is_active() else "call cancelled or expired", still_open)
+                self.closed(details.method, started, context.is_active())
+        return self.rewrap(handler, tracked)
 
-        make = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-        return make(tracked, request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer)
+
+class AsyncStreamTracker(grpc.aio.ServerInterceptor):
+    """StreamTracker for asyncio servers (handlers that are async generators)."""
+
+    def __init__(self):
+        self.tracker = StreamTracker()
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or not handler.response_streaming:
+            return handler
+        behavior = handler.unary_stream or handler.stream_stream
+        if not inspect.isasyncgenfunction(behavior):  # a coroutine writing with context.write (health Watch)
+            return handler
+        tracker = self.tracker
+
+        async def tracked(request, context):
+            started, ran_to_end = tracker.opened(), False
+            try:
+                async for response in behavior(request, context):
+                    yield response
+                ran_to_end = True
+            finally:
+                tracker.closed(details.method, started, ran_to_end)
+        return tracker.rewrap(handler, tracked)
 
 
 def _serialize(message) -> bytes:
@@ -150,6 +202,32 @@ def add_servicer(server: grpc.Server, service, servicer) -> str:
     return service.full_name
 
 
+def _enable_reflection(server, names: list[str]) -> None:
+    reflection.enable_server_reflection(
+        names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
+
+
+def _listen(server, service: str) -> str:
+    """Binds the service's address (TLS when configured); returns it for the log."""
+    bind = config.bind_address(service)
+    tls = config.tls_server_credentials()
+    if tls is None:
+        port = server.add_insecure_port(bind)
+    else:
+        port = server.add_secure_port(bind, grpc.ssl_server_credentials([tls]))
+    if port == 0:
+        raise SystemExit(f"{service}: cannot listen on {bind}")
+    return bind + (" (TLS)" if tls else "")
+
+
+def _exit_stopped(service: str) -> None:
+    log.info("%s stopped", service)
+    # Every RPC has ended: leave now rather than wait on interpreter teardown (worker pools,
+    # library threads), which once held a stopped service alive past its SIGTERM budget.
+    logging.shutdown()
+    os._exit(0)
+
+
 def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_workers: int = 32,
           on_start: Callable[[health.HealthServicer], None] | None = None) -> None:
     """Runs `service` until SIGTERM/SIGINT.
@@ -170,22 +248,13 @@ def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_wo
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
-    )
+    _enable_reflection(server, names)
 
-    bind = config.bind_address(service)
-    tls = config.tls_server_credentials()
-    if tls is None:
-        port = server.add_insecure_port(bind)
-    else:
-        port = server.add_secure_port(bind, grpc.ssl_server_credentials([tls]))
-    if port == 0:
-        raise SystemExit(f"{service}: cannot listen on {bind}")
+    describe = _listen(server, service)
     server.start()
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("%s listening on %s%s", service, bind, " (TLS)" if tls else "")
+    log.info("%s listening on %s", service, describe)
     if on_start is not None:
         on_start(health_servicer)
 
@@ -200,8 +269,43 @@ def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_wo
     stopping.wait()
     health_servicer.enter_graceful_shutdown()  # peers see NOT_SERVING first
     server.stop(SHUTDOWN_GRACE_S).wait()
-    log.info("%s stopped", service)
-    # Every RPC has ended: leave now rather than wait on interpreter teardown (worker pools,
-    # library threads), which once held a stopped service alive past its SIGTERM budget.
-    logging.shutdown()
-    os._exit(0)
+    _exit_stopped(service)
+
+
+def serve_async(service: str, register: Callable[[grpc.aio.Server], Iterable[str]],
+                on_start: Callable[[health_async.HealthServicer], None] | None = None) -> None:
+    """`serve` on a grpc.aio server: the servicers' methods are coroutines (or async
+    generators) run on one event loop, so a call costs no hand-off between threads.
+    Same health, reflection, auth, limits, stream log and shutdown; `on_start(health)`
+    runs on the loop once the server answers."""
+    setup_logging(service)
+    bound_malloc()
+    asyncio.run(_serve_async(service, register, on_start))
+
+
+async def _serve_async(service, register, on_start) -> None:
+    token = config.auth_token()
+    server = grpc.aio.server(options=config.grpc_options(),
+                             interceptors=([AsyncBearerAuth(token)] if token else []) + [AsyncStreamTracker()],
+                             maximum_concurrent_rpcs=config.max_concurrent_rpcs())
+    names = list(register(server))
+    health_servicer = health_async.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    _enable_reflection(server, names)
+    describe = _listen(server, service)
+    await server.start()
+    for name in ["", *names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("%s listening on %s", service, describe)
+    if on_start is not None:
+        on_start(health_servicer)
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, lambda s=signum: (
+            log.info("%s: %s received, shutting down", service, signal.Signals(s).name), stopping.set()))
+    await stopping.wait()
+    await health_servicer.enter_graceful_shutdown()  # peers see NOT_SERVING first
+    await server.stop(SHUTDOWN_GRACE_S)
+    _exit_stopped(service)

@@ -4,21 +4,20 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter off unless asked for
 
+import asyncio  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 
 from cookline.v1 import serve_pb2, serve_pb2_grpc  # noqa: E402
 from inference import grpc_service_pb2_grpc as oip_grpc  # noqa: E402
-from services.common.server import serve  # noqa: E402
+from services.common.server import serve_async  # noqa: E402
 from services.common.store import store_from_env  # noqa: E402
 from services.serve import metrics, oip  # noqa: E402
 from services.serve.models import ModelManager  # noqa: E402
 from services.serve.service import ServeServicer  # noqa: E402
 from services.serve.streaming import ActiveStreams  # noqa: E402
 
-# gRPC worker threads: every open prediction stream holds one for its lifetime.
-MAX_WORKERS = 256
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 models = ModelManager(store_from_env(), tempfile.mkdtemp(prefix="cookline-serve-"))
@@ -26,6 +25,7 @@ streams = ActiveStreams()
 
 
 def register(server):
+    models.loop = asyncio.get_running_loop()  # batchers run on the server's loop
     serve_pb2_grpc.add_ServeServiceServicer_to_server(ServeServicer(models, streams), server)
     oip_grpc.add_GRPCInferenceServiceServicer_to_server(oip.InferenceServicer(models, streams), server)
     return [serve_pb2.DESCRIPTOR.services_by_name["ServeService"].full_name, oip.service_name()]
@@ -33,13 +33,14 @@ def register(server):
 
 def on_start(health):
     """Overall health is SERVING from here; each deployed model turns SERVING under its name once warm."""
-    models.attach_health(health)
+    models.attach(asyncio.get_running_loop(), health)
     metrics.start(models, streams)  # Prometheus text endpoint, when COOKLINE_SERVE_METRICS_ADDR is set
     threading.Thread(target=models.load_deployed, name="load-deployed", daemon=True).start()
 
 
 if __name__ == "__main__":
-    # A request thread waiting for the GIL behind a busy one waits up to the switch
-    # interval; Python's default 5 ms shows up in the tail latency under load.
+    # The loop waiting for the GIL behind a busy thread (a model running on its own
+    # thread, a deploy) waits up to the switch interval; Python's default 5 ms shows
+    # up in the tail latency under load.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    serve("serve", register, max_workers=MAX_WORKERS, on_start=on_start)
+    serve_async("serve", register, on_start=on_start)

@@ -8,18 +8,18 @@ closes the old batcher, which answers what was already queued: no request fails.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import tempfile
 import threading
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable
 
 import grpc
 import numpy as np
 import tensorflow as tf
-from grpc_health.v1 import health, health_pb2
+from grpc_health.v1 import _async as health_async, health_pb2
 
 from cookline import tensors
 from cookline.v1 import model_pb2, serve_pb2
@@ -107,20 +107,24 @@ class ModelManager:
         self.started = threading.Event()            # start-up loading of deployed models done
         self._lock = threading.Lock()
         self._deploy_locks: dict[str, threading.Lock] = {}
-        self._health: health.HealthServicer | None = None
+        self._health: health_async.HealthServicer | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # the server's event loop (batchers run on it)
 
     # --- health and readiness -------------------------------------------------
 
-    def attach_health(self, servicer: health.HealthServicer) -> None:
+    def attach(self, loop: asyncio.AbstractEventLoop, servicer: health_async.HealthServicer) -> None:
+        """Called on the server's loop once it answers: batchers run on `loop`, readiness goes to `servicer`."""
+        self.loop = loop
         self._health = servicer
         with self._lock:
             for name in self.serving:
                 self._set_health(name, True)
 
     def _set_health(self, name: str, serving: bool) -> None:
+        """Per-model health; callable from any thread (the health servicer lives on the loop)."""
         if self._health is not None:
-            self._health.set(name, health_pb2.HealthCheckResponse.SERVING if serving
-                             else health_pb2.HealthCheckResponse.NOT_SERVING)
+            status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+            asyncio.run_coroutine_threadsafe(self._health.set(name, status), self.loop)
 
     def server_ready(self) -> bool:
         with self._lock:
@@ -246,7 +250,7 @@ class ModelManager:
                 predict(np.zeros((rows, num_features), np.float32))
             stats = ModelStats(name, version, batching)
             batcher = Batcher(f"{name}-{version}", predict, batching.max_batch_size,
-                              batching.max_queue_delay_ms, stats)
+                              batching.max_queue_delay_ms, stats, self.loop)
             stats.ready = True
             with self._lock:
                 self.stats[(name, version)] = stats
@@ -258,17 +262,25 @@ class ModelManager:
 
     # --- predictions ------------------------------------------------------------
 
-    def get(self, ref: model_pb2.ModelRef) -> LoadedModel:
-        """The loaded version answering ref: NOT_FOUND if the store has no such model
-        or version, UNAVAILABLE if it has but it is not loaded (or still loading)."""
+    def loaded(self, ref: model_pb2.ModelRef) -> LoadedModel | None:
+        """The loaded version answering ref, or None; checks the ref, reads nothing."""
         layout.check_name("model.name", ref.name)
         if ref.version < 0:
             raise invalid(f"model.version: {ref.version} is negative")
         with self._lock:
             model = self.serving.get(ref.name)
-            loading = self.loading.get(ref.name)
-        if model is not None and ref.version in (0, model.version):
+        return model if model is not None and ref.version in (0, model.version) else None
+
+    def get(self, ref: model_pb2.ModelRef) -> LoadedModel:
+        """The loaded version answering ref: NOT_FOUND if the store has no such model
+        or version, UNAVAILABLE if it has but it is not loaded (or still loading).
+        Reads the store when ref is not loaded: call it off the event loop."""
+        model = self.loaded(ref)
+        if model is not None:
             return model
+        with self._lock:
+            model = self.serving.get(ref.name)
+            loading = self.loading.get(ref.name)
         layout.read_model_metadata(self.store, ref.name, ref.version)  # NOT_FOUND when not in the store
         what = f"model {ref.name!r}" + (f" version {ref.version}" if ref.version else "")
         if loading is not None and ref.version in (0, loading):
@@ -276,16 +288,18 @@ class ModelManager:
         serving = f" (version {model.version} is deployed)" if model is not None else ""
         raise unavailable(f"{what} is not loaded{serving}; LoadModel deploys it")
 
-    def submit(self, ref: model_pb2.ModelRef, prepare: Callable[[LoadedModel], np.ndarray],
-               inline: bool = False) -> tuple[LoadedModel, Future]:
-        """Queues a request on the version answering ref. `prepare(model)` checks
-        the inputs against that model and returns its features. `inline`: see Batcher.submit."""
+    async def submit(self, ref: model_pb2.ModelRef,
+                     prepare: Callable[[LoadedModel], np.ndarray]) -> tuple[LoadedModel, asyncio.Future]:
+        """Queues a request on the version answering ref (on the event loop). `prepare(model)`
+        checks the inputs against that model and returns its features."""
         while True:
-            model = self.get(ref)
-            future = model.batcher.submit(prepare(model), inline)
+            model = self.loaded(ref)
+            if model is None:  # the precise error reads the store: off the loop
+                model = await asyncio.to_thread(self.get, ref)
+            future = model.batcher.submit(prepare(model))
             if future is not None:
                 return model, future
-            # The batcher closed between get and submit (a swap): the next get sees the new version.
+            # The batcher closed between the look-up and submit (a swap): the next look-up sees the new version.
 
     def all_stats(self, name: str = "") -> list[serve_pb2.ModelStats]:
         with self._lock:

@@ -3,6 +3,7 @@ with Triton's ModelStreamInfer extension. Same models, same batcher and the
 same input checks as cookline's Predict."""
 from __future__ import annotations
 
+import asyncio
 import struct
 from importlib import metadata as pkg_metadata
 
@@ -71,30 +72,30 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         self.version = pkg_metadata.version("cookline")
 
     @rpc
-    def ServerLive(self, request, context):
+    async def ServerLive(self, request, context):
         return oip.ServerLiveResponse(live=True)
 
     @rpc
-    def ServerReady(self, request, context):
+    async def ServerReady(self, request, context):
         return oip.ServerReadyResponse(ready=self.models.server_ready())
 
     @rpc
-    def ModelReady(self, request, context):
+    async def ModelReady(self, request, context):
         ref = model_ref(request.name, request.version)
         return oip.ModelReadyResponse(ready=self.models.model_ready(ref.name, ref.version))
 
     @rpc
-    def ServerMetadata(self, request, context):
+    async def ServerMetadata(self, request, context):
         return oip.ServerMetadataResponse(name="cookline", version=self.version, extensions=["model_stream_infer"])
 
     @rpc
-    def ModelMetadata(self, request, context):
+    async def ModelMetadata(self, request, context):
         ref = model_ref(request.name, request.version)
-        if self.models.model_ready(ref.name, ref.version):
-            model = self.models.get(ref)
+        model = self.models.loaded(ref)
+        if model is not None:
             version, num_features, classes = model.version, model.num_features, len(model.class_names)
         else:
-            meta = layout.read_model_metadata(self.models.store, ref.name, ref.version)
+            meta = await asyncio.to_thread(layout.read_model_metadata, self.models.store, ref.name, ref.version)
             version, num_features = int(meta["version"]), int(meta["inputs"]["features"]["shape"][1])
             classes = len(meta["class_names"])
         tensor = oip.ModelMetadataResponse.TensorMetadata
@@ -106,13 +107,13 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             name=ref.name, versions=[str(version)], platform="tensorflow_savedmodel",
             inputs=[tensor(name="features", datatype="FP32", shape=[-1, num_features])], outputs=outputs)
 
-    def _submit(self, request: oip.ModelInferRequest, inline: bool = False):
+    async def _submit(self, request: oip.ModelInferRequest):
         wanted = {o.name for o in request.outputs}
         unknown = sorted(wanted - {"scores", "label"})
         if unknown:
             raise invalid(f"outputs[{unknown[0]!r}]: unknown output (the model returns 'scores' and 'label')")
-        return self.models.submit(model_ref(request.model_name, request.model_version),
-                                  lambda model: features_of(request, model), inline)
+        return await self.models.submit(model_ref(request.model_name, request.model_version),
+                                  lambda model: features_of(request, model))
 
     @staticmethod
     def _response(request: oip.ModelInferRequest, model: LoadedModel, scores: np.ndarray) -> oip.ModelInferResponse:
@@ -130,12 +131,12 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         return response
 
     @rpc
-    def ModelInfer(self, request, context):
-        model, future = self._submit(request, inline=True)
-        return self._response(request, model, future.result())
+    async def ModelInfer(self, request, context):
+        model, future = await self._submit(request)
+        return self._response(request, model, await future)
 
     @rpc
-    def ModelStreamInfer(self, request_iterator, context):
+    async def ModelStreamInfer(self, request_iterator, context):
         def answer(request, model, scores):
             return oip.ModelStreamInferResponse(infer_response=self._response(request, model, scores))
 
@@ -145,7 +146,8 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
                 error_message=f"{code.name}: {text}",
                 infer_response=oip.ModelInferResponse(model_name=request.model_name, id=request.id))
 
-        yield from answer_in_order(request_iterator, context, self.streams, self._submit, answer, error)
+        async for response in answer_in_order(request_iterator, self.streams, self._submit, answer, error):
+            yield response
 
 
 def service_name() -> str:

@@ -1,9 +1,9 @@
 """ServeService: model lifecycle, predictions (unary and bidirectional stream) and stats."""
 from __future__ import annotations
 
+import asyncio
 import logging
-from concurrent.futures import Future
-from typing import Iterator
+from typing import AsyncIterator
 
 import grpc
 import numpy as np
@@ -54,6 +54,9 @@ def features_of(request: serve_pb2.PredictRequest, model: LoadedModel) -> np.nda
 
 
 class ServeServicer(serve_pb2_grpc.ServeServiceServicer):
+    """Runs on the server's event loop: anything that reads the store or loads a
+    model runs on a worker thread (asyncio.to_thread)."""
+
     def __init__(self, models: ModelManager, streams: ActiveStreams):
         self.models = models
         self.streams = streams
@@ -61,32 +64,33 @@ class ServeServicer(serve_pb2_grpc.ServeServiceServicer):
     # --- lifecycle -------------------------------------------------------------
 
     @rpc
-    def LoadModel(self, request, context) -> serve_pb2.LoadModelResponse:
+    async def LoadModel(self, request, context) -> serve_pb2.LoadModelResponse:
         batching = request.batching if request.HasField("batching") else None
-        model = self.models.deploy(request.model, request.alias, batching)
+        model = await asyncio.to_thread(self.models.deploy, request.model, request.alias, batching)
         return serve_pb2.LoadModelResponse(metadata=model.metadata())
 
     @rpc
-    def UnloadModel(self, request, context) -> serve_pb2.UnloadModelResponse:
-        return serve_pb2.UnloadModelResponse(model=self.models.unload(request.name).ref)
+    async def UnloadModel(self, request, context) -> serve_pb2.UnloadModelResponse:
+        model = await asyncio.to_thread(self.models.unload, request.name)
+        return serve_pb2.UnloadModelResponse(model=model.ref)
 
     @rpc
-    def GetModelMetadata(self, request, context) -> serve_pb2.GetModelMetadataResponse:
+    async def GetModelMetadata(self, request, context) -> serve_pb2.GetModelMetadataResponse:
+        model = self.models.loaded(request.model)
+        if model is not None:
+            return serve_pb2.GetModelMetadataResponse(metadata=model.metadata())
         ref = request.model
-        layout.check_name("model.name", ref.name)
-        if self.models.model_ready(ref.name, ref.version):
-            return serve_pb2.GetModelMetadataResponse(metadata=self.models.get(ref).metadata())
-        meta = layout.read_model_metadata(self.models.store, ref.name, ref.version)
+        meta = await asyncio.to_thread(layout.read_model_metadata, self.models.store, ref.name, ref.version)
         return serve_pb2.GetModelMetadataResponse(metadata=metadata_from_store_record(meta))
 
     @rpc
-    def GetStats(self, request, context) -> serve_pb2.GetStatsResponse:
+    async def GetStats(self, request, context) -> serve_pb2.GetStatsResponse:
         return serve_pb2.GetStatsResponse(models=self.models.all_stats(request.name), active_streams=self.streams.count)
 
     # --- predictions -------------------------------------------------------------
 
-    def submit(self, request: serve_pb2.PredictRequest, inline: bool = False) -> tuple[LoadedModel, Future]:
-        return self.models.submit(request.model, lambda model: features_of(request, model), inline)
+    async def submit(self, request: serve_pb2.PredictRequest) -> tuple[LoadedModel, asyncio.Future]:
+        return await self.models.submit(request.model, lambda model: features_of(request, model))
 
     @staticmethod
     def response(model: LoadedModel, scores: np.ndarray) -> serve_pb2.PredictResponse:
@@ -97,12 +101,12 @@ class ServeServicer(serve_pb2_grpc.ServeServiceServicer):
         return response
 
     @rpc
-    def Predict(self, request, context) -> serve_pb2.PredictResponse:
-        model, future = self.submit(request, inline=True)
-        return self.response(model, future.result())
+    async def Predict(self, request, context) -> serve_pb2.PredictResponse:
+        model, future = await self.submit(request)
+        return self.response(model, await future)
 
     @rpc
-    def PredictStream(self, request_iterator, context) -> Iterator[serve_pb2.PredictStreamResponse]:
+    async def PredictStream(self, request_iterator, context) -> AsyncIterator[serve_pb2.PredictStreamResponse]:
         def answer(message, model, scores):
             return serve_pb2.PredictStreamResponse(correlation_id=message.correlation_id,
                                                    result=self.response(model, scores))
@@ -114,5 +118,6 @@ class ServeServicer(serve_pb2_grpc.ServeServiceServicer):
             return serve_pb2.PredictStreamResponse(correlation_id=message.correlation_id,
                                                    error=serve_pb2.PredictError(code=code.value[0], message=text))
 
-        yield from answer_in_order(request_iterator, context, self.streams,
-                                   lambda message: self.submit(message.request), answer, error)
+        async for response in answer_in_order(request_iterator, self.streams,
+                                              lambda message: self.submit(message.request), answer, error):
+            yield response
