@@ -130,16 +130,16 @@ def make_model(workdir: str) -> tuple[str, str]:
 
 
 class InProcess:
-    """The baselines: the SavedModel's serving_default called in this process."""
+    """The baselines: the SavedModel's serving_default called in this process, through
+    the very function serve calls it with (services.serve.models.load_predict)."""
 
     def __init__(self, saved: str):
-        import tensorflow as tf
-        self.tf = tf
-        self.signature = tf.saved_model.load(saved).signatures["serving_default"]
+        from services.serve.models import load_predict
+        self.predict = load_predict(saved)
         self.batch = np.repeat(ROW, 256, axis=0)
 
     def one_row(self):
-        return self.signature(features=self.tf.constant(ROW))["scores"].numpy()
+        return self.predict(ROW)
 
     def one_row_spaced(self):
         """One row after 0.5 ms idle, about the gap a server sees between a caller's
@@ -152,7 +152,7 @@ class InProcess:
     def batched_rows_per_s(self, seconds: float) -> float:
         rows, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
-            self.signature(features=self.tf.constant(self.batch))["scores"].numpy()
+            self.predict(self.batch)
             rows += len(self.batch)
         return rows / (time.perf_counter() - start)
 

@@ -106,7 +106,7 @@ def test_queue_delay_waits_for_more_requests():
     asyncio.run(main())
 
 
-def test_quick_models_run_on_the_loop_and_slow_ones_on_their_own_thread():
+def test_full_batches_of_quick_models_run_on_the_loop_all_else_on_the_models_thread():
     async def main():
         threads = []
 
@@ -115,14 +115,15 @@ def test_quick_models_run_on_the_loop_and_slow_ones_on_their_own_thread():
             return features
 
         loop_thread = threading.current_thread()
-        quick, _ = batcher(model, inline_max_ms=1000.0)  # every call counts as quick
-        future = quick.submit(rows(1))
+        quick, _ = batcher(model, max_batch_size=8, inline_max_ms=1000.0)  # every call counts as quick
+        future = quick.submit(rows(8))
         assert not future.done()  # queued even though the model is idle
-        assert (await future) is not None and threads[-1] is loop_thread
+        assert (await future) is not None and threads[-1] is loop_thread  # full: on the loop
+        assert (await quick.submit(rows(1))) is not None and threads[-1] is not loop_thread  # not full: thread
         await close(quick)
 
-        slow, _ = batcher(model, inline_max_ms=0.0)  # every call counts as slow
-        assert (await slow.submit(rows(1))) is not None and threads[-1] is not loop_thread
+        slow, _ = batcher(model, max_batch_size=8, inline_max_ms=0.0)  # every call counts as slow
+        assert (await slow.submit(rows(8))) is not None and threads[-1] is not loop_thread
         await close(slow)
     asyncio.run(main())
 
@@ -136,12 +137,12 @@ def test_a_model_that_turns_slow_moves_off_the_loop():
             threading.Event().wait(delay[0])  # a blocking model call of delay[0] seconds
             return features
 
-        b, _ = batcher(model, inline_max_ms=20.0)
-        await b.submit(rows(1))
+        b, _ = batcher(model, max_batch_size=8, inline_max_ms=20.0)
+        await b.submit(rows(8))
         assert threads[-1] is threading.current_thread()
         delay[0] = 0.5  # calls now take far over 20 ms: after a few the average says slow
         for _ in range(5):
-            await b.submit(rows(1))
+            await b.submit(rows(8))
         assert threads[-1] is not threading.current_thread()
         await close(b)
     asyncio.run(main())

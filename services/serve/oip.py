@@ -4,6 +4,7 @@ same input checks as cookline's Predict."""
 from __future__ import annotations
 
 import asyncio
+import math
 import struct
 from importlib import metadata as pkg_metadata
 
@@ -45,7 +46,7 @@ def features_of(request: oip.ModelInferRequest, model: LoadedModel) -> np.ndarra
     shape = tuple(tensor.shape)
     if any(d < 0 for d in shape):
         raise invalid(f"inputs['features']: negative dimension in shape {list(shape)}")
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     if request.raw_input_contents:
         if len(request.raw_input_contents) != 1:
             raise invalid(f"raw_input_contents: {len(request.raw_input_contents)} entries for 1 input")
