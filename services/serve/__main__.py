@@ -33,7 +33,7 @@ def register(server):
 
 def on_start(health):
     """Overall health is SERVING from here; each deployed model turns SERVING under its name once warm."""
-    models.attach(asyncio.get_running_loop(), health)
+    models.attach_health(health)
     metrics.start(models, streams)  # Prometheus text endpoint, when COOKLINE_SERVE_METRICS_ADDR is set
     threading.Thread(target=models.load_deployed, name="load-deployed", daemon=True).start()
 

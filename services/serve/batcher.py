@@ -83,16 +83,15 @@ class Batcher:
         self._wake.set()
         return future
 
-    def close(self, wait: bool = True) -> None:
-        """Takes no new requests, answers the queued ones, stops the task. From any
-        thread but the loop's when `wait` (the loop must run to drain)."""
+    def close(self) -> None:
+        """Takes no new requests, answers the queued ones, stops the task and the model's
+        thread. Call it from any thread but the loop's: it waits for the loop to drain the queue."""
         def close_on_loop():
             self._closed = True
             self._wake.set()
         self.loop.call_soon_threadsafe(close_on_loop)
-        if wait:
-            self._done.result()
-            self._thread.shutdown(wait=True)
+        self._done.result()
+        self._thread.shutdown(wait=True)
 
     async def _run(self) -> None:
         try:

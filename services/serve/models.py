@@ -125,13 +125,12 @@ class ModelManager:
         self._lock = threading.Lock()
         self._deploy_locks: dict[str, threading.Lock] = {}
         self._health: health_async.HealthServicer | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None  # the server's event loop (batchers run on it)
+        self.loop: asyncio.AbstractEventLoop | None = None  # the server's event loop, set before it serves
 
     # --- health and readiness -------------------------------------------------
 
-    def attach(self, loop: asyncio.AbstractEventLoop, servicer: health_async.HealthServicer) -> None:
-        """Called on the server's loop once it answers: batchers run on `loop`, readiness goes to `servicer`."""
-        self.loop = loop
+    def attach_health(self, servicer: health_async.HealthServicer) -> None:
+        """Called on the server's loop once it answers: per-model readiness goes to `servicer`."""
         self._health = servicer
         with self._lock:
             for name in self.serving:

@@ -114,7 +114,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         if unknown:
             raise invalid(f"outputs[{unknown[0]!r}]: unknown output (the model returns 'scores' and 'label')")
         return await self.models.submit(model_ref(request.model_name, request.model_version),
-                                  lambda model: features_of(request, model))
+                                        lambda model: features_of(request, model))
 
     @staticmethod
     def _response(request: oip.ModelInferRequest, model: LoadedModel, scores: np.ndarray) -> oip.ModelInferResponse:
