@@ -67,7 +67,8 @@ test-unit: install
 	$(BIN)/python -m pytest -q -m "not e2e"
 
 # The serving benchmark (not part of `make test`): cookline vs in-process
-# predict, a bare gRPC echo, KServe and MLServer (each in its own venv under
+# predict, bare gRPC servers (an echo; decode + predict + encode, threaded and aio),
+# KServe and MLServer (each in its own venv under
 # .cache/bench/, created on first use).
 bench-serving: install
 	$(BIN)/python bench/serving.py

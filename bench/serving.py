@@ -4,7 +4,9 @@
 
 Measures, on this machine (client and servers share its cores):
   - in-process predict: p50 of one row, rows/s at batch 256 (the baselines);
-  - a bare gRPC echo server (Python, same message size): unary p50;
+  - bare Python gRPC servers, one caller, the same request bytes: an echo (for
+    the unary target) and two that only decode, call the model and encode, on
+    threads and on grpc.aio: the floor under any Python server of this model;
   - cookline serve: unary Predict p50/p99 (one row, one caller), directly and
     through the gateway's proxy; PredictStream rows/s with dynamic batching,
     directly and through the gateway;
@@ -157,28 +159,72 @@ class InProcess:
         return rows / (time.perf_counter() - start)
 
 
-# --- bare gRPC echo ---------------------------------------------------------------
+# --- bare gRPC servers: the transport's floor ----------------------------------------
 
-def echo_server(port: int) -> None:
-    """A bare Python gRPC server answering every unary call with its request bytes."""
-    from concurrent import futures
+BARE_KINDS = ("echo", "predict", "aio-predict")
+BARE_METHOD = "/bench.Bare/Call"
 
+
+def bare_handler(kind: str, saved: str):
+    """The request bytes -> response bytes function of a bare server of `kind`."""
+    if kind == "echo":
+        return lambda raw: raw
+    from cookline import tensors
+    from cookline.v1 import serve_pb2
+    from services.serve.models import load_predict
+    predict = load_predict(saved)
+
+    def handle(raw: bytes) -> bytes:
+        request = serve_pb2.PredictRequest.FromString(raw)
+        response = serve_pb2.PredictResponse()
+        tensors.from_numpy(predict(tensors.to_numpy(request.inputs["features"])), out=response.outputs["scores"])
+        return response.SerializeToString()
+    return handle
+
+
+def bare_server(kind: str, port: int, saved: str) -> None:
+    """A bare Python gRPC server with one unary method and nothing else: no validation,
+    batching, labels, interceptors, health or stats.
+      echo:        answers the request bytes;
+      predict:     decodes the PredictRequest, calls the model (load_predict, as serve
+                   does) and answers a PredictResponse with the scores; threaded server;
+      aio-predict: the same on a grpc.aio server, serve's transport.
+    The predict kinds are the floor of any Python gRPC server calling this model.
+    It listens only once the model is loaded, so a ready channel means ready to answer."""
     import grpc
+    handle = bare_handler(kind, saved)
 
-    class Echo(grpc.GenericRpcHandler):
-        def service(self, details):
-            return grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+    def handlers(behaviour):
+        return (grpc.method_handlers_generic_handler(
+            "bench.Bare", {"Call": grpc.unary_unary_rpc_method_handler(behaviour)}),)
 
+    if kind == "aio-predict":
+        import asyncio
+
+        async def call(raw, _context):
+            return handle(raw)
+
+        async def run():
+            server = grpc.aio.server()
+            server.add_generic_rpc_handlers(handlers(call))
+            server.add_insecure_port(f"127.0.0.1:{port}")
+            await server.start()
+            await server.wait_for_termination()
+        asyncio.run(run())
+        return
+
+    from concurrent import futures
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
-    server.add_generic_rpc_handlers((Echo(),))
+    server.add_generic_rpc_handlers(handlers(lambda raw, _context: handle(raw)))
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     server.wait_for_termination()
 
 
-def start_echo() -> tuple[subprocess.Popen, str]:
+def start_bare(kind: str, saved: str) -> tuple[subprocess.Popen, str]:
     (port,) = free_ports(1)
-    return subprocess.Popen([sys.executable, __file__, "--echo-server", str(port)]), f"127.0.0.1:{port}"
+    return (subprocess.Popen([sys.executable, __file__, "--bare-server", kind, str(port), saved]),
+            f"127.0.0.1:{port}")
 
 
 # --- load clients (run as a separate process, so they do not share our GIL) -------
@@ -359,8 +405,10 @@ def main(seconds: float, rounds: int, skip_others: bool) -> None:
         env[f"COOKLINE_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
     servers: list[subprocess.Popen] = []
     try:
-        echo, echo_addr = start_echo()
-        servers.append(echo)
+        bare_addrs = {}
+        for kind in BARE_KINDS:
+            proc, bare_addrs[kind] = start_bare(kind, saved)
+            servers.append(proc)
         oip_targets = {}
         if not skip_others:
             for name, start in (("kserve", start_kserve), ("mlserver", start_mlserver)):
@@ -375,9 +423,11 @@ def main(seconds: float, rounds: int, skip_others: bool) -> None:
             oip_targets = {"cookline": serve_addr, **oip_targets}
             for name, target in oip_targets.items():
                 wait_oip_ready(target)
-            echo_channel = grpc.insecure_channel(echo_addr)
-            grpc.channel_ready_future(echo_channel).result(timeout=60)
-            echo_call = echo_channel.unary_unary("/bench.Echo/Echo")
+            bare_calls = {}
+            for kind, addr in bare_addrs.items():
+                bare_channel = grpc.insecure_channel(addr)
+                grpc.channel_ready_future(bare_channel).result(timeout=120)  # listens once its model is loaded
+                bare_calls[kind] = bare_channel.unary_unary(BARE_METHOD)
             direct = serve_pb2_grpc.ServeServiceStub(grpc.insecure_channel(serve_addr))
             proxied = serve_pb2_grpc.ServeServiceStub(grpc.insecure_channel(gateway_addr))
             r = Rounds()
@@ -386,7 +436,8 @@ def main(seconds: float, rounds: int, skip_others: bool) -> None:
                 r.latency("in_process", baseline.one_row, seconds)
                 spaced = [baseline.one_row_spaced() for _ in range(int(seconds * 1000))]
                 r.add("in_process_spaced.p50", pct(spaced, 50))
-                r.latency("echo", lambda: echo_call(payload, timeout=10), seconds)
+                for kind, call in bare_calls.items():
+                    r.latency(f"bare_{kind}", lambda call=call: call(payload, timeout=10), seconds)
                 r.latency("cookline_unary", lambda: direct.Predict(request, timeout=10), seconds)
                 r.latency("gateway_unary", lambda: proxied.Predict(request, timeout=10), seconds)
                 r.add("in_process.rows_per_s", baseline.batched_rows_per_s(seconds))
@@ -405,12 +456,16 @@ def main(seconds: float, rounds: int, skip_others: bool) -> None:
 
 
 def report(r: dict, rounds: int) -> None:
-    ip, echo = r["in_process"], r["echo"]
+    ip, echo = r["in_process"], r["bare_echo"]
     rows = [
         ("in-process predict, 1 row", f"p50 {ip['p50']:.3f} ms  p99 {ip['p99']:.3f} ms"),
         ("  calls 0.5 ms apart (info)", f"p50 {r['in_process_spaced']['p50']:.3f} ms"),
         ("in-process predict, batch 256", f"{ip['rows_per_s']:,.0f} rows/s"),
         ("bare gRPC echo (Python)", f"p50 {echo['p50']:.3f} ms  p99 {echo['p99']:.3f} ms"),
+        ("bare gRPC predict server, threaded (floor)",
+         f"p50 {r['bare_predict']['p50']:.3f} ms  p99 {r['bare_predict']['p99']:.3f} ms"),
+        ("bare grpc.aio predict server (floor, serve's transport)",
+         f"p50 {r['bare_aio-predict']['p50']:.3f} ms  p99 {r['bare_aio-predict']['p99']:.3f} ms"),
         ("cookline Predict, 1 row, 1 caller", f"p50 {r['cookline_unary']['p50']:.3f} ms  p99 {r['cookline_unary']['p99']:.3f} ms"),
         ("  via gateway proxy", f"p50 {r['gateway_unary']['p50']:.3f} ms  p99 {r['gateway_unary']['p99']:.3f} ms"),
         (f"cookline PredictStream, {STREAMS} streams x {STREAM_ROWS} rows/msg",
@@ -436,6 +491,12 @@ def report(r: dict, rounds: int) -> None:
         ("unary p50 <= echo p50 + in-process p50 + 0.2 ms",
          f"{r['cookline_unary']['p50']:.3f} ms vs {budget:.3f} ms", r["cookline_unary"]["p50"] / budget, "<= 1.00",
          r["cookline_unary"]["p50"] <= budget),
+        ("  the floor: bare threaded predict server vs the same budget", f"{r['bare_predict']['p50']:.3f} ms",
+         r["bare_predict"]["p50"] / budget, "(info)", None),
+        ("  the floor: bare grpc.aio predict server vs the same budget", f"{r['bare_aio-predict']['p50']:.3f} ms",
+         r["bare_aio-predict"]["p50"] / budget, "(info)", None),
+        ("  cookline over the bare grpc.aio predict server", f"{r['cookline_unary']['p50'] - r['bare_aio-predict']['p50']:+.3f} ms",
+         r["cookline_unary"]["p50"] / r["bare_aio-predict"]["p50"], "(info)", None),
         ("streaming >= 50% of in-process batched rows/s",
          f"{r['cookline_stream']['rows_per_s']:,.0f} vs {ip['rows_per_s']:,.0f}",
          r["cookline_stream"]["rows_per_s"] / ip["rows_per_s"], ">= 0.50",
@@ -462,8 +523,8 @@ def report(r: dict, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "--echo-server":
-        echo_server(int(sys.argv[2]))
+    if len(sys.argv) > 4 and sys.argv[1] == "--bare-server":
+        bare_server(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     elif len(sys.argv) > 2 and sys.argv[1] == "--client":
         kind, args = sys.argv[2], sys.argv[3:]
         if kind == "oip":
