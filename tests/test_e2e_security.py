@@ -55,7 +55,8 @@ def test_the_pipeline_runs_with_the_token_on_every_hop_and_no_secret_reaches_a_l
     logs = [os.path.join(services.log_dir, f) for f in os.listdir(services.log_dir)]
     assert len(logs) == 5
     for path in logs:
-        text = open(path, encoding="utf-8", errors="replace").read()
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
         assert text  # the services did log
         for secret in secrets:
             assert secret not in text, f"a secret appears in {os.path.basename(path)}"

@@ -22,7 +22,8 @@ from s3server import _free_ports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # examples/iris.yaml with fewer epochs: these tests need two versions, not accuracy.
-PIPELINE = open(os.path.join(ROOT, "examples", "iris.yaml")).read().replace("epochs: 60", "epochs: 15")
+with open(os.path.join(ROOT, "examples", "iris.yaml"), encoding="utf-8") as _f:
+    PIPELINE = _f.read().replace("epochs: 60", "epochs: 15")
 ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]], np.float32)
 
 
