@@ -31,3 +31,14 @@ def test_tls_settings(tmp_path):
         config.tls_server_credentials({"COOKLINE_TLS_CERT": str(tmp_path / "c.pem")})
     with pytest.raises(ValueError, match="COOKLINE_TLS_CA: cannot read"):
         config.tls_ca({"COOKLINE_TLS_CA": str(tmp_path / "missing.pem")})
+
+
+def test_auth_token_settings(tmp_path):
+    assert config.auth_token({}) == ""
+    (tmp_path / "token").write_text("  s3cret\n")
+    assert config.auth_token({"COOKLINE_AUTH_TOKEN_FILE": str(tmp_path / "token")}) == "s3cret"
+    # the variable wins over the file
+    assert config.auth_token({"COOKLINE_AUTH_TOKEN": "direct",
+                              "COOKLINE_AUTH_TOKEN_FILE": str(tmp_path / "token")}) == "direct"
+    with pytest.raises(ValueError, match="COOKLINE_AUTH_TOKEN_FILE: cannot read .*missing"):
+        config.auth_token({"COOKLINE_AUTH_TOKEN_FILE": str(tmp_path / "missing")})

@@ -139,11 +139,8 @@ def auth_token(env: Mapping[str, str] | None = None) -> str:
     env = _env(env)
     if env.get("COOKLINE_AUTH_TOKEN"):
         return env["COOKLINE_AUTH_TOKEN"]
-    path = env.get("COOKLINE_AUTH_TOKEN_FILE")
-    if path:
-        with open(path, encoding="utf-8") as f:
-            return f.read().strip()
-    return ""
+    token = _read_file(env, "COOKLINE_AUTH_TOKEN_FILE")  # a bad path: ValueError naming the variable
+    return token.decode("utf-8").strip() if token is not None else ""
 
 
 def max_concurrent_rpcs(env: Mapping[str, str] | None = None) -> int:
