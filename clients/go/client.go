@@ -2,6 +2,7 @@
 // the gateway, follows runs, and asks serve for predictions (unary or streamed).
 //
 //	c, err := cookline.New(cookline.Config{})            // COOKLINE_GATEWAY_ADDR / COOKLINE_SERVE_ADDR
+//	                                                      // (+ COOKLINE_AUTH_TOKEN, COOKLINE_TLS_CA)
 //	run, err := c.SubmitFile(ctx, "examples/iris.yaml")
 //	final, err := c.Follow(ctx, run.RunId, func(e *pb.RunEvent) { ... })
 //	rows, err := c.Predict(ctx, "iris", [][]float32{{5.1, 3.5, 1.4, 0.2}})
@@ -9,15 +10,19 @@ package cookline
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -29,10 +34,17 @@ const retryServiceConfig = `{"methodConfig": [{"name": [{}], "retryPolicy": {
   "maxAttempts": 5, "initialBackoff": "0.2s", "maxBackoff": "3s", "backoffMultiplier": 2,
   "retryableStatusCodes": ["UNAVAILABLE"]}}]}`
 
-// Config says where the services are. Empty fields come from the environment.
+// Config says where the services are and how to reach them. Empty fields come from the
+// environment.
 type Config struct {
 	Gateway string // host:port of the gateway; default COOKLINE_GATEWAY_ADDR, else localhost:50050
 	Serve   string // host:port of serve; default COOKLINE_SERVE_ADDR, else localhost:50054
+	// AuthToken is the bearer token every call carries; default COOKLINE_AUTH_TOKEN, else the
+	// contents of the file COOKLINE_AUTH_TOKEN_FILE (whitespace trimmed); none: no token.
+	AuthToken string
+	// TLSCA is the path of a PEM CA file: the channels use TLS and verify the servers against
+	// it. Default COOKLINE_TLS_CA; none: plaintext.
+	TLSCA string
 }
 
 // Client holds one channel to the gateway and one to serve.
@@ -71,16 +83,102 @@ func maxMessageBytes() (int, error) {
 	return mb << 20, nil
 }
 
+// readSettingFile reads the file a setting names; the error names the setting, the path and why.
+func readSettingFile(name, path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		var pathErr *fs.PathError
+		if errors.As(err, &pathErr) {
+			err = pathErr.Err
+		}
+		return nil, fmt.Errorf("%s: cannot read '%s': %v", name, path, err)
+	}
+	return data, nil
+}
+
+// checkToken refuses a token that cannot travel as a gRPC metadata value (printable ASCII).
+func checkToken(name, token string) (string, error) {
+	for _, r := range token {
+		if r < 0x20 || r > 0x7e {
+			return "", fmt.Errorf("%s must be printable ASCII (it is sent as gRPC metadata)", name)
+		}
+	}
+	return token, nil
+}
+
+// authToken is the bearer token from cfg.AuthToken, else COOKLINE_AUTH_TOKEN, else the file
+// named by COOKLINE_AUTH_TOKEN_FILE (whitespace trimmed); "" means no token.
+func authToken(cfg Config) (string, error) {
+	if cfg.AuthToken != "" {
+		return checkToken("Config.AuthToken", cfg.AuthToken)
+	}
+	if token := os.Getenv("COOKLINE_AUTH_TOKEN"); token != "" {
+		return checkToken("COOKLINE_AUTH_TOKEN", token)
+	}
+	path := os.Getenv("COOKLINE_AUTH_TOKEN_FILE")
+	if path == "" {
+		return "", nil
+	}
+	data, err := readSettingFile("COOKLINE_AUTH_TOKEN_FILE", path)
+	if err != nil {
+		return "", err
+	}
+	return checkToken("COOKLINE_AUTH_TOKEN_FILE", strings.TrimSpace(string(data)))
+}
+
+// transportCredentials is TLS verifying the servers against the CA in cfg.TLSCA, else in
+// COOKLINE_TLS_CA; plaintext when neither is set.
+func transportCredentials(cfg Config) (credentials.TransportCredentials, error) {
+	name, path := "Config.TLSCA", cfg.TLSCA
+	if path == "" {
+		name, path = "COOKLINE_TLS_CA", strings.TrimSpace(os.Getenv("COOKLINE_TLS_CA"))
+	}
+	if path == "" {
+		return insecure.NewCredentials(), nil
+	}
+	pem, err := readSettingFile(name, path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate in '%s'", name, path)
+	}
+	return credentials.NewClientTLSFromCert(pool, ""), nil
+}
+
+// bearerToken adds "authorization: Bearer <token>" to every call, as the Python client does.
+type bearerToken struct{ header map[string]string }
+
+func (b bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return b.header, nil
+}
+
+// RequireTransportSecurity is false: the token travels over plaintext channels too (a stack
+// with a token but no TLS), as the Python client's does.
+func (bearerToken) RequireTransportSecurity() bool { return false }
+
 // New connects (lazily) to the gateway and serve.
 func New(cfg Config) (*Client, error) {
 	limit, err := maxMessageBytes()
 	if err != nil {
 		return nil, err
 	}
+	transport, err := transportCredentials(cfg)
+	if err != nil {
+		return nil, err
+	}
+	token, err := authToken(cfg)
+	if err != nil {
+		return nil, err
+	}
 	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(transport),
 		grpc.WithDefaultServiceConfig(retryServiceConfig),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(limit), grpc.MaxCallSendMsgSize(limit)),
+	}
+	if token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken{map[string]string{"authorization": "Bearer " + token}}))
 	}
 	if cfg.Gateway == "" {
 		cfg.Gateway = envOr("COOKLINE_GATEWAY_ADDR", "localhost:50050")

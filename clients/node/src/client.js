@@ -3,6 +3,7 @@
 //
 //   const { Client } = require('cookline-client');
 //   const client = new Client();                       // COOKLINE_GATEWAY_ADDR / COOKLINE_SERVE_ADDR
+//                                                      // (+ COOKLINE_AUTH_TOKEN, COOKLINE_TLS_CA)
 //   const run = await client.submitFile('examples/iris.yaml');
 //   for await (const event of client.watch(run.run_id)) console.log(event.event);
 //   for await (const r of client.predictStream('iris', [[5.1, 3.5, 1.4, 0.2]])) console.log(r);
@@ -55,24 +56,46 @@ function unary(stub, method, request, timeoutS) {
   });
 }
 
+/**
+ * An interceptor adding `authorization: Bearer <token>` to every call, as the Python client
+ * does. Not call credentials: grpc-js composes those only with TLS channel credentials, and
+ * the token travels over plaintext channels too (a stack with a token but no TLS), as Python's.
+ */
+function bearerToken(token) {
+  const value = `Bearer ${token}`;
+  return (options, nextCall) => new grpc.InterceptingCall(nextCall(options), {
+    start(metadata, listener, next) {
+      metadata.set('authorization', value);
+      next(metadata, listener);
+    },
+  });
+}
+
 class Client {
   /**
    * @param {object} [options]
    * @param {string} [options.gateway] host:port of the gateway (default COOKLINE_GATEWAY_ADDR)
    * @param {string} [options.serve] host:port of serve (default COOKLINE_SERVE_ADDR)
-   * @param {object} [options.env] environment to read the addresses from (default process.env)
+   * @param {string} [options.authToken] bearer token every call carries (default COOKLINE_AUTH_TOKEN,
+   *   else the file COOKLINE_AUTH_TOKEN_FILE); none: calls carry no token
+   * @param {string} [options.tlsCa] path of a PEM CA file: TLS, verifying the servers against it
+   *   (default COOKLINE_TLS_CA); none: plaintext
+   * @param {object} [options.env] environment to read the settings from (default process.env)
    */
-  constructor({ gateway, serve, env = process.env, protoDir } = {}) {
+  constructor({ gateway, serve, authToken, tlsCa, env = process.env, protoDir } = {}) {
     const v1 = loadProtos(protoDir);
     const limit = config.maxMessageBytes(env);
+    const token = authToken ? config.checkToken('authToken', authToken) : config.authToken(env);
+    const ca = tlsCa ? config.readCa('tlsCa', tlsCa) : config.tlsCa(env);
     const options = {
       'grpc.max_send_message_length': limit,
       'grpc.max_receive_message_length': limit,
       'grpc.service_config': RETRY_SERVICE_CONFIG,
+      interceptors: token ? [bearerToken(token)] : [],
     };
-    const insecure = grpc.credentials.createInsecure();
-    this.pipelines = new v1.PipelineService(gateway || config.address('gateway', env), insecure, options);
-    this.serve = new v1.ServeService(serve || config.address('serve', env), insecure, options);
+    const credentials = ca ? grpc.credentials.createSsl(ca) : grpc.credentials.createInsecure();
+    this.pipelines = new v1.PipelineService(gateway || config.address('gateway', env), credentials, options);
+    this.serve = new v1.ServeService(serve || config.address('serve', env), credentials, options);
   }
 
   close() {
