@@ -28,7 +28,9 @@ deploy-tools:
 # Debian bookworm with python3, venv and CA certificates, debootstrapped once into .cache.
 $(BASE_TAR):
 	@$(MAKE) --no-print-directory deploy-tools
-	rm -rf $(IMAGE_CACHE)/rootfs && mkdir -p $(IMAGE_CACHE)
+	@# a debootstrap killed mid-way leaves proc mounted in the rootfs: unmount it before deleting
+	@awk '$$2 ~ "^$(CURDIR)/$(IMAGE_CACHE)/rootfs/" {print $$2}' /proc/mounts | sort -r | xargs -r umount
+	rm -rf --one-file-system $(IMAGE_CACHE)/rootfs && mkdir -p $(IMAGE_CACHE)
 	debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm $(IMAGE_CACHE)/rootfs
 	rm -rf $(IMAGE_CACHE)/rootfs/var/cache/apt/archives/*.deb $(IMAGE_CACHE)/rootfs/var/lib/apt/lists/*
 	tar -C $(IMAGE_CACHE)/rootfs -cf $@.tmp . && mv $@.tmp $@ && rm -rf $(IMAGE_CACHE)/rootfs
