@@ -76,10 +76,12 @@ def wait_healthy(target: str, timeout: float = 60.0, service: str = "",
             if remaining <= 0:
                 raise TimeoutError(f"{target} did not report SERVING within {timeout:.0f} s")
             try:
-                grpc.channel_ready_future(ch).result(timeout=remaining)
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=min(remaining, 5))
+                # wait_for_ready: the call itself waits for the connection. (channel_ready_future
+                # would leave grpc's connectivity-polling thread running into the channel's close.)
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=min(remaining, 5),
+                                   wait_for_ready=True)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
-            except (grpc.FutureTimeoutError, grpc.RpcError):
+            except grpc.RpcError:
                 pass
             time.sleep(min(0.1, max(deadline - time.monotonic(), 0)))  # poll interval between health checks
