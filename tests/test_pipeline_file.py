@@ -66,6 +66,7 @@ def test_unknown_fields_are_named(text, field):
     ("name: t\ntrain: {model: mlp}\n", "collect.source is required"),
     ("name: t\ncollect: {source: x.csv}\ntrain: {model: mlp}\n", "collect.label is required"),
     ("name: t\ncollect: {source: x.csv, label: y}\n", "train is required"),
+    ("collect: {source: x.csv, label: y}\ntrain: {model: mlp}\n", "name is required (lowercase letters"),
     (MINIMAL.replace("name: t", "name: ../etc"), "name: '../etc' is not a valid name"),
     (MINIMAL.replace("name: t", "name: Iris"), "name: 'Iris' is not a valid name"),
     (MINIMAL.replace("model: mlp", "model: gpt"), "train.model: 'gpt' is not supported"),

@@ -31,3 +31,12 @@ def test_the_cli_submits_and_predicts_through_the_thin_client():
     from cookline import cli
     from cookline.client import Client
     assert cli.Client is Client
+
+
+def test_the_cli_prints_texts_with_brackets_as_they_are(tmp_path):
+    """Errors, paths and server messages are text, not rich markup: "[red]" in a path stays."""
+    missing = tmp_path / "[red]pipeline[/red].yaml"
+    proc = subprocess.run([sys.executable, "-c", "import sys; from cookline.cli import main; sys.exit(main())",
+                           "run", str(missing)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert f"cannot read {missing}" in proc.stderr, proc.stderr

@@ -24,8 +24,11 @@ MODEL_METADATA = "cookline.json"
 
 def check_name(field: str, value: str) -> str:
     """A dataset/model name: [a-z0-9][a-z0-9._-]{0,62}, so never a path."""
-    if not NAME_RE.fullmatch(value or "") or ".." in value:
-        raise invalid(f"{field}: {value!r} is not a valid name ([a-z0-9][a-z0-9._-]{{0,62}})")
+    rule = "lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, at most 63 characters"
+    if not value:
+        raise invalid(f"{field} is required ({rule})")
+    if not NAME_RE.fullmatch(value) or ".." in value:
+        raise invalid(f"{field}: {value!r} is not a valid name ({rule}, no '..')")
     return value
 
 

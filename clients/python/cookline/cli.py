@@ -11,17 +11,18 @@ import threading
 import grpc
 from google.protobuf import json_format
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cookline import channels, config
 from cookline.client import TERMINAL, Client
 from cookline.v1 import gateway_pb2
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # long paths and messages stay on one line (copy-pasteable)
 
 
 def _fail(exc: grpc.RpcError) -> int:
-    console.print(f"[red]error[/red] {exc.code().name}: {exc.details()}")
+    console.print(f"[red]error[/red] {exc.code().name}: {escape(exc.details() or '')}")
     return 2
 
 
@@ -35,14 +36,14 @@ def cmd_up(args) -> int:
         try:
             stack.wait_healthy(timeout=args.timeout)
         except RuntimeError as exc:
-            console.print(f"[red]stack did not start:[/red] {exc}")
+            console.print(f"[red]stack did not start:[/red] {escape(str(exc))}")
             return 1
         for service in MODULES:
-            console.print(f"  {service:8} {config.address(service)}")
+            console.print(f"  {service:8} {escape(config.address(service))}")
         console.print("[green]cookline is up[/green] (Ctrl-C stops it)")
         while not stopping.wait(0.5):
             if stack.exited():
-                console.print(f"[red]service exited:[/red] {stack.exited()}; stopping")
+                console.print(f"[red]service exited:[/red] {escape(str(stack.exited()))}; stopping")
                 return 1
         console.print("stopping…")
     return 0
@@ -52,9 +53,9 @@ def cmd_health(args) -> int:
     try:
         for service in config.SERVICES:
             channels.wait_healthy(config.address(service), timeout=args.wait)
-            console.print(f"  {service:8} {config.address(service)} [green]SERVING[/green]")
+            console.print(f"  {service:8} {escape(config.address(service))} [green]SERVING[/green]")
     except TimeoutError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{escape(str(exc))}[/red]")
         return 1
     return 0
 
@@ -68,11 +69,11 @@ def cmd_run(args) -> int:
         try:
             run = client.submit_file(args.file)
         except OSError as exc:
-            console.print(f"[red]error[/red] cannot read {args.file}: {exc.strerror}")
+            console.print(f"[red]error[/red] cannot read {escape(args.file)}: {exc.strerror}")
             return 2
         except grpc.RpcError as exc:
             return _fail(exc)
-        console.print(f"run [bold]{run.run_id}[/bold] ({run.pipeline.name}) submitted")
+        console.print(f"run [bold]{run.run_id}[/bold] ({escape(run.pipeline.name)}) submitted")
         final = None
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                       TimeRemainingColumn(), console=console, disable=args.output == "json") as bars:
@@ -83,7 +84,7 @@ def cmd_run(args) -> int:
                     if kind == "stage":
                         mark = "[green]✓[/green]" if event.stage.finished else "→"
                         bars.console.print(f"{mark} {gateway_pb2.Stage.Name(event.stage.stage)[6:].lower():8} "
-                                           f"{event.stage.message}")
+                                           f"{escape(event.stage.message)}")
                     elif kind == "train":
                         p = event.train
                         if epochs is None:
@@ -106,14 +107,14 @@ def cmd_run(args) -> int:
     if args.output == "json":
         print(json_format.MessageToJson(final, preserving_proto_field_name=True, indent=None))
     elif final.state == gateway_pb2.RUN_STATE_SUCCEEDED:
-        console.print(f"[green]SUCCEEDED[/green] model {final.model.name} version {final.model.version}: "
+        console.print(f"[green]SUCCEEDED[/green] model {escape(final.model.name)} version {final.model.version}: "
                       f"{_metrics_line(final.metrics)}")
         if final.HasField("evaluation"):
             console.print(f"  held-out evaluation ({final.evaluation.rows} rows): "
                           f"{_metrics_line(final.evaluation.metrics)}")
-        console.print(f"  {final.deploy_decision}")
+        console.print(f"  {escape(final.deploy_decision)}")
     else:
-        console.print(f"[red]{gateway_pb2.RunState.Name(final.state).removeprefix('RUN_STATE_')}[/red] {final.reason}")
+        console.print(f"[red]{gateway_pb2.RunState.Name(final.state).removeprefix('RUN_STATE_')}[/red] {escape(final.reason)}")
     return 0 if final.state == gateway_pb2.RUN_STATE_SUCCEEDED else 1
 
 
@@ -151,7 +152,7 @@ def cmd_predict(args) -> int:
         except grpc.RpcError as exc:
             return _fail(exc)
         except (OSError, ValueError) as exc:
-            console.print(f"[red]error[/red] {exc}")
+            console.print(f"[red]error[/red] {escape(str(exc))}")
             return 2
     for result in results:
         if args.output == "json":
@@ -172,7 +173,7 @@ def cmd_report(args) -> int:
         try:
             run = client.get_run(args.run)
             if run.state not in TERMINAL:
-                console.print(f"[red]error[/red] run {args.run} is {gateway_pb2.RunState.Name(run.state)[10:]}; "
+                console.print(f"[red]error[/red] run {escape(args.run)} is {gateway_pb2.RunState.Name(run.state)[10:]}; "
                               "report it once it has ended")
                 return 2
             events = list(client.watch(args.run))
@@ -181,7 +182,7 @@ def cmd_report(args) -> int:
     path = args.out or f"cookline-report-{args.run}.html"
     with open(path, "w", encoding="utf-8") as f:
         f.write(report.render(run, events))
-    console.print(f"report written to {path}")
+    console.print(f"report written to {escape(path)}")
     return 0
 
 
