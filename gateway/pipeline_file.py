@@ -34,6 +34,13 @@ def parse(text: str, base_dir: str = "") -> pipeline_pb2.PipelineSpec:
     """
     try:
         data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:  # one line, with where in the file it went wrong
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        context = ""
+        if exc.context and exc.context_mark and exc.problem_mark:
+            context = f" ({exc.context} at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
+        raise invalid(f"pipeline: not valid YAML{where}: {exc.problem or exc.context}{context}") from None
     except yaml.YAMLError as exc:
         raise invalid(f"pipeline: not valid YAML: {exc}") from None
     if not isinstance(data, dict):

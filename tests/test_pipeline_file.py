@@ -85,6 +85,9 @@ def test_unknown_fields_are_named(text, field):
     (MINIMAL.replace("label: y", "label: y, format: text-csv, numeric_label: true"),
      "collect.numeric_label: only for csv sources, not 'text-csv'"),
     ("name: [unclosed\n", "not valid YAML"),
+    ("name: t\ncollect: {source: x.csv, label: y\ntrain: {model: mlp}\n",
+     "pipeline: not valid YAML at line 3, column 6: expected ',' or '}', but got ':' "
+     "(while parsing a flow mapping at line 2, column 10)"),
     (MINIMAL.replace("epochs", "x") + "train: {model: mlp, epochs: many}\n", "train"),
     (MINIMAL.replace("model: mlp", "model: mlp, optimizer: lbfgs"), "train.optimizer: 'lbfgs' is not supported"),
     (MINIMAL.replace("model: mlp", "model: mlp, early_stopping: {metric: loss, patience: 3}"),
