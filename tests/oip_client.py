@@ -3,6 +3,7 @@ venv (.cache/tritonclient) by tests/test_e2e_serving_oip.py. Calls serve's
 inference.GRPCInferenceService and prints what it got as one JSON object.
 
     python oip_client.py HOST:PORT MODEL ROWS_JSON
+    python oip_client.py --raw HOST:PORT TEXT_MODEL SENTENCE IMAGE_MODEL PNG_FILE
 """
 import json
 import queue
@@ -64,5 +65,37 @@ def main(url: str, model: str, rows: np.ndarray) -> dict:
     return out
 
 
+def bytes_input(name: str, values: list[bytes]) -> triton.InferInput:
+    tensor = triton.InferInput(name, [len(values)], "BYTES")
+    tensor.set_data_from_numpy(np.asarray(values, dtype=object))  # raw, each value length-prefixed
+    return tensor
+
+
+def raw(url: str, text_model: str, sentence: str, image_model: str, png_path: str) -> dict:
+    """A sentence to a text model and a PNG file to an image model, as BYTES inputs."""
+    client = triton.InferenceServerClient(url)
+    with open(png_path, "rb") as f:
+        png = f.read()
+    out = {"text_metadata": client.get_model_metadata(text_model, as_json=True),
+           "image_metadata": client.get_model_metadata(image_model, as_json=True),
+           "text": outputs(client.infer(text_model, [bytes_input("text", [sentence.encode()])])),
+           "image": outputs(client.infer(image_model, [bytes_input("image", [png])]))}
+    answers: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    for i, value in enumerate([png, b"not an image", png]):
+        client.async_stream_infer(image_model, [bytes_input("image", [value])], request_id=str(i))
+    client.stop_stream()
+    stream = []
+    while not answers.empty():
+        result, error = answers.get()
+        stream.append({"error": str(error)} if error is not None else {"id": result.get_response().id} | outputs(result))
+    out["stream"] = stream
+    client.close()
+    return out
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1], sys.argv[2], np.asarray(json.loads(sys.argv[3]), np.float32))))
+    if sys.argv[1] == "--raw":
+        print(json.dumps(raw(*sys.argv[2:7])))
+    else:
+        print(json.dumps(main(sys.argv[1], sys.argv[2], np.asarray(json.loads(sys.argv[3]), np.float32))))
