@@ -173,3 +173,21 @@ def png(value: int, size: int = 20, channels: int = 1) -> bytes:
 
 def jpeg(value: int, size: int = 24) -> bytes:
     return tf.io.encode_jpeg(tf.fill([size, size, 3], tf.constant(value, tf.uint8))).numpy()
+
+
+def deploy_for_clients(env: dict, folder: str) -> dict:
+    """Publishes and loads a text model ("texts") and an image model ("pics") on the stack of
+    `env`, and writes a bright PNG into `folder`: the settings the Node and Go raw-input
+    suites read (COOKLINE_RAW_TEXT_MODEL, COOKLINE_RAW_IMAGE_MODEL, COOKLINE_RAW_IMAGE_FILE)."""
+    from cookline import channels
+    from cookline.v1 import model_pb2, serve_pb2, serve_pb2_grpc
+    from services.common.store import store_from_env
+    store = store_from_env(env)
+    serve = serve_pb2_grpc.ServeServiceStub(channels.channel("serve", env))
+    for name, inputs in (("texts", ("text",)), ("pics", ("image",))):
+        publish_mixed(store, name, inputs)
+        serve.LoadModel(serve_pb2.LoadModelRequest(model=model_pb2.ModelRef(name=name)), timeout=180)
+    picture = os.path.join(folder, "bright.png")
+    with open(picture, "wb") as f:
+        f.write(png(230))
+    return {"COOKLINE_RAW_TEXT_MODEL": "texts", "COOKLINE_RAW_IMAGE_MODEL": "pics", "COOKLINE_RAW_IMAGE_FILE": picture}

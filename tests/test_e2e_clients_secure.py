@@ -13,6 +13,7 @@ import re
 
 import pytest
 
+import raw_models
 from test_e2e_tls import make_certificates
 from tools import ROOT, run, tool
 
@@ -31,7 +32,8 @@ def client_env(stack, tmp_path_factory):
     sign the servers' certificates."""
     _, env = stack
     other = make_certificates(str(tmp_path_factory.mktemp("other-ca")))
-    return dict(env, COOKLINE_TEST_OTHER_CA=other["COOKLINE_TLS_CA"])
+    raw = raw_models.deploy_for_clients(env, str(tmp_path_factory.mktemp("raw")))  # the raw-input suites' models
+    return dict(env, COOKLINE_TEST_OTHER_CA=other["COOKLINE_TLS_CA"], **raw)
 
 
 NODE_SECURE_CHECKS = [
