@@ -14,7 +14,7 @@ import pytest
 
 import raw_models as rm
 from cookline import channels, tensors
-from cookline.client import Client, raw_array
+from cookline.client import raw_array
 from cookline.config import address
 from cookline.v1 import model_pb2, serve_pb2, serve_pb2_grpc
 from conftest import unique_bucket

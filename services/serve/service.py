@@ -5,7 +5,6 @@ import asyncio
 import logging
 from typing import AsyncIterator
 
-import grpc
 import numpy as np
 
 from cookline import tensors
