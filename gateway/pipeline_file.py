@@ -1,7 +1,7 @@
 """The pipeline file: YAML parsed straight into cookline.v1.PipelineSpec.
 
 The proto is the schema, so an unknown key is reported with its path, and the
-README's file reference and the proto comments describe the same thing.
+file reference (docs/pipeline.md) and the proto comments describe the same thing.
 """
 from __future__ import annotations
 
