@@ -1,4 +1,4 @@
-"""The storage layout of DESIGN.md, in one place: object keys, names, manifests.
+"""The storage layout (docs/api.md, "Storage layout"), in one place: object keys, names, manifests.
 
     datasets/<name>/<version>/manifest.json   (written last)
     datasets/<name>/<version>/shard-00000-<attempt>.npz
