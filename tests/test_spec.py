@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from cookline import cli, spec
-from cookline.spec import ops as spec_ops, sources, train
+from cookline.spec import ops as spec_ops
+from cookline.spec import sources, train
 from cookline.spec.params import Component, Param, Registry
 from cookline.v1 import pipeline_pb2 as pb
 from services.common.errors import status_of
@@ -88,7 +89,8 @@ def test_every_builtin_is_declared():
         assert sorted(f.name for f in message.DESCRIPTOR.fields) == sorted(p.name for p in component.params)
     # every family / train / early-stopping parameter is a TrainSpec field
     fields = {f.name for f in pb.TrainSpec.DESCRIPTOR.fields} | {f.name for f in pb.EarlyStopping.DESCRIPTOR.fields}
-    declared = {p.name for m in spec.MODELS for p in m.params} | {p.name for p in train.TRAIN_PARAMS + train.EARLY_STOPPING}
+    declared = {p.name for m in spec.MODELS for p in m.params}
+    declared |= {p.name for p in train.TRAIN_PARAMS + train.EARLY_STOPPING}
     assert declared <= fields
     collect_fields = {f.name for f in pb.CollectSpec.DESCRIPTOR.fields}
     assert {p.name for s in spec.SOURCES for p in s.params} <= collect_fields

@@ -4,7 +4,7 @@ The process service implements them (services/process/ops); this is what a pipel
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from cookline.spec.errors import SpecError
 from cookline.spec.params import Component, Param, Registry
@@ -24,7 +24,8 @@ def _seed() -> Param:
 _op("standardize", "features to zero mean and unit variance (fitted on the training split)")
 _op("min_max", "features to [0, 1] by the training min and max")
 _op("fill_missing", "NaN features to the training mean or a constant",
-    Param("strategy", "str", "'mean' (fitted) or 'constant' (uses value)", default="mean", choices=("mean", "constant")),
+    Param("strategy", "str", "'mean' (fitted) or 'constant' (uses value)", default="mean",
+          choices=("mean", "constant")),
     Param("value", "float", "the fill value of strategy 'constant'", default=0.0))
 _op("one_hot", "categorical columns to one-hot columns appended to features",
     Param("min_count", "int", "values seen fewer times go to the unseen column", default=1, lo=1, hi=1 << 40))

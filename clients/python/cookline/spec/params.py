@@ -11,8 +11,9 @@ Param's default (if any) stands in for it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from cookline.spec.errors import SpecError
 

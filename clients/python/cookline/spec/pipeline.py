@@ -2,7 +2,7 @@
 whole PipelineSpec (name, collect, process, split, train, evaluate, export).
 
 The proto is the schema, so an unknown key is reported with its path, and the
-file reference and the proto comments describe the same thing.
+file reference (docs/pipeline.md) and the proto comments describe the same thing.
 """
 from __future__ import annotations
 
