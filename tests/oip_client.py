@@ -88,7 +88,10 @@ def raw(url: str, text_model: str, sentence: str, image_model: str, png_path: st
     stream = []
     while not answers.empty():
         result, error = answers.get()
-        stream.append({"error": str(error)} if error is not None else {"id": result.get_response().id} | outputs(result))
+        if error is not None:
+            stream.append({"error": str(error)})
+        else:
+            stream.append({"id": result.get_response().id} | outputs(result))
     out["stream"] = stream
     client.close()
     return out

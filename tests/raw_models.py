@@ -14,6 +14,7 @@ Their weights are set by hand, so the answers can be reasoned about:
 `digits_model` is a small convolutional classifier of 28x28 grayscale images (random
 weights, fixed seed) for the serving benchmark.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,15 +34,19 @@ FEATURE_COLUMNS = ["a", "b", "c"]
 
 def _lookup(keys: list[str]) -> tf.lookup.StaticHashTable:
     """A StringLookup: keys -> 1..n, anything else -> 0 (the out-of-vocabulary bucket)."""
-    return tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
-        tf.constant(keys), tf.range(1, len(keys) + 1, dtype=tf.int64)), default_value=0)
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(keys), tf.range(1, len(keys) + 1, dtype=tf.int64)),
+        default_value=0,
+    )
 
 
 def decode_images(encoded: tf.Tensor, height: int, width: int, channels: int) -> tf.Tensor:
     """Encoded image files [rows] -> float32 [rows, height, width, channels] in [0, 1]."""
+
     def one(data):
         image = tf.io.decode_image(data, channels=channels, expand_animations=False)
         return tf.image.resize(tf.cast(image, tf.float32) / 255.0, [height, width])
+
     return tf.map_fn(one, encoded, fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32))
 
 
@@ -57,10 +62,12 @@ class MixedModel(tf.Module):
         self.colour_w = tf.constant([0.0, -1.0, 2.0, -0.5])
         self.size_w = tf.constant([0.0, -0.5, 1.0])
         self.word_w = tf.constant([0.0] + [1.5] * len(POSITIVE) + [-1.5] * len(NEGATIVE))
-        specs = {"features": tf.TensorSpec([None, 3], tf.float32, name="features"),
-                 "categorical": tf.TensorSpec([None, 2], tf.string, name="categorical"),
-                 "text": tf.TensorSpec([None], tf.string, name="text"),
-                 "image": tf.TensorSpec([None], tf.string, name="image")}
+        specs = {
+            "features": tf.TensorSpec([None, 3], tf.float32, name="features"),
+            "categorical": tf.TensorSpec([None, 2], tf.string, name="categorical"),
+            "text": tf.TensorSpec([None], tf.string, name="text"),
+            "image": tf.TensorSpec([None], tf.string, name="image"),
+        }
         self.serve = tf.function(self._serve, input_signature=[{n: specs[n] for n in inputs}])
 
     def _serve(self, args):
@@ -69,6 +76,7 @@ class MixedModel(tf.Module):
         def add(value):
             nonlocal logit
             logit = value if logit is None else logit + value
+
         if "features" in args:
             features = args["features"]
             if self.fill_missing:  # a fitted fill_missing op (strategy constant, value 0)
@@ -76,8 +84,10 @@ class MixedModel(tf.Module):
             add(tf.reduce_sum(features, axis=1) * 0.5)
         if "categorical" in args:
             cat = args["categorical"]
-            add(tf.gather(self.colour_w, self.colours.lookup(cat[:, 0]))
-                + tf.gather(self.size_w, self.sizes.lookup(cat[:, 1])))
+            add(
+                tf.gather(self.colour_w, self.colours.lookup(cat[:, 0]))
+                + tf.gather(self.size_w, self.sizes.lookup(cat[:, 1]))
+            )
         if "text" in args:
             text = tf.strings.regex_replace(tf.strings.lower(args["text"]), "[^a-z]+", " ")
             ids = self.words.lookup(tf.strings.split(text))
@@ -99,8 +109,9 @@ def _record_inputs(inputs: tuple[str, ...]) -> dict:
     return {name: record[name] for name in inputs}
 
 
-def mixed_model(path: str, inputs: tuple[str, ...] = ("features", "categorical", "text", "image"),
-                fill_missing: bool = False) -> dict:
+def mixed_model(
+    path: str, inputs: tuple[str, ...] = ("features", "categorical", "text", "image"), fill_missing: bool = False
+) -> dict:
     """Writes the SavedModel to `path`; returns its cookline.json "inputs"."""
     module = MixedModel(inputs, fill_missing)
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
@@ -116,7 +127,9 @@ class DigitsModel(tf.Module):
         self.kernel = tf.Variable(rng.normal(0, 0.3, (3, 3, 1, 8)).astype(np.float32))
         self.dense = tf.Variable(rng.normal(0, 0.1, (13 * 13 * 8, 10)).astype(np.float32))
         self.classes = tf.constant([str(i) for i in range(10)])
-        self.serve = tf.function(self._serve, input_signature=[{"image": tf.TensorSpec([None], tf.string, name="image")}])
+        self.serve = tf.function(
+            self._serve, input_signature=[{"image": tf.TensorSpec([None], tf.string, name="image")}]
+        )
 
     def _serve(self, args):
         images = decode_images(args["image"], 28, 28, 1)
@@ -129,29 +142,53 @@ class DigitsModel(tf.Module):
 def digits_model(path: str) -> dict:
     module = DigitsModel()
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
-    return {"image": {"dtype": "string", "shape": [-1], "kind": "image", "encodings": ENCODINGS,
-                      "image": {"height": 28, "width": 28, "channels": 1}}}
+    return {
+        "image": {
+            "dtype": "string",
+            "shape": [-1],
+            "kind": "image",
+            "encodings": ENCODINGS,
+            "image": {"height": 28, "width": 28, "channels": 1},
+        }
+    }
 
 
 def publish(store, name: str, saved_dir: str, inputs: dict, class_names: list[str], **extra) -> int:
     """Publishes a SavedModel folder as the next version of `name`, cookline.json last (as train does)."""
     from services.common import layout
+
     existing = layout.model_versions(store, name, published_only=False)
     version = (existing[-1] if existing else 0) + 1
-    files = {os.path.relpath(os.path.join(d, f), saved_dir).replace(os.sep, "/"): os.path.join(d, f)
-             for d, _, names in os.walk(saved_dir) for f in names}
+    files = {
+        os.path.relpath(os.path.join(d, f), saved_dir).replace(os.sep, "/"): os.path.join(d, f)
+        for d, _, names in os.walk(saved_dir)
+        for f in names
+    }
     features = inputs.get("features", {})
-    meta = {"name": name, "version": version, "class_names": class_names,
-            "feature_columns": features.get("columns", []), "inputs": inputs, "served_from_op": 0,
-            "outputs": {"scores": {"dtype": "float32", "shape": [-1, len(class_names) or 1]}},
-            "task": "classification" if class_names else "regression",
-            "formats": ["saved_model"], "created_at": layout.now(), **extra}
+    meta = {
+        "name": name,
+        "version": version,
+        "class_names": class_names,
+        "feature_columns": features.get("columns", []),
+        "inputs": inputs,
+        "served_from_op": 0,
+        "outputs": {"scores": {"dtype": "float32", "shape": [-1, len(class_names) or 1]}},
+        "task": "classification" if class_names else "regression",
+        "formats": ["saved_model"],
+        "created_at": layout.now(),
+        **extra,
+    }
     store.publish(layout.model_prefix(name, version), files, layout.MODEL_METADATA, json.dumps(meta).encode())
     return version
 
 
-def publish_mixed(store, name: str = "raw", inputs: tuple[str, ...] = ("features", "categorical", "text", "image"),
-                  fill_missing: bool = False, old_record: bool = False) -> tuple[int, str]:
+def publish_mixed(
+    store,
+    name: str = "raw",
+    inputs: tuple[str, ...] = ("features", "categorical", "text", "image"),
+    fill_missing: bool = False,
+    old_record: bool = False,
+) -> tuple[int, str]:
     """Builds and publishes a MixedModel; returns (version, a local copy of its SavedModel).
     fill_missing: the graph fills NaN features with 0 and the record lists the fitted op.
     old_record: cookline.json as published before raw inputs ("features" without kind)."""
@@ -182,6 +219,7 @@ def deploy_for_clients(env: dict, folder: str) -> dict:
     from cookline import channels
     from cookline.v1 import model_pb2, serve_pb2, serve_pb2_grpc
     from services.common.store import store_from_env
+
     store = store_from_env(env)
     serve = serve_pb2_grpc.ServeServiceStub(channels.channel("serve", env))
     for name, inputs in (("texts", ("text",)), ("pics", ("image",))):

@@ -10,6 +10,7 @@ A record without "kind" (a model published before raw inputs) is numeric "featur
 The checks raise INVALID_ARGUMENT naming the input and the row, so a stream can answer
 that message with an error and go on, and one bad row never fails a batch of others.
 """
+
 from __future__ import annotations
 
 import struct
@@ -23,28 +24,31 @@ from services.common.errors import invalid
 KINDS = ("numeric", "category", "text", "image")
 ENCODINGS = ("png", "jpeg", "gif", "bmp")
 
+
 @dataclass(frozen=True)
 class Limits:
     """Serve's input limits, read once at start-up (cookline.config has the settings)."""
+
     max_image_bytes: int = config.DEFAULT_SERVE_MAX_IMAGE_BYTES
     max_image_pixels: int = config.DEFAULT_SERVE_MAX_IMAGE_PIXELS
 
     @classmethod
-    def from_env(cls, env=None) -> "Limits":
+    def from_env(cls, env=None) -> Limits:
         return cls(config.serve_max_image_bytes(env), config.serve_max_image_pixels(env))
 
 
 @dataclass
 class InputSpec:
     """One raw input of a model, as cookline.json describes it."""
+
     name: str
-    dtype: str                  # "float32" or "string"
-    shape: list[int]            # [-1, ...]
-    kind: str                   # numeric, category, text, image
+    dtype: str  # "float32" or "string"
+    shape: list[int]  # [-1, ...]
+    kind: str  # numeric, category, text, image
     columns: list[str] = field(default_factory=list)
     encodings: list[str] = field(default_factory=list)
-    image: dict | None = None   # {"height", "width", "channels"}
-    allow_nan: bool = False     # numeric: NaN means missing and the model fills it
+    image: dict | None = None  # {"height", "width", "channels"}
+    allow_nan: bool = False  # numeric: NaN means missing and the model fills it
 
     @property
     def is_string(self) -> bool:
@@ -67,15 +71,23 @@ def specs_from_record(meta: dict) -> dict[str, InputSpec]:
         dtype = raw.get("dtype") or ("string" if kind != "numeric" else "float32")
         columns = list(raw.get("columns") or (meta.get("feature_columns", []) if name == "features" else []))
         encodings = list(raw.get("encodings") or (ENCODINGS if kind == "image" else []))
-        specs[name] = InputSpec(name, dtype, [int(d) for d in raw["shape"]], kind, columns, encodings,
-                                raw.get("image"), allow_nan=kind == "numeric" and fills)
+        specs[name] = InputSpec(
+            name,
+            dtype,
+            [int(d) for d in raw["shape"]],
+            kind,
+            columns,
+            encodings,
+            raw.get("image"),
+            allow_nan=kind == "numeric" and fills,
+        )
     return specs
 
 
 def _fills_missing(meta: dict) -> bool:
     """True when the exported model applies a fill_missing op (NaN is then a missing value it fills)."""
     served = meta.get("process") or []
-    return any("fill_missing" in op for op in served[int(meta.get("served_from_op", 0)):])
+    return any("fill_missing" in op for op in served[int(meta.get("served_from_op", 0)) :])
 
 
 def _rows_error(spec: InputSpec, shape) -> str:
@@ -85,7 +97,7 @@ def _rows_error(spec: InputSpec, shape) -> str:
 def check_shape(spec: InputSpec, array: np.ndarray) -> None:
     if array.ndim != len(spec.shape):
         raise invalid(_rows_error(spec, array.shape))
-    for got, want in zip(array.shape[1:], spec.shape[1:]):
+    for got, want in zip(array.shape[1:], spec.shape[1:], strict=True):
         if want != -1 and got != want:
             if spec.kind == "numeric" and len(spec.shape) == 2:
                 raise invalid(f"inputs[{spec.name!r}]: {got} features per row, the model expects {want}")
@@ -120,8 +132,9 @@ def _parse_numbers(spec: InputSpec, strings: np.ndarray) -> np.ndarray:
             dest[i] = float(text) if text else np.nan
         except ValueError:
             col = f", {spec.column(i % width)}" if strings.ndim > 1 else ""
-            raise invalid(f"inputs[{spec.name!r}] row {i // width}{col}: {text[:40]!r} is not a number "
-                          f"(kind numeric)") from None
+            raise invalid(
+                f"inputs[{spec.name!r}] row {i // width}{col}: {text[:40]!r} is not a number (kind numeric)"
+            ) from None
     return out
 
 
@@ -145,8 +158,10 @@ def check(spec: InputSpec, array: np.ndarray, limits: Limits) -> np.ndarray:
     """The input as the model takes it; INVALID_ARGUMENT naming the input (and row) otherwise."""
     if spec.is_string:
         if array.dtype != object:
-            raise invalid(f"inputs[{spec.name!r}]: dtype {tensors.dtype_name(tensors.data_type(array.dtype))}, "
-                          f"expected {spec.describe()}")
+            raise invalid(
+                f"inputs[{spec.name!r}]: dtype {tensors.dtype_name(tensors.data_type(array.dtype))}, "
+                f"expected {spec.describe()}"
+            )
         return check_strings(spec, array, limits)
     if array.dtype != np.float32 and array.dtype != object:
         raise invalid(f"inputs[{spec.name!r}]: dtype {array.dtype.name}, expected {spec.describe()}")
@@ -154,6 +169,7 @@ def check(spec: InputSpec, array: np.ndarray, limits: Limits) -> np.ndarray:
 
 
 # --- images: the format and size, read from the header (no decoding) ------------------
+
 
 def sniff(data: bytes) -> str | None:
     """The image format of encoded bytes, from their signature."""
@@ -190,9 +206,9 @@ def image_size(kind: str, data: bytes) -> tuple[int, int] | None:
             if marker == 0xFF:  # fill byte
                 pos += 1
                 continue
-            length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
+            length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
             if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
+                height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
                 return width, height
             pos += 2 + length
         return None
@@ -203,23 +219,30 @@ def image_size(kind: str, data: bytes) -> tuple[int, int] | None:
 def check_image(spec: InputSpec, row: int, data: bytes, limits: Limits) -> None:
     where = f"inputs[{spec.name!r}] row {row}"
     if len(data) > limits.max_image_bytes:
-        raise invalid(f"{where}: image of {len(data)} bytes is over the limit of {limits.max_image_bytes} "
-                      "(COOKLINE_SERVE_MAX_IMAGE_BYTES)")
+        raise invalid(
+            f"{where}: image of {len(data)} bytes is over the limit of {limits.max_image_bytes} "
+            "(COOKLINE_SERVE_MAX_IMAGE_BYTES)"
+        )
     kind = sniff(data)
     if kind is None:
-        raise invalid(f"{where}: not an image the model can decode ({len(data)} bytes starting "
-                      f"{data[:8]!r}; accepted: {', '.join(spec.encodings)})")
+        raise invalid(
+            f"{where}: not an image the model can decode ({len(data)} bytes starting "
+            f"{data[:8]!r}; accepted: {', '.join(spec.encodings)})"
+        )
     if kind not in spec.encodings:
         raise invalid(f"{where}: {kind.upper()} is not accepted by this model (accepted: {', '.join(spec.encodings)})")
     size = image_size(kind, data)
     if size is None or 0 in size:
         raise invalid(f"{where}: not an image the model can decode (a {kind.upper()} whose header is cut or broken)")
     if size[0] * size[1] > limits.max_image_pixels:
-        raise invalid(f"{where}: image of {size[0]}x{size[1]} pixels is over the limit of {limits.max_image_pixels} "
-                      "(COOKLINE_SERVE_MAX_IMAGE_PIXELS)")
+        raise invalid(
+            f"{where}: image of {size[0]}x{size[1]} pixels is over the limit of {limits.max_image_pixels} "
+            "(COOKLINE_SERVE_MAX_IMAGE_PIXELS)"
+        )
 
 
 # --- warm-up inputs ------------------------------------------------------------------
+
 
 def warmup_inputs(specs: dict[str, InputSpec], rows: int, png: bytes) -> dict[str, np.ndarray]:
     """Inputs of `rows` rows the model accepts, to trace and allocate before serving."""

@@ -190,14 +190,16 @@ def _read_csv(path: str, meta) -> dict:
                 cells = [row[i] for i in index]
             except IndexError:
                 raise ValueError(f"{path} line {line_no}: expected {len(header)} columns, got {len(row)}") from None
+            row_values: list = cells
             if _kind(spec) == "numeric":
                 try:
-                    cells = [float(c) if c.strip() else float("nan") for c in cells]
+                    row_values = [float(c) if c.strip() else float("nan") for c in cells]
                 except ValueError:
                     bad = next(c for c in cells if c.strip() and not _is_number(c))
-                    raise ValueError(f"{path} line {line_no}, column {columns[cells.index(bad)]!r}: "
-                                     f"{bad!r} is not a number") from None
-            values.append(cells[0] if len(spec.shape) == 1 else cells)
+                    raise ValueError(
+                        f"{path} line {line_no}, column {columns[cells.index(bad)]!r}: {bad!r} is not a number"
+                    ) from None
+            values.append(row_values[0] if len(spec.shape) == 1 else row_values)
         inputs[name] = values
     return inputs
 
@@ -337,7 +339,8 @@ def main(argv=None) -> int:
     predict = sub.add_parser("predict", help="predict with a served model: rows of a CSV, image files or sentences")
     predict.add_argument("model", help="model name (the pipeline's name)")
     predict.add_argument("--input", help="CSV with a header and the model's columns (numbers, categories, text)")
-    predict.add_argument("--image", nargs="+", metavar="FILE", help="image files (PNG, JPEG, GIF, BMP) or folders of them")
+    predict.add_argument("--image", nargs="+", metavar="FILE",
+                         help="image files (PNG, JPEG, GIF, BMP) or folders of them")
     predict.add_argument("--text", nargs="+", metavar="TEXT", help="sentences, one prediction each")
     predict.add_argument("--version", type=int, default=0, help="model version (default: the deployed one)")
     predict.add_argument("--stream", action="store_true", help="use the bidirectional PredictStream RPC")
