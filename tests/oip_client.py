@@ -25,6 +25,18 @@ def outputs(result) -> dict:
             "label": [v.decode() for v in result.as_numpy("label").reshape(-1)]}
 
 
+def drained(answers: queue.Queue) -> list[dict]:
+    """The stream's answers in order: {"id", "scores", "label"} or {"error"}."""
+    stream = []
+    while not answers.empty():
+        result, error = answers.get()
+        if error is not None:
+            stream.append({"error": str(error)})
+        else:
+            stream.append({"id": result.get_response().id} | outputs(result))
+    return stream
+
+
 def main(url: str, model: str, rows: np.ndarray) -> dict:
     client = triton.InferenceServerClient(url)
     out = {"live": client.is_server_live(), "ready": client.is_server_ready(),
@@ -53,14 +65,7 @@ def main(url: str, model: str, rows: np.ndarray) -> dict:
         if i == 0:
             client.async_stream_infer(model, [infer_input(row[None, :2])], request_id="bad")
     client.stop_stream()
-    stream = []
-    while not answers.empty():
-        result, error = answers.get()
-        if error is not None:
-            stream.append({"error": str(error)})
-        else:
-            stream.append({"id": result.get_response().id} | outputs(result))
-    out["stream"] = stream
+    out["stream"] = drained(answers)
     client.close()
     return out
 
@@ -85,14 +90,7 @@ def raw(url: str, text_model: str, sentence: str, image_model: str, png_path: st
     for i, value in enumerate([png, b"not an image", png]):
         client.async_stream_infer(image_model, [bytes_input("image", [value])], request_id=str(i))
     client.stop_stream()
-    stream = []
-    while not answers.empty():
-        result, error = answers.get()
-        if error is not None:
-            stream.append({"error": str(error)})
-        else:
-            stream.append({"id": result.get_response().id} | outputs(result))
-    out["stream"] = stream
+    out["stream"] = drained(answers)
     client.close()
     return out
 
