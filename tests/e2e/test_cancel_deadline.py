@@ -17,9 +17,8 @@ import pytest
 from cookline import channels, tensors
 from cookline.client import Client
 from cookline.v1 import collect_pb2, collect_pb2_grpc, gateway_pb2, process_pb2, process_pb2_grpc
+from helpers import iris_pipeline
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IRIS_CSV = os.path.join(ROOT, "examples", "data", "iris.csv")
 # every epoch streams through process and collect (no epoch cache), slowly (tiny shards, batches)
 STACK_ENV = {"COOKLINE_TRAIN_CACHE_MB": "0", "COOKLINE_SHARD_MB": "0.001"}
 STREAM_END = re.compile(r"stream (\S+) ended at ([0-9.]+) after [0-9.]+ s \(([^)]*)\); (\d+) streams open")
@@ -61,9 +60,9 @@ def wait_all_closed(services, since: float, names, idle_before: tuple = (), time
 
 def test_cancel_run_ends_every_stream_within_2_s(stack):
     services, env = stack
-    text = (f"name: cancelme\ncollect: {{source: {IRIS_CSV}, label: species}}\nprocess: [{{standardize: {{}}}}]\n"
-            f"split: {{validation: 0.2, seed: 1}}\n"
-            f"train: {{model: mlp, epochs: 500, batch_size: 1, learning_rate: 0.001, progress_every_batches: 5}}\n")
+    text = iris_pipeline("cancelme", split="{validation: 0.2, seed: 1}",
+                         train="{model: mlp, epochs: 500, batch_size: 1, learning_rate: 0.001, "
+                               "progress_every_batches: 5}")
     with Client(env=env) as client:
         run = client.submit(text)
         cancelled_at = None

@@ -5,7 +5,8 @@ import json
 import os
 import re
 
-from tools import ROOT, run, tool
+from tools import run, tool
+from helpers import ROOT
 
 NODE_DIR = os.path.join(ROOT, "clients", "node")
 GO_DIR = os.path.join(ROOT, "clients", "go")

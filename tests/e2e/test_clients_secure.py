@@ -13,8 +13,8 @@ import re
 
 import pytest
 
-from test_e2e_tls import make_certificates
-from tools import ROOT, run, tool
+from tools import run, tool
+from helpers import ROOT, make_certificates
 
 NODE_DIR = os.path.join(ROOT, "clients", "node")
 GO_DIR = os.path.join(ROOT, "clients", "go")

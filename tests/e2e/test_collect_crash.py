@@ -4,32 +4,19 @@ version with no stray shard of the killed attempt left behind."""
 import json
 import signal
 
-import numpy as np
-
 from cookline.client import Client
 from cookline.v1 import gateway_pb2
+from helpers import BIG_CSV_ROWS, write_big_csv
 from services.common.store import store_from_env
 
 STACK_ENV = {"COOKLINE_SHARD_MB": "1"}  # many shards: the kill lands after some are written
-ROWS = 400_000
-
-
-def write_csv(path, rows: int) -> None:
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=(rows, 4)).round(4)
-    labels = np.where(x[:, 0] + x[:, 1] > 0, "hi", "lo")
-    with open(path, "w") as f:
-        f.write("a,b,c,d,label\n")
-        for start in range(0, rows, 50_000):
-            f.writelines(f"{r[0]},{r[1]},{r[2]},{r[3]},{l}\n" for r, l in zip(x[start:start + 50_000],
-                                                                              labels[start:start + 50_000]))
 
 
 def test_collect_killed_mid_ingest_publishes_nothing_and_the_retry_succeeds(stack, tmp_path):
     services, env = stack
     store = store_from_env(env)
     source = tmp_path / "big.csv"
-    write_csv(source, ROWS)
+    write_big_csv(source)
     text = (f"name: bigcsv\ncollect: {{source: {source}, label: label}}\n"
             "train: {model: mlp, hidden_units: [8], epochs: 1, batch_size: 4096}\n")
     with Client(env=env) as client:
@@ -47,13 +34,13 @@ def test_collect_killed_mid_ingest_publishes_nothing_and_the_retry_succeeds(stac
                 services.start("collect")  # what a supervisor (compose, k8s) does
         final = client.get_run(run.run_id)
 
-    assert killed is not None and killed < ROWS
+    assert killed is not None and killed < BIG_CSV_ROWS
     assert final.state == gateway_pb2.RUN_STATE_SUCCEEDED, final.reason
     assert any(e.WhichOneof("event") == "stage" and "lost the collect service" in e.stage.message for e in events)
     # the retried ingest published the complete version, and only its own shards
     prefix = f"datasets/bigcsv/{final.dataset.version}/"
     manifest = json.loads(store.get_bytes(prefix + "manifest.json"))
-    assert manifest["num_rows"] == ROWS
+    assert manifest["num_rows"] == BIG_CSV_ROWS
     shards = {prefix + s["key"] for s in manifest["shards"]}
     assert set(store.list("datasets/bigcsv/")) == shards | {prefix + "manifest.json"}
     assert final.model.name == "bigcsv" and store.exists(f"models/bigcsv/{final.model.version}/cookline.json")

@@ -10,8 +10,9 @@ import sys
 import pytest
 
 from cookline import channels
-from s3server import _free_ports
-from tools import ROOT, run, tool
+from helpers import free_ports
+from tools import run, tool
+from helpers import ROOT
 
 # On a fresh machine the first image build (debootstrap, pip installing TensorFlow) takes minutes.
 pytestmark = pytest.mark.timeout(1800)
@@ -23,7 +24,7 @@ SERVICES = ("gateway", "collect", "process", "train", "serve")
 def compose_stack():
     """The compose stack on free host ports under a unique project name; brought down afterwards."""
     project = "cookline-e2e-" + secrets.token_hex(4)
-    ports = dict(zip(SERVICES + ("minio",), _free_ports(6, set())))
+    ports = dict(zip(SERVICES + ("minio",), free_ports(6, set())))
     env = dict(os.environ, COOKLINE_PUBLISH_HOST="127.0.0.1", MINIO_PORT=str(ports["minio"]),
                MINIO_ROOT_USER="cookline-e2e", MINIO_ROOT_PASSWORD=secrets.token_urlsafe(18))
     env.update({f"COOKLINE_{s.upper()}_PORT": str(ports[s]) for s in SERVICES})

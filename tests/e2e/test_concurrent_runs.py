@@ -1,8 +1,6 @@
 """Four pipeline runs at once (iris under four names, each with its own seeds): each gets its
 own dataset, model and metrics, and nothing of one run leaks into another."""
-import csv
 import json
-import os
 import threading
 
 import pytest
@@ -10,24 +8,16 @@ import pytest
 from cookline.client import Client
 from cookline.v1 import gateway_pb2
 from services.common.store import store_from_env
+from helpers import iris_pipeline, iris_rows
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IRIS_CSV = os.path.join(ROOT, "examples", "data", "iris.csv")
 SEEDS = (11, 22, 33, 44)
 
 
-def iris():
-    with open(IRIS_CSV) as f:
-        rows = list(csv.DictReader(f))
-    return [[float(r[c]) for c in ("sepal_length", "sepal_width", "petal_length", "petal_width")] for r in rows], \
-        [r["species"] for r in rows]
-
-
 def pipeline(seed: int) -> str:
-    return (f"name: iris-s{seed}\ncollect: {{source: {IRIS_CSV}, label: species}}\n"
-            f"process: [{{standardize: {{}}}}, {{shuffle: {{buffer: 200, seed: {seed}}}}}]\n"
-            f"split: {{validation: 0.2, seed: {seed}}}\n"
-            f"train: {{model: mlp, hidden_units: [16], epochs: 40, batch_size: 8, learning_rate: 0.01}}\n")
+    return iris_pipeline(f"iris-s{seed}",
+                         process=f"[{{standardize: {{}}}}, {{shuffle: {{buffer: 200, seed: {seed}}}}}]",
+                         split=f"{{validation: 0.2, seed: {seed}}}",
+                         train="{model: mlp, hidden_units: [16], epochs: 40, batch_size: 8, learning_rate: 0.01}")
 
 
 @pytest.mark.timeout(900)
@@ -38,9 +28,7 @@ def test_four_runs_at_once_each_get_their_own_dataset_model_and_metrics(stack):
 
     def one(seed, client):
         try:
-            run = client.submit(pipeline(seed))
-            events = list(client.watch(run.run_id))
-            finals[seed] = (client.get_run(run.run_id), events)
+            finals[seed] = client.run_and_wait(pipeline(seed))
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
 
@@ -51,7 +39,7 @@ def test_four_runs_at_once_each_get_their_own_dataset_model_and_metrics(stack):
         for t in threads:
             t.join()
         assert not errors, errors
-        features, species = iris()
+        features, species = iris_rows()
         for seed in SEEDS:
             final, events = finals[seed]
             name = f"iris-s{seed}"

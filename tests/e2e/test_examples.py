@@ -8,9 +8,7 @@ from PIL import Image
 
 from cookline.client import Client
 from cookline.v1 import gateway_pb2
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLES = os.path.join(ROOT, "examples")
+from helpers import EXAMPLES
 
 
 @pytest.fixture(scope="module")
@@ -19,14 +17,8 @@ def client(stack):
         yield c
 
 
-def run_file(client, path):
-    run = client.submit_file(path)
-    events = list(client.watch(run.run_id))
-    return client.get_run(run.run_id), events
-
-
 def test_digits_example_trains_on_8x8_pngs_and_serves_raw_pixels(client):
-    run, events = run_file(client, os.path.join(EXAMPLES, "digits.yaml"))
+    run, events = client.run_file_and_wait(os.path.join(EXAMPLES, "digits.yaml"))
     assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
     assert run.metrics["val_accuracy"] >= 0.85
     ingest = [e.ingest for e in events if e.WhichOneof("event") == "ingest"][-1]
@@ -49,7 +41,7 @@ train: {{model: mlp, hidden_units: [32], epochs: 30, batch_size: 16, learning_ra
 
 def test_text_example_data_trains_an_mlp_on_tf_idf(client):
     # examples/text.yaml trains the text model (tests/test_e2e_zoo.py); this is its data as a bag of words
-    run, events = run_file_text(client, TF_IDF_MLP.format(source=os.path.join(EXAMPLES, "data", "text.csv")))
+    run, events = client.run_and_wait(TF_IDF_MLP.format(source=os.path.join(EXAMPLES, "data", "text.csv")))
     assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
     assert run.metrics["val_accuracy"] >= 0.9
     dataset = [e.ingest for e in events if e.WhichOneof("event") == "ingest"][-1].dataset
@@ -69,23 +61,18 @@ train: {{model: mlp, epochs: 1}}
 def test_schema_anomalies_are_run_event_warnings_and_strict_fails_the_run(client, tmp_path):
     first = tmp_path / "v1.csv"
     first.write_text("a,b,label\n" + "".join(f"{i},{i % 7},c{i % 2}\n" for i in range(40)))
-    run, _ = run_file_text(client, PIPELINE.format(strict="false", source=first))
+    run, _ = client.run_and_wait(PIPELINE.format(strict="false", source=first))
     assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
     second = tmp_path / "v2.csv"
     second.write_text("a,b,label\n" + "".join(f"{i * 10},{i % 7},c{i % 2}\n" for i in range(40)))
-    run, events = run_file_text(client, PIPELINE.format(strict="false", source=second))
+    run, events = client.run_and_wait(PIPELINE.format(strict="false", source=second))
     assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
     warnings = [a for e in events if e.WhichOneof("event") == "ingest" for a in e.ingest.anomalies]
     assert [(a.kind, a.field) for a in warnings] == [("out_of_range", "features.a")]
     assert any("1 schema warnings" in e.stage.message for e in events if e.WhichOneof("event") == "stage")
     third = tmp_path / "v3.csv"
     third.write_text("a,label\n" + "".join(f"{i * 100},c{i % 2}\n" for i in range(40)))
-    run, _ = run_file_text(client, PIPELINE.format(strict="true", source=third))
+    run, _ = client.run_and_wait(PIPELINE.format(strict="true", source=third))
     assert run.state == gateway_pb2.RUN_STATE_FAILED
     assert "collect failed: FAILED_PRECONDITION" in run.reason and "features.b" in run.reason
 
-
-def run_file_text(client, text):
-    run = client.submit(text, "")
-    events = list(client.watch(run.run_id))
-    return client.get_run(run.run_id), events

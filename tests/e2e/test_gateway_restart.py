@@ -3,7 +3,6 @@ a watcher reconnects and resumes from its last sequence number without gaps or d
 and the restarted gateway resumes the run it found RUNNING (training continues from the
 run's checkpoint) instead of leaving it RUNNING for ever."""
 import json
-import os
 import signal
 
 import pytest
@@ -12,11 +11,9 @@ from google.protobuf import json_format
 
 from cookline.client import Client
 from cookline.v1 import gateway_pb2
-from services.common.store import NotFoundError, store_from_env
-from test_e2e_collect_crash import ROWS, write_csv
+from helpers import BIG_CSV_ROWS, iris_pipeline, watch_and_kill_after_checkpoint, write_big_csv
+from services.common.store import store_from_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IRIS_CSV = os.path.join(ROOT, "examples", "data", "iris.csv")
 # Long enough that the run is still training when the watcher has seen a few checkpointed epochs
 # (an iris epoch of 30 batches takes a few ms once the train step is traced).
 EPOCHS = 400
@@ -28,28 +25,22 @@ def test_gateway_restarted_mid_run_resumes_the_run_and_the_watcher(stack, sig):
     services, env = stack
     store = store_from_env(env)
     name = f"gwrestart-{sig.name.lower()}"
-    text = (f"name: {name}\ncollect: {{source: {IRIS_CSV}, label: species}}\nprocess: [{{standardize: {{}}}}]\n"
-            f"split: {{validation: 0.2, seed: 1}}\n"
-            f"train: {{model: mlp, epochs: {EPOCHS}, batch_size: 4, learning_rate: 0.01}}\n")
+    text = iris_pipeline(name, split="{validation: 0.2, seed: 1}",
+                         train=f"{{model: mlp, epochs: {EPOCHS}, batch_size: 4, learning_rate: 0.01}}")
+    persisted = {}
+
+    def restart_gateway():
+        services.stop("gateway", sig)
+        persisted.update(json.loads(store.get_bytes(f"runs/{run.run_id}/run.json")))
+        services.start("gateway")  # what a supervisor (compose, k8s) does
+
     with Client(env=env) as client:
         run = client.submit(text)
-        events, killed_at = [], None
-        for event in client.watch(run.run_id):
-            events.append(event)
-            if killed_at is None and event.WhichOneof("event") == "train" and event.train.epoch_finished:
-                try:
-                    checkpoint = json.loads(store.get_bytes(f"runs/{run.run_id}/checkpoints/latest.json"))
-                except NotFoundError:
-                    continue
-                if checkpoint["epoch"] >= 3:
-                    services.stop("gateway", sig)
-                    killed_at = (event.sequence, checkpoint["epoch"])
-                    persisted = json.loads(store.get_bytes(f"runs/{run.run_id}/run.json"))
-                    services.start("gateway")  # what a supervisor (compose, k8s) does
-                    assert persisted["state"] == "RUN_STATE_RUNNING" and persisted["stage"] == "STAGE_TRAIN"
+        events, killed_at = watch_and_kill_after_checkpoint(client, run.run_id, store, restart_gateway)
         final = client.get_run(run.run_id)
 
     assert killed_at is not None
+    assert persisted["state"] == "RUN_STATE_RUNNING" and persisted["stage"] == "STAGE_TRAIN"
     assert final.state == gateway_pb2.RUN_STATE_SUCCEEDED, final.reason
     # the watcher saw every event exactly once, across the restart
     assert [e.sequence for e in events] == list(range(len(events)))
@@ -72,7 +63,7 @@ def test_gateway_killed_mid_ingest_resumes_the_collect_stage(stack, tmp_path):
     services, env = stack
     store = store_from_env(env)
     source = tmp_path / "big.csv"
-    write_csv(source, ROWS)
+    write_big_csv(source)
     text = (f"name: gwcollect\ncollect: {{source: {source}, label: label}}\n"
             "train: {model: mlp, hidden_units: [8], epochs: 1, batch_size: 4096}\n")
     with Client(env=env) as client:
@@ -93,7 +84,7 @@ def test_gateway_killed_mid_ingest_resumes_the_collect_stage(stack, tmp_path):
                for e in events)
     prefix = f"datasets/gwcollect/{final.dataset.version}/"
     manifest = json.loads(store.get_bytes(prefix + "manifest.json"))
-    assert manifest["num_rows"] == ROWS
+    assert manifest["num_rows"] == BIG_CSV_ROWS
     # the abandoned attempt (its caller died) removed its own shards; only the published ones remain
     shards = {prefix + s["key"] for s in manifest["shards"]}
     assert set(store.list("datasets/gwcollect/")) == shards | {prefix + "manifest.json"}

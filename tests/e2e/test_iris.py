@@ -1,7 +1,5 @@
 """End to end: iris through five real service processes on a real S3 server (SeaweedFS)."""
-import csv
 import json
-import os
 import subprocess
 import sys
 
@@ -15,25 +13,13 @@ from cookline import tensors
 from cookline.config import address
 from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, gateway_pb2, model_pb2, pipeline_pb2,
                          serve_pb2, serve_pb2_grpc)
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IRIS_YAML = os.path.join(ROOT, "examples", "iris.yaml")
-IRIS_CSV = os.path.join(ROOT, "examples", "data", "iris.csv")
-
-
-def iris_rows():
-    with open(IRIS_CSV) as f:
-        rows = list(csv.DictReader(f))
-    return [[float(r[c]) for c in ("sepal_length", "sepal_width", "petal_length", "petal_width")] for r in rows], \
-        [r["species"] for r in rows]
+from helpers import IRIS_CSV, IRIS_YAML, ROOT, iris_pipeline, iris_rows
 
 
 @pytest.fixture(scope="module")
 def iris_run(client):
     """Runs examples/iris.yaml through the gateway and returns (final run, all events)."""
-    run = client.submit_file(IRIS_YAML)
-    events = list(client.watch(run.run_id))
-    return client.get_run(run.run_id), events
+    return client.run_file_and_wait(IRIS_YAML)
 
 
 def stub(env, service, cls):
@@ -221,9 +207,7 @@ def test_missing_label_column_is_invalid_argument_and_leaves_no_dataset(env, cli
     assert "collect.label" in err.details() and "species" in err.details()
     assert list(store.list("datasets/flowers/")) == []
     # through the gateway the run fails with the reason
-    run = client.submit(f"name: flowers\ncollect: {{source: {bad}, label: species}}\ntrain: {{model: mlp}}\n")
-    list(client.watch(run.run_id))
-    final = client.get_run(run.run_id)
+    final, _ = client.run_and_wait(iris_pipeline("flowers", source=bad, process=None))
     assert final.state == gateway_pb2.RUN_STATE_FAILED
     assert "collect" in final.reason and "INVALID_ARGUMENT" in final.reason and "species" in final.reason
     assert list(store.list("datasets/flowers/")) == []

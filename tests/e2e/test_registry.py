@@ -1,15 +1,12 @@
 """The model registry on the gateway: versions with metrics and lineage, aliases, deletion."""
-import os
 
 import grpc
 import pytest
 
 from cookline.v1 import gateway_pb2, registry_pb2
+from helpers import iris_pipeline
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IRIS_CSV = os.path.join(ROOT, "examples", "data", "iris.csv")
-PIPELINE = (f"name: reg\ncollect: {{source: {IRIS_CSV}, label: species}}\nprocess: [{{standardize: {{}}}}]\n"
-            "split: {validation: 0.2, seed: 4}\ntrain: {model: mlp, epochs: 5, batch_size: 16}\n")
+PIPELINE = iris_pipeline("reg", split="{validation: 0.2, seed: 4}", train="{model: mlp, epochs: 5, batch_size: 16}")
 
 
 @pytest.fixture(scope="module")
@@ -17,9 +14,7 @@ def runs(client):
     """Two runs of the same pipeline: versions 1 and 2 of model `reg`, trained on one dataset version."""
     done = []
     for _ in range(2):
-        run = client.submit(PIPELINE)
-        list(client.watch(run.run_id))
-        done.append(client.get_run(run.run_id))
+        done.append(client.run_and_wait(PIPELINE)[0])
     assert [r.state for r in done] == [gateway_pb2.RUN_STATE_SUCCEEDED] * 2, [r.reason for r in done]
     return done
 

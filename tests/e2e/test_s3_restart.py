@@ -12,9 +12,8 @@ from cookline.client import Client
 from cookline.v1 import gateway_pb2
 from s3server import SeaweedS3
 from services.common.store import store_from_env
+from helpers import iris_pipeline
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IRIS_CSV = os.path.join(ROOT, "examples", "data", "iris.csv")
 EPOCHS = 40
 # every epoch streams through process and collect, which read shards from the store
 MARK = "retrying in 2.0 s"  # logged by a store call once its back-off reaches the cap
@@ -50,9 +49,8 @@ def outage(services, s3_server) -> None:
 
 def test_s3_restart_during_a_run(stack, s3_server):
     services, env = stack
-    text = (f"name: s3restart\ncollect: {{source: {IRIS_CSV}, label: species}}\nprocess: [{{standardize: {{}}}}]\n"
-            f"split: {{validation: 0.2, seed: 1}}\n"
-            f"train: {{model: mlp, epochs: {EPOCHS}, batch_size: 8, learning_rate: 0.01}}\n")
+    text = iris_pipeline("s3restart", split="{validation: 0.2, seed: 1}",
+                         train=f"{{model: mlp, epochs: {EPOCHS}, batch_size: 8, learning_rate: 0.01}}")
     restarts = 0
     with Client(env=env) as client:
         run = client.submit(text)

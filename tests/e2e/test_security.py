@@ -9,9 +9,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cookline.client import Client
 from cookline.stack import Stack
 from cookline.v1 import collect_pb2, collect_pb2_grpc, data_pb2, gateway_pb2, model_pb2, serve_pb2, serve_pb2_grpc
-from s3server import _free_ports
+from helpers import free_ports
+from helpers import IRIS_YAML
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN = "s3cr3t-t0ken-for-tests"
 # The `stack` fixture adds these to every service's environment.
 STACK_ENV = {"COOKLINE_AUTH_TOKEN": TOKEN}
@@ -42,14 +42,12 @@ def test_calls_without_the_right_token_are_unauthenticated(stack, header):
 def test_the_pipeline_runs_with_the_token_on_every_hop_and_no_secret_reaches_a_log(stack):
     services, env = stack
     with Client(env=env) as client:  # env carries COOKLINE_AUTH_TOKEN: the client sends it
-        run = client.submit_file(os.path.join(ROOT, "examples", "iris.yaml"))
-        list(client.watch(run.run_id))
-        final = client.get_run(run.run_id)
+        final, _ = client.run_file_and_wait(IRIS_YAML)
         assert final.state == gateway_pb2.RUN_STATE_SUCCEEDED, final.reason
         assert client.predict("iris", [[5.1, 3.5, 1.4, 0.2]])[0]["label"] == "setosa"
     with Client(env={k: v for k, v in env.items() if k != "COOKLINE_AUTH_TOKEN"}) as anonymous:
         with pytest.raises(grpc.RpcError) as info:
-            anonymous.get_run(run.run_id)
+            anonymous.get_run(final.run_id)
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     secrets = [env["MINIO_SECRET_KEY"], TOKEN]
     logs = [os.path.join(services.log_dir, f) for f in os.listdir(services.log_dir)]
@@ -66,7 +64,7 @@ def test_calls_over_the_concurrency_cap_are_refused_not_queued(tmp_path, stack):
     """serve with COOKLINE_MAX_CONCURRENT_RPCS=2: two open prediction streams fill it; the
     third call gets RESOURCE_EXHAUSTED at once; once a stream closes, calls pass again."""
     _, stack_env = stack
-    (port,) = _free_ports(1, set())
+    (port,) = free_ports(1, set())
     env = dict(stack_env, COOKLINE_SERVE_ADDR=f"127.0.0.1:{port}", COOKLINE_MAX_CONCURRENT_RPCS="2")
     env.pop("COOKLINE_AUTH_TOKEN")
     with Stack(env, log_dir=str(tmp_path / "logs")) as single:

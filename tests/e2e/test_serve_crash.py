@@ -1,19 +1,16 @@
 """Serve is down when a run reaches its serve stage: the gateway retries LoadModel once serve
 is back (UNAVAILABLE is retried for every stage), and the run succeeds with its model served."""
-import os
 import signal
 
 from cookline.client import Client
 from cookline.v1 import gateway_pb2
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IRIS_CSV = os.path.join(ROOT, "examples", "data", "iris.csv")
+from helpers import iris_pipeline
 
 
 def test_serve_down_at_the_serve_stage_is_retried(stack):
     services, env = stack
-    text = (f"name: servecrash\ncollect: {{source: {IRIS_CSV}, label: species}}\nprocess: [{{standardize: {{}}}}]\n"
-            "train: {model: mlp, hidden_units: [16], epochs: 30, batch_size: 8, learning_rate: 0.01}\n")
+    text = iris_pipeline("servecrash",
+                         train="{model: mlp, hidden_units: [16], epochs: 30, batch_size: 8, learning_rate: 0.01}")
     with Client(env=env) as client:
         run = client.submit(text)
         killed = restarted = False

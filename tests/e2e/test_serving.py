@@ -18,9 +18,9 @@ from cookline.config import address
 from cookline.v1 import model_pb2, serve_pb2, serve_pb2_grpc
 from services.common import layout
 from services.common.store import store_from_env
-from s3server import _free_ports
+from helpers import free_ports
+from helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # examples/iris.yaml with fewer epochs: these tests need two versions, not accuracy.
 with open(os.path.join(ROOT, "examples", "iris.yaml"), encoding="utf-8") as _f:
     PIPELINE = _f.read().replace("epochs: 60", "epochs: 15")
@@ -47,9 +47,7 @@ def versions(env):
     """Two published versions of "iris" (two runs through the gateway); the second is deployed."""
     with Client(env=env) as client:
         for _ in range(2):
-            run = client.submit(PIPELINE, base_dir=ROOT)
-            list(client.watch(run.run_id))
-            assert client.get_run(run.run_id).reason == ""
+            assert client.run_and_wait(PIPELINE, base_dir=ROOT)[0].reason == ""
     return 1, 2
 
 
@@ -142,7 +140,7 @@ def test_a_fresh_serve_process_loads_what_is_deployed(stack, env, serve, version
     running, _ = stack
     load(serve, version=1, max_batch_size=32, max_queue_delay_ms=5)
     assert running.stop("serve") == 0
-    (metrics_port,) = _free_ports(1, set())
+    (metrics_port,) = free_ports(1, set())
     running.env["COOKLINE_SERVE_METRICS_ADDR"] = f"127.0.0.1:{metrics_port}"  # the Prometheus endpoint, too
     running.start("serve")
     channels.wait_healthy(address("serve", env), timeout=120, service="iris")  # ready only once warm

@@ -14,10 +14,9 @@ from cookline.client import Client
 from cookline.config import address
 from cookline.v1 import model_pb2, serve_pb2, serve_pb2_grpc
 from inference import grpc_service_pb2 as oip, grpc_service_pb2_grpc as oip_grpc
+from helpers import IRIS_YAML, ROOT, SUPPORT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRITON_PYTHON = os.path.join(ROOT, ".cache", "tritonclient", "bin", "python")
-IRIS_YAML = os.path.join(ROOT, "examples", "iris.yaml")
 ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [6.3, 2.5, 5.0, 1.9]],
                 np.float32)
 
@@ -31,9 +30,7 @@ def env(stack):
 def iris(env):
     """The iris model trained through the gateway (examples/iris.yaml), deployed by the run."""
     with Client(env=env) as client:
-        run = client.submit_file(IRIS_YAML)
-        list(client.watch(run.run_id))
-        run = client.get_run(run.run_id)
+        run, _ = client.run_file_and_wait(IRIS_YAML)
     assert run.reason == ""
     return run.model
 
@@ -41,7 +38,7 @@ def iris(env):
 @pytest.fixture(scope="module")
 def triton_output(env, iris):
     assert os.path.exists(TRITON_PYTHON), "tritonclient venv missing: run `make install`"
-    done = subprocess.run([TRITON_PYTHON, os.path.join(ROOT, "tests", "oip_client.py"), address("serve", env),
+    done = subprocess.run([TRITON_PYTHON, os.path.join(SUPPORT, "oip_client.py"), address("serve", env),
                            "iris", json.dumps(ROWS.tolist())], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)

@@ -2,7 +2,6 @@
 made in this test (openssl), and every hop (client -> gateway, gateway -> collect/train/serve,
 train -> process -> collect, health checks) verifies it. A plaintext client gets nowhere."""
 import os
-import subprocess
 
 import grpc
 import pytest
@@ -11,26 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cookline import channels
 from cookline.client import Client
 from cookline.v1 import gateway_pb2
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IRIS_YAML = os.path.join(ROOT, "examples", "iris.yaml")
-
-
-def make_certificates(folder: str) -> dict[str, str]:
-    """A CA, and a server certificate it signs for localhost and 127.0.0.1 (EC P-256, 1 day)."""
-    def openssl(*args):
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=cookline test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
-    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
-    with open(os.path.join(folder, "san.cnf"), "w") as f:
-        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "server.pem", "-days", "1", "-extfile", "san.cnf")
-    return {"COOKLINE_TLS_CERT": os.path.join(folder, "server.pem"),
-            "COOKLINE_TLS_KEY": os.path.join(folder, "server.key"),
-            "COOKLINE_TLS_CA": os.path.join(folder, "ca.pem")}
+from helpers import make_certificates, IRIS_YAML
 
 
 def STACK_ENV(tmp_path_factory):  # noqa: N802 - the stack fixture's hook
@@ -43,9 +23,7 @@ def test_iris_pipeline_fully_over_tls(stack, tmp_path):
         with open(os.path.join(services.log_dir, f"{service}.log")) as f:
             assert "(TLS)" in f.read(), f"{service} is not listening with TLS"
     with Client(env=env) as client:
-        run = client.submit_file(IRIS_YAML)
-        events = list(client.watch(run.run_id))
-        final = client.get_run(run.run_id)
+        final, events = client.run_file_and_wait(IRIS_YAML)
         assert final.state == gateway_pb2.RUN_STATE_SUCCEEDED, final.reason
         assert events[-1].WhichOneof("event") == "finished"
         assert final.metrics["accuracy"] > 0.8

@@ -1,42 +1,34 @@
 """SIGKILL the train service mid-run: the gateway retries and training continues from its
 last checkpoint, not from epoch 0."""
-import json
-import os
 import signal
 
 from cookline.client import Client
 from cookline.v1 import gateway_pb2
-from services.common.store import NotFoundError, store_from_env
+from helpers import iris_pipeline, watch_and_kill_after_checkpoint
+from services.common.store import store_from_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IRIS_CSV = os.path.join(ROOT, "examples", "data", "iris.csv")
 EPOCHS = 150
 
 
 def test_train_killed_mid_run_resumes_from_its_checkpoint(stack):
     services, env = stack
     store = store_from_env(env)
-    text = (f"name: crashy\ncollect: {{source: {IRIS_CSV}, label: species}}\nprocess: [{{standardize: {{}}}}]\n"
-            f"split: {{validation: 0.2, seed: 1}}\n"
-            f"train: {{model: mlp, epochs: {EPOCHS}, batch_size: 4, learning_rate: 0.01, progress_every_batches: 10}}\n")
+    text = iris_pipeline("crashy", split="{validation: 0.2, seed: 1}",
+                         train=f"{{model: mlp, epochs: {EPOCHS}, batch_size: 4, learning_rate: 0.01, "
+                               "progress_every_batches: 10}")
+
+    def restart_train():
+        services.procs["train"].send_signal(signal.SIGKILL)
+        services.procs["train"].wait()
+        services.start("train")  # what a supervisor (compose, k8s) does
+
     with Client(env=env) as client:
         run = client.submit(text)
-        events, killed_after = [], None
-        for event in client.watch(run.run_id):
-            events.append(event)
-            if killed_after is None and event.WhichOneof("event") == "train" and event.train.epoch_finished:
-                try:
-                    checkpoint = json.loads(store.get_bytes(f"runs/{run.run_id}/checkpoints/latest.json"))
-                except NotFoundError:
-                    continue
-                if checkpoint["epoch"] >= 3:
-                    services.procs["train"].send_signal(signal.SIGKILL)
-                    services.procs["train"].wait()
-                    killed_after = checkpoint["epoch"]
-                    services.start("train")  # what a supervisor (compose, k8s) does
+        events, killed_at = watch_and_kill_after_checkpoint(client, run.run_id, store, restart_train)
         final = client.get_run(run.run_id)
 
-    assert killed_after is not None
+    assert killed_at is not None
+    killed_after = killed_at[1]
     assert final.state == gateway_pb2.RUN_STATE_SUCCEEDED, final.reason
     retry = next(i for i, e in enumerate(events)
                  if e.WhichOneof("event") == "stage" and "retrying" in e.stage.message)

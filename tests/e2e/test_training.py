@@ -6,25 +6,16 @@ import grpc
 import pytest
 
 from cookline.v1 import data_pb2, gateway_pb2
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IRIS_CSV = os.path.join(ROOT, "examples", "data", "iris.csv")
+from helpers import IRIS_CSV, SUPPORT, iris_pipeline
 
 
 def pipeline(name: str, train: str, split: str = "{validation: 0.2, seed: 7}", evaluate: str = "") -> str:
-    text = (f"name: {name}\ncollect: {{source: {IRIS_CSV}, label: species}}\n"
-            f"process: [{{standardize: {{}}}}, {{shuffle: {{seed: 3}}}}]\nsplit: {split}\ntrain: {train}\n")
-    return text + (f"evaluate: {evaluate}\n" if evaluate else "")
-
-
-def run_to_end(client, text):
-    run = client.submit(text)
-    events = list(client.watch(run.run_id))
-    return client.get_run(run.run_id), events
+    return iris_pipeline(name, process="[{standardize: {}}, {shuffle: {seed: 3}}]", split=split, train=train,
+                         evaluate=evaluate or None)
 
 
 def test_held_out_evaluation_and_a_passed_gate(client, store):
-    run, events = run_to_end(client, pipeline(
+    run, events = client.run_and_wait(pipeline(
         "gated", "{model: mlp, hidden_units: [16], epochs: 60, batch_size: 16, learning_rate: 0.01}",
         split="{validation: 0.2, test: 0.2, seed: 7}", evaluate="{metric: accuracy, deploy_if_at_least: 0.8}"))
     assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
@@ -46,7 +37,7 @@ def test_held_out_evaluation_and_a_passed_gate(client, store):
 
 
 def test_a_model_that_misses_the_gate_is_registered_but_not_deployed(client, store):
-    run, events = run_to_end(client, pipeline(
+    run, events = client.run_and_wait(pipeline(
         "undertrained", "{model: mlp, epochs: 1, batch_size: 64, learning_rate: 0.00001}",
         evaluate="{metric: macro_f1, deploy_if_at_least: 0.99}"))
     assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
@@ -68,7 +59,7 @@ def test_bad_gates_are_rejected_at_submit(client, evaluate, field):
 
 
 def test_progress_is_streamed_within_epochs(client):
-    run, events = run_to_end(client, pipeline(
+    run, events = client.run_and_wait(pipeline(
         "chatty", "{model: mlp, epochs: 2, batch_size: 8, progress_every_batches: 5}"))
     assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
     progress = [e.train for e in events if e.WhichOneof("event") == "train"]
@@ -99,7 +90,7 @@ def test_cancel_stops_a_run_and_publishes_nothing(client, store):
 
 
 def test_linear_model_learns_iris(client):
-    run, _ = run_to_end(client, pipeline(
+    run, _ = client.run_and_wait(pipeline(
         "irislinear", "{model: linear, epochs: 100, batch_size: 16, learning_rate: 0.05}"))
     assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
     assert run.evaluation.metrics["accuracy"] >= 0.85
@@ -111,7 +102,7 @@ def test_a_loss_that_becomes_nan_or_inf_fails_the_run_with_the_reason(client, tm
     header = ",".join(f"c{j}" for j in range(64)) + ",label"
     rows = "\n".join(",".join(["3.4e38", "-3.4e38"] * 32) + ("," + ("a" if i % 2 else "b")) for i in range(32))
     (tmp_path / "huge.csv").write_text(header + "\n" + rows + "\n")
-    run, _ = run_to_end(client, f"name: diverges\ncollect: {{source: {tmp_path / 'huge.csv'}, label: label}}\n"
+    run, _ = client.run_and_wait(f"name: diverges\ncollect: {{source: {tmp_path / 'huge.csv'}, label: label}}\n"
                                 "train: {model: mlp, hidden_units: [32], epochs: 3, batch_size: 8}\n")
     assert run.state == gateway_pb2.RUN_STATE_FAILED, run.deploy_decision
     assert "train failed: INVALID_ARGUMENT" in run.reason and "diverged: loss became" in run.reason
@@ -131,7 +122,7 @@ def test_report_is_one_html_page_with_embedded_plots(client, env, tmp_path):
     import subprocess
     import sys
 
-    run, _ = run_to_end(client, pipeline(
+    run, _ = client.run_and_wait(pipeline(
         "reported", "{model: mlp, hidden_units: [8], epochs: 5, batch_size: 16, learning_rate: 0.02}",
         split="{validation: 0.2, test: 0.2, seed: 2}"))
     out = tmp_path / "report.html"
@@ -159,7 +150,7 @@ def test_exports_match_serve_savedmodel_and_tfjs(client, env, store, tmp_path):
     import numpy as np
     import tensorflow as tf
 
-    run, _ = run_to_end(client, pipeline(
+    run, _ = client.run_and_wait(pipeline(
         "exported", "{model: mlp, hidden_units: [12, 8], epochs: 30, batch_size: 16, learning_rate: 0.01}")
         + "export: {tfjs: true}\n")
     assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
@@ -181,7 +172,7 @@ def test_exports_match_serve_savedmodel_and_tfjs(client, env, store, tmp_path):
     np.testing.assert_allclose(saved, served, atol=1e-6)
 
     (tmp_path / "rows.json").write_text(json.dumps(rows))
-    done = subprocess.run(["node", os.path.join(ROOT, "tests", "tfjs", "predict.mjs"), str(local / "tfjs"),
+    done = subprocess.run(["node", os.path.join(SUPPORT, "tfjs", "predict.mjs"), str(local / "tfjs"),
                            str(tmp_path / "rows.json")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     np.testing.assert_allclose(np.array(json.loads(done.stdout)), served, atol=1e-4)

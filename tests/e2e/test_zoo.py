@@ -15,11 +15,7 @@ from cookline.client import Client
 from cookline.v1 import gateway_pb2, pipeline_pb2
 from services.common.store import store_from_env
 from services.process import ops as ops_lib
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLES = os.path.join(ROOT, "examples")
-IRIS_CSV = os.path.join(EXAMPLES, "data", "iris.csv")
-TEXT_CSV = os.path.join(EXAMPLES, "data", "text.csv")
+from helpers import EXAMPLES, IRIS_CSV
 
 
 @pytest.fixture(scope="module")
@@ -33,18 +29,6 @@ def store(stack):
     return store_from_env(stack[1])
 
 
-def run_file(client, path):
-    run = client.submit_file(path)
-    events = list(client.watch(run.run_id))
-    return client.get_run(run.run_id), events
-
-
-def run_text(client, text):
-    run = client.submit(text, "")
-    events = list(client.watch(run.run_id))
-    return client.get_run(run.run_id), events
-
-
 def epochs_of(events):
     return [e.train.epoch for e in events if e.WhichOneof("event") == "train" and e.train.epoch_finished]
 
@@ -55,7 +39,7 @@ def digit_png(label: str, index: str) -> list[float]:
 
 
 def test_cnn_on_digits_reaches_high_held_out_accuracy_and_serves_raw_pixels(client):
-    run, events = run_file(client, os.path.join(EXAMPLES, "digits-cnn.yaml"))
+    run, events = client.run_file_and_wait(os.path.join(EXAMPLES, "digits-cnn.yaml"))
     assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
     assert run.evaluation.rows == 359 and run.evaluation.metrics["accuracy"] >= 0.9
     assert run.deployed
@@ -65,7 +49,7 @@ def test_cnn_on_digits_reaches_high_held_out_accuracy_and_serves_raw_pixels(clie
 
 
 def test_text_model_beats_the_majority_baseline_and_serves_token_ids(client, store):
-    run, events = run_file(client, os.path.join(EXAMPLES, "text.yaml"))
+    run, events = client.run_file_and_wait(os.path.join(EXAMPLES, "text.yaml"))
     assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
     evaluation = run.evaluation
     baseline = max(c.support for c in evaluation.classes) / evaluation.rows
@@ -88,7 +72,7 @@ def test_text_model_beats_the_majority_baseline_and_serves_token_ids(client, sto
 
 
 def test_mobilenet_v2_trains_on_digits_resized_in_model_and_is_served(client):
-    run, events = run_file(client, os.path.join(EXAMPLES, "digits-mobilenet.yaml"))
+    run, events = client.run_file_and_wait(os.path.join(EXAMPLES, "digits-mobilenet.yaml"))
     assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
     assert epochs_of(events) == [1, 2, 3]
     assert 0.0 <= run.evaluation.metrics["accuracy"] <= 1.0 and run.evaluation.rows == 359
@@ -111,7 +95,7 @@ def iris(name, train, validation=0.2):
 
 
 def test_early_stopping_ends_training_when_the_validation_metric_stalls(client):
-    run, events = run_text(client, iris("iris-stop", "{model: mlp, hidden_units: [16], epochs: 300, batch_size: 16, "
+    run, events = client.run_and_wait(iris("iris-stop", "{model: mlp, hidden_units: [16], epochs: 300, batch_size: 16, "
                                                      "learning_rate: 0.01, early_stopping: {metric: val_accuracy, "
                                                      "patience: 2}}"))
     assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
@@ -125,7 +109,7 @@ def test_early_stopping_ends_training_when_the_validation_metric_stalls(client):
 ])
 def test_optimizers_and_class_weights_train_iris(client, store, optimizer, learning_rate, weights):
     name = f"iris-{optimizer}"
-    run, _ = run_text(client, iris(name, f"{{model: mlp, hidden_units: [16], epochs: 60, batch_size: 16, "
+    run, _ = client.run_and_wait(iris(name, f"{{model: mlp, hidden_units: [16], epochs: 60, batch_size: 16, "
                                          f"learning_rate: {learning_rate}, optimizer: {optimizer}, "
                                          f"class_weights: {weights}}}"))
     assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
@@ -145,7 +129,7 @@ def test_optimizers_and_class_weights_train_iris(client, store, optimizer, learn
 ])
 def test_a_model_or_setting_that_does_not_fit_the_data_fails_the_run_naming_the_field(client, train, validation,
                                                                                     reason):
-    run, _ = run_text(client, iris("iris-misfit", train, validation))
+    run, _ = client.run_and_wait(iris("iris-misfit", train, validation))
     assert run.state == gateway_pb2.RUN_STATE_FAILED
     assert "INVALID_ARGUMENT" in run.reason and reason in run.reason, run.reason
 
@@ -179,7 +163,7 @@ def regression_csv(tmp_path_factory):
 def test_mlp_and_linear_regress_a_numeric_label_and_serve_its_value(client, store, stack, tmp_path, regression_csv,
                                                                    model, train):
     name = f"reg-{model}"
-    run, events = run_text(client, REGRESSION.format(name=name, source=regression_csv, train=train))
+    run, events = client.run_and_wait(REGRESSION.format(name=name, source=regression_csv, train=train))
     assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
     metrics = run.evaluation.metrics
     assert metrics["r2"] >= 0.9 and metrics["rmse"] >= metrics["mae"] > 0, dict(metrics)
@@ -205,6 +189,6 @@ def test_mlp_and_linear_regress_a_numeric_label_and_serve_its_value(client, stor
     ("{model: mlp, class_weights: balanced}", "train.class_weights: a regressor has no classes"),
 ])
 def test_classifier_settings_on_a_numeric_label_fail_the_run_naming_the_field(client, regression_csv, train, reason):
-    run, _ = run_text(client, REGRESSION.format(name="reg-misfit", source=regression_csv, train=train))
+    run, _ = client.run_and_wait(REGRESSION.format(name="reg-misfit", source=regression_csv, train=train))
     assert run.state == gateway_pb2.RUN_STATE_FAILED
     assert "INVALID_ARGUMENT" in run.reason and reason in run.reason, run.reason

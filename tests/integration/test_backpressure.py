@@ -8,7 +8,7 @@ import numpy as np
 
 from cookline import channels, tensors
 from cookline.v1 import collect_pb2, collect_pb2_grpc, process_pb2, process_pb2_grpc
-from conftest import start_data_plane
+from dataplane import start_data_plane
 
 SHARD_MB = 1
 DATASET_MB = 64

@@ -7,7 +7,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from cookline import channels
-from s3server import _free_ports
+from helpers import free_ports
 
 # grpc's connectivity-polling thread used to outlive wait_healthy's channel and raise
 # "Channel closed" after it: any exception in a thread fails these tests.
@@ -55,14 +55,14 @@ def test_a_service_still_not_serving_times_out_naming_the_target(health_server):
 
 
 def test_nothing_listening_times_out_naming_the_target():
-    (port,) = _free_ports(1, set())
+    (port,) = free_ports(1, set())
     target = f"127.0.0.1:{port}"
     with pytest.raises(TimeoutError, match=target):
         channels.wait_healthy(target, timeout=1, env={})
 
 
 def test_waits_for_a_server_that_starts_later():
-    (port,) = _free_ports(1, set())
+    (port,) = free_ports(1, set())
     target = f"127.0.0.1:{port}"
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)

@@ -5,7 +5,8 @@ import subprocess
 
 import yaml
 
-from tools import ROOT, run, tool
+from tools import run, tool
+from helpers import ROOT
 
 K8S_VERSION = "1.33.0"
 SCHEMAS = os.path.join(ROOT, ".cache", "k8s-schemas")

@@ -8,7 +8,7 @@ import numpy as np
 
 from cookline import channels, config, tensors
 from cookline.v1 import collect_pb2, collect_pb2_grpc
-from conftest import start_data_plane
+from dataplane import start_data_plane
 
 KEEPALIVE_S = 1
 IDLE_S = 6 * KEEPALIVE_S  # the condition: idle much longer than keepalive_time

@@ -5,23 +5,13 @@ import signal
 import grpc
 import pytest
 
-from cookline import config
 from cookline.stack import Stack
 from cookline.v1 import collect_pb2, collect_pb2_grpc, data_pb2
-from s3server import _free_ports
-
-
-def test_message_limit_is_one_setting_for_servers_and_clients():
-    options = dict(config.client_options({"COOKLINE_MAX_MESSAGE_MB": "3"}))
-    assert options["grpc.max_send_message_length"] == options["grpc.max_receive_message_length"] == 3 << 20
-    server = dict(config.grpc_options({"COOKLINE_MAX_MESSAGE_MB": "3"}))
-    assert server["grpc.max_receive_message_length"] == 3 << 20
-    with pytest.raises(ValueError, match="COOKLINE_MAX_MESSAGE_MB"):
-        config.max_message_bytes({"COOKLINE_MAX_MESSAGE_MB": "0"})
+from helpers import free_ports
 
 
 def test_oversized_request_is_refused_and_sigterm_stops_cleanly(tmp_path):
-    (port,) = _free_ports(1, set())
+    (port,) = free_ports(1, set())
     env = dict(os.environ, COOKLINE_COLLECT_ADDR=f"127.0.0.1:{port}", COOKLINE_MAX_MESSAGE_MB="1",
                COOKLINE_DATA_DIR=str(tmp_path / "store"))
     env.pop("MINIO_ENDPOINT", None)

@@ -1,4 +1,5 @@
-"""One behaviour suite for every ObjectStore backend: local directory and real S3 (SeaweedFS)."""
+"""One behaviour suite for every ObjectStore backend: local directory and real S3 (SeaweedFS); the
+local-only checks that need no server are tests/unit/test_local_store.py."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import unique_bucket
+from helpers import unique_bucket
 from s3server import SeaweedS3
-from services.common.store import (LocalStore, NotFoundError, ObjectStore, S3Store,
+from services.common.store import (NotFoundError, ObjectStore, S3Store,
                                    StoreError, StoreUnavailableError, store_from_env)
 
 MiB = 1024 * 1024
@@ -191,17 +192,6 @@ def test_publish_refuses_to_overwrite_a_published_version(store):
 
 # -- backend specifics ---------------------------------------------------------------
 
-def test_local_ignores_temp_files_and_rejects_escape(local_store):
-    local_store.put_bytes("d/x", b"1")
-    # a temp file left by a crashed writer must never show up as an object
-    open(os.path.join(local_store.root, "d", ".x.abc.cookline-tmp"), "wb").close()
-    assert list(local_store.list("")) == ["d/x"]
-    with pytest.raises(ValueError):
-        local_store.put_bytes("../x", b"escape")
-    assert not os.path.exists(os.path.join(os.path.dirname(local_store.root), "x"))
-    assert local_store.describe() == "local:" + local_store.root
-
-
 def test_s3_describe_and_repr_hide_secret(s3_server, s3_store):
     assert s3_store.describe() == "s3://%s at http://%s" % (s3_store.bucket, s3_server.endpoint)
     assert s3_server.secret_key not in repr(s3_store)
@@ -262,16 +252,6 @@ def test_s3_data_survives_server_restart():
 
 # -- configuration ---------------------------------------------------------------------
 
-def test_store_from_env_local_default(tmp_path, monkeypatch):
-    store = store_from_env({"COOKLINE_DATA_DIR": str(tmp_path)})
-    assert isinstance(store, LocalStore)
-    assert store.root == str(tmp_path / "cookline")
-    store = store_from_env({"COOKLINE_DATA_DIR": str(tmp_path), "COOKLINE_BUCKET": "other"})
-    assert store.root == str(tmp_path / "other")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert store_from_env({}).root == str(tmp_path / "home" / ".cookline" / "store" / "cookline")
-
-
 def test_store_from_env_s3(s3_server, tmp_path):
     env = s3_server.env(unique_bucket())
     store = store_from_env(env)
@@ -285,10 +265,3 @@ def test_store_from_env_s3(s3_server, tmp_path):
             "MINIO_SECRET_KEY_FILE": str(tmp_path / "sk"),
             "COOKLINE_BUCKET": env["COOKLINE_BUCKET"], "MINIO_SECURE": "false"}
     assert store_from_env(env2).get_bytes("k") == b"v"
-
-
-def test_store_from_env_missing_credentials():
-    with pytest.raises(ValueError, match="MINIO_SECRET_KEY"):
-        store_from_env({"MINIO_ENDPOINT": "127.0.0.1:9", "MINIO_ACCESS_KEY": "ak"})
-    with pytest.raises(ValueError, match="MINIO_ACCESS_KEY"):
-        store_from_env({"MINIO_ENDPOINT": "127.0.0.1:9", "MINIO_SECRET_KEY": "sk"})

@@ -3,11 +3,11 @@ as under docker compose or Kubernetes where nothing orders the start-up."""
 import os
 import subprocess
 
-import pytest
 
-from cookline import channels, config
+from cookline import channels
 from cookline.stack import Stack
-from s3server import SeaweedS3, _free_ports
+from helpers import free_ports
+from s3server import SeaweedS3
 
 
 def proc_wait(proc, seconds):
@@ -20,7 +20,7 @@ def proc_wait(proc, seconds):
 def test_collect_starts_serving_once_a_late_object_store_comes_up(tmp_path):
     with SeaweedS3() as s3:
         s3._terminate()  # down, keeping its ports and data dir so it comes back at the same address
-        (port,) = _free_ports(1, set(s3.ports.values()))
+        (port,) = free_ports(1, set(s3.ports.values()))
         env = dict(os.environ, COOKLINE_COLLECT_ADDR=f"127.0.0.1:{port}", COOKLINE_STORE_WAIT_S="300",
                    **s3.env("late-store"))
         with Stack(env, log_dir=str(tmp_path)) as stack:
@@ -33,10 +33,3 @@ def test_collect_starts_serving_once_a_late_object_store_comes_up(tmp_path):
             channels.wait_healthy(f"127.0.0.1:{port}", timeout=300)
             assert stack.exited() == {}
             assert "late-store" in {b.name for b in s3.client().list_buckets()}
-
-
-def test_store_wait_is_read_from_the_environment():
-    assert config.store_wait_seconds({}) == 60
-    assert config.store_wait_seconds({"COOKLINE_STORE_WAIT_S": "2.5"}) == 2.5
-    with pytest.raises(ValueError, match="COOKLINE_STORE_WAIT_S"):
-        config.store_wait_seconds({"COOKLINE_STORE_WAIT_S": "-1"})

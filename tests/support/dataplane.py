@@ -1,11 +1,36 @@
-"""Helpers for tests that talk to the collect / process services of the `data_plane` fixture."""
+"""Starting collect and process alone (the `data_plane` fixture), and calling them."""
 from __future__ import annotations
+
+import os
 
 import grpc
 import numpy as np
+from helpers import free_ports, unique_bucket
 
 from cookline import channels, tensors
 from cookline.v1 import collect_pb2, collect_pb2_grpc, data_pb2, pipeline_pb2
+
+
+def start_data_plane(s3_server, log_dir: str, **extra_env):
+    """collect and process only, as real processes on free ports, on S3 (SeaweedFS); a Stack to stop."""
+    from cookline.stack import Stack
+
+    ports = free_ports(2, set(s3_server.ports.values()))
+    env = dict(os.environ)
+    env.update(s3_server.env(unique_bucket("dp")))
+    env["COOKLINE_COLLECT_ADDR"] = f"127.0.0.1:{ports[0]}"
+    env["COOKLINE_PROCESS_ADDR"] = f"127.0.0.1:{ports[1]}"
+    env["COOKLINE_SHARD_MB"] = "0.05"  # ~50 KB shards: small test data still spans several
+    env.update(extra_env)
+    running = Stack(env, log_dir=log_dir)
+    running.start("collect")
+    running.start("process")
+    try:
+        running.wait_healthy(timeout=60)
+    except BaseException:
+        running.stop_all()
+        raise
+    return running, env
 
 
 def collect_stub(env) -> collect_pb2_grpc.CollectServiceStub:

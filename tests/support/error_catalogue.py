@@ -1,7 +1,7 @@
 """The bad-input catalogue: every case is a row of docs/errors.md and a test
-(tests/test_e2e_errors.py runs each against the live stack).
+(tests/e2e/test_errors.py runs each against the live stack).
 
-    .venv/bin/python tests/error_catalogue.py > docs/errors.md     # after changing a case
+    .venv/bin/python tests/support/error_catalogue.py > docs/errors.md     # after changing a case
 """
 from __future__ import annotations
 
@@ -15,10 +15,9 @@ import numpy as np
 from cookline import tensors
 from cookline.v1 import (collect_pb2, data_pb2, gateway_pb2, model_pb2, pipeline_pb2, process_pb2,
                          registry_pb2, serve_pb2, train_pb2)
+from helpers import IRIS_CSV, iris_pipeline
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IRIS_CSV = os.path.join(ROOT, "examples", "data", "iris.csv")
-GOOD = f"name: t\ncollect: {{source: {IRIS_CSV}, label: species}}\ntrain: {{model: mlp}}\n"
+GOOD = iris_pipeline("t", process=None)
 IRIS = data_pb2.DatasetRef(name="iris")
 
 
@@ -168,9 +167,9 @@ def render() -> str:
     lines = [
         "# Bad-input catalogue",
         "",
-        "Every row is a test: `tests/test_e2e_errors.py` sends the input to the live stack and",
+        "Every row is a test: `tests/e2e/test_errors.py` sends the input to the live stack and",
         "checks the status code and that the message contains the text shown. Generated from",
-        "`tests/error_catalogue.py` (`.venv/bin/python tests/error_catalogue.py > docs/errors.md`).",
+        "`tests/support/error_catalogue.py` (`.venv/bin/python tests/support/error_catalogue.py > docs/errors.md`).",
         "",
         "| # | service | RPC | bad input | status | message contains |",
         "|---|---|---|---|---|---|",

@@ -15,9 +15,9 @@ import ctypes
 import glob
 import json
 import os
-import signal
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +27,8 @@ from pathlib import Path
 
 import urllib3
 from minio import Minio
+
+from helpers import free_ports
 
 READY_DEADLINE_S = 60.0
 
@@ -73,23 +75,6 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _free_ports(n: int, exclude: set[int]) -> list[int]:
-    """n distinct free ports, bound all at once so the kernel cannot hand out duplicates."""
-    socks, ports = [], []
-    try:
-        while len(ports) < n:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            port = s.getsockname()[1]
-            if port not in exclude and port not in ports:
-                ports.append(port)
-    finally:
-        for s in socks:
-            s.close()
-    return ports
-
-
 def _admin_port(exclude: set[int]) -> int:
     """A port A where A and A+10000 are both free.
 
@@ -97,7 +82,7 @@ def _admin_port(exclude: set[int]) -> int:
     so the admin gRPC port must be exactly A+10000.
     """
     for _ in range(200):
-        (a,) = _free_ports(1, exclude)
+        (a,) = free_ports(1, exclude)
         if a + 10000 <= 65535 and a + 10000 not in exclude and _port_free(a + 10000):
             return a
         # ephemeral ports are usually high; also try a random low-ish range
@@ -209,7 +194,7 @@ class SeaweedS3:
     def _pick_ports(self) -> None:
         admin = _admin_port(set())
         taken = {admin, admin + 10000}
-        ports = _free_ports(len(_PORT_FLAGS), taken)
+        ports = free_ports(len(_PORT_FLAGS), taken)
         self.ports = dict(zip(_PORT_FLAGS, ports))
         self.ports["admin.port"] = admin
         self.ports["admin.port.grpc"] = admin + 10000

@@ -8,7 +8,8 @@ import os
 import shutil
 import subprocess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT
+
 GO_BIN = os.path.join(ROOT, ".cache", "go-bin")  # where `make tools` puts `go install`ed binaries
 
 

@@ -42,3 +42,19 @@ def test_auth_token_settings(tmp_path):
                               "COOKLINE_AUTH_TOKEN_FILE": str(tmp_path / "token")}) == "direct"
     with pytest.raises(ValueError, match="COOKLINE_AUTH_TOKEN_FILE: cannot read .*missing"):
         config.auth_token({"COOKLINE_AUTH_TOKEN_FILE": str(tmp_path / "missing")})
+
+
+def test_message_limit_is_one_setting_for_servers_and_clients():
+    options = dict(config.client_options({"COOKLINE_MAX_MESSAGE_MB": "3"}))
+    assert options["grpc.max_send_message_length"] == options["grpc.max_receive_message_length"] == 3 << 20
+    server = dict(config.grpc_options({"COOKLINE_MAX_MESSAGE_MB": "3"}))
+    assert server["grpc.max_receive_message_length"] == 3 << 20
+    with pytest.raises(ValueError, match="COOKLINE_MAX_MESSAGE_MB"):
+        config.max_message_bytes({"COOKLINE_MAX_MESSAGE_MB": "0"})
+
+
+def test_store_wait_is_read_from_the_environment():
+    assert config.store_wait_seconds({}) == 60
+    assert config.store_wait_seconds({"COOKLINE_STORE_WAIT_S": "2.5"}) == 2.5
+    with pytest.raises(ValueError, match="COOKLINE_STORE_WAIT_S"):
+        config.store_wait_seconds({"COOKLINE_STORE_WAIT_S": "-1"})

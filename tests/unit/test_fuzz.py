@@ -1,22 +1,15 @@
-"""Fuzzing with hypothesis: arbitrary bytes and structures never crash the codec, the
-pipeline-file parser or serve's Predict validation; they only give INVALID_ARGUMENT."""
+"""Fuzzing with hypothesis: arbitrary bytes and structures never crash the codec or the
+pipeline-file parser; they only give INVALID_ARGUMENT (serve's Predict: tests/e2e/test_fuzz_serve.py)."""
 import grpc
-import numpy as np
-import pytest
 import yaml
 from google.protobuf.message import DecodeError
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from cookline import tensors
-from cookline.config import address
-from cookline.v1 import gateway_pb2, model_pb2, serve_pb2, serve_pb2_grpc, tensor_pb2
+from cookline.v1 import tensor_pb2
 from gateway import pipeline_file
 from services.common.errors import Fail
-
-dims = st.lists(st.integers(min_value=-3, max_value=2 ** 62), max_size=5)
-tensor_structures = st.builds(
-    tensor_pb2.Tensor, dtype=st.integers(min_value=0, max_value=12), shape=dims,
-    content=st.binary(max_size=64), string_values=st.lists(st.binary(max_size=8), max_size=6))
+from strategies import tensor_structures
 
 
 @settings(max_examples=500, deadline=None)
@@ -71,44 +64,3 @@ def test_pipeline_parser_survives_arbitrary_text(text):
 @given(yaml_values)
 def test_pipeline_parser_survives_arbitrary_structures(value):
     parse_or_invalid(yaml.safe_dump(value))
-
-
-# --- Predict on a live serve -----------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def serve(stack):
-    from cookline.client import Client
-    import os
-    env = stack[1]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    with Client(env=env) as client:
-        run = client.submit_file(os.path.join(root, "examples", "iris.yaml"))
-        list(client.watch(run.run_id))
-        assert client.get_run(run.run_id).state == gateway_pb2.RUN_STATE_SUCCEEDED
-    return grpc.insecure_channel(address("serve", env))
-
-
-requests = st.builds(
-    serve_pb2.PredictRequest,
-    model=st.builds(model_pb2.ModelRef, name=st.sampled_from(["iris", "iris", "Iris", "../x", ""]),
-                    version=st.integers(min_value=-2, max_value=3)),
-    inputs=st.dictionaries(st.sampled_from(["features", "features", "image", ""]), tensor_structures, max_size=2))
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(requests)
-def test_predict_validation_survives_arbitrary_requests(serve, request_):
-    try:
-        serve_pb2_grpc.ServeServiceStub(serve).Predict(request_, timeout=30)
-    except grpc.RpcError as exc:
-        assert exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND), \
-            (exc.code(), exc.details())
-
-
-def test_serve_is_still_healthy_after_the_fuzzing(serve):
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-    health = health_pb2_grpc.HealthStub(serve).Check(health_pb2.HealthCheckRequest(), timeout=10)
-    assert health.status == health_pb2.HealthCheckResponse.SERVING
-    request = serve_pb2.PredictRequest(model=model_pb2.ModelRef(name="iris"))
-    tensors.from_numpy(np.array([[5.1, 3.5, 1.4, 0.2]], np.float32), out=request.inputs["features"])
-    assert serve_pb2_grpc.ServeServiceStub(serve).Predict(request, timeout=30).outputs["label"].string_values == [b"setosa"]

@@ -6,8 +6,8 @@ import pytest
 
 from gateway import pipeline_file
 from services.common.errors import Fail
+from helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IRIS = os.path.join(ROOT, "examples", "iris.yaml")
 MINIMAL = "name: t\ncollect: {source: x.csv, label: y}\ntrain: {model: mlp}\n"
 
