@@ -18,7 +18,7 @@ def test_node_client_suite_passes_against_the_stack(stack):
     assert suites, "no clients/node/test/*.test.js"
     proc = run([tool("node"), "--test", *suites], env=env, cwd=NODE_DIR)
     assert "# fail 0" in proc.stdout and "# pass 0" not in proc.stdout, proc.stdout
-    # no token on this stack: a client carrying one still works (test_e2e_clients_secure.py
+    # no token on this stack: a client carrying one still works (test_clients_secure.py
     # runs the same suite against a stack demanding a token over TLS)
     assert re.search(r"^\s*ok \d+ - a client carrying a token works against a stack that demands none$",
                      proc.stdout, re.M), proc.stdout

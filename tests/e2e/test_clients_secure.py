@@ -1,7 +1,7 @@
 """The Node.js and Go clients against a stack that demands a bearer token and speaks only TLS.
 
 Every service gets COOKLINE_AUTH_TOKEN and a certificate signed by a CA made here
-(test_e2e_tls.make_certificates); the client suites get the same COOKLINE_AUTH_TOKEN and
+(helpers.make_certificates); the client suites get the same COOKLINE_AUTH_TOKEN and
 COOKLINE_TLS_CA, as a user would set them. Their whole live suites (submit iris, follow it,
 predict unary and streamed, errors) then run over TLS with the token, and their secure
 checks must each run and pass: a wrong or missing token is UNAUTHENTICATED, a client without

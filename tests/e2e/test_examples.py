@@ -40,7 +40,7 @@ train: {{model: mlp, hidden_units: [32], epochs: 30, batch_size: 16, learning_ra
 
 
 def test_text_example_data_trains_an_mlp_on_tf_idf(client):
-    # examples/text.yaml trains the text model (tests/test_e2e_zoo.py); this is its data as a bag of words
+    # examples/text.yaml trains the text model (tests/e2e/test_zoo.py); this is its data as a bag of words
     run, events = client.run_and_wait(TF_IDF_MLP.format(source=os.path.join(EXAMPLES, "data", "text.csv")))
     assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
     assert run.metrics["val_accuracy"] >= 0.9

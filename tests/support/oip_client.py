@@ -1,5 +1,5 @@
 """An independent OIP v2 client: Triton's `tritonclient` package, run from its own
-venv (.cache/tritonclient) by tests/test_e2e_serving_oip.py. Calls serve's
+venv (.cache/tritonclient) by tests/e2e/test_serving_oip.py. Calls serve's
 inference.GRPCInferenceService and prints what it got as one JSON object.
 
     python oip_client.py HOST:PORT MODEL ROWS_JSON
