@@ -6,7 +6,7 @@ import signal
 
 from cookline.client import Client
 from cookline.v1 import gateway_pb2
-from helpers import BIG_CSV_ROWS, write_big_csv
+from helpers import BIG_CSV_ROWS, watch_and_kill_mid_ingest, write_big_csv
 from services.common.store import store_from_env
 
 STACK_ENV = {"COOKLINE_SHARD_MB": "1"}  # many shards: the kill lands after some are written
@@ -19,22 +19,21 @@ def test_collect_killed_mid_ingest_publishes_nothing_and_the_retry_succeeds(stac
     write_big_csv(source)
     text = (f"name: bigcsv\ncollect: {{source: {source}, label: label}}\n"
             "train: {model: mlp, hidden_units: [8], epochs: 1, batch_size: 4096}\n")
+    keys = []
+
+    def restart_collect():
+        services.stop("collect", signal.SIGKILL)
+        keys.extend(store.list("datasets/bigcsv/"))  # dead mid-ingest: shards may be on the store, no version
+        services.start("collect")  # what a supervisor (compose, k8s) does
+
     with Client(env=env) as client:
         run = client.submit(text)
-        events, killed = [], None
-        for event in client.watch(run.run_id):
-            events.append(event)
-            if killed is None and event.WhichOneof("event") == "ingest" and event.ingest.shards_written >= 2:
-                services.stop("collect", signal.SIGKILL)
-                killed = event.ingest.rows_read
-                # dead mid-ingest: shards may be on the store, but no version exists
-                keys = list(store.list("datasets/bigcsv/"))
-                assert not [k for k in keys if k.endswith("manifest.json")], keys
-                assert keys, "the kill should land after some shards were written"
-                services.start("collect")  # what a supervisor (compose, k8s) does
+        events, killed_at = watch_and_kill_mid_ingest(client, run.run_id, restart_collect)
         final = client.get_run(run.run_id)
 
-    assert killed is not None and killed < BIG_CSV_ROWS
+    assert killed_at is not None and killed_at.rows_read < BIG_CSV_ROWS
+    assert not [k for k in keys if k.endswith("manifest.json")], keys
+    assert keys, "the kill should land after some shards were written"
     assert final.state == gateway_pb2.RUN_STATE_SUCCEEDED, final.reason
     assert any(e.WhichOneof("event") == "stage" and "lost the collect service" in e.stage.message for e in events)
     # the retried ingest published the complete version, and only its own shards

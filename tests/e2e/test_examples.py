@@ -3,18 +3,10 @@ real services on S3, plus schema warnings in the run events and strict: true fai
 import os
 
 import numpy as np
-import pytest
 from PIL import Image
 
-from cookline.client import Client
 from cookline.v1 import gateway_pb2
 from helpers import EXAMPLES
-
-
-@pytest.fixture(scope="module")
-def client(stack):
-    with Client(env=stack[1]) as c:
-        yield c
 
 
 def test_digits_example_trains_on_8x8_pngs_and_serves_raw_pixels(client):

@@ -11,7 +11,8 @@ from google.protobuf import json_format
 
 from cookline.client import Client
 from cookline.v1 import gateway_pb2
-from helpers import BIG_CSV_ROWS, iris_pipeline, watch_and_kill_after_checkpoint, write_big_csv
+from helpers import (BIG_CSV_ROWS, iris_pipeline, watch_and_kill_after_checkpoint, watch_and_kill_mid_ingest,
+                     write_big_csv)
 from services.common.store import store_from_env
 
 # Long enough that the run is still training when the watcher has seen a few checkpointed epochs
@@ -66,18 +67,19 @@ def test_gateway_killed_mid_ingest_resumes_the_collect_stage(stack, tmp_path):
     write_big_csv(source)
     text = (f"name: gwcollect\ncollect: {{source: {source}, label: label}}\n"
             "train: {model: mlp, hidden_units: [8], epochs: 1, batch_size: 4096}\n")
+    manifests = []
+
+    def restart_gateway():
+        services.stop("gateway", signal.SIGKILL)
+        manifests.extend(k for k in store.list("datasets/gwcollect/") if k.endswith("manifest.json"))
+        services.start("gateway")
+
     with Client(env=env) as client:
         run = client.submit(text)
-        events, killed = [], False
-        for event in client.watch(run.run_id):
-            events.append(event)
-            if not killed and event.WhichOneof("event") == "ingest" and event.ingest.shards_written >= 2:
-                services.stop("gateway", signal.SIGKILL)
-                killed = True
-                assert not [k for k in store.list("datasets/gwcollect/") if k.endswith("manifest.json")]
-                services.start("gateway")
+        events, killed_at = watch_and_kill_mid_ingest(client, run.run_id, restart_gateway)
         final = client.get_run(run.run_id)
-    assert killed
+    assert killed_at is not None
+    assert manifests == []  # killed mid-ingest: no version was visible
     assert final.state == gateway_pb2.RUN_STATE_SUCCEEDED, final.reason
     assert [e.sequence for e in events] == list(range(len(events)))
     assert any(e.WhichOneof("event") == "stage" and "gateway restarted during collect" in e.stage.message

@@ -17,7 +17,6 @@ from cookline.client import Client
 from cookline.config import address
 from cookline.v1 import model_pb2, serve_pb2, serve_pb2_grpc
 from services.common import layout
-from services.common.store import store_from_env
 from helpers import free_ports
 from helpers import ROOT
 
@@ -28,18 +27,8 @@ ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5
 
 
 @pytest.fixture(scope="module")
-def env(stack):
-    return stack[1]
-
-
-@pytest.fixture(scope="module")
 def serve(env):
     return serve_pb2_grpc.ServeServiceStub(channels.channel("serve", env))
-
-
-@pytest.fixture(scope="module")
-def store(env):
-    return store_from_env(env)
 
 
 @pytest.fixture(scope="module")

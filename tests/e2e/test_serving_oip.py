@@ -22,11 +22,6 @@ ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5
 
 
 @pytest.fixture(scope="module")
-def env(stack):
-    return stack[1]
-
-
-@pytest.fixture(scope="module")
 def iris(env):
     """The iris model trained through the gateway (examples/iris.yaml), deployed by the run."""
     with Client(env=env) as client:

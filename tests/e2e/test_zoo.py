@@ -11,22 +11,9 @@ import pytest
 from google.protobuf import json_format
 from PIL import Image
 
-from cookline.client import Client
 from cookline.v1 import gateway_pb2, pipeline_pb2
-from services.common.store import store_from_env
 from services.process import ops as ops_lib
 from helpers import EXAMPLES, IRIS_CSV
-
-
-@pytest.fixture(scope="module")
-def client(stack):
-    with Client(env=stack[1]) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def store(stack):
-    return store_from_env(stack[1])
 
 
 def epochs_of(events):

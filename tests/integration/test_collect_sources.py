@@ -9,17 +9,11 @@ from PIL import Image
 from cookline import tensors
 from cookline.v1 import collect_pb2, data_pb2
 from dataplane import collect_stub, ingest, ingest_error, read_all, versions
-from services.common.store import store_from_env
 
 
 @pytest.fixture(scope="module")
 def env(data_plane):
     return data_plane[1]
-
-
-@pytest.fixture(scope="module")
-def store(env):
-    return store_from_env(env)
 
 
 def write(path, text):

@@ -99,6 +99,18 @@ def make_certificates(folder: str) -> dict[str, str]:
             "COOKLINE_TLS_CA": os.path.join(folder, "ca.pem")}
 
 
+def watch_and_kill_mid_ingest(client, run_id: str, kill: Callable[[], None], shards: int = 2) -> tuple[list, object]:
+    """Watches a run to its end; once its ingest has written `shards` shards, calls kill() once (it stops a
+    service and starts it again). Returns every event and the ingest progress at the kill (None if it never ran)."""
+    events, killed_at = [], None
+    for event in client.watch(run_id):
+        events.append(event)
+        if killed_at is None and event.WhichOneof("event") == "ingest" and event.ingest.shards_written >= shards:
+            kill()
+            killed_at = event.ingest
+    return events, killed_at
+
+
 def watch_and_kill_after_checkpoint(client, run_id: str, store, kill: Callable[[], None], epoch: int = 3
                                     ) -> tuple[list, tuple[int, int] | None]:
     """Watches a run to its end; once a finished epoch finds the run's checkpoint at `epoch` or later,
