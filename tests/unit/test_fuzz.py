@@ -7,8 +7,8 @@ from hypothesis import given, settings, strategies as st
 
 from cookline import tensors
 from cookline.v1 import tensor_pb2
-from gateway import pipeline_file
-from services.common.errors import Fail
+from cookline.spec import SpecError, pipeline as pipeline_file
+from services.common.errors import status_of
 from strategies import tensor_structures
 
 
@@ -49,9 +49,10 @@ yaml_values = st.recursive(
 def parse_or_invalid(text: str) -> None:
     try:
         pipeline_file.parse(text, "/tmp")
-    except Fail as exc:
-        assert exc.code == grpc.StatusCode.INVALID_ARGUMENT, exc.message
-        assert exc.message
+    except SpecError as exc:
+        code, message = status_of(exc)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, message
+        assert message
 
 
 @settings(max_examples=400, deadline=None)
