@@ -23,10 +23,10 @@ if _SUPPORT not in sys.path:
     sys.path.insert(0, _SUPPORT)
 
 import pytest  # noqa: E402
+
 from dataplane import start_data_plane  # noqa: E402
 from helpers import free_ports, unique_bucket  # noqa: E402
 from s3server import SeaweedS3  # noqa: E402
-
 from services.common.store import LocalStore, S3Store  # noqa: E402
 
 KINDS = {

@@ -4,7 +4,8 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cookline import tensors
 from cookline.client import Client
@@ -12,6 +13,8 @@ from cookline.config import address
 from cookline.v1 import gateway_pb2, model_pb2, serve_pb2, serve_pb2_grpc
 from helpers import IRIS_YAML
 from strategies import tensor_structures
+
+
 @pytest.fixture(scope="module")
 def serve(stack):
     env = stack[1]
@@ -42,4 +45,5 @@ def test_serve_is_still_healthy_after_the_fuzzing(serve):
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     request = serve_pb2.PredictRequest(model=model_pb2.ModelRef(name="iris"))
     tensors.from_numpy(np.array([[5.1, 3.5, 1.4, 0.2]], np.float32), out=request.inputs["features"])
-    assert serve_pb2_grpc.ServeServiceStub(serve).Predict(request, timeout=30).outputs["label"].string_values == [b"setosa"]
+    response = serve_pb2_grpc.ServeServiceStub(serve).Predict(request, timeout=30)
+    assert response.outputs["label"].string_values == [b"setosa"]

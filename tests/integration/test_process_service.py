@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from cookline import channels, tensors
-from cookline.v1 import data_pb2, pipeline_pb2 as pb, process_pb2, process_pb2_grpc
+from cookline.v1 import data_pb2, process_pb2, process_pb2_grpc
+from cookline.v1 import pipeline_pb2 as pb
 from dataplane import ingest
 from services.common.splits import assignment as split_assignment
 

@@ -12,7 +12,7 @@ import os
 import socket
 import subprocess
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -44,7 +44,7 @@ def free_ports(n: int, exclude=()) -> list[int]:
 
 def unique_bucket(stem: str = "t") -> str:
     """A fresh valid S3 bucket name (lowercase, 3-63 chars)."""
-    return "%s-%s" % (stem, uuid.uuid4().hex[:16])
+    return f"{stem}-{uuid.uuid4().hex[:16]}"
 
 
 def iris_pipeline(name: str, train: str = "{model: mlp}", process: str | None = "[{standardize: {}}]",
@@ -77,8 +77,8 @@ def write_big_csv(path, rows: int = BIG_CSV_ROWS) -> None:
     with open(path, "w") as f:
         f.write("a,b,c,d,label\n")
         for start in range(0, rows, 50_000):
-            f.writelines(f"{r[0]},{r[1]},{r[2]},{r[3]},{l}\n" for r, l in zip(x[start:start + 50_000],
-                                                                              labels[start:start + 50_000]))
+            f.writelines(f"{r[0]},{r[1]},{r[2]},{r[3]},{label}\n"
+                         for r, label in zip(x[start:start + 50_000], labels[start:start + 50_000], strict=True))
 
 
 def make_certificates(folder: str) -> dict[str, str]:
