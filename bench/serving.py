@@ -11,7 +11,7 @@ Measures, on this machine (client and servers share its cores):
     through the gateway's proxy; PredictStream rows/s with dynamic batching,
     directly and through the gateway;
   - raw inputs: a small CNN whose SavedModel decodes PNG bytes itself
-    (tests/raw_models.py), fed the PNG files of examples/data/digits: cookline
+    (tests/support/raw_models.py), fed the PNG files of examples/data/digits: cookline
     PredictStream of the bytes against the same bytes decoded and predicted in
     process by the same SavedModel (batch 256);
   - cookline serve, KServe 0.21 and MLServer 1.7.1, each serving the model
@@ -149,7 +149,7 @@ def make_model(workdir: str) -> tuple[str, str]:
 
 def make_raw_model(workdir: str, store_root: str) -> str:
     """The PNG-decoding digits CNN, published as "digits" version 1 and marked deployed."""
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
     import raw_models
     from services.common import layout
     from services.common.store import LocalStore

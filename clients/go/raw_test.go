@@ -1,7 +1,7 @@
 package cookline
 
 // Raw inputs against a live serve: the example classifies a sentence and an image file,
-// and the client sends strings and []byte. tests/test_e2e_clients.py deploys a text model
+// and the client sends strings and []byte. tests/e2e/test_clients.py deploys a text model
 // and an image model and names them in COOKLINE_RAW_TEXT_MODEL / COOKLINE_RAW_IMAGE_MODEL,
 // with a bright PNG in COOKLINE_RAW_IMAGE_FILE. Without them this fails: never skipped.
 
@@ -20,7 +20,7 @@ func TestRawInputs(t *testing.T) {
 	env := map[string]string{}
 	for _, name := range []string{"COOKLINE_RAW_TEXT_MODEL", "COOKLINE_RAW_IMAGE_MODEL", "COOKLINE_RAW_IMAGE_FILE"} {
 		if env[name] = os.Getenv(name); env[name] == "" {
-			t.Fatalf("%s must be set (tests/test_e2e_clients.py sets it)", name)
+			t.Fatalf("%s must be set (tests/e2e/test_clients.py sets it)", name)
 		}
 	}
 	c, ctx := liveClient(t)

@@ -1,6 +1,6 @@
 'use strict';
 // Raw inputs against a live serve: the example classifies a sentence and an image file, and
-// the client sends strings and Buffers. tests/test_e2e_clients.py deploys a text model and an
+// the client sends strings and Buffers. tests/e2e/test_clients.py deploys a text model and an
 // image model and names them in COOKLINE_RAW_TEXT_MODEL / COOKLINE_RAW_IMAGE_MODEL, with a bright
 // PNG in COOKLINE_RAW_IMAGE_FILE. Without them this fails: never skipped.
 const test = require('node:test');
@@ -15,7 +15,7 @@ const EXAMPLE = path.resolve(__dirname, '..', 'examples', 'raw.js');
 test('raw inputs', async (t) => {
   const env = {};
   for (const name of ['COOKLINE_SERVE_ADDR', 'COOKLINE_RAW_TEXT_MODEL', 'COOKLINE_RAW_IMAGE_MODEL', 'COOKLINE_RAW_IMAGE_FILE']) {
-    assert.ok(process.env[name], `${name} must be set (tests/test_e2e_clients.py sets it)`);
+    assert.ok(process.env[name], `${name} must be set (tests/e2e/test_clients.py sets it)`);
     env[name] = process.env[name];
   }
   const client = new Client();
