@@ -19,7 +19,8 @@ from typing import Callable
 import grpc
 import numpy as np
 import tensorflow as tf
-from grpc_health.v1 import _async as health_async, health_pb2
+from grpc_health.v1 import _async as health_async
+from grpc_health.v1 import health_pb2
 
 from cookline import tensors
 from cookline.v1 import model_pb2, serve_pb2

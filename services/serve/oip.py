@@ -11,7 +11,8 @@ from importlib import metadata as pkg_metadata
 import numpy as np
 
 from cookline.v1 import model_pb2
-from inference import grpc_service_pb2 as oip, grpc_service_pb2_grpc as oip_grpc
+from inference import grpc_service_pb2 as oip
+from inference import grpc_service_pb2_grpc as oip_grpc
 from services.common import layout
 from services.common.errors import invalid, rpc, status_of
 from services.serve import inputs as inputs_lib

@@ -7,6 +7,7 @@ import os
 import re
 
 import pytest
+
 import raw_models
 from helpers import ROOT
 from tools import run, tool

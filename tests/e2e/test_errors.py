@@ -4,11 +4,18 @@ import types
 import grpc
 import pytest
 
+import raw_models
 from cookline.client import Client
 from cookline.config import address
-import raw_models
-from cookline.v1 import (collect_pb2_grpc, gateway_pb2, model_pb2, process_pb2_grpc, serve_pb2, serve_pb2_grpc,
-                         train_pb2_grpc)
+from cookline.v1 import (
+    collect_pb2_grpc,
+    gateway_pb2,
+    model_pb2,
+    process_pb2_grpc,
+    serve_pb2,
+    serve_pb2_grpc,
+    train_pb2_grpc,
+)
 from error_catalogue import CASES
 from helpers import IRIS_YAML
 from services.common.store import store_from_env

@@ -12,13 +12,13 @@ import sys
 import grpc
 import numpy as np
 import pytest
-import raw_models as rm
-from helpers import ROOT, free_ports, unique_bucket
 
+import raw_models as rm
 from cookline import channels, tensors
 from cookline.client import raw_array
 from cookline.config import address
 from cookline.v1 import model_pb2, serve_pb2, serve_pb2_grpc
+from helpers import ROOT, free_ports, unique_bucket
 from inference import grpc_service_pb2 as oip
 from inference import grpc_service_pb2_grpc as oip_grpc
 from services.common.store import store_from_env
