@@ -135,6 +135,12 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         name = layout.check_name("pipeline.name", pipeline.name)
         spec = train_spec.resolve(pipeline.train)
         train_spec.check_export(pipeline)
+        if request.run_id and (published := self._published_by_run(name, request.run_id)) is not None:
+            # This run already published its model (the gateway that asked died before recording it):
+            # answer with that version instead of training and publishing another one.
+            self.store.delete_prefix(layout.run_prefix(request.run_id) + "checkpoints/")
+            yield published
+            return
         info = self.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=request.dataset),
                                        timeout=30).dataset
         fields = {f.name: f for f in info.fields}
@@ -228,6 +234,24 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         yield train_pb2.TrainResponse(result=train_pb2.TrainResult(
             model=model_pb2.ModelRef(name=name, version=version), metrics=last_metrics, evaluation=evaluation))
 
+    def _published_by_run(self, name: str, run_id: str) -> train_pb2.TrainResponse | None:
+        """The result of the version of `name` whose record carries `run_id`, or None: publishing is
+        idempotent per run. Reads the records newest first (a model has few versions)."""
+        for version in reversed(layout.model_versions(self.store, name)):
+            try:
+                meta = layout.read_model_metadata(self.store, name, version)
+            except Fail:  # deleted meanwhile
+                continue
+            if meta.get("run_id") == run_id:
+                log.info("run %s: model %s version %d is already published by this run; not training again",
+                         run_id, name, version)
+                evaluation = (json_format.ParseDict(meta["evaluation"], train_pb2.Evaluation(), ignore_unknown_fields=True)
+                              if meta.get("evaluation") else None)
+                return train_pb2.TrainResponse(result=train_pb2.TrainResult(
+                    model=model_pb2.ModelRef(name=name, version=version), metrics=meta.get("metrics") or {},
+                    evaluation=evaluation))
+        return None
+
     @staticmethod
     def _subset_rows(info, split) -> dict[int, int]:
         """Rows per subset: the folders of a predefined split, else the seeded split's sizes."""
@@ -314,6 +338,8 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                 "formats": ["saved_model"] + (["tfjs"] if request.pipeline.export.tfjs else []),
                 "framework": {"tensorflow": tf.__version__, "keras": keras.__version__},
                 "created_at": layout.now(),
+                # every file's sha256, verified by serve as it downloads the version
+                layout.CHECKSUMS: layout.checksums(files),
             }
             self.store.publish(prefix, files, layout.MODEL_METADATA, json.dumps(metadata, indent=1).encode())
         log.info("model %s version %d published", name, version)
