@@ -68,14 +68,14 @@ def test_identical_ingests_on_two_replicas_publish_one_version_and_lose_no_shard
         assert errors == [], f"round {round_}: {errors}"
         ref = answers[0].dataset.ref
         assert answers[1].dataset.ref == ref
-        # one attempt published, the other answered with its version
-        assert sorted(a.reused for a in answers) == [False, True], f"round {round_}: both published"
         prefix = layout.dataset_prefix("twin", ref.version)
         manifest = json.loads(store.get_bytes(prefix + layout.DATASET_MANIFEST))
         stored = set(store.list(prefix))
         missing = [s["key"] for s in manifest["shards"] if prefix + s["key"] not in stored]
         assert missing == [], f"round {round_}: the manifest names shards that are gone"
         assert stored == {prefix + layout.DATASET_MANIFEST} | {prefix + s["key"] for s in manifest["shards"]}
+        # one attempt published, the other answered with its version
+        assert sorted(a.reused for a in answers) == [False, True], f"round {round_}: both published"
         got = read_all(replicas[1], ref)
         np.testing.assert_allclose(got["features"], x.astype(np.float32))
     assert len(versions(replicas[0], "twin")) == ROUNDS
