@@ -21,13 +21,15 @@ SERVICES = ("gateway", "collect", "process", "train", "serve")
 
 @pytest.fixture(scope="module")
 def compose_stack():
-    """The compose stack on free host ports under a unique project name; brought down afterwards."""
-    project = "cookline-e2e-" + secrets.token_hex(4)
+    """The compose stack brought up as the README shows it, `make compose-up` with no make variables
+    (so the default project name is the one that runs), on free host ports; brought down afterwards."""
+    project = "cookline"
     ports = dict(zip(SERVICES + ("minio",), _free_ports(6, set())))
     env = dict(os.environ, COOKLINE_PUBLISH_HOST="127.0.0.1", MINIO_PORT=str(ports["minio"]),
                MINIO_ROOT_USER="cookline-e2e", MINIO_ROOT_PASSWORD=secrets.token_urlsafe(18))
     env.update({f"COOKLINE_{s.upper()}_PORT": str(ports[s]) for s in SERVICES})
-    make = [tool("make"), "--no-print-directory", f"COMPOSE_PROJECT={project}"]
+    env.pop("COMPOSE_PROJECT", None)
+    make = [tool("make"), "--no-print-directory"]
     try:
         run(make + ["compose-up"], env=env, timeout=1800)
         for service in SERVICES:  # from outside, through the published ports
