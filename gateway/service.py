@@ -9,12 +9,12 @@ import threading
 import grpc
 
 from cookline import channels, config
-from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, gateway_pb2, gateway_pb2_grpc, model_pb2, serve_pb2,
-                         serve_pb2_grpc, train_pb2, train_pb2_grpc)
+from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, gateway_pb2, gateway_pb2_grpc, model_pb2,
+                         pipeline_pb2, serve_pb2, serve_pb2_grpc, train_pb2, train_pb2_grpc)
 from gateway import pipeline_file
 from gateway.runs import RunStore
 from services.common import layout
-from services.common.errors import invalid, rpc, status_of
+from services.common.errors import invalid, not_found, rpc, status_of
 
 log = logging.getLogger("cookline.gateway")
 
@@ -82,9 +82,22 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
 
     @rpc
     def SubmitRun(self, request: gateway_pb2.SubmitRunRequest, context) -> gateway_pb2.SubmitRunResponse:
-        if len(request.pipeline.encode()) > MAX_PIPELINE_BYTES:
-            raise invalid(f"pipeline: {len(request.pipeline)} bytes, at most {MAX_PIPELINE_BYTES}")
-        spec = pipeline_file.parse(request.pipeline, request.base_dir)
+        form = request.WhichOneof("form")
+        if form == "spec":
+            if request.spec.ByteSize() > MAX_PIPELINE_BYTES:
+                raise invalid(f"spec: {request.spec.ByteSize()} bytes, at most {MAX_PIPELINE_BYTES}")
+            spec = pipeline_pb2.PipelineSpec()
+            spec.CopyFrom(request.spec)
+            spec = pipeline_file.validate(spec, request.base_dir)
+        elif form == "pipeline":
+            if len(request.pipeline.encode()) > MAX_PIPELINE_BYTES:
+                raise invalid(f"pipeline: {len(request.pipeline)} bytes, at most {MAX_PIPELINE_BYTES}")
+            spec = pipeline_file.parse(request.pipeline, request.base_dir)
+        else:
+            raise invalid("pipeline: required (the pipeline file's text, or a PipelineSpec in spec)")
+        pipeline_file.require_source(spec)
+        if spec.collect.dataset:  # pinned now: a resumed run trains on the same version
+            spec.collect.dataset = self._stored_dataset(spec.collect.dataset)
         if spec.evaluate.deploy_if_at_least:
             metric = spec.evaluate.metric or "accuracy"
             if metric not in GATE_METRICS:
@@ -101,6 +114,19 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
         log.info("run %s submitted: pipeline %s", run.run_id, spec.name)
         threading.Thread(target=self._execute, args=(run.run_id, spec), name=f"run-{run.run_id}", daemon=True).start()
         return gateway_pb2.SubmitRunResponse(run=run)
+
+    def _stored_dataset(self, value: str) -> str:
+        """collect.dataset resolved to NAME@VERSION; NOT_FOUND naming collect.dataset when it is not stored."""
+        ref = pipeline_file.dataset_ref(value)
+        try:
+            info = self.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=ref), timeout=60).dataset
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                what = f"version {ref.version!r} of dataset {ref.name!r}" if ref.version else f"dataset {ref.name!r}"
+                raise not_found(f"collect.dataset: {what} is not in the store (upload it with UploadDataset / "
+                                "cookline upload, or ingest it with a run)") from None
+            raise
+        return f"{info.ref.name}@{info.ref.version}"
 
     @rpc
     def WatchRun(self, request: gateway_pb2.WatchRunRequest, context):
@@ -246,6 +272,8 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
                     raise failure from None
 
     def _collect(self, run_id, spec, active: _Active):
+        if spec.collect.dataset:
+            return self._use_stored(run_id, spec.collect.dataset)
         self._stage(run_id, gateway_pb2.STAGE_COLLECT, False, f"ingesting {spec.collect.source}")
         request = collect_pb2.IngestRequest(dataset=spec.name, source=spec.collect, strict=spec.strict)
         last = []
@@ -264,6 +292,20 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
         warnings = f", {len(progress.anomalies)} schema warnings" if progress.anomalies else ""
         self._stage(run_id, gateway_pb2.STAGE_COLLECT, True,
                     f"dataset {info.ref.name}@{info.ref.version}: {info.num_rows} rows{warnings}")
+        return info.ref
+
+    def _use_stored(self, run_id, value: str) -> data_pb2.DatasetRef:
+        """collect.dataset: the stored version (pinned at submit) is the run's dataset; nothing is ingested."""
+        self._stage(run_id, gateway_pb2.STAGE_COLLECT, False, f"using stored dataset {value}")
+        request = collect_pb2.GetDatasetRequest(dataset=pipeline_file.dataset_ref(value))
+        found = []
+        self._retrying(run_id, gateway_pb2.STAGE_COLLECT, "collect", self.active[run_id],
+                       lambda: self.collect.GetDataset.future(request, timeout=60),
+                       lambda response: found.append(response.dataset), unary=True)
+        info = found[0]
+        self.runs.update(run_id, dataset=info.ref)
+        self._stage(run_id, gateway_pb2.STAGE_COLLECT, True,
+                    f"dataset {info.ref.name}@{info.ref.version}: {info.num_rows} rows (stored, not re-ingested)")
         return info.ref
 
     def _train(self, run_id, spec, dataset, active: _Active):

@@ -1,0 +1,59 @@
+"""Local sources stay inside the configured source roots (COOKLINE_SOURCE_ROOTS).
+
+A client may name any path in collect.source, so every local path is checked before
+anything under it is opened: a '..' component, an absolute path outside the roots, and a
+symlink (the path itself, a folder on the way, or a file inside a source folder) that
+leads out of them are PERMISSION_DENIED naming collect.source. Only the path's location is
+checked (realpath: lstat and readlink), never its contents.
+"""
+from __future__ import annotations
+
+import os
+
+import grpc
+
+from cookline import config
+from services.common.errors import Fail
+
+FIELD = "collect.source"
+
+
+def denied(message: str) -> Fail:
+    return Fail(grpc.StatusCode.PERMISSION_DENIED, message)
+
+
+def has_parent_step(source: str) -> bool:
+    """True when the path has a '..' component."""
+    return ".." in source.replace(os.sep, "/").split("/")
+
+
+def inside(path: str, roots: list[str]) -> bool:
+    """True when `path`, symlinks resolved, is one of `roots` or lies under one."""
+    real = os.path.realpath(path)
+    return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def check(path: str, roots: list[str] | None = None, field: str = FIELD) -> str:
+    """`path` (absolute, as collect reads it) if it stays inside the roots; PERMISSION_DENIED otherwise."""
+    roots = config.source_roots() if roots is None else roots
+    if has_parent_step(path):
+        raise denied(f"{field}: {path!r} has a '..' component; local sources must stay inside the source roots "
+                     "(COOKLINE_SOURCE_ROOTS); upload data from elsewhere")
+    if not inside(path, roots):
+        raise denied(f"{field}: {path!r} is outside the source roots (COOKLINE_SOURCE_ROOTS: "
+                     f"{os.pathsep.join(roots)}), or a symlink leads out of them; upload data from elsewhere")
+    return path
+
+
+def check_tree(path: str, roots: list[str] | None = None, field: str = FIELD) -> None:
+    """Every entry under a source folder stays inside the roots (a symlink in the folder may point out)."""
+    roots = config.source_roots() if roots is None else roots
+    if not os.path.isdir(path):
+        return
+    for dirpath, dirs, files in os.walk(path):  # symlinked folders are entries, not walked into
+        for name in dirs + files:
+            full = os.path.join(dirpath, name)
+            if not inside(full, roots):
+                rel = os.path.relpath(full, path)
+                raise denied(f"{field}: {rel!r} inside {path!r} is a symlink leading outside the source roots "
+                             "(COOKLINE_SOURCE_ROOTS)")
