@@ -91,6 +91,10 @@ def test_a_run_trains_on_a_stored_dataset_by_name_without_ingesting(client, uplo
         assert final.dataset == info.ref
         assert not [e for e in events if e.WhichOneof("event") == "ingest"]  # nothing re-ingested
         assert any("not re-ingested" in e.stage.message for e in events if e.WhichOneof("event") == "stage")
+        # one deploy policy after a run: the trained version, pinned (a later, gated-out version never
+        # replaces it on a serve restart)
+        meta = client.model_metadata("iris-stored")
+        assert meta.model.version == final.model.version and meta.version_policy == "version"
 
 
 @pytest.mark.parametrize("value, expected", [
