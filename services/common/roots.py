@@ -27,10 +27,21 @@ def has_parent_step(source: str) -> bool:
     return ".." in source.replace(os.sep, "/").split("/")
 
 
+def _under(real: str, folder: str) -> bool:
+    return real == folder or real.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def store_folder() -> str:
+    """The local object store's folder (COOKLINE_DATA_DIR): never a source, even inside a root, so no
+    client can ingest another dataset's shards or a model's files through a path."""
+    return os.path.realpath(os.path.expanduser(os.environ.get("COOKLINE_DATA_DIR") or "~/.cookline/store"))
+
+
 def inside(path: str, roots: list[str]) -> bool:
-    """True when `path`, symlinks resolved, is one of `roots` or lies under one."""
+    """True when `path`, symlinks resolved, is one of `roots` or lies under one, and is not in the local
+    object store's folder."""
     real = os.path.realpath(path)
-    return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+    return any(_under(real, root) for root in roots) and not _under(real, store_folder())
 
 
 def check(path: str, roots: list[str] | None = None, field: str = FIELD) -> str:
@@ -41,7 +52,8 @@ def check(path: str, roots: list[str] | None = None, field: str = FIELD) -> str:
                      "(COOKLINE_SOURCE_ROOTS); upload data from elsewhere")
     if not inside(path, roots):
         raise denied(f"{field}: {path!r} is outside the source roots (COOKLINE_SOURCE_ROOTS: "
-                     f"{os.pathsep.join(roots)}), or a symlink leads out of them; upload data from elsewhere")
+                     f"{os.pathsep.join(roots)}), a symlink leads out of them, or it is in the object store's "
+                     "folder (train on a stored dataset with collect.dataset); upload data from elsewhere")
     return path
 
 
