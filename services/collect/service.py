@@ -2,6 +2,7 @@
 with statistics; dataset versions -> streams of TensorBatch."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -21,7 +22,7 @@ from cookline.v1 import collect_pb2, collect_pb2_grpc, data_pb2, pipeline_pb2
 from services.collect import stats
 from services.collect.ingest import DatasetWriter, manifest_bytes, read_shard
 from services.collect.sources import FORMATS, open_source, s3
-from services.collect.sources.base import Source
+from services.collect.sources.base import Source, open_binary
 from services.collect.sources.upload import FileSpool, UploadSpool
 from services.common import layout, roots, splits
 from services.common.errors import Fail, invalid, not_found, rpc
@@ -44,7 +45,7 @@ def content_version(source: Source, spec) -> str:
     digest.update(opts.SerializeToString(deterministic=True) + b"\0")
     for name, path in source.files():
         digest.update(name.encode() + b"\0")
-        with open(path, "rb") as f:
+        with open_binary(path) as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
         digest.update(b"\0")
@@ -68,9 +69,9 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
             raise invalid(f"collect.format: {fmt!r} is not supported (supported: {', '.join(FORMATS)})")
         if not spec.source:
             raise invalid("collect.source: required")
-        with tempfile.TemporaryDirectory(prefix="cookline-ingest-") as scratch:
+        with tempfile.TemporaryDirectory(prefix="cookline-ingest-") as scratch, contextlib.ExitStack() as opened:
             if spec.source.startswith("s3://"):
-                path = s3.fetch(spec.source, scratch)
+                path = opened.enter_context(s3.source_path(spec.source, fmt, scratch))
             else:
                 path = spec.source
                 if not os.path.isabs(path):

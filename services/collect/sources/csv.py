@@ -14,7 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
-from services.collect.sources.base import CHUNK_ROWS, Chunk, Labels, Source, single_file
+from services.collect.sources.base import CHUNK_ROWS, Chunk, Labels, Source, open_text, single_file
 from services.common.errors import invalid
 
 MISSING_POLICIES = ("error", "drop", "fill", "keep")
@@ -24,7 +24,7 @@ MISSING_TEXTS = {"", "na", "n/a", "nan", "null", "none"}
 
 def _rows(path: str, skip_header: bool) -> Iterator[tuple[int, list[str]]]:
     """(line number, cells) of every non-blank row."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with open_text(path) as f:
         reader = csv.reader(f)
         for row in reader:
             if skip_header:
@@ -46,7 +46,7 @@ class CsvSource(Source):
             raise invalid(f"collect.missing: {self.missing!r} is not one of {', '.join(MISSING_POLICIES)}")
         self.fill_value = spec.fill_value
         self.no_header = spec.no_header
-        with open(self.path, newline="", encoding="utf-8-sig") as f:
+        with open_text(self.path) as f:
             first = next(csv.reader(f), None)
         if not first:
             raise invalid(f"collect.source: {self.file_name} is empty (no rows)")

@@ -1,15 +1,20 @@
 """s3://bucket/prefix sources: objects that already sit in the object store.
 
-Every object under the prefix is copied, one at a time, into a local folder
-(keys relative to the prefix become paths), which the format's source then
-reads as it would a local file or folder. A prefix naming one object gives
-that one file.
+A one-object source (csv, text-csv, npz) is streamed: the format's source opens
+a path that stands for the object (sources/base.py `streamed`), and each open
+reads the object by ranged GETs of STREAM_BLOCK bytes, so it is never copied to
+local disk or held whole in memory (the content hash and the ingest each read
+it once). The objects of an image-folder or voc source are copied, one at a
+time, into a local folder (keys relative to the prefix become paths), which the
+source then reads as it would a local folder.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 
+from services.collect.sources.base import streamed
 from services.common.errors import invalid, not_found
 from services.common.store import store_from_env
 
@@ -47,3 +52,30 @@ def fetch(url: str, into: str) -> str:
     if not os.path.isdir(root):
         raise not_found(f"collect.source: no objects under {url!r}")
     return root
+
+
+# Formats read from one file front to back (or, npz, by seeks): streamed instead of copied.
+STREAMED_FORMATS = ("csv", "text-csv", "npz")
+
+
+@contextlib.contextmanager
+def source_path(url: str, fmt: str, into: str):
+    """The path the format's source reads for s3://bucket/prefix, valid within the block: a stream
+    standing for the one object of a csv, text-csv or npz source, else a local copy (see fetch)."""
+    if fmt not in STREAMED_FORMATS:
+        yield fetch(url, into)
+        return
+    bucket, prefix = parse(url)
+    store = store_from_env(bucket=bucket)
+    keys = list(store.list(prefix))
+    base = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+    if keys != [prefix]:  # a "folder": its one object
+        keys = [k for k in keys if k.startswith(base)]
+        if len(keys) != 1:
+            if not keys:
+                raise not_found(f"collect.source: no objects under {url!r}")
+            raise invalid(f"collect.source: {fmt} needs one object, but {url!r} holds {len(keys)}")
+    key = keys[0]
+    path = os.path.join(into, "stream", os.path.basename(key))
+    with streamed({path: lambda: store.open_stream(key)}):
+        yield path
