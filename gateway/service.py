@@ -9,9 +9,10 @@ import threading
 import grpc
 
 from cookline import channels, config
+from cookline import spec as pipeline_spec
+from cookline.spec import roots as source_roots
 from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, gateway_pb2, gateway_pb2_grpc, model_pb2,
                          pipeline_pb2, serve_pb2, serve_pb2_grpc, train_pb2, train_pb2_grpc)
-from gateway import pipeline_file
 from gateway.runs import RunStore
 from services.common import layout
 from services.common.errors import invalid, not_found, rpc, status_of
@@ -22,10 +23,6 @@ log = logging.getLogger("cookline.gateway")
 MAX_LIST = 1000
 # Longest a pipeline file may be, in bytes.
 MAX_PIPELINE_BYTES = 1 << 20
-
-
-# Metrics the deploy gate can compare (all in [0, 1], higher is better).
-GATE_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "r2")  # r2: regressors
 
 
 def stage_name(stage: int) -> str:
@@ -83,28 +80,24 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
     @rpc
     def SubmitRun(self, request: gateway_pb2.SubmitRunRequest, context) -> gateway_pb2.SubmitRunResponse:
         form = request.WhichOneof("form")
+        roots = config.source_roots()
         if form == "spec":
             if request.spec.ByteSize() > MAX_PIPELINE_BYTES:
                 raise invalid(f"spec: {request.spec.ByteSize()} bytes, at most {MAX_PIPELINE_BYTES}")
             spec = pipeline_pb2.PipelineSpec()
             spec.CopyFrom(request.spec)
-            spec = pipeline_file.validate(spec, request.base_dir)
+            pipeline_spec.validate(spec)
+            if spec.collect.source:
+                spec.collect.source = pipeline_spec.resolve_source(spec.collect.source, request.base_dir, roots)
         elif form == "pipeline":
             if len(request.pipeline.encode()) > MAX_PIPELINE_BYTES:
                 raise invalid(f"pipeline: {len(request.pipeline)} bytes, at most {MAX_PIPELINE_BYTES}")
-            spec = pipeline_file.parse(request.pipeline, request.base_dir)
+            spec = pipeline_spec.parse(request.pipeline, request.base_dir, roots)
         else:
             raise invalid("pipeline: required (the pipeline file's text, or a PipelineSpec in spec)")
-        pipeline_file.require_source(spec)
+        source_roots.require(spec.collect.source, roots)  # NOT_FOUND at once, not when collect runs
         if spec.collect.dataset:  # pinned now: a resumed run trains on the same version
             spec.collect.dataset = self._stored_dataset(spec.collect.dataset)
-        if spec.evaluate.deploy_if_at_least:
-            metric = spec.evaluate.metric or "accuracy"
-            if metric not in GATE_METRICS:
-                raise invalid(f"pipeline: evaluate.metric: {metric!r} is not one of {', '.join(GATE_METRICS)}")
-            if not 0 < spec.evaluate.deploy_if_at_least <= 1:
-                raise invalid(f"pipeline: evaluate.deploy_if_at_least: {spec.evaluate.deploy_if_at_least} "
-                              "is not in (0, 1]")
         now = layout.now()
         run = gateway_pb2.Run(run_id=RunStore.new_id(), pipeline=spec, state=gateway_pb2.RUN_STATE_QUEUED,
                               created_at=now, updated_at=now)
@@ -117,7 +110,7 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
 
     def _stored_dataset(self, value: str) -> str:
         """collect.dataset resolved to NAME@VERSION; NOT_FOUND naming collect.dataset when it is not stored."""
-        ref = pipeline_file.dataset_ref(value)
+        ref = data_pb2.DatasetRef(**dict(zip(("name", "version"), pipeline_spec.dataset_ref(value))))
         try:
             info = self.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=ref), timeout=60).dataset
         except grpc.RpcError as exc:
@@ -297,7 +290,8 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
     def _use_stored(self, run_id, value: str) -> data_pb2.DatasetRef:
         """collect.dataset: the stored version (pinned at submit) is the run's dataset; nothing is ingested."""
         self._stage(run_id, gateway_pb2.STAGE_COLLECT, False, f"using stored dataset {value}")
-        request = collect_pb2.GetDatasetRequest(dataset=pipeline_file.dataset_ref(value))
+        name, version = pipeline_spec.dataset_ref(value)
+        request = collect_pb2.GetDatasetRequest(dataset=data_pb2.DatasetRef(name=name, version=version))
         found = []
         self._retrying(run_id, gateway_pb2.STAGE_COLLECT, "collect", self.active[run_id],
                        lambda: self.collect.GetDataset.future(request, timeout=60),

@@ -9,10 +9,10 @@ from concurrent import futures
 import grpc
 import pytest
 
+from cookline import config, spec
+from cookline.spec import roots
 from cookline.v1 import collect_pb2, collect_pb2_grpc, pipeline_pb2
-from gateway import pipeline_file
 from services.collect.service import CollectServicer
-from services.common.errors import Fail
 from services.common.server import add_servicer
 from services.common.store import LocalStore
 
@@ -40,20 +40,25 @@ def tree(tmp_path, monkeypatch):
     return root, outside, store
 
 
+def submit(source: str, base_dir: str = ""):
+    """What the gateway does with a pipeline's collect.source at SubmitRun."""
+    pipeline = spec.parse(f"name: t\ncollect: {{source: '{source}', label: y}}\ntrain: {{model: mlp}}\n", base_dir,
+                          config.source_roots())
+    roots.require(pipeline.collect.source)
+    return pipeline
+
+
 def denied(source: str, base_dir: str = "") -> str:
-    with pytest.raises(Fail) as info:
-        pipeline_file.require_source(pipeline_file.parse(
-            f"name: t\ncollect: {{source: '{source}', label: y}}\ntrain: {{model: mlp}}\n", base_dir))
-    assert info.value.code == grpc.StatusCode.PERMISSION_DENIED, info.value.message
+    with pytest.raises(spec.SourceDenied) as info:
+        submit(source, base_dir)
+    assert info.value.status == "PERMISSION_DENIED" and info.value.field == "collect.source"
     assert info.value.message.startswith("collect.source: ") and SECRET not in info.value.message
     return info.value.message
 
 
 def test_sources_inside_the_root_resolve(tree):
     root, _, _ = tree
-    spec = pipeline_file.parse("name: t\ncollect: {source: data.csv, label: y}\ntrain: {model: mlp}\n", str(root))
-    pipeline_file.require_source(spec)
-    assert spec.collect.source == str(root / "data.csv")
+    assert submit("data.csv", str(root)).collect.source == str(root / "data.csv")
 
 
 def test_each_escape_is_permission_denied_at_submit(tree):
@@ -68,23 +73,34 @@ def test_each_escape_is_permission_denied_at_submit(tree):
     assert "object store's folder" in denied(str(store / "cookline" / "datasets" / "other" / "v1" / "shard-00000.npz"))
 
 
-def test_a_base_dir_outside_the_roots_is_denied_not_followed(tree):
+def test_a_base_dir_outside_the_roots_is_never_looked_at(tree):
+    """A relative source under a base_dir outside the roots is passed over, existing or not: the
+    answer (NOT_FOUND in the working directory) tells nothing about the other machine's files."""
     _, outside, _ = tree
-    assert "outside the source roots" in denied("secret.csv", str(outside))
+    for name in ("secret.csv", "no-such.csv"):
+        with pytest.raises(spec.SourceNotFound) as info:
+            submit(name, str(outside))
+        assert info.value.status == "NOT_FOUND" and str(outside) not in info.value.message
 
 
 def test_a_missing_source_is_not_found_at_submit(tree):
     root, _, _ = tree
-    spec = pipeline_file.parse("name: t\ncollect: {source: nope.csv, label: y}\ntrain: {model: mlp}\n", str(root))
-    with pytest.raises(Fail) as info:
-        pipeline_file.require_source(spec)
-    assert info.value.code == grpc.StatusCode.NOT_FOUND and "collect.source: " in info.value.message
+    with pytest.raises(spec.SourceNotFound) as info:
+        submit("nope.csv", str(root))
+    assert info.value.message.startswith("collect.source: ")
+
+
+def test_offline_validation_resolves_without_roots(tree):
+    """`cookline validate` on a client machine: no roots apply there."""
+    _, outside, _ = tree
+    pipeline = spec.parse("name: t\ncollect: {source: secret.csv, label: y}\ntrain: {model: mlp}\n", str(outside))
+    assert pipeline.collect.source == str(outside / "secret.csv")
 
 
 def test_proto3_json_names_are_accepted_in_pipeline_text(tree):
-    spec = pipeline_file.parse("name: t\ncollect: {source: data.csv, label: y, numericLabel: true}\n"
-                               "train: {model: mlp, hiddenUnits: [4], batchSize: 8}\n")
-    assert spec.collect.numeric_label and list(spec.train.hidden_units) == [4] and spec.train.batch_size == 8
+    pipeline = spec.parse("name: t\ncollect: {source: data.csv, label: y, numericLabel: true}\n"
+                          "train: {model: mlp, hiddenUnits: [4], batchSize: 8}\n")
+    assert pipeline.collect.numeric_label and list(pipeline.train.hidden_units) == [4] and pipeline.train.batch_size == 8
 
 
 @pytest.fixture

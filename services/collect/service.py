@@ -18,13 +18,15 @@ import grpc
 import numpy as np
 
 from cookline import tensors
+from cookline.spec import roots
+from cookline.spec import sources as spec_sources
 from cookline.v1 import collect_pb2, collect_pb2_grpc, data_pb2, pipeline_pb2
 from services.collect import stats
 from services.collect.ingest import DatasetWriter, manifest_bytes, read_shard
-from services.collect.sources import FORMATS, open_source, s3
+from services.collect.sources import open_source, s3
 from services.collect.sources.base import Source, open_binary
 from services.collect.sources.upload import FileSpool, UploadSpool
-from services.common import layout, roots, splits
+from services.common import layout, splits
 from services.common.errors import Fail, invalid, not_found, rpc
 from services.common.store import NotFoundError, ObjectStore, StoreError, StoreUnavailableError
 
@@ -64,9 +66,7 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
     def Ingest(self, request: collect_pb2.IngestRequest, context) -> Iterator[collect_pb2.IngestResponse]:
         name = layout.check_name("dataset", request.dataset)
         spec = request.source
-        fmt = spec.format or "csv"
-        if fmt not in FORMATS:
-            raise invalid(f"collect.format: {fmt!r} is not supported (supported: {', '.join(FORMATS)})")
+        fmt = spec_sources.source(spec.format).name
         if not spec.source:
             raise invalid("collect.source: required")
         with tempfile.TemporaryDirectory(prefix="cookline-ingest-") as scratch, contextlib.ExitStack() as opened:
@@ -196,9 +196,7 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
         files on this machine would be, so the version is the one an Ingest of them gets."""
         spec = pipeline_pb2.CollectSpec()
         spec.CopyFrom(first.source)
-        fmt = spec.format or "csv"
-        if fmt not in FORMATS:
-            raise invalid(f"source.format: {fmt!r} is not supported (supported: {', '.join(FORMATS)})")
+        fmt = spec_sources.source(spec.format).name
         if spec.dataset:
             raise invalid("source.dataset: must be empty in an upload (the upload makes the dataset)")
         files = FileSpool(os.path.join(scratch, "files"))

@@ -1,4 +1,5 @@
-"""Local sources stay inside the configured source roots (COOKLINE_SOURCE_ROOTS).
+"""Local sources stay inside the configured source roots (COOKLINE_SOURCE_ROOTS), and where a
+relative collect.source resolves.
 
 A client may name any path in collect.source, so every local path is checked before
 anything under it is opened: a '..' component, an absolute path outside the roots, and a
@@ -10,16 +11,14 @@ from __future__ import annotations
 
 import os
 
-import grpc
-
 from cookline import config
-from services.common.errors import Fail
+from cookline.spec.errors import SourceDenied, SourceNotFound
 
 FIELD = "collect.source"
 
 
-def denied(message: str) -> Fail:
-    return Fail(grpc.StatusCode.PERMISSION_DENIED, message)
+def denied(message: str) -> SourceDenied:
+    return SourceDenied(message, FIELD)
 
 
 def has_parent_step(source: str) -> bool:
@@ -69,3 +68,41 @@ def check_tree(path: str, roots: list[str] | None = None, field: str = FIELD) ->
                 rel = os.path.relpath(full, path)
                 raise denied(f"{field}: {rel!r} inside {path!r} is a symlink leading outside the source roots "
                              "(COOKLINE_SOURCE_ROOTS)")
+
+
+def resolve(source: str, base_dir: str, roots: list[str] | None = None) -> str:
+    """Absolute path of a local source, inside the source roots (`roots`, default COOKLINE_SOURCE_ROOTS).
+
+    An absolute path must lie inside the roots, existing or not. A relative one resolves against
+    base_dir first, then the working directory; a candidate folder outside the roots is passed
+    over without looking at it, so no answer tells whether a path outside them exists.
+    SourceDenied (PERMISSION_DENIED) naming collect.source for a '..' component, an absolute path
+    outside the roots, or a symlink leading out of them. Nothing is opened. A source that exists
+    nowhere resolves under the working directory (`require` reports it NOT_FOUND).
+    """
+    if "://" in source:
+        return source
+    allowed = config.source_roots() if roots is None else roots
+    if has_parent_step(source) or os.path.isabs(source):
+        return check(os.path.abspath(source) if os.path.isabs(source) else source, allowed)
+    candidates = [os.path.abspath(os.path.join(base_dir, source))] if base_dir else []
+    candidates.append(os.path.abspath(source))
+    for candidate in candidates:
+        folder = os.path.dirname(candidate)
+        if not any(_under(candidate, root) or _under(os.path.realpath(folder), root) for root in allowed):
+            continue  # not looked at
+        if os.path.lexists(candidate):
+            return check(candidate, allowed)
+    return candidates[-1]
+
+
+def require(source: str, roots: list[str] | None = None) -> None:
+    """SourceNotFound (NOT_FOUND) naming collect.source when a local source does not exist on this
+    machine, so SubmitRun answers at once and a client elsewhere knows to upload instead; SourceDenied
+    when a symlink inside a source folder leads out of the roots."""
+    if not source or "://" in source:
+        return
+    if not os.path.lexists(source):
+        raise SourceNotFound(f"{FIELD}: {source!r} not found on the services' machine; a client on another "
+                             "machine uploads its data (cookline upload; cookline run does it by itself)", FIELD)
+    check_tree(source, roots)
