@@ -24,11 +24,10 @@ import time
 import zipfile
 
 import numpy as np
-
 from common import WIDTH, data_plane, rss_mb, scratch
 
 from cookline import channels
-from cookline.v1 import (collect_pb2, collect_pb2_grpc, pipeline_pb2, process_pb2, process_pb2_grpc)
+from cookline.v1 import collect_pb2, collect_pb2_grpc, pipeline_pb2, process_pb2, process_pb2_grpc
 
 CHUNK_ROWS = 8192
 
@@ -151,6 +150,7 @@ def run_s3_csv(megabytes: float, keep: bool) -> dict:
     """Ingests an s3:// CSV of about `megabytes` MB from SeaweedFS; collect's RSS and scratch disk peaks."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
     from s3server import SeaweedS3
+
     from services.common.store import S3Store
 
     root = scratch("cookline-bench-s3csv-")
@@ -181,14 +181,16 @@ def run_s3_csv(megabytes: float, keep: bool) -> dict:
                     watcher.start()
                     t0 = time.perf_counter()
                     last = None
-                    for last in collect.Ingest(collect_pb2.IngestRequest(dataset="big-csv", source=pipeline_pb2.CollectSpec(
-                            source=f"s3://{bucket}/incoming/big.csv", label="label")), timeout=7200):
+                    request = collect_pb2.IngestRequest(dataset="big-csv", source=pipeline_pb2.CollectSpec(
+                        source=f"s3://{bucket}/incoming/big.csv", label="label"))
+                    for last in collect.Ingest(request, timeout=7200):  # noqa: B007 - the last message counts
                         pass
                     ingested = time.perf_counter() - t0
                     stop.set()
                     watcher.join()
                 assert last.dataset.num_rows == rows, (last.dataset.num_rows, rows)
-                return {"mb": size_mb, "rows": rows, "ingest_s": ingested, "growth_mb": rss.peak["collect"] - rss.base["collect"],
+                return {"mb": size_mb, "rows": rows, "ingest_s": ingested,
+                        "growth_mb": rss.peak["collect"] - rss.base["collect"],
                         "base_mb": rss.base["collect"], "scratch_peak_mb": disk["peak"]}
             finally:
                 stack.stop_all()

@@ -26,8 +26,7 @@ from s3server import _free_ports  # noqa: E402  (free-port helper shared with th
 
 from cookline import channels, config  # noqa: E402
 from cookline.stack import Stack  # noqa: E402
-from cookline.v1 import (collect_pb2, collect_pb2_grpc, pipeline_pb2, train_pb2,  # noqa: E402
-                         train_pb2_grpc)
+from cookline.v1 import collect_pb2, collect_pb2_grpc, pipeline_pb2, train_pb2, train_pb2_grpc  # noqa: E402
 
 
 def make_data(rows: int, features: int, classes: int, seed: int = 0):

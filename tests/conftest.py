@@ -24,8 +24,8 @@ if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
 import pytest  # noqa: E402
-
 from s3server import SeaweedS3  # noqa: E402
+
 from services.common.store import LocalStore, S3Store  # noqa: E402
 
 
@@ -79,6 +79,7 @@ def stack(s3_server, tmp_path_factory, request):
     a function of tmp_path_factory returning one) to add settings, e.g. an auth token.
     """
     from s3server import _free_ports
+
     from cookline.stack import Stack
 
     ports = _free_ports(5, set(s3_server.ports.values()))
@@ -99,6 +100,7 @@ def stack(s3_server, tmp_path_factory, request):
 def start_data_plane(s3_server, log_dir: str, **extra_env):
     """collect and process only, as real processes on free ports, on S3 (SeaweedFS); a Stack to stop."""
     from s3server import _free_ports
+
     from cookline.stack import Stack
 
     ports = _free_ports(2, set(s3_server.ports.values()))

@@ -13,8 +13,17 @@ import grpc
 import numpy as np
 
 from cookline import tensors
-from cookline.v1 import (collect_pb2, data_pb2, gateway_pb2, model_pb2, pipeline_pb2, process_pb2,
-                         registry_pb2, serve_pb2, train_pb2)
+from cookline.v1 import (
+    collect_pb2,
+    data_pb2,
+    gateway_pb2,
+    model_pb2,
+    pipeline_pb2,
+    process_pb2,
+    registry_pb2,
+    serve_pb2,
+    train_pb2,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IRIS_CSV = os.path.join(ROOT, "examples", "data", "iris.csv")
@@ -99,7 +108,8 @@ CASES = [
          "collect.source: '../../../../etc/os-release' has a '..' component",
          lambda c: _submit(c, GOOD.replace(IRIS_CSV, "../../../../etc/os-release"))),
     Case("gateway", "SubmitRun", "`collect.source` outside the source roots", PERMISSION_DENIED,
-         "collect.source: '/etc/passwd' is outside the source roots", lambda c: _submit(c, GOOD.replace(IRIS_CSV, "/etc/passwd"))),
+         "collect.source: '/etc/passwd' is outside the source roots",
+         lambda c: _submit(c, GOOD.replace(IRIS_CSV, "/etc/passwd"))),
     Case("gateway", "SubmitRun", "`collect.source` that does not exist", NOT_FOUND,
          "not found on the services' machine", lambda c: _submit(c, GOOD.replace("iris.csv", "nonexistent.csv"))),
     Case("gateway", "SubmitRun", "unknown `collect.dataset`", NOT_FOUND,

@@ -5,8 +5,9 @@ import json
 import os
 import re
 
-from cookline.v1 import gateway_pb2
 from tools import ROOT, run, tool
+
+from cookline.v1 import gateway_pb2
 
 NODE_DIR = os.path.join(ROOT, "clients", "node")
 GO_DIR = os.path.join(ROOT, "clients", "go")

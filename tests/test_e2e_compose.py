@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
-
-from cookline import channels
 from s3server import _free_ports
 from tools import ROOT, run, tool
+
+from cookline import channels
 
 # On a fresh machine the first image build (debootstrap, pip installing TensorFlow) takes minutes.
 pytestmark = pytest.mark.timeout(1800)
@@ -128,10 +128,12 @@ def test_python_cli_uploads_runs_by_name_and_predicts_on_the_compose_stack(compo
     flowers = run([cli, "upload", csv_file, "--name", "cli-flowers", "--label", "species"], env=env).stdout.strip()
     digits = run([cli, "upload", images, "--name", "cli-digits"], env=env).stdout.strip()
     assert flowers.startswith("cli-flowers@") and digits.startswith("cli-digits@")
-    for name, dataset, ops in (("cli-flowers-model", flowers, "[{standardize: {}}]"), ("cli-digits-model", digits, "[]")):
+    for name, dataset, ops in (("cli-flowers-model", flowers, "[{standardize: {}}]"),
+                               ("cli-digits-model", digits, "[]")):
         pipeline = tmp_path / f"{name}.yaml"
         pipeline.write_text(f"name: {name}\ncollect: {{dataset: '{dataset}'}}\nprocess: {ops}\n"
-                            "train: {model: mlp, hidden_units: [16], epochs: 30, batch_size: 16, learning_rate: 0.01}\n")
+                            "train: {model: mlp, hidden_units: [16], epochs: 30, batch_size: 16, "
+                            "learning_rate: 0.01}\n")
         record = json.loads(run([cli, "run", str(pipeline), "--output", "json"], env=env).stdout)
         assert record["state"] == "RUN_STATE_SUCCEEDED" and record["dataset"]["name"] == dataset.split("@")[0], record
     # a pipeline naming a host file: the gateway cannot see it, so `cookline run` uploads it first

@@ -11,9 +11,9 @@ import shutil
 
 import grpc
 import pytest
+from tools import ROOT, run
 
 from cookline.v1 import collect_pb2, gateway_pb2, pipeline_pb2
-from tools import ROOT, run
 
 EXAMPLES = os.path.join(ROOT, "examples")
 IRIS_CSV = os.path.join(EXAMPLES, "data", "iris.csv")
@@ -62,8 +62,8 @@ def client_files(tmp_path_factory):
 def uploaded(client, client_files):
     """iris.csv uploaded by the Python client as dataset `iris-remote`."""
     seen = []
-    info = client.upload(str(client_files / "iris.csv"), "iris-remote",
-                         pipeline_pb2.CollectSpec(label="species"), progress=lambda sent, total: seen.append((sent, total)))
+    info = client.upload(str(client_files / "iris.csv"), "iris-remote", pipeline_pb2.CollectSpec(label="species"),
+                         progress=lambda sent, total: seen.append((sent, total)))
     return info, seen
 
 

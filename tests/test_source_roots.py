@@ -100,7 +100,8 @@ def test_offline_validation_resolves_without_roots(tree):
 def test_proto3_json_names_are_accepted_in_pipeline_text(tree):
     pipeline = spec.parse("name: t\ncollect: {source: data.csv, label: y, numericLabel: true}\n"
                           "train: {model: mlp, hiddenUnits: [4], batchSize: 8}\n")
-    assert pipeline.collect.numeric_label and list(pipeline.train.hidden_units) == [4] and pipeline.train.batch_size == 8
+    assert pipeline.collect.numeric_label and list(pipeline.train.hidden_units) == [4]
+    assert pipeline.train.batch_size == 8
 
 
 @pytest.fixture

@@ -8,11 +8,18 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from conftest import unique_bucket
 from s3server import SeaweedS3
-from services.common.store import (LocalStore, NotFoundError, ObjectStore, S3Store,
-                                   StoreError, StoreUnavailableError, store_from_env)
+
+from services.common.store import (
+    LocalStore,
+    NotFoundError,
+    ObjectStore,
+    S3Store,
+    StoreError,
+    StoreUnavailableError,
+    store_from_env,
+)
 
 MiB = 1024 * 1024
 
@@ -154,7 +161,8 @@ def test_open_stream_reads_and_seeks_without_holding_the_object(store, monkeypat
     if isinstance(store, store_module.S3Store):
         reads = []
         real = store.get_range
-        monkeypatch.setattr(store, "get_range", lambda key, offset, length: reads.append(length) or real(key, offset, length))
+        monkeypatch.setattr(store, "get_range",
+                            lambda key, offset, length: reads.append(length) or real(key, offset, length))
         with store.open_stream("streams/a.bin") as f:
             f.seek(9000)
             assert f.read(100) == data[9000:9100]

@@ -15,8 +15,9 @@ from concurrent import futures
 from typing import Callable, Iterable
 
 import grpc
-from grpc_health.v1 import _async as health_async, health, health_pb2, health_pb2_grpc
 from google.protobuf import descriptor_pool, message_factory
+from grpc_health.v1 import _async as health_async
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from cookline import config

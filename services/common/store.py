@@ -159,7 +159,7 @@ class _RangeReader(io.RawIOBase):
     """A seekable read-only view of one S3 object: every read is a ranged GET, so the object is never
     held whole, in memory or on disk (io.BufferedReader above it reads STREAM_BLOCK at a time)."""
 
-    def __init__(self, store: "S3Store", key: str, size: int):
+    def __init__(self, store: S3Store, key: str, size: int):
         self.store, self.key, self.size, self.pos = store, key, size, 0
 
     def readable(self) -> bool:

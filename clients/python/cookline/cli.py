@@ -14,8 +14,7 @@ import yaml
 from google.protobuf import json_format
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                           TransferSpeedColumn)
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from cookline import channels, config
 from cookline.client import TERMINAL, Client
@@ -104,7 +103,7 @@ def _metrics_line(metrics) -> str:
     return "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
 
 
-def _upload_bar(client: Client, path: str, name: str, source) -> "data_pb2.DatasetInfo":
+def _upload_bar(client: Client, path: str, name: str, source) -> data_pb2.DatasetInfo:
     """Uploads with a progress bar on stderr; returns the published dataset version."""
     with Progress(TextColumn("uploading {task.description}"), BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), console=console) as bars:
@@ -151,7 +150,7 @@ def _local_source(file: str) -> tuple[str, dict, str] | None:
         return None
     for candidate in (os.path.join(os.path.dirname(os.path.abspath(file)), source), os.path.abspath(source)):
         if os.path.exists(candidate):
-            return str(data.get("name", "")), collect, candidate
+            return str(data.get("name", "")), dict(collect), candidate
     return None
 
 

@@ -16,8 +16,18 @@ import grpc
 import numpy as np
 
 from cookline import channels, tensors
-from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, gateway_pb2, gateway_pb2_grpc, model_pb2,
-                         pipeline_pb2, registry_pb2_grpc, serve_pb2, serve_pb2_grpc)
+from cookline.v1 import (
+    collect_pb2,
+    collect_pb2_grpc,
+    data_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    model_pb2,
+    pipeline_pb2,
+    registry_pb2_grpc,
+    serve_pb2,
+    serve_pb2_grpc,
+)
 
 # Bytes of a file per UploadDataset message (well under the default 64 MiB message limit).
 UPLOAD_CHUNK = 1 << 20

@@ -19,7 +19,6 @@ from services.collect.sources.base import CHUNK_ROWS, Chunk, Labels, Source, ope
 from services.common.errors import invalid
 
 
-
 def _rows(path: str, skip_header: bool) -> Iterator[tuple[int, list[str]]]:
     """(line number, cells) of every non-blank row."""
     with open_text(path) as f:

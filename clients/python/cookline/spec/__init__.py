@@ -21,7 +21,8 @@ from cookline.spec.pipeline import GATE_METRICS, check_split, parse, resolve_sou
 from cookline.spec.sources import SOURCES, dataset_ref
 from cookline.spec.train import MODELS_REGISTRY as MODELS
 
-__all__ = ["SpecError", "SourceDenied", "SourceNotFound", "dataset_ref", "Param", "Component", "Registry", "SOURCES", "OPS", "MODELS", "parse", "validate",
+__all__ = ["SpecError", "SourceDenied", "SourceNotFound", "dataset_ref",
+           "Param", "Component", "Registry", "SOURCES", "OPS", "MODELS", "parse", "validate",
            "resolve_source", "check_name", "check_split", "NAME_RE", "GATE_METRICS", "describe"]
 
 

@@ -12,7 +12,8 @@ import re
 import yaml
 from google.protobuf import json_format
 
-from cookline.spec import ops, roots as source_roots, sources, train
+from cookline.spec import ops, sources, train
+from cookline.spec import roots as source_roots
 from cookline.spec.errors import SpecError
 from cookline.spec.names import check_name
 from cookline.v1 import data_pb2, pipeline_pb2
