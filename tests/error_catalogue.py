@@ -148,7 +148,7 @@ CASES = [
              timeout=30)),
     Case("collect", "Ingest", "label column absent from the CSV", INVALID, "collect.label: column 'species' is not in the header",
          lambda c: _ingest(c, _csv(c, "nolabel.csv", "a,b,kind\n1,2,x\n"), "species")),
-    Case("collect", "Ingest", "non-numeric value in a numeric column", INVALID, "line 3, column 'b': 'oops' is not a number",
+    Case("collect", "Ingest", "non-numeric value in a numeric column", INVALID, "line 3, column 'b': the value is not a number",
          lambda c: _ingest(c, _csv(c, "nan.csv", "a,b,y\n1,2,x\n3,oops,y\n"))),
     Case("collect", "Ingest", "row with the wrong column count", INVALID, "line 3: expected 3 columns, got 2",
          lambda c: _ingest(c, _csv(c, "short.csv", "a,b,y\n1,2,x\n3,y\n"))),

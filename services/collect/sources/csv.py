@@ -113,9 +113,9 @@ class CsvSource(Source):
                     value = float(text)
                 except ValueError:
                     raise invalid(f"{self.file_name} line {line_no}, column {self.header[i]!r}: "
-                                  f"{text!r} is not a number") from None
+                                  "the value is not a number") from None  # cells are never quoted back
                 if not math.isfinite(value):
-                    raise invalid(f"{self.file_name} line {line_no}, column {self.header[i]!r}: {text!r} is not finite")
+                    raise invalid(f"{self.file_name} line {line_no}, column {self.header[i]!r}: the value is not finite")
                 values.append(value)
             cats = [row[i].strip() for i in self.categorical_index]
             if not dropped and any(c.lower() in MISSING_TEXTS for c in cats):
@@ -144,10 +144,10 @@ class CsvSource(Source):
         try:
             value = float(text)
         except ValueError:
-            raise invalid(f"{self.file_name} line {line_no}, column {self.header[index]!r}: {text!r} is not a number"
-                          f" (collect.numeric_label: true)") from None
+            raise invalid(f"{self.file_name} line {line_no}, column {self.header[index]!r}: the value is not a number"
+                          " (collect.numeric_label: true)") from None
         if not math.isfinite(value):
-            raise invalid(f"{self.file_name} line {line_no}, column {self.header[index]!r}: {text!r} is not finite")
+            raise invalid(f"{self.file_name} line {line_no}, column {self.header[index]!r}: the value is not finite")
         return value
 
     def _chunk(self, features, categorical, labels, n) -> Chunk:
