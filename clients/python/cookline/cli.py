@@ -92,6 +92,7 @@ def validate_summary(pipeline) -> list[str]:
     split = ", ".join(f"{k} {getattr(pipeline.split, k):g}" for k in ("validation", "test")
                       if getattr(pipeline.split, k)) or "none"
     return [f"{pipeline.name}: valid",
+            f"  collect  stored dataset {collect.dataset}" if collect.dataset else
             f"  collect  {collect.format or 'csv'} {collect.source}{label}",
             f"  process  {ops}",
             f"  split    {split}",
