@@ -167,6 +167,11 @@ def test_open_stream_reads_and_seeks_without_holding_the_object(store, monkeypat
             f.seek(9000)
             assert f.read(100) == data[9000:9100]
         assert reads and max(reads) <= 1240  # one block from 9000, never the whole object
+        reads.clear()
+        with store.open_stream("streams/a.bin") as f:
+            while f.read1(100):  # TextIOWrapper reads like this: small reads come from one block
+                pass
+        assert len(reads) == 11 and max(reads) == 1000, reads
     with pytest.raises(NotFoundError):
         store.open_stream("streams/missing.bin")
 

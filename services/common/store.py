@@ -161,6 +161,7 @@ class _RangeReader(io.RawIOBase):
 
     def __init__(self, store: S3Store, key: str, size: int):
         self.store, self.key, self.size, self.pos = store, key, size, 0
+        self.block, self.block_start = b"", 0  # the last ranged GET's bytes, and where they start
 
     def readable(self) -> bool:
         return True
@@ -177,13 +178,17 @@ class _RangeReader(io.RawIOBase):
         return self.pos
 
     def readinto(self, buffer) -> int:
-        length = min(len(buffer), self.size - self.pos)
-        if length <= 0:
+        if self.pos >= self.size or not len(buffer):
             return 0
-        data = self.store.get_range(self.key, self.pos, length)
-        buffer[:len(data)] = data
-        self.pos += len(data)
-        return len(data)
+        if not self.block_start <= self.pos < self.block_start + len(self.block):
+            # at least a block per GET: small reads (TextIOWrapper's 8 KiB read1 calls) are served from it
+            length = min(max(len(buffer), STREAM_BLOCK), self.size - self.pos)
+            self.block, self.block_start = self.store.get_range(self.key, self.pos, length), self.pos
+        offset = self.pos - self.block_start
+        count = min(len(buffer), len(self.block) - offset)
+        buffer[:count] = self.block[offset:offset + count]
+        self.pos += count
+        return count
 
 
 class LocalStore(ObjectStore):
@@ -403,7 +408,7 @@ class S3Store(ObjectStore):
     def open_stream(self, key: str):
         _check_key(key)
         size = self._call("stat " + key, lambda: self._client.stat_object(self.bucket, key).size, key=key)
-        return io.BufferedReader(_RangeReader(self, key, size), buffer_size=STREAM_BLOCK)
+        return io.BufferedReader(_RangeReader(self, key, size))
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         """`length` bytes of the object from `offset` (one ranged GET, retried like every call)."""
