@@ -8,8 +8,8 @@ its idle RSS (target: <= 256 MB at every size) and the stream's MB/s.
 
 Then (--s3-csv-mb, default 512) the same for an s3:// CSV: a CSV of that size is put into a
 SeaweedFS bucket and collect ingests s3://bucket/big.csv, which it streams by ranged GETs; the
-row prints collect's peak RSS growth and the peak size of its scratch folder (TMPDIR), which
-stays 0 MB because no local copy of the object is made.
+row prints collect's peak RSS growth and the peak size of its scratch folder (TMPDIR): shards
+spooled before upload, and 0 MB for the source, because no local copy of the object is made.
 
     .venv/bin/python bench/memory.py [--gb 1 4] [--s3-csv-mb 512] [--keep]
 """
@@ -135,9 +135,12 @@ def write_csv(path: str, megabytes: float) -> int:
     return rows
 
 
-def folder_mb(path: str) -> float:
+def folder_mb(path: str, only: str = "") -> float:
+    """MB of the files under path (only those under a folder whose name starts with `only`)."""
     total = 0
     for folder, _dirs, names in os.walk(path):
+        if only and not any(part.startswith(only) for part in folder.split(os.sep)):
+            continue
         for name in names:
             try:
                 total += os.path.getsize(os.path.join(folder, name))
@@ -169,13 +172,15 @@ def run_s3_csv(megabytes: float, keep: bool) -> dict:
             try:
                 collect = collect_pb2_grpc.CollectServiceStub(channels.channel("collect", env))
                 pid = stack.procs["collect"].pid
-                disk = {"peak": 0.0}
+                disk = {"peak": 0.0, "source": 0.0}
                 with PeakRss({"collect": pid}) as rss:
                     stop = threading.Event()
 
                     def watch_disk():
                         while not stop.is_set():
                             disk["peak"] = max(disk["peak"], folder_mb(tmp))
+                            # where an s3:// source used to be copied before it was read
+                            disk["source"] = max(disk["source"], folder_mb(tmp, "cookline-ingest-"))
                             stop.wait(0.1)  # sampling period
                     watcher = threading.Thread(target=watch_disk, daemon=True)
                     watcher.start()
@@ -191,7 +196,8 @@ def run_s3_csv(megabytes: float, keep: bool) -> dict:
                 assert last.dataset.num_rows == rows, (last.dataset.num_rows, rows)
                 return {"mb": size_mb, "rows": rows, "ingest_s": ingested,
                         "growth_mb": rss.peak["collect"] - rss.base["collect"],
-                        "base_mb": rss.base["collect"], "scratch_peak_mb": disk["peak"]}
+                        "base_mb": rss.base["collect"], "scratch_peak_mb": disk["peak"],
+                        "source_copy_mb": disk["source"]}
             finally:
                 stack.stop_all()
     finally:
@@ -223,7 +229,8 @@ def main() -> None:
               f"ingest {r['ingest_s']:.0f} s ({r['mb'] / r['ingest_s']:.1f} MB/s)")
         print(f"  collect peak RSS growth +{r['growth_mb']:.0f} MB (idle {r['base_mb']:.0f} MB) -> "
               f"{'within' if r['growth_mb'] <= 256 else 'OVER'} the 256 MB target; "
-              f"peak scratch disk {r['scratch_peak_mb']:.1f} MB (the object is never copied)")
+              f"peak scratch disk {r['scratch_peak_mb']:.1f} MB (shards being written), of it "
+              f"{r['source_copy_mb']:.1f} MB for the source (the object is never copied)")
 
 
 if __name__ == "__main__":
