@@ -169,7 +169,8 @@ def _submit_uploading(client: Client, args):
                 and "collect.source" in (exc.details() or "")
             if args.upload == "never" or not retry or _local_source(args.file) is None:
                 raise
-            console.print(f"the gateway cannot read collect.source ({escape(exc.details() or '')}); uploading it")
+            console.print(f"the gateway cannot read collect.source ({exc.code().name}: {escape(exc.details() or '')}); "
+                          "uploading it")
     found = _local_source(args.file)
     if found is None:
         return client.submit_file(args.file)
