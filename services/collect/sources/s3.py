@@ -1,12 +1,13 @@
 """s3://bucket/prefix sources: objects that already sit in the object store.
 
-A one-object source (csv, text-csv, npz) is streamed: the format's source opens
-a path that stands for the object (sources/base.py `streamed`), and each open
-reads the object by ranged GETs of STREAM_BLOCK bytes, so it is never copied to
-local disk or held whole in memory (the content hash and the ingest each read
-it once). The objects of an image-folder or voc source are copied, one at a
-time, into a local folder (keys relative to the prefix become paths), which the
-source then reads as it would a local folder.
+Nothing is copied to local disk: the format's source opens paths that stand for
+the objects (sources/base.py `streamed`), and each open reads its object by
+ranged GETs of STREAM_BLOCK bytes, so no object is held whole either (the
+content hash and the ingest each read it once). A one-object source (csv,
+text-csv, npz) is one such path. An image-folder or voc source is a local
+folder of empty placeholder files, one per object (keys relative to the prefix
+become paths), so the source lists it as it would a local folder and reads each
+image object by object.
 """
 from __future__ import annotations
 
@@ -32,38 +33,17 @@ def parse(url: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-def fetch(url: str, into: str) -> str:
-    """Copies the objects of s3://bucket/prefix into the folder `into`; returns the path to read."""
-    bucket, prefix = parse(url)
-    store = store_from_env(bucket=bucket)
-    keys = list(store.list(prefix))
-    if not keys:
-        raise not_found(f"collect.source: no objects under {url!r}")
-    if keys == [prefix]:  # the prefix is one object
-        path = os.path.join(into, os.path.basename(prefix))
-        store.get_file(prefix, path)
-        return path
-    base = prefix if not prefix or prefix.endswith("/") else prefix + "/"
-    root = os.path.join(into, "objects")
-    for key in keys:
-        if not key.startswith(base):
-            continue  # s3://b/data matches data2/...: only keys inside the "folder" count
-        store.get_file(key, os.path.join(root, *key[len(base):].split("/")))
-    if not os.path.isdir(root):
-        raise not_found(f"collect.source: no objects under {url!r}")
-    return root
-
-
-# Formats read from one file front to back (or, npz, by seeks): streamed instead of copied.
+# Formats read from one object (front to back, or npz by seeks).
 STREAMED_FORMATS = ("csv", "text-csv", "npz")
 
 
 @contextlib.contextmanager
 def source_path(url: str, fmt: str, into: str):
-    """The path the format's source reads for s3://bucket/prefix, valid within the block: a stream
-    standing for the one object of a csv, text-csv or npz source, else a local copy (see fetch)."""
+    """The path the format's source reads for s3://bucket/prefix, valid within the block: a path
+    standing for the one object of a csv, text-csv or npz source, else a folder of placeholders."""
     if fmt not in STREAMED_FORMATS:
-        yield fetch(url, into)
+        with streamed_folder(url, into) as root:
+            yield root
         return
     bucket, prefix = parse(url)
     store = store_from_env(bucket=bucket)
@@ -79,3 +59,25 @@ def source_path(url: str, fmt: str, into: str):
     path = os.path.join(into, "stream", os.path.basename(key))
     with streamed({path: lambda: store.open_stream(key)}):
         yield path
+
+
+@contextlib.contextmanager
+def streamed_folder(url: str, into: str):
+    """A local folder of empty placeholders, one per object under s3://bucket/prefix/, each opening as
+    a stream of its object (see source_path)."""
+    bucket, prefix = parse(url)
+    store = store_from_env(bucket=bucket)
+    base = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+    root = os.path.join(into, "objects")
+    openers = {}
+    for key in store.list(prefix):
+        if not key.startswith(base):
+            continue  # s3://b/data matches data2/...: only keys inside the "folder" count
+        path = os.path.join(root, *key[len(base):].split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        open(path, "wb").close()  # a placeholder: listed like a file, read from the store
+        openers[path] = (lambda k: lambda: store.open_stream(k))(key)
+    if not openers:
+        raise not_found(f"collect.source: no objects under {url!r}")
+    with streamed(openers):
+        yield root
