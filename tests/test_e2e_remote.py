@@ -197,3 +197,16 @@ def test_collect_refuses_sources_outside_the_roots_before_opening_them(env, esca
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED and err.details().startswith("collect.source: "), \
         err.details()
     assert "hunter2" not in err.details() and "PRETTY_NAME" not in err.details()
+
+
+def test_cli_upload_of_a_text_csv_and_an_npz(env, client, tmp_path):
+    import numpy as np
+    text = run([CLI, "upload", os.path.join(EXAMPLES, "data", "text.csv"), "--name", "text-remote",
+                "--format", "text-csv"], env=env).stdout.strip()
+    info = client.get_dataset(*text.split("@"))
+    assert info.format == "text-csv" and {f.name for f in info.fields} == {"text", "label"}
+    arrays = tmp_path / "arrays.npz"
+    np.savez(arrays, x=np.arange(60, dtype=np.float32).reshape(20, 3), label=np.array(["a", "b"] * 10))
+    npz = run([CLI, "upload", str(arrays), "--name", "npz-remote"], env=env).stdout.strip()
+    info = client.get_dataset(*npz.split("@"))
+    assert info.format == "npz" and info.num_rows == 20 and {f.name for f in info.fields} == {"x", "label"}
