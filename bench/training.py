@@ -21,12 +21,13 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from s3server import _free_ports  # noqa: E402  (free-port helper shared with the tests)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "support"))
+from helpers import free_ports  # noqa: E402  (free-port helper shared with the tests)
 
 from cookline import channels, config  # noqa: E402
 from cookline.stack import Stack  # noqa: E402
-from cookline.v1 import collect_pb2, collect_pb2_grpc, pipeline_pb2, train_pb2, train_pb2_grpc  # noqa: E402
+from cookline.v1 import (collect_pb2, collect_pb2_grpc, pipeline_pb2, train_pb2,  # noqa: E402
+                         train_pb2_grpc)
 
 
 def make_data(rows: int, features: int, classes: int, seed: int = 0):
@@ -62,7 +63,7 @@ def stack_env(work: str) -> dict[str, str]:
     env = dict(os.environ, COOKLINE_DATA_DIR=os.path.join(work, "store"), TF_CPP_MIN_LOG_LEVEL="2",
                COOKLINE_SOURCE_ROOTS=work)  # the generated CSV is a source
     env.pop("MINIO_ENDPOINT", None)
-    for service, port in zip(config.SERVICES, _free_ports(5, set())):
+    for service, port in zip(config.SERVICES, free_ports(5, set())):
         env[f"COOKLINE_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
     return env
 

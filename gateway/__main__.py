@@ -2,8 +2,7 @@
 import threading
 
 from cookline.v1 import gateway_pb2, gateway_pb2_grpc, registry_pb2, registry_pb2_grpc
-from gateway.proxy import SERVICE as SERVE_SERVICE
-from gateway.proxy import CollectProxy, ServeProxy
+from gateway.proxy import SERVICE as SERVE_SERVICE, CollectProxy, ServeProxy
 from gateway.registry import RegistryServicer
 from gateway.runs import RunStore
 from gateway.service import PipelineServicer

@@ -11,19 +11,8 @@ import grpc
 from cookline import channels, config
 from cookline import spec as pipeline_spec
 from cookline.spec import roots as source_roots
-from cookline.v1 import (
-    collect_pb2,
-    collect_pb2_grpc,
-    data_pb2,
-    gateway_pb2,
-    gateway_pb2_grpc,
-    model_pb2,
-    pipeline_pb2,
-    serve_pb2,
-    serve_pb2_grpc,
-    train_pb2,
-    train_pb2_grpc,
-)
+from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, gateway_pb2, gateway_pb2_grpc, model_pb2,
+                         pipeline_pb2, serve_pb2, serve_pb2_grpc, train_pb2, train_pb2_grpc)
 from gateway.runs import RunStore
 from services.common import layout
 from services.common.errors import invalid, not_found, rpc, status_of

@@ -14,7 +14,8 @@ import yaml
 from google.protobuf import json_format
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                           TransferSpeedColumn)
 
 from cookline import channels, config
 from cookline.client import TERMINAL, Client

@@ -16,18 +16,8 @@ import grpc
 import numpy as np
 
 from cookline import channels, tensors
-from cookline.v1 import (
-    collect_pb2,
-    collect_pb2_grpc,
-    data_pb2,
-    gateway_pb2,
-    gateway_pb2_grpc,
-    model_pb2,
-    pipeline_pb2,
-    registry_pb2_grpc,
-    serve_pb2,
-    serve_pb2_grpc,
-)
+from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, gateway_pb2, gateway_pb2_grpc, model_pb2,
+                         pipeline_pb2, registry_pb2_grpc, serve_pb2, serve_pb2_grpc)
 
 # Bytes of a file per UploadDataset message (well under the default 64 MiB message limit).
 UPLOAD_CHUNK = 1 << 20
@@ -106,6 +96,20 @@ class Client:
                     grpc.channel_ready_future(self._gateway_channel).result(timeout=reconnect_timeout)
                 except grpc.FutureTimeoutError:
                     raise exc from None
+
+    def wait(self, run_id: str) -> tuple[gateway_pb2.Run, list[gateway_pb2.RunEvent]]:
+        """Watches a run to its end: (its final record, every event from the first)."""
+        events = list(self.watch(run_id))
+        return self.get_run(run_id), events
+
+    def run_and_wait(self, pipeline: str, base_dir: str = ""
+                     ) -> tuple[gateway_pb2.Run, list[gateway_pb2.RunEvent]]:
+        """submit, then wait: (the run's final record, every event)."""
+        return self.wait(self.submit(pipeline, base_dir).run_id)
+
+    def run_file_and_wait(self, path: str) -> tuple[gateway_pb2.Run, list[gateway_pb2.RunEvent]]:
+        """submit_file, then wait: (the run's final record, every event)."""
+        return self.wait(self.submit_file(path).run_id)
 
     # --- datasets --------------------------------------------------------------
 
