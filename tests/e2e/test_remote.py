@@ -11,10 +11,10 @@ import shutil
 
 import grpc
 import pytest
-from helpers import ROOT
-from tools import run
 
 from cookline.v1 import collect_pb2, gateway_pb2, pipeline_pb2
+from helpers import ROOT
+from tools import run
 
 EXAMPLES = os.path.join(ROOT, "examples")
 IRIS_CSV = os.path.join(EXAMPLES, "data", "iris.csv")

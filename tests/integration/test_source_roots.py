@@ -3,7 +3,6 @@ gateway's resolution of collect.source, and collect's own check before it opens 
 
 An ingest of each escape runs against a real collect server (in this process, on a LocalStore);
 the sources are files with a recognisable secret, so a message that quoted them would show it."""
-import os
 from concurrent import futures
 
 import grpc
