@@ -13,8 +13,6 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
-	"image"
-	"image/png"
 	"os"
 	"path/filepath"
 	"sort"
@@ -108,20 +106,25 @@ func run(csvFile, label, imageFolder, prefix string) (int, error) {
 		if final.State != pb.RunState_RUN_STATE_SUCCEEDED {
 			continue
 		}
-		var rows [][]float32
 		if kind == "csv" {
 			meta, err := client.Serve.GetModelMetadata(ctx, &pb.GetModelMetadataRequest{Model: &pb.ModelRef{Name: spec.Name}})
 			if err != nil {
 				return 2, err
 			}
-			rows, err = csvRows(csvFile, meta.GetMetadata().GetFeatureColumns(), 3)
+			rows, err := csvRows(csvFile, meta.GetMetadata().GetFeatureColumns(), 3)
 			if err != nil {
 				return 2, err
 			}
-		} else if rows, err = firstImages(imageFolder); err != nil {
+			if predictions[kind], err = client.Predict(ctx, spec.Name, rows); err != nil {
+				return 2, err
+			}
+			continue
+		}
+		files, err := firstImages(imageFolder) // the model takes image files as they are, one per row
+		if err != nil {
 			return 2, err
 		}
-		if predictions[kind], err = client.Predict(ctx, spec.Name, rows); err != nil {
+		if predictions[kind], err = client.PredictInputs(ctx, spec.Name, cookline.Inputs{"image": cookline.Images(files...)}); err != nil {
 			return 2, err
 		}
 	}
@@ -168,13 +171,13 @@ func csvRows(file string, columns []string, count int) ([][]float32, error) {
 	return rows, nil
 }
 
-// firstImages decodes the first PNG of each class folder into its pixel values, row by row.
-func firstImages(folder string) ([][]float32, error) {
+// firstImages reads the first PNG of each class folder, as encoded bytes.
+func firstImages(folder string) ([][]byte, error) {
 	classes, err := os.ReadDir(folder)
 	if err != nil {
 		return nil, err
 	}
-	var rows [][]float32
+	var files [][]byte
 	for _, class := range classes {
 		if !class.IsDir() || class.Name()[0] == '.' {
 			continue
@@ -184,29 +187,11 @@ func firstImages(folder string) ([][]float32, error) {
 			return nil, fmt.Errorf("%s: no PNG in %s", folder, class.Name())
 		}
 		sort.Strings(names)
-		f, err := os.Open(names[0])
+		data, err := os.ReadFile(names[0])
 		if err != nil {
 			return nil, err
 		}
-		img, err := png.Decode(f)
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", names[0], err)
-		}
-		rows = append(rows, pixels(img))
+		files = append(files, data)
 	}
-	return rows, nil
-}
-
-// pixels is a grayscale image's values (0-255) in row-major order.
-func pixels(img image.Image) []float32 {
-	b := img.Bounds()
-	out := make([]float32, 0, b.Dx()*b.Dy())
-	for y := b.Min.Y; y < b.Max.Y; y++ {
-		for x := b.Min.X; x < b.Max.X; x++ {
-			r, _, _, _ := img.At(x, y).RGBA()
-			out = append(out, float32(r>>8))
-		}
-	}
-	return out
+	return files, nil
 }
