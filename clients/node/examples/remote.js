@@ -12,7 +12,42 @@
 
 const fs = require('node:fs');
 const path = require('node:path');
+const zlib = require('node:zlib');
 const { Client } = require('../src/client');
+
+/** Pixels of an 8-bit grayscale or RGB, non-interlaced PNG (what the example folders hold), as numbers. */
+function pngPixels(file) {
+  const data = fs.readFileSync(file);
+  let offset = 8;
+  let width; let height; let channels; const idat = [];
+  while (offset < data.length) {
+    const length = data.readUInt32BE(offset);
+    const type = data.toString('latin1', offset + 4, offset + 8);
+    const body = data.subarray(offset + 8, offset + 8 + length);
+    if (type === 'IHDR') {
+      width = body.readUInt32BE(0); height = body.readUInt32BE(4);
+      if (body[8] !== 8 || body[12] !== 0 || ![0, 2].includes(body[9])) throw new Error(`${file}: only 8-bit gray/RGB PNGs`);
+      channels = body[9] === 0 ? 1 : 3;
+    } else if (type === 'IDAT') idat.push(body);
+    offset += 12 + length;
+  }
+  const raw = zlib.inflateSync(Buffer.concat(idat));
+  const stride = width * channels;
+  const out = new Uint8Array(height * stride);
+  for (let y = 0; y < height; y += 1) {
+    const filter = raw[y * (stride + 1)];
+    for (let x = 0; x < stride; x += 1) {
+      const v = raw[y * (stride + 1) + 1 + x];
+      const a = x >= channels ? out[y * stride + x - channels] : 0;
+      const b = y > 0 ? out[(y - 1) * stride + x] : 0;
+      const c = x >= channels && y > 0 ? out[(y - 1) * stride + x - channels] : 0;
+      const p = a + b - c; const pa = Math.abs(p - a); const pb = Math.abs(p - b); const pc = Math.abs(p - c);
+      const predictor = [0, a, b, (a + b) >> 1, pa <= pb && pa <= pc ? a : pb <= pc ? b : c][filter];
+      out[y * stride + x] = (v + predictor) & 0xff;
+    }
+  }
+  return Array.from(out);
+}
 
 /** The first data rows of a CSV, as numbers in the model's feature column order. */
 function csvRows(file, columns, count) {
@@ -60,10 +95,11 @@ async function main() {
       const metadata = await client.modelMetadata(final.model.name);
       let inputs;
       if (kind === 'csv') inputs = csvRows(csvFile, metadata.feature_columns, 3);
-      else { // the model takes image files as they are (encoded bytes), one per row
+      else {
         const classes = fs.readdirSync(imageFolder).filter((d) => !d.startsWith('.')).sort();
-        inputs = { image: classes.map((c) => fs.readFileSync(
-          path.join(imageFolder, c, fs.readdirSync(path.join(imageFolder, c)).sort()[0]))) };
+        const files = classes.map((c) => path.join(imageFolder, c, fs.readdirSync(path.join(imageFolder, c)).sort()[0]));
+        // a model that takes image files gets them as they are (encoded bytes); an older one, pixels
+        inputs = metadata.inputs.image ? { image: files.map((f) => fs.readFileSync(f)) } : files.map(pngPixels);
       }
       predictions[kind] = await client.predict(final.model.name, inputs);
     }

@@ -9,10 +9,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"image/png"
 	"os"
 	"path/filepath"
 	"sort"
@@ -106,11 +108,11 @@ func run(csvFile, label, imageFolder, prefix string) (int, error) {
 		if final.State != pb.RunState_RUN_STATE_SUCCEEDED {
 			continue
 		}
+		meta, err := client.Serve.GetModelMetadata(ctx, &pb.GetModelMetadataRequest{Model: &pb.ModelRef{Name: spec.Name}})
+		if err != nil {
+			return 2, err
+		}
 		if kind == "csv" {
-			meta, err := client.Serve.GetModelMetadata(ctx, &pb.GetModelMetadataRequest{Model: &pb.ModelRef{Name: spec.Name}})
-			if err != nil {
-				return 2, err
-			}
 			rows, err := csvRows(csvFile, meta.GetMetadata().GetFeatureColumns(), 3)
 			if err != nil {
 				return 2, err
@@ -120,11 +122,19 @@ func run(csvFile, label, imageFolder, prefix string) (int, error) {
 			}
 			continue
 		}
-		files, err := firstImages(imageFolder) // the model takes image files as they are, one per row
+		files, err := firstImages(imageFolder)
 		if err != nil {
 			return 2, err
 		}
-		if predictions[kind], err = client.PredictInputs(ctx, spec.Name, cookline.Inputs{"image": cookline.Images(files...)}); err != nil {
+		if meta.GetMetadata().GetInputs()["image"] != nil { // the model takes image files as they are
+			predictions[kind], err = client.PredictInputs(ctx, spec.Name, cookline.Inputs{"image": cookline.Images(files...)})
+		} else { // an older model takes pixel values
+			var rows [][]float32
+			if rows, err = pixelRows(files); err == nil {
+				predictions[kind], err = client.Predict(ctx, spec.Name, rows)
+			}
+		}
+		if err != nil {
 			return 2, err
 		}
 	}
@@ -194,4 +204,25 @@ func firstImages(folder string) ([][]byte, error) {
 		files = append(files, data)
 	}
 	return files, nil
+}
+
+// pixelRows decodes grayscale PNG files into their values (0-255), row-major, one row per file.
+func pixelRows(files [][]byte) ([][]float32, error) {
+	rows := make([][]float32, 0, len(files))
+	for i, data := range files {
+		img, err := png.Decode(bytes.NewReader(data))
+		if err != nil {
+			return nil, fmt.Errorf("image %d: %w", i, err)
+		}
+		b := img.Bounds()
+		row := make([]float32, 0, b.Dx()*b.Dy())
+		for y := b.Min.Y; y < b.Max.Y; y++ {
+			for x := b.Min.X; x < b.Max.X; x++ {
+				r, _, _, _ := img.At(x, y).RGBA()
+				row = append(row, float32(r>>8))
+			}
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
 }
