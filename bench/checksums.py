@@ -14,7 +14,7 @@ import json
 import shutil
 import time
 
-from common import ROWS, WIDTH, data_plane, scratch, upload
+from common import ROWS, data_plane, scratch, upload
 
 from cookline import channels, tensors
 from cookline.v1 import collect_pb2, data_pb2
@@ -48,7 +48,8 @@ def main() -> None:
         verified = upload(env, "bench", args.mb * 1_000_000).dataset.ref
         # The same shards under a second name, its manifest without checksums (as published before them).
         store = LocalStore(f"{folder}/cookline")
-        manifest = json.loads(store.get_bytes(layout.dataset_prefix("bench", verified.version) + layout.DATASET_MANIFEST))
+        prefix = layout.dataset_prefix("bench", verified.version)
+        manifest = json.loads(store.get_bytes(prefix + layout.DATASET_MANIFEST))
         for shard in manifest["shards"]:
             store.put_bytes(layout.dataset_prefix("old", verified.version) + shard["key"],
                             store.get_bytes(layout.dataset_prefix("bench", verified.version) + shard["key"]))
@@ -70,7 +71,8 @@ def main() -> None:
           f"{received / MB:.0f} MB per read, best of {args.repeat}")
     for name, mbs in best.items():
         print(f"  {name:32s} {mbs:8.0f} MB/s")
-    print(f"  ratio verified / not verified: {best['verified (sha256 per shard)'] / best['not verified (old manifest)']:.2f}x")
+    ratio = best["verified (sha256 per shard)"] / best["not verified (old manifest)"]
+    print(f"  ratio verified / not verified: {ratio:.2f}x")
 
 
 if __name__ == "__main__":

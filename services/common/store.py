@@ -68,7 +68,7 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def sha256_of(src: "str | bytes") -> str:
+def sha256_of(src: str | bytes) -> str:
     """Hex sha256 of bytes, or of the local file at a path."""
     if isinstance(src, (bytes, bytearray, memoryview)):
         return hashlib.sha256(src).hexdigest()
@@ -79,8 +79,8 @@ def verify(key: str, digest: str, expected: str | None) -> None:
     """ChecksumError naming the object unless `digest` is the `expected` sha256 (None: an old record
     without checksums, not verified)."""
     if expected is not None and digest != expected:
-        raise ChecksumError("object %s is corrupt: its sha256 is %s, the record written at publish says %s"
-                            % (key, digest, expected))
+        raise ChecksumError(f"object {key} is corrupt: its sha256 is {digest}, "
+                            f"the record written at publish says {expected}")
 
 
 class _HashingWriter:
@@ -202,8 +202,8 @@ class ObjectStore(abc.ABC):
             except AlreadyExistsError:
                 if self._get_or_none(prefix + manifest_name) == manifest:
                     return  # our own write, retried after a lost response
-                raise AlreadyExistsError("%s%s already published by another writer; versions are immutable"
-                                         % (prefix, manifest_name)) from None
+                raise AlreadyExistsError(f"{prefix}{manifest_name} already published by another writer; "
+                                         "versions are immutable") from None
         except BaseException:
             for key in written:
                 try:
@@ -294,7 +294,7 @@ class LocalStore(ObjectStore):
             try:
                 os.link(tmp, path)
             except FileExistsError:
-                raise AlreadyExistsError("object already exists: %s" % key) from None
+                raise AlreadyExistsError(f"object already exists: {key}") from None
         finally:
             os.unlink(tmp)
 
@@ -494,7 +494,7 @@ class S3Store(ObjectStore):
                     "If-None-Match": "*", "Content-Type": "application/octet-stream"})
             except S3Error as e:
                 if e.code == "PreconditionFailed":
-                    raise AlreadyExistsError("object already exists: %s" % key) from None
+                    raise AlreadyExistsError(f"object already exists: {key}") from None
                 raise
         self._call("put " + key, put)
 

@@ -170,7 +170,11 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         class_weight = train_spec.class_weight_dict(spec, class_names, dict(info.statistics.label_counts))
 
         checkpoints = Checkpoints(self.store, request.run_id) if request.run_id else None
-        resumed = checkpoints.latest() if checkpoints else None
+        try:
+            resumed = checkpoints.latest() if checkpoints else None
+        except BaseException:  # e.g. DATA_LOSS: the checkpoint's bytes are not the ones written
+            checkpoints.close()
+            raise
         first_epoch, last_metrics = (resumed[0], resumed[2]) if resumed else (0, {})
         log.info("run %s: training %s on %s@%s (%d training rows, input %s %s %s)%s", request.run_id, spec.model,
                  dataset.name, dataset.version, train_rows, input_name, input_dtype, input_shape,

@@ -11,12 +11,12 @@ import grpc
 import keras
 import numpy as np
 import pytest
-import raw_models as rm
-from dataplane import collect_stub, ingest, read_all
-from helpers import free_ports, unique_bucket, write_big_csv
 
+import raw_models as rm
 from cookline import channels, tensors
 from cookline.v1 import collect_pb2, model_pb2, serve_pb2, serve_pb2_grpc
+from dataplane import collect_stub, ingest, read_all
+from helpers import free_ports, unique_bucket, write_big_csv
 from services.common import layout
 from services.common.errors import status_of
 from services.common.store import ChecksumError, sha256_of, store_from_env
@@ -28,7 +28,8 @@ ROWS = 6000  # several ~50 KB shards
 @pytest.fixture(params=["local", "s3"])
 def backend(request, s3_server, tmp_path_factory) -> dict:
     """Environment for services and the test on one backend: a local store folder or an S3 bucket."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MINIO_", "COOKLINE_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MINIO_") and k not in ("COOKLINE_DATA_DIR", "COOKLINE_BUCKET")}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     if request.param == "s3":
         env.update(s3_server.env(unique_bucket("sum")))

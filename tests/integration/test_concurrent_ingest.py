@@ -9,9 +9,9 @@ import threading
 
 import numpy as np
 import pytest
+
 from dataplane import ingest, read_all, versions
 from helpers import free_ports, unique_bucket
-
 from services.common import layout
 from services.common.store import store_from_env
 
@@ -24,7 +24,8 @@ def replicas(request, s3_server, tmp_path_factory):
     """Two collect processes on one store; yields (env of replica 0, env of replica 1)."""
     from cookline.stack import Stack
 
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("MINIO_", "COOKLINE_"))}
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith("MINIO_") and k not in ("COOKLINE_DATA_DIR", "COOKLINE_BUCKET")}
     if request.param == "s3":
         base.update(s3_server.env(unique_bucket("twin")))
     else:
@@ -53,7 +54,7 @@ def test_identical_ingests_on_two_replicas_publish_one_version_and_lose_no_shard
         path.write_text("a,b,c,label\n" + "".join(f"{a},{b},{c},{'hi' if a > 0 else 'lo'}\n" for a, b, c in x))
         barrier, answers, errors = threading.Barrier(2), [None, None], []
 
-        def run(i):
+        def run(i, barrier=barrier, answers=answers, errors=errors, path=path):
             try:
                 barrier.wait()
                 answers[i] = ingest(replicas[i], "twin", str(path), label="label")
