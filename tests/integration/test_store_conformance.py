@@ -13,8 +13,15 @@ import pytest
 
 from helpers import unique_bucket
 from s3server import SeaweedS3
-from services.common.store import (AlreadyExistsError, NotFoundError, ObjectStore, S3Store,
-                                   StoreError, StoreUnavailableError, store_from_env)
+from services.common.store import (
+    AlreadyExistsError,
+    NotFoundError,
+    ObjectStore,
+    S3Store,
+    StoreError,
+    StoreUnavailableError,
+    store_from_env,
+)
 
 MiB = 1024 * 1024
 
