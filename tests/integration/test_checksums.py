@@ -16,7 +16,7 @@ import raw_models as rm
 from cookline import channels, tensors
 from cookline.v1 import collect_pb2, model_pb2, serve_pb2, serve_pb2_grpc
 from dataplane import collect_stub, ingest, read_all
-from helpers import free_ports, unique_bucket, write_big_csv
+from helpers import flip_byte, free_ports, unique_bucket, write_big_csv
 from services.common import layout
 from services.common.errors import status_of
 from services.common.store import ChecksumError, sha256_of, store_from_env
@@ -54,14 +54,6 @@ def start(env: dict, service: str, tmp_path):
     return running
 
 
-def flip(store, key: str, offset: int | None = None) -> None:
-    """Rewrites an object with one byte inverted (the middle one by default): bitrot."""
-    data = bytearray(store.get_bytes(key))
-    offset = len(data) // 2 if offset is None else offset
-    data[offset] ^= 0xFF
-    store.put_bytes(key, bytes(data))
-
-
 def test_a_flipped_shard_byte_is_data_loss_naming_the_shard_and_no_row_of_it_streams(backend, tmp_path):
     backend["COOKLINE_SHARD_MB"] = "0.05"
     store = store_from_env(backend)
@@ -79,7 +71,7 @@ def test_a_flipped_shard_byte_is_data_loss_naming_the_shard_and_no_row_of_it_str
         assert len(whole["label"]) == ROWS
 
         bad = shards[1]
-        flip(store, prefix + bad["key"])
+        flip_byte(store, prefix + bad["key"])
         request = collect_pb2.ReadDatasetRequest(dataset=info.ref, batch_size=64)
         streamed = 0
         with pytest.raises(grpc.RpcError) as error:
@@ -90,7 +82,7 @@ def test_a_flipped_shard_byte_is_data_loss_naming_the_shard_and_no_row_of_it_str
         assert streamed <= shards[0]["rows"]  # rows of the shards before it only, none of the bad one
 
         # a manifest written before checksums existed (no "sha256") still reads, unverified
-        flip(store, prefix + bad["key"])  # flipped back: the bytes are the original ones again
+        flip_byte(store, prefix + bad["key"])  # flipped back: the bytes are the original ones again
         for shard in manifest["shards"]:
             del shard["sha256"]
         store.put_bytes(prefix + layout.DATASET_MANIFEST, json.dumps(manifest).encode())
@@ -110,7 +102,7 @@ def test_a_flipped_model_variables_byte_is_data_loss_and_the_model_is_not_served
     assert sorted(prefix + name for name in meta[layout.CHECKSUMS]) == [
         k for k in files if not k.endswith(layout.MODEL_METADATA)]
     variables = next(k for k in files if "/variables/variables.data" in k)
-    flip(store, variables)
+    flip_byte(store, variables)
     with start(backend, "serve", tmp_path):
         stub = serve_pb2_grpc.ServeServiceStub(channels.channel("serve", backend))
         for name in ("good", "old"):
@@ -143,14 +135,14 @@ def test_a_flipped_checkpoint_byte_is_data_loss_and_the_run_does_not_resume_from
     assert epoch == 1
     np.testing.assert_array_equal(resumed.get_weights()[0], model.get_weights()[0])
 
-    flip(store, record["key"])
+    flip_byte(store, record["key"])
     with pytest.raises(ChecksumError) as error:
         Checkpoints(store, "run-sums").latest()
     assert status_of(error.value)[0] == grpc.StatusCode.DATA_LOSS
     assert record["key"] in str(error.value)
 
     # a checkpoint record written before checksums existed resumes unverified
-    flip(store, record["key"])
+    flip_byte(store, record["key"])
     del record["sha256"]
     store.put_bytes("runs/run-sums/checkpoints/latest.json", json.dumps(record).encode())
     assert Checkpoints(store, "run-sums").latest()[0] == 1

@@ -15,7 +15,7 @@ import numpy as np
 from cookline import tensors
 from cookline.v1 import (collect_pb2, data_pb2, gateway_pb2, model_pb2, pipeline_pb2, process_pb2,
                          registry_pb2, serve_pb2, train_pb2)
-from helpers import IRIS_CSV, iris_pipeline
+from helpers import IRIS_CSV, flip_byte, iris_pipeline
 
 GOOD = iris_pipeline("t", process=None)
 IRIS = data_pb2.DatasetRef(name="iris")
@@ -72,13 +72,6 @@ INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
 FAILED_PRECONDITION, DATA_LOSS = grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.DATA_LOSS
 
 
-def _flip(store, key: str) -> None:
-    """Bitrot: the object's middle byte inverted, as a failing disk would."""
-    data = bytearray(store.get_bytes(key))
-    data[len(data) // 2] ^= 0xFF
-    store.put_bytes(key, bytes(data))
-
-
 def _rotten_shard(ctx):
     import json
 
@@ -86,7 +79,7 @@ def _rotten_shard(ctx):
     info = _ingest(ctx, _csv(ctx, "rot.csv", "a,b,y\n1,2,x\n3,4,y\n"), dataset="rot")[-1].dataset
     prefix = layout.dataset_prefix("rot", info.ref.version)
     manifest = json.loads(ctx.store.get_bytes(prefix + layout.DATASET_MANIFEST))
-    _flip(ctx.store, prefix + manifest["shards"][0]["key"])
+    flip_byte(ctx.store, prefix + manifest["shards"][0]["key"])
     return list(ctx.collect.ReadDataset(collect_pb2.ReadDatasetRequest(dataset=info.ref), timeout=30))
 
 
@@ -96,7 +89,7 @@ def _rotten_model(ctx):
     from services.common import layout
     version, _ = raw_models.publish_mixed(ctx.store, "rotten", ("features",))
     prefix = layout.model_prefix("rotten", version)
-    _flip(ctx.store, next(k for k in ctx.store.list(prefix) if "/variables/variables.data" in k))
+    flip_byte(ctx.store, next(k for k in ctx.store.list(prefix) if "/variables/variables.data" in k))
     return ctx.serve.LoadModel(serve_pb2.LoadModelRequest(model=model_pb2.ModelRef(name="rotten")), timeout=180)
 
 
