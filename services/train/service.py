@@ -219,8 +219,8 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             raise outcome["error"]
 
         evaluation = self._evaluate(model, dataset, split, rows, fitted_ops, source, class_names, cancelled)
-        version = self._publish(name, model, input_name, fitted_ops, schema, class_names, last_metrics, evaluation,
-                                dataset, request)
+        version = self._publish(name, model, input_name, fitted_ops, {f.name: f for f in info.fields}, class_names,
+                                last_metrics, evaluation, dataset, request)
         if checkpoints:
             checkpoints.discard()
         self.warm.give(warm_key, model)  # the run ended cleanly: the next one like it skips tracing
@@ -253,39 +253,20 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         return EpochFeed(self.process_raw, request, batch_size, source, cancelled,
                          first_epoch=first_epoch, rows=rows).start()
 
-    def _feature_columns(self, dataset, raw_name, raw_shape, fitted_ops, served) -> list[str]:
-        """Names of the served "features" positions: the CSV columns, pixel_<i>, or the op's outputs."""
-        if len(served) < len(fitted_ops):
-            op = fitted_ops[len(fitted_ops) - len(served) - 1]
-            if raw_name == "tokens":
-                return [f"token_{i}" for i in range(int(np.prod(raw_shape)))]
-            if op.WhichOneof("kind") == "vectorize_text":
-                return ["[UNK]"] + [v.decode() for v in op.fitted["vocabulary"].string_values]
-            return [f"feature_{i}" for i in range(int(np.prod(raw_shape)))]
-        if raw_name == "image":
-            return [f"pixel_{i}" for i in range(int(np.prod(raw_shape)))]
-        info = self.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=dataset), timeout=30).dataset
-        return list(next(f for f in info.fields if f.name == "features").columns)
-
-    def _publish(self, name, model, input_name, fitted_ops, schema, class_names, metrics, evaluation, dataset,
+    def _publish(self, name, model, input_name, fitted_ops, fields, class_names, metrics, evaluation, dataset,
                  request) -> int:
-        """Exports the model and publishes it as the next version (cookline.json last)."""
+        """Exports the model (raw inputs in, every fitted op built in) and publishes it as the next
+        version (cookline.json last)."""
         existing = layout.model_versions(self.store, name, published_only=False)
         version = (existing[-1] if existing else 0) + 1
         prefix = layout.model_prefix(name, version)
-        # Serving takes the raw dataset tensor, or the output of the last op the model cannot reproduce.
-        served = models.served_ops(fitted_ops)
-        before = ops_lib.output_fields(schema, fitted_ops[:len(fitted_ops) - len(served)])
-        raw_name = input_name  # the ops the model builds in keep the tensor's name
-        raw_shape = before[raw_name][1]
-        feature_columns = self._feature_columns(dataset, raw_name, raw_shape, fitted_ops, served)
         with tempfile.TemporaryDirectory(prefix="cookline-export-") as tmp:
-            num_features = models.export(model, fitted_ops, raw_shape, tmp)
+            inputs = models.export(model, fitted_ops, fields, input_name, class_names, tmp)
             if request.pipeline.export.tfjs:
-                if raw_name != "features" or len(served) != len(fitted_ops):
-                    raise invalid("export.tfjs: available for models on tabular features whose ops the browser "
-                                  "model can build in (standardize, min_max)")
-                tfjs.write(model, served, num_features, name, os.path.join(tmp, "tfjs"))
+                if list(inputs) != ["features"] or input_name != "features":
+                    raise invalid("export.tfjs: available for models on numeric tabular features whose ops the "
+                                  "browser model can build in (standardize, min_max)")
+                tfjs.write(model, fitted_ops, inputs["features"]["shape"][1], name, os.path.join(tmp, "tfjs"))
             files = {}
             for root, _dirs, names in os.walk(tmp):
                 for file_name in names:
@@ -295,18 +276,20 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                 "name": name,
                 "version": version,
                 "class_names": class_names,
-                "feature_columns": feature_columns,
-                "inputs": {"features": {"dtype": "float32", "shape": [-1, num_features]}},
+                # the numeric columns, as before raw inputs (readers of older records look here)
+                "feature_columns": inputs.get("features", {}).get("columns", []),
+                # the raw collected tensors the model takes: name -> dtype, shape, kind, columns, ...
+                "inputs": inputs,
                 # a regressor (no class names) answers its value as "scores" [rows, 1]
-                "outputs": {"scores": {"dtype": "float32", "shape": [-1, len(class_names) or 1]}},
+                "outputs": {"scores": {"dtype": "float32", "shape": [-1, len(class_names) or 1]},
+                            **({"label": {"dtype": "string", "shape": [-1]}} if class_names else {})},
                 "task": "classification" if class_names else "regression",
                 "metrics": metrics,
                 "evaluation": (json_format.MessageToDict(evaluation, preserving_proto_field_name=True)
                                if evaluation else None),
-                # The fitted ops (means, vocabularies, lookups), so serving can rebuild exactly what training
-                # did; "served_from_op" says where the served "features" input enters the op list.
+                # The fitted ops (means, vocabularies, lookups), all built into the SavedModel: for lineage
+                # and for exports that rebuild them (TF.js).
                 "process": [json_format.MessageToDict(op, preserving_proto_field_name=True) for op in fitted_ops],
-                "served_from_op": len(fitted_ops) - len(served),
                 "dataset": {"name": dataset.name, "version": dataset.version},
                 "run_id": request.run_id,
                 "pipeline": json_format.MessageToDict(request.pipeline, preserving_proto_field_name=True),
