@@ -88,7 +88,7 @@ def test_csv_bad_rows_name_the_file_line_and_column(env, store, tmp_path):
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "wc.csv line 3: expected 3 columns, got 2" in error.details()
     not_numeric = write(tmp_path / "nn.csv", "a,b,label\n1,2,x\n1,abc,y\n")
-    error = ingest_error(env, "bad-number", not_numeric, label="label")
+    error = ingest_error(env, "bad-number", not_numeric, label="label", column_kinds={"b": "numeric"})
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "nn.csv line 3, column 'b': 'abc' is not a number" in error.details()
     missing_label = ingest_error(env, "bad-label", not_numeric, label="species")

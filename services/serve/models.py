@@ -51,6 +51,8 @@ class LoadedModel:
     batching: serve_pb2.BatchingConfig
     policy: str
     batcher: Batcher = field(repr=False)
+    # Raw inputs other than numeric "features" (category, text, image) that this serve cannot take yet.
+    string_inputs: list[str] = field(default_factory=list)
     class_array: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -91,9 +93,19 @@ def load_predict(saved_model_dir: str) -> Callable[[np.ndarray], np.ndarray]:
     return predict
 
 
+def num_features_of(meta: dict) -> int:
+    """Width of a cookline.json's numeric "features" input (0 when the model has none)."""
+    return int(meta["inputs"].get("features", {}).get("shape", [-1, 0])[1])
+
+
+def string_inputs_of(meta: dict) -> list[str]:
+    """The raw inputs of a cookline.json besides numeric "features" (a record without "kind" is numeric)."""
+    return [name for name, spec in meta["inputs"].items() if spec.get("kind", "numeric") != "numeric"]
+
+
 def metadata_from_store_record(meta: dict) -> serve_pb2.ModelMetadata:
     """ModelMetadata from a version's cookline.json."""
-    num_features = int(meta["inputs"]["features"]["shape"][1])
+    num_features = num_features_of(meta)
     return serve_pb2.ModelMetadata(
         model=model_pb2.ModelRef(name=meta["name"], version=int(meta["version"])),
         inputs={"features": serve_pb2.TensorSpec(dtype=tensors.DataType.DATA_TYPE_FLOAT32,
@@ -257,10 +269,9 @@ class ModelManager:
                 os.makedirs(os.path.dirname(local), exist_ok=True)
                 os.replace(partial, local)
             predict = load_predict(local)
-            num_features = int(meta["inputs"]["features"]["shape"][1])
-
-            for rows in sorted({1, batching.max_batch_size}):  # warm-up: trace and allocate before ready
-                predict(np.zeros((rows, num_features), np.float32))
+            num_features, string_inputs = num_features_of(meta), string_inputs_of(meta)
+            for rows in sorted({1, batching.max_batch_size}) if not string_inputs else ():
+                predict(np.zeros((rows, num_features), np.float32))  # warm-up: trace and allocate before ready
             stats = ModelStats(name, version, batching)
             batcher = Batcher(f"{name}-{version}", predict, batching.max_batch_size,
                               batching.max_queue_delay_ms, stats, self.loop)
@@ -268,7 +279,7 @@ class ModelManager:
             with self._lock:
                 self.stats[(name, version)] = stats
             return LoadedModel(name, version, list(meta["class_names"]), list(meta.get("feature_columns", [])),
-                               num_features, batching, policy, batcher)
+                               num_features, batching, policy, batcher, string_inputs)
         finally:
             with self._lock:
                 self.loading.pop(name, None)

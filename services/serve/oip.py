@@ -14,7 +14,7 @@ from cookline.v1 import model_pb2
 from inference import grpc_service_pb2 as oip, grpc_service_pb2_grpc as oip_grpc
 from services.common import layout
 from services.common.errors import invalid, rpc, status_of
-from services.serve.models import LoadedModel, ModelManager
+from services.serve.models import LoadedModel, ModelManager, num_features_of
 from services.serve.service import check_features
 from services.serve.streaming import ActiveStreams, answer_in_order
 
@@ -97,7 +97,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             version, num_features, classes = model.version, model.num_features, len(model.class_names)
         else:
             meta = await asyncio.to_thread(layout.read_model_metadata, self.models.store, ref.name, ref.version)
-            version, num_features = int(meta["version"]), int(meta["inputs"]["features"]["shape"][1])
+            version, num_features = int(meta["version"]), num_features_of(meta)
             classes = len(meta["class_names"])
         tensor = oip.ModelMetadataResponse.TensorMetadata
         # a regressor (no class names) returns its value as "scores" [rows, 1] and no label

@@ -23,6 +23,10 @@ MAX_ROWS = 1 << 20
 
 def check_features(model: LoadedModel, name: str, features: np.ndarray) -> np.ndarray:
     """Validates decoded float32 features against the model; errors name input `name`."""
+    if model.string_inputs:
+        raise Fail(grpc.StatusCode.FAILED_PRECONDITION,
+                   f"inputs[{model.string_inputs[0]!r}]: model {model.name!r} takes raw "
+                   f"{', '.join(model.string_inputs)} inputs, which this serve does not accept yet")
     if features.ndim != 2:
         raise invalid(f"inputs[{name!r}]: shape {list(features.shape)}, expected [rows, {model.num_features}]")
     if features.shape[1] != model.num_features:

@@ -18,7 +18,7 @@ import tensorflow as tf
 from google.protobuf import json_format
 
 from cookline import channels, tensors
-from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, model_pb2, process_pb2,
+from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, model_pb2, pipeline_pb2, process_pb2,
                          process_pb2_grpc, train_pb2, train_pb2_grpc)
 from services.common import layout, splits
 from services.common.errors import Fail, invalid, rpc
@@ -27,6 +27,7 @@ from services.process import ops as ops_lib
 from services.train import models, spec as train_spec, tfjs, warm
 from services.train.checkpoints import Checkpoints
 from services.train.evaluate import evaluate_model
+from services.train import feed as feed_module
 from services.train.feed import EpochFeed
 
 log = logging.getLogger("cookline.train")
@@ -110,6 +111,31 @@ def _early_stopping(spec) -> list[keras.callbacks.Callback]:
                                           restore_best_weights=True)]
 
 
+# Model building is seeded through Keras' global random state: one run builds at a time.
+_SEEDING = threading.Lock()
+
+
+def _seeded_build(spec, *args) -> keras.Model:
+    """models.build with weight initialisation (and dropout) seeded by train.seed."""
+    with _SEEDING:
+        keras.utils.set_random_seed(int(spec.seed) & 0xFFFFFFFF)
+        return models.build(spec, *args)
+
+
+def training_ops(fitted_ops, spec, train_rows: int, row_bytes: int) -> list:
+    """The ops the TRAIN rows go through: the fitted ops, plus a seeded shuffle when they have none.
+
+    The default shuffle (seed train.seed) pools every training row whose bytes fit the train cache
+    budget (COOKLINE_TRAIN_CACHE_MB; at least the shuffle op's default pool). An explicit shuffle op
+    sets the buffer and seed itself; `shuffle: {buffer: 1}` keeps the rows in dataset order."""
+    if any(op.WhichOneof("kind") == "shuffle" for op in fitted_ops):
+        return list(fitted_ops)
+    from services.process.ops.order import DEFAULT_SHUFFLE_BUFFER
+    fits = feed_module.cache_budget_bytes() // max(row_bytes, 1)
+    buffer = max(1, min(train_rows, max(DEFAULT_SHUFFLE_BUFFER, fits)))
+    return list(fitted_ops) + [pipeline_pb2.Op(shuffle=pipeline_pb2.ShuffleOp(buffer=buffer, seed=spec.seed))]
+
+
 def _vocabulary_size(fitted_ops) -> int:
     """Token ids a text model embeds: padding, unknown and the last vectorize_text op's vocabulary."""
     texts = [op for op in fitted_ops if op.WhichOneof("kind") == "vectorize_text"]
@@ -171,7 +197,9 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
 
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
-        train_data = self._feed(dataset, split, data_pb2.SUBSET_TRAIN, fitted_ops, spec.batch_size,
+        row_bytes = int(np.prod(input_shape, dtype=np.int64)) * np.dtype(input_dtype).itemsize
+        train_data = self._feed(dataset, split, data_pb2.SUBSET_TRAIN,
+                                training_ops(fitted_ops, spec, train_rows, row_bytes), spec.batch_size,
                                 source, cancelled, first_epoch, train_rows)
         val_data = None
         if rows[data_pb2.SUBSET_VALIDATION] > 0:
@@ -179,7 +207,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                                   source, cancelled, first_epoch, rows[data_pb2.SUBSET_VALIDATION])
         # built (or restored) while the first batches stream in
         warm_key = warm.key(spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops))
-        model = resumed[1] if resumed else self.warm.take(warm_key, models.build(
+        model = resumed[1] if resumed else self.warm.take(warm_key, _seeded_build(
             spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops)))
 
         # fit() runs on its own thread; this one streams its progress to the caller.
