@@ -47,6 +47,6 @@ def test_training_rows_are_shuffled_by_default_seeded_by_train_seed_unless_a_shu
     standardize = pb.Op(standardize=pb.StandardizeOp())
     added = training_ops([standardize], spec, train_rows=500, row_bytes=16)
     assert added[0] == standardize and added[1].shuffle == pb.ShuffleOp(buffer=500, seed=9)  # every row
-    assert training_ops([standardize], spec, train_rows=10 ** 9, row_bytes=1 << 20)[1].shuffle.buffer == 1000
+    assert training_ops([standardize], spec, train_rows=10 ** 9, row_bytes=1 << 30)[1].shuffle.buffer == 1000
     opt_out = pb.Op(shuffle=pb.ShuffleOp(buffer=1))  # explicit: rows in dataset order
     assert training_ops([standardize, opt_out], spec, 500, 16) == [standardize, opt_out]
