@@ -43,8 +43,11 @@ $(TRITON_VENV)/.installed: tests/tritonclient-requirements.txt
 
 # Start the stack on the embedded local store, run examples/iris.yaml end to
 # end, stream a few predictions, stop the stack.
+# The services' own logs go to $(RUN_LOGS)/<service>.log (printed), so the terminal shows the run.
+RUN_LOGS := .cache/run-logs
 run: install
-	@set -e; $(BIN)/cookline up & UP=$$!; trap 'kill $$UP 2>/dev/null; wait $$UP' EXIT; \
+	@set -e; mkdir -p $(RUN_LOGS); $(BIN)/cookline up --log-dir $(RUN_LOGS) & UP=$$!; \
+	trap 'kill $$UP 2>/dev/null; wait $$UP' EXIT; \
 	$(BIN)/cookline health --wait 120; \
 	$(BIN)/cookline run examples/iris.yaml; \
 	awk 'NR == 1 || NR % 30 == 2' examples/data/iris.csv > $(VENV)/iris-sample.csv; \

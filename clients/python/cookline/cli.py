@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import signal
 import sys
 import threading
@@ -40,6 +41,8 @@ def cmd_up(args) -> int:
             return 1
         for service in MODULES:
             console.print(f"  {service:8} {escape(config.address(service))}")
+        if args.log_dir:
+            console.print(f"  logs     {escape(os.path.join(os.path.abspath(args.log_dir), '<service>.log'))}")
         console.print("[green]cookline is up[/green] (Ctrl-C stops it)")
         while not stopping.wait(0.5):
             if stack.exited():
