@@ -13,7 +13,8 @@ from cookline.v1 import data_pb2, pipeline_pb2 as pb
 from services.collect.stats import tokens
 from services.process import ops
 from services.process.ops.text import graph_tokens
-from services.train import models, spec as train_spec
+from cookline.spec import train as train_spec
+from services.train import models
 
 TRICKY = ["Hello, World!", "ÉCOLE élève — Ünïcode's café", "ΟΔΟΣ Σίσυφος ΣΑΣ", "İstanbul straße ǅ",
           "snake_case and kebab-case.x", "tabs\tand\nnewlines  ", "", "   ", "!!!", "数字 123 ٣٤ ½ ⅷ",

@@ -18,16 +18,16 @@ import tensorflow as tf
 from google.protobuf import json_format
 
 from cookline import channels, tensors
+from cookline.spec import ops as spec_ops, train as train_spec
 from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, model_pb2, pipeline_pb2, process_pb2,
                          process_pb2_grpc, train_pb2, train_pb2_grpc)
 from services.common import layout, splits
 from services.common.errors import Fail, invalid, rpc
 from services.common.store import ObjectStore
 from services.process import ops as ops_lib
-from services.train import models, spec as train_spec, tfjs, warm
+from services.train import feed as feed_module, models, tfjs, warm
 from services.train.checkpoints import Checkpoints
 from services.train.evaluate import evaluate_model
-from services.train import feed as feed_module
 from services.train.feed import EpochFeed
 
 log = logging.getLogger("cookline.train")
@@ -130,9 +130,9 @@ def training_ops(fitted_ops, spec, train_rows: int, row_bytes: int) -> list:
     sets the buffer and seed itself; `shuffle: {buffer: 1}` keeps the rows in dataset order."""
     if any(op.WhichOneof("kind") == "shuffle" for op in fitted_ops):
         return list(fitted_ops)
-    from services.process.ops.order import DEFAULT_SHUFFLE_BUFFER
+    least = spec_ops.OPS.get("shuffle").param("buffer").default
     fits = feed_module.cache_budget_bytes() // max(row_bytes, 1)
-    buffer = max(1, min(train_rows, max(DEFAULT_SHUFFLE_BUFFER, fits)))
+    buffer = max(1, min(train_rows, max(least, fits)))
     return list(fitted_ops) + [pipeline_pb2.Op(shuffle=pipeline_pb2.ShuffleOp(buffer=buffer, seed=spec.seed))]
 
 

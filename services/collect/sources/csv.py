@@ -4,8 +4,9 @@ csv: typed columns (numeric -> "features" float32 [n, d], category ->
 "categorical" str [n, k], free text -> "text" str [n], or [n, t] for several text
 columns), a missing-value policy, a label column, with or without a header. A
 column's kind is set by collect.column_kinds (or collect.categorical), else inferred
-from the first CHUNK_ROWS rows (`infer_kind`). text-csv: pipcook's text format, `text,category` rows with no
-header -> "text" str [n] and "label". Both stream the file in chunks.
+from the first INFER_ROWS rows (`infer_kind`; cookline.spec.sources holds the
+rule). text-csv: pipcook's text format, `text,category` rows with no header ->
+"text" str [n] and "label". Both stream the file in chunks.
 """
 from __future__ import annotations
 
@@ -16,16 +17,11 @@ from typing import Iterator
 
 import numpy as np
 
+from cookline.spec.sources import (CATEGORY_MAX_CHARS, CATEGORY_MAX_WORDS, INFER_ROWS, MISSING_TEXTS, SOURCES,
+                                   check_missing)
 from services.collect.sources.base import CHUNK_ROWS, Chunk, Labels, Source, single_file
 from services.common.errors import invalid
 
-MISSING_POLICIES = ("error", "drop", "fill", "keep")
-COLUMN_KINDS = ("numeric", "category", "text")
-# A string column is text (not a category) when a value is longer than this, or has more words.
-CATEGORY_MAX_CHARS = 40
-CATEGORY_MAX_WORDS = 3
-# Cell texts that mean "no value" (compared lowercased, stripped).
-MISSING_TEXTS = {"", "na", "n/a", "nan", "null", "none"}
 
 
 def _rows(path: str, skip_header: bool) -> Iterator[tuple[int, list[str]]]:
@@ -66,9 +62,7 @@ class CsvSource(Source):
     def __init__(self, spec, path: str):
         self.path = single_file(path, "csv")
         self.file_name = os.path.basename(self.path)
-        self.missing = spec.missing or "error"
-        if self.missing not in MISSING_POLICIES:
-            raise invalid(f"collect.missing: {self.missing!r} is not one of {', '.join(MISSING_POLICIES)}")
+        self.missing = check_missing(spec.missing)
         self.fill_value = spec.fill_value
         self.no_header = spec.no_header
         with open(self.path, newline="", encoding="utf-8-sig") as f:
@@ -96,12 +90,11 @@ class CsvSource(Source):
                 raise invalid(f"collect.categorical: {name!r} is not a feature column of {self.file_name} "
                               f"(columns: {', '.join(names)})")
         kinds = {name: "category" for name in spec.categorical}
+        SOURCES.get("csv").param("column_kinds").resolve(dict(spec.column_kinds), "collect.column_kinds")
         for name, kind in sorted(spec.column_kinds.items()):
             if name not in names or name == label:
                 raise invalid(f"collect.column_kinds: {name!r} is not a feature column of {self.file_name} "
                               f"(columns: {', '.join(names)})")
-            if kind not in COLUMN_KINDS:
-                raise invalid(f"collect.column_kinds.{name}: {kind!r} is not one of {', '.join(COLUMN_KINDS)}")
             if kinds.get(name, kind) != kind:
                 raise invalid(f"collect.column_kinds.{name}: {kind!r}, but collect.categorical names it a category")
             kinds[name] = kind
@@ -126,10 +119,10 @@ class CsvSource(Source):
         self.image_shapes = {}
 
     def _infer(self, names: list[str], indices: list[int]) -> dict[str, str]:
-        """Kinds of the columns at `indices`, from their present values in the first CHUNK_ROWS rows."""
+        """Kinds of the columns at `indices`, from their present values in the first INFER_ROWS rows."""
         seen: dict[int, list[str]] = {i: [] for i in indices}
         for count, (_line, row) in enumerate(_rows(self.path, skip_header=not self.no_header)):
-            if count == CHUNK_ROWS:
+            if count == INFER_ROWS:
                 break
             for i in indices:
                 text = row[i].strip() if i < len(row) else ""

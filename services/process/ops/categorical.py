@@ -12,9 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from services.common.errors import invalid
-from services.process.ops.base import OpKind, fitted, graph_fn, in_range, need
-
-MAX_VALUES = 10_000_000
+from services.process.ops.base import OpKind, fitted, graph_fn, need
 
 
 def _text(values: np.ndarray) -> np.ndarray:
@@ -122,12 +120,8 @@ def _graph_append(tensors, new_columns):
 class Lookup(OpKind):
     name = "lookup"
 
-    def check(self, op, where):
-        if op.lookup.max_values:
-            in_range(f"{where}.max_values", op.lookup.max_values, 1, MAX_VALUES)
-
     def fitter(self, op, where):
-        return _VocabularyFitter(where, op.lookup.max_values, 1)
+        return _VocabularyFitter(where, self.settings(op, where)["max_values"], 1)
 
     def apply(self, op, where, batches, epoch, training):
         tables = _tables(op, where)
@@ -148,12 +142,8 @@ class Lookup(OpKind):
 class OneHot(OpKind):
     name = "one_hot"
 
-    def check(self, op, where):
-        if op.one_hot.min_count:
-            in_range(f"{where}.min_count", op.one_hot.min_count, 1, 1 << 40)
-
     def fitter(self, op, where):
-        return _VocabularyFitter(where, 0, op.one_hot.min_count or 1)
+        return _VocabularyFitter(where, 0, self.settings(op, where)["min_count"])
 
     def apply(self, op, where, batches, epoch, training):
         tables = _tables(op, where)

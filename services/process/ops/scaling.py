@@ -11,16 +11,15 @@ import grpc
 import numpy as np
 
 from services.common.errors import Fail
-from services.process.ops.base import OpKind, fitted, graph_fn, need, one_of
-
-FILL_STRATEGIES = ("mean", "constant")
+from services.common.moments import merge
+from services.process.ops.base import OpKind, fitted, graph_fn, need
 
 
 class Moments:
     """Streaming mean/variance per column (Chan et al.'s parallel merge, float64)."""
 
     def __init__(self):
-        self.count, self.mean, self.m2 = 0, None, None
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
 
     def add(self, x: np.ndarray) -> None:
         x = x.astype(np.float64, copy=False)
@@ -29,14 +28,7 @@ class Moments:
             return
         mean = x.mean(axis=0)
         m2 = ((x - mean) ** 2).sum(axis=0)
-        if self.count == 0:
-            self.count, self.mean, self.m2 = n, mean, m2
-            return
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * n / total
-        self.m2 = self.m2 + m2 + delta ** 2 * self.count * n / total
-        self.count = total
+        self.count, self.mean, self.m2 = merge(self.count, self.mean, self.m2, n, mean, m2)
 
     @property
     def variance(self) -> np.ndarray:
@@ -217,16 +209,12 @@ class _NanMeanFitter:
 class FillMissing(OpKind):
     name = "fill_missing"
 
-    def check(self, op, where):
-        one_of(f"{where}.strategy", op.fill_missing.strategy or "mean", FILL_STRATEGIES)
-
     def fitter(self, op, where):
-        return _NanMeanFitter(op, where) if (op.fill_missing.strategy or "mean") == "mean" else None
+        return _NanMeanFitter(op, where) if self.settings(op, where)["strategy"] == "mean" else None
 
-    @staticmethod
-    def _values(op, where, width: int) -> np.ndarray:
+    def _values(self, op, where, width: int) -> np.ndarray:
         """The fill value of every column: NaN where the op is not scoped (NaN stays NaN there)."""
-        if (op.fill_missing.strategy or "mean") == "constant":
+        if self.settings(op, where)["strategy"] == "constant":
             return _full(op, np.full(len(_indices(op, width)), op.fill_missing.value, np.float32), width, np.nan)
         value = fitted(op, where, "value")[0].astype(np.float32)
         if "indices" not in op.fitted:
