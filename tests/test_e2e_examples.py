@@ -9,11 +9,11 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
+from tools import published_model
 
 from cookline.client import Client
 from cookline.v1 import gateway_pb2
 from services.common.store import store_from_env
-from tools import published_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")

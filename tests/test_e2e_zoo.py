@@ -1,6 +1,7 @@
-"""End to end: the model zoo (mobilenet_v2 here; cnn and text in test_e2e_examples.py) and the common training settings (optimizer,
-early stopping, class weights) through the five real services on S3, each model served after
-training, and models that do not fit the data's schema failing the run naming train.model."""
+"""End to end: the model zoo (mobilenet_v2 here; cnn and text in test_e2e_examples.py) and the
+common training settings (optimizer, early stopping, class weights) through the five real services
+on S3, each model answering after training, and models that do not fit the data's schema failing
+the run naming train.model."""
 import json
 import os
 import subprocess

@@ -9,11 +9,12 @@ import tensorflow as tf
 from PIL import Image
 
 from cookline import tensors
-from cookline.v1 import data_pb2, pipeline_pb2 as pb
+from cookline.spec import train as train_spec
+from cookline.v1 import data_pb2
+from cookline.v1 import pipeline_pb2 as pb
 from services.collect.stats import tokens
 from services.process import ops
 from services.process.ops.text import graph_tokens
-from cookline.spec import train as train_spec
 from services.train import models
 
 TRICKY = ["Hello, World!", "ÉCOLE élève — Ünïcode's café", "ΟΔΟΣ Σίσυφος ΣΑΣ", "İstanbul straße ǅ",

@@ -7,7 +7,8 @@ def test_cancelling_during_the_first_epoch_never_leaves_training_waiting():
     import threading
 
     from cookline import tensors
-    from cookline.v1 import data_pb2, pipeline_pb2 as pb, process_pb2
+    from cookline.v1 import data_pb2, process_pb2
+    from cookline.v1 import pipeline_pb2 as pb
     from services.train.feed import Cancelled, EpochFeed
 
     cancelled = threading.Event()

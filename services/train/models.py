@@ -1,13 +1,14 @@
 """The model zoo and the export of a trained model with its preprocessing built in (raw inputs in)."""
 from __future__ import annotations
 
+from typing import Any
 
 import keras
 import tensorflow as tf
 
 from cookline import tensors
-from cookline.v1 import pipeline_pb2
 from cookline.spec import train as train_spec
+from cookline.v1 import pipeline_pb2
 from services.process import ops as ops_lib
 
 
@@ -119,7 +120,8 @@ def raw_inputs(fields: dict, input_name: str, fitted_ops: list[pipeline_pb2.Op])
             continue
         field = fields[name]
         shape = [int(d) for d in field.shape]
-        record = {"dtype": "float32" if kind == "numeric" else "string", "shape": [-1] + shape, "kind": kind}
+        record: dict[str, Any] = {"dtype": "float32" if kind == "numeric" else "string", "shape": [-1] + shape,
+                                  "kind": kind}
         if kind == "image":
             record["shape"] = [-1]
             record["encodings"] = list(IMAGE_ENCODINGS)
@@ -141,7 +143,8 @@ def decode_images(data, height: int, width: int, channels: int, dtype="uint8"):
 
             def luma():
                 rgb = tf.cast(image[..., :3], tf.int32)
-                gray = tf.bitwise.right_shift(rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000, 16)
+                weighted = rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000
+                gray = tf.bitwise.right_shift(weighted, 16)
                 return tf.cast(gray, tf.uint8)[..., None]
             image = tf.cond(have >= 3, luma, lambda: image[..., :1])
         else:
@@ -175,7 +178,7 @@ def export(model: keras.Model, fitted_ops: list[pipeline_pb2.Op], fields: dict, 
     image_dtype = tensors.dtype_name(fields["image"].dtype) if image else "uint8"
 
     def serve(*args):
-        raw = dict(zip(names, args))
+        raw = dict(zip(names, args, strict=True))
         if image:
             raw["image"] = decode_images(raw["image"], image["height"], image["width"], image["channels"],
                                          image_dtype)

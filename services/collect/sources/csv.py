@@ -17,11 +17,16 @@ from typing import Iterator
 
 import numpy as np
 
-from cookline.spec.sources import (CATEGORY_MAX_CHARS, CATEGORY_MAX_WORDS, INFER_ROWS, MISSING_TEXTS, SOURCES,
-                                   check_missing)
+from cookline.spec.sources import (
+    CATEGORY_MAX_CHARS,
+    CATEGORY_MAX_WORDS,
+    INFER_ROWS,
+    MISSING_TEXTS,
+    check_column_kinds,
+    check_missing,
+)
 from services.collect.sources.base import CHUNK_ROWS, Chunk, Labels, Source, single_file
 from services.common.errors import invalid
-
 
 
 def _rows(path: str, skip_header: bool) -> Iterator[tuple[int, list[str]]]:
@@ -90,7 +95,7 @@ class CsvSource(Source):
                 raise invalid(f"collect.categorical: {name!r} is not a feature column of {self.file_name} "
                               f"(columns: {', '.join(names)})")
         kinds = {name: "category" for name in spec.categorical}
-        SOURCES.get("csv").param("column_kinds").resolve(dict(spec.column_kinds), "collect.column_kinds")
+        check_column_kinds(spec.column_kinds)
         for name, kind in sorted(spec.column_kinds.items()):
             if name not in names or name == label:
                 raise invalid(f"collect.column_kinds: {name!r} is not a feature column of {self.file_name} "

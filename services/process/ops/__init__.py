@@ -18,7 +18,7 @@ from cookline import tensors
 from cookline.spec import ops as spec_ops
 from cookline.v1 import pipeline_pb2
 from services.common.errors import Fail
-from services.process.ops.base import Batch, OpKind
+from services.process.ops.base import Batch, OpKind, graph_fn
 from services.process.ops.categorical import Lookup, OneHot
 from services.process.ops.images import Grayscale, RandomBrightness, RandomFlip, RandomRotation, Resize
 from services.process.ops.order import Shuffle, rebatch
@@ -69,7 +69,7 @@ def fit(ops: list[pipeline_pb2.Op], pull: Callable[[], Iterable[Batch]] | Iterab
     """
     validate(ops)
     fitted = [pipeline_pb2.Op() for _ in ops]
-    for i, (out, op) in enumerate(zip(fitted, ops)):
+    for i, (out, op) in enumerate(zip(fitted, ops, strict=True)):
         out.CopyFrom(op)
         out.ClearField("fitted")
         if out.WhichOneof("kind") in SCOPED:
@@ -110,8 +110,7 @@ def graph(fitted_ops: list[pipeline_pb2.Op]):
         for step in steps:
             tensors = step(tensors)
         return tensors
-    run.resources = [r for step in steps for r in getattr(step, "resources", [])]
-    return run
+    return graph_fn(run, *[r for step in steps for r in getattr(step, "resources", [])])
 
 
 def split_at_first_random(ops: list[pipeline_pb2.Op]) -> tuple[list[pipeline_pb2.Op], list[pipeline_pb2.Op]]:

@@ -4,7 +4,7 @@ An op's name, parameters, defaults and ranges are declared in cookline.spec.ops;
 here implement them on streams."""
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 import grpc
 import numpy as np
@@ -64,7 +64,7 @@ class OpKind:
         return getattr(op, op.WhichOneof("kind"))
 
 
-def graph_fn(fn, *resources):
+def graph_fn(fn: Any, *resources: Any) -> Any:
     """An op's in-graph form: `fn` (dict of tensors -> dict of tensors) with the TF resources it
     uses (lookup tables), which the exporter tracks so the SavedModel holds them."""
     fn.resources = list(resources)

@@ -164,6 +164,6 @@ class OneHot(OpKind):
         def fn(tensors):
             ids = _graph_ids(tensors["categorical"], tables, where)[:len(tables)]
             rows = tf.shape(tensors["categorical"])[0]
-            parts = [tf.one_hot(i, w, dtype=tf.float32) for i, w in zip(ids, widths)]
+            parts = [tf.one_hot(i, w, dtype=tf.float32) for i, w in zip(ids, widths, strict=True)]
             return _graph_append(tensors, tf.concat(parts, axis=1) if parts else tf.zeros([rows, 0], tf.float32))
         return graph_fn(fn, *[t for t in tables if t is not None])

@@ -78,6 +78,11 @@ def check_missing(policy: str) -> str:
     return SOURCES.get("csv").param("missing").resolve(policy, "collect.missing")
 
 
+def check_column_kinds(kinds) -> dict:
+    """collect.column_kinds: column name -> kind; SpecError naming collect.column_kinds.<column>."""
+    return SOURCES.get("csv").param("column_kinds").resolve(dict(kinds), "collect.column_kinds")
+
+
 def check_image_options(color: str, image_size) -> None:
     """collect.color and collect.image_size of an image source."""
     _IMAGE_PARAMS[1].resolve(color, "collect.color")
