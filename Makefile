@@ -48,7 +48,7 @@ RUN_LOGS := .cache/run-logs
 run: install
 	@set -e; mkdir -p $(RUN_LOGS); $(BIN)/cookline up --log-dir $(RUN_LOGS) & UP=$$!; \
 	trap 'kill $$UP 2>/dev/null; wait $$UP' EXIT; \
-	$(BIN)/cookline health --wait 120 >/dev/null 2>&1; \
+	$(BIN)/cookline health --wait 120 >/dev/null 2>&1 || { echo "the services did not start: see $(RUN_LOGS)/<service>.log"; exit 1; }; \
 	$(BIN)/cookline run examples/iris.yaml; \
 	awk 'NR == 1 || NR % 30 == 2' examples/data/iris.csv > $(VENV)/iris-sample.csv; \
 	$(BIN)/cookline predict iris --input $(VENV)/iris-sample.csv --stream
