@@ -109,7 +109,7 @@ def metadata_from_store_record(meta: dict) -> serve_pb2.ModelMetadata:
     return serve_pb2.ModelMetadata(
         model=model_pb2.ModelRef(name=meta["name"], version=int(meta["version"])),
         inputs={"features": serve_pb2.TensorSpec(dtype=tensors.DataType.DATA_TYPE_FLOAT32,
-                                                 shape=[-1, num_features])},
+                                                 shape=[-1, num_features])} if num_features else {},
         class_names=list(meta["class_names"]), feature_columns=list(meta.get("feature_columns", [])))
 
 
