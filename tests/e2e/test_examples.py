@@ -14,6 +14,14 @@ from helpers import EXAMPLES
 from tools import published_model
 
 
+def serve_agrees(client, name: str, inputs: dict, out: dict) -> None:
+    """serve's answer to the same raw inputs is the SavedModel's (tf.saved_model.load) to 1e-6."""
+    rows = client.predict(name, inputs)
+    assert [row["label"] for row in rows] == [v.decode() for v in out["label"]]
+    served = np.array([list(row["scores"].values()) for row in rows])
+    np.testing.assert_allclose(served, out["scores"], atol=1e-6, rtol=0)
+
+
 def png_file(label: str, index: str) -> bytes:
     with open(os.path.join(EXAMPLES, "data", "digits", label, index), "rb") as f:
         return f.read()
@@ -33,8 +41,10 @@ def test_digits_example_trains_on_8x8_pngs_and_answers_png_bytes(client, store, 
     jpeg = io.BytesIO()
     Image.open(os.path.join(EXAMPLES, "data", "digits", "0", "0000.png")).convert("RGB").resize(
         (32, 32), Image.NEAREST).save(jpeg, "JPEG", quality=95)
-    labels = answer(image=np.array([png_file("0", "0000.png"), jpeg.getvalue()], dtype=object))["label"]
-    assert labels[0] == b"0"
+    images = [png_file("0", "0000.png"), jpeg.getvalue()]
+    out = answer(image=np.array(images, dtype=object))
+    assert out["label"][0] == b"0"
+    serve_agrees(client, "digits", {"image": images}, out)
 
 
 def test_fruit_example_infers_category_columns_and_answers_raw_rows(client, store, tmp_path):
@@ -50,9 +60,11 @@ def test_fruit_example_infers_category_columns_and_answers_raw_rows(client, stor
         "features": {"dtype": "float32", "shape": [-1, 3], "kind": "numeric",
                      "columns": ["weight_g", "diameter_cm", "sweetness"]},
         "categorical": {"dtype": "string", "shape": [-1, 2], "kind": "category", "columns": ["colour", "origin"]}}
-    out = answer(features=np.array([[120, 3.4, 8.2], [88, 6.1, 1.9], [110, 3.6, 7.9]], np.float32),
-                 categorical=np.array([["yellow", "ecuador"], ["yellow", "spain"], ["yellow", "mars"]], object))
+    rows = {"features": [[120, 3.4, 8.2], [88, 6.1, 1.9], [110, 3.6, 7.9]],
+            "categorical": [["yellow", "ecuador"], ["yellow", "spain"], ["yellow", "mars"]]}
+    out = answer(features=np.array(rows["features"], np.float32), categorical=np.array(rows["categorical"], object))
     assert [v.decode() for v in out["label"]] == ["banana", "lemon", "banana"]  # an unseen origin still answers
+    serve_agrees(client, "fruit", rows, out)
 
 
 TF_IDF_MLP = """
@@ -72,9 +84,10 @@ def test_text_example_answers_sentences(client, store, tmp_path):
     assert evaluation.metrics["accuracy"] >= baseline + 0.2, (evaluation.metrics["accuracy"], baseline)
     answer, meta = published_model(store, "text", run.model.version, str(tmp_path))
     assert meta["inputs"] == {"text": {"dtype": "string", "shape": [-1], "kind": "text"}}
-    out = answer(text=np.array(["The goalkeeper was injured during the derby!",
-                                "BAKE the bread; add garlic & tomato."], dtype=object))
+    sentences = ["The goalkeeper was injured during the derby!", "BAKE the bread; add garlic & tomato."]
+    out = answer(text=np.array(sentences, dtype=object))
     assert [v.decode() for v in out["label"]] == ["sports", "cooking"]
+    serve_agrees(client, "text", {"text": sentences}, out)
 
 
 def test_digits_cnn_example_answers_png_bytes(client, store, tmp_path):
@@ -82,8 +95,10 @@ def test_digits_cnn_example_answers_png_bytes(client, store, tmp_path):
     assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
     assert run.evaluation.rows == 359 and run.evaluation.metrics["accuracy"] >= 0.9 and run.deployed
     answer, _ = published_model(store, "digits-cnn", run.model.version, str(tmp_path))
-    labels = answer(image=np.array([png_file("7", "0007.png"), png_file("3", "0003.png")], dtype=object))["label"]
-    assert [v.decode() for v in labels] == ["7", "3"]
+    images = [png_file("7", "0007.png"), png_file("3", "0003.png")]
+    out = answer(image=np.array(images, dtype=object))
+    assert [v.decode() for v in out["label"]] == ["7", "3"]
+    serve_agrees(client, "digits-cnn", {"image": images}, out)
 
 
 def test_text_example_data_trains_an_mlp_on_tf_idf(client, store, tmp_path):
@@ -97,6 +112,7 @@ def test_text_example_data_trains_an_mlp_on_tf_idf(client, store, tmp_path):
     assert meta["inputs"] == {"text": {"dtype": "string", "shape": [-1], "kind": "text"}}
     out = answer(text=np.array(["The startup shipped a new database API."], dtype=object))
     assert out["label"][0] == b"technology" and out["scores"].shape == (1, 3)
+    serve_agrees(client, "text-tfidf", {"text": ["The startup shipped a new database API."]}, out)
 
 
 PIPELINE = """
