@@ -4,7 +4,10 @@ tf.saved_model.load alone; schema warnings in the run events and strict: true fa
 that does not depend on luck (equal metrics twice, a class-ordered image folder trained without a
 shuffle op)."""
 import io
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
@@ -20,6 +23,14 @@ def serve_agrees(client, name: str, inputs: dict, out: dict) -> None:
     assert [row["label"] for row in rows] == [v.decode() for v in out["label"]]
     served = np.array([list(row["scores"].values()) for row in rows])
     np.testing.assert_allclose(served, out["scores"], atol=1e-6, rtol=0)
+
+
+def cli_label(env, *args) -> str:
+    """The label `cookline predict NAME ... --output json` prints for one row (the README's commands)."""
+    done = subprocess.run([sys.executable, "-m", "cookline.cli", "predict", *args, "--output", "json"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["label"]
 
 
 def png_file(label: str, index: str) -> bytes:
@@ -47,7 +58,7 @@ def test_digits_example_trains_on_8x8_pngs_and_answers_png_bytes(client, store, 
     serve_agrees(client, "digits", {"image": images}, out)
 
 
-def test_fruit_example_infers_category_columns_and_answers_raw_rows(client, store, tmp_path):
+def test_fruit_example_infers_category_columns_and_answers_raw_rows(client, store, env, tmp_path):
     run, events = client.run_file_and_wait(os.path.join(EXAMPLES, "fruit.yaml"))
     assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
     assert run.evaluation.metrics["accuracy"] >= 0.8, dict(run.evaluation.metrics)
@@ -65,6 +76,9 @@ def test_fruit_example_infers_category_columns_and_answers_raw_rows(client, stor
     out = answer(features=np.array(rows["features"], np.float32), categorical=np.array(rows["categorical"], object))
     assert [v.decode() for v in out["label"]] == ["banana", "lemon", "banana"]  # an unseen origin still answers
     serve_agrees(client, "fruit", rows, out)
+    row = tmp_path / "row.csv"
+    row.write_text("weight_g,diameter_cm,sweetness,colour,origin\n88,6.1,1.9,yellow,spain\n")
+    assert cli_label(env, "fruit", "--input", str(row)) == "lemon"
 
 
 TF_IDF_MLP = """
@@ -76,7 +90,7 @@ train: {{model: mlp, hidden_units: [32], epochs: 30, batch_size: 16, learning_ra
 """
 
 
-def test_text_example_answers_sentences(client, store, tmp_path):
+def test_text_example_answers_sentences(client, store, env, tmp_path):
     run, _ = client.run_file_and_wait(os.path.join(EXAMPLES, "text.yaml"))
     assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
     evaluation = run.evaluation
@@ -88,9 +102,10 @@ def test_text_example_answers_sentences(client, store, tmp_path):
     out = answer(text=np.array(sentences, dtype=object))
     assert [v.decode() for v in out["label"]] == ["sports", "cooking"]
     serve_agrees(client, "text", {"text": sentences}, out)
+    assert cli_label(env, "text", "--text", sentences[0]) == "sports"
 
 
-def test_digits_cnn_example_answers_png_bytes(client, store, tmp_path):
+def test_digits_cnn_example_answers_png_bytes(client, store, env, tmp_path):
     run, _ = client.run_file_and_wait(os.path.join(EXAMPLES, "digits-cnn.yaml"))
     assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
     assert run.evaluation.rows == 359 and run.evaluation.metrics["accuracy"] >= 0.9 and run.deployed
@@ -99,6 +114,7 @@ def test_digits_cnn_example_answers_png_bytes(client, store, tmp_path):
     out = answer(image=np.array(images, dtype=object))
     assert [v.decode() for v in out["label"]] == ["7", "3"]
     serve_agrees(client, "digits-cnn", {"image": images}, out)
+    assert cli_label(env, "digits-cnn", "--image", os.path.join(EXAMPLES, "data", "digits", "7", "0007.png")) == "7"
 
 
 def test_text_example_data_trains_an_mlp_on_tf_idf(client, store, tmp_path):
