@@ -267,6 +267,10 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         info = self.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=dataset), timeout=30).dataset
         return list(next(f for f in info.fields if f.name == "features").columns)
 
+    def _dataset_fields(self, dataset) -> list:
+        """The dataset's field schemas (names, shapes, columns of the raw inputs)."""
+        return list(self.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=dataset), timeout=30).dataset.fields)
+
     def _publish(self, name, model, input_name, fitted_ops, schema, class_names, metrics, evaluation, dataset,
                  request) -> int:
         """Exports the model and publishes it as the next version (cookline.json last)."""
@@ -282,10 +286,8 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         with tempfile.TemporaryDirectory(prefix="cookline-export-") as tmp:
             num_features = models.export(model, fitted_ops, raw_shape, tmp)
             if request.pipeline.export.tfjs:
-                if raw_name != "features" or len(served) != len(fitted_ops):
-                    raise invalid("export.tfjs: available for models on tabular features whose ops the browser "
-                                  "model can build in (standardize, min_max)")
-                tfjs.write(model, served, num_features, name, os.path.join(tmp, "tfjs"))
+                tfjs.write(model, fitted_ops, self._dataset_fields(dataset), class_names, name, version,
+                           os.path.join(tmp, "tfjs"))
             files = {}
             for root, _dirs, names in os.walk(tmp):
                 for file_name in names:

@@ -18,8 +18,8 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop")
 STOPPING_METRICS = {"val_loss": False, "val_accuracy": True}
 MIN_INPUT_SIZE = 32
 
-# Model families the TF.js export can write (a plain stack of Dense layers).
-TFJS_MODELS = ("mlp", "linear")
+# Model families the TF.js export can write (services/train/tfjs.py): every one.
+TFJS_MODELS = MODELS
 
 
 def check_export(pipeline: pipeline_pb2.PipelineSpec) -> None:
