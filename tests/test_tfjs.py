@@ -64,7 +64,8 @@ def fit(ops, batch):
 
 def serve_path(fitted, batch, model):
     """What training's ops and the network give for raw rows (the reference the module must match)."""
-    (out,) = list(ops_lib.chain(fitted, [batch], epoch=0, training=False))
+    served = [op for op in fitted if ops_lib.KINDS[op.WhichOneof("kind")].deterministic]  # no shuffle
+    (out,) = list(ops_lib.chain(served, [batch], epoch=0, training=False))
     name, _dtype, _shape = train_spec.model_input(model.name, {k: (str(v.dtype), list(v.shape[1:]))
                                                                for k, v in out.items()})
     x = out[name]
