@@ -1,6 +1,7 @@
 """TF.js exports of trained models, installed with npm into an app and asked raw inputs in Node
 (@tensorflow/tfjs, pure JavaScript): the digits cnn gets PNG files, the text model sentences, an
 iris mlp rows; each answer matches serve's scores for the same inputs (1e-4)."""
+
 import json
 import os
 import subprocess
@@ -18,10 +19,16 @@ from services.process import ops as ops_lib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
 PREDICT = os.path.join(ROOT, "tests", "tfjs", "predict.mjs")
-DIGITS = [os.path.join(EXAMPLES, "data", "digits", d, f) for d, f in
-          [("0", "0000.png"), ("3", "0003.png"), ("7", "0007.png"), ("9", "0009.png")]]
-SENTENCES = ["The striker scored twice in the final.", "A bug in the database API", "Bake the bread and the cake",
-             "quantum zebra"]
+DIGITS = [
+    os.path.join(EXAMPLES, "data", "digits", d, f)
+    for d, f in [("0", "0000.png"), ("3", "0003.png"), ("7", "0007.png"), ("9", "0009.png")]
+]
+SENTENCES = [
+    "The striker scored twice in the final.",
+    "A bug in the database API",
+    "Bake the bread and the cake",
+    "quantum zebra",
+]
 
 
 def example(path: str, name: str, **train) -> str:
@@ -48,20 +55,21 @@ def exports(client, store, tmp_path_factory):
     """Trains the three pipelines at once; installs their TF.js folders with npm into one app.
 
     Returns name -> (cookline.json, installed package folder)."""
+
     def run(text):
         run = client.submit(text)
         list(client.watch(run.run_id))
         return client.get_run(run.run_id)
 
     with ThreadPoolExecutor(len(PIPELINES)) as pool:
-        runs = dict(zip(PIPELINES, pool.map(run, PIPELINES.values())))
+        runs = dict(zip(PIPELINES, pool.map(run, PIPELINES.values()), strict=True))
     base = tmp_path_factory.mktemp("tfjs")
     folders, meta = [], {}
     for name, run in runs.items():
         assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
         prefix = f"models/{name}/{run.model.version}/"
         for key in store.list(prefix):
-            store.get_file(key, str(base / name / key[len(prefix):]))
+            store.get_file(key, str(base / name / key[len(prefix) :]))
         meta[name] = json.loads((base / name / "cookline.json").read_text())
         assert meta[name]["formats"] == ["saved_model", "tfjs"]
         folders.append(str(base / name / "tfjs"))
@@ -69,8 +77,22 @@ def exports(client, store, tmp_path_factory):
     app.mkdir()
     (app / "package.json").write_text(json.dumps({"name": "an-app", "private": True}))
     # --install-links copies each folder in (as a registry package would be), not a symlink to it
-    done = subprocess.run(["npm", "install", "--install-links", "--prefer-offline", "--no-audit", "--no-fund",
-                           "--loglevel=error", *folders], cwd=app, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            "npm",
+            "install",
+            "--install-links",
+            "--prefer-offline",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            *folders,
+        ],
+        cwd=app,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     return {name: (meta[name], app / "node_modules" / f"cookline-model-{name}") for name in PIPELINES}
 
@@ -114,6 +136,10 @@ def test_tabular_model_takes_rows(exports, client, tmp_path):
     meta, package = exports["tfjs-iris"]
     rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
     columns = meta["feature_columns"]
-    answers = node(package, [rows[0], dict(zip(columns, rows[1])), dict(zip(columns, map(str, rows[2])))], tmp_path)
+    answers = node(
+        package,
+        [rows[0], dict(zip(columns, rows[1], strict=True)), dict(zip(columns, map(str, rows[2]), strict=True))],
+        tmp_path,
+    )
     expected = served(client, "tfjs-iris", meta, rows)
     np.testing.assert_allclose(np.array([a["scores"] for a in answers]), expected, atol=1e-4)

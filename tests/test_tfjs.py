@@ -5,6 +5,7 @@ statistics), exported with services.train.tfjs, and asked through the export's o
 the network alone, and the whole raw path (raw row / sentence / PNG bytes -> fitted ops ->
 network) against the Python ops (services.process.ops) and Keras on the same raw inputs.
 """
+
 import io
 import json
 import os
@@ -19,7 +20,8 @@ from cookline import tensors
 from cookline.v1 import data_pb2, pipeline_pb2
 from services.collect.stats import tokens
 from services.process import ops as ops_lib
-from services.train import models, spec as train_spec, tfjs
+from services.train import models, tfjs
+from services.train import spec as train_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NODE_MODULES = os.path.join(ROOT, "tests", "tfjs", "node_modules")
@@ -66,8 +68,9 @@ def serve_path(fitted, batch, model):
     """What training's ops and the network give for raw rows (the reference the module must match)."""
     served = [op for op in fitted if ops_lib.KINDS[op.WhichOneof("kind")].deterministic]  # no shuffle
     (out,) = list(ops_lib.chain(served, [batch], epoch=0, training=False))
-    name, _dtype, _shape = train_spec.model_input(model.name, {k: (str(v.dtype), list(v.shape[1:]))
-                                                               for k, v in out.items()})
+    name, _dtype, _shape = train_spec.model_input(
+        model.name, {k: (str(v.dtype), list(v.shape[1:])) for k, v in out.items()}
+    )
     x = out[name]
     x = x.astype(np.int32) if name == "tokens" else x
     return model.predict(x, verbose=0)
@@ -87,27 +90,36 @@ def test_tabular_rows_with_categories_and_missing_values(tmp_path, family, categ
     features[::7, 1] = np.nan
     colours = np.array(["red", "blue", "green", "blue"] * 10, dtype=object)
     sizes = np.array(["S", "M", "L", "XL", "M"] * 8, dtype=object)
-    batch = {"features": features, "categorical": np.stack([colours, sizes], axis=1),
-             "label": rng.integers(0, 3, rows).astype(np.int32)}
-    fitted = fit([{"fill_missing": {}}, {"standardize": {}}, {"shuffle": {"seed": 1}},
-                  {categories: {}}, {"min_max": {}}], batch)
+    batch = {
+        "features": features,
+        "categorical": np.stack([colours, sizes], axis=1),
+        "label": rng.integers(0, 3, rows).astype(np.int32),
+    }
+    fitted = fit(
+        [{"fill_missing": {}}, {"standardize": {}}, {"shuffle": {"seed": 1}}, {categories: {}}, {"min_max": {}}], batch
+    )
     schema = {"features": ("float32", [3]), "categorical": ("string", [2])}
     width = ops_lib.output_fields(schema, fitted)["features"][1]
     spec = train_spec.resolve(pipeline_pb2.TrainSpec(model=family))
     model = models.build(spec, width, 3)
     randomize(model)
-    fields = [field("features", "float32", [3], ["a", "b", "c"]), field("categorical", "object", [2], ["colour", "size"]),
-              field("label", "int32", [])]
+    fields = [
+        field("features", "float32", [3], ["a", "b", "c"]),
+        field("categorical", "object", [2], ["colour", "size"]),
+        field("label", "int32", []),
+    ]
     folder = export(tmp_path, model, fitted, fields, ["x", "y", "z"])
 
     # raw rows, an unseen category and a missing number among them
-    test = {"features": np.array([[4.0, np.nan, 1.5], [9.0, 2.0, -3.0], [5.0, 5.0, 5.0]], np.float32),
-            "categorical": np.array([["red", "XL"], ["purple", "S"], ["green", ""]], dtype=object)}
+    test = {
+        "features": np.array([[4.0, np.nan, 1.5], [9.0, 2.0, -3.0], [5.0, 5.0, 5.0]], np.float32),
+        "categorical": np.array([["red", "XL"], ["purple", "S"], ["green", ""]], dtype=object),
+    }
     expected = serve_path(fitted, test, model)
     inputs = [
-        {"a": 4.0, "b": None, "c": 1.5, "colour": "red", "size": "XL"},   # by column
-        [9.0, 2.0, -3.0, "purple", "S"],                                   # in column order
-        {"a": "5", "b": 5, "c": 5.0, "colour": "green", "size": ""},       # numbers as CSV text
+        {"a": 4.0, "b": None, "c": 1.5, "colour": "red", "size": "XL"},  # by column
+        [9.0, 2.0, -3.0, "purple", "S"],  # in column order
+        {"a": "5", "b": 5, "c": 5.0, "colour": "green", "size": ""},  # numbers as CSV text
     ]
     answers = node(folder, inputs, tmp_path)
     scores = np.array([a["scores"] for a in answers])
@@ -115,11 +127,14 @@ def test_tabular_rows_with_categories_and_missing_values(tmp_path, family, categ
     assert [a["label"] for a in answers] == [["x", "y", "z"][i] for i in expected.argmax(axis=1)]
 
 
-@pytest.mark.parametrize("family, spec_fields, ops", [
-    ("cnn", {"conv_filters": [4, 8], "hidden_units": [16]}, []),
-    ("mlp", {"hidden_units": [8]}, [{"grayscale": {}}]),
-    ("mobilenet_v2", {"alpha": 0.35, "input_size": 32}, [{"resize": {"height": 10, "width": 12}}]),
-])
+@pytest.mark.parametrize(
+    "family, spec_fields, ops",
+    [
+        ("cnn", {"conv_filters": [4, 8], "hidden_units": [16]}, []),
+        ("mlp", {"hidden_units": [8]}, [{"grayscale": {}}]),
+        ("mobilenet_v2", {"alpha": 0.35, "input_size": 32}, [{"resize": {"height": 10, "width": 12}}]),
+    ],
+)
 def test_image_models_take_png_bytes(tmp_path, family, spec_fields, ops):
     rng = np.random.default_rng(2)
     channels = 1 if family == "cnn" else 3
@@ -132,12 +147,27 @@ def test_image_models_take_png_bytes(tmp_path, family, spec_fields, ops):
     randomize(model)
     if family == "mobilenet_v2":  # the export flattens the nested base into one graph
         assert any(isinstance(layer, keras.Model) for layer in model.layers)
-    folder = export(tmp_path, model, fitted, [field("image", "uint8", [8, 8, channels]), field("label", "int32", [])],
-                    ["a", "b", "c", "d"])
-    layers = {l["class_name"] for l in json.loads((folder / "model.json").read_text())["modelTopology"]["config"]["layers"]}
+    folder = export(
+        tmp_path,
+        model,
+        fitted,
+        [field("image", "uint8", [8, 8, channels]), field("label", "int32", [])],
+        ["a", "b", "c", "d"],
+    )
+    layers = {
+        layer["class_name"]
+        for layer in json.loads((folder / "model.json").read_text())["modelTopology"]["config"]["layers"]
+    }
     if family == "mobilenet_v2":
-        assert {"DepthwiseConv2D", "BatchNormalization", "ReLU", "ZeroPadding2D", "Add", "GlobalAveragePooling2D",
-                tfjs.RESIZING} <= layers
+        assert {
+            "DepthwiseConv2D",
+            "BatchNormalization",
+            "ReLU",
+            "ZeroPadding2D",
+            "Add",
+            "GlobalAveragePooling2D",
+            tfjs.RESIZING,
+        } <= layers
 
     expected = serve_path(fitted, batch, model)
     files = []
@@ -151,16 +181,30 @@ def test_image_models_take_png_bytes(tmp_path, family, spec_fields, ops):
 
 
 def test_text_model_takes_sentences_with_a_masked_average(tmp_path):
-    texts = np.array(["The striker scored twice", "A bug in the API", "Bake the bread; bake the cake!",
-                      "the the the", "Ünïcode wörds and CAPS", "x"], dtype=object)
+    texts = np.array(
+        [
+            "The striker scored twice",
+            "A bug in the API",
+            "Bake the bread; bake the cake!",
+            "the the the",
+            "Ünïcode wörds and CAPS",
+            "x",
+        ],
+        dtype=object,
+    )
     batch = {"text": texts, "label": np.arange(6, dtype=np.int32) % 3}
     fitted = fit([{"vectorize_text": {"mode": "int", "max_tokens": 12, "sequence_length": 6}}], batch)
     spec = train_spec.resolve(pipeline_pb2.TrainSpec(model="text", embedding_dim=8, hidden_units=[8]))
     vocabulary = len(fitted[0].fitted["vocabulary"].string_values) + 2
     model = models.build(spec, [6], 3, "int32", vocabulary)
     randomize(model)
-    folder = export(tmp_path, model, fitted, [field("text", "object", []), field("label", "int32", [])],
-                    ["sports", "tech", "cooking"])
+    folder = export(
+        tmp_path,
+        model,
+        fitted,
+        [field("text", "object", []), field("label", "int32", [])],
+        ["sports", "tech", "cooking"],
+    )
     sentences = ["The striker scored", "bread and unknownword", "THE the", "Ünïcode wörds, twice over and over again"]
     expected = serve_path(fitted, {"text": np.array(sentences, dtype=object)}, model)
     answers = node(folder, sentences, tmp_path)
@@ -184,13 +228,20 @@ def test_text_model_on_bag_of_words(tmp_path):
 
 def test_tokens_match_python_on_every_code_point(tmp_path):
     """The module splits text exactly as services.collect.stats.tokens, whatever the script."""
-    texts = ["Hello, World! it's 2024_x", "ÀÉÎ straße İstanbul ΣΊΣΥΦΟΣ ὈΔΥΣΣΕΎΣ", "日本語のテキスト、中文", "naïve café—x²½ ٣٤",
-             "e\u0301 combining", "emoji 🙂 and 𝒳𝒴 math", "tab\tnew\nline"]
+    texts = [
+        "Hello, World! it's 2024_x",
+        "ÀÉÎ straße İstanbul ΣΊΣΥΦΟΣ ὈΔΥΣΣΕΎΣ",
+        "日本語のテキスト、中文",
+        "naïve café—x²½ ٣٤",
+        "e\u0301 combining",
+        "emoji 🙂 and 𝒳𝒴 math",
+        "tab\tnew\nline",
+    ]
     # every code point (but surrogates) once, in chunks, between spaces
     points = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
-    texts += [" ".join(points[i:i + 4096]) for i in range(0, len(points), 4096)]
+    texts += [" ".join(points[i : i + 4096]) for i in range(0, len(points), 4096)]
     model = models.build(train_spec.resolve(pipeline_pb2.TrainSpec(model="linear")), 2, 2)
     folder = export(tmp_path, model, [], [field("features", "float32", [2], ["a", "b"])], ["a", "b"])
     answers = node(folder, [{"tokens": t} for t in texts], tmp_path)
-    for text, answer in zip(texts, answers):
+    for text, answer in zip(texts, answers, strict=True):
         assert answer["tokens"] == tokens(text), text[:40]

@@ -14,6 +14,7 @@
   grayscale; and the class names.
 - package.json + index.js (copied from tfjs_module/): `predict(input) -> {label, scores}`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -46,6 +47,7 @@ _MASK = "<padding mask>"
 
 # --- the network ---------------------------------------------------------------------------------
 
+
 def _pair(value) -> list[int]:
     return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)] * 2
 
@@ -66,24 +68,39 @@ def _weights(layer, rename: dict[str, str] | None = None) -> list[tuple[str, np.
 def _convert(class_name: str, config: dict, layer) -> tuple[str, dict, list[tuple[str, np.ndarray]]]:
     """One Keras 3 layer as (TF.js class, TF.js config in Keras 2 snake_case, weights)."""
     if class_name == "Dense":
-        return "Dense", {"units": int(config["units"]), "activation": _activation(config),
-                         "use_bias": bool(config["use_bias"])}, _weights(layer)
+        return (
+            "Dense",
+            {"units": int(config["units"]), "activation": _activation(config), "use_bias": bool(config["use_bias"])},
+            _weights(layer),
+        )
     if class_name in ("Conv2D", "DepthwiseConv2D"):
         if config.get("data_format", "channels_last") != "channels_last" or config.get("groups", 1) != 1:
             raise invalid(f"export.tfjs: {class_name} {layer.name!r} is not channels_last with groups 1")
-        out = {"kernel_size": _pair(config["kernel_size"]), "strides": _pair(config["strides"]),
-               "padding": config["padding"], "data_format": "channels_last",
-               "dilation_rate": _pair(config["dilation_rate"]), "activation": _activation(config),
-               "use_bias": bool(config["use_bias"])}
+        out = {
+            "kernel_size": _pair(config["kernel_size"]),
+            "strides": _pair(config["strides"]),
+            "padding": config["padding"],
+            "data_format": "channels_last",
+            "dilation_rate": _pair(config["dilation_rate"]),
+            "activation": _activation(config),
+            "use_bias": bool(config["use_bias"]),
+        }
         if class_name == "Conv2D":
             out["filters"] = int(config["filters"])
             return "Conv2D", out, _weights(layer)
         out["depth_multiplier"] = int(config["depth_multiplier"])
         return "DepthwiseConv2D", out, _weights(layer, {"kernel": "depthwise_kernel"})
     if class_name == "MaxPooling2D":
-        return "MaxPooling2D", {"pool_size": _pair(config["pool_size"]),
-                                "strides": _pair(config["strides"] or config["pool_size"]),
-                                "padding": config["padding"], "data_format": "channels_last"}, []
+        return (
+            "MaxPooling2D",
+            {
+                "pool_size": _pair(config["pool_size"]),
+                "strides": _pair(config["strides"] or config["pool_size"]),
+                "padding": config["padding"],
+                "data_format": "channels_last",
+            },
+            [],
+        )
     if class_name == "Flatten":
         return "Flatten", {}, []
     if class_name == "Rescaling":
@@ -98,9 +115,17 @@ def _convert(class_name: str, config: dict, layer) -> tuple[str, dict, list[tupl
     if class_name == "BatchNormalization":
         if config["axis"] not in (-1, 3, [3], [-1]):
             raise invalid(f"export.tfjs: BatchNormalization {layer.name!r} must normalize the last axis")
-        return "BatchNormalization", {"axis": -1, "momentum": float(config["momentum"]),
-                                      "epsilon": float(config["epsilon"]), "center": bool(config["center"]),
-                                      "scale": bool(config["scale"])}, _weights(layer)
+        return (
+            "BatchNormalization",
+            {
+                "axis": -1,
+                "momentum": float(config["momentum"]),
+                "epsilon": float(config["epsilon"]),
+                "center": bool(config["center"]),
+                "scale": bool(config["scale"]),
+            },
+            _weights(layer),
+        )
     if class_name == "ReLU":
         if config.get("negative_slope") or config.get("threshold"):
             raise invalid(f"export.tfjs: ReLU {layer.name!r} with a slope or threshold has no TF.js counterpart")
@@ -121,8 +146,16 @@ def _convert(class_name: str, config: dict, layer) -> tuple[str, dict, list[tupl
             raise invalid(f"export.tfjs: GlobalAveragePooling1D {layer.name!r} must be channels_last, no keepdims")
         return MASKED_AVERAGE, {}, []
     if class_name == "Embedding":
-        return "Embedding", {"input_dim": int(config["input_dim"]), "output_dim": int(config["output_dim"]),
-                             "mask_zero": bool(config["mask_zero"]), "input_length": None}, _weights(layer)
+        return (
+            "Embedding",
+            {
+                "input_dim": int(config["input_dim"]),
+                "output_dim": int(config["output_dim"]),
+                "mask_zero": bool(config["mask_zero"]),
+                "input_length": None,
+            },
+            _weights(layer),
+        )
     raise invalid(f"export.tfjs: the layer {class_name} ({layer.name!r}) has no TF.js counterpart here")
 
 
@@ -161,16 +194,23 @@ class _Graph:
                 if sources is None:
                     shape = list(entry["config"]["batch_shape"])
                     dtype = "int32" if entry["config"]["dtype"] in ("int32", "int64") else "float32"
-                    self._emit({"class_name": "InputLayer", "name": name, "inbound_nodes": [],
-                                "config": {"batch_input_shape": shape, "dtype": dtype, "sparse": False,
-                                           "name": name}})
+                    self._emit(
+                        {
+                            "class_name": "InputLayer",
+                            "name": name,
+                            "inbound_nodes": [],
+                            "config": {"batch_input_shape": shape, "dtype": dtype, "sparse": False, "name": name},
+                        }
+                    )
                     alias[name] = name
                 else:
                     alias[name] = sources[name]
                 continue
             if len(entry["inbound_nodes"]) != 1:
-                raise invalid(f"export.tfjs: layer {name!r} is called {len(entry['inbound_nodes'])} times; "
-                              "the TF.js export takes layers called once")
+                raise invalid(
+                    f"export.tfjs: layer {name!r} is called {len(entry['inbound_nodes'])} times; "
+                    "the TF.js export takes layers called once"
+                )
             args = entry["inbound_nodes"][0]["args"]
             inbound = [alias[t["config"]["keras_history"][0]] for t in _tensors(args)]
             if class_name == "NotEqual":  # Keras 3 records Embedding(mask_zero)'s mask as `ids != 0`;
@@ -183,15 +223,21 @@ class _Graph:
             layer = model.get_layer(name)
             if isinstance(layer, keras.Model):  # a nested model: its layers join this graph
                 inner_inputs = _refs(layer.get_config()["input_layers"])
-                outputs = self.add(layer, dict(zip(inner_inputs, inbound)))
+                outputs = self.add(layer, dict(zip(inner_inputs, inbound, strict=True)))
                 if len(outputs) != 1:
                     raise invalid(f"export.tfjs: nested model {name!r} has {len(outputs)} outputs, expected 1")
                 alias[name] = outputs[0]
                 continue
             tfjs_class, tfjs_config, weights = _convert(class_name, entry["config"], layer)
             tfjs_config.update({"name": name, "trainable": False, "dtype": "float32"})
-            self._emit({"class_name": tfjs_class, "name": name, "config": tfjs_config,
-                        "inbound_nodes": [[[source, 0, 0, {}] for source in inbound]]})
+            self._emit(
+                {
+                    "class_name": tfjs_class,
+                    "name": name,
+                    "config": tfjs_config,
+                    "inbound_nodes": [[[source, 0, 0, {}] for source in inbound]],
+                }
+            )
             self.weights += [(f"{name}/{weight}", value) for weight, value in weights]
             alias[name] = name
         return [alias[name] for name in _refs(config["output_layers"])]
@@ -210,14 +256,19 @@ def topology(model: keras.Model, name: str) -> tuple[dict, list[tuple[str, np.nd
     inputs = [layer["name"] for layer in graph.layers if layer["class_name"] == "InputLayer"]
     return {
         "class_name": "Model",
-        "config": {"name": name, "layers": graph.layers, "input_layers": [[n, 0, 0] for n in inputs],
-                   "output_layers": [[n, 0, 0] for n in outputs]},
+        "config": {
+            "name": name,
+            "layers": graph.layers,
+            "input_layers": [[n, 0, 0] for n in inputs],
+            "output_layers": [[n, 0, 0] for n in outputs],
+        },
         "keras_version": "2.15.0",  # the topology dialect TF.js reads
         "backend": "tensorflow",
     }, graph.weights
 
 
 # --- the preprocessing ---------------------------------------------------------------------------
+
 
 @functools.lru_cache(maxsize=1)
 def token_class() -> str:
@@ -242,8 +293,11 @@ def lowercase_table() -> dict[str, str]:
     """str.lower() of every code point it changes, keyed by the code point in decimal: the browser
     lowercases with this Python's Unicode tables, not its own (which may know newer letters).
     Final sigma, the one rule that looks at neighbours, index.js applies as str.lower() does."""
-    return {str(cp): chr(cp).lower() for cp in range(sys.maxunicode + 1)
-            if not 0xD800 <= cp <= 0xDFFF and chr(cp).lower() != chr(cp)}
+    return {
+        str(cp): chr(cp).lower()
+        for cp in range(sys.maxunicode + 1)
+        if not 0xD800 <= cp <= 0xDFFF and chr(cp).lower() != chr(cp)
+    }
 
 
 def _values(op, name: str) -> list:
@@ -266,8 +320,9 @@ def _step(op) -> dict | None:
         return {"op": kind, "offset": mean.tolist(), "scale": std.tolist()}
     if kind == "min_max":
         lo = np.asarray(_values(op, "min"), np.float32)
-        span = (np.asarray(_values(op, "max"), np.float64) - np.asarray(_values(op, "min"), np.float64)
-                ).astype(np.float32)
+        span = (np.asarray(_values(op, "max"), np.float64) - np.asarray(_values(op, "min"), np.float64)).astype(
+            np.float32
+        )
         span[span == 0] = 1.0
         return {"op": kind, "offset": lo.tolist(), "scale": span.tolist()}
     if kind == "fill_missing":
@@ -276,7 +331,7 @@ def _step(op) -> dict | None:
         return {"op": kind, "values": np.asarray(_values(op, "value"), np.float32).tolist()}
     if kind in ("lookup", "one_hot"):
         tables: list[list[str]] = []
-        for value, column in zip(_strings(op, "vocabulary"), _values(op, "columns")):
+        for value, column in zip(_strings(op, "vocabulary"), _values(op, "columns"), strict=True):
             while len(tables) <= column:
                 tables.append([])
             tables[column].append(value)  # id = position + 1; 0 is "not in the table"
@@ -285,8 +340,13 @@ def _step(op) -> dict | None:
         p = op.vectorize_text
         idf = np.asarray(_values(op, "idf"), np.float64)
         weights = np.concatenate([[idf.mean() if len(idf) else 0.0], idf]).astype(np.float32)
-        return {"op": kind, "mode": p.mode or "tf_idf", "sequence_length": int(p.sequence_length or 64),
-                "vocabulary": _strings(op, "vocabulary"), "weights": weights.tolist()}
+        return {
+            "op": kind,
+            "mode": p.mode or "tf_idf",
+            "sequence_length": int(p.sequence_length or 64),
+            "vocabulary": _strings(op, "vocabulary"),
+            "weights": weights.tolist(),
+        }
     if kind == "resize":
         return {"op": kind, "height": int(op.resize.height), "width": int(op.resize.width)}
     if kind == "grayscale":
@@ -301,8 +361,10 @@ def _inputs(fields) -> dict:
         if field.name in ("label", "subset"):
             continue
         if field.name not in RAW_KINDS:
-            raise invalid(f"export.tfjs: the dataset tensor {field.name!r} has no raw-input kind "
-                          f"(the browser module takes {', '.join(RAW_KINDS)})")
+            raise invalid(
+                f"export.tfjs: the dataset tensor {field.name!r} has no raw-input kind "
+                f"(the browser module takes {', '.join(RAW_KINDS)})"
+            )
         record: dict = {"kind": RAW_KINDS[field.name]}
         if field.columns:
             record["columns"] = list(field.columns)
@@ -325,8 +387,10 @@ def preprocessing(model: keras.Model, fitted_ops, fields, class_names: list[str]
         "inputs": _inputs(fields),
         "steps": steps,
         # the tensor the network takes after the steps; uint8 images are sent as float32 pixel values
-        "model_input": {"dtype": "int32" if model_input.dtype in ("int32", "int64") else "float32",
-                        "shape": [int(d) for d in model_input.shape[1:]]},
+        "model_input": {
+            "dtype": "int32" if model_input.dtype in ("int32", "int64") else "float32",
+            "shape": [int(d) for d in model_input.shape[1:]],
+        },
         # services.collect.stats.tokens: lowercase, then runs of these code points
         "tokens": {"lowercase": lowercase_table(), "class": token_class()},
     }
@@ -334,8 +398,10 @@ def preprocessing(model: keras.Model, fitted_ops, fields, class_names: list[str]
 
 # --- the folder --------------------------------------------------------------------------------
 
-def write(model: keras.Model, fitted_ops, fields, class_names: list[str], name: str, version: int,
-          directory: str) -> list[str]:
+
+def write(
+    model: keras.Model, fitted_ops, fields, class_names: list[str], name: str, version: int, directory: str
+) -> list[str]:
     """Writes the TF.js folder for `model` (trained on `fitted_ops`' output of the dataset with
     `fields`) into `directory`; returns the file names."""
     model_topology, weights = topology(model, name)
@@ -344,8 +410,9 @@ def write(model: keras.Model, fitted_ops, fields, class_names: list[str], name: 
         "generatedBy": "cookline",
         "convertedBy": None,
         "modelTopology": model_topology,
-        "weightsManifest": [{"paths": [SHARD], "weights": [
-            {"name": n, "shape": list(v.shape), "dtype": "float32"} for n, v in weights]}],
+        "weightsManifest": [
+            {"paths": [SHARD], "weights": [{"name": n, "shape": list(v.shape), "dtype": "float32"} for n, v in weights]}
+        ],
     }
     package = {
         "name": f"cookline-model-{name}",
