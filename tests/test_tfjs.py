@@ -17,11 +17,11 @@ import pytest
 from PIL import Image
 
 from cookline import tensors
+from cookline.spec import train as train_spec
 from cookline.v1 import data_pb2, pipeline_pb2
 from services.collect.stats import tokens
 from services.process import ops as ops_lib
 from services.train import models, tfjs
-from services.train import spec as train_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NODE_MODULES = os.path.join(ROOT, "tests", "tfjs", "node_modules")
