@@ -245,3 +245,36 @@ def test_tokens_match_python_on_every_code_point(tmp_path):
     answers = node(folder, [{"tokens": t} for t in texts], tmp_path)
     for text, answer in zip(texts, answers, strict=True):
         assert answer["tokens"] == tokens(text), text[:40]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_raw_images_of_other_sizes_and_colors_become_the_datasets_pixels(tmp_path, channels):
+    """A PNG of any size and color mode becomes the pixels the exported model makes of it: the
+    dataset's channels (grayscale by Pillow's integer luma, as collect), then its size (bilinear,
+    antialiased, as tf.image.resize(antialias=True)), rounded to 8-bit."""
+    import tensorflow as tf
+
+    model = models.build(train_spec.resolve(pipeline_pb2.TrainSpec(model="linear")), [8, 8, channels], 2, "uint8")
+    folder = export(
+        tmp_path, model, [], [field("image", "uint8", [8, 8, channels]), field("label", "int32", [])], ["a", "b"]
+    )
+    rng = np.random.default_rng(3)
+    images = {
+        "rgb-down.png": rng.integers(0, 256, (13, 21, 3)),
+        "gray-up.png": rng.integers(0, 256, (5, 6, 1)),
+        "rgba-same.png": rng.integers(0, 256, (8, 8, 4)),
+        "rgb-mixed.png": rng.integers(0, 256, (30, 4, 3)),
+    }
+    expected = []
+    for name, array in images.items():
+        (tmp_path / name).write_bytes(png(array.astype(np.uint8)))
+        with Image.open(tmp_path / name) as img:
+            pixels = np.asarray(img.convert("L" if channels == 1 else "RGB"), np.float32).reshape(
+                img.height, img.width, channels
+            )
+        if pixels.shape[:2] != (8, 8):
+            pixels = tf.image.resize(pixels, [8, 8], method="bilinear", antialias=True).numpy()
+        expected.append(np.clip(np.round(pixels), 0, 255).reshape(-1))
+    answers = node(folder, [{"preprocess": {"file": str(tmp_path / n)}} for n in images], tmp_path)
+    for name, answer, want in zip(images, answers, expected, strict=True):
+        np.testing.assert_array_equal(np.array(answer["input"]), want, err_msg=name)

@@ -313,22 +313,11 @@ def _step(op) -> dict | None:
     kind = op.WhichOneof("kind")
     if not KINDS[kind].deterministic:
         return None  # shuffle, random augmentation
-    if kind == "standardize":
-        mean = np.asarray(_values(op, "mean"), np.float32)
-        std = np.sqrt(np.asarray(_values(op, "variance"), np.float64)).astype(np.float32)
-        std[std == 0] = 1.0
-        return {"op": kind, "offset": mean.tolist(), "scale": std.tolist()}
-    if kind == "min_max":
-        lo = np.asarray(_values(op, "min"), np.float32)
-        span = (np.asarray(_values(op, "max"), np.float64) - np.asarray(_values(op, "min"), np.float64)).astype(
-            np.float32
-        )
-        span[span == 0] = 1.0
-        return {"op": kind, "offset": lo.tolist(), "scale": span.tolist()}
-    if kind == "fill_missing":
-        if (op.fill_missing.strategy or "mean") == "constant":
-            return {"op": kind, "constant": float(np.float32(op.fill_missing.value))}
-        return {"op": kind, "values": np.asarray(_values(op, "value"), np.float32).tolist()}
+    if kind in ("standardize", "min_max", "fill_missing"):
+        step = _scaling(op, kind)
+        if "indices" in op.fitted:  # scoped to some numeric columns (their positions in "features")
+            step["indices"] = [int(i) for i in _values(op, "indices")]
+        return step
     if kind in ("lookup", "one_hot"):
         tables: list[list[str]] = []
         for value, column in zip(_strings(op, "vocabulary"), _values(op, "columns"), strict=True):
@@ -354,25 +343,53 @@ def _step(op) -> dict | None:
     raise invalid(f"export.tfjs: the op {kind!r} has no browser counterpart")
 
 
-def _inputs(fields) -> dict:
-    """The raw inputs (contract names and kinds) from the dataset's field schemas."""
+def _scaling(op, kind: str) -> dict:
+    """standardize and min_max as (x - offset) / scale, fill_missing as its values, all float32."""
+    if kind == "fill_missing":
+        if (op.fill_missing.strategy or "mean") == "constant":
+            return {"op": kind, "constant": float(np.float32(op.fill_missing.value))}
+        return {"op": kind, "values": np.asarray(_values(op, "value"), np.float32).tolist()}
+    if kind == "standardize":
+        offset = np.asarray(_values(op, "mean"), np.float32)
+        scale = np.sqrt(np.asarray(_values(op, "variance"), np.float64)).astype(np.float32)
+    else:
+        offset = np.asarray(_values(op, "min"), np.float32)
+        scale = (np.asarray(_values(op, "max"), np.float64) - np.asarray(_values(op, "min"), np.float64)).astype(
+            np.float32
+        )
+    scale[scale == 0] = 1.0  # a constant column stays put, as the process op does
+    return {"op": kind, "offset": offset.tolist(), "scale": scale.tolist()}
+
+
+def _inputs(fields, input_name: str, fitted_ops) -> dict:
+    """The raw inputs the model takes (the raw-input contract's names, kinds and columns), from the
+    dataset's field schemas: "tokens" come from "text", "image" from "image", "features" from the
+    numeric columns plus "categorical" (lookup, one_hot) and "text" (vectorize_text, bag of words)."""
+    kinds = {op.WhichOneof("kind") for op in fitted_ops}
+    bag_of_words = any(
+        op.WhichOneof("kind") == "vectorize_text" and (op.vectorize_text.mode or "tf_idf") != "int" for op in fitted_ops
+    )
+    if input_name in ("tokens", "image"):
+        used = {"text" if input_name == "tokens" else "image"}
+    else:
+        used = {"features"} | ({"categorical"} if kinds & {"lookup", "one_hot"} else set())
+        used |= {"text"} if bag_of_words else set()
+    by_name = {field.name: field for field in fields}
     out = {}
-    for field in fields:
-        if field.name in ("label", "subset"):
+    for name, kind in RAW_KINDS.items():
+        if name not in used or name not in by_name:
             continue
-        if field.name not in RAW_KINDS:
-            raise invalid(
-                f"export.tfjs: the dataset tensor {field.name!r} has no raw-input kind "
-                f"(the browser module takes {', '.join(RAW_KINDS)})"
-            )
-        record: dict = {"kind": RAW_KINDS[field.name]}
+        field = by_name[name]
+        record: dict = {"kind": kind}
         if field.columns:
             record["columns"] = list(field.columns)
-        if field.name == "image":
+        if name == "image":
             height, width, channels = (int(v) for v in field.shape)
             record["image"] = {"height": height, "width": width, "channels": channels}
             record["encodings"] = ["png", "jpeg"]
-        out[field.name] = record
+        out[name] = record
+    if not out:
+        raise invalid(f"export.tfjs: the dataset has no raw input the model's {input_name!r} comes from")
     return out
 
 
@@ -380,15 +397,18 @@ def preprocessing(model: keras.Model, fitted_ops, fields, class_names: list[str]
     """What index.js needs to turn raw inputs into the network's input (see the module docstring)."""
     steps = [s for s in (_step(op) for op in fitted_ops) if s is not None]
     model_input = model.inputs[0]
+    integer = model_input.dtype in ("int32", "int64")
+    input_name = "tokens" if integer else "image" if len(model_input.shape) >= 4 else "features"
     return {
         "format": FORMAT,
         "task": "classification" if class_names else "regression",
         "class_names": list(class_names),
-        "inputs": _inputs(fields),
+        "inputs": _inputs(fields, input_name, fitted_ops),
         "steps": steps,
         # the tensor the network takes after the steps; uint8 images are sent as float32 pixel values
         "model_input": {
-            "dtype": "int32" if model_input.dtype in ("int32", "int64") else "float32",
+            "name": input_name,
+            "dtype": "int32" if integer else "float32",
             "shape": [int(d) for d in model_input.shape[1:]],
         },
         # services.collect.stats.tokens: lowercase, then runs of these code points

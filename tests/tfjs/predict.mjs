@@ -6,6 +6,7 @@
 //   an array or {column: value} -> predict(row)
 //   {"network": nested array}   -> the network alone on its own input (no preprocessing): {scores}
 //   {"tokens": string}          -> the tokens the module splits the string into: {tokens}
+//   {"preprocess": item}        -> the network's input the module makes of item (any of the above): {input}
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -14,17 +15,18 @@ const [packageDir, inputsPath] = process.argv.slice(2);
 const cookline = await import(pathToFileURL(join(packageDir, "index.js")).href);
 const model = await cookline.load();
 const out = [];
+const raw = (item) => (item != null && item.file !== undefined ? readFileSync(item.file) : item);
 for (const item of JSON.parse(readFileSync(inputsPath, "utf8"))) {
-  if (item != null && item.network !== undefined) {
+  if (item != null && item.preprocess !== undefined) {
+    out.push({ input: await model.preprocess(raw(item.preprocess)) });
+  } else if (item != null && item.network !== undefined) {
     const want = model.model.inputs[0].dtype;
     const y = model.model.predict(cookline.tf.tensor(item.network, undefined, want));
     out.push({ scores: (await y.array())[0] });
   } else if (item != null && item.tokens !== undefined) {
     out.push({ tokens: model.tokens(item.tokens) });
-  } else if (item != null && item.file !== undefined) {
-    out.push(await model.predict(readFileSync(item.file)));
   } else {
-    out.push(await model.predict(item));
+    out.push(await model.predict(raw(item)));
   }
 }
 process.stdout.write(JSON.stringify(out) + "\n");

@@ -142,13 +142,69 @@ function grayscale(image) {
   return { data: out, height: image.height, width: image.width, channels: 1 };
 }
 
-/** Decoded RGBA pixels ({data, width, height}) as the dataset's channels. */
+/** Decoded RGBA pixels ({data, width, height}) as the dataset's channels, as collect stores images:
+ * RGB, or one channel by Pillow's integer luma (a gray image stays exactly as it is). */
 function fromRGBA(rgba, channels) {
   const n = rgba.width * rgba.height;
-  const rgb = new Float32Array(n * 3);
-  for (let i = 0; i < n; i++) for (let c = 0; c < 3; c++) rgb[i * 3 + c] = rgba.data[i * 4 + c];
-  const image = { data: rgb, height: rgba.height, width: rgba.width, channels: 3 };
-  return channels === 1 ? grayscale(image) : image;
+  const out = new Float32Array(n * channels);
+  for (let i = 0; i < n; i++) {
+    const [r, g, b] = [rgba.data[i * 4], rgba.data[i * 4 + 1], rgba.data[i * 4 + 2]];
+    if (channels === 1) out[i] = Math.floor((r * 19595 + g * 38470 + b * 7471 + 0x8000) / 65536);
+    else out.set([r, g, b], i * 3);
+  }
+  return { data: out, height: rgba.height, width: rgba.width, channels };
+}
+
+/** Source positions and weights of an antialiased bilinear (triangle) resize along one axis,
+ * as TensorFlow's ScaleAndTranslate (tf.image.resize(..., antialias=True)) computes them. */
+function triangleSpans(outSize, inSize) {
+  const scale = f32(outSize / inSize);
+  const invScale = f32(1 / scale);
+  const kernelScale = Math.max(invScale, 1);
+  return Array.from({ length: outSize }, (_, x) => {
+    const sample = f32(f32(x + 0.5) * invScale);
+    if (sample < 0 || sample > inSize) return { start: 0, weights: [] };
+    const start = Math.min(Math.max(Math.ceil(f32(sample - kernelScale - 0.5)), 0), inSize - 1);
+    const end = Math.min(Math.max(Math.floor(f32(f32(sample + kernelScale) - 0.5)), 0), inSize - 1) + 1;
+    const weights = [];
+    let total = 0;
+    for (let source = start; source < end; source++) {
+      const w = Math.max(0, f32(1 - Math.abs(f32(f32(f32(source + 0.5) - sample) / kernelScale))));
+      weights.push(w);
+      total = f32(total + w);
+    }
+    const norm = Math.abs(total) >= 1000 * 1.1754943508222875e-38 ? f32(1 / total) : 0;
+    return { start, weights: weights.map((w) => f32(w * norm)) };
+  });
+}
+
+/** A raw image at the dataset's height and width (antialiased bilinear, rounded to 8-bit pixels),
+ * as the exported model resizes an image of another size. */
+function resizeAntialiased(image, height, width) {
+  if (image.height === height && image.width === width) return image;
+  const { channels } = image;
+  const cols = triangleSpans(width, image.width), rows = triangleSpans(height, image.height);
+  const middle = new Float32Array(image.height * width * channels); // columns first, then rows
+  for (let y = 0; y < image.height; y++) {
+    for (let x = 0; x < width; x++) {
+      for (let c = 0; c < channels; c++) {
+        let sum = 0;
+        cols[x].weights.forEach((w, k) => { sum = f32(sum + f32(w * image.data[(y * image.width + cols[x].start + k) * channels + c])); });
+        middle[(y * width + x) * channels + c] = sum;
+      }
+    }
+  }
+  const out = new Float32Array(height * width * channels);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      for (let c = 0; c < channels; c++) {
+        let sum = 0;
+        rows[y].weights.forEach((w, k) => { sum = f32(sum + f32(w * middle[((rows[y].start + k) * width + x) * channels + c])); });
+        out[(y * width + x) * channels + c] = toPixel(sum);
+      }
+    }
+  }
+  return { data: out, height, width, channels };
 }
 
 const isBytes = (v) => v instanceof ArrayBuffer || ArrayBuffer.isView(v);
@@ -206,6 +262,13 @@ function compile(pre) {
     if (step.op === "vectorize_text") return { ...step, index: new Map(step.vocabulary.map((w, i) => [w, i])) };
     return step;
   });
+  // f(value, k) on the op's columns (its k-th scoped column, or every column); the others pass through
+  const scoped = (step, features, f) => {
+    if (!step.indices) return features.map(f);
+    const out = [...features];
+    step.indices.forEach((j, k) => { out[j] = f(features[j], k); });
+    return out;
+  };
   const categoryIds = (step, values) => values.map((v, j) => (j < step.maps.length ? step.maps[j].get(v) || 0 : 0));
   const append = (row, columns) => {
     row.features = [...(row.features || []), ...columns];
@@ -220,11 +283,11 @@ function compile(pre) {
       switch (step.op) {
         case "standardize":
         case "min_max":
-          row.features = need("features").map((v, j) => f32(f32(f32(v) - step.offset[j]) / step.scale[j]));
+          row.features = scoped(step, need("features"), (v, k) => f32(f32(f32(v) - step.offset[k]) / step.scale[k]));
           break;
         case "fill_missing":
-          row.features = need("features").map((v, j) =>
-            Number.isNaN(v) ? (step.values ? step.values[j] : step.constant) : v);
+          row.features = scoped(step, need("features"), (v, k) =>
+            (Number.isNaN(v) ? (step.values ? step.values[k] : step.constant) : v));
           break;
         case "lookup":
           append(row, categoryIds(step, need("categorical")));
@@ -239,7 +302,8 @@ function compile(pre) {
           break;
         }
         case "vectorize_text": {
-          const words = tokens(need("text"));
+          const text = need("text");
+          const words = tokens(Array.isArray(text) ? text.join(" ") : text);
           delete row.text;
           if (step.mode === "int") {
             const ids = new Array(step.sequence_length).fill(0);
@@ -248,8 +312,8 @@ function compile(pre) {
           } else {
             const counts = new Array(step.vocabulary.length + 1).fill(0);
             for (const w of words) counts[(step.index.has(w) ? step.index.get(w) : -1) + 1] += 1;
-            row.features = counts.map((c, i) =>
-              step.mode === "multi_hot" ? Math.min(c, 1) : step.mode === "tf_idf" ? f32(c * step.weights[i]) : c);
+            row.features = [...(row.features || []), ...counts.map((c, i) =>
+              (step.mode === "multi_hot" ? Math.min(c, 1) : step.mode === "tf_idf" ? f32(c * step.weights[i]) : c))];
           }
           break;
         }
@@ -290,11 +354,15 @@ async function rawRow(pre, input) {
     if (kind.kind === "image") {
       if (value == null) throw new Error("input: image bytes are missing");
       const { height, width, channels } = kind.image;
-      row.image = resizeBilinear(fromRGBA(await decodeImage(value), channels), height, width);
+      row.image = resizeAntialiased(fromRGBA(await decodeImage(value), channels), height, width);
     } else if (kind.kind === "text") {
-      const text = value !== undefined ? value : columns.length ? input[columns[0]] : undefined;
-      if (typeof text !== "string") throw new Error("input: text must be a string");
-      row.text = text;
+      // one text, or one per text column (joined with a space, as training joins them)
+      const text = value !== undefined ? value : columns.length ? columns.map((c) => input[c]) : undefined;
+      const texts = Array.isArray(text) ? text : [text];
+      texts.forEach((t, j) => {
+        if (typeof t !== "string") throw new Error(`input: ${columns[j] || "text"} must be a string`);
+      });
+      row.text = Array.isArray(text) ? texts : text;
     } else {
       const values = value !== undefined ? Array.from(value) : columns.map((c) => {
         if (!(c in input)) throw new Error(`input: column ${c} is missing`);
@@ -329,20 +397,23 @@ export async function load(base = HERE) {
   const model = await tf.loadLayersModel(tf.io.fromMemory({ modelTopology: manifest.modelTopology, weightSpecs, weightData: weightData.buffer }));
   const { tokens, apply } = compile(pre);
   const want = pre.model_input;
-  const inputName = want.dtype === "int32" ? "tokens" : want.shape.length >= 3 ? "image" : "features";
+  const inputName = want.name;
+
+  /** The network's input for one raw input (flat, row-major): what predict() feeds the model. */
+  async function preprocess(input) {
+    const row = apply(await rawRow(pre, input));
+    const value = inputName === "image" ? row.image.data : row[inputName];
+    const size = want.shape.reduce((a, b) => a * b, 1);
+    if (value == null || value.length !== size) {
+      throw new Error(`input: the preprocessing gave ${inputName} of ${value == null ? 0 : value.length} values, the network takes ${size}`);
+    }
+    return Array.from(value);
+  }
 
   /** Predicts several raw inputs at once: [{label, scores}] in order. */
   async function predictBatch(inputs) {
     const rows = [];
-    for (const input of inputs) {
-      const row = apply(await rawRow(pre, input));
-      const value = inputName === "image" ? row.image.data : row[inputName];
-      const size = want.shape.reduce((a, b) => a * b, 1);
-      if (value == null || value.length !== size) {
-        throw new Error(`input: the preprocessing gave ${inputName} of ${value == null ? 0 : value.length} values, the network takes ${size}`);
-      }
-      rows.push(value);
-    }
+    for (const input of inputs) rows.push(await preprocess(input));
     const flat = want.dtype === "int32" ? Int32Array.from(rows.flatMap((r) => Array.from(r)))
       : Float32Array.from(rows.flatMap((r) => Array.from(r)));
     const x = tf.tensor(flat, [rows.length, ...want.shape], want.dtype);
@@ -357,6 +428,7 @@ export async function load(base = HERE) {
     classNames: pre.class_names,
     inputs: pre.inputs,
     tokens,
+    preprocess,
     predictBatch,
     /** Predicts one raw input: {label, scores}; scores follow classNames (a regressor: [value], label null). */
     predict: async (input) => (await predictBatch([input]))[0],
