@@ -54,7 +54,7 @@ run: install
 up: install
 	$(BIN)/cookline up
 
-# The pure-JavaScript TF.js the browser export is checked with (tests/tfjs).
+# The pure-JavaScript TF.js (and the PNG/JPEG decoders) the TF.js export is checked with (tests/tfjs).
 TFJS := tests/tfjs/node_modules/.installed
 $(TFJS): tests/tfjs/package-lock.json
 	npm ci --prefix tests/tfjs --no-audit --no-fund --loglevel=error
@@ -73,7 +73,7 @@ lint: install $(GO_BIN)/buf
 test: install tools $(TFJS)
 	$(BIN)/python -m pytest -q
 
-test-unit: install
+test-unit: install $(TFJS)
 	$(BIN)/python -m pytest -q -m "not e2e"
 
 # The serving benchmark (not part of `make test`): cookline vs in-process
