@@ -4,6 +4,7 @@ iris mlp rows; each answer matches serve's scores for the same inputs (1e-4)."""
 
 import json
 import os
+import pathlib
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
@@ -105,16 +106,25 @@ def node(package, inputs, tmp_path) -> list[dict]:
     return json.loads(done.stdout)
 
 
-def served(client, name, meta, rows) -> np.ndarray:
-    """serve's scores for `rows` (what the served signature takes), in class_names order."""
-    return np.array([[r["scores"][c] for c in meta["class_names"]] for r in client.predict(name, rows)])
+def served(client, name, meta, inputs) -> np.ndarray:
+    """serve's scores for `inputs` (what the served signature takes), in class_names order."""
+    return np.array([[r["scores"][c] for c in meta["class_names"]] for r in client.predict(name, inputs)])
+
+
+def raw_contract(meta, name: str) -> bool:
+    """True when the model takes the raw input `name` (a record with a kind): serve is then sent
+    what the TF.js module is sent; else serve is sent what its older signature takes."""
+    return "kind" in meta["inputs"].get(name, {})
 
 
 def test_digits_cnn_takes_png_bytes(exports, client, tmp_path):
     meta, package = exports["tfjs-digits"]
     answers = node(package, [{"file": f} for f in DIGITS], tmp_path)
-    pixels = [np.asarray(Image.open(f), np.float32).reshape(-1).tolist() for f in DIGITS]  # as collect decodes
-    expected = served(client, "tfjs-digits", meta, pixels)
+    if raw_contract(meta, "image"):
+        inputs = {"image": [pathlib.Path(f).read_bytes() for f in DIGITS]}
+    else:  # pixels, as collect decodes them
+        inputs = [np.asarray(Image.open(f), np.float32).reshape(-1).tolist() for f in DIGITS]
+    expected = served(client, "tfjs-digits", meta, inputs)
     np.testing.assert_allclose(np.array([a["scores"] for a in answers]), expected, atol=1e-4)
     assert [a["label"] for a in answers] == [meta["class_names"][i] for i in expected.argmax(axis=1)]
     preprocessing = json.loads((package / "preprocessing.json").read_text())
@@ -124,10 +134,14 @@ def test_digits_cnn_takes_png_bytes(exports, client, tmp_path):
 def test_text_model_takes_sentences(exports, client, tmp_path):
     meta, package = exports["tfjs-text"]
     answers = node(package, SENTENCES, tmp_path)
-    fitted = [json_format.ParseDict(op, pipeline_pb2.Op()) for op in meta["process"]]
-    fitted = [op for op in fitted if op.WhichOneof("kind") != "shuffle"]  # it would reorder the rows
-    (batch,) = ops_lib.chain(fitted, [{"text": np.array(SENTENCES, dtype=object)}], epoch=0, training=False)
-    expected = served(client, "tfjs-text", meta, batch["tokens"].astype(np.float32).tolist())
+    if raw_contract(meta, "text"):
+        inputs = {"text": SENTENCES}
+    else:  # token ids, as the fitted ops make them
+        fitted = [json_format.ParseDict(op, pipeline_pb2.Op()) for op in meta["process"]]
+        fitted = [op for op in fitted if op.WhichOneof("kind") != "shuffle"]  # it would reorder the rows
+        (batch,) = ops_lib.chain(fitted, [{"text": np.array(SENTENCES, dtype=object)}], epoch=0, training=False)
+        inputs = batch["tokens"].astype(np.float32).tolist()
+    expected = served(client, "tfjs-text", meta, inputs)
     np.testing.assert_allclose(np.array([a["scores"] for a in answers]), expected, atol=1e-4)
     assert [a["label"] for a in answers] == [meta["class_names"][i] for i in expected.argmax(axis=1)]
 

@@ -63,7 +63,7 @@ def test_the_module_predicts_png_bytes_and_blobs_in_chromium(tmp_path):
     tfjs.write(
         model,
         [],
-        [field("image", "uint8", [8, 8, 1]), field("label", "int32", [])],
+        {"image": field("image", "uint8", [8, 8, 1]), "label": field("label", "int32", [])},
         ["a", "b", "c"],
         "web",
         1,

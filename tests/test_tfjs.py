@@ -30,9 +30,10 @@ PREDICT = os.path.join(ROOT, "tests", "tfjs", "predict.mjs")
 
 def export(tmp_path, model, fitted_ops, fields, class_names):
     """The export folder, with tests/tfjs's pinned packages where an app would have them."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     os.symlink(NODE_MODULES, tmp_path / "node_modules")
     folder = tmp_path / "model"
-    tfjs.write(model, fitted_ops, fields, class_names, "zoo", 1, str(folder))
+    tfjs.write(model, fitted_ops, {f.name: f for f in fields}, class_names, "zoo", 1, str(folder))
     return folder
 
 
@@ -278,3 +279,30 @@ def test_raw_images_of_other_sizes_and_colors_become_the_datasets_pixels(tmp_pat
     answers = node(folder, [{"preprocess": {"file": str(tmp_path / n)}} for n in images], tmp_path)
     for name, answer, want in zip(images, answers, expected, strict=True):
         np.testing.assert_array_equal(np.array(answer["input"]), want, err_msg=name)
+
+
+def test_bad_raw_inputs_throw_errors_naming_the_input(tmp_path):
+    """As serve answers INVALID_ARGUMENT: a missing column, a value that is not a number, a missing
+    value the model does not fill, infinity, a wrong number of values; bytes that are no image."""
+    model = models.build(train_spec.resolve(pipeline_pb2.TrainSpec(model="linear")), 2, 2)
+    folder = export(tmp_path / "rows", model, [], [field("features", "float32", [2], ["a", "b"])], ["x", "y"])
+    answers = node(
+        folder,
+        [{"a": 1.0}, {"a": "one", "b": 2}, {"a": None, "b": 2}, {"a": "-Infinity", "b": 2}, [1.0], [1.0, 2.0]],
+        tmp_path,
+    )
+    assert [a.get("error") for a in answers[:5]] == [
+        "input: column b is missing",
+        'input: column a must be a number, got "one"',
+        "input: column a is missing (NaN), and the model has no fill_missing op; send a number",
+        "input: column a: infinity is not accepted",
+        "input: 1 values given, the model takes 2 (a, b)",
+    ]
+    assert answers[5]["label"] in ("x", "y")
+
+    model = models.build(train_spec.resolve(pipeline_pb2.TrainSpec(model="linear")), [8, 8, 1], 2, "uint8")
+    folder = export(tmp_path / "images", model, [], [field("image", "uint8", [8, 8, 1])], ["x", "y"])
+    (tmp_path / "note.txt").write_text("not an image")
+    answers = node(folder, [{"file": str(tmp_path / "note.txt")}, "a sentence"], tmp_path)
+    assert answers[0] == {"error": "image: the bytes are not a PNG or JPEG image"}
+    assert answers[1] == {"error": "image: expected PNG or JPEG bytes (Uint8Array, Buffer or ArrayBuffer)"}

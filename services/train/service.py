@@ -268,9 +268,10 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         info = self.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=dataset), timeout=30).dataset
         return list(next(f for f in info.fields if f.name == "features").columns)
 
-    def _dataset_fields(self, dataset) -> list:
-        """The dataset's field schemas (names, shapes, columns of the raw inputs)."""
-        return list(self.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=dataset), timeout=30).dataset.fields)
+    def _dataset_fields(self, dataset) -> dict:
+        """The dataset's field schemas by name (shapes and columns of the raw inputs)."""
+        info = self.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=dataset), timeout=30).dataset
+        return {f.name: f for f in info.fields}
 
     def _publish(self, name, model, input_name, fitted_ops, schema, class_names, metrics, evaluation, dataset,
                  request) -> int:

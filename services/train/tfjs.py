@@ -361,9 +361,9 @@ def _scaling(op, kind: str) -> dict:
     return {"op": kind, "offset": offset.tolist(), "scale": scale.tolist()}
 
 
-def _inputs(fields, input_name: str, fitted_ops) -> dict:
+def _inputs(fields: dict, input_name: str, fitted_ops) -> dict:
     """The raw inputs the model takes (the raw-input contract's names, kinds and columns), from the
-    dataset's field schemas: "tokens" come from "text", "image" from "image", "features" from the
+    dataset's field schemas (name -> FieldSchema): "tokens" come from "text", "image" from "image", "features" from the
     numeric columns plus "categorical" (lookup, one_hot) and "text" (vectorize_text, bag of words)."""
     kinds = {op.WhichOneof("kind") for op in fitted_ops}
     bag_of_words = any(
@@ -374,12 +374,11 @@ def _inputs(fields, input_name: str, fitted_ops) -> dict:
     else:
         used = {"features"} | ({"categorical"} if kinds & {"lookup", "one_hot"} else set())
         used |= {"text"} if bag_of_words else set()
-    by_name = {field.name: field for field in fields}
     out = {}
     for name, kind in RAW_KINDS.items():
-        if name not in used or name not in by_name:
+        if name not in used or name not in fields:
             continue
-        field = by_name[name]
+        field = fields[name]
         record: dict = {"kind": kind}
         if field.columns:
             record["columns"] = list(field.columns)
@@ -393,7 +392,7 @@ def _inputs(fields, input_name: str, fitted_ops) -> dict:
     return out
 
 
-def preprocessing(model: keras.Model, fitted_ops, fields, class_names: list[str]) -> dict:
+def preprocessing(model: keras.Model, fitted_ops, fields: dict, class_names: list[str]) -> dict:
     """What index.js needs to turn raw inputs into the network's input (see the module docstring)."""
     steps = [s for s in (_step(op) for op in fitted_ops) if s is not None]
     model_input = model.inputs[0]
@@ -420,10 +419,10 @@ def preprocessing(model: keras.Model, fitted_ops, fields, class_names: list[str]
 
 
 def write(
-    model: keras.Model, fitted_ops, fields, class_names: list[str], name: str, version: int, directory: str
+    model: keras.Model, fitted_ops, fields: dict, class_names: list[str], name: str, version: int, directory: str
 ) -> list[str]:
-    """Writes the TF.js folder for `model` (trained on `fitted_ops`' output of the dataset with
-    `fields`) into `directory`; returns the file names."""
+    """Writes the TF.js folder for `model` (trained on `fitted_ops`' output of the dataset whose field
+    schemas are `fields`, name -> FieldSchema) into `directory`; returns the file names."""
     model_topology, weights = topology(model, name)
     manifest = {
         "format": "layers-model",
@@ -443,7 +442,7 @@ def write(
         "exports": {".": "./index.js"},
         "files": ["index.js", "model.json", "preprocessing.json", SHARD],
         "dependencies": DEPENDENCIES,
-        "browser": {"node:fs/promises": False, "pngjs": False, "jpeg-js": False},
+        "browser": {"node:fs/promises": False, "node:path": False, "node:url": False, "pngjs": False, "jpeg-js": False},
     }
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, SHARD), "wb") as f:

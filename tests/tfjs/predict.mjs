@@ -1,6 +1,7 @@
 // Usage: node predict.mjs PACKAGE_DIR INPUTS_JSON
 // Imports the cookline TF.js export in PACKAGE_DIR (its index.js, as an app that installed it would)
-// and prints what it answers, as JSON, one entry per input of INPUTS_JSON, a list whose items are:
+// and prints what it answers, as JSON, one entry per input of INPUTS_JSON ({error: message} when the
+// module throws), a list whose items are:
 //   a string                    -> predict(sentence)
 //   {"file": path}              -> predict(the file's bytes), e.g. a PNG
 //   an array or {column: value} -> predict(row)
@@ -17,16 +18,23 @@ const model = await cookline.load();
 const out = [];
 const raw = (item) => (item != null && item.file !== undefined ? readFileSync(item.file) : item);
 for (const item of JSON.parse(readFileSync(inputsPath, "utf8"))) {
-  if (item != null && item.preprocess !== undefined) {
-    out.push({ input: await model.preprocess(raw(item.preprocess)) });
-  } else if (item != null && item.network !== undefined) {
-    const want = model.model.inputs[0].dtype;
-    const y = model.model.predict(cookline.tf.tensor(item.network, undefined, want));
-    out.push({ scores: (await y.array())[0] });
-  } else if (item != null && item.tokens !== undefined) {
-    out.push({ tokens: model.tokens(item.tokens) });
-  } else {
-    out.push(await model.predict(raw(item)));
+  try {
+    out.push(await answer(item));
+  } catch (error) {
+    out.push({ error: error.message });
   }
 }
 process.stdout.write(JSON.stringify(out) + "\n");
+
+async function answer(item) {
+  if (item != null && item.preprocess !== undefined) {
+    return { input: await model.preprocess(raw(item.preprocess)) };
+  } else if (item != null && item.network !== undefined) {
+    const want = model.model.inputs[0].dtype;
+    const y = model.model.predict(cookline.tf.tensor(item.network, undefined, want));
+    return { scores: (await y.array())[0] };
+  } else if (item != null && item.tokens !== undefined) {
+    return { tokens: model.tokens(item.tokens) };
+  }
+  return model.predict(raw(item));
+}

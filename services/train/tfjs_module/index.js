@@ -211,6 +211,7 @@ const isBytes = (v) => v instanceof ArrayBuffer || ArrayBuffer.isView(v);
 
 async function decodeImage(input) {
   if (input != null && input.data != null && input.width != null && input.height != null) return input; // RGBA pixels
+  if (IS_NODE && typeof Blob !== "undefined" && input instanceof Blob) input = new Uint8Array(await input.arrayBuffer());
   if (!isBytes(input)) {
     if (!IS_NODE && typeof createImageBitmap === "function") return browserPixels(await createImageBitmap(input));
     throw new Error("image: expected PNG or JPEG bytes (Uint8Array, Buffer or ArrayBuffer)");
@@ -370,12 +371,18 @@ async function rawRow(pre, input) {
       });
       if (values.length !== columns.length) throw new Error(`input: ${name} takes ${columns.length} values, got ${values.length}`);
       if (kind.kind === "numeric") {
+        // as serve: a missing value (NaN) only where the model fills it in, never infinity
+        const fills = pre.steps.some((step) => step.op === "fill_missing");
         row.features = values.map((v, j) => {
-          if (v === null || v === undefined || v === "") return NaN; // missing: fill_missing's business
-          const number = typeof v === "number" ? v : Number(v);
-          if (typeof v !== "number" && (typeof v !== "string" || Number.isNaN(number))) {
+          const missing = v === null || v === undefined || (typeof v === "string" && v.trim() === "");
+          const number = missing ? NaN : typeof v === "number" ? v : Number(v);
+          if (!missing && typeof v !== "number" && (typeof v !== "string" || Number.isNaN(number))) {
             throw new Error(`input: column ${columns[j]} must be a number, got ${JSON.stringify(v)}`);
           }
+          if (Number.isNaN(number) && !fills) {
+            throw new Error(`input: column ${columns[j]} is missing (NaN), and the model has no fill_missing op; send a number`);
+          }
+          if (number === Infinity || number === -Infinity) throw new Error(`input: column ${columns[j]}: infinity is not accepted`);
           return number;
         });
       } else {
@@ -386,9 +393,22 @@ async function rawRow(pre, input) {
   return row;
 }
 
-/** Loads the model in the folder at `base` (default: this module's folder). */
+/** The folder URL of `base`: a URL, a URL string, or (in Node) a path relative to the working directory. */
+async function folderURL(base) {
+  let href = base instanceof URL ? base.href : String(base);
+  if (!/^[a-z][a-z0-9+.-]+:/i.test(href)) {
+    if (typeof location !== "undefined") href = new URL(href, location.href).href;
+    else {
+      const [{ pathToFileURL }, { resolve }] = await Promise.all([import("node:url"), import("node:path")]);
+      href = pathToFileURL(resolve(href)).href;
+    }
+  }
+  return new URL(href.endsWith("/") ? href : `${href}/`);
+}
+
+/** Loads the model in the folder at `base` (default: this module's folder): a URL, or a path in Node. */
 export async function load(base = HERE) {
-  const folder = new URL("./", base instanceof URL ? base : new URL(String(base), typeof location !== "undefined" ? location.href : HERE));
+  const folder = await folderURL(base);
   const [manifest, pre] = await Promise.all([readJSON(folder, "model.json"), readJSON(folder, "preprocessing.json")]);
   const weightSpecs = manifest.weightsManifest.flatMap((group) => group.weights);
   const shards = await Promise.all(manifest.weightsManifest.flatMap((group) => group.paths).map((p) => readBytes(folder, p)));
