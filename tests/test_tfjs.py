@@ -306,3 +306,16 @@ def test_bad_raw_inputs_throw_errors_naming_the_input(tmp_path):
     answers = node(folder, [{"file": str(tmp_path / "note.txt")}, "a sentence"], tmp_path)
     assert answers[0] == {"error": "image: the bytes are not a PNG or JPEG image"}
     assert answers[1] == {"error": "image: expected PNG or JPEG bytes (Uint8Array, Buffer or ArrayBuffer)"}
+
+
+def test_a_regressor_answers_its_value_and_no_label(tmp_path):
+    rng = np.random.default_rng(4)
+    batch = {"features": rng.normal(0, 2, (20, 2)).astype(np.float32), "label": rng.normal(0, 1, 20).astype(np.float32)}
+    fitted = fit([{"standardize": {}}], batch)
+    model = models.build(train_spec.resolve(pipeline_pb2.TrainSpec(model="mlp")), 2, 0)
+    randomize(model)
+    folder = export(tmp_path, model, fitted, [field("features", "float32", [2], ["a", "b"])], [])
+    expected = serve_path(fitted, {"features": batch["features"][:3]}, model)
+    answers = node(folder, batch["features"][:3].tolist(), tmp_path)
+    assert [a["label"] for a in answers] == [None, None, None]
+    np.testing.assert_allclose(np.array([a["scores"] for a in answers]), expected, atol=1e-5)
