@@ -34,7 +34,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cookline import config
-from services.common.errors import status_of
+from services.common.errors import Fail, status_of
+from services.common.store import NotFoundError, StoreUnavailableError
 
 log = logging.getLogger("cookline.http")
 
@@ -91,17 +92,24 @@ def http_status_of(exc: BaseException) -> tuple[int, str]:
 
 async def _on_error(request: Request, exc: Exception) -> Response:
     status, message = http_status_of(exc)
+    if isinstance(exc, HTTPException):  # routing's 404 / 405: say which request
+        message = f"{request.method} {request.url.path}: {message}"
     if status >= 500 and status not in (501, 503, 504):
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     else:
         log.info("%s %s -> %d: %s", request.method, request.url.path, status, message)
-    return error_response(status, message)
+    return error_response(status, message, getattr(exc, "headers", None))
 
 
 def exception_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:
-    """Starlette/FastAPI exception_handlers: every error (404 route, 405 method, HTTPFail, domain
-    errors, anything else as 500) answered as JSON `{"error": ...}`."""
-    return {HTTPException: _on_error, HTTPFail: _on_error, Exception: _on_error}
+    """Starlette/FastAPI exception_handlers: every error (404 route, 405 method, HTTPFail, the
+    domain's errors, anything else as 500) answered as JSON `{"error": ...}`.
+
+    The expected errors are listed by class: Starlette answers those in its exception middleware
+    and the connection stays usable; a handler for Exception runs in its outermost middleware,
+    which re-raises after answering (logged by uvicorn as a crash), so only the unexpected reach it."""
+    expected = (HTTPException, HTTPFail, Fail, NotFoundError, StoreUnavailableError, grpc.RpcError)
+    return {**{cls: _on_error for cls in expected}, Exception: _on_error}
 
 
 def json_body(body: bytes, what: str = "body") -> Any:
