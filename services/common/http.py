@@ -223,7 +223,9 @@ class HTTPServer:
 def _bind(service: str, env: Mapping[str, str] | None) -> socket.socket:
     host, port = config.http_bind_address(service, env)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only when the socket
+    # says TCP; otherwise a response's header and body writes wait on delayed ACKs (~40 ms each).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
