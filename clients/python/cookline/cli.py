@@ -26,6 +26,10 @@ def _fail(exc: grpc.RpcError) -> int:
     return 2
 
 
+# What each service serves on its HTTP port (COOKLINE_<SERVICE>_HTTP_ADDR), printed by `cookline up`.
+HTTP_PORTS = {"serve": "OIP v2 REST"}
+
+
 def cmd_up(args) -> int:
     from cookline.stack import MODULES, Stack
     stopping = threading.Event()
@@ -39,7 +43,8 @@ def cmd_up(args) -> int:
             console.print(f"[red]stack did not start:[/red] {escape(str(exc))}")
             return 1
         for service in MODULES:
-            console.print(f"  {service:8} {escape(config.address(service))}")
+            http = f"   {HTTP_PORTS[service]} http://{config.http_address(service)}" if service in HTTP_PORTS else ""
+            console.print(f"  {service:8} {escape(config.address(service))}{escape(http)}")
         console.print("[green]cookline is up[/green] (Ctrl-C stops it)")
         while not stopping.wait(0.5):
             if stack.exited():
