@@ -243,21 +243,32 @@ def oip_client(target: str, threads: int, seconds: float) -> dict:
     stub = oip_grpc.GRPCInferenceServiceStub(channel)
     for _ in range(20):
         stub.ModelInfer(request, timeout=30)
-    latencies: list[list[float]] = [[] for _ in range(threads)]
+
+    def call() -> bool:
+        try:
+            stub.ModelInfer(request, timeout=30)
+        except grpc.RpcError:
+            return False
+        return True
+    return closed_loop([call] * threads, seconds)
+
+
+def closed_loop(calls: list, seconds: float) -> dict:
+    """Each of `calls` (a function answering whether the request succeeded) called back to
+    back on its own thread for `seconds`: requests/s and latency percentiles of the successes."""
+    latencies: list[list[float]] = [[] for _ in calls]
     errors = [0]
     end = time.perf_counter() + seconds
 
-    def caller(out: list):
+    def caller(call, out: list):
         while time.perf_counter() < end:
             t = time.perf_counter()
-            try:
-                stub.ModelInfer(request, timeout=30)
-            except grpc.RpcError:
+            if not call():
                 errors[0] += 1
                 continue
             out.append(time.perf_counter() - t)
 
-    workers = [threading.Thread(target=caller, args=(out,)) for out in latencies]
+    workers = [threading.Thread(target=caller, args=(call, out)) for call, out in zip(calls, latencies)]
     start = time.perf_counter()
     for w in workers:
         w.start()
@@ -270,8 +281,9 @@ def oip_client(target: str, threads: int, seconds: float) -> dict:
 
 def rest_body(rows: int) -> bytes:
     """An OIP REST infer request of `rows` copies of ROW as JSON data, asking for the scores as
-    binary data (KServe's model class answers them so; the same request for both servers)."""
-    return json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [rows, 4],
+    binary data (KServe's model class answers them so; the same request for both servers). It
+    has an id: KServe 0.21 answers 500 to a request without one."""
+    return json.dumps({"id": "1", "inputs": [{"name": "features", "datatype": "FP32", "shape": [rows, 4],
                                    "data": np.repeat(ROW, rows, axis=0).tolist()}],
                        "outputs": [{"name": "scores", "parameters": {"binary_data": True}}]}).encode()
 
@@ -283,8 +295,6 @@ def rest_client(target: str, threads: int, rows: int, seconds: float) -> dict:
     host, port = target.rsplit(":", 1)
     body = rest_body(rows)
     headers = {"Content-Type": "application/json"}
-    latencies: list[list[float]] = [[] for _ in range(threads)]
-    errors = [0]
 
     def call(conn) -> bool:
         conn.request("POST", "/v2/models/iris/infer", body=body, headers=headers)
@@ -297,26 +307,8 @@ def rest_client(target: str, threads: int, rows: int, seconds: float) -> dict:
         for _ in range(5):
             if not call(conn):
                 raise RuntimeError(f"{target}: REST infer failed while warming up")
-    end = time.perf_counter() + seconds
-
-    def caller(conn, out: list):
-        while time.perf_counter() < end:
-            t = time.perf_counter()
-            if not call(conn):
-                errors[0] += 1
-                continue
-            out.append(time.perf_counter() - t)
-
-    workers = [threading.Thread(target=caller, args=(conn, out)) for conn, out in zip(conns, latencies)]
-    start = time.perf_counter()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    elapsed = time.perf_counter() - start
-    flat = [x for out in latencies for x in out]
-    return {"req_per_s": len(flat) / elapsed, "rows_per_s": len(flat) * rows / elapsed,
-            "p50": pct(flat, 50), "p99": pct(flat, 99), "errors": errors[0]}
+    result = closed_loop([lambda conn=conn: call(conn) for conn in conns], seconds)
+    return result | {"rows_per_s": result["req_per_s"] * rows}
 
 
 def stream_client(target: str, streams: int, rows: int, seconds: float) -> dict:
