@@ -17,7 +17,7 @@ Measures, on this machine (client and servers share its cores):
   - cookline serve and KServe over OIP v2 REST (POST /v2/models/iris/infer,
     JSON tensor data), CONCURRENCY callers on keep-alive connections, with
     one-row and REST_BATCH_ROWS-row requests.
-Then prints a table and the ratios against the targets of DESIGN.md.
+Then prints a table and the ratios against the targets (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
 CACHE = os.path.join(ROOT, ".cache", "bench")
 IRIS_CSV = os.path.join(ROOT, "examples", "data", "iris.csv")
-CONCURRENCY = 8           # OIP callers, as in DESIGN.md's calibration
+CONCURRENCY = 8           # OIP callers: the peers' calibration load (docs/benchmarks.md)
 STREAMS, STREAM_ROWS = 4, 256  # streaming load: streams x rows per message (merged up to MAX_BATCH)
 BIG_MESSAGE_ROWS = 1024       # the same load with larger messages (less per-message overhead)
 MAX_BATCH = 1024              # serve's max_batch_size for the model
