@@ -1,10 +1,11 @@
 """Plain HTTP calls to a service's HTTP port (http.client: nothing between the test and the
 bytes on the wire), with the environment's token and TLS CA, for the REST tests."""
+
 from __future__ import annotations
 
 import http.client
 import ssl
-from typing import Mapping
+from collections.abc import Mapping
 
 from cookline import config
 
@@ -22,9 +23,16 @@ def connection(env: Mapping[str, str], service: str) -> http.client.HTTPConnecti
     return http.client.HTTPConnection(host, int(port), timeout=TIMEOUT_S)
 
 
-def http_call(env: Mapping[str, str], service: str, method: str, path: str, body: bytes = b"",
-              headers: Mapping[str, str] | None = None, declared_length: int | None = None,
-              token: bool = True) -> tuple[int, dict[str, str], bytes]:
+def http_call(
+    env: Mapping[str, str],
+    service: str,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: Mapping[str, str] | None = None,
+    declared_length: int | None = None,
+    token: bool = True,
+) -> tuple[int, dict[str, str], bytes]:
     """(status, headers with lower-case names, body) of one request. `declared_length`: send that
     Content-Length, then `body` (shorter, or none) and wait for the answer. `token`: send the
     environment's bearer token, if it has one."""

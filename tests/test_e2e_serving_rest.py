@@ -2,6 +2,7 @@
 `tritonclient.http` (its own venv, .cache/tritonclient, made by `make install`) and with plain
 HTTP requests: same answers as OIP over gRPC, same batcher, and the bearer token on every
 path but the probes. (Bad input: tests/test_e2e_errors.py; TLS: tests/test_e2e_tls.py.)"""
+
 import json
 import os
 import struct
@@ -10,17 +11,17 @@ import subprocess
 import grpc
 import numpy as np
 import pytest
+from rest_client import http_call
 
 from cookline import channels
 from cookline.config import http_address
 from cookline.v1 import serve_pb2, serve_pb2_grpc
-from inference import grpc_service_pb2 as oip, grpc_service_pb2_grpc as oip_grpc
-from rest_client import http_call
+from inference import grpc_service_pb2 as oip
+from inference import grpc_service_pb2_grpc as oip_grpc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRITON_PYTHON = os.path.join(ROOT, ".cache", "tritonclient", "bin", "python")
-ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [6.3, 2.5, 5.0, 1.9]],
-                np.float32)
+ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [6.3, 2.5, 5.0, 1.9]], np.float32)
 TOKEN = "rest-t0ken-for-tests"
 STACK_ENV = {"COOKLINE_AUTH_TOKEN": TOKEN}  # the `stack` fixture adds it to every service
 
@@ -43,11 +44,11 @@ def grpc_infer(stub, datatype="FP32", version="") -> oip.ModelInferResponse:
 
 def answers(response: oip.ModelInferResponse) -> dict:
     """scores and labels of an OIP gRPC response, as the REST clients report them."""
-    raw = dict(zip((o.name for o in response.outputs), response.raw_output_contents))
+    raw = dict(zip((o.name for o in response.outputs), response.raw_output_contents, strict=True))
     labels, pos = [], 0
     while pos < len(raw["label"]):
         (n,) = struct.unpack_from("<I", raw["label"], pos)
-        labels.append(raw["label"][pos + 4:pos + 4 + n].decode())
+        labels.append(raw["label"][pos + 4 : pos + 4 + n].decode())
         pos += 4 + n
     return {"scores": np.frombuffer(raw["scores"], "<f4").reshape(len(ROWS), -1), "label": labels}
 
@@ -60,9 +61,20 @@ def grpc_answer(oip_grpc_stub, iris):
 @pytest.fixture(scope="module")
 def triton(env, iris):
     assert os.path.exists(TRITON_PYTHON), "tritonclient venv missing: run `make install`"
-    done = subprocess.run([TRITON_PYTHON, os.path.join(ROOT, "tests", "oip_http_client.py"),
-                           http_address("serve", env), "iris", str(iris.version), json.dumps(ROWS.tolist()), TOKEN],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            TRITON_PYTHON,
+            os.path.join(ROOT, "tests", "oip_http_client.py"),
+            http_address("serve", env),
+            "iris",
+            str(iris.version),
+            json.dumps(ROWS.tolist()),
+            TOKEN,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -77,9 +89,13 @@ def test_tritonclient_http_metadata_and_health(triton, oip_grpc_stub, iris):
     assert triton["live"] and triton["ready"] and triton["model_ready"] and triton["version_ready"]
     assert triton["server"]["name"] == "cookline" and "binary_tensor_data" in triton["server"]["extensions"]
     meta = oip_grpc_stub.ModelMetadata(oip.ModelMetadataRequest(name="iris"), timeout=30)
-    expected = {"name": "iris", "versions": [str(iris.version)], "platform": meta.platform,
-                "inputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in meta.inputs],
-                "outputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in meta.outputs]}
+    expected = {
+        "name": "iris",
+        "versions": [str(iris.version)],
+        "platform": meta.platform,
+        "inputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in meta.inputs],
+        "outputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in meta.outputs],
+    }
     for got in (triton["metadata"], triton["version_metadata"]):
         got = got | {"inputs": [{k: v for k, v in t.items() if k != "parameters"} for t in got["inputs"]]}
         assert got == expected
@@ -121,8 +137,12 @@ def test_tritonclient_http_errors(triton):
 def test_plain_http_json_nested_and_flat_binary_and_versioned(env, grpc_answer, iris):
     path = "/v2/models/iris/infer"
     for data in (ROWS.tolist(), ROWS.reshape(-1).tolist()):
-        status, headers, body = rest(env, "POST", path, {"id": "a", "inputs": [
-            {"name": "features", "datatype": "FP32", "shape": [4, 4], "data": data}]})
+        status, headers, body = rest(
+            env,
+            "POST",
+            path,
+            {"id": "a", "inputs": [{"name": "features", "datatype": "FP32", "shape": [4, 4], "data": data}]},
+        )
         assert status == 200 and headers["content-type"] == "application/json", body
         doc = json.loads(body)
         assert doc["id"] == "a" and doc["model_name"] == "iris" and doc["model_version"] == str(iris.version)
@@ -132,18 +152,32 @@ def test_plain_http_json_nested_and_flat_binary_and_versioned(env, grpc_answer, 
         assert label == {"name": "label", "datatype": "BYTES", "shape": [4], "data": grpc_answer["label"]}
 
     # the binary extension by hand: JSON header, then the raw little-endian rows; scores back as binary
-    header = json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [4, 4],
-                                     "parameters": {"binary_data_size": ROWS.nbytes}}],
-                         "outputs": [{"name": "scores", "parameters": {"binary_data": True}}]}).encode()
-    status, headers, body = rest(env, "POST", f"/v2/models/iris/versions/{iris.version}/infer",
-                                 body=header + ROWS.tobytes(),
-                                 headers={"Inference-Header-Content-Length": str(len(header)),
-                                          "Content-Type": "application/octet-stream"})
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "features",
+                    "datatype": "FP32",
+                    "shape": [4, 4],
+                    "parameters": {"binary_data_size": ROWS.nbytes},
+                }
+            ],
+            "outputs": [{"name": "scores", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    status, headers, body = rest(
+        env,
+        "POST",
+        f"/v2/models/iris/versions/{iris.version}/infer",
+        body=header + ROWS.tobytes(),
+        headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+    )
     assert status == 200, body
     length = int(headers["inference-header-content-length"])
     doc = json.loads(body[:length])
-    assert doc["outputs"] == [{"name": "scores", "datatype": "FP32", "shape": [4, 3],
-                               "parameters": {"binary_data_size": 4 * 4 * 3}}]
+    assert doc["outputs"] == [
+        {"name": "scores", "datatype": "FP32", "shape": [4, 3], "parameters": {"binary_data_size": 4 * 4 * 3}}
+    ]
     assert np.array_equal(np.frombuffer(body[length:], "<f4").reshape(4, 3), grpc_answer["scores"])
 
 
@@ -160,8 +194,12 @@ def test_plain_http_health_ready_and_metadata(env, iris):
 
 def test_the_token_guards_every_path_but_the_probes(env, iris):
     row = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4], "data": ROWS[0].tolist()}]}
-    for method, path, doc in (("POST", "/v2/models/iris/infer", row), ("GET", "/v2/models/iris", None),
-                              ("GET", "/v2", None), ("GET", "/v2/models/iris/ready", None)):
+    for method, path, doc in (
+        ("POST", "/v2/models/iris/infer", row),
+        ("GET", "/v2/models/iris", None),
+        ("GET", "/v2", None),
+        ("GET", "/v2/models/iris/ready", None),
+    ):
         status, headers, body = rest(env, method, path, doc, token=False)
         assert status == 401 and "bearer token" in json.loads(body)["error"], path
         assert headers.get("www-authenticate") == "Bearer"
@@ -180,8 +218,12 @@ def test_rest_requests_go_through_the_models_batcher(env, iris):
         return sum(s.requests for s in stats), sum(s.rows for s in stats)
 
     before = requests()
-    status, _, body = rest(env, "POST", "/v2/models/iris/infer", {"inputs": [
-        {"name": "features", "datatype": "FP32", "shape": [4, 4], "data": ROWS.tolist()}]})
+    status, _, body = rest(
+        env,
+        "POST",
+        "/v2/models/iris/infer",
+        {"inputs": [{"name": "features", "datatype": "FP32", "shape": [4, 4], "data": ROWS.tolist()}]},
+    )
     assert status == 200, body
     after = requests()
     assert after[0] == before[0] + 1 and after[1] == before[1] + len(ROWS)

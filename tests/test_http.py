@@ -1,17 +1,18 @@
 """services/common/http.py, the HTTP bootstrap of the services' HTTP ports, in process: a real
 uvicorn server on a free port (its own thread), called with http.client."""
-from http.client import HTTPConnection
+
 import json
+from http.client import HTTPConnection
 
 import pytest
+from rest_client import http_call
+from s3server import _free_ports
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from cookline import config
-from rest_client import http_call
-from s3server import _free_ports
 from services.common import http
 from services.common.errors import invalid, not_found
 
@@ -38,10 +39,15 @@ async def live(request: Request):
 @pytest.fixture(scope="module")
 def env():
     (port,) = _free_ports(1, set())
-    env = {"COOKLINE_SERVE_HTTP_ADDR": f"127.0.0.1:{port}", "COOKLINE_AUTH_TOKEN": TOKEN,
-           "COOKLINE_MAX_MESSAGE_MB": "1"}
-    app = Starlette(routes=[Route("/echo", echo, methods=["POST"]), Route("/fail/{kind}", fails),
-                            Route("/v2/health/live", live)], exception_handlers=http.exception_handlers())
+    env = {
+        "COOKLINE_SERVE_HTTP_ADDR": f"127.0.0.1:{port}",
+        "COOKLINE_AUTH_TOKEN": TOKEN,
+        "COOKLINE_MAX_MESSAGE_MB": "1",
+    }
+    app = Starlette(
+        routes=[Route("/echo", echo, methods=["POST"]), Route("/fail/{kind}", fails), Route("/v2/health/live", live)],
+        exception_handlers=http.exception_handlers(),
+    )
     server = http.serve_http_thread(app, "serve", env)
     assert server.describe == f"http://127.0.0.1:{port}"
     yield env
@@ -66,9 +72,14 @@ def test_the_token_is_required_except_on_probes(env):
     assert call(env, "GET", "/v2/health/live", token=False)[:3:2] == (200, {"live": True})
 
 
-@pytest.mark.parametrize("kind, status, message", [("invalid", 400, "inputs['x']: bad"),
-                                                   ("missing", 404, "model 'nope' not found"),
-                                                   ("http", 415, "content-type: 'text/plain' is not accepted")])
+@pytest.mark.parametrize(
+    "kind, status, message",
+    [
+        ("invalid", 400, "inputs['x']: bad"),
+        ("missing", 404, "model 'nope' not found"),
+        ("http", 415, "content-type: 'text/plain' is not accepted"),
+    ],
+)
 def test_domain_errors_map_to_http_statuses_as_json(env, kind, status, message):
     assert call(env, "GET", f"/fail/{kind}")[::2] == (status, {"error": message})
 
@@ -85,7 +96,10 @@ def test_routing_errors_and_malformed_json_are_json_naming_the_request(env):
 def test_bodies_over_the_limit_are_refused_declared_or_chunked(env):
     limit = config.max_message_bytes(env)
     status, headers, body = call(env, "POST", "/echo", declared_length=limit + 1)
-    assert status == 413 and body["error"] == f"body: {limit + 1} bytes is over the limit of {limit} (COOKLINE_MAX_MESSAGE_MB)"
+    assert (
+        status == 413
+        and body["error"] == f"body: {limit + 1} bytes is over the limit of {limit} (COOKLINE_MAX_MESSAGE_MB)"
+    )
     # chunked: no Content-Length, counted as it arrives
     host, port = config.http_address("serve", env).rsplit(":", 1)
     conn = HTTPConnection(host, int(port), timeout=60)
@@ -105,7 +119,8 @@ def test_a_taken_port_is_a_clear_start_up_error(env):
 def test_http_addresses_come_from_the_settings():
     assert config.http_address("serve", {}) == "localhost:8000"
     assert config.http_address("gateway", {}) == "localhost:8080"
-    assert config.http_bind_address("serve", {"COOKLINE_SERVE_HTTP_ADDR": "serve:9000",
-                                              "COOKLINE_BIND_HOST": "0.0.0.0"}) == ("0.0.0.0", 9000)
+    assert config.http_bind_address(
+        "serve", {"COOKLINE_SERVE_HTTP_ADDR": "serve:9000", "COOKLINE_BIND_HOST": "0.0.0.0"}
+    ) == ("0.0.0.0", 9000)
     with pytest.raises(ValueError, match="COOKLINE_SERVE_HTTP_ADDR must be host:port"):
         config.http_bind_address("serve", {"COOKLINE_SERVE_HTTP_ADDR": "serve"})

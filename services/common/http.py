@@ -18,6 +18,7 @@ Settings: COOKLINE_<SERVICE>_HTTP_ADDR (port; host from COOKLINE_BIND_HOST), COO
 (every path but the public ones needs `Authorization: Bearer <token>`), COOKLINE_TLS_CERT/KEY
 (HTTPS only, no plaintext), COOKLINE_MAX_MESSAGE_MB (largest request body).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -26,7 +27,8 @@ import hmac
 import logging
 import socket
 import threading
-from typing import Any, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 import grpc
 import orjson
@@ -77,8 +79,9 @@ class HTTPFail(Exception):
 
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
     """`{"error": message}` with `status`."""
-    return Response(orjson.dumps({"error": message}), status_code=status, headers=headers,
-                    media_type="application/json")
+    return Response(
+        orjson.dumps({"error": message}), status_code=status, headers=headers, media_type="application/json"
+    )
 
 
 def http_status_of(exc: BaseException) -> tuple[int, str]:
@@ -137,9 +140,13 @@ def require_content_type(request: Request, *accepted: str) -> str:
 
 async def _send_error(send, status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
     body = orjson.dumps({"error": message})
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -148,8 +155,14 @@ class Guard:
     Content-Length over it is refused before the body is read; a chunked body is counted as it
     arrives), and the body timeout."""
 
-    def __init__(self, app, token: str, max_body: int, public: Iterable[str] = PUBLIC_PATHS,
-                 body_timeout_s: float = BODY_TIMEOUT_S):
+    def __init__(
+        self,
+        app,
+        token: str,
+        max_body: int,
+        public: Iterable[str] = PUBLIC_PATHS,
+        body_timeout_s: float = BODY_TIMEOUT_S,
+    ):
         self.app = app
         self.expected = f"Bearer {token}".encode() if token else None
         self.max_body = max_body
@@ -162,16 +175,20 @@ class Guard:
         headers = dict(scope["headers"])  # names arrive lower-cased
         if self.expected is not None and scope["path"] not in self.public:
             if not hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
-                return await _send_error(send, 401, "authorization: missing or wrong bearer token",
-                                         [(b"www-authenticate", b"Bearer")])
+                return await _send_error(
+                    send, 401, "authorization: missing or wrong bearer token", [(b"www-authenticate", b"Bearer")]
+                )
         length = headers.get(b"content-length")
         if length is not None:
             if not length.isdigit():
                 return await _send_error(send, 400, f"content-length: {length.decode('latin-1')!r} is not a number")
             if int(length) > self.max_body:
-                return await _send_error(send, 413, f"body: {int(length)} bytes is over the limit of "
-                                                    f"{self.max_body} (COOKLINE_MAX_MESSAGE_MB)",
-                                         [(b"connection", b"close")])
+                return await _send_error(
+                    send,
+                    413,
+                    f"body: {int(length)} bytes is over the limit of {self.max_body} (COOKLINE_MAX_MESSAGE_MB)",
+                    [(b"connection", b"close")],
+                )
         await self.app(scope, self._limited(receive), send)
 
     def _limited(self, receive):
@@ -190,6 +207,7 @@ class Guard:
                 if seen > limit:
                     raise HTTPFail(413, f"body: over the limit of {limit} bytes (COOKLINE_MAX_MESSAGE_MB)")
             return message
+
         return limited_receive
 
 
@@ -234,25 +252,38 @@ def _bind(service: str, env: Mapping[str, str] | None) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise SystemExit(f"{service}: cannot listen for HTTP on {host}:{port} "
-                         f"(COOKLINE_{service.upper()}_HTTP_ADDR): {exc.strerror}") from None
+        raise SystemExit(
+            f"{service}: cannot listen for HTTP on {host}:{port} (COOKLINE_{service.upper()}_HTTP_ADDR): {exc.strerror}"
+        ) from None
     sock.listen(2048)
     sock.setblocking(False)
     return sock
 
 
-def _uvicorn_config(app, service: str, env: Mapping[str, str] | None, public: Iterable[str]) -> tuple[uvicorn.Config, bool]:
+def _uvicorn_config(
+    app, service: str, env: Mapping[str, str] | None, public: Iterable[str]
+) -> tuple[uvicorn.Config, bool]:
     tls = config.tls_server_files(env)
     guarded = Guard(app, config.auth_token(env), config.max_message_bytes(env), public)
-    options = dict(loop="none", http="httptools", lifespan="auto", log_config=None, access_log=False,
-                   server_header=False, date_header=False, timeout_graceful_shutdown=5)
-    if tls is not None:
-        options.update(ssl_keyfile=tls[0], ssl_certfile=tls[1])
-    return uvicorn.Config(guarded, **options), tls is not None
+    uv_config = uvicorn.Config(
+        guarded,
+        loop="none",  # the running loop: the service's own
+        http="httptools",
+        lifespan="auto",
+        log_config=None,  # the service's logging
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=5,
+        ssl_keyfile=tls[0] if tls else None,
+        ssl_certfile=tls[1] if tls else None,
+    )
+    return uv_config, tls is not None
 
 
-async def serve_http(app, service: str, env: Mapping[str, str] | None = None,
-                     public: Iterable[str] = PUBLIC_PATHS) -> HTTPServer:
+async def serve_http(
+    app, service: str, env: Mapping[str, str] | None = None, public: Iterable[str] = PUBLIC_PATHS
+) -> HTTPServer:
     """Starts serving `app` on the running loop (the service's own: requests share its state, e.g.
     serve's batchers); returns once it accepts connections."""
     sock = _bind(service, env)
@@ -288,8 +319,9 @@ class HTTPThread:
         self._thread.join(timeout)
 
 
-def serve_http_thread(app, service: str, env: Mapping[str, str] | None = None,
-                      public: Iterable[str] = PUBLIC_PATHS) -> HTTPThread:
+def serve_http_thread(
+    app, service: str, env: Mapping[str, str] | None = None, public: Iterable[str] = PUBLIC_PATHS
+) -> HTTPThread:
     """serve_http on a new daemon thread with its own loop; returns once it accepts connections
     (a bind error raises SystemExit here, in the caller's thread)."""
     loop = asyncio.new_event_loop()
@@ -306,6 +338,7 @@ def serve_http_thread(app, service: str, env: Mapping[str, str] | None = None,
                 holder["error"] = exc
             finally:
                 started.set()
+
         loop.run_until_complete(start())
         if "server" in holder:
             loop.run_forever()

@@ -7,6 +7,7 @@ byte layout), goes through the same servicer methods (same models, input checks 
 batcher), and the OIP response is written back as JSON (or JSON + binary outputs). Tensor
 rules (names, dtypes, shapes, rows) live in oip.py only.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,15 +37,17 @@ def _json(value, status: int = 200, headers=None) -> Response:
 
 # --- request: JSON (+ binary) -> oip.ModelInferRequest ---------------------------------
 
+
 def _split_body(request: Request, body: bytes) -> tuple[bytes, bytes]:
     """The JSON header and the binary tail of a body (Triton's binary tensor data extension)."""
     declared = request.headers.get(HEADER_LENGTH)
     if declared is None:
         return body, b""
     if not declared.isdigit() or int(declared) > len(body):
-        raise HTTPFail(400, f"Inference-Header-Content-Length: {declared!r} is not a length within the "
-                            f"{len(body)}-byte body")
-    return body[:int(declared)], body[int(declared):]
+        raise HTTPFail(
+            400, f"Inference-Header-Content-Length: {declared!r} is not a length within the {len(body)}-byte body"
+        )
+    return body[: int(declared)], body[int(declared) :]
 
 
 def _field(where: str, obj: dict, key: str, kind, required: bool = True):
@@ -91,8 +94,9 @@ def _encode_data(where: str, datatype: str, data: list) -> bytes:
     elements each with a 4-byte little-endian length."""
     flat = _flatten(data)
     if datatype == "BYTES":
-        return b"".join(struct.pack("<I", len(b)) + b
-                        for b in (_bytes_element(f"{where}[{i}]", v) for i, v in enumerate(flat)))
+        return b"".join(
+            struct.pack("<I", len(b)) + b for b in (_bytes_element(f"{where}[{i}]", v) for i, v in enumerate(flat))
+        )
     values = np.asarray(flat)
     dtype = np.dtype(DATATYPES[datatype])
     kinds = "b" if dtype.kind == "b" else "iu" if dtype.kind in "iu" else "iuf"
@@ -115,9 +119,10 @@ def infer_request(name: str, version: str, request: Request, body: bytes) -> tup
     header, binary = _split_body(request, body)
     doc = http.json_body(header)
     if not isinstance(doc, dict):
-        raise HTTPFail(400, f"body: {type(doc).__name__}, expected a JSON object with \"inputs\"")
-    message = oip.ModelInferRequest(model_name=name, model_version=version,
-                                    id=_field("body", doc, "id", str, required=False) or "")
+        raise HTTPFail(400, f'body: {type(doc).__name__}, expected a JSON object with "inputs"')
+    message = oip.ModelInferRequest(
+        model_name=name, model_version=version, id=_field("body", doc, "id", str, required=False) or ""
+    )
     inputs = _field("body", doc, "inputs", list)
     offset = 0
     for i, tensor in enumerate(inputs):
@@ -135,16 +140,22 @@ def infer_request(name: str, version: str, request: Request, body: bytes) -> tup
         size = parameters.get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
-                raise HTTPFail(400, f"{where}.parameters.binary_data_size: {size!r} is not a length within the "
-                                    f"{len(binary) - offset} binary bytes left of the body")
-            message.raw_input_contents.append(binary[offset:offset + size])
+                raise HTTPFail(
+                    400,
+                    f"{where}.parameters.binary_data_size: {size!r} is not a length within the "
+                    f"{len(binary) - offset} binary bytes left of the body",
+                )
+            message.raw_input_contents.append(binary[offset : offset + size])
             offset += size
         else:
             data = _field(where, tensor, "data", list)
             message.raw_input_contents.append(_encode_data(f"{where}.data", datatype, data))
     if offset != len(binary):
-        raise HTTPFail(400, f"body: {len(binary) - offset} binary bytes after the JSON header that no "
-                            "input's parameters.binary_data_size claims")
+        raise HTTPFail(
+            400,
+            f"body: {len(binary) - offset} binary bytes after the JSON header that no "
+            "input's parameters.binary_data_size claims",
+        )
     binary_default = bool((_field("body", doc, "parameters", dict, required=False) or {}).get("binary_data_output"))
     wanted = {}
     for i, output in enumerate(_field("body", doc, "outputs", list, required=False) or []):
@@ -159,18 +170,19 @@ def infer_request(name: str, version: str, request: Request, body: bytes) -> tup
 
 # --- response: oip.ModelInferResponse -> JSON (+ binary) --------------------------------
 
+
 def _decode_bytes(raw: bytes) -> list[str]:
     out, pos = [], 0
     while pos < len(raw):
         (length,) = struct.unpack_from("<I", raw, pos)
-        out.append(raw[pos + 4:pos + 4 + length].decode("utf-8", "replace"))
+        out.append(raw[pos + 4 : pos + 4 + length].decode("utf-8", "replace"))
         pos += 4 + length
     return out
 
 
 def infer_response(response: oip.ModelInferResponse, wanted: dict, binary_default: bool) -> Response:
     outputs, tail = [], []
-    for tensor, raw in zip(response.outputs, response.raw_output_contents):
+    for tensor, raw in zip(response.outputs, response.raw_output_contents, strict=True):
         out = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
         if wanted.get(tensor.name, binary_default):
             out["parameters"] = {"binary_data_size": len(raw)}
@@ -186,11 +198,15 @@ def infer_response(response: oip.ModelInferResponse, wanted: dict, binary_defaul
     header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
     if not tail:
         return Response(header, media_type="application/json")
-    return Response(b"".join([header, *tail]), media_type="application/octet-stream",
-                    headers={"Inference-Header-Content-Length": str(len(header))})
+    return Response(
+        b"".join([header, *tail]),
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
 
 
 # --- metadata ------------------------------------------------------------------------
+
 
 def _parameter(value: oip.InferParameter):
     which = value.WhichOneof("parameter_choice")
@@ -206,12 +222,17 @@ def _tensor_metadata(tensor) -> dict:
 
 
 def model_metadata(response: oip.ModelMetadataResponse) -> dict:
-    return {"name": response.name, "versions": list(response.versions), "platform": response.platform,
-            "inputs": [_tensor_metadata(t) for t in response.inputs],
-            "outputs": [_tensor_metadata(t) for t in response.outputs]}
+    return {
+        "name": response.name,
+        "versions": list(response.versions),
+        "platform": response.platform,
+        "inputs": [_tensor_metadata(t) for t in response.inputs],
+        "outputs": [_tensor_metadata(t) for t in response.outputs],
+    }
 
 
 # --- the app -------------------------------------------------------------------------
+
 
 def app(servicer: InferenceServicer) -> Starlette:
     """The REST app over `servicer` (the one the gRPC server runs, so they share its batchers)."""
@@ -241,8 +262,9 @@ def app(servicer: InferenceServicer) -> Starlette:
     async def infer(request: Request) -> Response:
         http.require_content_type(request, *ACCEPTED_TYPES)
         params = request.path_params
-        message, wanted, binary_default = infer_request(params["name"], params.get("version", ""), request,
-                                                        await request.body())
+        message, wanted, binary_default = infer_request(
+            params["name"], params.get("version", ""), request, await request.body()
+        )
         return infer_response(await servicer.infer(message), wanted, binary_default)
 
     model = "/v2/models/{name}"
