@@ -43,8 +43,9 @@ def cmd_up(args) -> int:
         except RuntimeError as exc:
             console.print(f"[red]stack did not start:[/red] {escape(str(exc))}")
             return 1
+        scheme = "https" if config.tls_server_files() else "http"
         for service in MODULES:
-            http = f"   {HTTP_PORTS[service]} http://{config.http_address(service)}" if service in HTTP_PORTS else ""
+            http = f"   {HTTP_PORTS[service]} {scheme}://{config.http_address(service)}" if service in HTTP_PORTS else ""
             console.print(f"  {service:8} {escape(config.address(service))}{escape(http)}")
         console.print("[green]cookline is up[/green] (Ctrl-C stops it)")
         while not stopping.wait(0.5):
