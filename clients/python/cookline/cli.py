@@ -45,7 +45,9 @@ def cmd_up(args) -> int:
             return 1
         scheme = "https" if config.tls_server_files() else "http"
         for service in MODULES:
-            http = f"   {HTTP_PORTS[service]} {scheme}://{config.http_address(service)}" if service in HTTP_PORTS else ""
+            http = ""
+            if service in HTTP_PORTS:
+                http = f"   {HTTP_PORTS[service]} {scheme}://{config.http_address(service)}"
             console.print(f"  {service:8} {escape(config.address(service))}{escape(http)}")
         console.print("[green]cookline is up[/green] (Ctrl-C stops it)")
         while not stopping.wait(0.5):
