@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import struct
+from collections.abc import Iterable
 from importlib import metadata as pkg_metadata
 
 import numpy as np
@@ -99,7 +100,7 @@ def inputs_of(request: oip.ModelInferRequest, model: LoadedModel) -> dict[str, n
     return model.check(arrays)
 
 
-def _serialize_bytes(values: np.ndarray) -> bytes:
+def _serialize_bytes(values: Iterable[bytes]) -> bytes:
     """BYTES tensor contents: each element prefixed by its 4-byte little-endian length."""
     return b"".join(struct.pack("<I", len(v)) + v for v in values)
 

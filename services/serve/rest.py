@@ -11,7 +11,6 @@ rules (names, dtypes, shapes, rows) live in oip.py only.
 from __future__ import annotations
 
 import math
-import struct
 
 import numpy as np
 import orjson
@@ -23,7 +22,7 @@ from starlette.routing import Route
 from inference import grpc_service_pb2 as oip
 from services.common import http
 from services.common.http import HTTPFail
-from services.serve.oip import DATATYPES, InferenceServicer
+from services.serve.oip import DATATYPES, InferenceServicer, _deserialize_bytes, _serialize_bytes
 
 # The OIP REST extensions cookline answers (GET /v2 lists them).
 EXTENSIONS = ["binary_tensor_data"]
@@ -94,9 +93,7 @@ def _encode_data(where: str, datatype: str, data: list) -> bytes:
     elements each with a 4-byte little-endian length."""
     flat = _flatten(data)
     if datatype == "BYTES":
-        return b"".join(
-            struct.pack("<I", len(b)) + b for b in (_bytes_element(f"{where}[{i}]", v) for i, v in enumerate(flat))
-        )
+        return _serialize_bytes(_bytes_element(f"{where}[{i}]", v) for i, v in enumerate(flat))
     values = np.asarray(flat)
     dtype = np.dtype(DATATYPES[datatype])
     kinds = "b" if dtype.kind == "b" else "iu" if dtype.kind in "iu" else "iuf"
@@ -171,15 +168,6 @@ def infer_request(name: str, version: str, request: Request, body: bytes) -> tup
 # --- response: oip.ModelInferResponse -> JSON (+ binary) --------------------------------
 
 
-def _decode_bytes(raw: bytes) -> list[str]:
-    out, pos = [], 0
-    while pos < len(raw):
-        (length,) = struct.unpack_from("<I", raw, pos)
-        out.append(raw[pos + 4 : pos + 4 + length].decode("utf-8", "replace"))
-        pos += 4 + length
-    return out
-
-
 def infer_response(response: oip.ModelInferResponse, wanted: dict, binary_default: bool) -> Response:
     outputs, tail = [], []
     for tensor, raw in zip(response.outputs, response.raw_output_contents, strict=True):
@@ -188,7 +176,8 @@ def infer_response(response: oip.ModelInferResponse, wanted: dict, binary_defaul
             out["parameters"] = {"binary_data_size": len(raw)}
             tail.append(raw)
         elif tensor.datatype == "BYTES":
-            out["data"] = _decode_bytes(raw)
+            elements = _deserialize_bytes(tensor.name, raw, math.prod(tensor.shape))
+            out["data"] = [v.decode("utf-8", "replace") for v in elements]
         else:
             out["data"] = np.frombuffer(raw, DATATYPES[tensor.datatype], math.prod(tensor.shape))
         outputs.append(out)
