@@ -141,24 +141,22 @@ def test_report_is_one_html_page_with_embedded_plots(client, env, tmp_path):
     assert done.returncode == 2 and "NOT_FOUND" in done.stderr
 
 
-def test_exports_match_serve_savedmodel_and_tfjs(client, env, store, tmp_path):
-    """The stored SavedModel (loaded with tf.saved_model.load) and the TF.js model (loaded by
-    @tensorflow/tfjs in Node) give serve's outputs for the same raw rows."""
+def test_exported_savedmodel_matches_serve(client, env, store, tmp_path):
+    """The stored SavedModel (loaded with tf.saved_model.load) gives serve's outputs for the same raw rows
+    (the TF.js export: tests/test_e2e_tfjs.py)."""
     import csv
-    import subprocess
 
     import numpy as np
     import tensorflow as tf
 
     run, _ = client.run_and_wait(pipeline(
-        "exported", "{model: mlp, hidden_units: [12, 8], epochs: 30, batch_size: 16, learning_rate: 0.01}")
-        + "export: {tfjs: true}\n")
+        "exported", "{model: mlp, hidden_units: [12, 8], epochs: 30, batch_size: 16, learning_rate: 0.01}"))
     assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
     prefix = f"models/exported/{run.model.version}/"
     local = tmp_path / "model"
     for key in store.list(prefix):
         store.get_file(key, str(local / key[len(prefix):]))
-    assert json.loads((local / "cookline.json").read_text())["formats"] == ["saved_model", "tfjs"]
+    assert json.loads((local / "cookline.json").read_text())["formats"] == ["saved_model"]
     with open(IRIS_CSV) as f:
         rows = [[float(v) for v in r[:4]] for r in list(csv.reader(f))[1::7]]
 
@@ -171,9 +169,49 @@ def test_exports_match_serve_savedmodel_and_tfjs(client, env, store, tmp_path):
     saved = loaded.signatures["serving_default"](features=tf.constant(rows, tf.float32))["scores"].numpy()
     np.testing.assert_allclose(saved, served, atol=1e-6)
 
-    (tmp_path / "rows.json").write_text(json.dumps(rows))
-    done = subprocess.run(["node", os.path.join(SUPPORT, "tfjs", "predict.mjs"), str(local / "tfjs"),
-                           str(tmp_path / "rows.json")], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    np.testing.assert_allclose(np.array(json.loads(done.stdout)), served, atol=1e-4)
 
+def test_the_same_pipeline_on_the_same_data_gives_equal_metrics_twice(client):
+    # no shuffle op: the rows are shuffled by default, seeded by train.seed, as is the weight init
+    text = (f"name: repeatable\ncollect: {{source: {IRIS_CSV}, label: species}}\n"
+            f"process: [{{standardize: {{}}}}]\nsplit: {{validation: 0.2, seed: 7}}\n"
+            f"train: {{model: mlp, hidden_units: [8], epochs: 5, batch_size: 16, learning_rate: 0.01, seed: 11}}\n")
+    first, _ = client.run_and_wait(text)
+    second, _ = client.run_and_wait(text)
+    assert first.state == second.state == gateway_pb2.RUN_STATE_SUCCEEDED, (first.reason, second.reason)
+    assert second.model.version == first.model.version + 1
+    assert dict(first.metrics) == dict(second.metrics) and dict(first.evaluation.metrics) == dict(
+        second.evaluation.metrics)
+    other, _ = client.run_and_wait(text.replace("seed: 11}", "seed: 12}"))
+    assert dict(other.metrics) != dict(first.metrics)  # the seed is what made them equal
+
+
+def shapes_folder(root) -> str:
+    """Two classes of 16x16 grayscale PNGs, squares and rings, 40 each: a folder ordered by class."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+    rng = np.random.default_rng(5)
+    for label in ("ring", "square"):
+        os.makedirs(os.path.join(root, label))
+        for i in range(40):
+            image = Image.new("L", (16, 16), 0)
+            draw = ImageDraw.Draw(image)
+            x, y, r = int(rng.integers(5, 11)), int(rng.integers(5, 11)), int(rng.integers(3, 5))
+            if label == "ring":
+                draw.ellipse((x - r, y - r, x + r, y + r), outline=255, width=1)
+            else:
+                draw.rectangle((x - r, y - r, x + r, y + r), fill=255)
+            image.save(os.path.join(root, label, f"{i:03d}.png"))
+    return str(root)
+
+
+def test_a_class_ordered_image_folder_trains_as_well_without_a_shuffle_op(client, tmp_path):
+    source = shapes_folder(tmp_path / "shapes")
+    text = (f"name: {{name}}\ncollect: {{{{source: {source}, format: image-folder}}}}\nprocess: [{{process}}]\n"
+            f"split: {{{{validation: 0.25, seed: 7}}}}\n"
+            f"train: {{{{model: cnn, conv_filters: [8], hidden_units: [16], epochs: 8, batch_size: 8, "
+            f"learning_rate: 0.01}}}}\n")
+    default, _ = client.run_and_wait(text.format(name="shapes-default", process=""))
+    shuffled, _ = client.run_and_wait(text.format(name="shapes-shuffled", process="{shuffle: {buffer: 1000, seed: 3}}"))
+    assert default.state == shuffled.state == gateway_pb2.RUN_STATE_SUCCEEDED, (default.reason, shuffled.reason)
+    accuracy = default.evaluation.metrics["accuracy"], shuffled.evaluation.metrics["accuracy"]
+    assert accuracy[1] >= 0.9 and accuracy[0] >= accuracy[1] - 0.05, accuracy

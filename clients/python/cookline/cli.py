@@ -40,17 +40,19 @@ def cmd_up(args) -> int:
         signal.signal(sig, lambda *_: stopping.set())
     with Stack(log_dir=args.log_dir) as stack:
         stack.start_all()
-        try:
-            stack.wait_healthy(timeout=args.timeout)
-        except RuntimeError as exc:
-            console.print(f"[red]stack did not start:[/red] {escape(str(exc))}")
-            return 1
         scheme = "https" if config.tls_server_files() else "http"
         for service in MODULES:
             http = ""
             if service in HTTP_PORTS:
                 http = f"   {HTTP_PORTS[service]} {scheme}://{config.http_address(service)}"
             console.print(f"  {service:8} {escape(config.address(service))}{escape(http)}")
+        if args.log_dir:
+            console.print(f"  logs     {escape(os.path.join(os.path.abspath(args.log_dir), '<service>.log'))}")
+        try:
+            stack.wait_healthy(timeout=args.timeout)
+        except RuntimeError as exc:
+            console.print(f"[red]stack did not start:[/red] {escape(str(exc))}")
+            return 1
         console.print("[green]cookline is up[/green] (Ctrl-C stops it)")
         while not stopping.wait(0.5):
             if stack.exited():

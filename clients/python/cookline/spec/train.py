@@ -26,15 +26,15 @@ _model("linear", "multinomial logistic (or linear) regression", inputs=("feature
        tfjs=True)
 _model("cnn", "small conv net on image", _hidden((64,)),
        Param("conv_filters", "ints", "output channels of each 3x3 convolution", default=(16, 32), lo=1, hi=4096),
-       inputs=("image",))
+       inputs=("image",), tfjs=True)
 _model("mobilenet_v2", "MobileNetV2, randomly initialised, on image",
        Param("alpha", "float", "width multiplier", default=1.0, lo=0, hi=2, lo_open=True),
        Param("input_size", "int", "side the image is resized to in the model; unset: its own size (at least 32)",
              lo=32, hi=1024),
-       inputs=("image",))
+       inputs=("image",), tfjs=True)
 _model("text", "embedding + average pooling on tokens", _hidden(None),
        Param("embedding_dim", "int", "size of the token embedding", default=32, lo=1, hi=4096),
-       inputs=("tokens",))
+       inputs=("tokens",), tfjs=True)
 
 # The training settings every family shares (train.<name>).
 TRAIN_PARAMS = (
@@ -44,6 +44,7 @@ TRAIN_PARAMS = (
     Param("optimizer", "str", "the optimizer", default="adam", choices=("adam", "sgd", "rmsprop"),
           choices_say="supported"),
     Param("progress_every_batches", "int", "batches between progress updates", default=20, lo=1, hi=1_000_000),
+    Param("seed", "int", "seed of the weight initialisation, the default shuffle and dropout", default=0),
     Param("class_weights", "map", "weight of each class in the loss, by class name; unset classes weigh 1",
           lo=0, hi=1e6, lo_open=True),
 )
