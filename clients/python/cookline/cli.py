@@ -29,6 +29,10 @@ def _fail(exc: grpc.RpcError) -> int:
     return 2
 
 
+# What each service serves on its HTTP port (COOKLINE_<SERVICE>_HTTP_ADDR), printed by `cookline up`.
+HTTP_PORTS = {"serve": "OIP v2 REST"}
+
+
 def cmd_up(args) -> int:
     from cookline.stack import MODULES, Stack
     stopping = threading.Event()
@@ -36,8 +40,12 @@ def cmd_up(args) -> int:
         signal.signal(sig, lambda *_: stopping.set())
     with Stack(log_dir=args.log_dir) as stack:
         stack.start_all()
+        scheme = "https" if config.tls_server_files() else "http"
         for service in MODULES:
-            console.print(f"  {service:8} {escape(config.address(service))}")
+            http = ""
+            if service in HTTP_PORTS:
+                http = f"   {HTTP_PORTS[service]} {scheme}://{config.http_address(service)}"
+            console.print(f"  {service:8} {escape(config.address(service))}{escape(http)}")
         if args.log_dir:
             console.print(f"  logs     {escape(os.path.join(os.path.abspath(args.log_dir), '<service>.log'))}")
         try:
