@@ -9,12 +9,13 @@ import threading
 import grpc
 
 from cookline import channels, config
-from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, gateway_pb2, gateway_pb2_grpc, model_pb2, serve_pb2,
-                         serve_pb2_grpc, train_pb2, train_pb2_grpc)
+from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, gateway_pb2, gateway_pb2_grpc, model_pb2,
+                         plugins_pb2, plugins_pb2_grpc, serve_pb2, serve_pb2_grpc, train_pb2, train_pb2_grpc)
 from cookline import spec as pipeline_spec
+from cookline.spec import plugins as spec_plugins
 from gateway.runs import RunStore
 from services.common import layout
-from services.common.errors import invalid, rpc, status_of
+from services.common.errors import Fail, invalid, rpc, status_of
 
 log = logging.getLogger("cookline.gateway")
 
@@ -73,6 +74,9 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
         self.collect = collect_pb2_grpc.CollectServiceStub(channels.channel("collect"))
         self.train = train_pb2_grpc.TrainServiceStub(channels.channel("train"))
         self.serve = serve_pb2_grpc.ServeServiceStub(channels.channel("serve"))
+        # Asked which plugins they loaded, for pipelines that use plugins (collect, process, train run them).
+        self.plugin_stubs = {service: plugins_pb2_grpc.PluginServiceStub(channels.channel(service))
+                             for service in ("collect", "process", "train")}
         self.active: dict[str, _Active] = {}
         self.active_lock = threading.Lock()
 
@@ -81,6 +85,7 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
         if len(request.pipeline.encode()) > MAX_PIPELINE_BYTES:
             raise invalid(f"pipeline: {len(request.pipeline)} bytes, at most {MAX_PIPELINE_BYTES}")
         spec = pipeline_spec.parse(request.pipeline, request.base_dir)
+        self._check_plugins(spec)
         now = layout.now()
         run = gateway_pb2.Run(run_id=RunStore.new_id(), pipeline=spec, state=gateway_pb2.RUN_STATE_QUEUED,
                               created_at=now, updated_at=now)
@@ -90,6 +95,21 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
         log.info("run %s submitted: pipeline %s", run.run_id, spec.name)
         threading.Thread(target=self._execute, args=(run.run_id, spec), name=f"run-{run.run_id}", daemon=True).start()
         return gateway_pb2.SubmitRunResponse(run=run)
+
+    def _check_plugins(self, spec) -> None:
+        """FAILED_PRECONDITION naming the service when a plugin the pipeline uses is not loaded there
+        (asked of each service that runs it, by ListPlugins). Nothing is asked for a pipeline of built-ins."""
+        loaded: dict[str, set[tuple[str, str]]] = {}
+        for kind, name, services in spec_plugins.used_by(spec):
+            for service in services:
+                if service not in loaded:
+                    found = self.plugin_stubs[service].ListPlugins(plugins_pb2.ListPluginsRequest(), timeout=30).plugins
+                    loaded[service] = {(p.kind, p.name) for p in found if not p.error}
+                if (kind, name) not in loaded[service]:
+                    raise Fail(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"the {service} service lacks the {kind} plugin {name!r} this pipeline uses; "
+                               f"install its package where {service} runs (cookline health --verbose lists "
+                               "each service's plugins)")
 
     @rpc
     def WatchRun(self, request: gateway_pb2.WatchRunRequest, context):

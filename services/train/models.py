@@ -8,9 +8,11 @@ import numpy as np
 import tensorflow as tf
 
 from cookline import tensors
-from cookline.v1 import pipeline_pb2
-from services.process.ops import NOT_SERVED
 from cookline.spec import train as train_spec
+from cookline.v1 import pipeline_pb2
+from services.common import plugins
+from services.process import ops as ops_lib
+from services.process.ops import NOT_SERVED
 
 
 def build(spec: pipeline_pb2.TrainSpec, input_shape, num_classes: int, input_dtype: str = "float32",
@@ -24,7 +26,8 @@ def build(spec: pipeline_pb2.TrainSpec, input_shape, num_classes: int, input_dty
     """
     shape = (input_shape,) if isinstance(input_shape, int) else tuple(int(d) for d in input_shape)
     inputs = keras.Input(shape=shape, name="features", dtype=input_dtype)
-    body = {"cnn": _cnn, "mobilenet_v2": _mobilenet_v2, "text": _text}.get(spec.model, _dense)
+    plugin = train_spec.MODELS_REGISTRY.get(spec.model).plugin
+    body = _plugin if plugin else {"cnn": _cnn, "mobilenet_v2": _mobilenet_v2, "text": _text}.get(spec.model, _dense)
     x = body(spec, inputs, input_dtype, vocabulary_size)
     for units in spec.hidden_units:
         x = keras.layers.Dense(int(units), activation="relu")(x)
@@ -87,6 +90,12 @@ def _mobilenet_v2(spec, inputs, input_dtype, _vocabulary_size):
     return base(x)
 
 
+def _plugin(spec, inputs, input_dtype, _vocabulary_size):
+    """A plugin's model family (a cookline.models entry point): its implementation's body."""
+    family = train_spec.MODELS_REGISTRY.get(spec.model)
+    return plugins.implementation(family)(train_spec.plugin_params(spec)).body(inputs, input_dtype)
+
+
 def _text(spec, inputs, _input_dtype, vocabulary_size):
     """A token embedding (id 0 is padding, masked) averaged over the sequence."""
     x = keras.layers.Embedding(vocabulary_size, int(spec.embedding_dim), mask_zero=True, name="embedding")(inputs)
@@ -119,6 +128,9 @@ def _preprocess(x, op: pipeline_pb2.Op):
         return keras.layers.Lambda(lambda t: tf.where(tf.math.is_nan(t), value, t))(x)
     if kind == "resize":
         return keras.layers.Resizing(int(op.resize.height), int(op.resize.width), interpolation="bilinear")(x)
+    if kind == "plugin":  # the plugin's serving form, on the features
+        graph = ops_lib.kind_for(op).graph(op, f"process.{op.plugin.name}")
+        return keras.layers.Lambda(lambda t: graph({"features": t})["features"])(x)
     if kind == "grayscale":
         return keras.layers.Lambda(lambda t: t if t.shape[-1] == 1 else tf.image.rgb_to_grayscale(t[..., :3]))(x)
     return None  # shuffle and random augmentation: training only

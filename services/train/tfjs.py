@@ -32,7 +32,7 @@ def _standardization(fitted_ops, num_features: int) -> tuple[np.ndarray, np.ndar
         elif kind == "min_max":
             m = tensors.to_numpy(op.fitted["min"]).astype(np.float64)
             s = tensors.to_numpy(op.fitted["max"]).astype(np.float64) - m
-        elif not KINDS[kind].deterministic:
+        elif kind != "plugin" and not KINDS[kind].deterministic:
             continue  # shuffle, augmentation: training only
         else:
             raise invalid(f"export.tfjs: the op {kind!r} cannot be built into the browser model "

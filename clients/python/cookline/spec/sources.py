@@ -6,6 +6,8 @@ marked `only` below, which are an error elsewhere.
 """
 from __future__ import annotations
 
+from google.protobuf import json_format
+
 from cookline.spec.errors import SpecError
 from cookline.spec.params import Component, Param, Registry
 
@@ -76,6 +78,26 @@ def check_image_options(color: str, image_size) -> None:
         raise SpecError(f"collect.image_size: {size} is not [height, width] with each in [1, {MAX_IMAGE_SIDE}]")
 
 
+def plugin_values(collect) -> dict:
+    """A plugin source's parameters, checked, defaults filled in: each from the collect field of its
+    name if there is one (collect.label, ...), else from collect.params."""
+    component = source(format_of(collect))
+    given = json_format.MessageToDict(collect.params)
+    fields = {f.name for f in collect.DESCRIPTOR.fields} - {"params"}
+    values = {}
+    for param in component.params:
+        if param.name in fields:
+            value = getattr(collect, param.name)
+            if value:  # a proto field: 0, "" and [] mean unset
+                values[param.name] = value if isinstance(value, (str, int, float, bool)) else list(value)
+        elif param.name in given:
+            values[param.name] = given.pop(param.name)
+    for key in given:
+        raise SpecError(f"collect.params.{key}: not a parameter of source {component.name!r} "
+                        f"(parameters: {', '.join(p.name for p in component.params) or 'none'})")
+    return component.resolve(values, "collect", strict=False, proto=False)
+
+
 def check(collect) -> None:
     """Checks a CollectSpec against its source's parameters; SpecError naming collect.<field>."""
     if not collect.source:
@@ -87,6 +109,11 @@ def check(collect) -> None:
             owners = [s.name for s in SOURCES if s.param(name) is not None]
             raise SpecError(f"collect.{name}: only for {' or '.join(owners)} sources, not {fmt!r}",
                             f"collect.{name}")
+    if component.plugin:
+        plugin_values(collect)
+        return
+    if collect.params.fields:
+        raise SpecError(f"collect.params: only for plugin sources, not {fmt!r}", "collect.params")
     for param in component.params:
         value = getattr(collect, param.name)
         if param.required and not value:
