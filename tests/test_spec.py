@@ -154,7 +154,7 @@ def test_one_chan_merge_matches_numpy():
     count, mean, m2 = 0, 0.0, 0.0
     for chunk in np.array_split(x, 7):
         c_mean = chunk.mean(axis=0)
-        count, mean, m2 = merge(count, mean, m2, len(chunk), c_mean, ((chunk - c_mean) ** 2).sum(axis=0))
+        count, mean, m2 = merge((count, mean, m2), (len(chunk), c_mean, ((chunk - c_mean) ** 2).sum(axis=0)))
     np.testing.assert_allclose(mean, x.mean(axis=0))
     np.testing.assert_allclose(m2 / count, x.var(axis=0))
 
