@@ -16,6 +16,7 @@ def test_deployed_and_alias_records_round_trip(local_store):
     assert back.updated_at.endswith("Z")
     stored = json.loads(local_store.get_bytes("models/iris/deployed.json"))
     assert stored["policy"] == "alias" and stored["batching"]["max_queue_delay_ms"] == 2  # proto field names
+    assert stored["version"] == 3  # a JSON number, as the records before records.proto had
     assert layout.deployed_version(local_store, "iris") == 3 and layout.deployed_models(local_store) == ["iris"]
     layout.delete_deployed(local_store, "iris")
     assert layout.read_deployed(local_store, "iris") is None and layout.deployed_version(local_store, "iris") == 0
