@@ -1,6 +1,7 @@
 """Plugin ops inside process's op machinery (no server process): fitting, streaming, the in-graph
 serving form equal to the streaming form, and a training-only plugin op. Run in a fresh
-interpreter, since plugins join process-wide registries."""
+interpreter, since plugins join process-wide registries; it imports TensorFlow (tens of seconds
+of CPU), which keeps it out of the unit tier."""
 import os
 import subprocess
 import sys
