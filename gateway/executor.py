@@ -10,6 +10,7 @@ import threading
 import grpc
 
 from cookline import channels, config
+from cookline import spec as pipeline_spec
 from cookline.spec import plugins as spec_plugins
 from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, gateway_pb2, model_pb2, plugins_pb2,
                          plugins_pb2_grpc, serve_pb2, serve_pb2_grpc, train_pb2, train_pb2_grpc)
@@ -228,6 +229,8 @@ class RunExecutor:
                     raise failure from None
 
     def _collect(self, run_id, spec, active: _Active):
+        if spec.collect.dataset:
+            return self._use_stored(active, spec.collect.dataset)
         self._stage(run_id, gateway_pb2.STAGE_COLLECT, False, f"ingesting {spec.collect.source}")
         request = collect_pb2.IngestRequest(dataset=spec.name, source=spec.collect, strict=spec.strict)
         last = []
@@ -246,6 +249,21 @@ class RunExecutor:
         warnings = f", {len(progress.anomalies)} schema warnings" if progress.anomalies else ""
         self._stage(run_id, gateway_pb2.STAGE_COLLECT, True,
                     f"dataset {info.ref.name}@{info.ref.version}: {info.num_rows} rows{warnings}")
+        return info.ref
+
+    def _use_stored(self, active: _Active, value: str) -> data_pb2.DatasetRef:
+        """collect.dataset: the stored version (pinned at submit) is the run's dataset; nothing is ingested."""
+        run_id = active.run_id
+        self._stage(run_id, gateway_pb2.STAGE_COLLECT, False, f"using stored dataset {value}")
+        name, version = pipeline_spec.dataset_ref(value)
+        request = collect_pb2.GetDatasetRequest(dataset=data_pb2.DatasetRef(name=name, version=version))
+        found = []
+        self._retrying(active, gateway_pb2.STAGE_COLLECT, lambda: self.collect.GetDataset.future(request, timeout=60),
+                       lambda response: found.append(response.dataset), unary=True)
+        info = found[0]
+        self.runs.update(run_id, dataset=info.ref)
+        self._stage(run_id, gateway_pb2.STAGE_COLLECT, True,
+                    f"dataset {info.ref.name}@{info.ref.version}: {info.num_rows} rows (stored, not re-ingested)")
         return info.ref
 
     def _train(self, run_id, spec, dataset, active: _Active):

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import logging
 
+import grpc
+
+from cookline import config
 from cookline import spec as pipeline_spec
-from cookline.v1 import gateway_pb2, gateway_pb2_grpc
+from cookline.spec import roots as source_roots
+from cookline.v1 import collect_pb2, data_pb2, gateway_pb2, gateway_pb2_grpc, pipeline_pb2
 from gateway.executor import RunExecutor
 from gateway.runs import RunStore
 from services.common import layout
-from services.common.errors import invalid, rpc
+from services.common.errors import invalid, not_found, rpc
 
 log = logging.getLogger("cookline.gateway")
 
@@ -27,10 +31,26 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
 
     @rpc
     def SubmitRun(self, request: gateway_pb2.SubmitRunRequest, context) -> gateway_pb2.SubmitRunResponse:
-        if len(request.pipeline.encode()) > MAX_PIPELINE_BYTES:
-            raise invalid(f"pipeline: {len(request.pipeline)} bytes, at most {MAX_PIPELINE_BYTES}")
-        spec = pipeline_spec.parse(request.pipeline, request.base_dir)
+        form = request.WhichOneof("form")
+        roots = config.source_roots()
+        if form == "spec":
+            if request.spec.ByteSize() > MAX_PIPELINE_BYTES:
+                raise invalid(f"spec: {request.spec.ByteSize()} bytes, at most {MAX_PIPELINE_BYTES}")
+            spec = pipeline_pb2.PipelineSpec()
+            spec.CopyFrom(request.spec)
+            pipeline_spec.validate(spec)
+            if spec.collect.source:
+                spec.collect.source = pipeline_spec.resolve_source(spec.collect.source, request.base_dir, roots)
+        elif form == "pipeline":
+            if len(request.pipeline.encode()) > MAX_PIPELINE_BYTES:
+                raise invalid(f"pipeline: {len(request.pipeline)} bytes, at most {MAX_PIPELINE_BYTES}")
+            spec = pipeline_spec.parse(request.pipeline, request.base_dir, roots)
+        else:
+            raise invalid("pipeline: required (the pipeline file's text, or a PipelineSpec in spec)")
         self.executor.check_plugins(spec)
+        source_roots.require(spec.collect.source, roots)  # NOT_FOUND at once, not when collect runs
+        if spec.collect.dataset:  # pinned now: a resumed run trains on the same version
+            spec.collect.dataset = self._stored_dataset(spec.collect.dataset)
         now = layout.now()
         run = gateway_pb2.Run(run_id=RunStore.new_id(), pipeline=spec, state=gateway_pb2.RUN_STATE_QUEUED,
                               created_at=now, updated_at=now)
@@ -38,6 +58,19 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
         log.info("run %s submitted: pipeline %s", run.run_id, spec.name)
         self.executor.start(run)
         return gateway_pb2.SubmitRunResponse(run=run)
+
+    def _stored_dataset(self, value: str) -> str:
+        """collect.dataset resolved to NAME@VERSION; NOT_FOUND naming collect.dataset when it is not stored."""
+        ref = data_pb2.DatasetRef(**dict(zip(("name", "version"), pipeline_spec.dataset_ref(value))))
+        try:
+            info = self.executor.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=ref), timeout=60).dataset
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                what = f"version {ref.version!r} of dataset {ref.name!r}" if ref.version else f"dataset {ref.name!r}"
+                raise not_found(f"collect.dataset: {what} is not in the store (upload it with UploadDataset / "
+                                "cookline upload, or ingest it with a run)") from None
+            raise
+        return f"{info.ref.name}@{info.ref.version}"
 
     @rpc
     def WatchRun(self, request: gateway_pb2.WatchRunRequest, context):

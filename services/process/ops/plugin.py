@@ -17,7 +17,7 @@ from cookline import tensors
 from cookline.spec import ops as spec_ops
 from cookline.spec.params import Component
 from services.common import plugins
-from services.process.ops.base import OpKind
+from services.process.ops.base import OpKind, graph_fn
 
 _lock = threading.Lock()
 _kinds: dict[str, PluginOpKind] = {}
@@ -66,5 +66,4 @@ class PluginOpKind(OpKind):
             impl = self.impl(op, where)
             state = {name: tensors.to_numpy(t) for name, t in op.fitted.items()}
             fn = lambda inputs: impl.serving(inputs, state)  # noqa: E731
-        fn.resources = []  # TF resources (lookup tables) it uses: none the exporter must track
-        return fn
+        return graph_fn(fn)  # no TF resources (lookup tables) the exporter must track
