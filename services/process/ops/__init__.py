@@ -19,10 +19,10 @@ from cookline.spec import ops as spec_ops
 from cookline.v1 import pipeline_pb2
 from services.common.errors import Fail
 from services.process.ops.base import Batch, OpKind, graph_fn
-from services.process.ops.plugin import PluginOpKind
 from services.process.ops.categorical import Lookup, OneHot
 from services.process.ops.images import Grayscale, RandomBrightness, RandomFlip, RandomRotation, Resize
 from services.process.ops.order import Shuffle, rebatch
+from services.process.ops.plugin import PluginOpKind
 from services.process.ops.scaling import FillMissing, MinMax, Standardize, scope
 from services.process.ops.text import VectorizeText
 
