@@ -15,7 +15,7 @@ def register(server):
     pipelines = PipelineServicer(RunStore(store))
     gateway_pb2_grpc.add_PipelineServiceServicer_to_server(pipelines, server)
     # runs a previous gateway left unfinished carry on (in the background: start-up does not wait)
-    threading.Thread(target=pipelines.recover, name="recover-runs", daemon=True).start()
+    threading.Thread(target=pipelines.executor.recover, name="recover-runs", daemon=True).start()
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(store), server)
     server.add_generic_rpc_handlers((ServeProxy().handler(), CollectProxy().handler()))
     return [gateway_pb2.DESCRIPTOR.services_by_name["PipelineService"].full_name,

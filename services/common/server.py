@@ -1,5 +1,6 @@
 """Server bootstrap shared by every service: health, reflection, message limits,
-logging and graceful shutdown on SIGTERM/SIGINT."""
+logging, plugins (loaded at start, listed by PluginService) and graceful shutdown on
+SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
@@ -21,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from cookline import config
+from services.common import plugins
 
 log = logging.getLogger("cookline.server")
 
@@ -276,7 +278,9 @@ def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_wo
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=config.grpc_options(),
                          interceptors=([BearerAuth(token)] if token else []) + [StreamTracker()],
                          maximum_concurrent_rpcs=config.max_concurrent_rpcs())
+    plugins.spec_plugins.load()  # before the servicers: their checks know the plugins
     names = list(register(server))
+    names.append(add_servicer(server, plugins.SERVICE, plugins.PluginServicer(service)))
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -333,7 +337,9 @@ async def _serve_async(service, register, on_start, http_app=None) -> None:
     server = grpc.aio.server(options=config.grpc_options(),
                              interceptors=([AsyncBearerAuth(token)] if token else []) + [AsyncStreamTracker()],
                              maximum_concurrent_rpcs=config.max_concurrent_rpcs())
+    plugins.spec_plugins.load()
     names = list(register(server))
+    names.append(add_servicer(server, plugins.SERVICE, plugins.AsyncPluginServicer(service)))
     health_servicer = health_async.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     _enable_reflection(server, names)
