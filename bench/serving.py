@@ -403,6 +403,7 @@ def main(seconds: float, rounds: int, skip_others: bool) -> None:
     env.pop("MINIO_ENDPOINT", None)
     for service, port in ports.items():
         env[f"COOKLINE_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
+    env["COOKLINE_GATEWAY_HTTP_ADDR"] = f"127.0.0.1:{free_ports(1)[0]}"
     servers: list[subprocess.Popen] = []
     try:
         bare_addrs = {}

@@ -62,8 +62,10 @@ def stack_env(work: str) -> dict[str, str]:
     """The services' environment: the embedded store in `work`, free local ports."""
     env = dict(os.environ, COOKLINE_DATA_DIR=os.path.join(work, "store"), TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("MINIO_ENDPOINT", None)
-    for service, port in zip(config.SERVICES, _free_ports(5, set())):
+    ports = _free_ports(6, set())
+    for service, port in zip(config.SERVICES, ports):
         env[f"COOKLINE_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
+    env["COOKLINE_GATEWAY_HTTP_ADDR"] = f"127.0.0.1:{ports[5]}"
     return env
 
 

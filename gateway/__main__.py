@@ -1,4 +1,6 @@
-"""python -m gateway: the gateway (PipelineService, RegistryService, and the prediction proxy to serve)."""
+"""python -m gateway: the gateway (PipelineService, RegistryService, and the prediction proxy to serve)
+on its gRPC port, the dashboard and JSON API on its HTTP port."""
+import logging
 import threading
 
 from cookline.v1 import gateway_pb2, gateway_pb2_grpc, registry_pb2, registry_pb2_grpc
@@ -6,6 +8,7 @@ from gateway.proxy import SERVICE as SERVE_SERVICE, ServeProxy
 from gateway.registry import RegistryServicer
 from gateway.runs import RunStore
 from gateway.service import PipelineServicer
+from gateway import web
 from services.common.server import serve
 from services.common.store import store_from_env
 
@@ -18,6 +21,7 @@ def register(server):
     threading.Thread(target=pipelines.recover, name="recover-runs", daemon=True).start()
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(store), server)
     server.add_generic_rpc_handlers((ServeProxy().handler(),))
+    logging.getLogger("cookline.gateway").info("gateway HTTP (dashboard, /api/) listening on %s", web.start(store))
     return [gateway_pb2.DESCRIPTOR.services_by_name["PipelineService"].full_name,
             registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name, SERVE_SERVICE]
 

@@ -30,6 +30,35 @@ def bind_address(service: str, env: Mapping[str, str] | None = None) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
+# Default HTTP port of the services that answer HTTP beside gRPC; COOKLINE_<SERVICE>_HTTP_ADDR
+# overrides host:port.
+DEFAULT_HTTP_PORTS = {"gateway": 8080}
+
+
+def http_address(service: str, env: Mapping[str, str] | None = None) -> str:
+    """host:port where `service` answers HTTP (COOKLINE_<SERVICE>_HTTP_ADDR)."""
+    return _env(env).get(f"COOKLINE_{service.upper()}_HTTP_ADDR") or f"localhost:{DEFAULT_HTTP_PORTS[service]}"
+
+
+def http_bind_address(service: str, env: Mapping[str, str] | None = None) -> tuple[str, int]:
+    """(host, port) a service's HTTP server listens on: COOKLINE_BIND_HOST and the port of its HTTP address."""
+    name = f"COOKLINE_{service.upper()}_HTTP_ADDR"
+    port = http_address(service, env).rsplit(":", 1)[-1]
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{name} must be host:port, got {http_address(service, env)!r}")
+    return (_env(env).get("COOKLINE_BIND_HOST") or "127.0.0.1").strip("[]"), int(port)
+
+
+def cors_origins(env: Mapping[str, str] | None = None) -> list[str]:
+    """COOKLINE_CORS_ORIGINS: comma-separated origins (scheme://host[:port], or *) whose web pages
+    may call the HTTP endpoints from a browser. Empty (the default): no cross-origin calls."""
+    origins = [o.strip().rstrip("/") for o in (_env(env).get("COOKLINE_CORS_ORIGINS") or "").split(",") if o.strip()]
+    for origin in origins:
+        if origin != "*" and "://" not in origin:
+            raise ValueError(f"COOKLINE_CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port] or *)")
+    return origins
+
+
 def serve_metrics_address(env: Mapping[str, str] | None = None) -> tuple[str, int] | None:
     """COOKLINE_SERVE_METRICS_ADDR: host:port of serve's Prometheus text endpoint; unset means off."""
     value = (_env(env).get("COOKLINE_SERVE_METRICS_ADDR") or "").strip()

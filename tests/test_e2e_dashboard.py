@@ -1,0 +1,82 @@
+"""The dashboard in a real browser: Debian's chromium driven by Playwright, against the live stack.
+
+Submits iris from the submit page, sees it reach SUCCEEDED with its loss curve drawn, opens
+the model and predicts a row in the playground. Every page is saved as a screenshot in
+.cache/test-artifacts/dashboard/ (copies of them are committed as docs/img/dashboard-*.png).
+"""
+import os
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARTIFACTS = os.path.join(ROOT, ".cache", "test-artifacts", "dashboard")
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (`make browser`); Playwright's own download is not used
+RUN_S = 600  # longest wait for iris to finish training on a busy machine (a bound, not a speed check)
+
+
+@pytest.fixture(scope="module")
+def page(stack):
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        context = browser.new_context(viewport={"width": 1280, "height": 860}, device_scale_factor=1)
+        page = context.new_page()
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.base = f"http://{stack[1]['COOKLINE_GATEWAY_HTTP_ADDR']}"
+        yield page
+        browser.close()
+        assert not errors, f"script errors in the page: {errors}"
+
+
+def shot(page, name):
+    page.screenshot(path=os.path.join(ARTIFACTS, f"{name}.png"), full_page=True)
+
+
+def iris_pipeline() -> str:
+    with open(os.path.join(ROOT, "examples", "iris.yaml")) as f:
+        text = f.read()
+    return text.replace("source: examples/data/iris.csv", f"source: {ROOT}/examples/data/iris.csv")
+
+
+def test_submit_iris_watch_it_train_and_predict(page):
+    page.goto(page.base + "/#/submit")
+    page.fill("#pipeline-text", iris_pipeline())
+    shot(page, "submit")
+    page.click("#submit-pipeline")
+
+    # the run's page: live progress, then SUCCEEDED with the curves and the evaluation
+    expect(page.locator("main[data-page=run]")).to_be_visible()
+    expect(page.locator("[data-state=SUCCEEDED]")).to_be_visible(timeout=RUN_S * 1000)
+    loss = page.locator("#loss-chart path[data-series=loss]")
+    expect(loss).to_have_count(1)
+    assert loss.get_attribute("d").count("L") >= 59  # one point per epoch (iris trains 60)
+    expect(page.locator("#metric-chart path[data-series=val_accuracy]")).to_have_count(1)
+    expect(page.locator("#confusion tbody tr")).to_have_count(3)
+    shot(page, "run")
+
+    page.goto(page.base + "/#/runs")
+    expect(page.locator("#runs tbody tr")).to_have_count(1)
+    expect(page.locator("#runs tbody tr .badge")).to_have_text("SUCCEEDED")
+    shot(page, "runs")
+
+    page.goto(page.base + "/#/datasets")
+    expect(page.locator("[data-dataset=iris]")).to_contain_text("sepal_length")
+    shot(page, "datasets")
+
+    # the model, from the run's page
+    page.go_back()
+    page.go_back()
+    page.click("#run-model")
+    expect(page.locator("#versions tbody tr")).to_have_count(1)
+    expect(page.locator("#versions")).to_contain_text("deployed")
+    shot(page, "model")
+
+    page.click("#open-playground")
+    for column, value in {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3}.items():
+        page.fill(f"#predict-form [name={column}]", str(value))
+    page.click("#predict")
+    expect(page.locator("#label")).to_have_text("virginica")
+    expect(page.locator("#prediction .bar")).to_have_count(3)
+    shot(page, "predict")
