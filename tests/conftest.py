@@ -77,12 +77,13 @@ def stack(s3_server, tmp_path_factory, request):
     from s3server import _free_ports
     from cookline.stack import Stack
 
-    ports = _free_ports(6, set(s3_server.ports.values()))
+    ports = _free_ports(7, set(s3_server.ports.values()))
     env = dict(os.environ)
     env.update(s3_server.env(unique_bucket("e2e")))
     for service, port in zip(("gateway", "collect", "process", "train", "serve"), ports):
         env[f"COOKLINE_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
-    env["COOKLINE_GATEWAY_HTTP_ADDR"] = f"127.0.0.1:{ports[5]}"  # the dashboard and JSON API
+    for service, port in zip(("serve", "gateway"), ports[5:]):  # the HTTP front doors
+        env[f"COOKLINE_{service.upper()}_HTTP_ADDR"] = f"127.0.0.1:{port}"
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     extra = getattr(request.module, "STACK_ENV", {})  # a test module's extra settings,
     env.update(extra(tmp_path_factory) if callable(extra) else extra)  # or a function making them

@@ -1,10 +1,12 @@
 """The bad-input catalogue: every case is a row of docs/errors.md and a test
-(tests/test_e2e_errors.py runs each against the live stack).
+(tests/test_e2e_errors.py runs each against the live stack): CASES over gRPC,
+HTTP_CASES over the services' HTTP ports (answered as JSON {"error": message}).
 
     .venv/bin/python tests/error_catalogue.py > docs/errors.md     # after changing a case
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -163,6 +165,60 @@ CASES = [
 ]
 
 
+@dataclass(frozen=True)
+class HttpCase:
+    service: str          # whose HTTP port answers (COOKLINE_<SERVICE>_HTTP_ADDR)
+    method: str
+    path: str
+    bad_input: str        # what is wrong, in words
+    status: int           # the HTTP status
+    message: str          # a part of the JSON error's message (names the field)
+    body: bytes = b""
+    headers: tuple = (("content-type", "application/json"),)
+    # Content-Length sent without the body (the oversized case: the server must answer
+    # from the header, before any body arrives); None: the body's length.
+    declared_length: int | None = None
+
+
+def _infer_body(data=None, **tensor) -> bytes:
+    features = {"name": "features", "datatype": "FP32", "shape": [1, 4],
+                "data": [5.1, 3.5, 1.4, 0.2] if data is None else data} | tensor
+    return json.dumps({"inputs": [features]}).encode()
+
+
+IRIS_INFER = "/v2/models/iris/infer"
+
+HTTP_CASES = [
+    HttpCase("serve", "POST", IRIS_INFER, "malformed JSON", 400, "body: malformed JSON", b'{"inputs": [}'),
+    HttpCase("serve", "POST", IRIS_INFER, "JSON that is a list, not an object", 400,
+             "body: list, expected a JSON object", b"[1, 2]"),
+    HttpCase("serve", "POST", IRIS_INFER, "no `inputs`", 400, "body.inputs: required", b'{"id": "x"}'),
+    HttpCase("serve", "POST", IRIS_INFER, "content type `text/plain`", 415, "content-type: 'text/plain'",
+             _infer_body(), (("content-type", "text/plain"),)),
+    HttpCase("serve", "POST", IRIS_INFER, "body over COOKLINE_MAX_MESSAGE_MB", 413, "body: 67108865 bytes is over the limit",
+             declared_length=(64 << 20) + 1),
+    HttpCase("serve", "POST", "/v2/models/nomodel/infer", "unknown model", 404, "model 'nomodel'", _infer_body()),
+    HttpCase("serve", "POST", "/v2/models/iris/versions/999/infer", "unknown model version", 404, "version 999",
+             _infer_body()),
+    HttpCase("serve", "POST", "/v2/models/iris/versions/one/infer", "version that is not a number", 400,
+             "model_version: 'one' is not an integer version", _infer_body()),
+    HttpCase("serve", "GET", "/v2/models/nomodel", "metadata of an unknown model", 404, "model 'nomodel'"),
+    HttpCase("serve", "POST", IRIS_INFER, "`shape` that is not a list of integers", 400,
+             "inputs[0].shape: ['1', 4], expected a list of integers", _infer_body(shape=["1", 4])),
+    HttpCase("serve", "POST", IRIS_INFER, "unknown `datatype` `FLOAT`", 400, "inputs[0].datatype: 'FLOAT' is not one of",
+             _infer_body(datatype="FLOAT")),
+    HttpCase("serve", "POST", IRIS_INFER, "a string among FP32 `data`", 400, "inputs[0].data[1]: \"x\" is not a FP32 value",
+             _infer_body(data=[5.1, "x", 1.4, 0.2])),
+    HttpCase("serve", "POST", IRIS_INFER, "3 features for a 4-feature model", 400, "inputs['features']",
+             _infer_body(data=[5.1, 3.5, 1.4], shape=[1, 3])),
+    HttpCase("serve", "POST", IRIS_INFER, "`Inference-Header-Content-Length` past the body", 400,
+             "Inference-Header-Content-Length: '9999'", _infer_body(),
+             (("content-type", "application/octet-stream"), ("inference-header-content-length", "9999"))),
+    HttpCase("serve", "GET", IRIS_INFER, "GET on the infer path", 405, "GET /v2/models/iris/infer: Method Not Allowed"),
+    HttpCase("serve", "GET", "/v2/nothing", "unknown path", 404, "GET /v2/nothing: Not Found"),
+]
+
+
 def render() -> str:
     """docs/errors.md: one row per case."""
     lines = [
@@ -178,6 +234,21 @@ def render() -> str:
     for i, case in enumerate(CASES, start=1):
         message = case.message.replace("|", "\\|")
         lines.append(f"| {i} | {case.service} | {case.rpc} | {case.bad_input} | {case.code.name} | `{message}` |")
+    lines += [
+        "",
+        "## HTTP",
+        "",
+        "The same over the services' HTTP ports (serve's OIP v2 REST, docs/http.md): a 4xx status and a",
+        "JSON body `{\"error\": \"...\"}` whose message contains the text shown, never a 500 and never",
+        "a connection left hanging.",
+        "",
+        "| # | service | request | bad input | status | message contains |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i, case in enumerate(HTTP_CASES, start=1):
+        message = case.message.replace("|", "\\|")
+        lines.append(f"| {i} | {case.service} | {case.method} `{case.path}` | {case.bad_input} | {case.status} "
+                     f"| `{message}` |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,5 @@
 """Runs every case of the bad-input catalogue (docs/errors.md) against the live stack."""
+import json
 import os
 import types
 
@@ -8,7 +9,8 @@ import pytest
 from cookline.client import Client
 from cookline.config import address
 from cookline.v1 import collect_pb2_grpc, gateway_pb2, process_pb2_grpc, serve_pb2_grpc, train_pb2_grpc
-from error_catalogue import CASES, ROOT, render
+from error_catalogue import CASES, HTTP_CASES, ROOT, render
+from rest_client import http_call
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +43,12 @@ def test_bad_input(ctx, case):
         case.call(ctx)
     assert info.value.code() == case.code, info.value.details()
     assert case.message in info.value.details()
+
+
+@pytest.mark.parametrize("case", HTTP_CASES, ids=[f"http-{c.service}-{i}" for i, c in enumerate(HTTP_CASES, start=1)])
+def test_bad_http_input(stack, ctx, case):
+    status, headers, body = http_call(stack[1], case.service, case.method, case.path, case.body, dict(case.headers),
+                                      declared_length=case.declared_length)
+    assert status == case.status, body
+    assert headers.get("content-type") == "application/json"
+    assert case.message in json.loads(body)["error"]

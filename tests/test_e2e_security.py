@@ -66,8 +66,9 @@ def test_calls_over_the_concurrency_cap_are_refused_not_queued(tmp_path, stack):
     """serve with COOKLINE_MAX_CONCURRENT_RPCS=2: two open prediction streams fill it; the
     third call gets RESOURCE_EXHAUSTED at once; once a stream closes, calls pass again."""
     _, stack_env = stack
-    (port,) = _free_ports(1, set())
-    env = dict(stack_env, COOKLINE_SERVE_ADDR=f"127.0.0.1:{port}", COOKLINE_MAX_CONCURRENT_RPCS="2")
+    port, http_port = _free_ports(2, set())
+    env = dict(stack_env, COOKLINE_SERVE_ADDR=f"127.0.0.1:{port}", COOKLINE_SERVE_HTTP_ADDR=f"127.0.0.1:{http_port}",
+               COOKLINE_MAX_CONCURRENT_RPCS="2")
     env.pop("COOKLINE_AUTH_TOKEN")
     with Stack(env, log_dir=str(tmp_path / "logs")) as single:
         single.start("serve")

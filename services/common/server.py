@@ -273,17 +273,22 @@ def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_wo
 
 
 def serve_async(service: str, register: Callable[[grpc.aio.Server], Iterable[str]],
-                on_start: Callable[[health_async.HealthServicer], None] | None = None) -> None:
+                on_start: Callable[[health_async.HealthServicer], None] | None = None,
+                http_app: Callable[[], object] | None = None) -> None:
     """`serve` on a grpc.aio server: the servicers' methods are coroutines (or async
     generators) run on one event loop, so a call costs no hand-off between threads.
     Same health, reflection, auth, limits, stream log and shutdown; `on_start(health)`
-    runs on the loop once the server answers."""
+    runs on the loop once the server answers. `http_app()`, when given, is called after
+    `register` and returns an ASGI app served on the same loop on the service's HTTP port
+    (services.common.http: same token, TLS and limits), stopped with the gRPC server."""
     setup_logging(service)
     bound_malloc()
-    asyncio.run(_serve_async(service, register, on_start))
+    asyncio.run(_serve_async(service, register, on_start, http_app))
 
 
-async def _serve_async(service, register, on_start) -> None:
+async def _serve_async(service, register, on_start, http_app=None) -> None:
+    from services.common import http  # the HTTP stack is imported only by services that have a port for it
+
     token = config.auth_token()
     server = grpc.aio.server(options=config.grpc_options(),
                              interceptors=([AsyncBearerAuth(token)] if token else []) + [AsyncStreamTracker()],
@@ -293,6 +298,9 @@ async def _serve_async(service, register, on_start) -> None:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     _enable_reflection(server, names)
     describe = _listen(server, service)
+    http_server = await http.serve_http(http_app(), service) if http_app is not None else None
+    if http_server is not None:
+        describe += f"; HTTP on {http_server.describe}"
     await server.start()
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -307,5 +315,8 @@ async def _serve_async(service, register, on_start) -> None:
             log.info("%s: %s received, shutting down", service, signal.Signals(s).name), stopping.set()))
     await stopping.wait()
     await health_servicer.enter_graceful_shutdown()  # peers see NOT_SERVING first
-    await server.stop(SHUTDOWN_GRACE_S)
+    if http_server is not None:
+        await asyncio.gather(server.stop(SHUTDOWN_GRACE_S), http_server.stop())
+    else:
+        await server.stop(SHUTDOWN_GRACE_S)
     _exit_stopped(service)
