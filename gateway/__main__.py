@@ -1,6 +1,5 @@
 """python -m gateway: the gateway (PipelineService, RegistryService, and the prediction proxy to serve)
 on its gRPC port, the dashboard and JSON API on its HTTP port."""
-import logging
 import threading
 
 from cookline.v1 import gateway_pb2, gateway_pb2_grpc, registry_pb2, registry_pb2_grpc
@@ -21,7 +20,7 @@ def register(server):
     threading.Thread(target=pipelines.recover, name="recover-runs", daemon=True).start()
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(store), server)
     server.add_generic_rpc_handlers((ServeProxy().handler(),))
-    logging.getLogger("cookline.gateway").info("gateway HTTP (dashboard, /api/) listening on %s", web.start(store))
+    web.start(store)  # the dashboard and the JSON API on COOKLINE_GATEWAY_HTTP_ADDR
     return [gateway_pb2.DESCRIPTOR.services_by_name["PipelineService"].full_name,
             registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name, SERVE_SERVICE]
 

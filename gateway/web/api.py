@@ -23,10 +23,10 @@ from cookline import channels
 from cookline.v1 import (collect_pb2, collect_pb2_grpc, gateway_pb2, gateway_pb2_grpc, model_pb2, registry_pb2,
                          registry_pb2_grpc, serve_pb2, serve_pb2_grpc)
 from gateway.web import predict
-from gateway.web.server import HTTPFail, json_body_error
 from services.collect import stats
 from services.collect.sources import FORMATS
 from services.common import layout
+from services.common.http import HTTPFail, json_body as parse_json, require_content_type
 from services.common.store import ObjectStore
 from services.train.spec import MODELS
 
@@ -45,17 +45,11 @@ async def _call(fn, *args, **kwargs):
 
 
 async def json_body(request: Request) -> dict:
-    kind = request.headers.get("content-type", "").split(";")[0].strip()
-    if kind != "application/json":
-        raise HTTPFail(415, f"Content-Type: {kind or 'none'!r}; send application/json")
-    try:
-        body = json.loads(await request.body())
-    except json.JSONDecodeError as exc:
-        raise json_body_error(exc) from None
-    except UnicodeDecodeError:
-        raise HTTPFail(400, "body: not UTF-8") from None
+    """The request's JSON object; 415 for another content type, 400 for malformed JSON."""
+    require_content_type(request, "application/json")
+    body = parse_json(await request.body())
     if not isinstance(body, dict):
-        raise HTTPFail(400, "body: expected a JSON object")
+        raise HTTPFail(400, f"body: {type(body).__name__}, expected a JSON object")
     return body
 
 
@@ -118,8 +112,7 @@ class Api:
     async def submit(self, request: Request):
         """JSON {"pipeline": text}, or a multipart upload of a data file with the fields of a
         small pipeline (name, label, format, model, epochs)."""
-        kind = request.headers.get("content-type", "").split(";")[0].strip()
-        if kind == "multipart/form-data":
+        if require_content_type(request, "application/json", "multipart/form-data") == "multipart/form-data":
             text = await self._upload_pipeline(request)
         else:
             body = await json_body(request)
@@ -252,19 +245,16 @@ class Api:
         """One raw row: JSON {"row": {column: value}} (or a list of numbers), or multipart/form-data
         with one part per column (an image column's part is the uploaded file)."""
         ref = self._ref(request)
-        kind = request.headers.get("content-type", "").split(";")[0].strip()
-        if kind == "multipart/form-data":
+        if require_content_type(request, "application/json", "multipart/form-data") == "multipart/form-data":
             form = await request.form(max_files=8, max_fields=1024, max_part_size=1 << 20)
             row = {}
             for key, value in form.multi_items():
                 row[key] = value if isinstance(value, str) else await value.read()
-        elif kind == "application/json":
+        else:
             body = await json_body(request)
             if "row" not in body:
-                raise HTTPFail(400, "row: required ({column: value})")
+                raise HTTPFail(400, "body.row: required ({column: value})")
             row = body["row"]
-        else:
-            raise HTTPFail(415, f"Content-Type: {kind or 'none'!r}; send application/json or multipart/form-data")
         metadata = await self._metadata(ref)
         grpc_request = predict.request(ref, metadata, row)
         response = await _call(self.serve.Predict, grpc_request, timeout=TIMEOUT_S)

@@ -16,7 +16,7 @@ import numpy as np
 
 from cookline import tensors
 from cookline.v1 import model_pb2, serve_pb2, tensor_pb2
-from gateway.web.server import HTTPFail
+from services.common.http import HTTPFail
 
 KINDS = ("numeric", "category", "text", "image")
 # An input without a recorded kind (a model from before raw inputs) is read by its name.
