@@ -4,10 +4,13 @@ Submits iris from the submit page, sees it reach SUCCEEDED with its loss curve d
 the model and predicts a row in the playground. Every page is saved as a screenshot in
 .cache/test-artifacts/dashboard/ (copies of them are committed as docs/img/dashboard-*.png).
 """
+import json
 import os
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
+
+from rest_client import http_call
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARTIFACTS = os.path.join(ROOT, ".cache", "test-artifacts", "dashboard")
@@ -57,8 +60,7 @@ def test_submit_iris_watch_it_train_and_predict(page):
     shot(page, "run")
 
     page.goto(page.base + "/#/runs")
-    expect(page.locator("#runs tbody tr")).to_have_count(1)
-    expect(page.locator("#runs tbody tr .badge")).to_have_text("SUCCEEDED")
+    expect(page.locator("#runs tbody tr").first.locator(".badge")).to_have_text("SUCCEEDED")
     shot(page, "runs")
 
     page.goto(page.base + "/#/datasets")
@@ -80,3 +82,53 @@ def test_submit_iris_watch_it_train_and_predict(page):
     expect(page.locator("#label")).to_have_text("virginica")
     expect(page.locator("#prediction .bar")).to_have_count(3)
     shot(page, "predict")
+
+
+@pytest.fixture(scope="module")
+def iris(client):
+    """iris trained and deployed (by the browser test above when it ran first)."""
+    from cookline.v1 import registry_pb2
+    if not any(m.name == "iris" and m.deployed_version for m in client.registry.ListModels(
+            registry_pb2.ListModelsRequest(), timeout=30).models):
+        run = client.submit(iris_pipeline())
+        list(client.watch(run.run_id))
+    return next(r for r in client.list_runs() if r.pipeline.name == "iris" and r.deployed)
+
+
+ROW = {"sepal_length": 6.1, "sepal_width": 2.8, "petal_length": 4.7, "petal_width": 1.2}
+
+
+def test_json_and_multipart_rows_answer_as_grpc_predict(env, client, iris):
+    expected = client.predict("iris", [list(ROW.values())])[0]
+    status, _, body = http_call(env, "gateway", "POST", "/api/models/iris/predict", json.dumps({"row": ROW}).encode(),
+                                {"content-type": "application/json"})
+    assert status == 200
+    answer = json.loads(body)
+    assert answer["label"] == expected["label"] and answer["model"] == {"name": "iris", "version": 1}
+    assert answer["scores"] == pytest.approx(expected["scores"], abs=1e-6)
+    parts = "".join(f'--b\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in ROW.items())
+    status, _, body = http_call(env, "gateway", "POST", "/api/models/iris/versions/1/predict",
+                                (parts + "--b--\r\n").encode(), {"content-type": "multipart/form-data; boundary=b"})
+    assert status == 200 and json.loads(body)["scores"] == pytest.approx(expected["scores"], abs=1e-6)
+    status, _, body = http_call(env, "gateway", "POST", "/api/models/iris/predict",
+                                json.dumps({"row": list(ROW.values())}).encode(), {"content-type": "application/json"})
+    assert status == 200 and json.loads(body)["label"] == expected["label"]
+
+
+def test_run_events_stream_as_server_sent_events(env, iris):
+    status, headers, body = http_call(env, "gateway", "GET", f"/api/runs/{iris.run_id}/events")
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(line[len("data: "):]) for line in body.decode().splitlines() if line.startswith("data: ")]
+    assert [int(e.get("sequence", 0)) for e in events] == list(range(len(events)))  # every event, in order
+    assert sum(1 for e in events if e.get("train", {}).get("epoch_finished")) == 60
+    assert events[-1]["finished"]["state"] == "RUN_STATE_SUCCEEDED"
+    status, _, body = http_call(env, "gateway", "GET", f"/api/runs/{iris.run_id}/events?from={len(events) - 1}")
+    assert body.decode().count("data: ") == 1  # resumes from a sequence number
+
+
+def test_cross_origin_calls_are_off_by_default(env):
+    status, headers, _ = http_call(env, "gateway", "GET", "/api/runs", headers={"origin": "https://app.example.com"})
+    assert status == 200 and "access-control-allow-origin" not in headers
+    status, headers, _ = http_call(env, "gateway", "OPTIONS", "/api/runs", headers={
+        "origin": "https://app.example.com", "access-control-request-method": "GET"})
+    assert status == 405 and "access-control-allow-origin" not in headers

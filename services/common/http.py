@@ -158,7 +158,10 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])  # names arrive lower-cased
-        if self.expected is not None and scope["path"] not in self.public:
+        # A CORS preflight (OPTIONS with Access-Control-Request-Method) never carries the token:
+        # it passes to the app, whose CORS middleware answers it (or whose router refuses it).
+        preflight = scope["method"] == "OPTIONS" and b"access-control-request-method" in headers
+        if self.expected is not None and scope["path"] not in self.public and not preflight:
             if not hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
                 return await _send_error(send, 401, "authorization: missing or wrong bearer token",
                                          [(b"www-authenticate", b"Bearer")])

@@ -40,6 +40,10 @@ def cmd_up(args) -> int:
             return 1
         for service in MODULES:
             console.print(f"  {service:8} {escape(config.address(service))}")
+        scheme = "https" if config.tls_server_files() else "http"
+        for service in config.DEFAULT_HTTP_PORTS:  # the HTTP front doors (the gateway's: the dashboard)
+            console.print(f"  {service:8} {scheme}://{escape(config.http_address(service))}/"
+                          + ("  (dashboard)" if service == "gateway" else ""))
         console.print("[green]cookline is up[/green] (Ctrl-C stops it)")
         while not stopping.wait(0.5):
             if stack.exited():
