@@ -46,6 +46,7 @@ def iris_pipeline() -> str:
 def test_submit_iris_watch_it_train_and_predict(page):
     page.goto(page.base + "/#/submit")
     page.fill("#pipeline-text", iris_pipeline())
+    page.eval_on_selector("#pipeline-text", "el => { el.scrollTop = 0; el.blur(); }")
     shot(page, "submit")
     page.click("#submit-pipeline")
 
@@ -73,6 +74,9 @@ def test_submit_iris_watch_it_train_and_predict(page):
     page.click("#run-model")
     expect(page.locator("#versions tbody tr")).to_have_count(1)
     expect(page.locator("#versions")).to_contain_text("deployed")
+    page.fill("input[name=alias]", "prod")
+    page.click("text=Set alias")
+    expect(page.locator("#versions tbody tr .badge.alias")).to_have_text("prod")
     shot(page, "model")
 
     page.click("#open-playground")
