@@ -10,7 +10,7 @@ PROTOS := $(wildcard protos/cookline/v1/*.proto) $(wildcard protos/inference/*.p
 # tests/tritonclient-requirements.txt).
 TRITON_VENV := .cache/tritonclient
 
-.PHONY: install proto run up test test-unit bench-serving examples-data bench clean
+.PHONY: install proto run up lint test test-unit bench-serving examples-data bench clean
 
 include clients/clients.mk deploy/deploy.mk
 
@@ -59,6 +59,16 @@ TFJS := tests/tfjs/node_modules/.installed
 $(TFJS): tests/tfjs/package-lock.json
 	npm ci --prefix tests/tfjs --no-audit --no-fund --loglevel=error
 	touch $@
+
+# ruff (lint and format check), mypy on the Python packages, buf lint on the protos and
+# buf breaking against the protos of the previous commit (the first parent on main).
+BUF_AGAINST ?= $(shell git rev-parse --git-common-dir)\#ref=HEAD~1,subdir=protos
+lint: install $(GO_BIN)/buf
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(GO_BIN)/buf lint
+	@if git rev-parse -q --verify HEAD~1 >/dev/null; then $(GO_BIN)/buf breaking --against '$(BUF_AGAINST)'; fi
 
 test: install tools $(TFJS)
 	$(BIN)/python -m pytest -q

@@ -14,7 +14,7 @@ Measures, on this machine (client and servers share its cores):
     (the latter two through a small custom model class, each in its own venv
     under .cache/bench/, created on first use) under the same OIP v2 client
     load: CONCURRENCY callers, one row per ModelInfer.
-Then prints a table and the ratios against the targets of DESIGN.md.
+Then prints a table and the ratios against the targets (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
 CACHE = os.path.join(ROOT, ".cache", "bench")
 IRIS_CSV = os.path.join(ROOT, "examples", "data", "iris.csv")
-CONCURRENCY = 8           # OIP callers, as in DESIGN.md's calibration
+CONCURRENCY = 8           # OIP callers: the peers' calibration load (docs/benchmarks.md)
 STREAMS, STREAM_ROWS = 4, 256  # streaming load: streams x rows per message (merged up to MAX_BATCH)
 BIG_MESSAGE_ROWS = 1024       # the same load with larger messages (less per-message overhead)
 MAX_BATCH = 1024              # serve's max_batch_size for the model

@@ -2,13 +2,14 @@
 # Go binaries go into .cache/go-bin (gitignored) and are reused when present.
 GO         ?= go
 GO_BIN     := $(CURDIR)/.cache/go-bin
-GO_TOOLS   := protoc-gen-go protoc-gen-go-grpc grpcurl kubeconform kustomize
+GO_TOOLS   := protoc-gen-go protoc-gen-go-grpc grpcurl kubeconform kustomize buf
 # Pinned versions of the `go install`ed tools.
 GO_TOOL_protoc-gen-go      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 GO_TOOL_protoc-gen-go-grpc := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 GO_TOOL_grpcurl            := github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
 GO_TOOL_kubeconform        := github.com/yannh/kubeconform/cmd/kubeconform@v0.8.0
 GO_TOOL_kustomize          := sigs.k8s.io/kustomize/kustomize/v5@v5.8.2
+GO_TOOL_buf                := github.com/bufbuild/buf/cmd/buf@v1.61.0
 GO_GEN     := clients/go/gen/cooklinev1
 # Map each proto file to the Go package of the generated code (the protos carry no go_package).
 GO_MOPTS   := $(foreach p,$(PROTOS),--go_opt=M$(p:protos/%=%)=cookline/client/gen/cooklinev1 \

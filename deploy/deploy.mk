@@ -1,6 +1,6 @@
 # Container images and the compose stack on podman (included by the Makefile).
 # No Docker Engine and no image registry here: the base image is built with debootstrap,
-# and podman runs deploy/docker-compose.yml through podman-compose. See README "Deploy".
+# and podman runs deploy/docker-compose.yml through podman-compose. See docs/deploy.md.
 export CONTAINERS_CONF := $(CURDIR)/deploy/containers.conf
 PODMAN          ?= podman
 IMAGE_CACHE     := .cache/images

@@ -3,11 +3,12 @@ on its gRPC port, the dashboard and JSON API on its HTTP port."""
 import threading
 
 from cookline.v1 import gateway_pb2, gateway_pb2_grpc, registry_pb2, registry_pb2_grpc
-from gateway.proxy import SERVICE as SERVE_SERVICE, ServeProxy
+from gateway import web
+from gateway.proxy import SERVICE as SERVE_SERVICE
+from gateway.proxy import ServeProxy
 from gateway.registry import RegistryServicer
 from gateway.runs import RunStore
 from gateway.service import PipelineServicer
-from gateway import web
 from services.common.server import serve
 from services.common.store import store_from_env
 

@@ -11,7 +11,7 @@ import grpc
 from cookline import channels, config
 from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, gateway_pb2, gateway_pb2_grpc, model_pb2, serve_pb2,
                          serve_pb2_grpc, train_pb2, train_pb2_grpc)
-from gateway import pipeline_file
+from cookline import spec as pipeline_spec
 from gateway.runs import RunStore
 from services.common import layout
 from services.common.errors import invalid, rpc, status_of
@@ -22,10 +22,6 @@ log = logging.getLogger("cookline.gateway")
 MAX_LIST = 1000
 # Longest a pipeline file may be, in bytes.
 MAX_PIPELINE_BYTES = 1 << 20
-
-
-# Metrics the deploy gate can compare (all in [0, 1], higher is better).
-GATE_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "r2")  # r2: regressors
 
 
 def stage_name(stage: int) -> str:
@@ -84,14 +80,7 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
     def SubmitRun(self, request: gateway_pb2.SubmitRunRequest, context) -> gateway_pb2.SubmitRunResponse:
         if len(request.pipeline.encode()) > MAX_PIPELINE_BYTES:
             raise invalid(f"pipeline: {len(request.pipeline)} bytes, at most {MAX_PIPELINE_BYTES}")
-        spec = pipeline_file.parse(request.pipeline, request.base_dir)
-        if spec.evaluate.deploy_if_at_least:
-            metric = spec.evaluate.metric or "accuracy"
-            if metric not in GATE_METRICS:
-                raise invalid(f"pipeline: evaluate.metric: {metric!r} is not one of {', '.join(GATE_METRICS)}")
-            if not 0 < spec.evaluate.deploy_if_at_least <= 1:
-                raise invalid(f"pipeline: evaluate.deploy_if_at_least: {spec.evaluate.deploy_if_at_least} "
-                              "is not in (0, 1]")
+        spec = pipeline_spec.parse(request.pipeline, request.base_dir)
         now = layout.now()
         run = gateway_pb2.Run(run_id=RunStore.new_id(), pipeline=spec, state=gateway_pb2.RUN_STATE_QUEUED,
                               created_at=now, updated_at=now)

@@ -6,7 +6,7 @@ Usage::
         store = S3Store(s3.endpoint, s3.access_key, s3.secret_key, "bucket")
 
 Never skips: if the ``weed`` binary is missing this raises, because S3 behaviour must be
-tested against a real server (see DESIGN.md, "Real parts").
+tested against a real server (docs/development.md).
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ import os
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
-
 from rest_client import http_call
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,7 +6,6 @@ import json
 import socket
 
 import pytest
-
 from rest_client import connection, http_call
 from test_e2e_tls import make_certificates
 
@@ -47,7 +46,8 @@ def test_no_plaintext_http_when_tls_is_on(env):
 
 
 def test_cors_lets_only_the_configured_origins_in(env):
-    preflight = {"access-control-request-method": "POST", "access-control-request-headers": "authorization,content-type"}
+    preflight = {"access-control-request-method": "POST",
+                 "access-control-request-headers": "authorization,content-type"}
     status, headers, _ = http_call(env, "gateway", "OPTIONS", "/api/models/iris/predict",
                                    headers=preflight | {"origin": ALLOWED}, token=False)
     assert status == 200 and headers["access-control-allow-origin"] == ALLOWED

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from cookline import tensors
 from cookline.config import address
 from cookline.v1 import gateway_pb2, model_pb2, serve_pb2, serve_pb2_grpc, tensor_pb2
-from gateway import pipeline_file
-from services.common.errors import Fail
+from cookline.spec import SpecError, pipeline as pipeline_file
+from services.common.errors import status_of
 
 dims = st.lists(st.integers(min_value=-3, max_value=2 ** 62), max_size=5)
 tensor_structures = st.builds(
@@ -56,9 +56,10 @@ yaml_values = st.recursive(
 def parse_or_invalid(text: str) -> None:
     try:
         pipeline_file.parse(text, "/tmp")
-    except Fail as exc:
-        assert exc.code == grpc.StatusCode.INVALID_ARGUMENT, exc.message
-        assert exc.message
+    except SpecError as exc:
+        code, message = status_of(exc)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, message
+        assert message
 
 
 @settings(max_examples=400, deadline=None)

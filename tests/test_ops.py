@@ -6,7 +6,8 @@ import pytest
 from cookline import tensors
 from cookline.v1 import data_pb2, pipeline_pb2
 from services.common.splits import assignment as split_assignment
-from services.common.errors import Fail
+from cookline.spec import SpecError
+from services.common.errors import Fail, status_of
 from services.process import ops
 
 
@@ -87,8 +88,9 @@ def test_rebatch_gives_exact_batch_sizes():
 
 
 def test_validate_names_the_op():
-    with pytest.raises(Fail, match=r"process\[1\].shuffle.buffer"):
+    with pytest.raises(SpecError, match=r"process\[1\].shuffle.buffer") as info:
         ops.validate([standardize(), shuffle(-1)])
+    assert status_of(info.value)[0] == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_split_is_exact_deterministic_and_seeded():

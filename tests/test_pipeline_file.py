@@ -4,8 +4,8 @@ import os
 import grpc
 import pytest
 
-from gateway import pipeline_file
-from services.common.errors import Fail
+from cookline.spec import SpecError, pipeline as pipeline_file
+from services.common.errors import status_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IRIS = os.path.join(ROOT, "examples", "iris.yaml")
@@ -13,10 +13,11 @@ MINIMAL = "name: t\ncollect: {source: x.csv, label: y}\ntrain: {model: mlp}\n"
 
 
 def parse_error(text: str, base_dir: str = "") -> str:
-    with pytest.raises(Fail) as info:
+    with pytest.raises(SpecError) as info:
         pipeline_file.parse(text, base_dir)
-    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    return info.value.message
+    code, message = status_of(info.value)  # the RPC layer's mapping
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    return message
 
 
 def test_iris_example_parses_as_written(monkeypatch):

@@ -7,7 +7,8 @@ import pytest
 from cookline import channels, tensors
 from cookline.v1 import data_pb2, pipeline_pb2 as pb, process_pb2, process_pb2_grpc
 from dataplane import ingest
-from services.common.errors import Fail
+from cookline.spec import SpecError
+from services.common.errors import Fail, status_of
 from services.process import ops
 from services.process.ops.images import resize_bilinear
 
@@ -41,9 +42,10 @@ def fitted_value(fitted_op, name):
     (pb.Op(), "process[0]: no op given (known ops: standardize, min_max"),
 ])
 def test_out_of_range_parameters_name_the_op_and_field(bad, where):
-    with pytest.raises(Fail) as info:
+    with pytest.raises(SpecError) as info:
         ops.validate([bad])
-    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT and where in info.value.message
+    code, message = status_of(info.value)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and where in message
 
 
 def test_min_max_and_fill_missing_fit_on_the_given_rows():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from typing import Mapping
+from collections.abc import Mapping
 
 import anyio
 import grpc
@@ -19,16 +19,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from cookline import channels
-from cookline.v1 import (collect_pb2, collect_pb2_grpc, gateway_pb2, gateway_pb2_grpc, model_pb2, registry_pb2,
-                         registry_pb2_grpc, serve_pb2, serve_pb2_grpc)
+from cookline import channels, spec
+from cookline.v1 import (
+    collect_pb2,
+    collect_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    model_pb2,
+    registry_pb2,
+    registry_pb2_grpc,
+    serve_pb2,
+    serve_pb2_grpc,
+)
 from gateway.web import predict
 from services.collect import stats
-from services.collect.sources import FORMATS
 from services.common import layout
-from services.common.http import HTTPFail, json_body as parse_json, require_content_type
+from services.common.http import HTTPFail, require_content_type
+from services.common.http import json_body as parse_json
 from services.common.store import ObjectStore
-from services.train.spec import MODELS
 
 # Seconds a unary call to a service may take (loading a model may take a while).
 TIMEOUT_S = 60
@@ -115,10 +123,10 @@ class Api:
         if require_content_type(request, "application/json", "multipart/form-data") == "multipart/form-data":
             text = await self._upload_pipeline(request)
         else:
-            body = await json_body(request)
-            text = body.get("pipeline")
-            if not isinstance(text, str) or not text.strip():
+            pasted = (await json_body(request)).get("pipeline")
+            if not isinstance(pasted, str) or not pasted.strip():
                 raise HTTPFail(400, "pipeline: required (the pipeline file's text)")
+            text = pasted
         response = await _call(self.pipelines.SubmitRun, gateway_pb2.SubmitRunRequest(pipeline=text),
                                timeout=TIMEOUT_S)
         return JSONResponse({"run": as_dict(response.run)}, status_code=201)
@@ -147,9 +155,8 @@ class Api:
         collect = {"source": f"s3://{self.bucket}/{key}", "format": fmt}
         if label:
             collect["label"] = label
-        spec = {"name": name, "collect": collect, "split": {"validation": 0.2, "seed": 1},
-                "train": {"model": model, "epochs": epochs}}
-        return json.dumps(spec)
+        return json.dumps({"name": name, "collect": collect, "split": {"validation": 0.2, "seed": 1},
+                           "train": {"model": model, "epochs": epochs}})
 
     async def events(self, request: Request):
         """The run's events as server-sent events (`id` = sequence, `data` = the RunEvent as JSON),
@@ -262,4 +269,4 @@ class Api:
 
     async def choices(self, request: Request):
         """What the submit form offers: model families and source formats."""
-        return JSONResponse({"models": list(MODELS), "formats": list(FORMATS)})
+        return JSONResponse({"models": list(spec.MODELS.names()), "formats": list(spec.SOURCES.names())})

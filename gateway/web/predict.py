@@ -96,7 +96,7 @@ def request(model: model_pb2.ModelRef, metadata: serve_pb2.ModelMetadata, row) -
         if len(row) != len(taken):
             raise HTTPFail(400, f"row: {len(row)} values, the model takes {len(taken)} "
                                 f"({', '.join(f['column'] for f in taken)})")
-        row = {f["column"]: v for f, v in zip(taken, row)}
+        row = {f["column"]: v for f, v in zip(taken, row, strict=True)}
     if not isinstance(row, dict):
         raise HTTPFail(400, "row: expected an object of column values")
     known = {f["column"] for f in taken}
@@ -133,4 +133,4 @@ def answer(response: serve_pb2.PredictResponse) -> dict:
     label = tensors.to_numpy(response.outputs["label"]).reshape(-1)[0]
     names = list(response.class_names) or [str(i) for i in range(len(scores))]
     return result | {"label": label.decode() if isinstance(label, bytes) else str(label),
-                     "scores": {n: float(s) for n, s in zip(names, scores)}}
+                     "scores": {n: float(s) for n, s in zip(names, scores, strict=False)}}

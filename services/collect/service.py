@@ -16,10 +16,11 @@ import grpc
 import numpy as np
 
 from cookline import tensors
+from cookline.spec import sources as spec_sources
 from cookline.v1 import collect_pb2, collect_pb2_grpc, data_pb2
 from services.collect import stats
 from services.collect.ingest import DatasetWriter, manifest_bytes, read_shard
-from services.collect.sources import FORMATS, open_source, s3
+from services.collect.sources import open_source, s3
 from services.collect.sources.base import Source
 from services.collect.sources.upload import UploadSpool
 from services.common import layout, splits
@@ -62,9 +63,7 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
     def Ingest(self, request: collect_pb2.IngestRequest, context) -> Iterator[collect_pb2.IngestResponse]:
         name = layout.check_name("dataset", request.dataset)
         spec = request.source
-        fmt = spec.format or "csv"
-        if fmt not in FORMATS:
-            raise invalid(f"collect.format: {fmt!r} is not supported (supported: {', '.join(FORMATS)})")
+        fmt = spec_sources.source(spec.format).name
         if not spec.source:
             raise invalid("collect.source: required")
         with tempfile.TemporaryDirectory(prefix="cookline-ingest-") as scratch:

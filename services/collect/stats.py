@@ -7,6 +7,7 @@ import re
 import numpy as np
 
 from cookline.v1 import data_pb2
+from services.common.moments import merge
 
 TOKEN = re.compile(r"\w+")
 MAX_LISTED_VALUES = 1000
@@ -55,20 +56,12 @@ class _Numeric:
         v = values.astype(np.float64)
         n, mean = len(v), v.mean()
         m2 = ((v - mean) ** 2).sum()
-        total = self.count[j] + n
-        delta = mean - self.mean[j]
-        self.mean[j] += delta * n / total
-        self.m2[j] += m2 + delta ** 2 * self.count[j] * n / total
-        self.count[j] = total
+        self.count[j], self.mean[j], self.m2[j] = merge(self.count[j], self.mean[j], self.m2[j], n, mean, m2)
         self.min[j] = min(self.min[j], v.min())
         self.max[j] = max(self.max[j], v.max())
 
     def _merge_all(self, n, mean, m2, lo, hi) -> None:
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * n / total
-        self.m2 = self.m2 + m2 + delta ** 2 * self.count * n / total
-        self.count = total
+        self.count, self.mean, self.m2 = merge(self.count, self.mean, self.m2, n, mean, m2)
         self.min = np.minimum(self.min, lo)
         self.max = np.maximum(self.max, hi)
 

@@ -1,7 +1,8 @@
 """One error model for every RPC: precise gRPC status codes, messages naming the field.
 
 Servicer methods raise `Fail` (or let store / peer errors propagate); the
-`rpc` decorator turns them into `context.abort` with the right code. A peer's
+`rpc` decorator turns them into `context.abort` with the right code. A broken
+pipeline rule (cookline.spec's SpecError) is INVALID_ARGUMENT, here and nowhere else. A peer's
 gRPC error keeps its code, so INVALID_ARGUMENT from collect reaches the gateway
 as INVALID_ARGUMENT.
 """
@@ -13,6 +14,7 @@ import logging
 
 import grpc
 
+from cookline.spec import SpecError
 from services.common.store import NotFoundError, StoreUnavailableError
 
 log = logging.getLogger("cookline.errors")
@@ -41,6 +43,8 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status an exception stands for."""
     if isinstance(exc, Fail):
         return exc.code, exc.message
+    if isinstance(exc, SpecError):
+        return grpc.StatusCode.INVALID_ARGUMENT, exc.message
     if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
         return exc.code(), exc.details() or exc.code().name
     if isinstance(exc, NotFoundError):

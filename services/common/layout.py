@@ -1,4 +1,4 @@
-"""The storage layout of DESIGN.md, in one place: object keys, names, manifests.
+"""The storage layout (docs/api.md, "Storage layout"), in one place: object keys, names, manifests.
 
     datasets/<name>/<version>/manifest.json   (written last)
     datasets/<name>/<version>/shard-00000-<attempt>.npz
@@ -13,23 +13,13 @@ import re
 
 from google.protobuf import json_format
 
+from cookline.spec.names import NAME_RE, check_name
 from cookline.v1 import data_pb2
 from services.common.errors import invalid, not_found
 from services.common.store import NotFoundError, ObjectStore
 
-NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 DATASET_MANIFEST = "manifest.json"
 MODEL_METADATA = "cookline.json"
-
-
-def check_name(field: str, value: str) -> str:
-    """A dataset/model name: [a-z0-9][a-z0-9._-]{0,62}, so never a path."""
-    rule = "lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, at most 63 characters"
-    if not value:
-        raise invalid(f"{field} is required ({rule})")
-    if not NAME_RE.fullmatch(value) or ".." in value:
-        raise invalid(f"{field}: {value!r} is not a valid name ({rule}, no '..')")
-    return value
 
 
 def now() -> str:

@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from cookline.spec.pipeline import check_split
 from cookline.v1 import data_pb2
-from services.common.errors import invalid
-
-
-def check(split: data_pb2.SplitSpec) -> None:
-    """INVALID_ARGUMENT naming split.<field> for fractions out of range."""
-    for field in ("validation", "test"):
-        value = getattr(split, field)
-        if not 0.0 <= value < 1.0:
-            raise invalid(f"split.{field}: {value} is not in [0, 1)")
-    if split.validation + split.test >= 1.0:
-        raise invalid("split: validation + test must leave some rows for training")
 
 
 def sizes(num_rows: int, split: data_pb2.SplitSpec) -> dict[int, int]:
     """Rows per subset (SUBSET_TRAIN, SUBSET_VALIDATION, SUBSET_TEST)."""
-    check(split)
+    check_split(split)
     n_val = int(round(num_rows * split.validation))
     n_test = int(round(num_rows * split.test))
     return {data_pb2.SUBSET_TRAIN: num_rows - n_val - n_test, data_pb2.SUBSET_VALIDATION: n_val,

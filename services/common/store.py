@@ -1,6 +1,6 @@
 """The object store: one interface, a local-directory backend and an S3 (MinIO) backend.
 
-Keys are '/'-separated paths inside one bucket (see DESIGN.md "Storage layout"). A dataset
+Keys are '/'-separated paths inside one bucket (docs/api.md, "Storage layout"). A dataset
 or model version becomes visible only when its manifest is written, and `publish` writes
 the manifest last. Credentials never appear in messages, logs or reprs.
 """

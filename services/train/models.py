@@ -10,7 +10,7 @@ import tensorflow as tf
 from cookline import tensors
 from cookline.v1 import pipeline_pb2
 from services.process.ops import NOT_SERVED
-from services.train import spec as train_spec
+from cookline.spec import train as train_spec
 
 
 def build(spec: pipeline_pb2.TrainSpec, input_shape, num_classes: int, input_dtype: str = "float32",

@@ -18,13 +18,14 @@ import tensorflow as tf
 from google.protobuf import json_format
 
 from cookline import channels, tensors
+from cookline.spec import train as train_spec
 from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, model_pb2, process_pb2,
                          process_pb2_grpc, train_pb2, train_pb2_grpc)
 from services.common import layout, splits
 from services.common.errors import Fail, invalid, rpc
 from services.common.store import ObjectStore
 from services.process import ops as ops_lib
-from services.train import models, spec as train_spec, tfjs, warm
+from services.train import models, tfjs, warm
 from services.train.checkpoints import Checkpoints
 from services.train.evaluate import evaluate_model
 from services.train.feed import EpochFeed

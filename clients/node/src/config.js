@@ -1,6 +1,6 @@
 'use strict';
 // Addresses, limits, the bearer token and the TLS CA from the same environment variables as
-// the Python client (see the README's env-var table), with the same defaults.
+// the Python client (see docs/configuration.md), with the same defaults.
 
 const fs = require('node:fs');
 const { X509Certificate } = require('node:crypto');

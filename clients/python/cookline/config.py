@@ -1,6 +1,6 @@
 """Configuration from environment variables: the one place they are read.
 
-Every variable is listed in the README's env-var table. Defaults let the whole
+Every variable is listed in docs/configuration.md's table. Defaults let the whole
 stack run on one machine with no setup.
 """
 from __future__ import annotations

@@ -8,15 +8,13 @@ of a CollectSpec's format.
 """
 from __future__ import annotations
 
+from cookline.spec import sources as spec_sources
 from services.collect.sources.base import Source
-from services.common.errors import invalid
-
-FORMATS = ("csv", "text-csv", "image-folder", "voc", "npz")
 
 
 def open_source(spec, path: str) -> Source:
     """The source reading `path` (a local file or folder) as spec.format."""
-    fmt = spec.format or "csv"
+    fmt = spec_sources.source(spec.format).name  # SpecError for a format no source has
     if fmt == "csv":
         from services.collect.sources.csv import CsvSource
         return CsvSource(spec, path)
@@ -32,4 +30,4 @@ def open_source(spec, path: str) -> Source:
     if fmt == "npz":
         from services.collect.sources.npz import NpzSource
         return NpzSource(spec, path)
-    raise invalid(f"collect.format: {fmt!r} is not supported (supported: {', '.join(FORMATS)})")
+    raise NotImplementedError(f"collect.format: {fmt!r} is declared but has no source here")

@@ -14,12 +14,10 @@ from typing import Iterator
 
 import numpy as np
 
+from cookline.spec.sources import MISSING_TEXTS, check_missing
 from services.collect.sources.base import CHUNK_ROWS, Chunk, Labels, Source, single_file
 from services.common.errors import invalid
 
-MISSING_POLICIES = ("error", "drop", "fill", "keep")
-# Cell texts that mean "no value" (compared lowercased, stripped).
-MISSING_TEXTS = {"", "na", "n/a", "nan", "null", "none"}
 
 
 def _rows(path: str, skip_header: bool) -> Iterator[tuple[int, list[str]]]:
@@ -41,9 +39,7 @@ class CsvSource(Source):
     def __init__(self, spec, path: str):
         self.path = single_file(path, "csv")
         self.file_name = os.path.basename(self.path)
-        self.missing = spec.missing or "error"
-        if self.missing not in MISSING_POLICIES:
-            raise invalid(f"collect.missing: {self.missing!r} is not one of {', '.join(MISSING_POLICIES)}")
+        self.missing = check_missing(spec.missing)
         self.fill_value = spec.fill_value
         self.no_header = spec.no_header
         with open(self.path, newline="", encoding="utf-8-sig") as f:

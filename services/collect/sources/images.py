@@ -14,6 +14,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from cookline.spec.sources import check_image_options
 from cookline.v1 import data_pb2
 from services.collect.sources.base import Chunk, Labels, Source, walk_files
 from services.common.errors import invalid, not_found
@@ -21,8 +22,6 @@ from services.common.errors import invalid, not_found
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 SPLIT_FOLDERS = {"train": data_pb2.SUBSET_TRAIN, "validation": data_pb2.SUBSET_VALIDATION,
                  "test": data_pb2.SUBSET_TEST}
-COLORS = ("grayscale", "rgb")
-MAX_SIDE = 4096
 IMAGES_PER_CHUNK = 256
 
 
@@ -30,12 +29,9 @@ class _ImageDecoder:
     """Decodes files to uint8 [h, w, c] arrays of one shape and one color mode."""
 
     def __init__(self, spec):
+        check_image_options(spec.color, spec.image_size)
         self.color = spec.color
-        if self.color and self.color not in COLORS:
-            raise invalid(f"collect.color: {self.color!r} is not one of {', '.join(COLORS)}")
         self.size = tuple(int(v) for v in spec.image_size)
-        if self.size and (len(self.size) != 2 or not all(1 <= v <= MAX_SIDE for v in self.size)):
-            raise invalid(f"collect.image_size: {list(self.size)} is not [height, width] with each in [1, {MAX_SIDE}]")
         self.shape: tuple[int, ...] | None = None
         self.source_shapes: dict[str, int] = {}
 

@@ -1,6 +1,6 @@
 """Process ops on streams of row batches (dicts of numpy arrays sharing rows).
 
-`validate` checks an op list, `fit` computes fitted parameters from the TRAIN
+`validate` checks an op list (the rules are cookline.spec.ops'), `fit` computes fitted parameters from the TRAIN
 rows, `apply` transforms a stream. All of it streams: memory is bounded by one
 batch plus a shuffle buffer, however large the dataset. One module per family:
 scaling (standardize, min_max, fill_missing), categorical (lookup, one_hot),
@@ -14,8 +14,9 @@ from typing import Callable, Iterable, Iterator
 import grpc
 
 from cookline import tensors
+from cookline.spec import ops as spec_ops
 from cookline.v1 import pipeline_pb2
-from services.common.errors import Fail, invalid
+from services.common.errors import Fail
 from services.process.ops.base import Batch, OpKind
 from services.process.ops.categorical import Lookup, OneHot
 from services.process.ops.images import Grayscale, RandomBrightness, RandomFlip, RandomRotation, Resize
@@ -35,12 +36,9 @@ def _where(i: int, op: pipeline_pb2.Op) -> str:
 
 
 def validate(ops: Iterable[pipeline_pb2.Op]) -> None:
-    """INVALID_ARGUMENT naming process[i] (and the parameter) for an empty, unknown or out-of-range op."""
-    for i, op in enumerate(ops):
-        kind = op.WhichOneof("kind")
-        if kind is None:
-            raise invalid(f"process[{i}]: no op given (known ops: {', '.join(KINDS)})")
-        KINDS[kind].check(op, _where(i, op))
+    """SpecError (INVALID_ARGUMENT) naming process[i] (and the parameter) for an empty, unknown or
+    out-of-range op."""
+    spec_ops.validate(ops)
 
 
 def _chain(ops, batches: Iterable[Batch], epoch: int, training: bool, deterministic_only: bool) -> Iterator[Batch]:
@@ -148,8 +146,9 @@ def output_fields(fields: dict[str, tuple[str, list[int]]], fitted_ops: list[pip
             out["features"] = ("float32", [width + added])
         elif kind == "vectorize_text":
             out.pop("text", None)
-            if (p.mode or "tf_idf") == "int":
-                out["tokens"] = ("int64", [p.sequence_length or 64])
+            settings = spec_ops.OPS.get(kind).resolve(spec_ops.values(op), kind)
+            if settings["mode"] == "int":
+                out["tokens"] = ("int64", [settings["sequence_length"]])
             else:
                 size = len(op.fitted["vocabulary"].string_values) if "vocabulary" in op.fitted else 0
                 out["features"] = ("float32", [size + 1])

@@ -1,4 +1,7 @@
-"""What every op shares: the batch type, error helpers, and the Op base class."""
+"""What every op shares: the batch type, error helpers, and the Op base class.
+
+An op's name, parameters, defaults and ranges are declared in cookline.spec.ops; the classes
+here implement them on streams."""
 from __future__ import annotations
 
 from typing import Iterator
@@ -6,6 +9,7 @@ from typing import Iterator
 import grpc
 import numpy as np
 
+from cookline.spec import ops as spec_ops
 from cookline.v1 import pipeline_pb2
 from services.common.errors import Fail, invalid
 
@@ -15,23 +19,26 @@ Batch = dict[str, np.ndarray]
 class OpKind:
     """One kind of op. Subclasses set `name` and override what they need.
 
-    - `check(op, where)`: INVALID_ARGUMENT naming `where` (e.g. "process[2].resize.height") for bad params.
+    - `settings(op, where)`: the op's parameters with their defaults (checked by cookline.spec.ops).
     - `fitter(op, where)`: an object with `add(batch)` and `done() -> dict[str, np.ndarray]`, or None when
       the op needs no fitting. Fitting sees the TRAIN rows after the ops before it.
     - `apply(op, where, batches, epoch, training)`: the transformed stream. `training` is True only for the
       TRAIN subset: random augmentation runs there alone.
-    - `deterministic`: False for ops whose output depends on the epoch (shuffle, augmentation); they are
-      skipped while later ops are fitted.
+    - `deterministic` (declared in cookline.spec.ops): False for ops whose output depends on the epoch
+      (shuffle, augmentation); they are skipped while later ops are fitted.
     - `reorders_only`: True for ops that only change the order of rows (shuffle): their effect can be
       computed on row indices alone, whatever the tensors hold.
     """
 
     name = ""
-    deterministic = True
     reorders_only = False
 
-    def check(self, op: pipeline_pb2.Op, where: str) -> None:
-        return None
+    @property
+    def deterministic(self) -> bool:
+        return spec_ops.deterministic(self.name)
+
+    def settings(self, op: pipeline_pb2.Op, where: str) -> dict:
+        return spec_ops.OPS.get(self.name).resolve(spec_ops.values(op), where)
 
     def fitter(self, op: pipeline_pb2.Op, where: str):
         return None
@@ -59,17 +66,6 @@ def fitted(op: pipeline_pb2.Op, where: str, *names: str) -> list[np.ndarray]:
     if missing:
         raise Fail(grpc.StatusCode.FAILED_PRECONDITION, f"{where} is not fitted (call Fit first)")
     return [tensors.to_numpy(op.fitted[n]) for n in names]
-
-
-def in_range(where: str, value, lo, hi, lo_open=False) -> None:
-    ok = (lo < value if lo_open else lo <= value) and value <= hi
-    if not ok:
-        raise invalid(f"{where}: {value} is not in {'(' if lo_open else '['}{lo}, {hi}]")
-
-
-def one_of(where: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise invalid(f"{where}: {value!r} is not one of {', '.join(choices)}")
 
 
 def rng(seed: int, epoch: int, index: int) -> np.random.Generator:

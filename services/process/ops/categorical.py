@@ -10,9 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from services.common.errors import invalid
-from services.process.ops.base import OpKind, fitted, in_range, need
-
-MAX_VALUES = 10_000_000
+from services.process.ops.base import OpKind, fitted, need
 
 
 def _text(values: np.ndarray) -> np.ndarray:
@@ -83,12 +81,8 @@ def _append(batch, new_columns: np.ndarray) -> dict:
 class Lookup(OpKind):
     name = "lookup"
 
-    def check(self, op, where):
-        if op.lookup.max_values:
-            in_range(f"{where}.max_values", op.lookup.max_values, 1, MAX_VALUES)
-
     def fitter(self, op, where):
-        return _VocabularyFitter(where, op.lookup.max_values, 1)
+        return _VocabularyFitter(where, self.settings(op, where)["max_values"], 1)
 
     def apply(self, op, where, batches, epoch, training):
         tables = _tables(op, where)
@@ -100,12 +94,8 @@ class Lookup(OpKind):
 class OneHot(OpKind):
     name = "one_hot"
 
-    def check(self, op, where):
-        if op.one_hot.min_count:
-            in_range(f"{where}.min_count", op.one_hot.min_count, 1, 1 << 40)
-
     def fitter(self, op, where):
-        return _VocabularyFitter(where, 0, op.one_hot.min_count or 1)
+        return _VocabularyFitter(where, 0, self.settings(op, where)["min_count"])
 
     def apply(self, op, where, batches, epoch, training):
         tables = _tables(op, where)

@@ -7,9 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from services.common.errors import invalid
-from services.process.ops.base import OpKind, in_range, need, one_of, rng
+from services.process.ops.base import OpKind, need, rng
 
-FLIP_MODES = ("horizontal", "vertical", "both")
 LUMA = np.array([0.2989, 0.5870, 0.1140], dtype=np.float32)  # ITU-R 601, as tf.image.rgb_to_grayscale
 
 
@@ -52,10 +51,6 @@ def resize_bilinear(images: np.ndarray, height: int, width: int) -> np.ndarray:
 class Resize(OpKind):
     name = "resize"
 
-    def check(self, op, where):
-        in_range(f"{where}.height", op.resize.height, 1, 4096)
-        in_range(f"{where}.width", op.resize.width, 1, 4096)
-
     def apply(self, op, where, batches, epoch, training):
         for batch in batches:
             yield {**batch, "image": resize_bilinear(_images(batch, where), int(op.resize.height),
@@ -78,8 +73,6 @@ class Grayscale(OpKind):
 
 
 class _Augmentation(OpKind):
-    deterministic = False
-
     def apply(self, op, where, batches, epoch, training):
         if not training:
             yield from batches
@@ -96,11 +89,8 @@ class _Augmentation(OpKind):
 class RandomFlip(_Augmentation):
     name = "random_flip"
 
-    def check(self, op, where):
-        one_of(f"{where}.mode", op.random_flip.mode or "horizontal", FLIP_MODES)
-
     def augment(self, op, image, draws):
-        mode = op.random_flip.mode or "horizontal"
+        mode = self.settings(op, self.name)["mode"]
         out = image.copy()
         if mode in ("horizontal", "both"):
             flip = draws.random(len(image)) < 0.5
@@ -113,9 +103,6 @@ class RandomFlip(_Augmentation):
 
 class RandomRotation(_Augmentation):
     name = "random_rotation"
-
-    def check(self, op, where):
-        in_range(f"{where}.max_degrees", op.random_rotation.max_degrees, 0, 180, lo_open=True)
 
     def augment(self, op, image, draws):
         n, h, w, _ = image.shape
@@ -133,9 +120,6 @@ class RandomRotation(_Augmentation):
 
 class RandomBrightness(_Augmentation):
     name = "random_brightness"
-
-    def check(self, op, where):
-        in_range(f"{where}.max_delta", op.random_brightness.max_delta, 0, 1, lo_open=True)
 
     def augment(self, op, image, draws):
         full = 255.0 if image.dtype.kind in "ui" else 1.0

@@ -5,10 +5,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from services.process.ops.base import Batch, OpKind, in_range
-
-DEFAULT_SHUFFLE_BUFFER = 1000
-MAX_SHUFFLE_BUFFER = 10_000_000
+from services.process.ops.base import Batch, OpKind
 
 
 def _rows(batch: Batch) -> int:
@@ -22,17 +19,13 @@ class Shuffle(OpKind):
     """
 
     name = "shuffle"
-    deterministic = False
     reorders_only = True  # depends on the rows per batch alone, never on their values
-
-    def check(self, op, where):
-        in_range(f"{where}.buffer", op.shuffle.buffer, 0, MAX_SHUFFLE_BUFFER)
 
     def apply(self, op, where, batches, epoch, training):
         """Like tf.data's shuffle: a pool of `buffer` rows; each incoming row takes the slot of a
         randomly chosen pooled row, which is emitted. Memory: the pool plus one batch; work: two
         copies per row, whatever the buffer size."""
-        buffer = op.shuffle.buffer or DEFAULT_SHUFFLE_BUFFER
+        buffer = self.settings(op, where)["buffer"]
         rng = np.random.default_rng([op.shuffle.seed & 0xFFFFFFFF, epoch])
         pool: Batch | None = None
         filled = 0

@@ -5,16 +5,15 @@ import grpc
 import numpy as np
 
 from services.common.errors import Fail
-from services.process.ops.base import OpKind, fitted, need, one_of
-
-FILL_STRATEGIES = ("mean", "constant")
+from services.common.moments import merge
+from services.process.ops.base import OpKind, fitted, need
 
 
 class Moments:
     """Streaming mean/variance per column (Chan et al.'s parallel merge, float64)."""
 
     def __init__(self):
-        self.count, self.mean, self.m2 = 0, None, None
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
 
     def add(self, x: np.ndarray) -> None:
         x = x.astype(np.float64, copy=False)
@@ -23,14 +22,7 @@ class Moments:
             return
         mean = x.mean(axis=0)
         m2 = ((x - mean) ** 2).sum(axis=0)
-        if self.count == 0:
-            self.count, self.mean, self.m2 = n, mean, m2
-            return
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * n / total
-        self.m2 = self.m2 + m2 + delta ** 2 * self.count * n / total
-        self.count = total
+        self.count, self.mean, self.m2 = merge(self.count, self.mean, self.m2, n, mean, m2)
 
     @property
     def variance(self) -> np.ndarray:
@@ -142,14 +134,11 @@ class _NanMeanFitter:
 class FillMissing(OpKind):
     name = "fill_missing"
 
-    def check(self, op, where):
-        one_of(f"{where}.strategy", op.fill_missing.strategy or "mean", FILL_STRATEGIES)
-
     def fitter(self, op, where):
-        return _NanMeanFitter(where) if (op.fill_missing.strategy or "mean") == "mean" else None
+        return _NanMeanFitter(where) if self.settings(op, where)["strategy"] == "mean" else None
 
     def apply(self, op, where, batches, epoch, training):
-        constant = (op.fill_missing.strategy or "mean") == "constant"
+        constant = self.settings(op, where)["strategy"] == "constant"
         value = None if constant else fitted(op, where, "value")[0].astype(np.float32)
         for batch in batches:
             features = _features(batch, where)

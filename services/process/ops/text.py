@@ -12,11 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from services.collect.stats import tokens
-from services.process.ops.base import OpKind, fitted, in_range, need, one_of
-
-MODES = ("tf_idf", "multi_hot", "count", "int")
-DEFAULT_MAX_TOKENS = 10_000
-DEFAULT_SEQUENCE = 64
+from services.process.ops.base import OpKind, fitted, need
 
 
 def _texts(values: np.ndarray) -> list[str]:
@@ -49,23 +45,15 @@ class _TokenFitter:
 class VectorizeText(OpKind):
     name = "vectorize_text"
 
-    def check(self, op, where):
-        p = op.vectorize_text
-        if p.max_tokens:
-            in_range(f"{where}.max_tokens", p.max_tokens, 1, 1_000_000)
-        one_of(f"{where}.mode", p.mode or "tf_idf", MODES)
-        if p.sequence_length:
-            in_range(f"{where}.sequence_length", p.sequence_length, 1, 100_000)
-
     def fitter(self, op, where):
-        return _TokenFitter(where, op.vectorize_text.max_tokens or DEFAULT_MAX_TOKENS)
+        return _TokenFitter(where, self.settings(op, where)["max_tokens"])
 
     def apply(self, op, where, batches, epoch, training):
-        p = op.vectorize_text
-        mode = p.mode or "tf_idf"
+        settings = self.settings(op, where)
+        mode = settings["mode"]
         vocabulary, idf = fitted(op, where, "vocabulary", "idf")
         index = {(w.decode() if isinstance(w, bytes) else w): i for i, w in enumerate(vocabulary.tolist())}
-        length = p.sequence_length or DEFAULT_SEQUENCE
+        length = settings["sequence_length"]
         weights = np.concatenate([[idf.mean() if len(idf) else 0.0], idf]).astype(np.float32)
         for batch in batches:
             texts = _texts(need(batch, "text", where))

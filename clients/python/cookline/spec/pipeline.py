@@ -1,0 +1,128 @@
+"""The pipeline file: YAML parsed straight into cookline.v1.PipelineSpec, and the checks of a
+whole PipelineSpec (name, collect, process, split, train, evaluate, export).
+
+The proto is the schema, so an unknown key is reported with its path, and the
+file reference (docs/pipeline.md) and the proto comments describe the same thing.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import yaml
+from google.protobuf import json_format
+
+from cookline.spec import ops, sources, train
+from cookline.spec.errors import SpecError
+from cookline.spec.names import check_name
+from cookline.v1 import data_pb2, pipeline_pb2
+
+_UNKNOWN = re.compile(r'Message type "cookline\.v1\.(\w+)" has no field named "([^"]+)" at "([^"]*)"')
+
+
+def _where(path: str) -> str:
+    """'PipelineSpec.train' -> 'train' (the file's own spelling of a field path)."""
+    return path.split(".", 1)[1] if "." in path else ""
+
+
+# Metrics the deploy gate can compare (all in [0, 1], higher is better; r2 for regressors).
+GATE_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "r2")
+
+
+def parse(text: str, base_dir: str = "") -> pipeline_pb2.PipelineSpec:
+    """Parses and validates a pipeline file; SpecError names the offending field.
+
+    A relative collect.source resolves against base_dir, then the working directory.
+    """
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:  # one line, with where in the file it went wrong
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        context = ""
+        if exc.context and exc.context_mark and exc.problem_mark:
+            context = f" ({exc.context} at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
+        raise SpecError(f"pipeline: not valid YAML{where}: {exc.problem or exc.context}{context}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"pipeline: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError("pipeline: expected a mapping with name, collect, process, split and train")
+    _balanced_class_weights(data)
+    spec = pipeline_pb2.PipelineSpec()
+    try:
+        json_format.ParseDict(data, spec)
+    except json_format.ParseError as exc:
+        message = str(exc)
+        match = _UNKNOWN.search(message)
+        if match:
+            where = _where(match.group(3))
+            field = f"{where}.{match.group(2)}" if where else match.group(2)
+            raise SpecError(f"pipeline: unknown field {field!r}", field) from None
+        raise SpecError(f"pipeline: {message}") from None
+
+    validate(spec)
+    spec.collect.source = resolve_source(spec.collect.source, base_dir)
+    return spec
+
+
+def validate(spec: pipeline_pb2.PipelineSpec) -> pipeline_pb2.PipelineSpec:
+    """Checks a whole PipelineSpec and fills in train's defaults (in place; also returned).
+
+    SpecError names the first offending field. collect.source is left as given.
+    """
+    check_name("name", spec.name)
+    sources.check(spec.collect)
+    if not spec.HasField("train"):
+        raise SpecError("pipeline: train is required (at least train.model)", "train")
+    ops.validate(spec.process)
+    spec.train.CopyFrom(train.resolve(spec.train))
+    train.check_export(spec)
+    check_split(spec.split)
+    check_evaluate(spec.evaluate)
+    return spec
+
+
+def check_split(split: data_pb2.SplitSpec) -> None:
+    """SpecError naming split.<field> for fractions out of range."""
+    for field in ("validation", "test"):
+        value = getattr(split, field)
+        if not 0.0 <= value < 1.0:
+            raise SpecError(f"split.{field}: {value} is not in [0, 1)")
+    if split.validation + split.test >= 1.0:
+        raise SpecError("split: validation + test must leave some rows for training")
+
+
+def check_evaluate(evaluate: pipeline_pb2.EvaluateSpec) -> None:
+    """The deploy gate: a known metric and a threshold in (0, 1] (checked only when a threshold is set)."""
+    if not evaluate.deploy_if_at_least:
+        return
+    metric = evaluate.metric or "accuracy"
+    if metric not in GATE_METRICS:
+        raise SpecError(f"pipeline: evaluate.metric: {metric!r} is not one of {', '.join(GATE_METRICS)}",
+                        "evaluate.metric")
+    if not 0 < evaluate.deploy_if_at_least <= 1:
+        raise SpecError(f"pipeline: evaluate.deploy_if_at_least: {evaluate.deploy_if_at_least} is not in (0, 1]",
+                        "evaluate.deploy_if_at_least")
+
+
+def _balanced_class_weights(data: dict) -> None:
+    """`train.class_weights: balanced` is the file's spelling of `train.balance_classes: true`."""
+    train = data.get("train")
+    weights = train.get("class_weights") if isinstance(train, dict) else None
+    if weights == "balanced":
+        data["train"] = {k: v for k, v in train.items() if k != "class_weights"} | {"balance_classes": True}
+    elif weights is not None and not isinstance(weights, dict):
+        raise SpecError(f"pipeline: train.class_weights: {weights!r} is neither balanced nor a mapping "
+                        "{class name: weight}")
+
+
+def resolve_source(source: str, base_dir: str) -> str:
+    """Absolute path of a source: as given, else under base_dir, else under the working directory."""
+    if "://" in source or os.path.isabs(source):
+        return source
+    candidates = [os.path.join(base_dir, source)] if base_dir else []
+    candidates.append(os.path.abspath(source))
+    for candidate in candidates:
+        if os.path.exists(candidate):
+            return os.path.abspath(candidate)
+    return os.path.abspath(candidates[0])  # collect reports it as NOT_FOUND

@@ -1,0 +1,98 @@
+"""The sources (collect.format): name, parameters (fields of collect), defaults and ranges.
+
+The collect service implements them (services/collect/sources); this is what a pipeline may say.
+A field of collect that no parameter of the chosen source names is ignored, except those
+marked `only` below, which are an error elsewhere.
+"""
+from __future__ import annotations
+
+from cookline.spec.errors import SpecError
+from cookline.spec.params import Component, Param, Registry
+
+SOURCES = Registry("source", "collect.format")
+DEFAULT_FORMAT = "csv"
+# What an empty csv cell does (collect.missing).
+MISSING_POLICIES = ("error", "drop", "fill", "keep")
+# Cell texts that mean "no value" (compared lowercased, stripped).
+MISSING_TEXTS = frozenset({"", "na", "n/a", "nan", "null", "none"})
+COLORS = ("grayscale", "rgb")
+MAX_IMAGE_SIDE = 4096
+# Fields of collect that are an error for a source without them (the others are ignored there).
+ONLY = ("numeric_label",)
+
+
+def _source(name: str, doc: str, *params: Param) -> Component:
+    return SOURCES.register(Component(name, "source", params, doc))
+
+
+_IMAGE_PARAMS = (
+    Param("image_size", "ints", "[height, width] every image is resized to at ingest", lo=1, hi=MAX_IMAGE_SIDE),
+    Param("color", "str", "grayscale (1 channel) or rgb (3); unset: the first image's mode", choices=COLORS),
+)
+
+_source("csv", "rows of numeric and categorical columns plus one label column",
+        Param("label", "str", "name of the label column", required=True),
+        Param("no_header", "bool", "the file has no header row"),
+        Param("columns", "strs", "column names of a file with no header"),
+        Param("categorical", "strs", "columns holding category strings"),
+        Param("missing", "str", "what an empty cell does", default="error", choices=MISSING_POLICIES),
+        Param("fill_value", "float", "the value of an empty numeric cell (missing: fill)", default=0.0),
+        Param("numeric_label", "bool", "the label is a number to predict (regression)"))
+_source("text-csv", "pipcook's text format: text,category rows with no header")
+_source("image-folder", "one sub-folder of PNG/JPEG images per class, optionally under train/validation/test",
+        *_IMAGE_PARAMS)
+_source("voc", "PascalVOC: annotations/*.xml + images/; the label is the first object's name", *_IMAGE_PARAMS)
+_source("npz", "a numpy .npz archive of named arrays sharing their first dimension",
+        Param("label", "str", "name of the label array", default="label"))
+
+
+def __getattr__(name: str):
+    """FORMATS: every source's name, built-ins first (computed, so plugins count)."""
+    if name == "FORMATS":
+        return SOURCES.names()
+    raise AttributeError(name)
+
+
+def format_of(collect) -> str:
+    """collect.format, or the default."""
+    return collect.format or DEFAULT_FORMAT
+
+
+def source(fmt: str) -> Component:
+    """The source called `fmt`; SpecError naming collect.format if there is none."""
+    return SOURCES.get(fmt or DEFAULT_FORMAT, "collect.format")
+
+
+def check_missing(policy: str) -> str:
+    """collect.missing with its default; SpecError for an unknown policy."""
+    return SOURCES.get("csv").param("missing").resolve(policy, "collect.missing")
+
+
+def check_image_options(color: str, image_size) -> None:
+    """collect.color and collect.image_size of an image source."""
+    _IMAGE_PARAMS[1].resolve(color, "collect.color")
+    size = [int(v) for v in image_size]
+    if size and (len(size) != 2 or not all(1 <= v <= MAX_IMAGE_SIDE for v in size)):
+        raise SpecError(f"collect.image_size: {size} is not [height, width] with each in [1, {MAX_IMAGE_SIDE}]")
+
+
+def check(collect) -> None:
+    """Checks a CollectSpec against its source's parameters; SpecError naming collect.<field>."""
+    if not collect.source:
+        raise SpecError("collect.source is required", "collect.source")
+    fmt = format_of(collect)
+    component = source(fmt)
+    for name in ONLY:
+        if getattr(collect, name) and component.param(name) is None:
+            owners = [s.name for s in SOURCES if s.param(name) is not None]
+            raise SpecError(f"collect.{name}: only for {' or '.join(owners)} sources, not {fmt!r}",
+                            f"collect.{name}")
+    for param in component.params:
+        value = getattr(collect, param.name)
+        if param.required and not value:
+            raise SpecError(f"collect.{param.name} is required for {fmt} sources", f"collect.{param.name}")
+        if param.name == "image_size":
+            continue  # checked as a pair below
+        param.resolve(value if isinstance(value, (str, int, float, bool)) else list(value), f"collect.{param.name}")
+    if component.param("image_size") is not None:
+        check_image_options(collect.color, collect.image_size)
