@@ -24,8 +24,12 @@ _KIND_OF_NAME = {"features": "numeric", "categorical": "category", "text": "text
 
 
 def _kind(name: str, spec) -> str:
-    kind = getattr(spec, "kind", "") if "kind" in spec.DESCRIPTOR.fields_by_name else ""
-    return kind or _KIND_OF_NAME.get(name, "numeric")
+    """numeric, category, text or image: the input's recorded kind (an InputKind enum), else by name."""
+    field = spec.DESCRIPTOR.fields_by_name.get("kind")
+    value = getattr(spec, "kind", 0) if field is not None else 0
+    if value and field.enum_type is not None:
+        return field.enum_type.values_by_number[value].name.removeprefix("INPUT_KIND_").lower()
+    return _KIND_OF_NAME.get(name, "numeric")
 
 
 def _columns(name: str, spec, metadata: serve_pb2.ModelMetadata) -> list[str]:
