@@ -87,6 +87,21 @@ def test_submit_iris_watch_it_train_and_predict(page):
     shot(page, "predict")
 
 
+def test_a_running_run_moves_live_and_cancels_from_the_runs_list(page):
+    page.goto(page.base + "/#/submit")
+    long = iris_pipeline().replace("name: iris", "name: iris-long").replace("epochs: 60", "epochs: 5000")
+    page.fill("#pipeline-text", long)
+    page.click("#submit-pipeline")
+    expect(page.locator("main[data-page=run]")).to_be_visible()
+    page.goto(page.base + "/#/runs")
+    row = page.locator("#runs tbody tr").first
+    expect(row).to_contain_text("iris-long")
+    expect(row.locator(".progress-cell")).to_contain_text("epoch", timeout=RUN_S * 1000)  # live, from WatchRun
+    shot(page, "runs-live")
+    row.locator("button", has_text="Cancel").click()
+    expect(row.locator(".badge")).to_have_text("CANCELLED", timeout=RUN_S * 1000)
+
+
 @pytest.fixture(scope="module")
 def iris(client):
     """iris trained and deployed (by the browser test above when it ran first)."""
