@@ -54,9 +54,31 @@ async function api(path, {method = "GET", json, form, signal} = {}) {
 }
 
 // A run's events as server-sent events (read with fetch, so the token header goes along).
+// A stream that breaks before the run's final event is resumed after the last event seen.
 async function watch(runId, onEvent, signal) {
-  const response = await fetch(`/api/runs/${encodeURIComponent(runId)}/events`, {headers: headers(), signal});
-  if (!response.ok) throw new Error((await response.json()).error);
+  let next = 0, failures = 0, finished = false;
+  while (!finished) {
+    try {
+      await readEvents(`/api/runs/${encodeURIComponent(runId)}/events?from=${next}`, event => {
+        next = Number(event.sequence || 0) + 1;
+        failures = 0;
+        finished = finished || Boolean(event.finished);
+        onEvent(event);
+      }, signal);
+    } catch (e) {
+      if (e.name === "AbortError" || e.status < 500 || ++failures > 5) throw e;
+    }
+    if (!finished) await new Promise(done => setTimeout(done, 1000 * failures));
+  }
+}
+
+async function readEvents(url, onEvent, signal) {
+  const response = await fetch(url, {headers: headers(), signal});
+  if (!response.ok) {
+    const error = new Error((await response.json().catch(() => ({}))).error || response.statusText);
+    error.status = response.status;
+    throw error;
+  }
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
