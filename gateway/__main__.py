@@ -13,18 +13,28 @@ from services.common.server import serve
 from services.common.store import store_from_env
 
 
-def register(server):
-    store = store_from_env()
+def register(server, store):
     pipelines = PipelineServicer(RunStore(store))
     gateway_pb2_grpc.add_PipelineServiceServicer_to_server(pipelines, server)
     # runs a previous gateway left unfinished carry on (in the background: start-up does not wait)
     threading.Thread(target=pipelines.recover, name="recover-runs", daemon=True).start()
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(store), server)
     server.add_generic_rpc_handlers((ServeProxy().handler(),))
-    web.start(store)  # the dashboard and the JSON API on COOKLINE_GATEWAY_HTTP_ADDR
     return [gateway_pb2.DESCRIPTOR.services_by_name["PipelineService"].full_name,
             registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name, SERVE_SERVICE]
 
 
+def main() -> None:
+    stores = []  # the object store, opened by register (after logging is set up), shared with the HTTP app
+
+    def register_with_store(server):
+        stores.append(store_from_env())
+        return register(server, stores[0])
+    # max_workers: each proxied prediction stream holds a worker. The HTTP port (COOKLINE_GATEWAY_HTTP_ADDR)
+    # serves the dashboard and the JSON API; its pages are public, /api/ needs the token.
+    serve("gateway", register_with_store, max_workers=256, http_app=lambda: web.app(stores[0]),
+          http_public=web.public_paths())
+
+
 if __name__ == "__main__":
-    serve("gateway", register, max_workers=256)  # each proxied prediction stream holds a worker
+    main()

@@ -135,6 +135,19 @@ def env(stack):
 
 
 @pytest.fixture(scope="module")
+def iris(env):
+    """The iris model trained through the gateway (examples/iris.yaml) on the module's stack,
+    deployed by the run: its ModelRef."""
+    from cookline.client import Client
+    with Client(env=env) as client:
+        run = client.submit_file(os.path.join(_ROOT, "examples", "iris.yaml"))
+        list(client.watch(run.run_id))
+        run = client.get_run(run.run_id)
+    assert run.reason == ""
+    return run.model
+
+
+@pytest.fixture(scope="module")
 def client(env):
     """A cookline Client of the module's stack."""
     from cookline.client import Client

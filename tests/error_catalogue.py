@@ -175,8 +175,8 @@ class HttpCase:
     message: str          # a part of the JSON error's message (names the field)
     body: bytes = b""
     headers: tuple = (("content-type", "application/json"),)
-    # Content-Length sent without the body (the oversized case: the server must answer
-    # from the header, before any body arrives); None: the body's length.
+    # Content-Length sent with a shorter body or none (the oversized case: the server must
+    # answer from the header; a stalled body: answered once it stops); None: the body's length.
     declared_length: int | None = None
 
 
@@ -204,6 +204,8 @@ HTTP_CASES = [
              _infer_body(), (("content-type", "text/plain"),)),
     HttpCase("serve", "POST", IRIS_INFER, "body over COOKLINE_MAX_MESSAGE_MB", 413, "body: 67108865 bytes is over the limit",
              declared_length=(64 << 20) + 1),
+    HttpCase("serve", "POST", IRIS_INFER, "body that stops arriving (100 bytes announced, 9 sent)", 408,
+             "body: not received within 30 s", b'{"inputs"', declared_length=100),
     HttpCase("serve", "POST", "/v2/models/nomodel/infer", "unknown model", 404, "model 'nomodel'", _infer_body()),
     HttpCase("serve", "POST", "/v2/models/iris/versions/999/infer", "unknown model version", 404, "version 999",
              _infer_body()),

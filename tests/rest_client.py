@@ -26,7 +26,8 @@ def http_call(env: Mapping[str, str], service: str, method: str, path: str, body
               headers: Mapping[str, str] | None = None, declared_length: int | None = None,
               token: bool = True) -> tuple[int, dict[str, str], bytes]:
     """(status, headers with lower-case names, body) of one request. `declared_length`: send that
-    Content-Length and no body. `token`: send the environment's bearer token, if it has one."""
+    Content-Length, then `body` (shorter, or none) and wait for the answer. `token`: send the
+    environment's bearer token, if it has one."""
     headers = dict(headers or {})
     secret = config.auth_token(env)
     if token and secret:
@@ -38,7 +39,7 @@ def http_call(env: Mapping[str, str], service: str, method: str, path: str, body
             for name, value in headers.items():
                 conn.putheader(name, value)
             conn.putheader("content-length", str(declared_length))
-            conn.endheaders()
+            conn.endheaders(body or None)
         else:
             conn.request(method, path, body=body or None, headers=headers)
         response = conn.getresponse()

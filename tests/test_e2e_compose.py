@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from cookline import channels
+from rest_client import http_call
 from s3server import _free_ports
 from tools import ROOT, run, tool
 
@@ -23,10 +24,10 @@ SERVICES = ("gateway", "collect", "process", "train", "serve")
 def compose_stack():
     """The compose stack on free host ports under a unique project name; brought down afterwards."""
     project = "cookline-e2e-" + secrets.token_hex(4)
-    ports = dict(zip(SERVICES + ("minio",), _free_ports(6, set())))
+    ports = dict(zip(SERVICES + ("minio", "serve_http"), _free_ports(7, set())))
     env = dict(os.environ, COOKLINE_PUBLISH_HOST="127.0.0.1", MINIO_PORT=str(ports["minio"]),
                MINIO_ROOT_USER="cookline-e2e", MINIO_ROOT_PASSWORD=secrets.token_urlsafe(18))
-    env.update({f"COOKLINE_{s.upper()}_PORT": str(ports[s]) for s in SERVICES})
+    env.update({f"COOKLINE_{s.upper()}_PORT": str(ports[s]) for s in SERVICES + ("serve_http",)})
     make = [tool("make"), "--no-print-directory", f"COMPOSE_PROJECT={project}"]
     try:
         run(make + ["compose-up"], env=env, timeout=1800)
@@ -75,3 +76,13 @@ def test_every_container_passes_its_grpc_healthcheck(compose_stack):
     env = dict(os.environ, CONTAINERS_CONF=os.path.join(ROOT, "deploy", "containers.conf"))
     for service in SERVICES:
         run([tool("podman"), "healthcheck", "run", f"{project}_{service}_1"], env=env)
+
+
+def test_serve_rest_is_published(compose_stack):
+    """Serve's OIP v2 REST port (COOKLINE_SERVE_HTTP_ADDR) is reachable from outside, like the gRPC ports."""
+    _, addr = compose_stack
+    env = {"COOKLINE_SERVE_HTTP_ADDR": addr["serve_http"]}
+    status, _, body = http_call(env, "serve", "GET", "/v2/health/live")
+    assert status == 200 and json.loads(body) == {"live": True}
+    status, _, body = http_call(env, "serve", "GET", "/v2")
+    assert status == 200 and json.loads(body)["name"] == "cookline"

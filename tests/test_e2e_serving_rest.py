@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from cookline import channels
-from cookline.client import Client
 from cookline.config import http_address
 from cookline.v1 import serve_pb2, serve_pb2_grpc
 from inference import grpc_service_pb2 as oip, grpc_service_pb2_grpc as oip_grpc
@@ -20,22 +19,10 @@ from rest_client import http_call
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRITON_PYTHON = os.path.join(ROOT, ".cache", "tritonclient", "bin", "python")
-IRIS_YAML = os.path.join(ROOT, "examples", "iris.yaml")
 ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [6.3, 2.5, 5.0, 1.9]],
                 np.float32)
 TOKEN = "rest-t0ken-for-tests"
 STACK_ENV = {"COOKLINE_AUTH_TOKEN": TOKEN}  # the `stack` fixture adds it to every service
-
-
-@pytest.fixture(scope="module")
-def iris(env):
-    """The iris model trained through the gateway (examples/iris.yaml), deployed by the run."""
-    with Client(env=env) as client:
-        run = client.submit_file(IRIS_YAML)
-        list(client.watch(run.run_id))
-        run = client.get_run(run.run_id)
-    assert run.reason == ""
-    return run.model
 
 
 @pytest.fixture(scope="module")

@@ -43,10 +43,6 @@ def app(store: ObjectStore, env: Mapping[str, str] | None = None) -> Starlette:
 
 
 def public_paths() -> tuple[str, ...]:
-    """The pages and their scripts: no data, so no token (the API calls they make carry it)."""
+    """The pages and their scripts: no data, so no token (the API calls they make carry it).
+    The app is served by services.common.server.serve(http_app=...), on COOKLINE_GATEWAY_HTTP_ADDR."""
     return ("/", *(f"/static/{name}" for name in sorted(os.listdir(STATIC))))
-
-
-def start(store: ObjectStore, env: Mapping[str, str] | None = None) -> http.HTTPThread:
-    """Serves the dashboard and the API on COOKLINE_GATEWAY_HTTP_ADDR, on a thread of its own."""
-    return http.serve_http_thread(app(store, env), "gateway", env, public=public_paths())

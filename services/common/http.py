@@ -12,6 +12,8 @@ JSON `{"error": "<message naming the field>"}` (the Open Inference Protocol's RE
     ...
     server.stop()
 
+services.common.server.serve / serve_async take `http_app=lambda: app` and do this for a service.
+
 Settings: COOKLINE_<SERVICE>_HTTP_ADDR (port; host from COOKLINE_BIND_HOST), COOKLINE_AUTH_TOKEN
 (every path but the public ones needs `Authorization: Bearer <token>`), COOKLINE_TLS_CERT/KEY
 (HTTPS only, no plaintext), COOKLINE_MAX_MESSAGE_MB (largest request body).
@@ -182,7 +184,8 @@ class Guard:
         async def limited_receive():
             nonlocal seen
             try:
-                message = await asyncio.wait_for(receive(), timeout)
+                async with asyncio.timeout(timeout):
+                    message = await receive()
             except TimeoutError:
                 raise HTTPFail(408, f"body: not received within {timeout:g} s") from None
             if message["type"] == "http.request":
@@ -226,7 +229,9 @@ class HTTPServer:
 def _bind(service: str, env: Mapping[str, str] | None) -> socket.socket:
     host, port = config.http_bind_address(service, env)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only when the socket
+    # says TCP; otherwise a response's header and body writes wait on delayed ACKs (~40 ms each).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

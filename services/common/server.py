@@ -229,14 +229,19 @@ def _exit_stopped(service: str) -> None:
 
 
 def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_workers: int = 32,
-          on_start: Callable[[health.HealthServicer], None] | None = None) -> None:
+          on_start: Callable[[health.HealthServicer], None] | None = None,
+          http_app: Callable[[], object] | None = None, http_public: Iterable[str] = ()) -> None:
     """Runs `service` until SIGTERM/SIGINT.
 
     `register(server)` adds the servicers and returns their full service names
     (e.g. "cookline.v1.CollectService"); each is reported SERVING by the health
     service and listed by reflection. `on_start(health)`, when given, runs once
     the server answers, with the health servicer (serve reports each model's
-    readiness under the model's name).
+    readiness under the model's name). `http_app()`, when given, is called after
+    `register` and returns an ASGI app served on the service's HTTP port from a thread
+    of its own (services.common.http: same token, TLS and limits), stopped with the
+    gRPC server. `http_public`: paths served without the token besides the probes (pages that
+    hold no data).
     """
     setup_logging(service)
     bound_malloc()
@@ -251,6 +256,11 @@ def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_wo
     _enable_reflection(server, names)
 
     describe = _listen(server, service)
+    http_thread = None
+    if http_app is not None:
+        from services.common import http  # the HTTP stack is imported only by services that have a port for it
+        http_thread = http.serve_http_thread(http_app(), service, public=(*http.PUBLIC_PATHS, *http_public))
+        describe += f"; HTTP on {http_thread.describe}"
     server.start()
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -268,13 +278,16 @@ def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_wo
     signal.signal(signal.SIGINT, on_signal)
     stopping.wait()
     health_servicer.enter_graceful_shutdown()  # peers see NOT_SERVING first
-    server.stop(SHUTDOWN_GRACE_S).wait()
+    stopped = server.stop(SHUTDOWN_GRACE_S)
+    if http_thread is not None:
+        http_thread.stop(SHUTDOWN_GRACE_S + 5)
+    stopped.wait()
     _exit_stopped(service)
 
 
 def serve_async(service: str, register: Callable[[grpc.aio.Server], Iterable[str]],
                 on_start: Callable[[health_async.HealthServicer], None] | None = None,
-                http_app: Callable[[], object] | None = None) -> None:
+                http_app: Callable[[], object] | None = None, http_public: Iterable[str] = ()) -> None:
     """`serve` on a grpc.aio server: the servicers' methods are coroutines (or async
     generators) run on one event loop, so a call costs no hand-off between threads.
     Same health, reflection, auth, limits, stream log and shutdown; `on_start(health)`

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import signal
 import sys
 import threading
@@ -27,6 +26,10 @@ def _fail(exc: grpc.RpcError) -> int:
     return 2
 
 
+# What each service serves on its HTTP port (COOKLINE_<SERVICE>_HTTP_ADDR), printed by `cookline up`.
+HTTP_PORTS = {"serve": "OIP v2 REST", "gateway": "dashboard"}
+
+
 def cmd_up(args) -> int:
     from cookline.stack import MODULES, Stack
     stopping = threading.Event()
@@ -40,11 +43,8 @@ def cmd_up(args) -> int:
             console.print(f"[red]stack did not start:[/red] {escape(str(exc))}")
             return 1
         for service in MODULES:
-            console.print(f"  {service:8} {escape(config.address(service))}")
-        scheme = "https" if config.tls_server_files() else "http"
-        for service in config.DEFAULT_HTTP_PORTS:  # the HTTP front doors (the gateway's: the dashboard)
-            console.print(f"  {service:8} {scheme}://{escape(config.http_address(service))}/"
-                          + ("  (dashboard)" if service == "gateway" else ""))
+            http = f"   {HTTP_PORTS[service]} http://{config.http_address(service)}" if service in HTTP_PORTS else ""
+            console.print(f"  {service:8} {escape(config.address(service))}{escape(http)}")
         console.print("[green]cookline is up[/green] (Ctrl-C stops it)")
         while not stopping.wait(0.5):
             if stack.exited():
@@ -63,43 +63,6 @@ def cmd_health(args) -> int:
         console.print(f"[red]{escape(str(exc))}[/red]")
         return 1
     return 0
-
-
-def cmd_validate(args) -> int:
-    """Checks a pipeline file offline, with the rules the gateway applies (cookline.spec)."""
-    from cookline import spec
-    try:
-        with open(args.file, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        console.print(f"error: cannot read {args.file}: {exc.strerror}", markup=False)
-        return 2
-    try:
-        pipeline = spec.parse(text, os.path.dirname(os.path.abspath(args.file)))
-    except spec.SpecError as exc:
-        console.print(f"error: {args.file}: {exc}", markup=False)
-        return 2
-    if args.output == "json":
-        print(json_format.MessageToJson(pipeline, indent=None, preserving_proto_field_name=True))
-        return 0
-    for line in validate_summary(pipeline):
-        print(line)
-    return 0
-
-
-def validate_summary(pipeline) -> list[str]:
-    """The few lines `cookline validate` prints for a valid pipeline (defaults filled in)."""
-    collect, train = pipeline.collect, pipeline.train
-    label = f", label {collect.label}" if collect.label else ""
-    ops = ", ".join(op.WhichOneof("kind") for op in pipeline.process) or "none"
-    split = ", ".join(f"{k} {getattr(pipeline.split, k):g}" for k in ("validation", "test")
-                      if getattr(pipeline.split, k)) or "none"
-    return [f"{pipeline.name}: valid",
-            f"  collect  {collect.format or 'csv'} {collect.source}{label}",
-            f"  process  {ops}",
-            f"  split    {split}",
-            f"  train    {train.model}, {train.epochs} epochs, batch {train.batch_size}, "
-            f"{train.optimizer} at {train.learning_rate:g}"]
 
 
 def _metrics_line(metrics) -> str:
@@ -247,12 +210,6 @@ def main(argv=None) -> int:
                      help="json: print the final run record as one JSON object")
     run.add_argument("--gateway", help="gateway host:port (default COOKLINE_GATEWAY_ADDR or localhost:50050)")
     run.set_defaults(func=cmd_run)
-
-    validate = sub.add_parser("validate", help="check a pipeline file offline (no stack needed)")
-    validate.add_argument("file", help="the pipeline file (YAML)")
-    validate.add_argument("--output", choices=["text", "json"], default="text",
-                          help="json: print the checked pipeline, defaults filled in, as one JSON object")
-    validate.set_defaults(func=cmd_validate)
 
     predict = sub.add_parser("predict", help="predict the rows of a CSV with a served model")
     predict.add_argument("model", help="model name (the pipeline's name)")
