@@ -41,6 +41,10 @@ from services.common.store import ObjectStore
 # Seconds a unary call to a service may take (loading a model may take a while).
 TIMEOUT_S = 60
 LOAD_TIMEOUT_S = 300
+# Event streams open at once: each waits on WatchRun in a thread of its own pool, so open
+# dashboards never take the threads the other API calls run on.
+MAX_EVENT_STREAMS = 256
+_EVENT_THREADS = anyio.CapacityLimiter(MAX_EVENT_STREAMS)
 
 
 def as_dict(message) -> dict:
@@ -171,7 +175,7 @@ class Api:
         async def stream():
             try:
                 while True:
-                    response = await anyio.to_thread.run_sync(next, call, None)
+                    response = await anyio.to_thread.run_sync(next, call, None, limiter=_EVENT_THREADS)
                     if response is None:
                         return
                     event = response.event
