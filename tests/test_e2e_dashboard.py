@@ -106,6 +106,22 @@ def test_a_running_run_moves_live_and_cancels_from_the_runs_list(page):
     expect(row.locator(".badge")).to_have_text("CANCELLED", timeout=RUN_S * 1000)
 
 
+
+def test_upload_a_data_file_and_pick_a_model(page):
+    page.goto(page.base + "/#/submit")
+    page.set_input_files("#upload-form input[name=file]", os.path.join(ROOT, "examples", "data", "iris.csv"))
+    page.fill("#upload-form input[name=name]", "uploaded")
+    page.fill("#upload-form input[name=label]", "species")
+    page.select_option("#upload-form select[name=model]", "linear")
+    page.fill("#upload-form input[name=epochs]", "3")
+    page.click("#upload-form button")
+    state = page.locator("h1 [data-state]")
+    expect(state).to_have_attribute("data-state", re.compile("SUCCEEDED|FAILED|CANCELLED"), timeout=RUN_S * 1000)
+    assert state.get_attribute("data-state") == "SUCCEEDED", page.locator("main").inner_text()
+    expect(page.locator("main")).to_contain_text("s3://")  # the file went to the object store
+    expect(page.locator("#run-model")).to_have_text("uploaded version 1")
+
+
 @pytest.fixture(scope="module")
 def iris(client):
     """iris trained and deployed (by the browser test above when it ran first)."""
