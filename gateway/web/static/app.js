@@ -415,7 +415,8 @@ pages.predict = async ({signal, args: [name]}) => {
     }
     try { result.replaceChildren(predictionView(await api(`/api/models/${encodeURIComponent(name)}/predict`, body))); notice(""); }
     catch (e) { notice(e.message); }
-  }}, fields.map(f => h("label", {}, h("span", {}, f.column, h("span", {class: "muted"}, `  ${f.kind}`)), control(f))),
+  }}, fields.map(f => h("label", {}, h("span", {}, f.column,
+    f.kind !== f.column ? h("span", {class: "muted"}, `  ${f.kind}`) : ""), control(f))),
     h("button", {id: "predict"}, "Predict"));
   return [h("h1", {}, `Predict · ${name}`, badge(`version ${metadata.model.version}`, "deployed"),
     h("a", {class: "button secondary", href: `#/models/${name}`}, "Model")),
