@@ -122,6 +122,27 @@ def test_upload_a_data_file_and_pick_a_model(page):
     expect(page.locator("#run-model")).to_have_text("uploaded version 1")
 
 
+
+def test_the_datasets_page_shows_a_new_versions_schema_anomalies(page, env, iris, tmp_path):
+    """A second iris version with a wider petal_width range and a new class: its anomalies against
+    the first version are listed on the datasets page (and by /api/datasets)."""
+    from cookline import channels
+    from cookline.v1 import collect_pb2, collect_pb2_grpc, pipeline_pb2
+    with open(os.path.join(ROOT, "examples", "data", "iris.csv")) as f:
+        lines = f.read().splitlines()
+    path = tmp_path / "iris-v2.csv"
+    path.write_text("\n".join(lines + ["5.0,3.0,1.5,9.5,sibirica"]) + "\n")
+    collect = collect_pb2_grpc.CollectServiceStub(channels.channel("collect", env))
+    list(collect.Ingest(collect_pb2.IngestRequest(dataset="iris", source=pipeline_pb2.CollectSpec(
+        source=str(path), label="species")), timeout=120))
+    page.goto(page.base + "/#/datasets/iris")
+    newest = page.locator("[data-dataset=iris] details").first
+    expect(newest.locator(".badge.warn")).to_have_text("2 schema anomalies")
+    expect(newest.locator("ul.anomalies")).to_contain_text("'petal_width' ranges over [0.1, 9.5]")
+    expect(newest.locator("ul.anomalies")).to_contain_text("class 'sibirica' is new")
+    shot(page, "datasets")
+
+
 @pytest.fixture(scope="module")
 def iris(client):
     """iris trained and deployed (by the browser test above when it ran first)."""
