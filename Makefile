@@ -7,10 +7,10 @@ OIPGEN := clients/python/inference
 PROTOS := $(wildcard protos/cookline/v1/*.proto) $(wildcard protos/inference/*.proto)
 # tritonclient, the independent OIP v2 client of the serving tests, lives in its
 # own venv: it needs protobuf<7, the project pins protobuf 7 (pins in
-# tests/tritonclient-requirements.txt).
+# tests/support/tritonclient-requirements.txt).
 TRITON_VENV := .cache/tritonclient
 
-.PHONY: install proto run up lint test test-unit bench-serving examples-data bench clean
+.PHONY: install proto run up lint test test-unit test-integration test-e2e bench-serving examples-data bench clean
 
 include clients/clients.mk deploy/deploy.mk
 
@@ -36,9 +36,9 @@ $(GEN)/.generated: $(PROTOS) $(VENV)/.installed
 	echo '"""Generated from protos/inference by `make proto`. Do not edit."""' > $(OIPGEN)/__init__.py
 	touch $@
 
-$(TRITON_VENV)/.installed: tests/tritonclient-requirements.txt
+$(TRITON_VENV)/.installed: tests/support/tritonclient-requirements.txt
 	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
-	$(TRITON_VENV)/bin/pip install --quiet -r tests/tritonclient-requirements.txt
+	$(TRITON_VENV)/bin/pip install --quiet -r tests/support/tritonclient-requirements.txt
 	touch $@
 
 # Start the stack on the embedded local store, run examples/iris.yaml end to
@@ -54,10 +54,10 @@ run: install
 up: install
 	$(BIN)/cookline up
 
-# The pure-JavaScript TF.js the browser export is checked with (tests/tfjs).
-TFJS := tests/tfjs/node_modules/.installed
-$(TFJS): tests/tfjs/package-lock.json
-	npm ci --prefix tests/tfjs --no-audit --no-fund --loglevel=error
+# The pure-JavaScript TF.js the browser export is checked with (tests/support/tfjs).
+TFJS := tests/support/tfjs/node_modules/.installed
+$(TFJS): tests/support/tfjs/package-lock.json
+	npm ci --prefix tests/support/tfjs --no-audit --no-fund --loglevel=error
 	touch $@
 
 # ruff (lint and format check), mypy on the Python packages, buf lint on the protos and
@@ -70,11 +70,22 @@ lint: install $(GO_BIN)/buf
 	$(GO_BIN)/buf lint
 	@if git rev-parse -q --verify HEAD~1 >/dev/null; then $(GO_BIN)/buf breaking --against '$(BUF_AGAINST)'; fi
 
+# Every test (tests/unit, tests/integration, tests/e2e); the markers `unit`, `integration`
+# and `e2e` are set by folder (tests/conftest.py).
 test: install tools $(TFJS)
 	$(BIN)/python -m pytest -q
 
+# In-process code only: starts no server process (no SeaweedFS, no service).
 test-unit: install
-	$(BIN)/python -m pytest -q -m "not e2e"
+	$(BIN)/python -m pytest -q tests/unit
+
+# Real processes, SeaweedFS, in-process gRPC servers, kustomize/kubeconform; not the whole stack.
+test-integration: install tools
+	$(BIN)/python -m pytest -q tests/integration
+
+# The five services as real processes, the Node/Go clients, tritonclient, podman compose.
+test-e2e: install tools $(TFJS)
+	$(BIN)/python -m pytest -q tests/e2e
 
 # The serving benchmark (not part of `make test`): cookline vs in-process
 # predict, bare gRPC servers (an echo; decode + predict + encode, threaded and aio),

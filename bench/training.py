@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from s3server import _free_ports  # noqa: E402  (free-port helper shared with the tests)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "support"))
+from helpers import free_ports  # noqa: E402  (free-port helper shared with the tests)
 
 from cookline import channels, config  # noqa: E402
 from cookline.stack import Stack  # noqa: E402
@@ -62,7 +62,7 @@ def stack_env(work: str) -> dict[str, str]:
     """The services' environment: the embedded store in `work`, free local ports."""
     env = dict(os.environ, COOKLINE_DATA_DIR=os.path.join(work, "store"), TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("MINIO_ENDPOINT", None)
-    ports = _free_ports(6, set())
+    ports = free_ports(6, set())
     for service, port in zip(config.SERVICES, ports):
         env[f"COOKLINE_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
     env["COOKLINE_GATEWAY_HTTP_ADDR"] = f"127.0.0.1:{ports[5]}"

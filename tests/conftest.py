@@ -1,28 +1,39 @@
-"""Shared pytest fixtures: a real S3 server (SeaweedFS) and object stores on it."""
+"""Shared pytest fixtures (a real S3 server on SeaweedFS, object stores, the data plane, the stack) and the
+markers set by folder: tests/unit -> `unit`, tests/integration -> `integration`, tests/e2e -> `e2e`.
+
+The fixtures start servers only when a test asks for them: tests/unit asks for none.
+Helper modules live in tests/support, which is put on sys.path here (`from helpers import ROOT`)."""
 
 from __future__ import annotations
 
 import os
 import sys
-import uuid
 
 # Tests fork servers (SeaweedFS, with a pre-exec hook) while gRPC calls are in flight; gRPC's
 # fork handlers would then abort the child before it execs. Set before grpc is imported.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 _TESTS = os.path.dirname(os.path.abspath(__file__))
-_ROOT = os.path.dirname(_TESTS)
+_SUPPORT = os.path.join(_TESTS, "support")
 try:  # the project is normally installed editable; fall back to the checkout
     import services  # noqa: F401
 except ImportError:
-    sys.path.insert(0, _ROOT)
-if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)
+    sys.path.insert(0, os.path.dirname(_TESTS))
+if _SUPPORT not in sys.path:
+    sys.path.insert(0, _SUPPORT)
 
 import pytest  # noqa: E402
 
+from dataplane import start_data_plane  # noqa: E402
+from helpers import free_ports, unique_bucket  # noqa: E402
 from s3server import SeaweedS3  # noqa: E402
 from services.common.store import LocalStore, S3Store  # noqa: E402
+
+KINDS = {
+    "unit": "in-process code only: starts no server process",
+    "integration": "real processes, a real S3 server (SeaweedFS) or an in-process gRPC server; not the whole stack",
+    "e2e": "the five services as real processes, clients in other languages, containers",
+}
 
 
 @pytest.fixture(scope="session")
@@ -30,11 +41,6 @@ def s3_server():
     """One running `weed mini` S3 server for the whole session (never skipped)."""
     with SeaweedS3() as server:
         yield server
-
-
-def unique_bucket(stem: str = "t") -> str:
-    """A fresh valid S3 bucket name (lowercase, 3-63 chars)."""
-    return "%s-%s" % (stem, uuid.uuid4().hex[:16])
 
 
 @pytest.fixture
@@ -56,14 +62,16 @@ def local_store(tmp_path):
 
 
 def pytest_collection_modifyitems(items):
-    """Tests in test_e2e*.py start real service processes: mark them e2e."""
+    """Marks each test by the folder it is in (tests/unit, tests/integration, tests/e2e)."""
     for item in items:
-        if os.path.basename(str(item.fspath)).startswith("test_e2e"):
-            item.add_marker(pytest.mark.e2e)
+        kind = os.path.relpath(str(item.path), _TESTS).split(os.sep)[0]
+        if kind in KINDS:
+            item.add_marker(getattr(pytest.mark, kind))
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "e2e: starts the five services as real processes on a real S3 server")
+    for kind, meaning in KINDS.items():
+        config.addinivalue_line("markers", f"{kind}: {meaning}")
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +82,9 @@ def stack(s3_server, tmp_path_factory, request):
     clients and for CLI subprocesses. A test module may set STACK_ENV (a dict, or
     a function of tmp_path_factory returning one) to add settings, e.g. an auth token.
     """
-    from s3server import _free_ports
     from cookline.stack import Stack
 
-    ports = _free_ports(7, set(s3_server.ports.values()))
+    ports = free_ports(7, set(s3_server.ports.values()))
     env = dict(os.environ)
     env.update(s3_server.env(unique_bucket("e2e")))
     for service, port in zip(("gateway", "collect", "process", "train", "serve"), ports):
@@ -92,29 +99,6 @@ def stack(s3_server, tmp_path_factory, request):
         running.start_all()
         running.wait_healthy(timeout=180)
         yield running, env
-
-
-def start_data_plane(s3_server, log_dir: str, **extra_env):
-    """collect and process only, as real processes on free ports, on S3 (SeaweedFS); a Stack to stop."""
-    from s3server import _free_ports
-    from cookline.stack import Stack
-
-    ports = _free_ports(2, set(s3_server.ports.values()))
-    env = dict(os.environ)
-    env.update(s3_server.env(unique_bucket("dp")))
-    env["COOKLINE_COLLECT_ADDR"] = f"127.0.0.1:{ports[0]}"
-    env["COOKLINE_PROCESS_ADDR"] = f"127.0.0.1:{ports[1]}"
-    env["COOKLINE_SHARD_MB"] = "0.05"  # ~50 KB shards: small test data still spans several
-    env.update(extra_env)
-    running = Stack(env, log_dir=log_dir)
-    running.start("collect")
-    running.start("process")
-    try:
-        running.wait_healthy(timeout=60)
-    except BaseException:
-        running.stop_all()
-        raise
-    return running, env
 
 
 @pytest.fixture(scope="module")

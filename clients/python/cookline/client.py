@@ -86,6 +86,20 @@ class Client:
                 except grpc.FutureTimeoutError:
                     raise exc from None
 
+    def wait(self, run_id: str) -> tuple[gateway_pb2.Run, list[gateway_pb2.RunEvent]]:
+        """Watches a run to its end: (its final record, every event from the first)."""
+        events = list(self.watch(run_id))
+        return self.get_run(run_id), events
+
+    def run_and_wait(self, pipeline: str, base_dir: str = ""
+                     ) -> tuple[gateway_pb2.Run, list[gateway_pb2.RunEvent]]:
+        """submit, then wait: (the run's final record, every event)."""
+        return self.wait(self.submit(pipeline, base_dir).run_id)
+
+    def run_file_and_wait(self, path: str) -> tuple[gateway_pb2.Run, list[gateway_pb2.RunEvent]]:
+        """submit_file, then wait: (the run's final record, every event)."""
+        return self.wait(self.submit_file(path).run_id)
+
     def get_run(self, run_id: str) -> gateway_pb2.Run:
         return self.pipelines.GetRun(gateway_pb2.GetRunRequest(run_id=run_id), timeout=30).run
 

@@ -1,0 +1,64 @@
+"""deploy/k8s: kustomize renders it, kubeconform validates it against the Kubernetes schemas
+(from the kubernetes-validate wheel, extracted by `make tools`), and it covers what the stack needs."""
+import os
+import subprocess
+
+import yaml
+
+from tools import run, tool
+from helpers import ROOT
+
+K8S_VERSION = "1.33.0"
+SCHEMAS = os.path.join(ROOT, ".cache", "k8s-schemas")
+SCHEMA_LOCATION = SCHEMAS + "/{{ .NormalizedKubernetesVersion }}-local{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json"
+SERVICES = {"gateway": 50050, "collect": 50051, "process": 50052, "train": 50053, "serve": 50054}
+
+
+def kubeconform(path: str) -> subprocess.CompletedProcess:
+    return subprocess.run([tool("kubeconform"), "-strict", "-summary", "-kubernetes-version", K8S_VERSION,
+                           "-schema-location", SCHEMA_LOCATION, path], capture_output=True, text=True)
+
+
+def rendered(tmp_path) -> tuple[str, list[dict]]:
+    text = run([tool("kustomize"), "build", os.path.join(ROOT, "deploy", "k8s")]).stdout
+    path = tmp_path / "stack.yaml"
+    path.write_text(text)
+    return str(path), [d for d in yaml.safe_load_all(text) if d]
+
+
+def test_kubeconform_accepts_every_rendered_resource(tmp_path):
+    path, docs = rendered(tmp_path)
+    proc = kubeconform(path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{len(docs)} resources found in 1 file - Valid: {len(docs)}, Invalid: 0, Errors: 0, Skipped: 0" in proc.stdout
+
+
+def test_kubeconform_rejects_an_unknown_field(tmp_path):
+    """Proves the schemas are really loaded: a typo in a probe is an error, not a skip."""
+    path, _ = rendered(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(open(path).read().replace("readinessProbe:", "readinesProbe:", 1))
+    proc = kubeconform(str(bad))
+    assert proc.returncode == 1 and "additional properties 'readinesProbe' not allowed" in proc.stdout, proc.stdout
+
+
+def test_each_service_has_a_deployment_with_grpc_probes_and_resource_requests(tmp_path):
+    _, docs = rendered(tmp_path)
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    assert set(deployments) == set(SERVICES)
+    for name, port in SERVICES.items():
+        (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        assert container["args"] == [name]
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe]["grpc"] == {"port": port}, (name, probe)
+        assert {"cpu", "memory"} <= set(container["resources"]["requests"]), name
+
+
+def test_serve_has_a_headless_service_and_minio_keeps_its_data(tmp_path):
+    _, docs = rendered(tmp_path)
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    assert services["serve"]["spec"]["clusterIP"] == "None"
+    assert all(services[s]["spec"].get("clusterIP") != "None" for s in SERVICES if s != "serve")
+    (minio,) = [d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "minio"]
+    assert minio["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    assert all(d["metadata"].get("namespace") == "cookline" for d in docs if d["kind"] != "Namespace")

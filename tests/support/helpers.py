@@ -1,0 +1,133 @@
+"""What the tests of every kind share: the checkout's paths, free ports, bucket names, pipeline
+text, test data and certificates, and watching a run while a service is killed.
+
+tests/conftest.py puts tests/support on sys.path, so `from helpers import ROOT` works from
+tests/unit, tests/integration and tests/e2e alike. Standard library and NumPy only: no server starts here.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import Callable
+
+import numpy as np
+
+SUPPORT = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(SUPPORT))  # the checkout
+EXAMPLES = os.path.join(ROOT, "examples")
+IRIS_YAML = os.path.join(EXAMPLES, "iris.yaml")
+IRIS_CSV = os.path.join(EXAMPLES, "data", "iris.csv")
+TEXT_CSV = os.path.join(EXAMPLES, "data", "text.csv")
+IRIS_FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+
+
+def free_ports(n: int, exclude=()) -> list[int]:
+    """n distinct free ports, bound all at once so the kernel cannot hand out duplicates."""
+    socks, ports = [], []
+    try:
+        while len(ports) < n:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+            port = s.getsockname()[1]
+            if port not in exclude and port not in ports:
+                ports.append(port)
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def unique_bucket(stem: str = "t") -> str:
+    """A fresh valid S3 bucket name (lowercase, 3-63 chars)."""
+    return f"{stem}-{uuid.uuid4().hex[:16]}"
+
+
+def iris_pipeline(name: str, train: str = "{model: mlp}", process: str | None = "[{standardize: {}}]",
+                  split: str | None = None, evaluate: str | None = None, source: str = IRIS_CSV,
+                  label: str = "species") -> str:
+    """A pipeline file's text on examples/data/iris.csv (or `source`); each section is YAML flow text,
+    and a section that is None is left out."""
+    text = f"name: {name}\ncollect: {{source: {source}, label: {label}}}\n"
+    for key, value in (("process", process), ("split", split), ("train", train), ("evaluate", evaluate)):
+        if value is not None:
+            text += f"{key}: {value}\n"
+    return text
+
+
+def iris_rows() -> tuple[list[list[float]], list[str]]:
+    """examples/data/iris.csv as (feature rows in IRIS_FEATURES order, species labels)."""
+    with open(IRIS_CSV) as f:
+        rows = list(csv.DictReader(f))
+    return [[float(r[c]) for c in IRIS_FEATURES] for r in rows], [r["species"] for r in rows]
+
+
+BIG_CSV_ROWS = 400_000  # spans many shards at COOKLINE_SHARD_MB=1, so a kill mid-ingest lands between them
+
+
+def write_big_csv(path, rows: int = BIG_CSV_ROWS) -> None:
+    """A seeded CSV of `rows` rows: four numeric columns a..d and a label "hi"/"lo" (a + b > 0)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(rows, 4)).round(4)
+    labels = np.where(x[:, 0] + x[:, 1] > 0, "hi", "lo")
+    with open(path, "w") as f:
+        f.write("a,b,c,d,label\n")
+        for start in range(0, rows, 50_000):
+            f.writelines(f"{r[0]},{r[1]},{r[2]},{r[3]},{label}\n"
+                         for r, label in zip(x[start:start + 50_000], labels[start:start + 50_000], strict=True))
+
+
+def make_certificates(folder: str) -> dict[str, str]:
+    """A CA, and a server certificate it signs for localhost and 127.0.0.1 (EC P-256, 1 day), made by
+    openssl in `folder`; returns the COOKLINE_TLS_* settings naming them."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=cookline test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
+    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    with open(os.path.join(folder, "san.cnf"), "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.pem", "-days", "1", "-extfile", "san.cnf")
+    return {"COOKLINE_TLS_CERT": os.path.join(folder, "server.pem"),
+            "COOKLINE_TLS_KEY": os.path.join(folder, "server.key"),
+            "COOKLINE_TLS_CA": os.path.join(folder, "ca.pem")}
+
+
+def watch_and_kill_mid_ingest(client, run_id: str, kill: Callable[[], None], shards: int = 2) -> tuple[list, object]:
+    """Watches a run to its end; once its ingest has written `shards` shards, calls kill() once (it stops a
+    service and starts it again). Returns every event and the ingest progress at the kill (None if it never ran)."""
+    events, killed_at = [], None
+    for event in client.watch(run_id):
+        events.append(event)
+        if killed_at is None and event.WhichOneof("event") == "ingest" and event.ingest.shards_written >= shards:
+            kill()
+            killed_at = event.ingest
+    return events, killed_at
+
+
+def watch_and_kill_after_checkpoint(client, run_id: str, store, kill: Callable[[], None], epoch: int = 3
+                                    ) -> tuple[list, tuple[int, int] | None]:
+    """Watches a run to its end; once a finished epoch finds the run's checkpoint at `epoch` or later,
+    calls kill() once (it stops a service and starts it again, as a supervisor would).
+
+    Returns every event and, if kill() ran, (the event's sequence, the checkpointed epoch)."""
+    from services.common.store import NotFoundError
+
+    events, killed_at = [], None
+    for event in client.watch(run_id):
+        events.append(event)
+        if killed_at is None and event.WhichOneof("event") == "train" and event.train.epoch_finished:
+            try:
+                checkpoint = json.loads(store.get_bytes(f"runs/{run_id}/checkpoints/latest.json"))
+            except NotFoundError:
+                continue
+            if checkpoint["epoch"] >= epoch:
+                kill()
+                killed_at = (event.sequence, checkpoint["epoch"])
+    return events, killed_at

@@ -1,0 +1,31 @@
+"""Locating the external tools the client and deploy tests drive (node, go, grpcurl, ...).
+
+A missing tool is a failing test, never a skip: `make tools` installs them all.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from helpers import ROOT
+
+GO_BIN = os.path.join(ROOT, ".cache", "go-bin")  # where `make tools` puts `go install`ed binaries
+
+
+def tool(name: str) -> str:
+    """Absolute path of `name`: .cache/go-bin first, then the venv's bin, then PATH. Fails if missing."""
+    for folder in (GO_BIN, os.path.join(ROOT, ".venv", "bin")):
+        candidate = os.path.join(folder, name)
+        if os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which(name)
+    assert found, f"{name} not found in .cache/go-bin, .venv/bin or on PATH: run `make tools`"
+    return found
+
+
+def run(argv: list[str], env: dict | None = None, cwd: str = ROOT, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Runs a tool to completion, capturing its output; asserts exit code 0 and shows the output if not."""
+    proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(argv)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    return proc
