@@ -25,7 +25,7 @@ if _SUPPORT not in sys.path:
 import pytest  # noqa: E402
 
 from dataplane import start_data_plane  # noqa: E402
-from helpers import free_ports, unique_bucket  # noqa: E402
+from helpers import IRIS_YAML, free_ports, unique_bucket  # noqa: E402
 from s3server import SeaweedS3  # noqa: E402
 from services.common.store import LocalStore, S3Store  # noqa: E402
 
@@ -124,7 +124,7 @@ def iris(env):
     deployed by the run: its ModelRef."""
     from cookline.client import Client
     with Client(env=env) as client:
-        run = client.submit_file(os.path.join(_ROOT, "examples", "iris.yaml"))
+        run = client.submit_file(IRIS_YAML)
         list(client.watch(run.run_id))
         run = client.get_run(run.run_id)
     assert run.reason == ""
