@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
+from rest_client import http_call
 
 from cookline import channels
 from helpers import ROOT, free_ports
-from rest_client import http_call
 from tools import run, tool
 
 # On a fresh machine the first image build (debootstrap, pip installing TensorFlow) takes minutes.

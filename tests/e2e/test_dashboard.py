@@ -10,8 +10,9 @@ import re
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
-from helpers import IRIS_CSV, IRIS_YAML, ROOT
 from rest_client import http_call
+
+from helpers import IRIS_CSV, IRIS_YAML, ROOT
 
 ARTIFACTS = os.path.join(ROOT, ".cache", "test-artifacts", "dashboard")
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (`make browser`); Playwright's own download is not used

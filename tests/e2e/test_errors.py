@@ -4,6 +4,7 @@ import types
 
 import grpc
 import pytest
+from rest_client import http_call
 
 import raw_models
 from cookline.client import Client
@@ -19,7 +20,6 @@ from cookline.v1 import (
 )
 from error_catalogue import CASES, HTTP_CASES
 from helpers import IRIS_YAML
-from rest_client import http_call
 from services.common.store import store_from_env
 
 

@@ -6,8 +6,9 @@ import json
 import socket
 
 import pytest
-from helpers import make_certificates
 from rest_client import connection, http_call
+
+from helpers import make_certificates
 
 TOKEN = "gateway-http-test-token"
 ALLOWED = "https://app.example.com"

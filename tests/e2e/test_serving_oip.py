@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from cookline import channels, tensors
+from cookline.client import Client
 from cookline.config import address
 from cookline.v1 import model_pb2, serve_pb2, serve_pb2_grpc
 from inference import grpc_service_pb2 as oip, grpc_service_pb2_grpc as oip_grpc

@@ -8,12 +8,12 @@ import os
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rest_client import http_call
 
 from cookline import channels
 from cookline.client import Client
 from cookline.v1 import gateway_pb2
 from helpers import IRIS_YAML, make_certificates
-from rest_client import http_call
 
 
 def STACK_ENV(tmp_path_factory):  # noqa: N802 - the stack fixture's hook
