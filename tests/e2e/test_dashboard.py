@@ -91,6 +91,43 @@ def test_submit_iris_watch_it_train_and_predict(page):
     shot(page, "predict")
 
 
+def test_deploy_then_predict_numbers_categories_a_sentence_and_an_image(page, env, store, tmp_path):
+    """A model of every raw input kind (tests/support/raw_models.py: its answers can be reasoned
+    about), deployed from its model page; the playground's form has number and text fields, a text
+    box and an image drop zone, and answers as the JSON API does."""
+    import raw_models
+    raw_models.publish_mixed(store, "mixed")
+    page.goto(page.base + "/#/models/mixed")
+    page.locator("#versions tbody tr[data-version='1'] button", has_text="Deploy").click()
+    expect(page.locator("h1")).to_contain_text("deployed: version 1", timeout=RUN_S * 1000)
+    page.click("#open-playground")
+    row = {"a": "0.5", "b": "1", "c": "2", "colour": "green", "size": "large"}
+    for column, value in row.items():
+        page.fill(f"#predict-form input[name={column}]", value)
+    sentence = "I love it, a great day"
+    text_box = page.locator("#predict-form textarea")
+    text_box.fill(sentence)
+    picture = tmp_path / "bright.png"
+    picture.write_bytes(raw_models.png(230))
+    zone = page.locator("#predict-form .drop")
+    zone.locator("input[type=file]").set_input_files(str(picture))
+    expect(zone.locator("img")).to_be_visible()
+    page.click("#predict")
+    expect(page.locator("#label")).to_have_text("pos")
+    shot(page, "predict-raw")
+    parts = [(k, v.encode(), None) for k, v in row.items()] + [
+        (text_box.get_attribute("name"), sentence.encode(), None),
+        (zone.get_attribute("data-column"), picture.read_bytes(), "bright.png")]
+    body = b"".join(b'--b\r\nContent-Disposition: form-data; name="' + k.encode() + b'"'
+                    + (b'; filename="' + f.encode() + b'"\r\nContent-Type: image/png' if f else b"")
+                    + b"\r\n\r\n" + v + b"\r\n" for k, v, f in parts) + b"--b--\r\n"
+    status, _, answer = http_call(env, "gateway", "POST", "/api/models/mixed/predict", body,
+                                  {"content-type": "multipart/form-data; boundary=b"})
+    assert status == 200, answer
+    answer = json.loads(answer)
+    assert answer["label"] == "pos" and answer["scores"]["pos"] > 0.5
+
+
 def test_a_running_run_moves_live_and_cancels_from_the_runs_list(page):
     page.goto(page.base + "/#/submit")
     long = iris_pipeline().replace("name: iris", "name: iris-long").replace("epochs: 60", "epochs: 5000")
