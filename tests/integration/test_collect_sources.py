@@ -84,7 +84,8 @@ def test_csv_bad_rows_name_the_file_line_and_column(env, store, tmp_path):
     not_numeric = write(tmp_path / "nn.csv", "a,b,label\n1,2,x\n1,abc,y\n")
     error = ingest_error(env, "bad-number", not_numeric, label="label")
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "nn.csv line 3, column 'b': 'abc' is not a number" in error.details()
+    assert "nn.csv line 3, column 'b': the value is not a number" in error.details()
+    assert "abc" not in error.details()  # cells are never quoted back (only the header's column names)
     missing_label = ingest_error(env, "bad-label", not_numeric, label="species")
     assert missing_label.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "collect.label: column 'species' is not in the header of nn.csv" in missing_label.details()

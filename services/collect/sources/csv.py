@@ -15,14 +15,13 @@ from typing import Iterator
 import numpy as np
 
 from cookline.spec.sources import MISSING_TEXTS, check_missing
-from services.collect.sources.base import CHUNK_ROWS, Chunk, Labels, Source, single_file
+from services.collect.sources.base import CHUNK_ROWS, Chunk, Labels, Source, open_text, single_file
 from services.common.errors import invalid
-
 
 
 def _rows(path: str, skip_header: bool) -> Iterator[tuple[int, list[str]]]:
     """(line number, cells) of every non-blank row."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with open_text(path) as f:
         reader = csv.reader(f)
         for row in reader:
             if skip_header:
@@ -42,7 +41,7 @@ class CsvSource(Source):
         self.missing = check_missing(spec.missing)
         self.fill_value = spec.fill_value
         self.no_header = spec.no_header
-        with open(self.path, newline="", encoding="utf-8-sig") as f:
+        with open_text(self.path) as f:
             first = next(csv.reader(f), None)
         if not first:
             raise invalid(f"collect.source: {self.file_name} is empty (no rows)")
@@ -114,9 +113,9 @@ class CsvSource(Source):
                     value = float(text)
                 except ValueError:
                     raise invalid(f"{self.file_name} line {line_no}, column {self.header[i]!r}: "
-                                  f"{text!r} is not a number") from None
+                                  "the value is not a number") from None  # cells are never quoted back
                 if not math.isfinite(value):
-                    raise invalid(f"{self.file_name} line {line_no}, column {self.header[i]!r}: {text!r} is not finite")
+                    raise invalid(f"{self.file_name} line {line_no}, column {self.header[i]!r}: the value is not finite")
                 values.append(value)
             cats = [row[i].strip() for i in self.categorical_index]
             if not dropped and any(c.lower() in MISSING_TEXTS for c in cats):
@@ -145,10 +144,10 @@ class CsvSource(Source):
         try:
             value = float(text)
         except ValueError:
-            raise invalid(f"{self.file_name} line {line_no}, column {self.header[index]!r}: {text!r} is not a number"
-                          f" (collect.numeric_label: true)") from None
+            raise invalid(f"{self.file_name} line {line_no}, column {self.header[index]!r}: the value is not a number"
+                          " (collect.numeric_label: true)") from None
         if not math.isfinite(value):
-            raise invalid(f"{self.file_name} line {line_no}, column {self.header[index]!r}: {text!r} is not finite")
+            raise invalid(f"{self.file_name} line {line_no}, column {self.header[index]!r}: the value is not finite")
         return value
 
     def _chunk(self, features, categorical, labels, n) -> Chunk:

@@ -6,7 +6,10 @@ marked `only` below, which are an error elsewhere.
 """
 from __future__ import annotations
 
+import re
+
 from cookline.spec.errors import SpecError
+from cookline.spec.names import NAME_RE, NAME_RULE
 from cookline.spec.params import Component, Param, Registry
 
 SOURCES = Registry("source", "collect.format")
@@ -76,10 +79,41 @@ def check_image_options(color: str, image_size) -> None:
         raise SpecError(f"collect.image_size: {size} is not [height, width] with each in [1, {MAX_IMAGE_SIDE}]")
 
 
+# A dataset version id (collect.dataset's @VERSION): content-addressed hex.
+VERSION_RE = re.compile(r"[0-9a-f]{1,64}")
+
+
+def dataset_ref(value: str) -> tuple[str, str]:
+    """collect.dataset's NAME[@VERSION] as (name, version); an empty version means the newest."""
+    name, _, version = value.partition("@")
+    if not NAME_RE.fullmatch(name) or ".." in name:
+        raise SpecError(f"pipeline: collect.dataset: {value!r} is not NAME[@VERSION] (a name is {NAME_RULE})",
+                        "collect.dataset")
+    if "@" in value and not VERSION_RE.fullmatch(version):
+        raise SpecError(f"pipeline: collect.dataset: version {version!r} of {value!r} is not a dataset version "
+                        "(hex digits)", "collect.dataset")
+    return name, version
+
+
+def check_dataset(collect) -> None:
+    """collect.dataset stands alone: a stored dataset has no source and is not read again, so format
+    options would be ignored; they are an error instead."""
+    dataset_ref(collect.dataset)
+    for field, _value in collect.ListFields():
+        if field.name != "dataset":
+            raise SpecError(f"pipeline: collect.{field.name}: not allowed with collect.dataset (a stored dataset "
+                            "is trained on as it is; set either collect.source with its options or collect.dataset)",
+                            f"collect.{field.name}")
+
+
 def check(collect) -> None:
     """Checks a CollectSpec against its source's parameters; SpecError naming collect.<field>."""
+    if collect.dataset:
+        check_dataset(collect)
+        return
     if not collect.source:
-        raise SpecError("collect.source is required", "collect.source")
+        raise SpecError("collect.source is required (or collect.dataset: NAME[@VERSION], a dataset already in "
+                        "the store)", "collect.source")
     fmt = format_of(collect)
     component = source(fmt)
     for name in ONLY:
