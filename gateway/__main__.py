@@ -4,7 +4,8 @@ import threading
 
 from cookline.v1 import gateway_pb2, gateway_pb2_grpc, registry_pb2, registry_pb2_grpc
 from gateway import web
-from gateway.proxy import SERVICE as SERVE_SERVICE, CollectProxy, ServeProxy
+from gateway.proxy import SERVICE as SERVE_SERVICE
+from gateway.proxy import CollectProxy, ServeProxy
 from gateway.registry import RegistryServicer
 from gateway.runs import RunStore
 from gateway.service import PipelineServicer
@@ -12,7 +13,8 @@ from services.common.server import serve
 from services.common.store import store_from_env
 
 
-def register(server, store):
+def register(server):
+    store = store_from_env()
     pipelines = PipelineServicer(RunStore(store))
     gateway_pb2_grpc.add_PipelineServiceServicer_to_server(pipelines, server)
     # runs a previous gateway left unfinished carry on (in the background: start-up does not wait)
@@ -25,15 +27,9 @@ def register(server, store):
 
 
 def main() -> None:
-    stores = []  # the object store, opened by register (after logging is set up), shared with the HTTP app
-
-    def register_with_store(server):
-        stores.append(store_from_env())
-        return register(server, stores[0])
     # max_workers: each proxied prediction stream holds a worker. The HTTP port (COOKLINE_GATEWAY_HTTP_ADDR)
     # serves the dashboard and the JSON API; its pages are public, /api/ needs the token.
-    serve("gateway", register_with_store, max_workers=256, http_app=lambda: web.app(stores[0]),
-          http_public=web.public_paths())
+    serve("gateway", register, max_workers=256, http_app=web.app, http_public=web.public_paths())
 
 
 if __name__ == "__main__":

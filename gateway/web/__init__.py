@@ -20,7 +20,6 @@ from starlette.staticfiles import StaticFiles
 from cookline import config
 from gateway.web.api import Api
 from services.common import http
-from services.common.store import ObjectStore
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 
@@ -29,8 +28,8 @@ async def _index(_request):
     return FileResponse(os.path.join(STATIC, "index.html"))
 
 
-def app(store: ObjectStore, env: Mapping[str, str] | None = None) -> Starlette:
-    routes = Api(store, env).routes() + [
+def app(env: Mapping[str, str] | None = None) -> Starlette:
+    routes = Api(env).routes() + [
         Route("/", _index, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Mapping
 
 import anyio
@@ -20,12 +19,14 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from cookline import channels, spec
+from cookline.client import UPLOAD_CHUNK
 from cookline.v1 import (
     collect_pb2,
     collect_pb2_grpc,
     gateway_pb2,
     gateway_pb2_grpc,
     model_pb2,
+    pipeline_pb2,
     registry_pb2,
     registry_pb2_grpc,
     serve_pb2,
@@ -36,7 +37,6 @@ from services.collect import stats
 from services.common import layout
 from services.common.http import HTTPFail, require_content_type
 from services.common.http import json_body as parse_json
-from services.common.store import ObjectStore
 
 # Seconds a unary call to a service may take (loading a model may take a while).
 TIMEOUT_S = 60
@@ -76,9 +76,7 @@ def _int(value, field: str, low: int = 0) -> int:
 
 
 class Api:
-    def __init__(self, store: ObjectStore, env: Mapping[str, str] | None = None):
-        self.store = store
-        self.bucket = (os.environ if env is None else env).get("COOKLINE_BUCKET") or "cookline"
+    def __init__(self, env: Mapping[str, str] | None = None):
         gateway = channels.channel("gateway", env)
         self.pipelines = gateway_pb2_grpc.PipelineServiceStub(gateway)
         self.registry = registry_pb2_grpc.RegistryServiceStub(gateway)
@@ -136,7 +134,8 @@ class Api:
         return JSONResponse({"run": as_dict(response.run)}, status_code=201)
 
     async def _upload_pipeline(self, request: Request) -> str:
-        """Stores the uploaded file under uploads/<id>/ and returns a pipeline reading it."""
+        """Uploads the file to collect as a dataset (UploadDataset, read as `format` and `label`
+        say) and returns a pipeline training on that dataset version."""
         form = await request.form(max_files=1, max_fields=16, max_part_size=1 << 20)
         upload = form.get("file")
         if upload is None or isinstance(upload, str) or not upload.filename:
@@ -146,21 +145,24 @@ class Api:
             raise HTTPFail(400, f"file: {upload.filename!r} is not a usable file name")
         name = layout.check_name("name", str(form.get("name") or "").strip())
         fmt = str(form.get("format") or ("npz" if filename.endswith(".npz") else "csv"))
-        model = str(form.get("model") or "mlp")
         label = str(form.get("label") or "").strip()
         if fmt == "csv" and not label:
             raise HTTPFail(400, "label: required for a CSV file (the column to predict)")
         epochs = _int(form.get("epochs") or 20, "epochs", 1)
-        key = f"uploads/{secrets.token_hex(6)}/{filename}"
         data = await upload.read()
         if not data:
             raise HTTPFail(400, "file: the file is empty")
-        await _call(self.store.put_bytes, key, data)
-        collect = {"source": f"s3://{self.bucket}/{key}", "format": fmt}
-        if label:
-            collect["label"] = label
-        return json.dumps({"name": name, "collect": collect, "split": {"validation": 0.2, "seed": 1},
-                           "train": {"model": model, "epochs": epochs}})
+
+        def messages():
+            source = pipeline_pb2.CollectSpec(format=fmt, label=label)
+            yield collect_pb2.UploadDatasetRequest(dataset=name, source=source)
+            for at in range(0, len(data), UPLOAD_CHUNK):
+                yield collect_pb2.UploadDatasetRequest(file=collect_pb2.UploadFileChunk(
+                    path=filename, data=data[at:at + UPLOAD_CHUNK]))
+        uploaded = (await _call(self.collect.UploadDataset, messages(), timeout=LOAD_TIMEOUT_S)).dataset.ref
+        return json.dumps({"name": name, "collect": {"dataset": f"{uploaded.name}@{uploaded.version}"},
+                           "split": {"validation": 0.2, "seed": 1}, "train": {"model": str(form.get("model") or "mlp"),
+                                                                               "epochs": epochs}})
 
     async def events(self, request: Request):
         """The run's events as server-sent events (`id` = sequence, `data` = the RunEvent as JSON),

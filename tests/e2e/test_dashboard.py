@@ -156,7 +156,7 @@ def test_upload_a_data_file_and_pick_a_model(page):
     state = page.locator("h1 [data-state]")
     expect(state).to_have_attribute("data-state", re.compile("SUCCEEDED|FAILED|CANCELLED"), timeout=RUN_S * 1000)
     assert state.get_attribute("data-state") == "SUCCEEDED", page.locator("main").inner_text()
-    expect(page.locator("main")).to_contain_text("s3://")  # the file went to the object store
+    expect(page.locator("main")).to_contain_text("uploaded@")  # the file became a dataset through collect
     expect(page.locator("#run-model")).to_have_text("uploaded version 1")
 
 

@@ -371,7 +371,7 @@ pages.submit = async ({signal}) => {
     h("div", {class: "card"}, h("h2", {}, "Paste a pipeline file"),
       h("form", {onsubmit: ev => { ev.preventDefault(); submit({method: "POST", json: {pipeline: text.value}}); }},
         text, h("div", {class: "row", style: "margin-top:10px"}, h("button", {id: "submit-pipeline"}, "Submit"),
-          h("span", {class: "muted"}, "Relative paths resolve on the gateway's machine.")))),
+          h("span", {class: "muted"}, "Local paths are read on the gateway's machine, inside its source roots.")))),
     h("div", {class: "card"}, h("h2", {}, "Upload a data file and pick a model"), upload))];
 };
 
