@@ -117,7 +117,8 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
                 raise invalid(f"{where}: no rows")
             writer.finish()
             info = writer.info(data_pb2.DatasetRef(name=name, version=version), where, fmt, source.columns,
-                               source.categorical_columns, source.class_names, source.image_shapes)
+                               source.categorical_columns, source.class_names, source.image_shapes,
+                               source.text_columns)
             anomalies = self._anomalies(info)
             if strict and anomalies:
                 raise Fail(grpc.StatusCode.FAILED_PRECONDITION,

@@ -61,9 +61,9 @@ def _csv(ctx, name: str, text: str) -> str:
     return path
 
 
-def _ingest(ctx, path: str, label: str = "y", dataset: str = "bad"):
+def _ingest(ctx, path: str, label: str = "y", dataset: str = "bad", **spec):
     return list(ctx.collect.Ingest(collect_pb2.IngestRequest(
-        dataset=dataset, source=pipeline_pb2.CollectSpec(source=path, label=label))))
+        dataset=dataset, source=pipeline_pb2.CollectSpec(source=path, label=label, **spec))))
 
 
 def _submit(ctx, text: str):
@@ -156,7 +156,10 @@ CASES = [
     Case("collect", "Ingest", "label column absent from the CSV", INVALID, "collect.label: column 'species' is not in the header",
          lambda c: _ingest(c, _csv(c, "nolabel.csv", "a,b,kind\n1,2,x\n"), "species")),
     Case("collect", "Ingest", "non-numeric value in a numeric column", INVALID, "line 3, column 'b': the value is not a number",
-         lambda c: _ingest(c, _csv(c, "nan.csv", "a,b,y\n1,2,x\n3,oops,y\n"))),
+         lambda c: _ingest(c, _csv(c, "nan.csv", "a,b,y\n1,2,x\n3,oops,y\n"), column_kinds={"b": "numeric"})),
+    Case("collect", "Ingest", "unknown kind in `collect.column_kinds`", INVALID,
+         "collect.column_kinds.b: 'words' is not one of numeric, category, text",
+         lambda c: _ingest(c, _csv(c, "kinds.csv", "a,b,y\n1,2,x\n"), column_kinds={"b": "words"})),
     Case("collect", "Ingest", "row with the wrong column count", INVALID, "line 3: expected 3 columns, got 2",
          lambda c: _ingest(c, _csv(c, "short.csv", "a,b,y\n1,2,x\n3,y\n"))),
     Case("collect", "Ingest", "CSV with a header and no rows", INVALID, "collect.source: empty.csv has no data rows",
@@ -175,6 +178,10 @@ CASES = [
     Case("process", "Process", "standardize that was never fitted", FAILED_PRECONDITION, "process[0].standardize is not fitted",
          lambda c: list(c.process.Process(process_pb2.ProcessRequest(
              dataset=IRIS, ops=[pipeline_pb2.Op(standardize=pipeline_pb2.StandardizeOp())]), timeout=30))),
+    Case("process", "Fit", "op scoped to a column that is not numeric", INVALID,
+         "process[0].standardize.columns: 'species' is not a numeric column of the dataset",
+         lambda c: c.process.Fit(process_pb2.FitRequest(dataset=IRIS, ops=[pipeline_pb2.Op(
+             standardize=pipeline_pb2.StandardizeOp(columns=["species"]))]), timeout=30)),
     Case("process", "Fit", "unknown dataset", NOT_FOUND, "dataset 'nosuch' not found",
          lambda c: c.process.Fit(process_pb2.FitRequest(dataset=data_pb2.DatasetRef(name="nosuch"),
                                                         ops=[pipeline_pb2.Op(standardize=pipeline_pb2.StandardizeOp())]), timeout=30)),

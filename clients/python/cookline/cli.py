@@ -40,14 +40,16 @@ def cmd_up(args) -> int:
         signal.signal(sig, lambda *_: stopping.set())
     with Stack(log_dir=args.log_dir) as stack:
         stack.start_all()
+        for service in MODULES:
+            http = f"   {HTTP_PORTS[service]} http://{config.http_address(service)}" if service in HTTP_PORTS else ""
+            console.print(f"  {service:8} {escape(config.address(service))}{escape(http)}")
+        if args.log_dir:
+            console.print(f"  logs     {escape(os.path.join(os.path.abspath(args.log_dir), '<service>.log'))}")
         try:
             stack.wait_healthy(timeout=args.timeout)
         except RuntimeError as exc:
             console.print(f"[red]stack did not start:[/red] {escape(str(exc))}")
             return 1
-        for service in MODULES:
-            http = f"   {HTTP_PORTS[service]} http://{config.http_address(service)}" if service in HTTP_PORTS else ""
-            console.print(f"  {service:8} {escape(config.address(service))}{escape(http)}")
         console.print("[green]cookline is up[/green] (Ctrl-C stops it)")
         while not stopping.wait(0.5):
             if stack.exited():

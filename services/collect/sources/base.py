@@ -46,14 +46,15 @@ class Source:
     """One input, read as bounded chunks of rows.
 
     After `chunks()` is exhausted, `class_names` names the label ids and
-    `columns` / `categorical_columns` name the positions of "features" and
-    "categorical". `files()` lists what the content address is computed from.
+    `columns` / `categorical_columns` / `text_columns` name the positions of
+    "features", "categorical" and (csv) "text". `files()` lists what the content address is computed from.
     """
 
     format = ""
     class_names: list[str]
     columns: list[str] = []
     categorical_columns: list[str] = []
+    text_columns: list[str] = []
     image_shapes: dict[str, int]
     # True when the source assigns rows to train/validation/test itself ("subset" chunks).
     predefined_split = False

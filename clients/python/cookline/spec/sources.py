@@ -19,6 +19,14 @@ MISSING_POLICIES = ("error", "drop", "fill", "keep")
 # Cell texts that mean "no value" (compared lowercased, stripped).
 MISSING_TEXTS = frozenset({"", "na", "n/a", "nan", "null", "none"})
 COLORS = ("grayscale", "rgb")
+# The kinds of a csv feature column (collect.column_kinds), and the rule that infers one: numeric
+# when every present value is a number; else text when a value is longer than CATEGORY_MAX_CHARS
+# characters or has more than CATEGORY_MAX_WORDS words; else category.
+COLUMN_KINDS = ("numeric", "category", "text")
+CATEGORY_MAX_CHARS = 40
+CATEGORY_MAX_WORDS = 3
+# Rows a column's kind is inferred from (the file's first ones).
+INFER_ROWS = 4096
 MAX_IMAGE_SIDE = 4096
 # Fields of collect that are an error for a source without them (the others are ignored there).
 ONLY = ("numeric_label",)
@@ -33,11 +41,13 @@ _IMAGE_PARAMS = (
     Param("color", "str", "grayscale (1 channel) or rgb (3); unset: the first image's mode", choices=COLORS),
 )
 
-_source("csv", "rows of numeric and categorical columns plus one label column",
+_source("csv", "rows of numeric, category and text columns plus one label column",
         Param("label", "str", "name of the label column", required=True),
         Param("no_header", "bool", "the file has no header row"),
         Param("columns", "strs", "column names of a file with no header"),
         Param("categorical", "strs", "columns holding category strings"),
+        Param("column_kinds", "strmap", "kind of a column by name; a column not named is inferred",
+              choices=COLUMN_KINDS),
         Param("missing", "str", "what an empty cell does", default="error", choices=MISSING_POLICIES),
         Param("fill_value", "float", "the value of an empty numeric cell (missing: fill)", default=0.0),
         Param("numeric_label", "bool", "the label is a number to predict (regression)"))
@@ -69,6 +79,11 @@ def source(fmt: str) -> Component:
 def check_missing(policy: str) -> str:
     """collect.missing with its default; SpecError for an unknown policy."""
     return SOURCES.get("csv").param("missing").resolve(policy, "collect.missing")
+
+
+def check_column_kinds(kinds) -> dict:
+    """collect.column_kinds: column name -> kind; SpecError naming collect.column_kinds.<column>."""
+    return SOURCES.get("csv").param("column_kinds").resolve(dict(kinds), "collect.column_kinds")
 
 
 def check_image_options(color: str, image_size) -> None:
@@ -127,6 +142,8 @@ def check(collect) -> None:
             raise SpecError(f"collect.{param.name} is required for {fmt} sources", f"collect.{param.name}")
         if param.name == "image_size":
             continue  # checked as a pair below
-        param.resolve(value if isinstance(value, (str, int, float, bool)) else list(value), f"collect.{param.name}")
+        if not isinstance(value, (str, int, float, bool)):
+            value = dict(value) if param.type in ("map", "strmap") else list(value)
+        param.resolve(value, f"collect.{param.name}")
     if component.param("image_size") is not None:
         check_image_options(collect.color, collect.image_size)
