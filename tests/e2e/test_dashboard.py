@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 from rest_client import http_call
 
+from cookline.v1 import gateway_pb2
 from helpers import IRIS_CSV, IRIS_YAML, ROOT
 
 ARTIFACTS = os.path.join(ROOT, ".cache", "test-artifacts", "dashboard")
@@ -126,6 +127,36 @@ def test_deploy_then_predict_numbers_categories_a_sentence_and_an_image(page, en
     assert status == 200, answer
     answer = json.loads(answer)
     assert answer["label"] == "pos" and answer["scores"]["pos"] > 0.5
+
+
+@pytest.mark.parametrize("example, column, value", [
+    ("digits", "image", os.path.join(ROOT, "examples", "data", "digits", "3", "0003.png")),
+    ("text", "text", "The striker scored twice in the final last night."),
+])
+def test_the_playground_predicts_the_examples_digit_images_and_sentences(page, client, env, example, column, value):
+    """examples/digits.yaml and examples/text.yaml trained as shipped: their models take a PNG file
+    and a sentence as the user has them, dropped or typed in the playground."""
+    run = client.submit_file(os.path.join(ROOT, "examples", f"{example}.yaml"))
+    assert list(client.watch(run.run_id))[-1].finished.state == gateway_pb2.RUN_STATE_SUCCEEDED
+    page.goto(page.base + f"/#/predict/{example}")
+    expect(page.locator("h1")).to_contain_text(f"Predict · {example}")  # not the previous playground still
+    if column == "image":
+        page.set_input_files(f".drop[data-column={column}] input[type=file]", value)
+        expect(page.locator(f".drop[data-column={column}] img")).to_be_visible()
+        with open(value, "rb") as f:
+            body, kind = f.read(), "image/png"
+        boundary = "b0undary"
+        payload = (f'--{boundary}\r\nContent-Disposition: form-data; name="{column}"; filename="x.png"\r\n'
+                   f"Content-Type: {kind}\r\n\r\n").encode() + body + f"\r\n--{boundary}--\r\n".encode()
+        headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    else:
+        page.fill(f"#predict-form [name={column}]", value)
+        payload, headers = json.dumps({"row": {column: value}}).encode(), {"content-type": "application/json"}
+    page.click("#predict")
+    status, _, answer = http_call(env, "gateway", "POST", f"/api/models/{example}/predict", payload, headers)
+    assert status == 200, answer
+    expect(page.locator("#label")).to_have_text(json.loads(answer)["label"])
+    shot(page, f"predict-{column}")
 
 
 def test_a_running_run_moves_live_and_cancels_from_the_runs_list(page):
