@@ -260,7 +260,7 @@ def _exit_stopped(service: str) -> None:
 
 def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_workers: int = 32,
           on_start: Callable[[health.HealthServicer], None] | None = None,
-          http_app: Callable[[], object] | None = None) -> None:
+          http_app: Callable[[], object] | None = None, http_public: Iterable[str] = ()) -> None:
     """Runs `service` until SIGTERM/SIGINT.
 
     `register(server)` adds the servicers and returns their full service names
@@ -270,7 +270,8 @@ def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_wo
     readiness under the model's name). `http_app()`, when given, is called after
     `register` and returns an ASGI app served on the service's HTTP port from a thread
     of its own (services.common.http: same token, TLS and limits), stopped with the
-    gRPC server.
+    gRPC server. `http_public`: paths served without the token besides the probes (pages that
+    hold no data).
     """
     setup_logging(service)
     bound_malloc()
@@ -290,7 +291,7 @@ def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_wo
     http_thread = None
     if http_app is not None:
         from services.common import http  # the HTTP stack is imported only by services that have a port for it
-        http_thread = http.serve_http_thread(http_app(), service)
+        http_thread = http.serve_http_thread(http_app(), service, public=(*http.PUBLIC_PATHS, *http_public))
         describe += f"; HTTP on {http_thread.describe}"
     server.start()
     for name in ["", *names]:
@@ -318,7 +319,7 @@ def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_wo
 
 def serve_async(service: str, register: Callable[[grpc.aio.Server], Iterable[str]],
                 on_start: Callable[[health_async.HealthServicer], None] | None = None,
-                http_app: Callable[[], object] | None = None) -> None:
+                http_app: Callable[[], object] | None = None, http_public: Iterable[str] = ()) -> None:
     """`serve` on a grpc.aio server: the servicers' methods are coroutines (or async
     generators) run on one event loop, so a call costs no hand-off between threads.
     Same health, reflection, auth, limits, stream log and shutdown; `on_start(health)`

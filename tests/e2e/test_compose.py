@@ -25,10 +25,10 @@ def compose_stack():
     """The compose stack brought up as the README shows it, `make compose-up` with no make variables
     (so the default project name is the one that runs), on free host ports; brought down afterwards."""
     project = "cookline"
-    ports = dict(zip(SERVICES + ("minio", "serve_http"), free_ports(7, set()), strict=True))
+    ports = dict(zip(SERVICES + ("minio", "serve_http", "gateway_http"), free_ports(8, set()), strict=True))
     env = dict(os.environ, COOKLINE_PUBLISH_HOST="127.0.0.1", MINIO_PORT=str(ports["minio"]),
                MINIO_ROOT_USER="cookline-e2e", MINIO_ROOT_PASSWORD=secrets.token_urlsafe(18))
-    env.update({f"COOKLINE_{s.upper()}_PORT": str(ports[s]) for s in SERVICES + ("serve_http",)})
+    env.update({f"COOKLINE_{s.upper()}_PORT": str(ports[s]) for s in SERVICES + ("serve_http", "gateway_http")})
     env.pop("COMPOSE_PROJECT", None)
     make = [tool("make"), "--no-print-directory"]
     try:

@@ -308,6 +308,13 @@ def _infer_body(data=None, **tensor) -> bytes:
 
 
 IRIS_INFER = "/v2/models/iris/infer"
+IRIS_PREDICT = "/api/models/iris/predict"
+
+
+def _row_body(**changes) -> bytes:
+    """The gateway's predict body: one iris row, with columns changed (None drops one)."""
+    row = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2} | changes
+    return json.dumps({"row": {k: v for k, v in row.items() if v is not None}}).encode()
 
 HTTP_CASES = [
     HttpCase("serve", "POST", IRIS_INFER, "malformed JSON", 400, "body: malformed JSON", b'{"inputs": [}'),
@@ -339,6 +346,42 @@ HTTP_CASES = [
              (("content-type", "application/octet-stream"), ("inference-header-content-length", "9999"))),
     HttpCase("serve", "GET", IRIS_INFER, "GET on the infer path", 405, "GET /v2/models/iris/infer: Method Not Allowed"),
     HttpCase("serve", "GET", "/v2/nothing", "unknown path", 404, "GET /v2/nothing: Not Found"),
+    # --- gateway: the dashboard's JSON API (docs/http-gateway.md) ---------------------
+    HttpCase("gateway", "POST", IRIS_PREDICT, "malformed JSON", 400, "body: malformed JSON", b'{"row": {'),
+    HttpCase("gateway", "POST", IRIS_PREDICT, "content type `text/plain`", 415, "content-type: 'text/plain'",
+             _row_body(), (("content-type", "text/plain"),)),
+    HttpCase("gateway", "POST", IRIS_PREDICT, "body over COOKLINE_MAX_MESSAGE_MB", 413,
+             "body: 67108865 bytes is over the limit", declared_length=(64 << 20) + 1),
+    HttpCase("gateway", "POST", IRIS_PREDICT, "multipart body without its boundary", 400, "boundary",
+             b"--x\r\n", (("content-type", "multipart/form-data"),)),
+    HttpCase("gateway", "POST", "/api/models/nomodel/predict", "unknown model", 404, "model 'nomodel'", _row_body()),
+    HttpCase("gateway", "POST", "/api/models/iris/versions/999/predict", "unknown model version", 404, "version 999",
+             _row_body()),
+    HttpCase("gateway", "POST", "/api/models/iris/versions/one/predict", "version that is not a number", 400,
+             "version: 'one' is not an integer", _row_body()),
+    HttpCase("gateway", "POST", IRIS_PREDICT, "no `row`", 400, "body.row: required", b'{"rows": []}'),
+    HttpCase("gateway", "POST", IRIS_PREDICT, "a column missing from the row", 400,
+             "row: column 'petal_width' is missing", _row_body(petal_width=None)),
+    HttpCase("gateway", "POST", IRIS_PREDICT, "a word in a numeric column", 400,
+             "row['sepal_length']: 'abc' is not a number", _row_body(sepal_length="abc")),
+    HttpCase("gateway", "POST", IRIS_PREDICT, "a column the model does not take", 400,
+             "row: unknown column 'colour'", _row_body(colour="blue")),
+    HttpCase("gateway", "POST", "/api/runs", "empty pipeline", 400, "pipeline: required", b'{"pipeline": ""}'),
+    HttpCase("gateway", "POST", "/api/runs", "pipeline file that is a YAML list", 400, "pipeline: expected a mapping",
+             b'{"pipeline": "- a"}'),
+    HttpCase("gateway", "POST", "/api/runs", "data upload without the file", 400, "file: required",
+             b'--b\r\nContent-Disposition: form-data; name="name"\r\n\r\niris\r\n--b--\r\n',
+             (("content-type", "multipart/form-data; boundary=b"),)),
+    HttpCase("gateway", "GET", "/api/runs?limit=5000", "`limit` of 5000", 400, "limit: 5000 is not in [1, 1000]"),
+    HttpCase("gateway", "GET", "/api/runs/20990101-000000-000000", "unknown run id", 404,
+             "run '20990101-000000-000000' not found"),
+    HttpCase("gateway", "GET", "/api/runs/20990101-000000-000000/events", "events of an unknown run", 404,
+             "run '20990101-000000-000000' not found"),
+    HttpCase("gateway", "PUT", "/api/models/iris/aliases/prod", "alias to version 0", 400,
+             "version: 0 is not an integer from 1", b'{"version": 0}'),
+    HttpCase("gateway", "POST", "/api/models/iris/deploy", "deploy of an unknown version", 404, "version 999",
+             b'{"version": 999}'),
+    HttpCase("gateway", "GET", "/api/nothing", "unknown path", 404, "Not Found"),
 ]
 
 
@@ -361,7 +404,8 @@ def render() -> str:
         "",
         "## HTTP",
         "",
-        "The same over the services' HTTP ports (serve's OIP v2 REST, docs/http.md): a 4xx status and a",
+        "The same over the services' HTTP ports (serve's OIP v2 REST, docs/http.md; the gateway's JSON API,",
+        "docs/http-gateway.md): a 4xx status and a",
         "JSON body `{\"error\": \"...\"}` whose message contains the text shown, never a 500 and never",
         "a connection left hanging.",
         "",

@@ -30,7 +30,7 @@ def _fail(exc: grpc.RpcError) -> int:
 
 
 # What each service serves on its HTTP port (COOKLINE_<SERVICE>_HTTP_ADDR), printed by `cookline up`.
-HTTP_PORTS = {"serve": "OIP v2 REST"}
+HTTP_PORTS = {"serve": "OIP v2 REST", "gateway": "dashboard"}
 
 
 def cmd_up(args) -> int:

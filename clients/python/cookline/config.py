@@ -47,6 +47,16 @@ def http_bind_address(service: str, env: Mapping[str, str] | None = None) -> tup
     return (_env(env).get("COOKLINE_BIND_HOST") or "127.0.0.1").strip("[]"), int(port)
 
 
+def cors_origins(env: Mapping[str, str] | None = None) -> list[str]:
+    """COOKLINE_CORS_ORIGINS: comma-separated origins (scheme://host[:port], or *) whose web pages
+    may call the HTTP endpoints from a browser. Empty (the default): no cross-origin calls."""
+    origins = [o.strip().rstrip("/") for o in (_env(env).get("COOKLINE_CORS_ORIGINS") or "").split(",") if o.strip()]
+    for origin in origins:
+        if origin != "*" and "://" not in origin:
+            raise ValueError(f"COOKLINE_CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port] or *)")
+    return origins
+
+
 def serve_metrics_address(env: Mapping[str, str] | None = None) -> tuple[str, int] | None:
     """COOKLINE_SERVE_METRICS_ADDR: host:port of serve's Prometheus text endpoint; unset means off."""
     value = (_env(env).get("COOKLINE_SERVE_METRICS_ADDR") or "").strip()
