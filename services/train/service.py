@@ -156,7 +156,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         processed = ops_lib.output_fields(schema, fitted_ops)
         input_name, input_dtype, input_shape = train_spec.model_input(spec.model, processed)
         source = (input_name, input_dtype, input_shape, "float32" if regression else "int32")
-        rows = self._subset_rows(info, split)
+        rows = splits.subset_rows(info, split)
         train_rows = rows[data_pb2.SUBSET_TRAIN]
         if spec.HasField("early_stopping") and rows[data_pb2.SUBSET_VALIDATION] == 0:
             raise invalid("train.early_stopping: needs validation rows (set split.validation > 0)")
@@ -227,15 +227,6 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         self.warm.give(warm_key, model)  # the run ended cleanly: the next one like it skips tracing
         yield train_pb2.TrainResponse(result=train_pb2.TrainResult(
             model=model_pb2.ModelRef(name=name, version=version), metrics=last_metrics, evaluation=evaluation))
-
-    @staticmethod
-    def _subset_rows(info, split) -> dict[int, int]:
-        """Rows per subset: the folders of a predefined split, else the seeded split's sizes."""
-        if info.predefined_split:
-            counts = info.statistics.split_counts
-            return {data_pb2.SUBSET_TRAIN: counts.get("train", 0), data_pb2.SUBSET_VALIDATION: counts.get("validation", 0),
-                    data_pb2.SUBSET_TEST: counts.get("test", 0)}
-        return splits.sizes(info.num_rows, split)
 
     def _evaluate(self, model, dataset, split, rows, fitted_ops, source, class_names, cancelled):
         """Evaluation on the test split, else the validation split; None when nothing is held out."""

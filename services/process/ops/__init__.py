@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable, Iterable, Iterator
 
 import grpc
+import numpy as np
 
 from cookline import tensors
 from cookline.spec import ops as spec_ops
@@ -28,7 +29,8 @@ KINDS: dict[str, OpKind] = {k.name: k for k in (
     Standardize(), MinMax(), FillMissing(), OneHot(), Lookup(), Resize(), Grayscale(), RandomFlip(),
     RandomRotation(), RandomBrightness(), VectorizeText(), Shuffle())}
 
-__all__ = ["KINDS", "validate", "fit", "chain", "apply", "rebatch", "Batch", "needs_fit", "split_at_first_random"]
+__all__ = ["KINDS", "validate", "fit", "chain", "apply", "rebatch", "Batch", "needs_fit", "split_at_first_random",
+           "for_partition"]
 
 
 def _where(i: int, op: pipeline_pb2.Op) -> str:
@@ -82,6 +84,20 @@ def fit(ops: list[pipeline_pb2.Op], pull: Callable[[], Iterable[Batch]] | Iterab
     if rows is None:
         rows = sum(len(next(iter(b.values()))) for b in stream_of())
     return fitted, rows
+
+
+def for_partition(ops: Iterable[pipeline_pb2.Op], index: int) -> list[pipeline_pb2.Op]:
+    """Copies of `ops` for part `index` of a partitioned stream: every random op's seed mixed with the
+    index, so each part shuffles (and augments) with its own seed, the same every time."""
+    out = []
+    for op in ops:
+        copy = pipeline_pb2.Op()
+        copy.CopyFrom(op)
+        if not KINDS[op.WhichOneof("kind")].deterministic:
+            params = OpKind.params(copy)
+            params.seed = int(np.random.SeedSequence([params.seed & 0xFFFFFFFF, index]).generate_state(1)[0])
+        out.append(copy)
+    return out
 
 
 def needs_fit(ops: Iterable[pipeline_pb2.Op]) -> bool:
