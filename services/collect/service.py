@@ -251,7 +251,7 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
                 shards.append((shard, start, None))
             start += shard["rows"]
         seen = shards[0][2] if shards and shards[0][2] is not None else 0
-        for (shard, start, _), (_, buffer) in zip(shards, self._shards(prefix, [s for s, _, _ in shards])):
+        for (shard, start, _), (_, buffer) in zip(shards, self._shards(prefix, [s for s, _, _ in shards]), strict=True):
             arrays = read_shard(buffer)  # views into the shard's bytes (or memory map): no copy
             kinds = arrays.pop("subset", None)
             if not keep_all:

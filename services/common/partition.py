@@ -35,7 +35,8 @@ def bounds(rows: int, index: int, count: int) -> tuple[int, int]:
 
 def steps(rows: int, count: int, batch_size: int) -> int:
     """Batches every part of a `rows`-row subset streams."""
-    return -(-(-(-rows // count)) // batch_size)
+    per_part = -(-rows // count)
+    return -(-per_part // batch_size)
 
 
 def batch_sizes(rows: int, index: int, count: int, batch_size: int) -> list[int]:
