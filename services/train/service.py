@@ -25,7 +25,7 @@ from services.common import layout, splits
 from services.common.errors import Fail, invalid, rpc
 from services.common.store import ObjectStore
 from services.process import ops as ops_lib
-from services.train import models, tfjs, warm
+from services.train import distributed, models, tfjs, warm
 from services.train.checkpoints import Checkpoints
 from services.train.evaluate import evaluate_model
 from services.train.feed import EpochFeed
@@ -172,61 +172,71 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
 
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
-        train_data = self._feed(dataset, split, data_pb2.SUBSET_TRAIN, fitted_ops, spec.batch_size,
-                                source, cancelled, first_epoch, train_rows)
-        val_data = None
-        if rows[data_pb2.SUBSET_VALIDATION] > 0:
-            val_data = self._feed(dataset, split, data_pb2.SUBSET_VALIDATION, fitted_ops, EVAL_BATCH,
-                                  source, cancelled, first_epoch, rows[data_pb2.SUBSET_VALIDATION])
-        # built (or restored) while the first batches stream in
-        warm_key = warm.key(spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops))
-        model = resumed[1] if resumed else self.warm.take(warm_key, models.build(
-            spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops)))
+        warm_key = None
+        if spec.workers > 1:  # a distributed run: the workers fit (each in a fresh process), this one publishes
+            model, last_metrics = yield from distributed.fit(request, spec, fitted_ops, source, rows, len(class_names),
+                                                             _vocabulary_size(fitted_ops), class_weight, cancelled)
+        else:
+            train_data = self._feed(dataset, split, data_pb2.SUBSET_TRAIN, fitted_ops, spec.batch_size,
+                                    source, cancelled, first_epoch, train_rows)
+            val_data = None
+            if rows[data_pb2.SUBSET_VALIDATION] > 0:
+                val_data = self._feed(dataset, split, data_pb2.SUBSET_VALIDATION, fitted_ops, EVAL_BATCH,
+                                      source, cancelled, first_epoch, rows[data_pb2.SUBSET_VALIDATION])
+            # built (or restored) while the first batches stream in
+            warm_key = warm.key(spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops))
+            model = resumed[1] if resumed else self.warm.take(warm_key, models.build(
+                spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops)))
 
-        # fit() runs on its own thread; this one streams its progress to the caller.
-        events: queue.Queue = queue.Queue()
-        outcome: dict = {}
-        progress = _Progress(events, spec, train_rows, cancelled, checkpoints, first_epoch)
-        callbacks = [progress] + _early_stopping(spec)
+            # fit() runs on its own thread; this one streams its progress to the caller.
+            events: queue.Queue = queue.Queue()
+            outcome: dict = {}
+            progress = _Progress(events, spec, train_rows, cancelled, checkpoints, first_epoch)
+            callbacks = [progress] + _early_stopping(spec)
 
-        def run_fit():
+            def run_fit():
+                try:
+                    model.fit(train_data.dataset(), steps_per_epoch=train_data.steps(), epochs=int(spec.epochs),
+                              validation_data=val_data.dataset() if val_data else None,
+                              validation_steps=val_data.steps() if val_data else None, initial_epoch=first_epoch,
+                              shuffle=False,  # process (or this feed) already shuffles
+                              verbose=0, callbacks=callbacks, class_weight=class_weight)
+                except BaseException as exc:  # noqa: BLE001 - reported on the RPC
+                    outcome["error"] = exc
+                finally:
+                    events.put(_DONE)
+
+            worker = threading.Thread(target=run_fit, name=f"fit-{request.run_id}", daemon=True)
+            worker.start()
             try:
-                model.fit(train_data.dataset(), steps_per_epoch=train_data.steps(), epochs=int(spec.epochs),
-                          validation_data=val_data.dataset() if val_data else None,
-                          validation_steps=val_data.steps() if val_data else None, initial_epoch=first_epoch,
-                          shuffle=False,  # process (or this feed) already shuffles
-                          verbose=0, callbacks=callbacks, class_weight=class_weight)
-            except BaseException as exc:  # noqa: BLE001 - reported on the RPC
-                outcome["error"] = exc
+                while (event := events.get()) is not _DONE:
+                    if event.progress.epoch_finished:
+                        last_metrics = dict(event.progress.metrics)
+                    yield event
+                worker.join()
             finally:
-                events.put(_DONE)
-
-        worker = threading.Thread(target=run_fit, name=f"fit-{request.run_id}", daemon=True)
-        worker.start()
-        try:
-            while (event := events.get()) is not _DONE:
-                if event.progress.epoch_finished:
-                    last_metrics = dict(event.progress.metrics)
-                yield event
-            worker.join()
-        finally:
-            if checkpoints:
-                checkpoints.close()
-        if cancelled.is_set():
-            raise Fail(grpc.StatusCode.CANCELLED, "training cancelled")
-        if progress.diverged:
-            raise invalid(f"train: training diverged: {progress.diverged}; lower train.learning_rate")
-        if "error" in outcome:
-            raise outcome["error"]
+                if checkpoints:
+                    checkpoints.close()
+            if cancelled.is_set():
+                raise Fail(grpc.StatusCode.CANCELLED, "training cancelled")
+            if progress.diverged:
+                raise invalid(f"train: training diverged: {progress.diverged}; lower train.learning_rate")
+            if "error" in outcome:
+                raise outcome["error"]
 
         evaluation = self._evaluate(model, dataset, split, rows, fitted_ops, source, class_names, cancelled)
         version = self._publish(name, model, input_name, fitted_ops, schema, class_names, last_metrics, evaluation,
                                 dataset, request)
         if checkpoints:
             checkpoints.discard()
-        self.warm.give(warm_key, model)  # the run ended cleanly: the next one like it skips tracing
+        if warm_key is not None:
+            self.warm.give(warm_key, model)  # the run ended cleanly: the next one like it skips tracing
         yield train_pb2.TrainResponse(result=train_pb2.TrainResult(
             model=model_pb2.ModelRef(name=name, version=version), metrics=last_metrics, evaluation=evaluation))
+
+    @rpc
+    def TrainWorker(self, request: train_pb2.TrainWorkerRequest, context) -> Iterator[train_pb2.TrainResponse]:
+        yield from distributed.serve_worker(request, context)
 
     def _evaluate(self, model, dataset, split, rows, fitted_ops, source, class_names, cancelled):
         """Evaluation on the test split, else the validation split; None when nothing is held out."""
