@@ -2,39 +2,16 @@
 replica, listed in COOKLINE_TRAIN_PEERS, train together; the run publishes what a single-worker
 run of the same pipeline publishes, and its record says how many workers trained."""
 import json
-import socket
 
 import pytest
 
 from cookline.stack import Stack
 from cookline.v1 import gateway_pb2
-from helpers import iris_pipeline
-
-OFFSET = 1000  # a worker's collective endpoint: its train service's port + 1000
-
-
-def _port_with_collective(taken: set) -> int:
-    """A free port p whose p + OFFSET is free too."""
-    while True:
-        socks = [socket.socket(), socket.socket()]
-        try:
-            socks[0].bind(("127.0.0.1", 0))
-            port = socks[0].getsockname()[1]
-            if port in taken or port + OFFSET > 65535:
-                continue
-            socks[1].bind(("127.0.0.1", port + OFFSET))
-            taken.add(port)
-            return port
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
+from helpers import iris_pipeline, train_peer_ports
 
 
 def STACK_ENV(_factory):
-    taken: set = set()
-    chief, peer = _port_with_collective(taken), _port_with_collective(taken)
+    chief, peer = train_peer_ports(2)
     return {"COOKLINE_TRAIN_ADDR": f"127.0.0.1:{chief}",
             "COOKLINE_TRAIN_PEERS": f"127.0.0.1:{chief},127.0.0.1:{peer}"}
 
