@@ -178,7 +178,8 @@ def distributed(args, x, y) -> None:
         csv_path = os.path.join(work, "bench.csv")
         write_csv(csv_path, x, y)
         env = stack_env(work)
-        ports = train_peer_ports(args.workers, {int(a.rsplit(":", 1)[1]) for k, a in env.items() if k.endswith("_ADDR")})
+        taken = {int(a.rsplit(":", 1)[1]) for k, a in env.items() if k.endswith("_ADDR")}
+        ports = train_peer_ports(args.workers, taken)
         env["COOKLINE_TRAIN_ADDR"] = f"127.0.0.1:{ports[0]}"
         env["COOKLINE_TRAIN_PEERS"] = ",".join(f"127.0.0.1:{p}" for p in ports)
         logs = os.environ.get("BENCH_LOGS") or os.path.join(work, "logs")

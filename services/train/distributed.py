@@ -88,11 +88,11 @@ def fit(request: train_pb2.TrainRequest, spec, fitted_ops, source, rows: dict[in
         last_metrics: dict = {}
         running = workers
         while running:
+            if cancelled.is_set():
+                raise Fail(grpc.StatusCode.CANCELLED, "training cancelled")
             try:
                 k, event = events.get(timeout=0.5)
             except queue.Empty:
-                if cancelled.is_set():
-                    raise Fail(grpc.StatusCode.CANCELLED, "training cancelled") from None
                 continue
             if event is None:
                 running -= 1

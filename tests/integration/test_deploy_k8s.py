@@ -43,8 +43,8 @@ def test_kubeconform_rejects_an_unknown_field(tmp_path):
 
 
 def _workloads(docs) -> dict[str, dict]:
-    return {d["metadata"]["name"]: d for d in docs if d["kind"] in ("Deployment", "StatefulSet")
-            and d["metadata"]["name"] in SERVICES}
+    kinds = ("Deployment", "StatefulSet")
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] in kinds and d["metadata"]["name"] in SERVICES}
 
 
 def test_each_service_has_a_workload_with_grpc_probes_and_resource_requests(tmp_path):
