@@ -10,6 +10,10 @@ Measures, on this machine (client and servers share its cores):
   - cookline serve: unary Predict p50/p99 (one row, one caller), directly and
     through the gateway's proxy; PredictStream rows/s with dynamic batching,
     directly and through the gateway;
+  - raw inputs: a small CNN whose SavedModel decodes PNG bytes itself
+    (tests/support/raw_models.py), fed the PNG files of examples/data/digits: cookline
+    PredictStream of the bytes against the same bytes decoded and predicted in
+    process by the same SavedModel (batch 256);
   - cookline serve, KServe 0.21 and MLServer 1.7.1, each serving the model
     (the latter two through a small custom model class, each in its own venv
     under .cache/bench/, created on first use) under the same OIP v2 client
@@ -46,6 +50,18 @@ STREAMS, STREAM_ROWS = 4, 256  # streaming load: streams x rows per message (mer
 BIG_MESSAGE_ROWS = 1024       # the same load with larger messages (less per-message overhead)
 MAX_BATCH = 1024              # serve's max_batch_size for the model
 ROW = np.array([[5.1, 3.5, 1.4, 0.2]], np.float32)
+DIGITS = os.path.join(ROOT, "examples", "data", "digits")
+RAW_MODEL = "digits"
+
+
+def digit_pngs(count: int) -> np.ndarray:
+    """`count` PNG files of examples/data/digits (cycled), as an object array of bytes."""
+    paths = sorted(os.path.join(d, f) for d, _, names in os.walk(DIGITS) for f in names if f.endswith(".png"))
+    out = np.empty(count, dtype=object)
+    for i in range(count):
+        with open(paths[i % len(paths)], "rb") as f:
+            out[i] = f.read()
+    return out
 
 
 # --- helpers --------------------------------------------------------------------
@@ -131,6 +147,21 @@ def make_model(workdir: str) -> tuple[str, str]:
     return saved, root
 
 
+def make_raw_model(workdir: str, store_root: str) -> str:
+    """The PNG-decoding digits CNN, published as "digits" version 1 and marked deployed."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
+    import raw_models
+    from services.common import layout
+    from services.common.store import LocalStore
+    saved = os.path.join(workdir, "digits_model")
+    inputs = raw_models.digits_model(saved)
+    store = LocalStore(os.path.join(store_root, "cookline"))
+    raw_models.publish(store, RAW_MODEL, saved, inputs, [str(i) for i in range(10)])
+    layout.write_deployed(store, RAW_MODEL, {"policy": "latest", "version": 1, "alias": "",
+                                             "batching": {"max_batch_size": STREAM_ROWS, "max_queue_delay_ms": 0}})
+    return saved
+
+
 class InProcess:
     """The baselines: the SavedModel's serving_default called in this process, through
     the very function serve calls it with (services.serve.models.load_predict)."""
@@ -141,7 +172,7 @@ class InProcess:
         self.batch = np.repeat(ROW, 256, axis=0)
 
     def one_row(self):
-        return self.predict(ROW)
+        return self.predict({"features": ROW})
 
     def one_row_spaced(self):
         """One row after 0.5 ms idle, about the gap a server sees between a caller's
@@ -152,11 +183,16 @@ class InProcess:
         return time.perf_counter() - start
 
     def batched_rows_per_s(self, seconds: float) -> float:
-        rows, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            self.predict(self.batch)
-            rows += len(self.batch)
-        return rows / (time.perf_counter() - start)
+        return rows_per_s(self.predict, {"features": self.batch}, seconds)
+
+
+def rows_per_s(predict, inputs: dict, seconds: float) -> float:
+    """Rows/s of back-to-back in-process calls on the same inputs."""
+    rows, count, start = 0, len(next(iter(inputs.values()))), time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        predict(inputs)
+        rows += count
+    return rows / (time.perf_counter() - start)
 
 
 # --- bare gRPC servers: the transport's floor ----------------------------------------
@@ -177,7 +213,8 @@ def bare_handler(kind: str, saved: str):
     def handle(raw: bytes) -> bytes:
         request = serve_pb2.PredictRequest.FromString(raw)
         response = serve_pb2.PredictResponse()
-        tensors.from_numpy(predict(tensors.to_numpy(request.inputs["features"])), out=response.outputs["scores"])
+        tensors.from_numpy(predict({"features": tensors.to_numpy(request.inputs["features"])}),
+                           out=response.outputs["scores"])
         return response.SerializeToString()
     return handle
 
@@ -264,13 +301,17 @@ def oip_client(target: str, threads: int, seconds: float) -> dict:
     return {"req_per_s": len(flat) / elapsed, "p50": pct(flat, 50), "p99": pct(flat, 99), "errors": errors[0]}
 
 
-def stream_client(target: str, streams: int, rows: int, seconds: float) -> dict:
-    """`streams` PredictStreams, each sending messages of `rows` rows as fast as flow control allows."""
+def stream_client(target: str, streams: int, rows: int, seconds: float, model: str = "iris") -> dict:
+    """`streams` PredictStreams, each sending messages of `rows` rows as fast as flow control allows
+    (iris feature rows, or for the raw model PNG files)."""
     import grpc
     from cookline import tensors
     from cookline.v1 import model_pb2, serve_pb2, serve_pb2_grpc
-    request = serve_pb2.PredictRequest(model=model_pb2.ModelRef(name="iris"))
-    tensors.from_numpy(np.repeat(ROW, rows, axis=0), out=request.inputs["features"])
+    request = serve_pb2.PredictRequest(model=model_pb2.ModelRef(name=model))
+    if model == RAW_MODEL:
+        tensors.from_numpy(digit_pngs(rows), out=request.inputs["image"])
+    else:
+        tensors.from_numpy(np.repeat(ROW, rows, axis=0), out=request.inputs["features"])
     message = serve_pb2.PredictStreamRequest(request=request)
     stub = serve_pb2_grpc.ServeServiceStub(grpc.insecure_channel(target, options=[
         ("grpc.max_receive_message_length", 64 << 20)]))
@@ -394,6 +435,9 @@ def main(seconds: float, rounds: int, skip_others: bool) -> None:
     workdir = tempfile.mkdtemp(prefix="cookline-bench-")
     saved, store_root = make_model(workdir)
     baseline = InProcess(saved)
+    from services.serve.models import load_predict
+    raw_predict = load_predict(make_raw_model(workdir, store_root))
+    raw_batch = {"image": digit_pngs(STREAM_ROWS)}
     request = serve_pb2.PredictRequest(model=model_pb2.ModelRef(name="iris"))
     tensors.from_numpy(ROW, out=request.inputs["features"])
     payload = request.SerializeToString()
@@ -420,6 +464,7 @@ def main(seconds: float, rounds: int, skip_others: bool) -> None:
             stack.wait_healthy(timeout=180)
             serve_addr, gateway_addr = (f"127.0.0.1:{ports[s]}" for s in ("serve", "gateway"))
             channels.wait_healthy(serve_addr, timeout=180, service="iris")
+            channels.wait_healthy(serve_addr, timeout=180, service=RAW_MODEL)
             oip_targets = {"cookline": serve_addr, **oip_targets}
             for name, target in oip_targets.items():
                 wait_oip_ready(target)
@@ -446,6 +491,9 @@ def main(seconds: float, rounds: int, skip_others: bool) -> None:
                                                            str(seconds)))
                 r.add("cookline_stream_big.run", run_client("stream", serve_addr, str(STREAMS), str(BIG_MESSAGE_ROWS),
                                                             str(seconds)))
+                r.add("in_process_raw.rows_per_s", rows_per_s(raw_predict, raw_batch, seconds))
+                r.add("cookline_raw_stream.run", run_client("stream", serve_addr, str(STREAMS), str(STREAM_ROWS),
+                                                            str(seconds), RAW_MODEL))
                 for name, target in oip_targets.items():
                     r.add(f"{name}_oip.run", run_client("oip", target, str(CONCURRENCY), str(seconds)))
     finally:
@@ -473,6 +521,9 @@ def report(r: dict, rounds: int) -> None:
         ("  via gateway proxy", f"{r['gateway_stream']['rows_per_s']:,.0f} rows/s"),
         (f"cookline PredictStream, {STREAMS} streams x {BIG_MESSAGE_ROWS} rows/msg",
          f"{r['cookline_stream_big']['rows_per_s']:,.0f} rows/s"),
+        ("raw PNG bytes: in-process decode + predict, batch 256", f"{r['in_process_raw']['rows_per_s']:,.0f} rows/s"),
+        (f"raw PNG bytes: cookline PredictStream, {STREAMS} streams x {STREAM_ROWS} images/msg",
+         f"{r['cookline_raw_stream']['rows_per_s']:,.0f} rows/s  errors {r['cookline_raw_stream']['errors']:.0f}"),
     ]
     for name in ("cookline", "kserve", "mlserver"):
         if f"{name}_oip" in r:
@@ -503,6 +554,10 @@ def report(r: dict, rounds: int) -> None:
          r["cookline_stream"]["rows_per_s"] >= 0.5 * ip["rows_per_s"]),
         (f"  same with {BIG_MESSAGE_ROWS}-row messages", f"{r['cookline_stream_big']['rows_per_s']:,.0f} rows/s",
          r["cookline_stream_big"]["rows_per_s"] / ip["rows_per_s"], "(info)", None),
+        ("raw PNG streaming >= 0.5x in-process decode + predict",
+         f"{r['cookline_raw_stream']['rows_per_s']:,.0f} vs {r['in_process_raw']['rows_per_s']:,.0f}",
+         r["cookline_raw_stream"]["rows_per_s"] / r["in_process_raw"]["rows_per_s"], ">= 0.50",
+         r["cookline_raw_stream"]["rows_per_s"] >= 0.5 * r["in_process_raw"]["rows_per_s"]),
         ("gateway proxy overhead, unary p50", f"+{r['gateway_unary']['p50'] - r['cookline_unary']['p50']:.3f} ms",
          r["gateway_unary"]["p50"] / r["cookline_unary"]["p50"], "(info)", None),
         ("gateway proxy, streaming rows/s", "", r["gateway_stream"]["rows_per_s"] / r["cookline_stream"]["rows_per_s"],
@@ -530,7 +585,7 @@ if __name__ == "__main__":
         if kind == "oip":
             print(json.dumps(oip_client(args[0], int(args[1]), float(args[2]))))
         else:
-            print(json.dumps(stream_client(args[0], int(args[1]), int(args[2]), float(args[3]))))
+            print(json.dumps(stream_client(args[0], int(args[1]), int(args[2]), float(args[3]), *args[4:5])))
     else:
         parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
         parser.add_argument("--seconds", type=float, default=2.0, help="length of each measurement in a round")

@@ -315,12 +315,27 @@ func RowsFromResponse(resp *pb.PredictResponse) ([]Row, error) {
 	return rows, nil
 }
 
-// Predict predicts rows with one unary call.
+// Inputs are a model's raw inputs by name, as its metadata lists them (ModelMetadata.Inputs):
+// Float32Matrix for numbers, Texts for sentences, Images for image files, StringMatrix for
+// category columns. Every input has the same number of rows.
+type Inputs map[string]*pb.Tensor
+
+// Predict predicts rows of numbers ("features") with one unary call.
 func (c *Client) Predict(ctx context.Context, model string, rows [][]float32) ([]Row, error) {
 	req, err := PredictRequest(model, 0, rows)
 	if err != nil {
 		return nil, err
 	}
+	return c.predict(ctx, req)
+}
+
+// PredictInputs predicts rows of raw inputs with one unary call, e.g.
+// Inputs{"text": Texts("a great film")} or Inputs{"image": Images(png)}.
+func (c *Client) PredictInputs(ctx context.Context, model string, inputs Inputs) ([]Row, error) {
+	return c.predict(ctx, &pb.PredictRequest{Model: &pb.ModelRef{Name: model}, Inputs: inputs})
+}
+
+func (c *Client) predict(ctx context.Context, req *pb.PredictRequest) ([]Row, error) {
 	resp, err := c.Serve.Predict(ctx, req)
 	if err != nil {
 		return nil, err
@@ -331,14 +346,28 @@ func (c *Client) Predict(ctx context.Context, model string, rows [][]float32) ([
 // PredictStream sends one PredictStream message per row and returns one answer per row,
 // in order. A row that serve rejects gets an Error; the stream goes on.
 func (c *Client) PredictStream(ctx context.Context, model string, rows [][]float32) ([]StreamAnswer, error) {
+	return c.predictStream(ctx, len(rows), func(i int) (*pb.PredictRequest, error) {
+		return PredictRequest(model, 0, [][]float32{rows[i]})
+	})
+}
+
+// PredictStreamInputs is PredictStream for raw inputs: one message per element of messages
+// (each usually one row, e.g. Inputs{"image": Images(png)}), one answer per message, in order.
+func (c *Client) PredictStreamInputs(ctx context.Context, model string, messages []Inputs) ([]StreamAnswer, error) {
+	return c.predictStream(ctx, len(messages), func(i int) (*pb.PredictRequest, error) {
+		return &pb.PredictRequest{Model: &pb.ModelRef{Name: model}, Inputs: messages[i]}, nil
+	})
+}
+
+func (c *Client) predictStream(ctx context.Context, count int, build func(int) (*pb.PredictRequest, error)) ([]StreamAnswer, error) {
 	stream, err := c.Serve.PredictStream(ctx)
 	if err != nil {
 		return nil, err
 	}
 	sendErr := make(chan error, 1)
 	go func() { // send while receiving, so neither side's flow-control window can stall the other
-		for i, row := range rows {
-			req, err := PredictRequest(model, 0, [][]float32{row})
+		for i := 0; i < count; i++ {
+			req, err := build(i)
 			if err == nil {
 				err = stream.Send(&pb.PredictStreamRequest{CorrelationId: strconv.Itoa(i), Request: req})
 			}

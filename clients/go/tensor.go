@@ -27,6 +27,41 @@ func Float32Matrix(rows [][]float32) (*pb.Tensor, error) {
 	return &pb.Tensor{Dtype: pb.DataType_DATA_TYPE_FLOAT32, Shape: []int64{int64(len(rows)), int64(columns)}, Content: content}, nil
 }
 
+// Texts encodes sentences as a DATA_TYPE_STRING Tensor of shape [rows] (a text input), UTF-8.
+func Texts(values ...string) *pb.Tensor {
+	out := make([][]byte, len(values))
+	for i, v := range values {
+		out[i] = []byte(v)
+	}
+	return &pb.Tensor{Dtype: pb.DataType_DATA_TYPE_STRING, Shape: []int64{int64(len(values))}, StringValues: out}
+}
+
+// Images encodes image files (PNG, JPEG, GIF or BMP bytes, as read from disk) as a
+// DATA_TYPE_STRING Tensor of shape [rows] (an image input); the model decodes them.
+func Images(files ...[]byte) *pb.Tensor {
+	return &pb.Tensor{Dtype: pb.DataType_DATA_TYPE_STRING, Shape: []int64{int64(len(files))}, StringValues: files}
+}
+
+// StringMatrix encodes equal-length rows of strings (category columns) as a DATA_TYPE_STRING
+// Tensor of shape [rows, columns].
+func StringMatrix(rows [][]string) (*pb.Tensor, error) {
+	columns := 0
+	if len(rows) > 0 {
+		columns = len(rows[0])
+	}
+	values := make([][]byte, 0, len(rows)*columns)
+	for i, row := range rows {
+		if len(row) != columns {
+			return nil, fmt.Errorf("row %d has %d values, expected %d", i, len(row), columns)
+		}
+		for _, v := range row {
+			values = append(values, []byte(v))
+		}
+	}
+	return &pb.Tensor{Dtype: pb.DataType_DATA_TYPE_STRING, Shape: []int64{int64(len(rows)), int64(columns)},
+		StringValues: values}, nil
+}
+
 // Float32s decodes a float32 Tensor's content into its values, in C order.
 func Float32s(t *pb.Tensor) ([]float32, error) {
 	if t.GetDtype() != pb.DataType_DATA_TYPE_FLOAT32 {

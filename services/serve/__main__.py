@@ -14,13 +14,14 @@ from inference import grpc_service_pb2_grpc as oip_grpc  # noqa: E402
 from services.common.server import serve_async  # noqa: E402
 from services.common.store import store_from_env  # noqa: E402
 from services.serve import metrics, oip  # noqa: E402
+from services.serve.inputs import Limits  # noqa: E402
 from services.serve.models import ModelManager  # noqa: E402
 from services.serve.service import ServeServicer  # noqa: E402
 from services.serve.streaming import ActiveStreams  # noqa: E402
 
 GIL_SWITCH_INTERVAL_S = 0.0005
 
-models = ModelManager(store_from_env(), tempfile.mkdtemp(prefix="cookline-serve-"))
+models = ModelManager(store_from_env(), tempfile.mkdtemp(prefix="cookline-serve-"), Limits.from_env())
 streams = ActiveStreams()
 
 

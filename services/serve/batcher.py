@@ -47,21 +47,36 @@ _AVERAGE_WEIGHT = 0.2  # weight of the latest call in the moving average
 
 
 class _Request:
-    __slots__ = ("features", "future", "enqueued")
+    __slots__ = ("inputs", "rows", "future", "enqueued")
 
-    def __init__(self, features: np.ndarray, future: asyncio.Future):
-        self.features = features
+    def __init__(self, inputs: dict[str, np.ndarray], future: asyncio.Future):
+        self.inputs = inputs
+        self.rows = len(next(iter(inputs.values())))
         self.future = future
         self.enqueued = time.perf_counter()
 
 
-class Batcher:
-    """Merges requests for one model version; `predict(features) -> scores` runs the model."""
+def _merge(batch: list[_Request]) -> dict[str, np.ndarray]:
+    """The inputs of several requests as one batch: each named input concatenated by rows."""
+    if len(batch) == 1:
+        return batch[0].inputs
+    return {name: np.concatenate([r.inputs[name] for r in batch]) for name in batch[0].inputs}
 
-    def __init__(self, label: str, predict: Callable[[np.ndarray], np.ndarray], max_batch_size: int,
+
+class Batcher:
+    """Merges requests for one model version; `predict(inputs) -> scores` runs the model on
+    named input arrays that share their row count.
+
+    When a merged batch fails, each of its requests runs again alone, so only the request
+    the model cannot take fails; `explain(inputs, exc)` turns that request's exception into
+    the error its caller gets (e.g. naming the row)."""
+
+    def __init__(self, label: str, predict: Callable[[dict[str, np.ndarray]], np.ndarray], max_batch_size: int,
                  max_queue_delay_ms: int, stats: ModelStats, loop: asyncio.AbstractEventLoop,
-                 inline_max_ms: float = INLINE_MAX_MS):
+                 inline_max_ms: float = INLINE_MAX_MS,
+                 explain: Callable[[dict[str, np.ndarray], Exception], Exception] | None = None):
         self.predict = predict
+        self.explain = explain
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_queue_delay_ms / 1000.0
         self.stats = stats
@@ -74,12 +89,13 @@ class Batcher:
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"model-{label}")
         self._done = asyncio.run_coroutine_threadsafe(self._run(), loop)  # resolves once closed and drained
 
-    def submit(self, features: np.ndarray) -> asyncio.Future | None:
-        """Queues rows; the future resolves to their scores. None once the batcher is closed."""
+    def submit(self, inputs: dict[str, np.ndarray]) -> asyncio.Future | None:
+        """Queues rows (named inputs sharing their row count); the future resolves to
+        their scores. None once the batcher is closed."""
         if self._closed:
             return None
         future = self.loop.create_future()
-        self._queue.append(_Request(features, future))
+        self._queue.append(_Request(inputs, future))
         self._wake.set()
         return future
 
@@ -124,39 +140,46 @@ class Batcher:
 
     def _take_batch(self) -> list[_Request]:
         batch = [self._queue.popleft()]
-        rows = len(batch[0].features)
-        while self._queue and rows + len(self._queue[0].features) <= self.max_batch_size:
+        rows = batch[0].rows
+        while self._queue and rows + self._queue[0].rows <= self.max_batch_size:
             request = self._queue.popleft()
-            rows += len(request.features)
+            rows += request.rows
             batch.append(request)
         return batch
 
     def _queued_rows(self) -> int:
-        return sum(len(r.features) for r in self._queue)
+        return sum(r.rows for r in self._queue)
 
     async def _execute(self, batch: list[_Request]) -> None:
         """Runs one model call for the batch (on the loop or the model's thread) and resolves every request's future."""
         started = time.perf_counter()
-        features = batch[0].features if len(batch) == 1 else np.concatenate([r.features for r in batch])
+        inputs = _merge(batch)
+        rows = sum(r.rows for r in batch)
         delays = [started - r.enqueued for r in batch]
         try:
-            if self.call_s < self.inline_max_s and (len(features) >= self.max_batch_size or self._queue):
-                scores = self.predict(features)
+            if self.call_s < self.inline_max_s and (rows >= self.max_batch_size or self._queue):
+                scores = self.predict(inputs)
             else:
-                scores = await self.loop.run_in_executor(self._thread, self.predict, features)
-        except Exception as exc:  # noqa: BLE001 - every request of the batch gets the error
-            log.error("model call failed for a batch of %d rows", len(features), exc_info=exc)
-            self.stats.record_batch(len(features), len(batch), delays, failed=True)
-            for request in batch:
-                if not request.future.done():  # a cancelled caller's future is done already
-                    request.future.set_exception(exc)
+                scores = await self.loop.run_in_executor(self._thread, self.predict, inputs)
+        except Exception as exc:  # noqa: BLE001 - answered per request below
+            if len(batch) > 1:  # one request's bad value must not fail the others: each runs alone
+                for request in batch:
+                    await self._execute([request])
+                return
+            self.stats.record_batch(rows, 1, delays, failed=True)
+            request = batch[0]
+            if self.explain is not None:
+                exc = await self.loop.run_in_executor(self._thread, self.explain, request.inputs, exc)
+            log.info("model call failed for a request of %d rows: %s", rows, exc)
+            if not request.future.done():  # a cancelled caller's future is done already
+                request.future.set_exception(exc)
             return
         done = time.perf_counter()
         self.call_s += _AVERAGE_WEIGHT * ((done - started) - self.call_s)
-        self.stats.record_batch(len(features), len(batch), delays, failed=False)
+        self.stats.record_batch(rows, len(batch), delays, failed=False)
         start = 0
         for request in batch:
-            end = start + len(request.features)
+            end = start + request.rows
             if not request.future.done():
                 request.future.set_result(scores[start:end])
             start = end

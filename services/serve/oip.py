@@ -11,11 +11,12 @@ from importlib import metadata as pkg_metadata
 import numpy as np
 
 from cookline.v1 import model_pb2
-from inference import grpc_service_pb2 as oip, grpc_service_pb2_grpc as oip_grpc
+from inference import grpc_service_pb2 as oip
+from inference import grpc_service_pb2_grpc as oip_grpc
 from services.common import layout
 from services.common.errors import invalid, rpc, status_of
+from services.serve import inputs as inputs_lib
 from services.serve.models import LoadedModel, ModelManager
-from services.serve.service import check_features
 from services.serve.streaming import ActiveStreams, answer_in_order
 
 # OIP datatype -> numpy dtype (little-endian), for decoding and error messages.
@@ -32,33 +33,66 @@ def model_ref(name: str, version: str) -> model_pb2.ModelRef:
     return model_pb2.ModelRef(name=name, version=int(version or 0))
 
 
-def features_of(request: oip.ModelInferRequest, model: LoadedModel) -> np.ndarray:
-    """The request's FP32 "features" input, from raw_input_contents or typed contents."""
-    names = [tensor.name for tensor in request.inputs]
-    unknown = sorted(set(names) - {"features"})
-    if unknown:
-        raise invalid(f"inputs[{unknown[0]!r}]: unknown input (model {model.name!r} takes 'features')")
-    if names.count("features") != 1:
-        raise invalid(f"inputs['features']: required once (FP32 [rows, {model.num_features}])")
-    tensor = request.inputs[0]
-    if tensor.datatype != "FP32":
-        raise invalid(f"inputs['features']: datatype {tensor.datatype or '(empty)'}, expected FP32")
-    shape = tuple(tensor.shape)
+def _deserialize_bytes(name: str, raw: bytes, count: int) -> np.ndarray:
+    """BYTES raw contents (each element prefixed by its 4-byte little-endian length) as an object array."""
+    values = np.empty(count, dtype=object)
+    pos, end = 0, len(raw)
+    for i in range(count):
+        if pos + 4 > end:
+            raise invalid(f"inputs[{name!r}]: raw BYTES contents end after {i} of {count} elements")
+        (length,) = struct.unpack_from("<I", raw, pos)
+        pos += 4
+        if pos + length > end:
+            raise invalid(f"inputs[{name!r}]: raw BYTES element {i} claims {length} bytes, {end - pos} are left")
+        values[i] = raw[pos:pos + length]
+        pos += length
+    if pos != end:
+        raise invalid(f"inputs[{name!r}]: {end - pos} bytes after the {count} BYTES elements of the shape")
+    return values
+
+
+def _decode_input(tensor, raw: bytes | None, spec) -> np.ndarray:
+    """One OIP input tensor as a numpy array: FP32 (raw or fp32_contents) or BYTES (raw or bytes_contents)."""
+    name, shape = tensor.name, tuple(tensor.shape)
+    accepted = ("FP32", "BYTES") if spec is None or not spec.is_string else ("BYTES",)
+    if tensor.datatype not in accepted:
+        kind = f", kind {spec.kind}" if spec is not None else ""
+        raise invalid(f"inputs[{name!r}]: datatype {tensor.datatype or '(empty)'}, expected "
+                      f"{' or '.join(accepted)}{kind}")
     if any(d < 0 for d in shape):
-        raise invalid(f"inputs['features']: negative dimension in shape {list(shape)}")
+        raise invalid(f"inputs[{name!r}]: negative dimension in shape {list(shape)}")
     count = math.prod(shape)
-    if request.raw_input_contents:
-        if len(request.raw_input_contents) != 1:
-            raise invalid(f"raw_input_contents: {len(request.raw_input_contents)} entries for 1 input")
-        raw = request.raw_input_contents[0]
-        if len(raw) != count * 4:
-            raise invalid(f"inputs['features']: shape {list(shape)} of FP32 needs {count * 4} bytes, got {len(raw)}")
-        values = np.frombuffer(raw, dtype="<f4", count=count)
-    else:
-        values = np.asarray(tensor.contents.fp32_contents, dtype=np.float32)
-        if values.size != count:
-            raise invalid(f"inputs['features']: shape {list(shape)} needs {count} fp32_contents, got {values.size}")
-    return check_features(model, "features", values.reshape(shape))
+    if tensor.datatype == "FP32":
+        if raw is not None:
+            if len(raw) != count * 4:
+                raise invalid(f"inputs[{name!r}]: shape {list(shape)} of FP32 needs {count * 4} bytes, got {len(raw)}")
+            values = np.frombuffer(raw, dtype="<f4", count=count)
+        else:
+            values = np.asarray(tensor.contents.fp32_contents, dtype=np.float32)
+            if values.size != count:
+                raise invalid(f"inputs[{name!r}]: shape {list(shape)} needs {count} fp32_contents, got {values.size}")
+        return values.reshape(shape)
+    if raw is not None:
+        return _deserialize_bytes(name, raw, count).reshape(shape)
+    contents = tensor.contents.bytes_contents
+    if len(contents) != count:
+        raise invalid(f"inputs[{name!r}]: shape {list(shape)} needs {count} bytes_contents, got {len(contents)}")
+    values = np.empty(count, dtype=object)
+    values[:] = list(contents)
+    return values.reshape(shape)
+
+
+def inputs_of(request: oip.ModelInferRequest, model: LoadedModel) -> dict[str, np.ndarray]:
+    """The request's inputs, from raw_input_contents or typed contents, checked against the model."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise invalid(f"raw_input_contents: {len(raw)} entries for {len(request.inputs)} inputs")
+    arrays = {}
+    for i, tensor in enumerate(request.inputs):
+        if tensor.name in arrays:
+            raise invalid(f"inputs[{tensor.name!r}]: given twice")
+        arrays[tensor.name] = _decode_input(tensor, raw[i] if raw else None, model.specs.get(tensor.name))
+    return model.check(arrays)
 
 
 def _serialize_bytes(values: np.ndarray) -> bytes:
@@ -94,11 +128,10 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         ref = model_ref(request.name, request.version)
         model = self.models.loaded(ref)
         if model is not None:
-            version, num_features, classes = model.version, model.num_features, len(model.class_names)
+            version, specs, classes = model.version, model.specs, len(model.class_names)
         else:
             meta = await asyncio.to_thread(layout.read_model_metadata, self.models.store, ref.name, ref.version)
-            version, num_features = int(meta["version"]), int(meta["inputs"]["features"]["shape"][1])
-            classes = len(meta["class_names"])
+            version, specs, classes = int(meta["version"]), inputs_lib.specs_from_record(meta), len(meta["class_names"])
         tensor = oip.ModelMetadataResponse.TensorMetadata
         # a regressor (no class names) returns its value as "scores" [rows, 1] and no label
         outputs = [tensor(name="scores", datatype="FP32", shape=[-1, classes or 1])]
@@ -106,7 +139,25 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             outputs.append(tensor(name="label", datatype="BYTES", shape=[-1]))
         return oip.ModelMetadataResponse(
             name=ref.name, versions=[str(version)], platform="tensorflow_savedmodel",
-            inputs=[tensor(name="features", datatype="FP32", shape=[-1, num_features])], outputs=outputs)
+            inputs=[self._input_metadata(spec) for spec in specs.values()], outputs=outputs)
+
+    def _input_metadata(self, spec) -> oip.ModelMetadataResponse.TensorMetadata:
+        """An input's OIP metadata; its kind, columns and image settings as parameters."""
+        out = oip.ModelMetadataResponse.TensorMetadata(name=spec.name, datatype="BYTES" if spec.is_string else "FP32",
+                                                       shape=spec.shape)
+        params = {"kind": spec.kind}
+        if spec.columns:
+            params["columns"] = ",".join(spec.columns)
+        if spec.kind == "image":
+            params["encodings"] = ",".join(spec.encodings)
+        for key, value in params.items():
+            out.parameters[key].string_param = value
+        if spec.kind == "image":
+            out.parameters["max_bytes"].int64_param = self.models.limits.max_image_bytes
+            for key in ("height", "width", "channels"):
+                if spec.image and spec.image.get(key):
+                    out.parameters[f"image_{key}"].int64_param = int(spec.image[key])
+        return out
 
     async def _submit(self, request: oip.ModelInferRequest):
         wanted = {o.name for o in request.outputs}
@@ -114,7 +165,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         if unknown:
             raise invalid(f"outputs[{unknown[0]!r}]: unknown output (the model returns 'scores' and 'label')")
         return await self.models.submit(model_ref(request.model_name, request.model_version),
-                                        lambda model: features_of(request, model))
+                                        lambda model: inputs_of(request, model))
 
     @staticmethod
     def _response(request: oip.ModelInferRequest, model: LoadedModel, scores: np.ndarray) -> oip.ModelInferResponse:

@@ -5,52 +5,27 @@ import asyncio
 import logging
 from typing import AsyncIterator
 
-import grpc
 import numpy as np
 
 from cookline import tensors
 from cookline.v1 import serve_pb2, serve_pb2_grpc
 from services.common import layout
-from services.common.errors import Fail, invalid, rpc, status_of
+from services.common.errors import invalid, rpc, status_of
 from services.serve.models import LoadedModel, ModelManager, metadata_from_store_record
 from services.serve.streaming import ActiveStreams, answer_in_order
 
 log = logging.getLogger("cookline.serve")
 
-# Rows one request may carry; more is RESOURCE_EXHAUSTED.
-MAX_ROWS = 1 << 20
-
-
-def check_features(model: LoadedModel, name: str, features: np.ndarray) -> np.ndarray:
-    """Validates decoded float32 features against the model; errors name input `name`."""
-    if features.ndim != 2:
-        raise invalid(f"inputs[{name!r}]: shape {list(features.shape)}, expected [rows, {model.num_features}]")
-    if features.shape[1] != model.num_features:
-        raise invalid(f"inputs[{name!r}]: {features.shape[1]} features per row, "
-                      f"model {model.name!r} expects {model.num_features}")
-    if features.shape[0] > MAX_ROWS:
-        raise Fail(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                   f"inputs[{name!r}]: {features.shape[0]} rows, at most {MAX_ROWS} per request")
-    if features.shape[0] < 1:
-        raise invalid(f"inputs[{name!r}]: no rows")
-    return features
-
-
-def features_of(request: serve_pb2.PredictRequest, model: LoadedModel) -> np.ndarray:
-    """The request's "features" input, checked against the model."""
-    unknown = sorted(set(request.inputs) - {"features"})
-    if unknown:
-        raise invalid(f"inputs[{unknown[0]!r}]: unknown input (model {model.name!r} takes 'features')")
-    if "features" not in request.inputs:
-        raise invalid(f"inputs['features']: required (float32 [rows, {model.num_features}])")
-    tensor = request.inputs["features"]
-    if tensor.dtype != tensors.DataType.DATA_TYPE_FLOAT32:
-        raise invalid(f"inputs['features']: dtype {tensors.dtype_name(tensor.dtype)}, expected float32")
-    try:
-        features = tensors.to_numpy(tensor)
-    except tensors.TensorError as exc:
-        raise invalid(f"inputs['features']: {exc}") from None
-    return check_features(model, "features", features)
+def inputs_of(request: serve_pb2.PredictRequest, model: LoadedModel) -> dict[str, np.ndarray]:
+    """The request's inputs decoded (numbers as zero-copy views, strings as object arrays
+    of bytes) and checked against the model, row by row."""
+    arrays = {}
+    for name, tensor in request.inputs.items():
+        try:
+            arrays[name] = tensors.to_numpy(tensor)
+        except tensors.TensorError as exc:
+            raise invalid(f"inputs[{name!r}]: {exc}") from None
+    return model.check(arrays)
 
 
 class ServeServicer(serve_pb2_grpc.ServeServiceServicer):
@@ -81,7 +56,7 @@ class ServeServicer(serve_pb2_grpc.ServeServiceServicer):
             return serve_pb2.GetModelMetadataResponse(metadata=model.metadata())
         ref = request.model
         meta = await asyncio.to_thread(layout.read_model_metadata, self.models.store, ref.name, ref.version)
-        return serve_pb2.GetModelMetadataResponse(metadata=metadata_from_store_record(meta))
+        return serve_pb2.GetModelMetadataResponse(metadata=metadata_from_store_record(meta, self.models.limits))
 
     @rpc
     async def GetStats(self, request, context) -> serve_pb2.GetStatsResponse:
@@ -90,7 +65,7 @@ class ServeServicer(serve_pb2_grpc.ServeServiceServicer):
     # --- predictions -------------------------------------------------------------
 
     async def submit(self, request: serve_pb2.PredictRequest) -> tuple[LoadedModel, asyncio.Future]:
-        return await self.models.submit(request.model, lambda model: features_of(request, model))
+        return await self.models.submit(request.model, lambda model: inputs_of(request, model))
 
     @staticmethod
     def response(model: LoadedModel, scores: np.ndarray) -> serve_pb2.PredictResponse:

@@ -13,8 +13,9 @@ import re
 
 import pytest
 
-from tools import run, tool
+import raw_models
 from helpers import ROOT, make_certificates
+from tools import run, tool
 
 NODE_DIR = os.path.join(ROOT, "clients", "node")
 GO_DIR = os.path.join(ROOT, "clients", "go")
@@ -31,7 +32,8 @@ def client_env(stack, tmp_path_factory):
     sign the servers' certificates."""
     _, env = stack
     other = make_certificates(str(tmp_path_factory.mktemp("other-ca")))
-    return dict(env, COOKLINE_TEST_OTHER_CA=other["COOKLINE_TLS_CA"])
+    raw = raw_models.deploy_for_clients(env, str(tmp_path_factory.mktemp("raw")))  # the raw-input suites' models
+    return dict(env, COOKLINE_TEST_OTHER_CA=other["COOKLINE_TLS_CA"], **raw)
 
 
 NODE_SECURE_CHECKS = [

@@ -262,7 +262,7 @@ def test_unknown_model_or_version_is_not_found_and_unloaded_version_unavailable(
 
 
 def test_requests_over_the_limits_are_resource_exhausted(env, serve, versions):
-    from services.serve.service import MAX_ROWS
+    from services.serve.models import MAX_ROWS
     load(serve)
     err = rpc_error(serve.Predict, request(np.zeros((MAX_ROWS + 1, 4), np.float32)), timeout=60)
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "rows" in err.details()

@@ -37,6 +37,21 @@ def _predict(features, name="iris", input_name="features") -> serve_pb2.PredictR
     return request
 
 
+def _raw(name: str, **inputs) -> serve_pb2.PredictRequest:
+    """A PredictRequest of raw values (strings, image bytes, numbers) by input name."""
+    from cookline.client import raw_array
+    request = serve_pb2.PredictRequest(model=model_pb2.ModelRef(name=name))
+    for key, values in inputs.items():
+        tensors.from_numpy(raw_array(values), out=request.inputs[key])
+    return request
+
+
+def _png(broken_body: bool = False) -> bytes:
+    import raw_models  # TensorFlow loads only when a case runs
+    png = raw_models.png(200)
+    return png[:40] + b"\0" * 60 if broken_body else png
+
+
 def _csv(ctx, name: str, text: str) -> str:
     path = os.path.join(ctx.scratch, name)
     with open(path, "w") as f:
@@ -153,6 +168,30 @@ CASES = [
          lambda c: c.serve.Predict(_predict(np.zeros((2, 4), np.float32), input_name="pixels"), timeout=30)),
     Case("serve", "Predict", "model name that is a path", INVALID, "'../iris' is not a valid name",
          lambda c: c.serve.Predict(_predict(np.zeros((1, 4), np.float32), name="../iris"), timeout=30)),
+    Case("serve", "Predict", "NaN in a numeric input (model without fill_missing)", INVALID,
+         "inputs['features'] row 1, column 'petal_length': NaN is not accepted",
+         lambda c: c.serve.Predict(_predict(np.array([[5, 3, 1, 0.2], [5, 3, np.nan, 0.2]], np.float32)), timeout=30)),
+    Case("serve", "Predict", "infinity in a numeric input", INVALID,
+         "inputs['features'] row 0, column 'sepal_length': infinity is not accepted",
+         lambda c: c.serve.Predict(_predict(np.array([[np.inf, 3, 1, 0.2]], np.float32)), timeout=30)),
+    Case("serve", "Predict", "a string where a number is expected", INVALID,
+         "inputs['features'] row 0, column 'sepal_width': 'wide' is not a number",
+         lambda c: c.serve.Predict(_raw("iris", features=[["5.1", "wide", "1.4", "0.2"]]), timeout=30)),
+    Case("serve", "Predict", "a raw input left out (`text`)", INVALID,
+         "inputs['text']: required (string [rows], kind text)",
+         lambda c: c.serve.Predict(_raw("raw", features=[[1, 2, 3]], categorical=[["red", "small"]],
+                                        image=[_png()]), timeout=30)),
+    Case("serve", "Predict", "bytes that are no image", INVALID,
+         "inputs['image'] row 1: not an image the model can decode",
+         lambda c: c.serve.Predict(_raw("pics", image=[_png(), b"GIF? no"]), timeout=30)),
+    Case("serve", "Predict", "PNG whose data is broken past its header", INVALID,
+         "inputs['image'] row 0: the model could not use this value",
+         lambda c: c.serve.Predict(_raw("pics", image=[_png(broken_body=True)]), timeout=30)),
+    Case("serve", "Predict", "image over COOKLINE_SERVE_MAX_IMAGE_BYTES (8 MiB)", INVALID,
+         "inputs['image'] row 0: image of 8388609 bytes is over the limit of 8388608",
+         lambda c: c.serve.Predict(_raw("pics", image=[b"\x89PNG" + bytes((8 << 20) - 3)]), timeout=30)),
+    Case("serve", "Predict", "numbers for an image input", INVALID, "inputs['image']: dtype float32, expected string",
+         lambda c: c.serve.Predict(_raw("pics", image=[[0.5]]), timeout=30)),
     # --- registry (gateway) -----------------------------------------------------------
     Case("gateway", "GetModel", "unknown model", NOT_FOUND, "model 'nomodel' not found",
          lambda c: c.registry.GetModel(registry_pb2.GetModelRequest(name="nomodel"), timeout=10)),

@@ -22,7 +22,8 @@ class GatedModel:
         self.calls: list[int] = []
         self.entered = threading.Semaphore(0)
 
-    def __call__(self, features):
+    def __call__(self, inputs):
+        features = inputs["x"]
         self.calls.append(len(features))
         self.entered.release()
         assert self.gate.wait(30)
@@ -36,7 +37,7 @@ def batcher(model, max_batch_size=8, delay_ms=0, inline_max_ms=0.0):
 
 
 def rows(n, value=1.0):
-    return np.full((n, 2), value, np.float32)
+    return {"x": np.full((n, 2), value, np.float32)}
 
 
 async def close(b: Batcher) -> None:
@@ -52,7 +53,8 @@ def test_requests_submitted_in_one_turn_of_the_loop_merge_into_one_call():
     async def main():
         calls = []
 
-        def model(features):
+        def model(inputs):
+            features = inputs["x"]
             calls.append(len(features))
             return features * 2
 
@@ -73,7 +75,7 @@ def test_requests_queued_behind_a_running_batch_merge_up_to_max_batch_size():
         queued = [b.submit(rows(3, i)) for i in range(1, 5)]  # 12 rows: batches of 6 (3+3) and 6
         model.gate.set()
         for i, future in enumerate(queued, start=1):
-            assert np.array_equal(await asyncio.wait_for(future, 30), rows(3, 2 * i))
+            assert np.array_equal(await asyncio.wait_for(future, 30), rows(3, 2 * i)["x"])
         assert (await first).shape == (1, 2)
         await close(b)
         assert model.calls == [1, 6, 6]
@@ -110,7 +112,8 @@ def test_full_batches_of_quick_models_run_on_the_loop_all_else_on_the_models_thr
     async def main():
         threads = []
 
-        def model(features):
+        def model(inputs):
+            features = inputs["x"]
             threads.append(threading.current_thread())
             return features
 
@@ -132,7 +135,8 @@ def test_a_model_that_turns_slow_moves_off_the_loop():
     async def main():
         threads, delay = [], [0.0]
 
-        def model(features):
+        def model(inputs):
+            features = inputs["x"]
             threads.append(threading.current_thread())
             threading.Event().wait(delay[0])  # a blocking model call of delay[0] seconds
             return features
@@ -171,7 +175,7 @@ def test_a_cancelled_request_does_not_disturb_its_batch():
         gone, kept = b.submit(rows(1, 1)), b.submit(rows(1, 2))
         gone.cancel()  # its caller went away while it waited
         model.gate.set()
-        assert np.array_equal(await asyncio.wait_for(kept, 30), rows(1, 4))
+        assert np.array_equal(await asyncio.wait_for(kept, 30), rows(1, 4)["x"])
         await first
         await close(b)
         assert model.calls == [1, 2]
@@ -180,7 +184,7 @@ def test_a_cancelled_request_does_not_disturb_its_batch():
 
 def test_a_failing_model_call_fails_every_request_of_its_batch():
     async def main():
-        def model(features):
+        def model(inputs):
             raise ValueError("boom")
 
         b, stats = batcher(model)
@@ -188,6 +192,50 @@ def test_a_failing_model_call_fails_every_request_of_its_batch():
             await asyncio.wait_for(b.submit(rows(1)), 30)
         await close(b)
         assert stats.to_proto().failed_requests == 1
+    asyncio.run(main())
+
+
+def test_several_named_inputs_merge_row_wise_strings_included():
+    async def main():
+        seen = []
+
+        def model(inputs):
+            seen.append({k: v.copy() for k, v in inputs.items()})
+            return inputs["x"] * 2
+
+        b, _ = batcher(model, max_batch_size=8, inline_max_ms=1000.0)
+        first = {"x": np.ones((1, 2), np.float32), "s": np.asarray([b"a"], object)}
+        second = {"x": np.full((2, 2), 3, np.float32), "s": np.asarray([b"b", b"c"], object)}
+        answers = await asyncio.gather(b.submit(first), b.submit(second))
+        await close(b)
+        assert len(seen) == 1 and seen[0]["s"].tolist() == [b"a", b"b", b"c"]
+        assert seen[0]["x"].shape == (3, 2)
+        assert answers[0].tolist() == [[2, 2]] and answers[1].tolist() == [[6, 6], [6, 6]]
+    asyncio.run(main())
+
+
+def test_a_request_the_model_fails_on_fails_alone_and_the_rest_of_its_batch_is_answered():
+    async def main():
+        calls = []
+
+        def model(inputs):
+            calls.append(len(inputs["x"]))
+            if (inputs["x"] < 0).any():
+                raise ValueError("negative")
+            return inputs["x"] * 2
+
+        def explain(inputs, exc):
+            return ValueError(f"explained: {exc} in {len(inputs['x'])} rows")
+
+        stats = ModelStats("m", 1, serve_pb2.BatchingConfig(max_batch_size=8))
+        b = Batcher("m-1", model, 8, 0, stats, asyncio.get_running_loop(), 1000.0, explain=explain)
+        good, bad, good2 = b.submit(rows(1, 1)), b.submit(rows(2, -1)), b.submit(rows(1, 5))
+        assert (await good).tolist() == [[2, 2]] and (await good2).tolist() == [[10, 10]]
+        with pytest.raises(ValueError, match="explained: negative in 2 rows"):
+            await bad
+        await close(b)
+        assert calls == [4, 1, 2, 1]  # the merged batch, then each request alone
+        assert stats.to_proto().failed_requests == 1 and stats.to_proto().rows == 2 + 2
     asyncio.run(main())
 
 

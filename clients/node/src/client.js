@@ -7,6 +7,8 @@
 //   const run = await client.submitFile('examples/iris.yaml');
 //   for await (const event of client.watch(run.run_id)) console.log(event.event);
 //   for await (const r of client.predictStream('iris', [[5.1, 3.5, 1.4, 0.2]])) console.log(r);
+//   await client.predict('reviews', { text: ['a great film'] });                 // raw inputs by name
+//   await client.predict('digits', { image: [fs.readFileSync('7.png')] });       // image files as Buffers
 //
 // Runs go to the gateway, predictions to serve. The .proto files are loaded at run time
 // from protos/ (no generated code); field names stay as in the protos (snake_case).
@@ -155,22 +157,36 @@ class Client {
     return (await unary(this.serve, 'GetModelMetadata', { model: { name: model, version } }, 120)).metadata;
   }
 
-  static predictRequest(model, rows, version = 0) {
-    return { model: { name: model, version }, inputs: { features: tensor.float32Matrix(rows) } };
+  /**
+   * A PredictRequest. `inputs`: the model's raw inputs by name (see modelMetadata().inputs),
+   * e.g. { text: ['a sentence'] }, { image: [buffer] }, { features: [[1, 2]], categorical: [['red']] };
+   * or bare rows of numbers for "features".
+   */
+  static predictRequest(model, inputs, version = 0) {
+    const named = Array.isArray(inputs) ? { features: inputs } : inputs;
+    return {
+      model: { name: model, version },
+      inputs: Object.fromEntries(Object.entries(named).map(([name, values]) => [name, tensor.inputTensor(values)])),
+    };
   }
 
-  /** Predicts rows of raw feature values with one unary call: [{label, scores}, ...]. */
-  async predict(model, rows, version = 0) {
-    return rowsFromResponse(await unary(this.serve, 'Predict', Client.predictRequest(model, rows, version), 120));
+  /** Predicts rows of raw inputs (see predictRequest) with one unary call: [{label, scores}, ...]. */
+  async predict(model, inputs, version = 0) {
+    return rowsFromResponse(await unary(this.serve, 'Predict', Client.predictRequest(model, inputs, version), 120));
   }
 
   /**
    * Streams one PredictStream message per row and yields {id, result} or {id, error: {code, message}}
-   * per row, in order. A rejected row does not end the stream.
+   * per row, in order. A rejected row does not end the stream. `inputs` as predict() takes them.
    */
-  async *predictStream(model, rows, version = 0) {
+  async *predictStream(model, inputs, version = 0) {
     const call = this.serve.PredictStream();
-    rows.forEach((row, i) => call.write({ correlation_id: String(i), request: Client.predictRequest(model, [row], version) }));
+    const named = Array.isArray(inputs) ? { features: inputs } : inputs;
+    const count = Object.values(named)[0].length;
+    for (let i = 0; i < count; i += 1) {
+      const row = Object.fromEntries(Object.entries(named).map(([name, values]) => [name, [values[i]]]));
+      call.write({ correlation_id: String(i), request: Client.predictRequest(model, row, version) });
+    }
     call.end();
     for await (const response of call) {
       if (response.outcome === 'error') yield { id: response.correlation_id, error: response.error };

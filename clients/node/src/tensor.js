@@ -1,6 +1,9 @@
 'use strict';
 // cookline.v1.Tensor <-> JavaScript typed arrays. A Tensor's `content` holds raw
 // little-endian, C-order values, so float32 data maps straight onto a Float32Array.
+// grpc-js hands back `content` as a Buffer that is a slice of the message, whose
+// byteOffset need not be a multiple of 4: a Float32Array over it would throw, so
+// toFloat32Array copies once to align it (a view only when already aligned).
 
 const os = require('node:os');
 
@@ -45,9 +48,44 @@ function toRows(tensor) {
   return Array.from({ length: rows }, (_, i) => values.subarray(i * columns, (i + 1) * columns));
 }
 
+/** One raw value of a string input as bytes: a Buffer/Uint8Array as is (image files), text as UTF-8. */
+function toBytes(value) {
+  if (Buffer.isBuffer(value)) return value;
+  if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+  return Buffer.from(String(value), 'utf8');
+}
+
+/**
+ * A DATA_TYPE_STRING Tensor from raw values: [v, ...] gives shape [rows] (texts, image
+ * files), [[v, ...], ...] gives [rows, columns] (category columns).
+ */
+function stringTensor(values) {
+  const nested = values.length > 0 && Array.isArray(values[0]);
+  const columns = nested ? values[0].length : 0;
+  const flat = nested ? values.flatMap((row, i) => {
+    if (row.length !== columns) throw new RangeError(`row ${i} has ${row.length} values, expected ${columns}`);
+    return row;
+  }) : values;
+  return { dtype: 'DATA_TYPE_STRING', shape: nested ? [values.length, columns] : [values.length],
+    string_values: flat.map(toBytes) };
+}
+
+function isRawValue(value) {
+  return typeof value === 'string' || value instanceof Uint8Array;
+}
+
+/**
+ * The Tensor of one named input from its raw values: rows of numbers -> float32 [rows, d];
+ * strings or Buffers ([rows] or [rows, columns]) -> DATA_TYPE_STRING.
+ */
+function inputTensor(values) {
+  const first = values.length && Array.isArray(values[0]) ? values[0][0] : values[0];
+  return isRawValue(first) ? stringTensor(values) : float32Matrix(values);
+}
+
 /** The values of a DATA_TYPE_STRING tensor as JavaScript strings (UTF-8). */
 function toStrings(tensor) {
   return tensor.string_values.map((b) => Buffer.from(b).toString('utf8'));
 }
 
-module.exports = { float32Matrix, toFloat32Array, toRows, toStrings };
+module.exports = { float32Matrix, stringTensor, inputTensor, toFloat32Array, toRows, toStrings };

@@ -156,52 +156,138 @@ def cmd_run(args) -> int:
     return 0 if final.state == gateway_pb2.RUN_STATE_SUCCEEDED else 1
 
 
-def _read_rows(path: str, columns: list[str]) -> list[list[float]]:
-    """The model's feature columns of a CSV with a header (other columns are ignored)."""
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
+_KIND_NAMES = {1: "numeric", 2: "category", 3: "text", 4: "image"}  # serve_pb2.InputKind
+
+
+def _kind(spec) -> str:
+    return _KIND_NAMES.get(spec.kind, "numeric")  # a model published before raw inputs: numeric
+
+
+def _read_csv(path: str, meta) -> dict:
+    """The model's raw inputs from a CSV with a header (other columns are ignored):
+    numbers as floats (an empty cell is a missing value), category and text columns as strings."""
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = [h.strip() for h in next(reader, [])]
+        lines = [(n, row) for n, row in enumerate(reader, start=2) if row]
+    wanted = {}
+    for name, spec in meta.inputs.items():
+        if _kind(spec) == "image":
+            raise ValueError(f"model {meta.model.name!r} takes images (input {name!r}): use --image FILE...")
+        columns = list(spec.columns) or (list(meta.feature_columns) if name == "features" else [])
+        if not columns:
+            raise ValueError(f"model {meta.model.name!r}: input {name!r} names no CSV columns; use --text")
         missing = [c for c in columns if c not in header]
         if missing:
             raise ValueError(f"{path}: columns {', '.join(missing)} missing (the model takes {', '.join(columns)})")
-        index = [header.index(c) for c in columns]
-        rows = []
-        for line_no, row in enumerate(reader, start=2):
-            if not row:
-                continue
+        wanted[name] = (spec, columns, [header.index(c) for c in columns])
+    inputs = {}
+    for name, (spec, columns, index) in wanted.items():
+        values = []
+        for line_no, row in lines:
             try:
-                rows.append([float(row[i]) for i in index])
-            except (ValueError, IndexError):
-                raise ValueError(f"{path} line {line_no}: a feature value is missing or not a number") from None
-        return rows
+                cells = [row[i] for i in index]
+            except IndexError:
+                raise ValueError(f"{path} line {line_no}: expected {len(header)} columns, got {len(row)}") from None
+            row_values: list = cells
+            if _kind(spec) == "numeric":
+                try:
+                    row_values = [float(c) if c.strip() else float("nan") for c in cells]
+                except ValueError:
+                    bad = next(c for c in cells if c.strip() and not _is_number(c))
+                    raise ValueError(
+                        f"{path} line {line_no}, column {columns[cells.index(bad)]!r}: {bad!r} is not a number"
+                    ) from None
+            values.append(row_values[0] if len(spec.shape) == 1 else row_values)
+        inputs[name] = values
+    return inputs
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _only_input(meta, kind: str, flag: str) -> str:
+    """The name of the model's one input of `kind` (its only input)."""
+    names = [n for n, spec in meta.inputs.items() if _kind(spec) == kind]
+    if len(names) != 1 or len(meta.inputs) != 1:
+        takes = ", ".join(f"{n} ({_kind(s)})" for n, s in meta.inputs.items())
+        raise ValueError(f"{flag}: model {meta.model.name!r} takes {takes}; use --input rows.csv")
+    return names[0]
+
+
+def _image_files(paths: list[str]) -> list[str]:
+    """Files as given; a folder gives its image files (by suffix), sorted."""
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(os.path.join(d, f) for d, _, names in os.walk(path) for f in names
+                           if f.lower().endswith(IMAGE_SUFFIXES))
+            if not found:
+                raise ValueError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+            files += found
+        else:
+            files.append(path)
+    return files
+
+
+def _read_images(files: list[str]) -> list[bytes]:
+    images = []
+    for path in files:
+        with open(path, "rb") as f:
+            images.append(f.read())
+    return images
 
 
 def cmd_predict(args) -> int:
+    given = [flag for flag, value in (("--input", args.input), ("--image", args.image), ("--text", args.text)) if value]
+    if len(given) != 1:
+        console.print("[red]error[/red] give one of --input rows.csv, --image FILE... or --text \"a sentence\"...")
+        return 2
+    sources: list[str] = []
     with Client(serve=args.serve) as client:
         try:
             meta = client.model_metadata(args.model, args.version)
-            rows = _read_rows(args.input, list(meta.feature_columns))
+            if args.image:
+                files = _image_files(args.image)
+                inputs, sources = {_only_input(meta, "image", "--image"): _read_images(files)}, files
+            elif args.text:
+                inputs, sources = {_only_input(meta, "text", "--text"): list(args.text)}, list(args.text)
+            else:
+                inputs = _read_csv(args.input, meta)
+            count = len(next(iter(inputs.values()))) if inputs else 0
             if args.stream:
                 results = []
-                for cid, result, error in client.predict_stream(args.model, rows, args.version):
+                for cid, result, error in client.predict_stream(args.model, inputs, args.version):
                     results.append(result if error is None else {"error": error.message, "row": int(cid)})
             else:
-                results = client.predict(args.model, rows, args.version) if rows else []
+                results = client.predict(args.model, inputs, args.version) if count else []
         except grpc.RpcError as exc:
             return _fail(exc)
         except (OSError, ValueError) as exc:
             console.print(f"[red]error[/red] {escape(str(exc))}")
             return 2
-    for result in results:
+    for i, result in enumerate(results):
+        source = sources[i] if sources else None
         if args.output == "json":
-            print(json.dumps(result))
-        elif "error" in result:
-            print(f"row {result['row']}: error: {result['error']}")
+            print(json.dumps(result if source is None else {"input": source, **result}))
+            continue
+        if source is None:
+            tail = ""
+        else:  # a file path whole; a sentence cut to one short line
+            tail = f"  {source}" if args.image else "  " + (source if len(source) <= 60 else source[:57] + "...")
+        if "error" in result:
+            print(f"row {result['row']}: error: {result['error']}{tail}")
         elif "value" in result:  # a regressor
-            print(f"{result['value']:.6g}")
+            print(f"{result['value']:.6g}{tail}")
         else:
             best = result["scores"][result["label"]]
-            print(f"{result['label']:20} {best:.3f}")
+            print(f"{result['label']:20} {best:.3f}{tail}")
     return 1 if any("error" in r for r in results) else 0
 
 
@@ -250,9 +336,12 @@ def main(argv=None) -> int:
                           help="json: print the checked pipeline, defaults filled in, as one JSON object")
     validate.set_defaults(func=cmd_validate)
 
-    predict = sub.add_parser("predict", help="predict the rows of a CSV with a served model")
+    predict = sub.add_parser("predict", help="predict with a served model: rows of a CSV, image files or sentences")
     predict.add_argument("model", help="model name (the pipeline's name)")
-    predict.add_argument("--input", required=True, help="CSV with a header and the model's feature columns")
+    predict.add_argument("--input", help="CSV with a header and the model's columns (numbers, categories, text)")
+    predict.add_argument("--image", nargs="+", metavar="FILE",
+                         help="image files (PNG, JPEG, GIF, BMP) or folders of them")
+    predict.add_argument("--text", nargs="+", metavar="TEXT", help="sentences, one prediction each")
     predict.add_argument("--version", type=int, default=0, help="model version (default: the deployed one)")
     predict.add_argument("--stream", action="store_true", help="use the bidirectional PredictStream RPC")
     predict.add_argument("--output", choices=["text", "json"], default="text",

@@ -5,11 +5,13 @@
     run = client.submit(open("iris.yaml").read(), base_dir=".")
     for event in client.watch(run.run_id): ...
     client.predict("iris", [[5.1, 3.5, 1.4, 0.2]])   # -> [{"label": "setosa", "scores": {...}}]
+    client.predict("reviews", {"text": ["a great film"]})           # raw inputs by name
+    client.predict("digits", {"image": [open("7.png", "rb").read()]})
 """
 from __future__ import annotations
 
 import os
-from typing import Iterable, Iterator, Mapping
+from typing import Iterator, Mapping
 
 import grpc
 import numpy as np
@@ -30,6 +32,30 @@ def rows_from_response(response: serve_pb2.PredictResponse) -> list[dict]:
     names = list(response.class_names)
     return [{"label": label.decode(), "scores": {n: float(p) for n, p in zip(names, row)}}
             for label, row in zip(labels, scores)]
+
+
+def raw_array(values) -> np.ndarray:
+    """Values of one input as the array cookline sends: str/bytes (text, categories,
+    encoded images) as an object array of bytes, numbers as float32.
+
+    Bytes go in an object array, never numpy's fixed-width "S" dtype, which drops
+    trailing NUL bytes (an image file may end in them)."""
+    if isinstance(values, np.ndarray) and values.dtype.kind not in "OSU":
+        return values.astype(np.float32, copy=False)
+    array = np.asarray(values, dtype=object)
+    flat = array.reshape(-1)
+    if flat.size and not isinstance(flat[0], (str, bytes, bytearray)):
+        return np.asarray(values, dtype=np.float32)
+    out = np.empty(array.shape, dtype=object)
+    out.reshape(-1)[:] = [bytes(v) if isinstance(v, (bytes, bytearray)) else str(v).encode() for v in flat]
+    return out
+
+
+def _inputs(inputs) -> dict[str, np.ndarray]:
+    """{name: array}: a mapping of raw values by input name, or bare rows of numbers ("features")."""
+    if isinstance(inputs, Mapping):
+        return {name: raw_array(values) for name, values in inputs.items()}
+    return {"features": raw_array(inputs)}
 
 
 class Client:
@@ -117,23 +143,34 @@ class Client:
             model=model_pb2.ModelRef(name=model, version=version)), timeout=120).metadata
 
     @staticmethod
-    def _request(model: str, features, version: int) -> serve_pb2.PredictRequest:
+    def _request(model: str, arrays: dict[str, np.ndarray], version: int) -> serve_pb2.PredictRequest:
         request = serve_pb2.PredictRequest(model=model_pb2.ModelRef(name=model, version=version))
-        tensors.from_numpy(np.asarray(features, dtype=np.float32), out=request.inputs["features"])
+        for name, array in arrays.items():
+            tensors.from_numpy(array, out=request.inputs[name])
         return request
 
-    def predict(self, model: str, features, version: int = 0) -> list[dict]:
-        """Predicts rows of raw feature values ([rows, features]) with one unary call."""
-        return rows_from_response(self.serve.Predict(self._request(model, features, version), timeout=120))
+    def predict(self, model: str, inputs, version: int = 0) -> list[dict]:
+        """Predicts rows with one unary call. `inputs` is a mapping of the model's raw inputs
+        by name, e.g. {"text": ["a sentence", ...]}, {"image": [png_bytes, ...]},
+        {"features": [[5.1, 3.5], ...], "categorical": [["red", "small"], ...]} (see
+        model_metadata(model).inputs), or bare rows of numbers for "features"."""
+        return rows_from_response(self.serve.Predict(self._request(model, _inputs(inputs), version), timeout=120))
 
-    def predict_stream(self, model: str, rows: Iterable, version: int = 0
+    def predict_stream(self, model: str, rows, version: int = 0
                        ) -> Iterator[tuple[str, dict | None, serve_pb2.PredictError | None]]:
         """Streams one PredictStream message per row; yields (correlation_id, row result, None)
-        or (correlation_id, None, error) per row, in order. A bad row does not end the stream."""
+        or (correlation_id, None, error) per row, in order. A bad row does not end the stream.
+        `rows`: rows of numbers ("features"), or a mapping of inputs as predict() takes."""
         def requests():
+            if isinstance(rows, Mapping):
+                arrays = _inputs(rows)
+                for i in range(len(next(iter(arrays.values())))):
+                    yield serve_pb2.PredictStreamRequest(correlation_id=str(i), request=self._request(
+                        model, {name: array[i:i + 1] for name, array in arrays.items()}, version))
+                return
             for i, row in enumerate(rows):
                 yield serve_pb2.PredictStreamRequest(correlation_id=str(i),
-                                                     request=self._request(model, [row], version))
+                                                     request=self._request(model, _inputs([row]), version))
         for response in self.serve.PredictStream(requests()):
             if response.HasField("error"):
                 yield response.correlation_id, None, response.error

@@ -155,6 +155,32 @@ def max_concurrent_rpcs(env: Mapping[str, str] | None = None) -> int:
     return value
 
 
+# Serve's image input limits: the largest encoded file (bytes) and decoded size (pixels).
+DEFAULT_SERVE_MAX_IMAGE_BYTES = 8 << 20
+DEFAULT_SERVE_MAX_IMAGE_PIXELS = 40_000_000
+
+
+def _positive_int(env: Mapping[str, str] | None, name: str, default: int) -> int:
+    raw = _env(env).get(name, "").strip()
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1")
+    return value
+
+
+def serve_max_image_bytes(env: Mapping[str, str] | None = None) -> int:
+    """Largest encoded image serve accepts in an image input (COOKLINE_SERVE_MAX_IMAGE_BYTES, 8 MiB)."""
+    return _positive_int(env, "COOKLINE_SERVE_MAX_IMAGE_BYTES", DEFAULT_SERVE_MAX_IMAGE_BYTES)
+
+
+def serve_max_image_pixels(env: Mapping[str, str] | None = None) -> int:
+    """Largest image serve decodes, width x height (COOKLINE_SERVE_MAX_IMAGE_PIXELS, 40 million)."""
+    return _positive_int(env, "COOKLINE_SERVE_MAX_IMAGE_PIXELS", DEFAULT_SERVE_MAX_IMAGE_PIXELS)
+
+
 def _read_file(env: Mapping[str, str], name: str) -> bytes | None:
     path = (env.get(name) or "").strip()
     if not path:
