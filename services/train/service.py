@@ -174,8 +174,13 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         context.add_callback(cancelled.set)
         warm_key = None
         if spec.workers > 1:  # a distributed run: the workers fit (each in a fresh process), this one publishes
-            model, last_metrics = yield from distributed.fit(request, spec, fitted_ops, source, rows, len(class_names),
-                                                             _vocabulary_size(fitted_ops), class_weight, cancelled)
+            try:  # worker 0 writes the checkpoints
+                model, last_metrics = yield from distributed.fit(request, spec, fitted_ops, source, rows,
+                                                                 len(class_names), _vocabulary_size(fitted_ops),
+                                                                 class_weight, cancelled)
+            finally:
+                if checkpoints:
+                    checkpoints.close()
         else:
             train_data = self._feed(dataset, split, data_pb2.SUBSET_TRAIN, fitted_ops, spec.batch_size,
                                     source, cancelled, first_epoch, train_rows)
