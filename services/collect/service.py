@@ -236,26 +236,28 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
         prefix = layout.dataset_prefix(manifest["ref"]["name"], manifest["ref"]["version"])
         predefined = manifest.get("predefined_split", False)
         keep_all = subset_kind == data_pb2.SUBSET_UNSPECIFIED
-        assignment = None
-        if not keep_all and not predefined:
-            assignment = splits.assignment(manifest["num_rows"], split)
+        # the subset of every row, unless the shards say it (predefined) or every row is kept
+        assignment = splits.assignment(manifest["num_rows"], split) if not keep_all and not predefined else None
         # Shards holding none of [lo, hi) are not fetched, when their subset rows are known up front.
-        shards, start, seen = [], 0, 0
+        shards: list[tuple[dict, int, int | None]] = []
+        start, seen = 0, 0
         for shard in manifest["shards"]:
             if keep_all or assignment is not None:
-                n = shard["rows"] if keep_all else int((assignment[start:start + shard["rows"]] == subset_kind).sum())
+                n = shard["rows"] if assignment is None else \
+                    int((assignment[start:start + shard["rows"]] == subset_kind).sum())
                 if seen < hi and seen + n > lo:
                     shards.append((shard, start, seen))
                 seen += n
             else:
                 shards.append((shard, start, None))
             start += shard["rows"]
-        seen = shards[0][2] if shards and shards[0][2] is not None else 0
-        for (shard, start, _), (_, buffer) in zip(shards, self._shards(prefix, [s for s, _, _ in shards]), strict=True):
+        seen = (shards[0][2] or 0) if shards else 0
+        fetched = self._shards(prefix, [s for s, _, _ in shards])
+        for (shard, start, _), (_, buffer) in zip(shards, fetched, strict=True):
             arrays = read_shard(buffer)  # views into the shard's bytes (or memory map): no copy
             kinds = arrays.pop("subset", None)
             if not keep_all:
-                keep = (kinds if predefined else assignment[start:start + shard["rows"]]) == subset_kind
+                keep = (kinds if assignment is None else assignment[start:start + shard["rows"]]) == subset_kind
                 if not keep.all():
                     arrays = {k: v[keep] for k, v in arrays.items()}
             n = len(arrays["label"])

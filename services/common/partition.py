@@ -63,7 +63,9 @@ def plan(rows: int | None, partition, batch_size: int) -> Iterable[int]:
     index, count = check(partition)
     if count == 1:
         return itertools.repeat(batch_size)
-    return batch_sizes(int(rows), index, count, batch_size)
+    if rows is None:
+        raise ValueError("a partitioned stream needs the subset's row count")
+    return batch_sizes(rows, index, count, batch_size)
 
 
 def _rows(batch: Batch) -> int:

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from typing import Iterator
+from typing import Iterator, cast
 
 import grpc
 
@@ -168,8 +168,10 @@ class WorkerProcess:
             stdin=subprocess.PIPE, env=env, pass_fds=(write,))
         os.close(write)
         self.pipe = os.fdopen(read, "rb")
-        self.process.stdin.write(job.SerializeToString())
-        self.process.stdin.close()
+        stdin = self.process.stdin
+        assert stdin is not None  # stdin=PIPE
+        stdin.write(job.SerializeToString())
+        stdin.close()
 
     def events(self) -> Iterator[train_pb2.TrainResponse]:
         """The worker's progress until it ends; Fail when it reports an error or dies."""
@@ -185,8 +187,8 @@ class WorkerProcess:
                 elif kind == b"W":
                     self.process.wait()
                     return
-            code = self.process.wait()
-            raise Fail(grpc.StatusCode.UNAVAILABLE, f"the worker process ended (exit status {code}) before "
+            status = self.process.wait()
+            raise Fail(grpc.StatusCode.UNAVAILABLE, f"the worker process ended (exit status {status}) before "
                                                     f"its fit did")
         finally:
             self.pipe.close()
@@ -262,7 +264,8 @@ def _work(job: train_pb2.TrainWorkerRequest, frames: _Frames, weights_path: str)
                              int(job.vocabulary_size))
     keras_fix.build_from_spec(model, element_spec)
     checkpoints = Checkpoints(store_from_env(), request.run_id) if request.run_id and index == 0 else None
-    progress = _Progress(frames, spec, int(job.train_rows), never, checkpoints, 0)
+    # _Progress puts its messages on a queue; here they go straight down the pipe to the train service
+    progress = _Progress(cast(queue.Queue, frames), spec, int(job.train_rows), never, checkpoints, 0)
     try:
         model.fit(train_set, steps_per_epoch=train_data.steps(), epochs=int(spec.epochs),
                   validation_data=val_set, validation_steps=val_data.steps() if val_data else None,

@@ -80,6 +80,8 @@ class EpochFeed:
         self.sizes: list[int] | None = None  # the batch sizes of a part's epoch (None: batch_size each)
         index, count = partition.check(request.partition)
         if count > 1:
+            if rows is None:
+                raise ValueError("a partitioned feed needs the subset's row count (rows)")
             self.sizes = partition.batch_sizes(rows, index, count, batch_size)
             self.rows = sum(self.sizes)
             self.random_ops = ops_lib.for_partition(self.random_ops, index)  # as process seeds them
@@ -291,5 +293,5 @@ class EpochFeed:
 
     def _planned(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """One epoch of a part's batches, in its planned sizes."""
-        for batch in partition.cut(({"x": x, "y": y} for x, y in self.chunks()), self.sizes):
+        for batch in partition.cut(({"x": x, "y": y} for x, y in self.chunks()), self.sizes or []):
             yield batch["x"], batch["y"]
