@@ -15,7 +15,7 @@ def test_blocks_cover_every_row_once_and_every_part_has_the_same_batch_count(row
         return
     blocks = [partition.bounds(rows, k, count) for k in range(count)]
     assert blocks[0][0] == 0 and blocks[-1][1] == rows
-    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))  # contiguous, disjoint
+    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:], strict=False))  # contiguous, disjoint
     assert max(hi - lo for lo, hi in blocks) - min(hi - lo for lo, hi in blocks) <= 1
     plans = [partition.batch_sizes(rows, k, count, batch_size) for k in range(count)]
     assert len({len(p) for p in plans}) == 1 == len({partition.steps(rows, count, batch_size)} | {len(plans[0])})
