@@ -43,9 +43,12 @@ $(TRITON_VENV)/.installed: tests/support/tritonclient-requirements.txt
 
 # Start the stack on the embedded local store, run examples/iris.yaml end to
 # end, stream a few predictions, stop the stack.
+# The services' own logs go to $(RUN_LOGS)/<service>.log (printed), so the terminal shows the run.
+RUN_LOGS := .cache/run-logs
 run: install
-	@set -e; $(BIN)/cookline up & UP=$$!; trap 'kill $$UP 2>/dev/null; wait $$UP' EXIT; \
-	$(BIN)/cookline health --wait 120; \
+	@set -e; mkdir -p $(RUN_LOGS); $(BIN)/cookline up --log-dir $(RUN_LOGS) & UP=$$!; \
+	trap 'kill $$UP 2>/dev/null; wait $$UP' EXIT; \
+	$(BIN)/cookline health --wait 120 >/dev/null 2>&1 || { echo "the services did not start: see $(RUN_LOGS)/<service>.log"; exit 1; }; \
 	$(BIN)/cookline run examples/iris.yaml; \
 	awk 'NR == 1 || NR % 30 == 2' examples/data/iris.csv > $(VENV)/iris-sample.csv; \
 	$(BIN)/cookline predict iris --input $(VENV)/iris-sample.csv --stream

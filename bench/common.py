@@ -34,7 +34,9 @@ def data_plane(store_dir: str, extra_env: dict | None = None) -> tuple[Stack, di
     """collect and process on the local store in store_dir, started and healthy."""
     collect, process = free_ports(2)
     env = dict(os.environ, COOKLINE_DATA_DIR=store_dir, COOKLINE_COLLECT_ADDR=f"127.0.0.1:{collect}",
-               COOKLINE_PROCESS_ADDR=f"127.0.0.1:{process}", COOKLINE_LOG_LEVEL="WARNING")
+               COOKLINE_PROCESS_ADDR=f"127.0.0.1:{process}", COOKLINE_LOG_LEVEL="WARNING",
+               # generated sources sit beside the store
+               COOKLINE_SOURCE_ROOTS=os.path.dirname(os.path.abspath(store_dir)))
     env.pop("MINIO_ENDPOINT", None)
     env.update(extra_env or {})
     stack = Stack(env, log_dir=os.path.join(store_dir, "logs"))

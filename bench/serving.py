@@ -118,7 +118,7 @@ def make_model(workdir: str) -> tuple[str, str]:
     """Trains the iris MLP in process, exports it, publishes it as iris version 1 in a
     local store and marks it deployed. Returns (SavedModel dir, store root)."""
     import keras
-    from cookline.v1 import pipeline_pb2
+    from cookline.v1 import data_pb2, pipeline_pb2, tensor_pb2
     from services.common import layout
     from services.common.store import LocalStore
     from services.train import models
@@ -132,15 +132,17 @@ def make_model(workdir: str) -> tuple[str, str]:
     keras.utils.set_random_seed(7)
     net.fit(data, labels, epochs=30, batch_size=16, verbose=0)
     saved = os.path.join(workdir, "saved_model")
-    models.export(net, [], 4, saved)
+    columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    fields = {"features": data_pb2.FieldSchema(name="features", dtype=tensor_pb2.DATA_TYPE_FLOAT32, shape=[4],
+                                               columns=columns)}
+    inputs = models.export(net, [], fields, "features", classes, saved)
 
     root = os.path.join(workdir, "store")
     store = LocalStore(os.path.join(root, "cookline"))
     files = {os.path.relpath(os.path.join(d, f), saved): os.path.join(d, f)
              for d, _, fs in os.walk(saved) for f in fs}
-    meta = {"name": "iris", "version": 1, "class_names": classes,
-            "feature_columns": ["sepal_length", "sepal_width", "petal_length", "petal_width"],
-            "inputs": {"features": {"dtype": "float32", "shape": [-1, 4]}}, "created_at": layout.now()}
+    meta = {"name": "iris", "version": 1, "class_names": classes, "feature_columns": columns,
+            "inputs": inputs, "created_at": layout.now()}
     store.publish(layout.model_prefix("iris", 1), files, layout.MODEL_METADATA, json.dumps(meta).encode())
     layout.write_deployed(store, "iris", {"policy": "latest", "version": 1, "alias": "",
                                           "batching": {"max_batch_size": MAX_BATCH, "max_queue_delay_ms": 0}})

@@ -69,7 +69,8 @@ def spec(args) -> pipeline_pb2.PipelineSpec:
 
 def stack_env(work: str) -> dict[str, str]:
     """The services' environment: the embedded store in `work`, free local ports."""
-    env = dict(os.environ, COOKLINE_DATA_DIR=os.path.join(work, "store"), TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, COOKLINE_DATA_DIR=os.path.join(work, "store"), TF_CPP_MIN_LOG_LEVEL="2",
+               COOKLINE_SOURCE_ROOTS=work)  # the generated CSV is a source
     env.pop("MINIO_ENDPOINT", None)
     for service, port in zip(config.SERVICES, free_ports(5, set())):
         env[f"COOKLINE_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"

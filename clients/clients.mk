@@ -2,18 +2,25 @@
 # Go binaries go into .cache/go-bin (gitignored) and are reused when present.
 GO         ?= go
 GO_BIN     := $(CURDIR)/.cache/go-bin
-GO_TOOLS   := protoc-gen-go protoc-gen-go-grpc grpcurl kubeconform kustomize buf
+GO_TOOLS   := protoc-gen-go protoc-gen-go-grpc grpcurl ghz kubeconform kustomize buf
 # Pinned versions of the `go install`ed tools.
 GO_TOOL_protoc-gen-go      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 GO_TOOL_protoc-gen-go-grpc := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 GO_TOOL_grpcurl            := github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
+# ghz, the gRPC load tester: its test drives serve and the gateway through reflection.
+GO_TOOL_ghz                := github.com/bojand/ghz/cmd/ghz@v0.121.0
 GO_TOOL_kubeconform        := github.com/yannh/kubeconform/cmd/kubeconform@v0.8.0
 GO_TOOL_kustomize          := sigs.k8s.io/kustomize/kustomize/v5@v5.8.2
 GO_TOOL_buf                := github.com/bufbuild/buf/cmd/buf@v1.61.0
 GO_GEN     := clients/go/gen/cooklinev1
-# Map each proto file to the Go package of the generated code (the protos carry no go_package).
+# The vendored standard health service, generated for Go beside cookline.v1 (Node.js loads it at
+# run time; Python uses grpcio-health-checking's stubs of the same file).
+HEALTH_PROTO := protos/grpc/health/v1/health.proto
+# Map each proto file to the Go package of the generated code (the cookline protos carry no go_package).
 GO_MOPTS   := $(foreach p,$(PROTOS),--go_opt=M$(p:protos/%=%)=cookline/client/gen/cooklinev1 \
-                --go-grpc_opt=M$(p:protos/%=%)=cookline/client/gen/cooklinev1)
+                --go-grpc_opt=M$(p:protos/%=%)=cookline/client/gen/cooklinev1) \
+              --go_opt=M$(HEALTH_PROTO:protos/%=%)=cookline/client/gen/healthv1 \
+              --go-grpc_opt=M$(HEALTH_PROTO:protos/%=%)=cookline/client/gen/healthv1
 K8S_VERSION := 1.33.0
 K8S_SCHEMAS := .cache/k8s-schemas/v$(K8S_VERSION)-local-strict
 
@@ -35,12 +42,12 @@ clients/node/node_modules/.installed: clients/node/package.json clients/node/pac
 
 # Go stubs generated from protos/ (gitignored; never edited by hand).
 go-gen: $(GO_GEN)/.generated
-$(GO_GEN)/.generated: $(PROTOS) $(VENV)/.installed $(GO_BIN)/protoc-gen-go $(GO_BIN)/protoc-gen-go-grpc
-	rm -rf $(GO_GEN) && mkdir -p $(GO_GEN)
+$(GO_GEN)/.generated: $(PROTOS) $(HEALTH_PROTO) $(VENV)/.installed $(GO_BIN)/protoc-gen-go $(GO_BIN)/protoc-gen-go-grpc
+	rm -rf $(GO_GEN) clients/go/gen/healthv1 && mkdir -p $(GO_GEN)
 	$(BIN)/python -m grpc_tools.protoc -Iprotos \
 	  --plugin=protoc-gen-go=$(GO_BIN)/protoc-gen-go --plugin=protoc-gen-go-grpc=$(GO_BIN)/protoc-gen-go-grpc \
 	  --go_out=clients/go/gen --go_opt=module=cookline/client/gen \
-	  --go-grpc_out=clients/go/gen --go-grpc_opt=module=cookline/client/gen $(GO_MOPTS) $(PROTOS)
+	  --go-grpc_out=clients/go/gen --go-grpc_opt=module=cookline/client/gen $(GO_MOPTS) $(PROTOS) $(HEALTH_PROTO)
 	touch $@
 
 # Kubernetes JSON schemas for kubeconform, from the kubernetes-validate wheel (PyPI, the

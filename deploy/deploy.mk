@@ -15,8 +15,9 @@ S3_IMAGE        := localhost/cookline-s3-seaweedfs:4.48-$(CHECKOUT_TAG)
 HOST_CA         := /etc/ssl/certs/ca-certificates.crt
 BUILD_FLAGS     := --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg PIP_CERT=/run/host-ca.crt \
                    --volume $(HOST_CA):/run/host-ca.crt:ro
-COMPOSE         := $(BIN)/podman-compose -f deploy/docker-compose.yml -p $(COMPOSE_PROJECT)
+# Set before COMPOSE, which is expanded at once (`:=`): an empty name made `-p  up -d` fail.
 COMPOSE_PROJECT ?= cookline
+COMPOSE         := $(BIN)/podman-compose -f deploy/docker-compose.yml -p $(COMPOSE_PROJECT)
 
 .PHONY: deploy-tools base-image images compose-up compose-down
 

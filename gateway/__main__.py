@@ -1,8 +1,8 @@
-"""python -m gateway: the gateway (PipelineService, RegistryService, and the prediction proxy to serve)."""
+"""python -m gateway: the gateway (PipelineService, RegistryService, and the proxies to serve and collect)."""
 import threading
 
 from cookline.v1 import gateway_pb2, gateway_pb2_grpc, registry_pb2, registry_pb2_grpc
-from gateway.proxy import SERVICE as SERVE_SERVICE, ServeProxy
+from gateway.proxy import SERVICE as SERVE_SERVICE, CollectProxy, ServeProxy
 from gateway.registry import RegistryServicer
 from gateway.runs import RunStore
 from gateway.service import PipelineServicer
@@ -17,9 +17,10 @@ def register(server):
     # runs a previous gateway left unfinished carry on (in the background: start-up does not wait)
     threading.Thread(target=pipelines.recover, name="recover-runs", daemon=True).start()
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(store), server)
-    server.add_generic_rpc_handlers((ServeProxy().handler(),))
+    server.add_generic_rpc_handlers((ServeProxy().handler(), CollectProxy().handler()))
     return [gateway_pb2.DESCRIPTOR.services_by_name["PipelineService"].full_name,
-            registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name, SERVE_SERVICE]
+            registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name, SERVE_SERVICE,
+            CollectProxy.service]
 
 
 if __name__ == "__main__":

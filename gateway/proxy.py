@@ -1,6 +1,7 @@
-"""The gateway's prediction proxy: cookline.v1.ServeService's Predict,
-PredictStream and GetModelMetadata forwarded to serve, so a client needs only
-the gateway's address.
+"""The gateway's proxies: cookline.v1.ServeService's Predict, PredictStream and
+GetModelMetadata forwarded to serve, and CollectService's UploadDataset,
+GetDataset and ListDatasets forwarded to collect, so a client needs only the
+gateway's address.
 
 Messages are forwarded as raw bytes (never parsed), so the proxy costs one
 extra hop and no (de)serialisation. The caller's deadline is passed on,
@@ -14,7 +15,7 @@ from __future__ import annotations
 import grpc
 
 from cookline import channels
-from cookline.v1 import serve_pb2
+from cookline.v1 import collect_pb2, serve_pb2
 from services.common.errors import remaining
 
 SERVICE = serve_pb2.DESCRIPTOR.services_by_name["ServeService"].full_name
@@ -29,11 +30,17 @@ def _forward_error(exc: grpc.RpcError, context: grpc.ServicerContext):
 class ServeProxy:
     """Builds the generic handler that forwards to serve's channel."""
 
+    service = SERVICE
+    peer = "serve"
+    unary = UNARY
+    stream = STREAM
+    client_stream: tuple[str, ...] = ()
+
     def __init__(self, channel: grpc.Channel | None = None):
-        self.channel = channel or channels.channel("serve")
+        self.channel = channel or channels.channel(self.peer)
 
     def _unary(self, method: str):
-        call = self.channel.unary_unary(f"/{SERVICE}/{method}")  # bytes in, bytes out
+        call = self.channel.unary_unary(f"/{self.service}/{method}")  # bytes in, bytes out
 
         def handle(request: bytes, context):
             try:
@@ -43,7 +50,7 @@ class ServeProxy:
         return grpc.unary_unary_rpc_method_handler(handle)
 
     def _stream(self, method: str):
-        call = self.channel.stream_stream(f"/{SERVICE}/{method}")
+        call = self.channel.stream_stream(f"/{self.service}/{method}")
 
         def handle(request_iterator, context):
             upstream = call(request_iterator, timeout=remaining(context), metadata=_metadata(context))
@@ -55,9 +62,34 @@ class ServeProxy:
                     _forward_error(exc, context)
         return grpc.stream_stream_rpc_method_handler(handle)
 
+    def _client_stream(self, method: str):
+        call = self.channel.stream_unary(f"/{self.service}/{method}")
+
+        def handle(request_iterator, context):
+            upstream = call.future(request_iterator, timeout=remaining(context), metadata=_metadata(context))
+            context.add_callback(upstream.cancel)  # a caller that breaks off: nothing is published
+            try:
+                return upstream.result()
+            except grpc.RpcError as exc:
+                _forward_error(exc, context)
+        return grpc.stream_unary_rpc_method_handler(handle)
+
     def handler(self) -> grpc.GenericRpcHandler:
-        methods = {m: self._unary(m) for m in UNARY} | {m: self._stream(m) for m in STREAM}
-        return grpc.method_handlers_generic_handler(SERVICE, methods)
+        methods = ({m: self._unary(m) for m in self.unary} | {m: self._stream(m) for m in self.stream}
+                   | {m: self._client_stream(m) for m in self.client_stream})
+        return grpc.method_handlers_generic_handler(self.service, methods)
+
+
+class CollectProxy(ServeProxy):
+    """The dataset catalog and uploads (CollectService's GetDataset, ListDatasets, UploadDataset)
+    forwarded to collect, so a client on another machine uploads through the gateway's address.
+    Ingest and ReadDataset (the data plane) stay service to service: UNIMPLEMENTED here."""
+
+    service = collect_pb2.DESCRIPTOR.services_by_name["CollectService"].full_name
+    peer = "collect"
+    unary = ("GetDataset", "ListDatasets")
+    stream = ()
+    client_stream = ("UploadDataset",)
 
 
 def _metadata(context: grpc.ServicerContext):

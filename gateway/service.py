@@ -9,12 +9,13 @@ import threading
 import grpc
 
 from cookline import channels, config
-from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, gateway_pb2, gateway_pb2_grpc, model_pb2, serve_pb2,
-                         serve_pb2_grpc, train_pb2, train_pb2_grpc)
 from cookline import spec as pipeline_spec
+from cookline.spec import roots as source_roots
+from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, gateway_pb2, gateway_pb2_grpc, model_pb2,
+                         pipeline_pb2, serve_pb2, serve_pb2_grpc, train_pb2, train_pb2_grpc)
 from gateway.runs import RunStore
 from services.common import layout
-from services.common.errors import invalid, rpc, status_of
+from services.common.errors import invalid, not_found, rpc, status_of
 
 log = logging.getLogger("cookline.gateway")
 
@@ -78,9 +79,25 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
 
     @rpc
     def SubmitRun(self, request: gateway_pb2.SubmitRunRequest, context) -> gateway_pb2.SubmitRunResponse:
-        if len(request.pipeline.encode()) > MAX_PIPELINE_BYTES:
-            raise invalid(f"pipeline: {len(request.pipeline)} bytes, at most {MAX_PIPELINE_BYTES}")
-        spec = pipeline_spec.parse(request.pipeline, request.base_dir)
+        form = request.WhichOneof("form")
+        roots = config.source_roots()
+        if form == "spec":
+            if request.spec.ByteSize() > MAX_PIPELINE_BYTES:
+                raise invalid(f"spec: {request.spec.ByteSize()} bytes, at most {MAX_PIPELINE_BYTES}")
+            spec = pipeline_pb2.PipelineSpec()
+            spec.CopyFrom(request.spec)
+            pipeline_spec.validate(spec)
+            if spec.collect.source:
+                spec.collect.source = pipeline_spec.resolve_source(spec.collect.source, request.base_dir, roots)
+        elif form == "pipeline":
+            if len(request.pipeline.encode()) > MAX_PIPELINE_BYTES:
+                raise invalid(f"pipeline: {len(request.pipeline)} bytes, at most {MAX_PIPELINE_BYTES}")
+            spec = pipeline_spec.parse(request.pipeline, request.base_dir, roots)
+        else:
+            raise invalid("pipeline: required (the pipeline file's text, or a PipelineSpec in spec)")
+        source_roots.require(spec.collect.source, roots)  # NOT_FOUND at once, not when collect runs
+        if spec.collect.dataset:  # pinned now: a resumed run trains on the same version
+            spec.collect.dataset = self._stored_dataset(spec.collect.dataset)
         now = layout.now()
         run = gateway_pb2.Run(run_id=RunStore.new_id(), pipeline=spec, state=gateway_pb2.RUN_STATE_QUEUED,
                               created_at=now, updated_at=now)
@@ -90,6 +107,19 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
         log.info("run %s submitted: pipeline %s", run.run_id, spec.name)
         threading.Thread(target=self._execute, args=(run.run_id, spec), name=f"run-{run.run_id}", daemon=True).start()
         return gateway_pb2.SubmitRunResponse(run=run)
+
+    def _stored_dataset(self, value: str) -> str:
+        """collect.dataset resolved to NAME@VERSION; NOT_FOUND naming collect.dataset when it is not stored."""
+        ref = data_pb2.DatasetRef(**dict(zip(("name", "version"), pipeline_spec.dataset_ref(value))))
+        try:
+            info = self.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=ref), timeout=60).dataset
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                what = f"version {ref.version!r} of dataset {ref.name!r}" if ref.version else f"dataset {ref.name!r}"
+                raise not_found(f"collect.dataset: {what} is not in the store (upload it with UploadDataset / "
+                                "cookline upload, or ingest it with a run)") from None
+            raise
+        return f"{info.ref.name}@{info.ref.version}"
 
     @rpc
     def WatchRun(self, request: gateway_pb2.WatchRunRequest, context):
@@ -235,6 +265,8 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
                     raise failure from None
 
     def _collect(self, run_id, spec, active: _Active):
+        if spec.collect.dataset:
+            return self._use_stored(run_id, spec.collect.dataset)
         self._stage(run_id, gateway_pb2.STAGE_COLLECT, False, f"ingesting {spec.collect.source}")
         request = collect_pb2.IngestRequest(dataset=spec.name, source=spec.collect, strict=spec.strict)
         last = []
@@ -253,6 +285,21 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
         warnings = f", {len(progress.anomalies)} schema warnings" if progress.anomalies else ""
         self._stage(run_id, gateway_pb2.STAGE_COLLECT, True,
                     f"dataset {info.ref.name}@{info.ref.version}: {info.num_rows} rows{warnings}")
+        return info.ref
+
+    def _use_stored(self, run_id, value: str) -> data_pb2.DatasetRef:
+        """collect.dataset: the stored version (pinned at submit) is the run's dataset; nothing is ingested."""
+        self._stage(run_id, gateway_pb2.STAGE_COLLECT, False, f"using stored dataset {value}")
+        name, version = pipeline_spec.dataset_ref(value)
+        request = collect_pb2.GetDatasetRequest(dataset=data_pb2.DatasetRef(name=name, version=version))
+        found = []
+        self._retrying(run_id, gateway_pb2.STAGE_COLLECT, "collect", self.active[run_id],
+                       lambda: self.collect.GetDataset.future(request, timeout=60),
+                       lambda response: found.append(response.dataset), unary=True)
+        info = found[0]
+        self.runs.update(run_id, dataset=info.ref)
+        self._stage(run_id, gateway_pb2.STAGE_COLLECT, True,
+                    f"dataset {info.ref.name}@{info.ref.version}: {info.num_rows} rows (stored, not re-ingested)")
         return info.ref
 
     def _train(self, run_id, spec, dataset, active: _Active):

@@ -12,6 +12,11 @@ import sys
 # Tests fork servers (SeaweedFS, with a pre-exec hook) while gRPC calls are in flight; gRPC's
 # fork handlers would then abort the child before it execs. Set before grpc is imported.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+# Tests read sources from the checkout and from pytest's temporary folders: both are source roots
+# (COOKLINE_SOURCE_ROOTS) of every service they start. tests/e2e/test_remote.py and
+# tests/integration/test_source_roots.py narrow them.
+os.environ.setdefault("COOKLINE_SOURCE_ROOTS", os.pathsep.join(
+    (os.path.dirname(os.path.dirname(os.path.abspath(__file__))), __import__("tempfile").gettempdir())))
 
 _TESTS = os.path.dirname(os.path.abspath(__file__))
 _SUPPORT = os.path.join(_TESTS, "support")

@@ -26,7 +26,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"google.golang.org/protobuf/proto"
+
 	pb "cookline/client/gen/cooklinev1"
+	healthpb "cookline/client/gen/healthv1"
 )
 
 // Same policy as the Python client: transparently retry calls that never reached the peer.
@@ -51,7 +54,12 @@ type Config struct {
 type Client struct {
 	Pipelines pb.PipelineServiceClient
 	Serve     pb.ServeServiceClient
-	conns     []*grpc.ClientConn
+	// Datasets is CollectService's UploadDataset, GetDataset and ListDatasets, through the gateway.
+	Datasets pb.CollectServiceClient
+	// GatewayHealth and ServeHealth are grpc.health.v1.Health, generated from protos/grpc/health/v1.
+	GatewayHealth healthpb.HealthClient
+	ServeHealth   healthpb.HealthClient
+	conns         []*grpc.ClientConn
 }
 
 // Row is one predicted row: the most probable class and every class's probability.
@@ -197,6 +205,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	c.Pipelines = pb.NewPipelineServiceClient(c.conns[0])
 	c.Serve = pb.NewServeServiceClient(c.conns[1])
+	c.Datasets = pb.NewCollectServiceClient(c.conns[0]) // uploads go through the gateway
+	c.GatewayHealth = healthpb.NewHealthClient(c.conns[0])
+	c.ServeHealth = healthpb.NewHealthClient(c.conns[1])
 	return c, nil
 }
 
@@ -210,11 +221,152 @@ func (c *Client) Close() {
 // Submit starts a run of a pipeline file's text; relative paths resolve against baseDir
 // on the services' side (then the gateway's working directory).
 func (c *Client) Submit(ctx context.Context, pipeline, baseDir string) (*pb.Run, error) {
-	resp, err := c.Pipelines.SubmitRun(ctx, &pb.SubmitRunRequest{Pipeline: pipeline, BaseDir: baseDir})
+	resp, err := c.Pipelines.SubmitRun(ctx, &pb.SubmitRunRequest{
+		Form: &pb.SubmitRunRequest_Pipeline{Pipeline: pipeline}, BaseDir: baseDir})
 	if err != nil {
 		return nil, err
 	}
 	return resp.GetRun(), nil
+}
+
+// SubmitSpec starts a run of a pipeline built as a message, validated like a file:
+//
+//	c.SubmitSpec(ctx, &pb.PipelineSpec{Name: "iris", Collect: &pb.CollectSpec{Dataset: "iris"},
+//		Train: &pb.TrainSpec{Model: "mlp", Epochs: 20}})
+func (c *Client) SubmitSpec(ctx context.Context, spec *pb.PipelineSpec) (*pb.Run, error) {
+	resp, err := c.Pipelines.SubmitRun(ctx, &pb.SubmitRunRequest{Form: &pb.SubmitRunRequest_Spec{Spec: spec}})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetRun(), nil
+}
+
+// uploadChunk is the bytes of a file per UploadDataset message (well under the 64 MiB limit).
+const uploadChunk = 1 << 20
+
+// UploadFiles lists what Upload sends for path: (name in the upload, local path) of a file, or
+// of every file under a folder (hidden ones skipped), sorted by name.
+func UploadFiles(path string) ([][2]string, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !info.IsDir() {
+		return [][2]string{{filepath.Base(path), path}}, nil
+	}
+	var files [][2]string
+	err = filepath.WalkDir(path, func(full string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(d.Name(), ".") && full != path {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.IsDir() {
+			rel, err := filepath.Rel(path, full)
+			if err != nil {
+				return err
+			}
+			files = append(files, [2]string{filepath.ToSlash(rel), full})
+		}
+		return nil
+	})
+	return files, err // WalkDir visits in lexical order
+}
+
+// Upload streams a local file or folder as dataset name, read as source says (format and its
+// options, e.g. &pb.CollectSpec{Label: "species"} for a CSV, {Format: "image-folder"}), exactly
+// as collect reads the same files on its own disk. progress (may be nil) sees the bytes sent and
+// the total. It returns the published version; the same files and options give the same one.
+func (c *Client) Upload(ctx context.Context, path, name string, source *pb.CollectSpec,
+	progress func(sent, total int64)) (*pb.DatasetInfo, error) {
+	files, err := UploadFiles(path)
+	if err != nil {
+		return nil, err
+	}
+	var total, sent int64
+	for _, f := range files {
+		info, err := os.Stat(f[1])
+		if err != nil {
+			return nil, err
+		}
+		total += info.Size()
+	}
+	spec := &pb.CollectSpec{}
+	if source != nil {
+		spec = proto.Clone(source).(*pb.CollectSpec)
+	}
+	spec.Source = ""
+	stream, err := c.Datasets.UploadDataset(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := stream.Send(&pb.UploadDatasetRequest{Dataset: name, Source: spec}); err != nil {
+		return nil, uploadError(stream, err)
+	}
+	buffer := make([]byte, uploadChunk)
+	for _, f := range files {
+		file, err := os.Open(f[1])
+		if err != nil {
+			return nil, err
+		}
+		for first := true; ; first = false {
+			n, readErr := io.ReadFull(file, buffer)
+			if n == 0 && !first {
+				break
+			}
+			if err := stream.Send(&pb.UploadDatasetRequest{File: &pb.UploadFileChunk{Path: f[0], Data: buffer[:n]}}); err != nil {
+				file.Close()
+				return nil, uploadError(stream, err)
+			}
+			sent += int64(n)
+			if progress != nil {
+				progress(sent, total)
+			}
+			if readErr == io.EOF || readErr == io.ErrUnexpectedEOF {
+				break
+			}
+			if readErr != nil {
+				file.Close()
+				return nil, readErr
+			}
+		}
+		file.Close()
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetDataset(), nil
+}
+
+// uploadError is the server's status when a Send failed because the server ended the call (io.EOF).
+func uploadError(stream grpc.ClientStreamingClient[pb.UploadDatasetRequest, pb.UploadDatasetResponse], err error) error {
+	if err == io.EOF {
+		_, err = stream.CloseAndRecv()
+	}
+	return err
+}
+
+// GetDataset describes a stored dataset version (version "" is the newest).
+func (c *Client) GetDataset(ctx context.Context, name, version string) (*pb.DatasetInfo, error) {
+	resp, err := c.Datasets.GetDataset(ctx, &pb.GetDatasetRequest{Dataset: &pb.DatasetRef{Name: name, Version: version}})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetDataset(), nil
+}
+
+// Health is the grpc.health.v1 status of service ("" = the whole server) on the gateway.
+func (c *Client) Health(ctx context.Context, service string) (healthpb.HealthCheckResponse_ServingStatus, error) {
+	resp, err := c.GatewayHealth.Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+	if err != nil {
+		return healthpb.HealthCheckResponse_UNKNOWN, err
+	}
+	return resp.GetStatus(), nil
 }
 
 // SubmitFile submits a pipeline file, sending its folder as the base directory.

@@ -146,7 +146,7 @@ class DatasetWriter:
         if self.pending_rows:
             self._write(self.pending_rows)
 
-    def fields(self, columns, categorical_columns, class_names) -> list[data_pb2.FieldSchema]:
+    def fields(self, columns, categorical_columns, class_names, text_columns=()) -> list[data_pb2.FieldSchema]:
         out = []
         # The label last, everything else in the source's order.
         for name, (kind, shape) in sorted((self.schema or {}).items(), key=lambda item: item[0] == "label"):
@@ -157,17 +157,19 @@ class DatasetWriter:
                 field.columns[:] = columns
             elif name == "categorical":
                 field.columns[:] = categorical_columns
+            elif name == "text":
+                field.columns[:] = text_columns
             elif name == "label":
                 field.class_names[:] = class_names
             out.append(field)
         return out
 
     def info(self, ref: data_pb2.DatasetRef, source: str, fmt: str, columns, categorical_columns, class_names,
-             image_shapes) -> data_pb2.DatasetInfo:
+             image_shapes, text_columns=()) -> data_pb2.DatasetInfo:
         return data_pb2.DatasetInfo(
             ref=ref, num_rows=self.rows, source=source, format=fmt, num_shards=len(self.shards),
             size_bytes=self.size, created_at=layout.now(),
-            fields=self.fields(columns, categorical_columns, class_names),
+            fields=self.fields(columns, categorical_columns, class_names, text_columns),
             statistics=self.stats.build(class_names, image_shapes),
             predefined_split="subset" in (self.schema or {}))
 

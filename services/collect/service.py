@@ -2,7 +2,9 @@
 with statistics; dataset versions -> streams of TensorBatch."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -17,13 +19,14 @@ import grpc
 import numpy as np
 
 from cookline import tensors
+from cookline.spec import roots
 from cookline.spec import sources as spec_sources
-from cookline.v1 import collect_pb2, collect_pb2_grpc, data_pb2
+from cookline.v1 import collect_pb2, collect_pb2_grpc, data_pb2, pipeline_pb2
 from services.collect import stats
 from services.collect.ingest import DatasetWriter, manifest_bytes, read_shard
 from services.collect.sources import open_source, s3
-from services.collect.sources.base import Source
-from services.collect.sources.upload import UploadSpool
+from services.collect.sources.base import Source, open_binary
+from services.collect.sources.upload import FileSpool, UploadSpool
 from services.common import layout, partition, splits
 from services.common.errors import Fail, invalid, not_found, rpc
 from services.common.store import NotFoundError, ObjectStore, StoreError, StoreUnavailableError
@@ -45,7 +48,7 @@ def content_version(source: Source, spec) -> str:
     digest.update(opts.SerializeToString(deterministic=True) + b"\0")
     for name, path in source.files():
         digest.update(name.encode() + b"\0")
-        with open(path, "rb") as f:
+        with open_binary(path) as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
         digest.update(b"\0")
@@ -67,15 +70,17 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
         fmt = spec_sources.source(spec.format).name
         if not spec.source:
             raise invalid("collect.source: required")
-        with tempfile.TemporaryDirectory(prefix="cookline-ingest-") as scratch:
+        with tempfile.TemporaryDirectory(prefix="cookline-ingest-") as scratch, contextlib.ExitStack() as opened:
             if spec.source.startswith("s3://"):
-                path = s3.fetch(spec.source, scratch)
+                path = opened.enter_context(s3.source_path(spec.source, fmt, scratch))
             else:
                 path = spec.source
                 if not os.path.isabs(path):
                     raise invalid(f"collect.source: {path!r} must be an absolute path on the collect service")
+                roots.check(path)  # before anything is opened: PERMISSION_DENIED outside the source roots
                 if not os.path.exists(path):
                     raise not_found(f"collect.source: file {path!r} not found")
+                roots.check_tree(path)
             source = open_source(spec, path)  # validates header, label, folders first
             version = content_version(source, spec)
             yield from self._ingest(name, version, source, spec.source, fmt, request.strict, context)
@@ -113,7 +118,8 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
                 raise invalid(f"{where}: no rows")
             writer.finish()
             info = writer.info(data_pb2.DatasetRef(name=name, version=version), where, fmt, source.columns,
-                               source.categorical_columns, source.class_names, source.image_shapes)
+                               source.categorical_columns, source.class_names, source.image_shapes,
+                               source.text_columns)
             anomalies = self._anomalies(info)
             if strict and anomalies:
                 raise Fail(grpc.StatusCode.FAILED_PRECONDITION,
@@ -168,7 +174,12 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
             for index, message in enumerate(request_iterator):
                 if spool is None:
                     name = layout.check_name("dataset", message.dataset)
+                    if message.HasField("source"):
+                        return self._upload_files(name, message, request_iterator, scratch, context)
                     spool = UploadSpool(scratch, list(message.class_names))
+                if message.HasField("file"):
+                    raise invalid(f"upload message {index}: file: a tensor upload (no source in the first "
+                                  "message) carries batches, not files")
                 if message.HasField("batch"):
                     spool.add(message.batch, index)
             if not context.is_active():  # the stream broke off: publish nothing
@@ -180,6 +191,35 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
             last = None
             for last in self._ingest(name, spool.version(), spool, "upload", "upload", False, context):
                 pass
+        return collect_pb2.UploadDatasetResponse(dataset=last.dataset, reused=last.reused)
+
+    def _upload_files(self, name, first, request_iterator, scratch, context) -> collect_pb2.UploadDatasetResponse:
+        """A source's files uploaded (UploadDataset with `source`): spooled, then ingested as the same
+        files on this machine would be, so the version is the one an Ingest of them gets."""
+        spec = pipeline_pb2.CollectSpec()
+        spec.CopyFrom(first.source)
+        fmt = spec_sources.source(spec.format).name
+        if spec.dataset:
+            raise invalid("source.dataset: must be empty in an upload (the upload makes the dataset)")
+        files = FileSpool(os.path.join(scratch, "files"))
+        os.makedirs(files.folder)
+        for index, message in enumerate(itertools.chain([first], request_iterator)):
+            if message.HasField("batch"):
+                raise invalid(f"upload message {index}: batch: a file upload (source in the first message) "
+                              "carries files, not batches")
+            if message.HasField("file"):
+                files.add(message.file, index)
+        if not context.is_active():  # the stream broke off: publish nothing
+            raise Fail(grpc.StatusCode.CANCELLED, "upload cancelled")
+        path = files.path(fmt)
+        where = f"upload:{files.files[0] if len(files.files) == 1 else name}"
+        spec.source = where
+        source = open_source(spec, path)
+        version = content_version(source, spec)
+        last = None
+        for last in self._ingest(name, version, source, where, fmt, False, context):
+            pass
+        log.info("upload of %s: %d files, %d bytes -> %s@%s", name, len(files.files), files.bytes, name, version)
         return collect_pb2.UploadDatasetResponse(dataset=last.dataset, reused=last.reused)
 
     # --- catalog ---------------------------------------------------------------

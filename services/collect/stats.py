@@ -130,6 +130,8 @@ class StatisticsBuilder:
     def _add_text(self, array: np.ndarray) -> None:
         if self.text is None:
             self.text = {"count": 0, "min": None, "max": 0, "total": 0, "vocabulary": set()}
+        if array.ndim == 2:  # several text columns: a row's cells are one text (as vectorize_text sees them)
+            array = np.array([" ".join(row) for row in array.tolist()], dtype=object)
         for text in array.tolist():
             words = tokens(text)
             t = self.text

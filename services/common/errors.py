@@ -43,8 +43,8 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status an exception stands for."""
     if isinstance(exc, Fail):
         return exc.code, exc.message
-    if isinstance(exc, SpecError):
-        return grpc.StatusCode.INVALID_ARGUMENT, exc.message
+    if isinstance(exc, SpecError):  # INVALID_ARGUMENT; PERMISSION_DENIED / NOT_FOUND for a local source
+        return grpc.StatusCode[exc.status], exc.message
     if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
         return exc.code(), exc.details() or exc.code().name
     if isinstance(exc, NotFoundError):

@@ -15,8 +15,9 @@ from concurrent import futures
 from typing import Callable, Iterable
 
 import grpc
-from grpc_health.v1 import _async as health_async, health, health_pb2, health_pb2_grpc
-from google.protobuf import message_factory
+from google.protobuf import descriptor_pool, message_factory
+from grpc_health.v1 import _async as health_async
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from cookline import config
@@ -202,9 +203,36 @@ def add_servicer(server: grpc.Server, service, servicer) -> str:
     return service.full_name
 
 
+class _ReflectionPool:
+    """The default descriptor pool, answering method symbols too.
+
+    protobuf 7's Python pool finds services, messages and fields by name but not methods:
+    `FindFileContainingSymbol("cookline.v1.ServeService.Predict")` raises KeyError, so
+    `grpcurl describe` and ghz (which resolve a call's method through reflection) failed with
+    "Symbol not found". A method's file is its service's file.
+    """
+
+    def __init__(self, pool=None):
+        self._pool = pool or descriptor_pool.Default()
+
+    def __getattr__(self, name):
+        return getattr(self._pool, name)
+
+    def FindFileContainingSymbol(self, symbol: str):  # noqa: N802 - the pool's own method name
+        try:
+            return self._pool.FindFileContainingSymbol(symbol)
+        except KeyError:
+            try:
+                return self._pool.FindMethodByName(symbol).containing_service.file
+            except KeyError:
+                pass
+            raise
+
+
 def _enable_reflection(server, names: list[str]) -> None:
     reflection.enable_server_reflection(
-        names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
+        names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server,
+        pool=_ReflectionPool())
 
 
 def _listen(server, service: str) -> str:

@@ -26,6 +26,8 @@ from minio.error import InvalidResponseError, S3Error, ServerError
 from cookline import config
 
 PART_SIZE = 16 * 1024 * 1024
+# Bytes per ranged GET of a streamed object (open_stream): what a streaming reader holds at a time.
+STREAM_BLOCK = 8 * 1024 * 1024
 log = logging.getLogger("cookline.store")
 
 # Longest wait between two attempts of a store call, in seconds.
@@ -82,6 +84,12 @@ class ObjectStore(abc.ABC):
     def delete(self, key: str) -> None: ...
     @abc.abstractmethod
     def describe(self) -> str: ...
+
+    def open_stream(self, key: str):
+        """A seekable, read-only binary file object over the object's bytes, for readers that stream
+        a large object (an s3:// source) instead of holding it: local files are opened, S3 objects
+        read by ranged GETs of STREAM_BLOCK bytes. This default holds the whole object."""
+        return io.BytesIO(self.get_bytes(key))
 
     def get_buffer(self, key: str):
         """The object's bytes as a read-only buffer (bytes, or a memory map for local files).
@@ -147,6 +155,42 @@ class ObjectStore(abc.ABC):
         return "%s(%s)" % (type(self).__name__, self.describe())
 
 
+class _RangeReader(io.RawIOBase):
+    """A seekable read-only view of one S3 object: every read is a ranged GET, so the object is never
+    held whole, in memory or on disk (io.BufferedReader above it reads STREAM_BLOCK at a time)."""
+
+    def __init__(self, store: S3Store, key: str, size: int):
+        self.store, self.key, self.size, self.pos = store, key, size, 0
+        self.block, self.block_start = b"", 0  # the last ranged GET's bytes, and where they start
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        if self.pos >= self.size or not len(buffer):
+            return 0
+        if not self.block_start <= self.pos < self.block_start + len(self.block):
+            # at least a block per GET: small reads (TextIOWrapper's 8 KiB read1 calls) are served from it
+            length = min(max(len(buffer), STREAM_BLOCK), self.size - self.pos)
+            self.block, self.block_start = self.store.get_range(self.key, self.pos, length), self.pos
+        offset = self.pos - self.block_start
+        count = min(len(buffer), len(self.block) - offset)
+        buffer[:count] = self.block[offset:offset + count]
+        self.pos += count
+        return count
+
+
 class LocalStore(ObjectStore):
     """Objects are files under `root`; each put is a temp file + os.replace (atomic)."""
 
@@ -181,6 +225,12 @@ class LocalStore(ObjectStore):
                 # by one while the data streams.
                 return mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
                                  prot=mmap.PROT_READ)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFoundError("object not found: %s" % key) from None
+
+    def open_stream(self, key: str):
+        try:
+            return open(self._path(key), "rb")  # noqa: SIM115 - the caller closes it
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFoundError("object not found: %s" % key) from None
 
@@ -353,6 +403,25 @@ class S3Store(ObjectStore):
         _check_key(key)
         out = []
         self._get(key, lambda resp: out.append(resp.read()))
+        return out[-1]
+
+    def open_stream(self, key: str):
+        _check_key(key)
+        size = self._call("stat " + key, lambda: self._client.stat_object(self.bucket, key).size, key=key)
+        return io.BufferedReader(_RangeReader(self, key, size))
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """`length` bytes of the object from `offset` (one ranged GET, retried like every call)."""
+        out = []
+
+        def run():
+            resp = self._client.get_object(self.bucket, key, offset=offset, length=length)
+            try:
+                out.append(resp.read())
+            finally:
+                resp.close()
+                resp.release_conn()
+        self._call("get " + key, run, key=key)
         return out[-1]
 
     def get_file(self, key: str, path: str) -> None:

@@ -49,9 +49,19 @@ class ProcessServicer(process_pb2_grpc.ProcessServiceServicer):
             return process_pb2.FitResponse(ops=request.ops, rows=0)  # nothing to learn: no pass over the data
         # One pass over the TRAIN rows per op that needs fitting (each sees the ops before it applied).
         fitted, rows = ops_lib.fit(list(request.ops),
-                                   lambda: self._pull(request.dataset, request.split, data_pb2.SUBSET_TRAIN, context))
+                                   lambda: self._pull(request.dataset, request.split, data_pb2.SUBSET_TRAIN, context),
+                                   self._feature_columns(request, context))
         log.info("fitted %d ops on %d rows of %s", len(fitted), rows, request.dataset.name)
         return process_pb2.FitResponse(ops=fitted, rows=rows)
+
+    def _feature_columns(self, request, context) -> list[str] | None:
+        """The dataset's numeric column names, when an op is scoped to columns by name (else None)."""
+        if not any(op.WhichOneof("kind") in ops_lib.SCOPED and len(getattr(op, op.WhichOneof("kind")).columns)
+                   for op in request.ops):
+            return None
+        info = self.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=request.dataset),
+                                       timeout=remaining(context)).dataset
+        return next((list(f.columns) for f in info.fields if f.name == "features"), [])
 
     @rpc
     def Process(self, request: process_pb2.ProcessRequest, context) -> Iterator[process_pb2.ProcessResponse]:

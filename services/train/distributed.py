@@ -56,7 +56,9 @@ def collective_address(peer: str) -> str:
 
 def fit(request: train_pb2.TrainRequest, spec, fitted_ops, source, rows: dict[int, int], num_classes: int,
         vocabulary_size: int, class_weight: dict | None, cancelled: threading.Event):
-    """Runs the distributed fit; yields worker 0's progress, returns (model, last epoch's metrics)."""
+    """Runs the distributed fit; yields worker 0's progress, returns (model, last epoch's metrics).
+
+    `fitted_ops` are the ops the training rows go through (with the default shuffle, if any)."""
     from services.train import models
 
     addresses = peers()
@@ -71,7 +73,7 @@ def fit(request: train_pb2.TrainRequest, spec, fitted_ops, source, rows: dict[in
         input_name=input_name, input_dtype=input_dtype, input_shape=list(input_shape), num_classes=num_classes,
         vocabulary_size=vocabulary_size, train_rows=rows[data_pb2.SUBSET_TRAIN],
         validation_rows=rows[data_pb2.SUBSET_VALIDATION], class_weight=class_weight or {},
-        seed=int.from_bytes(os.urandom(4), "big"))
+        seed=int(spec.seed) & 0xFFFFFFFF)
     events: queue.Queue = queue.Queue()
     scratch = tempfile.mkdtemp(prefix="cookline-workers-")
     weights = os.path.join(scratch, "weights.npz")

@@ -1,16 +1,15 @@
-"""The model zoo and the export of a trained model with its preprocessing built in."""
+"""The model zoo and the export of a trained model with its preprocessing built in (raw inputs in)."""
 from __future__ import annotations
 
-import math
+from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from cookline import tensors
-from cookline.v1 import pipeline_pb2
-from services.process.ops import NOT_SERVED
 from cookline.spec import train as train_spec
+from cookline.v1 import pipeline_pb2
+from services.process import ops as ops_lib
 
 
 def build(spec: pipeline_pb2.TrainSpec, input_shape, num_classes: int, input_dtype: str = "float32",
@@ -93,75 +92,110 @@ def _text(spec, inputs, _input_dtype, vocabulary_size):
     return keras.layers.GlobalAveragePooling1D()(x)
 
 
-def served_ops(fitted_ops: list[pipeline_pb2.Op]) -> list[pipeline_pb2.Op]:
-    """The ops the exported model applies: those after the last one it cannot reproduce."""
-    last = max((i for i, op in enumerate(fitted_ops) if op.WhichOneof("kind") in NOT_SERVED), default=-1)
-    return list(fitted_ops[last + 1:])
+# The raw inputs of an exported model, in signature order (the contract serve, the clients and
+# TF.js share): numeric "features", "categorical" strings, "text" strings, encoded "image" bytes.
+RAW_KINDS = {"features": "numeric", "categorical": "category", "text": "text", "image": "image"}
+IMAGE_ENCODINGS = ["png", "jpeg", "gif", "bmp"]
 
 
-def _preprocess(x, op: pipeline_pb2.Op):
-    """One fitted op as TF ops on the served input (None for ops with no place at serving time)."""
-    kind = op.WhichOneof("kind")
-    if kind == "standardize":
-        variance = tensors.to_numpy(op.fitted["variance"]).astype(np.float32)
-        variance = np.where(variance == 0, 1.0, variance)  # as the process op does
-        return keras.layers.Normalization(mean=tensors.to_numpy(op.fitted["mean"]), variance=variance)(x)
-    if kind == "min_max":
-        lo = tensors.to_numpy(op.fitted["min"]).astype(np.float32)
-        span = (tensors.to_numpy(op.fitted["max"]) - lo).astype(np.float32)
-        span = np.where(span == 0, 1.0, span)
-        return keras.layers.Normalization(mean=lo, variance=span ** 2)(x)
-    if kind == "fill_missing":
-        if (op.fill_missing.strategy or "mean") == "constant":
-            value = np.float32(op.fill_missing.value)
+def raw_inputs(fields: dict, input_name: str, fitted_ops: list[pipeline_pb2.Op]) -> dict[str, dict]:
+    """cookline.json "inputs": the collected tensors the model needs, name -> {dtype, shape, kind,
+    columns / encodings / image}. `fields` is the dataset's schema (name -> FieldSchema).
+
+    "tokens" come from "text"; "image" from "image"; "features" from the numeric columns plus the
+    "categorical" ones (lookup, one_hot) and "text" (vectorize_text into a bag of words)."""
+    kinds = {op.WhichOneof("kind") for op in fitted_ops}
+    bag_of_words = any(op.WhichOneof("kind") == "vectorize_text" and (op.vectorize_text.mode or "tf_idf") != "int"
+                       for op in fitted_ops)
+    if input_name == "tokens":
+        used = {"text"}
+    elif input_name == "image":
+        used = {"image"}
+    else:
+        used = {"features"} | ({"categorical"} if kinds & {"lookup", "one_hot"} else set()) | (
+            {"text"} if bag_of_words else set())
+    out = {}
+    for name, kind in RAW_KINDS.items():
+        if name not in used or name not in fields:
+            continue
+        field = fields[name]
+        shape = [int(d) for d in field.shape]
+        record: dict[str, Any] = {"dtype": "float32" if kind == "numeric" else "string", "shape": [-1] + shape,
+                                  "kind": kind}
+        if kind == "image":
+            record["shape"] = [-1]
+            record["encodings"] = list(IMAGE_ENCODINGS)
+            record["image"] = {"height": shape[0], "width": shape[1], "channels": shape[2]}
+        elif list(field.columns):
+            record["columns"] = list(field.columns)
+        out[name] = record
+    return out
+
+
+def decode_images(data, height: int, width: int, channels: int, dtype="uint8"):
+    """Encoded images (string [rows]: PNG, JPEG, GIF or BMP, any size) -> [rows, height, width,
+    channels] pixels, as collect stores them: converted to the channels (grayscale by Pillow's
+    integer luma formula, which collect uses), resized (bilinear, antialiased) when the size differs."""
+    def one(encoded):
+        if channels == 1:
+            image = tf.io.decode_image(encoded, channels=0, expand_animations=False)  # GIF, BMP: no 1-channel decode
+            have = tf.shape(image)[2]
+
+            def luma():
+                rgb = tf.cast(image[..., :3], tf.int32)
+                weighted = rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000
+                gray = tf.bitwise.right_shift(weighted, 16)
+                return tf.cast(gray, tf.uint8)[..., None]
+            image = tf.cond(have >= 3, luma, lambda: image[..., :1])
         else:
-            value = tensors.to_numpy(op.fitted["value"]).astype(np.float32)
-        return keras.layers.Lambda(lambda t: tf.where(tf.math.is_nan(t), value, t))(x)
-    if kind == "resize":
-        return keras.layers.Resizing(int(op.resize.height), int(op.resize.width), interpolation="bilinear")(x)
-    if kind == "grayscale":
-        return keras.layers.Lambda(lambda t: t if t.shape[-1] == 1 else tf.image.rgb_to_grayscale(t[..., :3]))(x)
-    return None  # shuffle and random augmentation: training only
+            image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+        size = tf.shape(image)[:2]
+        same = tf.reduce_all(tf.equal(size, [height, width]))
+        resized = tf.cond(same, lambda: tf.cast(image, tf.float32), lambda: tf.image.resize(
+            tf.cast(image, tf.float32), [height, width], method="bilinear", antialias=True))
+        resized = tf.ensure_shape(resized, [height, width, channels])
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+    images = tf.map_fn(one, data, fn_output_signature=tf.TensorSpec([height, width, channels], tf.uint8))
+    return tf.cast(images, dtype)
 
 
-# vectorize_text's id of a token not in the vocabulary (0 pads, 1 is unknown).
-UNKNOWN_TOKEN = 1.0
+def export(model: keras.Model, fitted_ops: list[pipeline_pb2.Op], fields: dict, input_name: str,
+           class_names: list[str], path: str) -> dict[str, dict]:
+    """Writes a SavedModel whose serving_default takes the RAW collected tensors and returns "scores"
+    (and, for a classifier, "label": the class name); returns cookline.json's "inputs".
 
-
-def export(model: keras.Model, fitted_ops: list[pipeline_pb2.Op], raw_shape, path: str,
-           raw_dtype: str = "float32") -> int:
-    """Writes a SavedModel whose serving_default takes RAW "features" float32 [rows, d] and returns scores.
-
-    A text model is served from vectorize_text's output: "features" are its token ids as floats.
-
-    The fitted preprocessing (standardize, min_max, fill_missing, resize, grayscale)
-    becomes layers in front of the trained network, so serving (and TF Serving, and
-    anyone loading the SavedModel) applies exactly what training did. Image datasets
-    are served as their raw pixels flattened to d = height * width * channels. Returns d.
+    Every fitted op is built in (its in-graph form, OpKind.graph) in front of the trained network,
+    after the images are decoded: serving (and TF Serving, and anyone loading the SavedModel with
+    tf.saved_model.load) applies exactly what training did. Training-only ops (shuffle,
+    augmentation) do nothing there.
     """
-    shape = (raw_shape,) if isinstance(raw_shape, int) else tuple(int(v) for v in raw_shape)
-    width = int(math.prod(shape))
-    raw = keras.Input(shape=(width,), name="features", dtype="float32")
-    x = raw
-    if len(shape) > 1:
-        x = keras.layers.Reshape(shape)(x)
-    for op in served_ops(fitted_ops):
-        y = _preprocess(x, op)
-        x = x if y is None else y
-    if model.inputs[0].dtype == "uint8":  # the network scales pixels itself: hand them over as uint8
-        x = keras.layers.Lambda(lambda t: tf.cast(tf.clip_by_value(tf.round(t), 0, 255), tf.uint8))(x)
-    elif model.inputs[0].dtype == "int32":  # token ids sent as floats; an id out of range is the unknown token
-        ids = model.get_layer("embedding").input_dim
-        x = keras.layers.Lambda(lambda t: tf.cast(tf.where((t >= 0) & (t < ids), tf.round(t), UNKNOWN_TOKEN),
-                                                  tf.int32))(x)
-    served = keras.Model(raw, model(x), name="served")
+    inputs = raw_inputs(fields, input_name, fitted_ops)
+    names = list(inputs)
+    steps = ops_lib.graph(fitted_ops)
+    target = model.inputs[0].dtype
+    labels = tf.constant(class_names, tf.string) if class_names else None
+    image = inputs.get("image", {}).get("image")
+    image_dtype = tensors.dtype_name(fields["image"].dtype) if image else "uint8"
+
+    def serve(*args):
+        raw = dict(zip(names, args, strict=True))
+        if image:
+            raw["image"] = decode_images(raw["image"], image["height"], image["width"], image["channels"],
+                                         image_dtype)
+        scores = model(tf.cast(steps(raw)[input_name], target), training=False)
+        out = {"scores": scores}
+        if labels is not None:
+            out["label"] = tf.gather(labels, tf.argmax(scores, axis=1))
+        return out
 
     archive = keras.export.ExportArchive()
-    archive.track(served)
+    archive.track(model)
+    for resource in steps.resources:
+        archive.track(resource)
     archive.add_endpoint(
-        name="serving_default",
-        fn=lambda features: {"scores": served(features, training=False)},
-        input_signature=[tf.TensorSpec([None, width], tf.float32, name="features")],
-    )
+        name="serving_default", fn=serve,
+        input_signature=[tf.TensorSpec([None] + inputs[n]["shape"][1:],
+                                       tf.float32 if inputs[n]["dtype"] == "float32" else tf.string, name=n)
+                         for n in names])
     archive.write_out(path, verbose=False)
-    return width
+    return inputs

@@ -18,14 +18,15 @@ import tensorflow as tf
 from google.protobuf import json_format
 
 from cookline import channels, tensors
-from cookline.spec import train as train_spec
-from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, model_pb2, process_pb2,
+from cookline.spec import ops as spec_ops, train as train_spec
+from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, model_pb2, pipeline_pb2, process_pb2,
                          process_pb2_grpc, train_pb2, train_pb2_grpc)
 from services.common import layout, splits
 from services.common.errors import Fail, invalid, rpc
 from services.common.store import ObjectStore
 from services.process import ops as ops_lib
 from services.train import distributed, models, tfjs, warm
+from services.train import feed as feed_module
 from services.train.checkpoints import Checkpoints
 from services.train.evaluate import evaluate_model
 from services.train.feed import EpochFeed
@@ -111,6 +112,31 @@ def _early_stopping(spec) -> list[keras.callbacks.Callback]:
                                           restore_best_weights=True)]
 
 
+# Model building is seeded through Keras' global random state: one run builds at a time.
+_SEEDING = threading.Lock()
+
+
+def _seeded_build(spec, *args) -> keras.Model:
+    """models.build with weight initialisation (and dropout) seeded by train.seed."""
+    with _SEEDING:
+        keras.utils.set_random_seed(int(spec.seed) & 0xFFFFFFFF)
+        return models.build(spec, *args)
+
+
+def training_ops(fitted_ops, spec, train_rows: int, row_bytes: int) -> list:
+    """The ops the TRAIN rows go through: the fitted ops, plus a seeded shuffle when they have none.
+
+    The default shuffle (seed train.seed) pools every training row whose bytes fit the train cache
+    budget (COOKLINE_TRAIN_CACHE_MB; at least the shuffle op's default pool). An explicit shuffle op
+    sets the buffer and seed itself; `shuffle: {buffer: 1}` keeps the rows in dataset order."""
+    if any(op.WhichOneof("kind") == "shuffle" for op in fitted_ops):
+        return list(fitted_ops)
+    least = spec_ops.OPS.get("shuffle").param("buffer").default
+    fits = feed_module.cache_budget_bytes() // max(row_bytes, 1)
+    buffer = max(1, min(train_rows, max(least, fits)))
+    return list(fitted_ops) + [pipeline_pb2.Op(shuffle=pipeline_pb2.ShuffleOp(buffer=buffer, seed=spec.seed))]
+
+
 def _vocabulary_size(fitted_ops) -> int:
     """Token ids a text model embeds: padding, unknown and the last vectorize_text op's vocabulary."""
     texts = [op for op in fitted_ops if op.WhichOneof("kind") == "vectorize_text"]
@@ -172,17 +198,19 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
 
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
+        row_bytes = int(np.prod(input_shape, dtype=np.int64)) * np.dtype(input_dtype).itemsize
         warm_key = None
         if spec.workers > 1:  # a distributed run: the workers fit (each in a fresh process), this one publishes
             try:  # worker 0 writes the checkpoints
-                model, last_metrics = yield from distributed.fit(request, spec, fitted_ops, source, rows,
-                                                                 len(class_names), _vocabulary_size(fitted_ops),
-                                                                 class_weight, cancelled)
+                model, last_metrics = yield from distributed.fit(
+                    request, spec, training_ops(fitted_ops, spec, train_rows, row_bytes), source, rows,
+                    len(class_names), _vocabulary_size(fitted_ops), class_weight, cancelled)
             finally:
                 if checkpoints:
                     checkpoints.close()
         else:
-            train_data = self._feed(dataset, split, data_pb2.SUBSET_TRAIN, fitted_ops, spec.batch_size,
+            train_data = self._feed(dataset, split, data_pb2.SUBSET_TRAIN,
+                                    training_ops(fitted_ops, spec, train_rows, row_bytes), spec.batch_size,
                                     source, cancelled, first_epoch, train_rows)
             val_data = None
             if rows[data_pb2.SUBSET_VALIDATION] > 0:
@@ -190,7 +218,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                                       source, cancelled, first_epoch, rows[data_pb2.SUBSET_VALIDATION])
             # built (or restored) while the first batches stream in
             warm_key = warm.key(spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops))
-            model = resumed[1] if resumed else self.warm.take(warm_key, models.build(
+            model = resumed[1] if resumed else self.warm.take(warm_key, _seeded_build(
                 spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops)))
 
             # fit() runs on its own thread; this one streams its progress to the caller.
@@ -230,8 +258,8 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                 raise outcome["error"]
 
         evaluation = self._evaluate(model, dataset, split, rows, fitted_ops, source, class_names, cancelled)
-        version = self._publish(name, model, input_name, fitted_ops, schema, class_names, last_metrics, evaluation,
-                                dataset, request)
+        version = self._publish(name, model, input_name, fitted_ops, {f.name: f for f in info.fields}, class_names,
+                                last_metrics, evaluation, dataset, request)
         if checkpoints:
             checkpoints.discard()
         if warm_key is not None:
@@ -260,39 +288,20 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         return EpochFeed(self.process_raw, request, batch_size, source, cancelled,
                          first_epoch=first_epoch, rows=rows).start()
 
-    def _feature_columns(self, dataset, raw_name, raw_shape, fitted_ops, served) -> list[str]:
-        """Names of the served "features" positions: the CSV columns, pixel_<i>, or the op's outputs."""
-        if len(served) < len(fitted_ops):
-            op = fitted_ops[len(fitted_ops) - len(served) - 1]
-            if raw_name == "tokens":
-                return [f"token_{i}" for i in range(int(np.prod(raw_shape)))]
-            if op.WhichOneof("kind") == "vectorize_text":
-                return ["[UNK]"] + [v.decode() for v in op.fitted["vocabulary"].string_values]
-            return [f"feature_{i}" for i in range(int(np.prod(raw_shape)))]
-        if raw_name == "image":
-            return [f"pixel_{i}" for i in range(int(np.prod(raw_shape)))]
-        info = self.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=dataset), timeout=30).dataset
-        return list(next(f for f in info.fields if f.name == "features").columns)
-
-    def _publish(self, name, model, input_name, fitted_ops, schema, class_names, metrics, evaluation, dataset,
+    def _publish(self, name, model, input_name, fitted_ops, fields, class_names, metrics, evaluation, dataset,
                  request) -> int:
-        """Exports the model and publishes it as the next version (cookline.json last)."""
+        """Exports the model (raw inputs in, every fitted op built in) and publishes it as the next
+        version (cookline.json last)."""
         existing = layout.model_versions(self.store, name, published_only=False)
         version = (existing[-1] if existing else 0) + 1
         prefix = layout.model_prefix(name, version)
-        # Serving takes the raw dataset tensor, or the output of the last op the model cannot reproduce.
-        served = models.served_ops(fitted_ops)
-        before = ops_lib.output_fields(schema, fitted_ops[:len(fitted_ops) - len(served)])
-        raw_name = input_name  # the ops the model builds in keep the tensor's name
-        raw_shape = before[raw_name][1]
-        feature_columns = self._feature_columns(dataset, raw_name, raw_shape, fitted_ops, served)
         with tempfile.TemporaryDirectory(prefix="cookline-export-") as tmp:
-            num_features = models.export(model, fitted_ops, raw_shape, tmp)
+            inputs = models.export(model, fitted_ops, fields, input_name, class_names, tmp)
             if request.pipeline.export.tfjs:
-                if raw_name != "features" or len(served) != len(fitted_ops):
-                    raise invalid("export.tfjs: available for models on tabular features whose ops the browser "
-                                  "model can build in (standardize, min_max)")
-                tfjs.write(model, served, num_features, name, os.path.join(tmp, "tfjs"))
+                if list(inputs) != ["features"] or input_name != "features":
+                    raise invalid("export.tfjs: available for models on numeric tabular features whose ops the "
+                                  "browser model can build in (standardize, min_max)")
+                tfjs.write(model, fitted_ops, inputs["features"]["shape"][1], name, os.path.join(tmp, "tfjs"))
             files = {}
             for root, _dirs, names in os.walk(tmp):
                 for file_name in names:
@@ -302,18 +311,20 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                 "name": name,
                 "version": version,
                 "class_names": class_names,
-                "feature_columns": feature_columns,
-                "inputs": {"features": {"dtype": "float32", "shape": [-1, num_features]}},
+                # the numeric columns, as before raw inputs (readers of older records look here)
+                "feature_columns": inputs.get("features", {}).get("columns", []),
+                # the raw collected tensors the model takes: name -> dtype, shape, kind, columns, ...
+                "inputs": inputs,
                 # a regressor (no class names) answers its value as "scores" [rows, 1]
-                "outputs": {"scores": {"dtype": "float32", "shape": [-1, len(class_names) or 1]}},
+                "outputs": {"scores": {"dtype": "float32", "shape": [-1, len(class_names) or 1]},
+                            **({"label": {"dtype": "string", "shape": [-1]}} if class_names else {})},
                 "task": "classification" if class_names else "regression",
                 "metrics": metrics,
                 "evaluation": (json_format.MessageToDict(evaluation, preserving_proto_field_name=True)
                                if evaluation else None),
-                # The fitted ops (means, vocabularies, lookups), so serving can rebuild exactly what training
-                # did; "served_from_op" says where the served "features" input enters the op list.
+                # The fitted ops (means, vocabularies, lookups), all built into the SavedModel: for lineage
+                # and for exports that rebuild them (TF.js).
                 "process": [json_format.MessageToDict(op, preserving_proto_field_name=True) for op in fitted_ops],
-                "served_from_op": len(fitted_ops) - len(served),
                 "dataset": {"name": dataset.name, "version": dataset.version},
                 "run_id": request.run_id,
                 "pipeline": json_format.MessageToDict(request.pipeline, preserving_proto_field_name=True),

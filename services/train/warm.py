@@ -43,7 +43,7 @@ def key(spec: pipeline_pb2.TrainSpec, input_shape, num_classes: int, input_dtype
     """What the model's graph depends on: models.build's arguments, minus the run-only settings."""
     shaping = pipeline_pb2.TrainSpec()
     shaping.CopyFrom(spec)
-    for run_only in ("epochs", "batch_size", "early_stopping", "class_weights", "progress_every_batches"):
+    for run_only in ("epochs", "batch_size", "early_stopping", "class_weights", "progress_every_batches", "seed"):
         shaping.ClearField(run_only)
     shape = (input_shape,) if isinstance(input_shape, int) else tuple(int(d) for d in input_shape)
     return shaping.SerializeToString(deterministic=True), shape, num_classes, input_dtype, vocabulary_size

@@ -70,8 +70,13 @@ def test_cancel_run_ends_every_stream_within_2_s(stack):
             if cancelled_at is None and event.WhichOneof("event") == "train" and event.train.epoch >= 2 \
                     and not event.train.epoch_finished:
                 cancelled_at = time.time()
-                client.cancel(run.run_id)
+                reply = client.cancel(run.run_id)
+            last = event
         final = client.get_run(run.run_id)
+    # CancelRun answers at once with the record as it was (the stage may not have stopped yet);
+    # WatchRun's final event is the CANCELLED record (docs/clients.md)
+    assert reply.state in (gateway_pb2.RUN_STATE_RUNNING, gateway_pb2.RUN_STATE_CANCELLED)
+    assert last.WhichOneof("event") == "finished" and last.finished.state == gateway_pb2.RUN_STATE_CANCELLED
     assert final.state == gateway_pb2.RUN_STATE_CANCELLED and final.reason == "cancelled during train"
     ended = wait_all_closed(services, cancelled_at, ("train", "process", "collect"), idle_before=("process", "collect"))
     lags = {service: at - cancelled_at for service, at in ended.items()}

@@ -12,6 +12,8 @@ import raw_models
 from helpers import ROOT
 from tools import run, tool
 
+from cookline.v1 import gateway_pb2
+
 NODE_DIR = os.path.join(ROOT, "clients", "node")
 GO_DIR = os.path.join(ROOT, "clients", "go")
 
@@ -61,3 +63,73 @@ def test_grpcurl_calls_health_and_an_rpc_through_reflection(stack):
     runs = run([tool("grpcurl"), "-plaintext", "-d", '{"limit": 5}',
                 env["COOKLINE_GATEWAY_ADDR"], "cookline.v1.PipelineService/ListRuns"])
     assert isinstance(json.loads(runs.stdout), dict)
+
+
+# --- remote use: upload, train by dataset name with a PipelineSpec message, predict ----------------
+
+def remote_data(folder) -> tuple[str, str]:
+    """A CSV and a two-class image folder of 8x8 PNGs, in a folder of the test's own."""
+    import shutil
+    examples = os.path.join(ROOT, "examples", "data")
+    shutil.copy(os.path.join(examples, "iris.csv"), folder / "flowers.csv")
+    for digit in ("0", "1"):
+        (folder / "digits" / digit).mkdir(parents=True)
+        for name in sorted(os.listdir(os.path.join(examples, "digits", digit)))[:15]:
+            shutil.copy(os.path.join(examples, "digits", digit, name), folder / "digits" / digit / name)
+    return str(folder / "flowers.csv"), str(folder / "digits")
+
+
+def check_remote_summary(stdout: str, prefix: str) -> None:
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["health"] == "SERVING"
+    assert summary["datasets"]["csv"].startswith(f"{prefix}-csv@")
+    assert summary["datasets"]["images"].startswith(f"{prefix}-images@")
+    for kind in ("csv", "images"):
+        assert summary["runs"][kind]["state"] == "RUN_STATE_SUCCEEDED", summary["runs"][kind]
+        assert summary["runs"][kind]["dataset"] == summary["datasets"][kind]  # trained on the upload
+    assert [p["label"] for p in summary["predictions"]["csv"]] == ["setosa"] * 3
+    assert [p["label"] for p in summary["predictions"]["images"]] == ["0", "1"]
+
+
+def test_node_remote_example_uploads_trains_by_name_and_predicts(stack, tmp_path):
+    _, env = stack
+    csv_file, images = remote_data(tmp_path)
+    proc = run([tool("node"), "examples/remote.js", csv_file, "species", images, "node-remote"], env=env, cwd=NODE_DIR)
+    check_remote_summary(proc.stdout, "node-remote")
+
+
+def test_go_remote_example_uploads_trains_by_name_and_predicts(stack, tmp_path):
+    _, env = stack
+    csv_file, images = remote_data(tmp_path)
+    proc = run([tool("go"), "run", "./cmd/remote", csv_file, "species", images, "go-remote"], env=env, cwd=GO_DIR)
+    check_remote_summary(proc.stdout, "go-remote")
+
+
+# --- reflection that generic tools can use ---------------------------------------------------
+
+def test_grpcurl_describes_a_method_through_reflection(stack):
+    _, env = stack
+    for addr in (env["COOKLINE_SERVE_ADDR"], env["COOKLINE_GATEWAY_ADDR"]):
+        proc = run([tool("grpcurl"), "-plaintext", addr, "describe", "cookline.v1.ServeService.Predict"])
+        assert "rpc Predict ( .cookline.v1.PredictRequest ) returns ( .cookline.v1.PredictResponse )" in proc.stdout, \
+            proc.stdout
+
+
+def test_ghz_load_tests_predict_through_reflection_on_serve_and_the_gateway(stack, client):
+    import base64
+    import struct
+    run_record = client.submit("name: ghz\ncollect: {source: examples/data/iris.csv, label: species}\n"
+                               "train: {model: linear, epochs: 1}\n", base_dir=ROOT)
+    list(client.watch(run_record.run_id))
+    final = client.get_run(run_record.run_id)
+    assert final.state == gateway_pb2.RUN_STATE_SUCCEEDED, final.reason
+    _, env = stack
+    content = base64.b64encode(struct.pack("<4f", 5.1, 3.5, 1.4, 0.2)).decode()
+    request = {"model": {"name": "ghz"}, "inputs": {"features": {
+        "dtype": "DATA_TYPE_FLOAT32", "shape": [1, 4], "content": content}}}
+    for addr in (env["COOKLINE_SERVE_ADDR"], env["COOKLINE_GATEWAY_ADDR"]):
+        proc = run([tool("ghz"), "--insecure", "--call", "cookline.v1.ServeService/Predict", "-d", json.dumps(request),
+                    "-n", "40", "-c", "2", "--format", "json", addr])
+        report = json.loads(proc.stdout)
+        assert report["count"] == 40 and report["statusCodeDistribution"] == {"OK": 40}, \
+            (addr, report.get("statusCodeDistribution"), report.get("errorDistribution"))

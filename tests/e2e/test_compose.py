@@ -22,13 +22,15 @@ SERVICES = ("gateway", "collect", "process", "train", "serve")
 
 @pytest.fixture(scope="module")
 def compose_stack():
-    """The compose stack on free host ports under a unique project name; brought down afterwards."""
-    project = "cookline-e2e-" + secrets.token_hex(4)
+    """The compose stack brought up as the README shows it, `make compose-up` with no make variables
+    (so the default project name is the one that runs), on free host ports; brought down afterwards."""
+    project = "cookline"
     ports = dict(zip(SERVICES + ("minio",), free_ports(6, set())))
     env = dict(os.environ, COOKLINE_PUBLISH_HOST="127.0.0.1", MINIO_PORT=str(ports["minio"]),
                MINIO_ROOT_USER="cookline-e2e", MINIO_ROOT_PASSWORD=secrets.token_urlsafe(18))
     env.update({f"COOKLINE_{s.upper()}_PORT": str(ports[s]) for s in SERVICES})
-    make = [tool("make"), "--no-print-directory", f"COMPOSE_PROJECT={project}"]
+    env.pop("COMPOSE_PROJECT", None)
+    make = [tool("make"), "--no-print-directory"]
     try:
         run(make + ["compose-up"], env=env, timeout=1800)
         for service in SERVICES:  # from outside, through the published ports
@@ -76,3 +78,97 @@ def test_every_container_passes_its_grpc_healthcheck(compose_stack):
     env = dict(os.environ, CONTAINERS_CONF=os.path.join(ROOT, "deploy", "containers.conf"))
     for service in SERVICES:
         run([tool("podman"), "healthcheck", "run", f"{project}_{service}_1"], env=env)
+
+
+# --- proven remote: the containers cannot see the host's paths -----------------------------------
+
+def remote_data(folder) -> tuple[str, str]:
+    """A CSV and a two-class folder of 8x8 PNGs on the host, in a folder no container mounts."""
+    import shutil
+    examples = os.path.join(ROOT, "examples", "data")
+    shutil.copy(os.path.join(examples, "iris.csv"), folder / "flowers.csv")
+    for digit in ("0", "1"):
+        (folder / "digits" / digit).mkdir(parents=True)
+        for name in sorted(os.listdir(os.path.join(examples, "digits", digit)))[:15]:
+            shutil.copy(os.path.join(examples, "digits", digit, name), folder / "digits" / digit / name)
+    return str(folder / "flowers.csv"), str(folder / "digits")
+
+
+def remote_env(addr) -> dict:
+    """One address for everything: uploads, runs and predictions all go to the gateway."""
+    return dict(os.environ, COOKLINE_GATEWAY_ADDR=addr["gateway"], COOKLINE_SERVE_ADDR=addr["gateway"])
+
+
+@pytest.mark.parametrize("language", ["node", "go"])
+def test_node_and_go_upload_train_by_name_and_predict_on_the_compose_stack(compose_stack, tmp_path, language):
+    project, addr = compose_stack
+    csv_file, images = remote_data(tmp_path)
+    prefix = f"{language}-compose"
+    if language == "node":
+        argv, cwd = [tool("node"), "examples/remote.js"], os.path.join(ROOT, "clients", "node")
+    else:
+        argv, cwd = [tool("go"), "run", "./cmd/remote"], os.path.join(ROOT, "clients", "go")
+    try:
+        proc = run(argv + [csv_file, "species", images, prefix], env=remote_env(addr), cwd=cwd)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_logs(project)}") from None
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["health"] == "SERVING"
+    for kind in ("csv", "images"):
+        assert summary["runs"][kind]["state"] == "RUN_STATE_SUCCEEDED", summary["runs"][kind]
+        assert summary["runs"][kind]["dataset"] == summary["datasets"][kind]
+    assert [p["label"] for p in summary["predictions"]["csv"]] == ["setosa"] * 3
+    assert [p["label"] for p in summary["predictions"]["images"]] == ["0", "1"]
+
+
+def test_python_cli_uploads_runs_by_name_and_predicts_on_the_compose_stack(compose_stack, tmp_path):
+    _, addr = compose_stack
+    env = remote_env(addr)
+    cli = os.path.join(ROOT, ".venv", "bin", "cookline")
+    csv_file, images = remote_data(tmp_path)
+    flowers = run([cli, "upload", csv_file, "--name", "cli-flowers", "--label", "species"], env=env).stdout.strip()
+    digits = run([cli, "upload", images, "--name", "cli-digits"], env=env).stdout.strip()
+    assert flowers.startswith("cli-flowers@") and digits.startswith("cli-digits@")
+    for name, dataset, ops in (("cli-flowers-model", flowers, "[{standardize: {}}]"),
+                               ("cli-digits-model", digits, "[]")):
+        pipeline = tmp_path / f"{name}.yaml"
+        pipeline.write_text(f"name: {name}\ncollect: {{dataset: '{dataset}'}}\nprocess: {ops}\n"
+                            "train: {model: mlp, hidden_units: [16], epochs: 30, batch_size: 16, "
+                            "learning_rate: 0.01}\n")
+        record = json.loads(run([cli, "run", str(pipeline), "--output", "json"], env=env).stdout)
+        assert record["state"] == "RUN_STATE_SUCCEEDED" and record["dataset"]["name"] == dataset.split("@")[0], record
+    # a pipeline naming a host file: the gateway cannot see it, so `cookline run` uploads it first
+    pipeline = tmp_path / "auto.yaml"
+    pipeline.write_text("name: cli-auto\ncollect: {source: flowers.csv, label: species}\n"
+                        "process: [{standardize: {}}]\ntrain: {model: mlp, epochs: 20, batch_size: 16}\n")
+    proc = run([cli, "run", str(pipeline), "--output", "json"], env=env)
+    record = json.loads(proc.stdout)
+    assert record["state"] == "RUN_STATE_SUCCEEDED" and record["pipeline"]["collect"]["dataset"] == \
+        flowers.replace("cli-flowers", "cli-auto"), record  # same file, same content version
+    assert "NOT_FOUND" in proc.stderr and "uploading it" in proc.stderr
+    head = tmp_path / "head.csv"
+    head.write_text("".join(open(csv_file).readlines()[:4]))
+    predicted = run([cli, "predict", "cli-flowers-model", "--input", str(head), "--output", "json"], env=env)
+    assert [json.loads(line)["label"] for line in predicted.stdout.splitlines()] == ["setosa"] * 3
+
+
+def test_sources_outside_the_mounted_examples_are_permission_denied_in_the_compose_stack(compose_stack):
+    import grpc
+
+    from cookline.client import Client
+    _, addr = compose_stack
+    link = os.path.join(ROOT, "examples", "data", ".compose-escape.csv")
+    os.symlink("/etc/passwd", link)  # inside the containers this points at their /etc/passwd
+    try:
+        with Client(gateway=addr["gateway"]) as client:
+            for source in ("../../../../etc/os-release", "/etc/passwd", "examples/data/.compose-escape.csv"):
+                try:
+                    client.submit(f"name: t\ncollect: {{source: '{source}', label: NAME}}\ntrain: {{model: mlp}}\n")
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.PERMISSION_DENIED, (source, exc.details())
+                    assert exc.details().startswith("collect.source: ") and "root:" not in exc.details() \
+                        and "PRETTY_NAME" not in exc.details(), exc.details()
+                else:
+                    raise AssertionError(f"{source} was accepted")
+    finally:
+        os.remove(link)

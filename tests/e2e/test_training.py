@@ -177,3 +177,50 @@ def test_exports_match_serve_savedmodel_and_tfjs(client, env, store, tmp_path):
     assert done.returncode == 0, done.stderr
     np.testing.assert_allclose(np.array(json.loads(done.stdout)), served, atol=1e-4)
 
+
+
+def test_the_same_pipeline_on_the_same_data_gives_equal_metrics_twice(client):
+    # no shuffle op: the rows are shuffled by default, seeded by train.seed, as is the weight init
+    text = (f"name: repeatable\ncollect: {{source: {IRIS_CSV}, label: species}}\n"
+            f"process: [{{standardize: {{}}}}]\nsplit: {{validation: 0.2, seed: 7}}\n"
+            f"train: {{model: mlp, hidden_units: [8], epochs: 5, batch_size: 16, learning_rate: 0.01, seed: 11}}\n")
+    first, _ = client.run_and_wait(text)
+    second, _ = client.run_and_wait(text)
+    assert first.state == second.state == gateway_pb2.RUN_STATE_SUCCEEDED, (first.reason, second.reason)
+    assert second.model.version == first.model.version + 1
+    assert dict(first.metrics) == dict(second.metrics) and dict(first.evaluation.metrics) == dict(
+        second.evaluation.metrics)
+    other, _ = client.run_and_wait(text.replace("seed: 11}", "seed: 12}"))
+    assert dict(other.metrics) != dict(first.metrics)  # the seed is what made them equal
+
+
+def shapes_folder(root) -> str:
+    """Two classes of 16x16 grayscale PNGs, squares and rings, 40 each: a folder ordered by class."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+    rng = np.random.default_rng(5)
+    for label in ("ring", "square"):
+        os.makedirs(os.path.join(root, label))
+        for i in range(40):
+            image = Image.new("L", (16, 16), 0)
+            draw = ImageDraw.Draw(image)
+            x, y, r = int(rng.integers(5, 11)), int(rng.integers(5, 11)), int(rng.integers(3, 5))
+            if label == "ring":
+                draw.ellipse((x - r, y - r, x + r, y + r), outline=255, width=1)
+            else:
+                draw.rectangle((x - r, y - r, x + r, y + r), fill=255)
+            image.save(os.path.join(root, label, f"{i:03d}.png"))
+    return str(root)
+
+
+def test_a_class_ordered_image_folder_trains_as_well_without_a_shuffle_op(client, tmp_path):
+    source = shapes_folder(tmp_path / "shapes")
+    text = (f"name: {{name}}\ncollect: {{{{source: {source}, format: image-folder}}}}\nprocess: [{{process}}]\n"
+            f"split: {{{{validation: 0.25, seed: 7}}}}\n"
+            f"train: {{{{model: cnn, conv_filters: [8], hidden_units: [16], epochs: 8, batch_size: 8, "
+            f"learning_rate: 0.01}}}}\n")
+    default, _ = client.run_and_wait(text.format(name="shapes-default", process=""))
+    shuffled, _ = client.run_and_wait(text.format(name="shapes-shuffled", process="{shuffle: {buffer: 1000, seed: 3}}"))
+    assert default.state == shuffled.state == gateway_pb2.RUN_STATE_SUCCEEDED, (default.reason, shuffled.reason)
+    accuracy = default.evaluation.metrics["accuracy"], shuffled.evaluation.metrics["accuracy"]
+    assert accuracy[1] >= 0.9 and accuracy[0] >= accuracy[1] - 0.05, accuracy

@@ -1,6 +1,7 @@
-"""End to end: the model zoo (cnn, text, mobilenet_v2) and the common training settings (optimizer,
-early stopping, class weights) through the five real services on S3, each model served after
-training, and models that do not fit the data's schema failing the run naming train.model."""
+"""End to end: the model zoo (mobilenet_v2 here; cnn and text in test_e2e_examples.py) and the
+common training settings (optimizer, early stopping, class weights) through the five real services
+on S3, each model answering after training, and models that do not fit the data's schema failing
+the run naming train.model."""
 import json
 import os
 import subprocess
@@ -8,64 +9,30 @@ import sys
 
 import numpy as np
 import pytest
-from google.protobuf import json_format
-from PIL import Image
 
-from cookline.v1 import gateway_pb2, pipeline_pb2
-from services.process import ops as ops_lib
+from cookline.v1 import gateway_pb2
 from helpers import EXAMPLES, IRIS_CSV
+from tools import published_model
 
 
 def epochs_of(events):
     return [e.train.epoch for e in events if e.WhichOneof("event") == "train" and e.train.epoch_finished]
 
 
-def digit_png(label: str, index: str) -> list[float]:
-    pixels = np.asarray(Image.open(os.path.join(EXAMPLES, "data", "digits", label, index)), np.float32)
-    return pixels.reshape(-1).tolist()
+def digit_png(label: str, index: str) -> bytes:
+    with open(os.path.join(EXAMPLES, "data", "digits", label, index), "rb") as f:
+        return f.read()
 
 
-def test_cnn_on_digits_reaches_high_held_out_accuracy_and_serves_raw_pixels(client):
-    run, events = client.run_file_and_wait(os.path.join(EXAMPLES, "digits-cnn.yaml"))
-    assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
-    assert run.evaluation.rows == 359 and run.evaluation.metrics["accuracy"] >= 0.9
-    assert run.deployed
-    meta = client.model_metadata("digits-cnn")
-    assert list(meta.inputs["features"].shape) == [-1, 64] and meta.feature_columns[0] == "pixel_0"
-    assert client.predict("digits-cnn", [digit_png("0", "0000.png")])[0]["label"] == "0"
-
-
-def test_text_model_beats_the_majority_baseline_and_serves_token_ids(client, store):
-    run, events = client.run_file_and_wait(os.path.join(EXAMPLES, "text.yaml"))
-    assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
-    evaluation = run.evaluation
-    baseline = max(c.support for c in evaluation.classes) / evaluation.rows
-    assert evaluation.metrics["accuracy"] >= baseline + 0.2, (evaluation.metrics["accuracy"], baseline)
-
-    # serve takes vectorize_text's output: the token ids (as float32), from the op recorded with the model
-    meta = json.loads(store.get_bytes(f"models/text/{run.model.version}/cookline.json"))
-    assert meta["served_from_op"] == 1 and meta["inputs"]["features"]["shape"] == [-1, 32]
-    assert meta["feature_columns"][:2] == ["token_0", "token_1"]
-    vectorize = json_format.ParseDict(meta["process"][0], pipeline_pb2.Op())
-    sentences = ["The striker scored twice in the final.", "The chef baked bread with garlic and tomato.",
-                 "The startup shipped a new database API."]
-    batch = {"text": np.array([s.encode() for s in sentences], dtype=object), "label": np.zeros(3, np.int32)}
-    ids = next(ops_lib.apply([vectorize], iter([batch]), 0, 3, training=False))["tokens"]
-    assert ids.shape == (3, 32) and ids.max() > 1
-    predicted = [row["label"] for row in client.predict("text", ids.astype(np.float32))]
-    assert predicted == ["sports", "cooking", "technology"]
-    # an id outside the vocabulary counts as the unknown token instead of failing
-    assert len(client.predict("text", np.full((1, 32), 1e6, np.float32))) == 1
-
-
-def test_mobilenet_v2_trains_on_digits_resized_in_model_and_is_served(client):
+def test_mobilenet_v2_trains_on_digits_resized_in_model_and_answers_png_bytes(client, store, tmp_path):
     run, events = client.run_file_and_wait(os.path.join(EXAMPLES, "digits-mobilenet.yaml"))
     assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.reason
     assert epochs_of(events) == [1, 2, 3]
     assert 0.0 <= run.evaluation.metrics["accuracy"] <= 1.0 and run.evaluation.rows == 359
-    rows = client.predict("digits-mobilenet", [digit_png("3", "0003.png"), digit_png("7", "0007.png")])
-    assert len(rows) == 2 and all(row["label"] in [str(d) for d in range(10)] for row in rows)
-    assert all(sum(row["scores"].values()) == pytest.approx(1.0, abs=1e-4) for row in rows)
+    answer, _ = published_model(store, "digits-mobilenet", run.model.version, str(tmp_path))
+    out = answer(image=np.array([digit_png("3", "0003.png"), digit_png("7", "0007.png")], dtype=object))
+    assert all(label.decode() in [str(d) for d in range(10)] for label in out["label"])
+    np.testing.assert_allclose(out["scores"].sum(axis=1), 1.0, atol=1e-4)
 
 
 IRIS = """

@@ -76,15 +76,48 @@ def test_csv_without_header_names_columns(env, tmp_path):
     assert [f for f in info.fields if f.name == "features"][0].columns == ["column_0", "column_1"]
 
 
+MIXED = """height,colour,note,size,review,label
+1.5,red,arrived on time and well packed,S,"Great, would buy again!",ok
+2.5,blue,box was crushed in transit sadly,M,Broken on arrival.,bad
+3.5,red,fine,L,"Works as described; fast shipping",ok
+"""
+
+
+def test_csv_column_kinds_are_inferred_or_set_and_text_columns_are_kept(env, tmp_path):
+    path = write(tmp_path / "mixed.csv", MIXED)
+    # inferred: numbers -> numeric; short strings -> category; a value of more than 3 words -> text
+    info = ingest(env, "csv-mixed", path, label="label").dataset
+    fields = {f.name: f for f in info.fields}
+    assert list(fields["features"].columns) == ["height"]
+    assert list(fields["categorical"].columns) == ["colour", "size"]
+    assert list(fields["text"].columns) == ["note", "review"] and list(fields["text"].shape) == [2]
+    rows = read_all(env, info.ref)
+    assert [v.decode() for v in rows["text"][:, 1]] == ["Great, would buy again!", "Broken on arrival.",
+                                                        "Works as described; fast shipping"]
+    assert info.statistics.text.count == 3 and info.statistics.text.vocabulary_size > 10
+    # set: one text column (a [rows] tensor), a numeric column read as a category
+    info = ingest(env, "csv-kinds", path, label="label",
+                  column_kinds={"note": "category", "height": "category", "size": "category"}).dataset
+    fields = {f.name: f for f in info.fields}
+    assert "features" not in fields and list(fields["text"].columns) == ["review"] and list(fields["text"].shape) == []
+    assert list(fields["categorical"].columns) == ["height", "colour", "note", "size"]
+    error = ingest_error(env, "csv-bad-kind", path, label="label", column_kinds={"note": "words"})
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "collect.column_kinds.note: 'words' is not one of numeric, category, text" in error.details()
+    error = ingest_error(env, "csv-bad-kind", path, label="label", column_kinds={"weight": "numeric"})
+    assert "collect.column_kinds: 'weight' is not a feature column of mixed.csv" in error.details()
+
+
 def test_csv_bad_rows_name_the_file_line_and_column(env, store, tmp_path):
     wrong_count = write(tmp_path / "wc.csv", "a,b,label\n1,2,x\n1,2\n")
     error = ingest_error(env, "bad-count", wrong_count, label="label")
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "wc.csv line 3: expected 3 columns, got 2" in error.details()
     not_numeric = write(tmp_path / "nn.csv", "a,b,label\n1,2,x\n1,abc,y\n")
-    error = ingest_error(env, "bad-number", not_numeric, label="label")
+    error = ingest_error(env, "bad-number", not_numeric, label="label", column_kinds={"b": "numeric"})
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "nn.csv line 3, column 'b': 'abc' is not a number" in error.details()
+    assert "nn.csv line 3, column 'b': the value is not a number" in error.details()
+    assert "abc" not in error.details()  # cells are never quoted back (only the header's column names)
     missing_label = ingest_error(env, "bad-label", not_numeric, label="species")
     assert missing_label.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "collect.label: column 'species' is not in the header of nn.csv" in missing_label.details()

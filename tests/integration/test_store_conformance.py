@@ -139,6 +139,37 @@ def test_large_object_round_trip(store, tmp_path):
 
 # -- atomic publish ------------------------------------------------------------------
 
+def test_open_stream_reads_and_seeks_without_holding_the_object(store, monkeypatch):
+    import services.common.store as store_module
+    monkeypatch.setattr(store_module, "STREAM_BLOCK", 1000)  # several ranged GETs for this object
+    data = bytes(range(256)) * 40  # 10240 bytes
+    store.put_bytes("streams/a.bin", data)
+    with store.open_stream("streams/a.bin") as f:
+        assert f.read(5) == data[:5]
+        f.seek(5000)
+        assert f.read(3000) == data[5000:8000]
+        f.seek(-10, 2)
+        assert f.read() == data[-10:] and f.read() == b""
+        f.seek(0)
+        assert b"".join(iter(lambda: f.read(777), b"")) == data
+    if isinstance(store, store_module.S3Store):
+        reads = []
+        real = store.get_range
+        monkeypatch.setattr(store, "get_range",
+                            lambda key, offset, length: reads.append(length) or real(key, offset, length))
+        with store.open_stream("streams/a.bin") as f:
+            f.seek(9000)
+            assert f.read(100) == data[9000:9100]
+        assert reads and max(reads) <= 1240  # one block from 9000, never the whole object
+        reads.clear()
+        with store.open_stream("streams/a.bin") as f:
+            while f.read1(100):  # TextIOWrapper reads like this: small reads come from one block
+                pass
+        assert len(reads) == 11 and max(reads) == 1000, reads
+    with pytest.raises(NotFoundError):
+        store.open_stream("streams/missing.bin")
+
+
 def test_publish_writes_manifest_last(store, tmp_path, monkeypatch):
     shard = tmp_path / "shard.npz"
     shard.write_bytes(b"shard bytes")

@@ -59,9 +59,9 @@ def _csv(ctx, name: str, text: str) -> str:
     return path
 
 
-def _ingest(ctx, path: str, label: str = "y", dataset: str = "bad"):
+def _ingest(ctx, path: str, label: str = "y", dataset: str = "bad", **spec):
     return list(ctx.collect.Ingest(collect_pb2.IngestRequest(
-        dataset=dataset, source=pipeline_pb2.CollectSpec(source=path, label=label))))
+        dataset=dataset, source=pipeline_pb2.CollectSpec(source=path, label=label, **spec))))
 
 
 def _submit(ctx, text: str):
@@ -70,6 +70,7 @@ def _submit(ctx, text: str):
 
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
 FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
+PERMISSION_DENIED = grpc.StatusCode.PERMISSION_DENIED
 
 CASES = [
     # --- gateway: PipelineService -------------------------------------------------------
@@ -106,6 +107,22 @@ CASES = [
          lambda c: _submit(c, GOOD + "evaluate: {metric: loss, deploy_if_at_least: 0.5}\n")),
     Case("gateway", "SubmitRun", "pipeline file over 1 MiB", INVALID, "at most 1048576",
          lambda c: _submit(c, GOOD + "#" * (1 << 20) + "\n")),
+    Case("gateway", "SubmitRun", "neither pipeline text nor spec", INVALID, "pipeline: required",
+         lambda c: c.pipelines.SubmitRun(gateway_pb2.SubmitRunRequest(), timeout=30)),
+    Case("gateway", "SubmitRun", "`collect.source` with `..`", PERMISSION_DENIED,
+         "collect.source: '../../../../etc/os-release' has a '..' component",
+         lambda c: _submit(c, GOOD.replace(IRIS_CSV, "../../../../etc/os-release"))),
+    Case("gateway", "SubmitRun", "`collect.source` outside the source roots", PERMISSION_DENIED,
+         "collect.source: '/etc/passwd' is outside the source roots",
+         lambda c: _submit(c, GOOD.replace(IRIS_CSV, "/etc/passwd"))),
+    Case("gateway", "SubmitRun", "`collect.source` that does not exist", NOT_FOUND,
+         "not found on the services' machine", lambda c: _submit(c, GOOD.replace("iris.csv", "nonexistent.csv"))),
+    Case("gateway", "SubmitRun", "unknown `collect.dataset`", NOT_FOUND,
+         "collect.dataset: dataset 'nosuch' is not in the store",
+         lambda c: _submit(c, "name: t\ncollect: {dataset: nosuch}\ntrain: {model: mlp}\n")),
+    Case("gateway", "SubmitRun", "`collect.dataset` with a format option", INVALID,
+         "collect.label: not allowed with collect.dataset",
+         lambda c: _submit(c, "name: t\ncollect: {dataset: iris, label: species}\ntrain: {model: mlp}\n")),
     Case("gateway", "GetRun", "unknown run id", NOT_FOUND, "run '20990101-000000-000000' not found",
          lambda c: c.pipelines.GetRun(gateway_pb2.GetRunRequest(run_id="20990101-000000-000000"), timeout=10)),
     Case("gateway", "GetRun", "run id that is a path", INVALID, "run_id: '../runs' is not a run id",
@@ -119,12 +136,28 @@ CASES = [
          lambda c: _ingest(c, IRIS_CSV, "species", dataset="Bad")),
     Case("collect", "Ingest", "relative source path", INVALID, "must be an absolute path",
          lambda c: _ingest(c, "data/iris.csv", "species")),
-    Case("collect", "Ingest", "source file that does not exist", NOT_FOUND, "collect.source: file '/nonexistent.csv' not found",
-         lambda c: _ingest(c, "/nonexistent.csv", "species")),
+    Case("collect", "Ingest", "source file that does not exist", NOT_FOUND, "nonexistent.csv' not found",
+         lambda c: _ingest(c, IRIS_CSV.replace("iris.csv", "nonexistent.csv"), "species")),
+    Case("collect", "Ingest", "source outside the source roots", PERMISSION_DENIED,
+         "collect.source: '/etc/passwd' is outside the source roots", lambda c: _ingest(c, "/etc/passwd", "species")),
+    Case("collect", "UploadDataset", "uploaded file path with `..`", INVALID, "file.path '../x.csv' must be a relative",
+         lambda c: c.collect.UploadDataset(iter([
+             collect_pb2.UploadDatasetRequest(dataset="up", source=pipeline_pb2.CollectSpec(label="y")),
+             collect_pb2.UploadDatasetRequest(file=collect_pb2.UploadFileChunk(path="../x.csv", data=b"a,y\n1,b\n"))]),
+             timeout=30)),
+    Case("collect", "UploadDataset", "csv upload of two files", INVALID, "format csv takes one file, got 2",
+         lambda c: c.collect.UploadDataset(iter([
+             collect_pb2.UploadDatasetRequest(dataset="up", source=pipeline_pb2.CollectSpec(label="y")),
+             collect_pb2.UploadDatasetRequest(file=collect_pb2.UploadFileChunk(path="a.csv", data=b"a,y\n1,b\n")),
+             collect_pb2.UploadDatasetRequest(file=collect_pb2.UploadFileChunk(path="b.csv", data=b"a,y\n1,b\n"))]),
+             timeout=30)),
     Case("collect", "Ingest", "label column absent from the CSV", INVALID, "collect.label: column 'species' is not in the header",
          lambda c: _ingest(c, _csv(c, "nolabel.csv", "a,b,kind\n1,2,x\n"), "species")),
-    Case("collect", "Ingest", "non-numeric value in a numeric column", INVALID, "line 3, column 'b': 'oops' is not a number",
-         lambda c: _ingest(c, _csv(c, "nan.csv", "a,b,y\n1,2,x\n3,oops,y\n"))),
+    Case("collect", "Ingest", "non-numeric value in a numeric column", INVALID, "line 3, column 'b': the value is not a number",
+         lambda c: _ingest(c, _csv(c, "nan.csv", "a,b,y\n1,2,x\n3,oops,y\n"), column_kinds={"b": "numeric"})),
+    Case("collect", "Ingest", "unknown kind in `collect.column_kinds`", INVALID,
+         "collect.column_kinds.b: 'words' is not one of numeric, category, text",
+         lambda c: _ingest(c, _csv(c, "kinds.csv", "a,b,y\n1,2,x\n"), column_kinds={"b": "words"})),
     Case("collect", "Ingest", "row with the wrong column count", INVALID, "line 3: expected 3 columns, got 2",
          lambda c: _ingest(c, _csv(c, "short.csv", "a,b,y\n1,2,x\n3,y\n"))),
     Case("collect", "Ingest", "CSV with a header and no rows", INVALID, "collect.source: empty.csv has no data rows",
@@ -143,6 +176,10 @@ CASES = [
     Case("process", "Process", "standardize that was never fitted", FAILED_PRECONDITION, "process[0].standardize is not fitted",
          lambda c: list(c.process.Process(process_pb2.ProcessRequest(
              dataset=IRIS, ops=[pipeline_pb2.Op(standardize=pipeline_pb2.StandardizeOp())]), timeout=30))),
+    Case("process", "Fit", "op scoped to a column that is not numeric", INVALID,
+         "process[0].standardize.columns: 'species' is not a numeric column of the dataset",
+         lambda c: c.process.Fit(process_pb2.FitRequest(dataset=IRIS, ops=[pipeline_pb2.Op(
+             standardize=pipeline_pb2.StandardizeOp(columns=["species"]))]), timeout=30)),
     Case("process", "Fit", "unknown dataset", NOT_FOUND, "dataset 'nosuch' not found",
          lambda c: c.process.Fit(process_pb2.FitRequest(dataset=data_pb2.DatasetRef(name="nosuch"),
                                                         ops=[pipeline_pb2.Op(standardize=pipeline_pb2.StandardizeOp())]), timeout=30)),

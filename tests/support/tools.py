@@ -29,3 +29,22 @@ def run(argv: list[str], env: dict | None = None, cwd: str = ROOT, timeout: floa
     proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(argv)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
     return proc
+
+
+def published_model(store, name: str, version: int, dest: str):
+    """(raw inputs -> numpy outputs, cookline.json) of a published model version: its
+    serving_default, loaded with tf.saved_model.load alone from a copy of its files."""
+    import json
+
+    import tensorflow as tf
+    prefix = f"models/{name}/{version}/"
+    for key in store.list(prefix):
+        store.get_file(key, os.path.join(dest, key[len(prefix):]))
+    with open(os.path.join(dest, "cookline.json")) as f:
+        meta = json.load(f)
+    loaded = tf.saved_model.load(dest)
+
+    def answer(_loaded=loaded, **inputs):  # _loaded keeps the variables alive
+        out = _loaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in inputs.items()})
+        return {k: v.numpy() for k, v in out.items()}
+    return answer, meta

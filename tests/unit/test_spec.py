@@ -181,3 +181,26 @@ def test_every_example_validates():
     for name in sorted(os.listdir(os.path.join(ROOT, "examples"))):
         if name.endswith(".yaml"):
             assert cli.main(["validate", os.path.join(ROOT, "examples", name)]) == 0, name
+
+
+@pytest.mark.parametrize("value, ok", [("iris", ("iris", "")), ("iris@3f2a09", ("iris", "3f2a09")),
+                                      ("Iris", None), ("iris@", None), ("iris@xyz", None), ("../x", None)])
+def test_collect_dataset_is_name_at_optional_version(value, ok):
+    if ok:
+        assert spec.dataset_ref(value) == ok
+        pipeline = spec.parse(f"name: t\ncollect: {{dataset: '{value}'}}\ntrain: {{model: mlp}}\n")
+        assert pipeline.collect.dataset == value and not pipeline.collect.source
+    else:
+        err = error_of(spec.parse, f"name: t\ncollect: {{dataset: '{value}'}}\ntrain: {{model: mlp}}\n")
+        assert err.field == "collect.dataset" and status_of(err)[0] == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_collect_dataset_stands_alone():
+    err = error_of(spec.validate, pb.PipelineSpec(
+        name="t", collect=pb.CollectSpec(dataset="iris", source="x.csv"), train=pb.TrainSpec(model="mlp")))
+    assert err.field == "collect.source" and "not allowed with collect.dataset" in err.message
+
+
+def test_source_errors_carry_their_own_status():
+    assert status_of(spec.SourceDenied("collect.source: x", "collect.source"))[0] == grpc.StatusCode.PERMISSION_DENIED
+    assert status_of(spec.SourceNotFound("collect.source: x", "collect.source"))[0] == grpc.StatusCode.NOT_FOUND

@@ -7,7 +7,8 @@ def test_cancelling_during_the_first_epoch_never_leaves_training_waiting():
     import threading
 
     from cookline import tensors
-    from cookline.v1 import data_pb2, pipeline_pb2 as pb, process_pb2
+    from cookline.v1 import data_pb2, process_pb2
+    from cookline.v1 import pipeline_pb2 as pb
     from services.train.feed import Cancelled, EpochFeed
 
     cancelled = threading.Event()
@@ -38,3 +39,15 @@ def test_cancelling_during_the_first_epoch_never_leaves_training_waiting():
         reader.join(timeout=30)
         assert outcome == ["cancelled"]
         cancelled.clear()
+
+
+def test_training_rows_are_shuffled_by_default_seeded_by_train_seed_unless_a_shuffle_op_says_otherwise():
+    from cookline.v1 import pipeline_pb2 as pb
+    from services.train.service import training_ops
+    spec = pb.TrainSpec(model="mlp", seed=9)
+    standardize = pb.Op(standardize=pb.StandardizeOp())
+    added = training_ops([standardize], spec, train_rows=500, row_bytes=16)
+    assert added[0] == standardize and added[1].shuffle == pb.ShuffleOp(buffer=500, seed=9)  # every row
+    assert training_ops([standardize], spec, train_rows=10 ** 9, row_bytes=1 << 30)[1].shuffle.buffer == 1000
+    opt_out = pb.Op(shuffle=pb.ShuffleOp(buffer=1))  # explicit: rows in dataset order
+    assert training_ops([standardize, opt_out], spec, 500, 16) == [standardize, opt_out]

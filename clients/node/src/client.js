@@ -34,13 +34,38 @@ const RETRY_SERVICE_CONFIG = JSON.stringify({
   }],
 });
 
-/** The cookline.v1 package loaded from the .proto files. */
-function loadProtos(protoDir = PROTO_DIR) {
-  const files = ['gateway.proto', 'serve.proto'].map((f) => path.join(protoDir, 'cookline', 'v1', f));
+// Bytes of a file per UploadDataset message (well under the default 64 MiB message limit).
+const UPLOAD_CHUNK = 1 << 20;
+
+/** Every package loaded from the .proto files: cookline.v1 and the vendored grpc.health.v1. */
+function loadPackages(protoDir = PROTO_DIR) {
+  const files = ['gateway.proto', 'serve.proto', 'collect.proto'].map((f) => path.join(protoDir, 'cookline', 'v1', f));
+  files.push(path.join(protoDir, 'grpc', 'health', 'v1', 'health.proto'));
   const definition = protoLoader.loadSync(files, {
     keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true, includeDirs: [protoDir],
   });
-  return grpc.loadPackageDefinition(definition).cookline.v1;
+  return grpc.loadPackageDefinition(definition);
+}
+
+/** The cookline.v1 package loaded from the .proto files. */
+function loadProtos(protoDir = PROTO_DIR) {
+  return loadPackages(protoDir).cookline.v1;
+}
+
+/** (name in the upload, local path) of a file, or of every file under a folder (hidden ones skipped), sorted. */
+function uploadFiles(source) {
+  if (fs.statSync(source).isFile()) return [[path.basename(source), source]];
+  const out = [];
+  const walk = (dir, prefix) => {
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+      if (entry.name.startsWith('.')) continue;
+      const full = path.join(dir, entry.name);
+      if (entry.isDirectory()) walk(full, `${prefix}${entry.name}/`);
+      else out.push([`${prefix}${entry.name}`, full]);
+    }
+  };
+  walk(source, '');
+  return out.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
 }
 
 /** Prediction rows as {label, scores: {class: probability}} from a PredictResponse. */
@@ -85,7 +110,8 @@ class Client {
    * @param {object} [options.env] environment to read the settings from (default process.env)
    */
   constructor({ gateway, serve, authToken, tlsCa, env = process.env, protoDir } = {}) {
-    const v1 = loadProtos(protoDir);
+    const packages = loadPackages(protoDir);
+    const v1 = packages.cookline.v1;
     const limit = config.maxMessageBytes(env);
     const token = authToken ? config.checkToken('authToken', authToken) : config.authToken(env);
     const ca = tlsCa ? config.readCa('tlsCa', tlsCa) : config.tlsCa(env);
@@ -96,13 +122,74 @@ class Client {
       interceptors: token ? [bearerToken(token)] : [],
     };
     const credentials = ca ? grpc.credentials.createSsl(ca) : grpc.credentials.createInsecure();
-    this.pipelines = new v1.PipelineService(gateway || config.address('gateway', env), credentials, options);
-    this.serve = new v1.ServeService(serve || config.address('serve', env), credentials, options);
+    const gatewayAddr = gateway || config.address('gateway', env);
+    const serveAddr = serve || config.address('serve', env);
+    this.pipelines = new v1.PipelineService(gatewayAddr, credentials, options);
+    this.serve = new v1.ServeService(serveAddr, credentials, options);
+    // uploads and the dataset catalog go through the gateway (it forwards them to collect)
+    this.datasets = new v1.CollectService(gatewayAddr, credentials, options);
+    this.healthStubs = {
+      gateway: new packages.grpc.health.v1.Health(gatewayAddr, credentials, options),
+      serve: new packages.grpc.health.v1.Health(serveAddr, credentials, options),
+    };
   }
 
   close() {
     this.pipelines.close();
     this.serve.close();
+    this.datasets.close();
+    Object.values(this.healthStubs).forEach((stub) => stub.close());
+  }
+
+  /** grpc.health.v1 status of `service` ('' = the whole server) on the gateway or serve: 'SERVING', ... */
+  async health(service = '', on = 'gateway') {
+    return (await unary(this.healthStubs[on], 'Check', { service }, 30)).status;
+  }
+
+  // --- datasets ------------------------------------------------------------
+
+  /**
+   * Uploads a local file or folder as dataset `name`, read as `source` says (a CollectSpec:
+   * format and its options, e.g. {label: 'species'} for a CSV, {format: 'image-folder'}), exactly
+   * as collect reads the same files on its own disk. `onProgress(sent, total)` sees the bytes
+   * sent. Resolves to the published DatasetInfo (same files and options: same version).
+   */
+  upload(source, name, spec = {}, onProgress = () => {}) {
+    const files = uploadFiles(source);
+    const total = files.reduce((sum, [, full]) => sum + fs.statSync(full).size, 0);
+    return new Promise((resolve, reject) => {
+      const call = this.datasets.UploadDataset({ deadline: Date.now() + 3600_000 }, (err, response) => (
+        err ? reject(err) : resolve(response.dataset)));
+      const write = (message) => new Promise((ok) => { if (call.write(message)) ok(); else call.once('drain', ok); });
+      (async () => {
+        await write({ dataset: name, source: { ...spec, source: '' } });
+        let sent = 0;
+        for (const [rel, full] of files) {
+          const handle = await fs.promises.open(full, 'r');
+          try {
+            let first = true;
+            for (;;) {
+              const buffer = Buffer.alloc(UPLOAD_CHUNK);
+              const { bytesRead } = await handle.read(buffer, 0, UPLOAD_CHUNK, null);
+              if (bytesRead === 0 && !first) break;
+              first = false;
+              await write({ file: { path: rel, data: buffer.subarray(0, bytesRead) } });
+              sent += bytesRead;
+              onProgress(sent, total);
+              if (bytesRead === 0) break;
+            }
+          } finally {
+            await handle.close();
+          }
+        }
+        call.end();
+      })().catch((err) => { call.cancel(); reject(err); });
+    });
+  }
+
+  /** A stored dataset version's description (version '' = the newest). */
+  async getDataset(name, version = '') {
+    return (await unary(this.datasets, 'GetDataset', { dataset: { name, version } }, 30)).dataset;
   }
 
   // --- runs ----------------------------------------------------------------
@@ -110,6 +197,15 @@ class Client {
   /** Starts a run of a pipeline file's text; relative paths resolve against baseDir on the services' side. */
   async submit(pipeline, baseDir = '') {
     return (await unary(this.pipelines, 'SubmitRun', { pipeline, base_dir: baseDir }, 60)).run;
+  }
+
+  /**
+   * Starts a run of a pipeline built as a cookline.v1.PipelineSpec message (a plain object with the
+   * proto's field names), validated like a file: e.g. {name: 'iris', collect: {dataset: 'iris'},
+   * process: [{standardize: {}}], train: {model: 'mlp', epochs: 20}}.
+   */
+  async submitSpec(spec, baseDir = '') {
+    return (await unary(this.pipelines, 'SubmitRun', { spec, base_dir: baseDir }, 60)).run;
   }
 
   /** Submits a pipeline file, sending its folder as the base directory (like the Python client). */
@@ -195,4 +291,4 @@ class Client {
   }
 }
 
-module.exports = { Client, loadProtos, rowsFromResponse, tensor, config };
+module.exports = { Client, loadProtos, loadPackages, uploadFiles, rowsFromResponse, tensor, config };

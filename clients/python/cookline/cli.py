@@ -1,4 +1,4 @@
-"""The `cookline` command: up, health, run, predict. Never imports TensorFlow."""
+"""The `cookline` command: up, health, validate, upload, run, predict, report. Never imports TensorFlow."""
 from __future__ import annotations
 
 import argparse
@@ -10,14 +10,16 @@ import sys
 import threading
 
 import grpc
+import yaml
 from google.protobuf import json_format
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                           TransferSpeedColumn)
 
 from cookline import channels, config
 from cookline.client import TERMINAL, Client
-from cookline.v1 import gateway_pb2
+from cookline.v1 import data_pb2, gateway_pb2, pipeline_pb2
 
 console = Console(stderr=True, soft_wrap=True)  # long paths and messages stay on one line (copy-pasteable)
 
@@ -34,13 +36,15 @@ def cmd_up(args) -> int:
         signal.signal(sig, lambda *_: stopping.set())
     with Stack(log_dir=args.log_dir) as stack:
         stack.start_all()
+        for service in MODULES:
+            console.print(f"  {service:8} {escape(config.address(service))}")
+        if args.log_dir:
+            console.print(f"  logs     {escape(os.path.join(os.path.abspath(args.log_dir), '<service>.log'))}")
         try:
             stack.wait_healthy(timeout=args.timeout)
         except RuntimeError as exc:
             console.print(f"[red]stack did not start:[/red] {escape(str(exc))}")
             return 1
-        for service in MODULES:
-            console.print(f"  {service:8} {escape(config.address(service))}")
         console.print("[green]cookline is up[/green] (Ctrl-C stops it)")
         while not stopping.wait(0.5):
             if stack.exited():
@@ -91,6 +95,7 @@ def validate_summary(pipeline) -> list[str]:
     split = ", ".join(f"{k} {getattr(pipeline.split, k):g}" for k in ("validation", "test")
                       if getattr(pipeline.split, k)) or "none"
     return [f"{pipeline.name}: valid",
+            f"  collect  stored dataset {collect.dataset}" if collect.dataset else
             f"  collect  {collect.format or 'csv'} {collect.source}{label}",
             f"  process  {ops}",
             f"  split    {split}",
@@ -102,12 +107,96 @@ def _metrics_line(metrics) -> str:
     return "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
 
 
+def _upload_bar(client: Client, path: str, name: str, source) -> data_pb2.DatasetInfo:
+    """Uploads with a progress bar on stderr; returns the published dataset version."""
+    with Progress(TextColumn("uploading {task.description}"), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), console=console) as bars:
+        task = bars.add_task(name, total=None)
+        return client.upload(path, name, source, progress=lambda sent, total: bars.update(task, completed=sent,
+                                                                                              total=total))
+
+
+def cmd_upload(args) -> int:
+    source = pipeline_pb2.CollectSpec(
+        format=args.format or _guess_format(args.path), label=args.label or "", categorical=args.categorical,
+        no_header=args.no_header, columns=args.columns, numeric_label=args.numeric_label, color=args.color or "")
+    if args.image_size:
+        source.image_size.extend(args.image_size)
+    with Client(gateway=args.gateway) as client:
+        try:
+            info = _upload_bar(client, args.path, args.name, source)
+        except OSError as exc:
+            console.print(f"[red]error[/red] {escape(str(exc))}")
+            return 2
+        except grpc.RpcError as exc:
+            return _fail(exc)
+    console.print(f"dataset {info.ref.name}@{info.ref.version}: {info.num_rows} rows ({info.format}); "
+                  f"train on it with collect: {{dataset: {info.ref.name}@{info.ref.version}}}")
+    print(f"{info.ref.name}@{info.ref.version}")
+    return 0
+
+
+def _guess_format(path: str) -> str:
+    """A folder is an image-folder, a .npz file npz, anything else csv (--format says otherwise)."""
+    if os.path.isdir(path):
+        return "image-folder"
+    return "npz" if path.lower().endswith(".npz") else "csv"
+
+
+def _local_source(file: str) -> tuple[str, dict, str] | None:
+    """(pipeline name, collect section, local path) when the pipeline's collect.source is a file or
+    folder on this machine (relative paths from the pipeline file's folder, then the working directory)."""
+    with open(file, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    collect = data.get("collect") if isinstance(data, dict) else None
+    source = collect.get("source") if isinstance(collect, dict) else None
+    if not isinstance(source, str) or "://" in source:
+        return None
+    for candidate in (os.path.join(os.path.dirname(os.path.abspath(file)), source), os.path.abspath(source)):
+        if os.path.exists(candidate):
+            return str(data.get("name", "")), dict(collect), candidate
+    return None
+
+
+def _submit_uploading(client: Client, args):
+    """`cookline run`'s rule for local data: the pipeline is submitted as written; when the gateway
+    cannot use collect.source (NOT_FOUND: its machine does not have it; PERMISSION_DENIED: outside its
+    source roots) and the source exists on this machine, it is uploaded under the pipeline's name with
+    the pipeline's collect options, and the pipeline is submitted again with collect.dataset set to
+    the uploaded version. --upload always skips the first try; --upload never keeps the error."""
+    if args.upload != "always":
+        try:
+            return client.submit_file(args.file)
+        except grpc.RpcError as exc:
+            retry = exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED) \
+                and "collect.source" in (exc.details() or "")
+            if args.upload == "never" or not retry or _local_source(args.file) is None:
+                raise
+            console.print(f"the gateway cannot read collect.source ({exc.code().name}: {escape(exc.details() or '')}); "
+                          "uploading it")
+    found = _local_source(args.file)
+    if found is None:
+        return client.submit_file(args.file)
+    name, collect, path = found
+    options = {k: v for k, v in collect.items() if k != "source"}
+    source = json_format.ParseDict(options, pipeline_pb2.CollectSpec())
+    info = _upload_bar(client, path, name, source)
+    console.print(f"uploaded {escape(path)} as dataset {info.ref.name}@{info.ref.version} ({info.num_rows} rows)")
+    with open(args.file, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    data["collect"] = {"dataset": f"{info.ref.name}@{info.ref.version}"}
+    return client.submit(yaml.safe_dump(data, sort_keys=False))
+
+
 def cmd_run(args) -> int:
     with Client(gateway=args.gateway) as client:
         try:
-            run = client.submit_file(args.file)
+            run = _submit_uploading(client, args)
         except OSError as exc:
             console.print(f"[red]error[/red] cannot read {escape(args.file)}: {exc.strerror}")
+            return 2
+        except json_format.ParseError as exc:
+            console.print(f"[red]error[/red] {escape(args.file)}: collect: {escape(str(exc))}")
             return 2
         except grpc.RpcError as exc:
             return _fail(exc)
@@ -328,7 +417,27 @@ def main(argv=None) -> int:
     run.add_argument("--output", choices=["text", "json"], default="text",
                      help="json: print the final run record as one JSON object")
     run.add_argument("--gateway", help="gateway host:port (default COOKLINE_GATEWAY_ADDR or localhost:50050)")
+    run.add_argument("--upload", choices=["auto", "always", "never"], default="auto",
+                     help="upload a local collect.source: auto (default) when the gateway answers that it cannot "
+                          "read it and it is on this machine; always; never")
     run.set_defaults(func=cmd_run)
+
+    upload = sub.add_parser("upload", help="upload a local CSV, text CSV, NPZ or image folder as a dataset")
+    upload.add_argument("path", help="the file (csv, text-csv, npz) or folder (image-folder, voc)")
+    upload.add_argument("--name", required=True, help="dataset name; pipelines train on it with collect.dataset")
+    upload.add_argument("--format", choices=["csv", "text-csv", "image-folder", "voc", "npz"],
+                        help="default: image-folder for a folder, npz for *.npz, else csv")
+    upload.add_argument("--label", help="csv: the label column (required); npz: the label array (default label)")
+    upload.add_argument("--categorical", action="append", default=[], metavar="COLUMN",
+                        help="csv: a column of category strings (repeat for several)")
+    upload.add_argument("--no-header", action="store_true", help="csv: the file has no header row")
+    upload.add_argument("--columns", nargs="+", default=[], help="csv with --no-header: the column names")
+    upload.add_argument("--numeric-label", action="store_true", help="csv: the label is a number (regression)")
+    upload.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
+                        help="image-folder, voc: resize every image at ingest")
+    upload.add_argument("--color", choices=["grayscale", "rgb"], help="image-folder, voc: channels")
+    upload.add_argument("--gateway", help="gateway host:port (default COOKLINE_GATEWAY_ADDR or localhost:50050)")
+    upload.set_defaults(func=cmd_upload)
 
     validate = sub.add_parser("validate", help="check a pipeline file offline (no stack needed)")
     validate.add_argument("file", help="the pipeline file (YAML)")

@@ -7,6 +7,7 @@
     client.predict("iris", [[5.1, 3.5, 1.4, 0.2]])   # -> [{"label": "setosa", "scores": {...}}]
     client.predict("reviews", {"text": ["a great film"]})           # raw inputs by name
     client.predict("digits", {"image": [open("7.png", "rb").read()]})
+    client.upload("iris.csv", "iris", CollectSpec(label="species"))   # -> DatasetInfo (iris@<version>)
 """
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ import grpc
 import numpy as np
 
 from cookline import channels, tensors
-from cookline.v1 import gateway_pb2, gateway_pb2_grpc, model_pb2, registry_pb2_grpc, serve_pb2, serve_pb2_grpc
+from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, gateway_pb2, gateway_pb2_grpc, model_pb2,
+                         pipeline_pb2, registry_pb2_grpc, serve_pb2, serve_pb2_grpc)
 
+# Bytes of a file per UploadDataset message (well under the default 64 MiB message limit).
+UPLOAD_CHUNK = 1 << 20
 TERMINAL = (gateway_pb2.RUN_STATE_SUCCEEDED, gateway_pb2.RUN_STATE_FAILED, gateway_pb2.RUN_STATE_CANCELLED)
 
 
@@ -65,6 +69,8 @@ class Client:
         self._serve_channel = channels.channel("serve", env, target=serve)
         self.pipelines = gateway_pb2_grpc.PipelineServiceStub(self._gateway_channel)
         self.registry = registry_pb2_grpc.RegistryServiceStub(self._gateway_channel)
+        # uploads and the dataset catalog go through the gateway (it forwards them to collect)
+        self.datasets = collect_pb2_grpc.CollectServiceStub(self._gateway_channel)
         self.serve = serve_pb2_grpc.ServeServiceStub(self._serve_channel)
 
     def close(self) -> None:
@@ -83,6 +89,11 @@ class Client:
         """Starts a run of a pipeline file's text; relative paths resolve against base_dir."""
         return self.pipelines.SubmitRun(gateway_pb2.SubmitRunRequest(
             pipeline=pipeline, base_dir=os.path.abspath(base_dir) if base_dir else ""), timeout=60).run
+
+    def submit_spec(self, spec: pipeline_pb2.PipelineSpec, base_dir: str = "") -> gateway_pb2.Run:
+        """Starts a run of a pipeline built as a PipelineSpec message (validated like a file)."""
+        return self.pipelines.SubmitRun(gateway_pb2.SubmitRunRequest(
+            spec=spec, base_dir=os.path.abspath(base_dir) if base_dir else ""), timeout=60).run
 
     def submit_file(self, path: str) -> gateway_pb2.Run:
         with open(path, encoding="utf-8") as f:
@@ -126,11 +137,67 @@ class Client:
         """submit_file, then wait: (the run's final record, every event)."""
         return self.wait(self.submit_file(path).run_id)
 
+    # --- datasets --------------------------------------------------------------
+
+    @staticmethod
+    def upload_files(path: str) -> list[tuple[str, str]]:
+        """What `upload` sends for `path`: (name in the upload, local path) of a file, or of every
+        file under a folder (hidden ones skipped), sorted."""
+        if os.path.isfile(path):
+            return [(os.path.basename(path), path)]
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"{path}: no such file or folder")
+        out = []
+        for folder, dirs, names in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in names:
+                if not name.startswith("."):
+                    full = os.path.join(folder, name)
+                    out.append((os.path.relpath(full, path).replace(os.sep, "/"), full))
+        return sorted(out)
+
+    def upload(self, path: str, name: str, source: pipeline_pb2.CollectSpec | None = None,
+               progress=None) -> data_pb2.DatasetInfo:
+        """Uploads a local file or folder as dataset `name`, read as `source` says (format and its
+        options; csv by default) exactly as collect would read it on its own disk. Streams the
+        files in pieces of UPLOAD_CHUNK bytes; `progress(sent, total)` sees the bytes sent.
+        Returns the published version (the same files and options always give the same one)."""
+        files = self.upload_files(path)
+        total = sum(os.path.getsize(full) for _, full in files)
+        spec = pipeline_pb2.CollectSpec()
+        if source is not None:
+            spec.CopyFrom(source)
+        spec.source = ""
+
+        def messages():
+            yield collect_pb2.UploadDatasetRequest(dataset=name, source=spec)
+            sent = 0
+            for rel, full in files:
+                with open(full, "rb") as f:
+                    first = True
+                    while True:
+                        data = f.read(UPLOAD_CHUNK)
+                        if not data and not first:
+                            break
+                        first = False
+                        yield collect_pb2.UploadDatasetRequest(file=collect_pb2.UploadFileChunk(path=rel, data=data))
+                        sent += len(data)
+                        if progress is not None:
+                            progress(sent, total)
+                        if not data:
+                            break
+        return self.datasets.UploadDataset(messages(), timeout=3600).dataset
+
+    def get_dataset(self, name: str, version: str = "") -> data_pb2.DatasetInfo:
+        return self.datasets.GetDataset(collect_pb2.GetDatasetRequest(
+            dataset=data_pb2.DatasetRef(name=name, version=version)), timeout=30).dataset
+
     def get_run(self, run_id: str) -> gateway_pb2.Run:
         return self.pipelines.GetRun(gateway_pb2.GetRunRequest(run_id=run_id), timeout=30).run
 
     def cancel(self, run_id: str) -> gateway_pb2.Run:
-        """Asks the gateway to cancel a run; watch() then ends with its CANCELLED record."""
+        """Asks the gateway to cancel a run. The record returned is the one at the time of asking
+        (usually still RUNNING); watch() then ends with the CANCELLED record."""
         return self.pipelines.CancelRun(gateway_pb2.CancelRunRequest(run_id=run_id), timeout=30).run
 
     def list_runs(self, limit: int = 100) -> list[gateway_pb2.Run]:

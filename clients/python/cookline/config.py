@@ -41,6 +41,15 @@ def serve_metrics_address(env: Mapping[str, str] | None = None) -> tuple[str, in
     return host or "127.0.0.1", int(port)
 
 
+def source_roots(env: Mapping[str, str] | None = None) -> list[str]:
+    """COOKLINE_SOURCE_ROOTS: the folders local pipeline sources may be read from, separated by
+    os.pathsep (':'), each made absolute with symlinks resolved. Unset: the working directory
+    (the folder `cookline up` runs in)."""
+    value = _env(env).get("COOKLINE_SOURCE_ROOTS") or ""
+    roots = [r for r in value.split(os.pathsep) if r.strip()] or [os.getcwd()]
+    return [os.path.realpath(os.path.abspath(r.strip())) for r in roots]
+
+
 def max_message_bytes(env: Mapping[str, str] | None = None) -> int:
     """Largest gRPC message sent or received, servers and clients alike (COOKLINE_MAX_MESSAGE_MB)."""
     megabytes = int(_env(env).get("COOKLINE_MAX_MESSAGE_MB") or 64)

@@ -1,8 +1,10 @@
 """What every source shares: the Source interface, class-name lookups, file listings."""
 from __future__ import annotations
 
+import contextlib
+import io
 import os
-from typing import Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 
@@ -13,18 +15,46 @@ Chunk = dict[str, np.ndarray]
 CHUNK_ROWS = 4096
 
 
+# Paths that stand for streams rather than files (s3:// objects read without a local copy, see
+# sources/s3.py): path -> a function opening a fresh seekable binary stream of the object.
+_STREAMS: dict[str, Callable[[], BinaryIO]] = {}
+
+
+def open_binary(path: str) -> BinaryIO:
+    """The file at `path` opened for reading, or a fresh stream of the object standing behind it."""
+    opener = _STREAMS.get(path)
+    return opener() if opener is not None else open(path, "rb")  # noqa: SIM115 - the caller closes it
+
+
+def open_text(path: str):
+    """open_binary as CSV text (UTF-8, a BOM skipped, newlines left to the csv module)."""
+    return io.TextIOWrapper(open_binary(path), encoding="utf-8-sig", newline="")
+
+
+@contextlib.contextmanager
+def streamed(openers: dict[str, Callable[[], BinaryIO]]):
+    """Within the block, each path of `openers` opens as its stream (paths are unique per ingest)."""
+    _STREAMS.update(openers)
+    try:
+        yield
+    finally:
+        for path in openers:
+            _STREAMS.pop(path, None)
+
+
 class Source:
     """One input, read as bounded chunks of rows.
 
     After `chunks()` is exhausted, `class_names` names the label ids and
-    `columns` / `categorical_columns` name the positions of "features" and
-    "categorical". `files()` lists what the content address is computed from.
+    `columns` / `categorical_columns` / `text_columns` name the positions of
+    "features", "categorical" and (csv) "text". `files()` lists what the content address is computed from.
     """
 
     format = ""
     class_names: list[str]
     columns: list[str] = []
     categorical_columns: list[str] = []
+    text_columns: list[str] = []
     image_shapes: dict[str, int]
     # True when the source assigns rows to train/validation/test itself ("subset" chunks).
     predefined_split = False

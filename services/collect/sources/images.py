@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from cookline.spec.sources import check_image_options
 from cookline.v1 import data_pb2
-from services.collect.sources.base import Chunk, Labels, Source, walk_files
+from services.collect.sources.base import Chunk, Labels, Source, open_binary, walk_files
 from services.common.errors import invalid, not_found
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -37,7 +37,7 @@ class _ImageDecoder:
 
     def decode(self, name: str, path: str) -> np.ndarray:
         try:
-            with Image.open(path) as img:
+            with open_binary(path) as f, Image.open(f) as img:
                 img.load()
                 if not self.color:
                     self.color = "grayscale" if img.mode in ("L", "1", "I", "I;16", "F") else "rgb"
@@ -142,7 +142,8 @@ class VocSource(Source):
             name = "annotations/" + rel
             self.xml_files.append((name, full))
             try:
-                root = ET.parse(full).getroot()
+                with open_binary(full) as f:
+                    root = ET.parse(f).getroot()
             except ET.ParseError as exc:
                 raise invalid(f"collect.source: {name} is not valid XML ({exc})") from None
             file_name = (root.findtext("filename") or "").strip()

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
-from services.collect.sources.base import Chunk, Labels, Source, single_file
+from services.collect.sources.base import Chunk, Labels, Source, open_binary, single_file
 from services.common.errors import invalid
 
 CHUNK_BYTES = 16 << 20
@@ -38,7 +38,7 @@ class NpzSource(Source):
         self.file_name = os.path.basename(self.path)
         self.label = spec.label or "label"
         try:
-            self.zip = zipfile.ZipFile(self.path)
+            self.zip = zipfile.ZipFile(open_binary(self.path))
             members = self.zip.namelist()
         except (zipfile.BadZipFile, OSError) as exc:
             raise invalid(f"collect.source: {self.file_name} is not a .npz archive ({exc})") from None

@@ -1,4 +1,5 @@
-"""The upload source: TensorBatches streamed by a client, spooled to local disk first.
+"""Uploads: TensorBatches (UploadSpool) or a source's files (FileSpool) streamed by a client,
+spooled to local disk first.
 
 Each batch is checked against the first (names, dtypes, per-row shapes) as it
 arrives and appended to a spool folder, and the content hash is computed on
@@ -100,3 +101,55 @@ class UploadSpool(Source):
             yield chunk
         if not self.class_names:
             self.class_names[:] = [str(i) for i in range(self._max_label + 1)]
+
+
+class FileSpool:
+    """The files of an uploaded source, written under `folder` as they arrive.
+
+    Paths are checked before anything is written: relative, '/'-separated, no '..', no empty
+    or hidden parts, so an upload cannot write outside its spool. The pieces of a file come
+    one after another; a path seen again after another file began is an error.
+    """
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.files: list[str] = []
+        self.bytes = 0
+        self._current: str | None = None
+        self._out = None
+
+    def add(self, chunk, index: int) -> None:
+        path = chunk.path
+        parts = path.split("/")
+        if not path or path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts):
+            raise invalid(f"upload message {index}: file.path {path!r} must be a relative '/'-separated path "
+                          "without '.', '..' or empty parts")
+        if path != self._current:
+            if path in self.files:
+                raise invalid(f"upload message {index}: file.path {path!r} came again after another file; "
+                              "send each file's pieces one after another")
+            self.close()
+            full = os.path.join(self.folder, *parts)
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            self._out = open(full, "xb")  # noqa: SIM115 - closed in close()
+            self._current = path
+            self.files.append(path)
+        self._out.write(chunk.data)
+        self.bytes += len(chunk.data)
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+    def path(self, fmt: str) -> str:
+        """What the format's source reads: the one file of a csv, text-csv or npz upload, else the folder."""
+        self.close()
+        if not self.files:
+            raise invalid("upload: no files (no message carried a file piece)")
+        if fmt in ("csv", "text-csv", "npz"):
+            if len(self.files) != 1:
+                raise invalid(f"upload: format {fmt} takes one file, got {len(self.files)} "
+                              f"({', '.join(self.files[:3])}{', ...' if len(self.files) > 3 else ''})")
+            return os.path.join(self.folder, *self.files[0].split("/"))
+        return self.folder

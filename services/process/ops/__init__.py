@@ -5,7 +5,8 @@ rows, `apply` transforms a stream. All of it streams: memory is bounded by one
 batch plus a shuffle buffer, however large the dataset. One module per family:
 scaling (standardize, min_max, fill_missing), categorical (lookup, one_hot),
 images (resize, grayscale, random_flip, random_rotation, random_brightness),
-text (vectorize_text), order (shuffle, rebatch).
+text (vectorize_text), order (shuffle, rebatch). `graph` composes the fitted ops'
+in-graph forms, which the exported model runs on the raw collected tensors.
 """
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ from cookline import tensors
 from cookline.spec import ops as spec_ops
 from cookline.v1 import pipeline_pb2
 from services.common.errors import Fail
-from services.process.ops.base import Batch, OpKind
+from services.process.ops.base import Batch, OpKind, graph_fn
 from services.process.ops.categorical import Lookup, OneHot
 from services.process.ops.images import Grayscale, RandomBrightness, RandomFlip, RandomRotation, Resize
 from services.process.ops.order import Shuffle, rebatch
-from services.process.ops.scaling import FillMissing, MinMax, Standardize
+from services.process.ops.scaling import FillMissing, MinMax, Standardize, scope
 from services.process.ops.text import VectorizeText
 
 KINDS: dict[str, OpKind] = {k.name: k for k in (
@@ -30,7 +31,10 @@ KINDS: dict[str, OpKind] = {k.name: k for k in (
     RandomRotation(), RandomBrightness(), VectorizeText(), Shuffle())}
 
 __all__ = ["KINDS", "validate", "fit", "chain", "apply", "rebatch", "Batch", "needs_fit", "split_at_first_random",
-           "for_partition"]
+           "graph", "for_partition"]
+
+# Ops that can be scoped to numeric columns by name (`columns`).
+SCOPED = ("standardize", "min_max", "fill_missing")
 
 
 def _where(i: int, op: pipeline_pb2.Op) -> str:
@@ -53,8 +57,11 @@ def _chain(ops, batches: Iterable[Batch], epoch: int, training: bool, determinis
     return stream
 
 
-def fit(ops: list[pipeline_pb2.Op], pull: Callable[[], Iterable[Batch]] | Iterable[Batch]) -> tuple[list[pipeline_pb2.Op], int]:
+def fit(ops: list[pipeline_pb2.Op], pull: Callable[[], Iterable[Batch]] | Iterable[Batch],
+        feature_columns: list[str] | None = None) -> tuple[list[pipeline_pb2.Op], int]:
     """Fits every op that needs it on the TRAIN rows; returns fitted copies and the row count.
+
+    `feature_columns` names the dataset's numeric columns, for ops scoped to `columns`.
 
     `pull()` gives a fresh stream of the TRAIN rows. Each op that needs fitting
     sees the rows as transformed by the (already fitted, deterministic) ops
@@ -63,9 +70,11 @@ def fit(ops: list[pipeline_pb2.Op], pull: Callable[[], Iterable[Batch]] | Iterab
     """
     validate(ops)
     fitted = [pipeline_pb2.Op() for _ in ops]
-    for out, op in zip(fitted, ops):
+    for i, (out, op) in enumerate(zip(fitted, ops, strict=True)):
         out.CopyFrom(op)
         out.ClearField("fitted")
+        if out.WhichOneof("kind") in SCOPED:
+            scope(out, _where(i, out), feature_columns)
     stream_of = pull if callable(pull) else (lambda it=iter(pull): it)
     rows = None
     for i, op in enumerate(fitted):
@@ -101,8 +110,22 @@ def for_partition(ops: Iterable[pipeline_pb2.Op], index: int) -> list[pipeline_p
 
 
 def needs_fit(ops: Iterable[pipeline_pb2.Op]) -> bool:
-    """True when any op must be fitted on the training rows first."""
-    return any(KINDS[op.WhichOneof("kind")].fitter(op, _where(i, op)) is not None for i, op in enumerate(ops))
+    """True when any op must be fitted on the training rows first (or scoped to named columns)."""
+    return any(KINDS[op.WhichOneof("kind")].fitter(op, _where(i, op)) is not None
+               or (op.WhichOneof("kind") in SCOPED and len(getattr(op, op.WhichOneof("kind")).columns))
+               for i, op in enumerate(ops))
+
+
+def graph(fitted_ops: list[pipeline_pb2.Op]):
+    """The fitted ops as one in-graph function (dict of TF tensors -> dict), for the exported
+    model; its `resources` are the lookup tables the ops use. Training-only ops do nothing."""
+    steps = [KINDS[op.WhichOneof("kind")].graph(op, _where(i, op)) for i, op in enumerate(fitted_ops)]
+
+    def run(tensors):
+        for step in steps:
+            tensors = step(tensors)
+        return tensors
+    return graph_fn(run, *[r for step in steps for r in getattr(step, "resources", [])])
 
 
 def split_at_first_random(ops: list[pipeline_pb2.Op]) -> tuple[list[pipeline_pb2.Op], list[pipeline_pb2.Op]]:
@@ -137,12 +160,6 @@ def apply(ops: list[pipeline_pb2.Op], batches: Iterable[Batch], epoch: int, batc
 
 # --- the schema an op list produces --------------------------------------------------
 
-# Ops whose effect the exported model cannot reproduce from the served "features" input
-# (their input is strings): serving takes their OUTPUT, and their fitted parameters travel
-# with the model's metadata so a text / categorical model can build them in (issue 4).
-NOT_SERVED = ("lookup", "one_hot", "vectorize_text")
-
-
 def output_fields(fields: dict[str, tuple[str, list[int]]], fitted_ops: list[pipeline_pb2.Op]
                   ) -> dict[str, tuple[str, list[int]]]:
     """Tensor name -> (dtype name, per-row shape) of batches after the (fitted) ops.
@@ -167,7 +184,7 @@ def output_fields(fields: dict[str, tuple[str, list[int]]], fitted_ops: list[pip
                 out["tokens"] = ("int64", [settings["sequence_length"]])
             else:
                 size = len(op.fitted["vocabulary"].string_values) if "vocabulary" in op.fitted else 0
-                out["features"] = ("float32", [size + 1])
+                out["features"] = ("float32", [width + size + 1])
         elif kind == "resize" and "image" in out:
             dtype, shape = out["image"]
             out["image"] = (dtype, [int(p.height), int(p.width), shape[2]])

@@ -4,7 +4,7 @@ An op's name, parameters, defaults and ranges are declared in cookline.spec.ops;
 here implement them on streams."""
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 import grpc
 import numpy as np
@@ -28,6 +28,13 @@ class OpKind:
       (shuffle, augmentation); they are skipped while later ops are fitted.
     - `reorders_only`: True for ops that only change the order of rows (shuffle): their effect can be
       computed on row indices alone, whatever the tensors hold.
+    - `graph(op, where)`: the op's in-graph (serving) form, built from its fitted parameters: a function
+      from a dict of TensorFlow tensors (one batch, named as in `apply`) to the transformed dict, doing
+      what `apply` does to the same rows (tests hold the two equal). The exported model runs it, so
+      serving takes the raw collected tensors. Lookup tables and other TF resources it uses are listed
+      in the function's `resources` attribute (see `graph_fn`), for the exporter to save with the model.
+      Training-only ops (not `deterministic`: shuffle, augmentation) leave the tensors as they are.
+      A plugin op supplies `graph` beside `apply`.
     """
 
     name = ""
@@ -47,9 +54,21 @@ class OpKind:
               training: bool) -> Iterator[Batch]:
         raise NotImplementedError
 
+    def graph(self, op: pipeline_pb2.Op, where: str):
+        if not self.deterministic:
+            return graph_fn(lambda tensors: tensors)
+        raise NotImplementedError(f"{where}: the op {self.name!r} has no in-graph form (OpKind.graph)")
+
     @staticmethod
     def params(op: pipeline_pb2.Op):
         return getattr(op, op.WhichOneof("kind"))
+
+
+def graph_fn(fn: Any, *resources: Any) -> Any:
+    """An op's in-graph form: `fn` (dict of tensors -> dict of tensors) with the TF resources it
+    uses (lookup tables), which the exporter tracks so the SavedModel holds them."""
+    fn.resources = list(resources)
+    return fn
 
 
 def need(batch: Batch, tensor: str, where: str) -> np.ndarray:

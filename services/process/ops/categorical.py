@@ -3,14 +3,16 @@ lookup (one id column per categorical column) and one_hot (one column per seen v
 
 The vocabulary of each column is fitted on the TRAIN rows, most frequent values
 first (ties in order of value), and stored flat: "vocabulary" (strings) with
-"columns" (the categorical column of each entry).
+"columns" (the categorical column of each entry). `graph` is each op inside the
+exported model: one lookup table per column (the same ids, 0 for a value not in the
+vocabulary: the out-of-vocabulary bucket), then the same float columns.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from services.common.errors import invalid
-from services.process.ops.base import OpKind, fitted, need
+from services.process.ops.base import OpKind, fitted, graph_fn, need
 
 
 def _text(values: np.ndarray) -> np.ndarray:
@@ -78,6 +80,43 @@ def _append(batch, new_columns: np.ndarray) -> dict:
     return out
 
 
+def _graph_tables(op, where):
+    """One TF lookup table per fitted column (value -> id from 1; anything else -> 0)."""
+    import tensorflow as tf
+    tables = []
+    for table in _tables(op, where):
+        if not table:
+            tables.append(None)
+            continue
+        keys = tf.constant(list(table), tf.string)
+        ids = tf.constant(list(table.values()), tf.int64)
+        tables.append(tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, ids), 0))
+    return tables
+
+
+def _graph_ids(values, tables, where) -> list:
+    """[rows] int64 ids of each categorical column (cells stripped, as collect stores them)."""
+    import tensorflow as tf
+    width = int(values.shape[1])
+    if len(tables) > width:
+        raise invalid(f"{where}: fitted on {len(tables)} categorical columns, got {width}")
+    values = tf.strings.strip(values)
+    out = []
+    for j in range(width):
+        table = tables[j] if j < len(tables) else None
+        column = values[:, j]
+        out.append(tf.zeros_like(column, tf.int64) if table is None else table.lookup(column))
+    return out
+
+
+def _graph_append(tensors, new_columns):
+    import tensorflow as tf
+    out = {k: v for k, v in tensors.items() if k != "categorical"}
+    out["features"] = (tf.concat([tf.cast(out["features"], tf.float32), new_columns], axis=1)
+                       if "features" in out else new_columns)
+    return out
+
+
 class Lookup(OpKind):
     name = "lookup"
 
@@ -89,6 +128,15 @@ class Lookup(OpKind):
         for batch in batches:
             ids = _ids(need(batch, "categorical", where), tables, where)
             yield _append(batch, ids.astype(np.float32))
+
+    def graph(self, op, where):
+        import tensorflow as tf
+        tables = _graph_tables(op, where)
+
+        def fn(tensors):
+            ids = _graph_ids(tensors["categorical"], tables, where)
+            return _graph_append(tensors, tf.cast(tf.stack(ids, axis=1), tf.float32))
+        return graph_fn(fn, *[t for t in tables if t is not None])
 
 
 class OneHot(OpKind):
@@ -107,3 +155,15 @@ class OneHot(OpKind):
             if len(ids) and tables:
                 out[np.arange(len(ids))[:, None], ids + offsets] = 1.0
             yield _append(batch, out)
+
+    def graph(self, op, where):
+        import tensorflow as tf
+        tables = _graph_tables(op, where)
+        widths = [len(t) + 1 for t in _tables(op, where)]
+
+        def fn(tensors):
+            ids = _graph_ids(tensors["categorical"], tables, where)[:len(tables)]
+            rows = tf.shape(tensors["categorical"])[0]
+            parts = [tf.one_hot(i, w, dtype=tf.float32) for i, w in zip(ids, widths, strict=True)]
+            return _graph_append(tensors, tf.concat(parts, axis=1) if parts else tf.zeros([rows, 0], tf.float32))
+        return graph_fn(fn, *[t for t in tables if t is not None])

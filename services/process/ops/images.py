@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from services.common.errors import invalid
-from services.process.ops.base import OpKind, need, rng
+from services.process.ops.base import OpKind, graph_fn, need, rng
 
 LUMA = np.array([0.2989, 0.5870, 0.1140], dtype=np.float32)  # ITU-R 601, as tf.image.rgb_to_grayscale
 
@@ -27,29 +27,59 @@ def _like(result: np.ndarray, original: np.ndarray) -> np.ndarray:
     return result.astype(original.dtype, copy=False)
 
 
+def _axis(out_size, in_size):
+    """Source rows (or columns) and weights of a bilinear resize along one axis."""
+    centers = (np.arange(out_size, dtype=np.float32) + 0.5) * (in_size / out_size) - 0.5
+    centers = np.clip(centers, 0, in_size - 1)
+    lo = np.floor(centers).astype(np.int64)
+    hi = np.minimum(lo + 1, in_size - 1)
+    return lo, hi, (centers - lo).astype(np.float32)
+
+
 def resize_bilinear(images: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear resize with half-pixel centers, as tf.image.resize(method="bilinear", antialias=False)."""
     n, h, w, c = images.shape
     if (h, w) == (height, width):
         return images
     x = images.astype(np.float32, copy=False)
-
-    def axis(out_size, in_size):
-        centers = (np.arange(out_size, dtype=np.float32) + 0.5) * (in_size / out_size) - 0.5
-        centers = np.clip(centers, 0, in_size - 1)
-        lo = np.floor(centers).astype(np.int64)
-        hi = np.minimum(lo + 1, in_size - 1)
-        return lo, hi, (centers - lo).astype(np.float32)
-
-    y0, y1, fy = axis(height, h)
-    x0, x1, fx = axis(width, w)
+    y0, y1, fy = _axis(height, h)
+    x0, x1, fx = _axis(width, w)
     top = x[:, y0][:, :, x0] * (1 - fx)[None, None, :, None] + x[:, y0][:, :, x1] * fx[None, None, :, None]
     bottom = x[:, y1][:, :, x0] * (1 - fx)[None, None, :, None] + x[:, y1][:, :, x1] * fx[None, None, :, None]
     return _like(top * (1 - fy)[None, :, None, None] + bottom * fy[None, :, None, None], images)
 
 
+def graph_like(result, dtype):
+    """_like in TensorFlow: rounded (half to even, as np.rint) and clipped for integer pixels."""
+    import tensorflow as tf
+    if dtype.is_integer:
+        return tf.cast(tf.clip_by_value(tf.round(result), dtype.min, dtype.max), dtype)
+    return tf.cast(result, dtype)
+
+
+def graph_resize(images, height: int, width: int):
+    """resize_bilinear in TensorFlow, the same float32 arithmetic in the same order (so the same
+    pixels): images [rows, h, w, c] with a known h and w."""
+    import tensorflow as tf
+    h, w = int(images.shape[1]), int(images.shape[2])
+    if (h, w) == (height, width):
+        return images
+    x = tf.cast(images, tf.float32)
+    y0, y1, fy = _axis(height, h)
+    x0, x1, fx = _axis(width, w)
+    fx, fy = fx[None, None, :, None], fy[None, :, None, None]
+    rows0, rows1 = tf.gather(x, y0, axis=1), tf.gather(x, y1, axis=1)
+    top = tf.gather(rows0, x0, axis=2) * (1 - fx) + tf.gather(rows0, x1, axis=2) * fx
+    bottom = tf.gather(rows1, x0, axis=2) * (1 - fx) + tf.gather(rows1, x1, axis=2) * fx
+    return graph_like(top * (1 - fy) + bottom * fy, images.dtype)
+
+
 class Resize(OpKind):
     name = "resize"
+
+    def graph(self, op, where):
+        return graph_fn(lambda t: {**t, "image": graph_resize(t["image"], int(op.resize.height),
+                                                              int(op.resize.width))})
 
     def apply(self, op, where, batches, epoch, training):
         for batch in batches:
@@ -68,8 +98,21 @@ class Grayscale(OpKind):
                 continue
             if image.shape[3] not in (3, 4):
                 raise invalid(f"{where}: 'image' has {image.shape[3]} channels, expected 1, 3 or 4")
-            gray = image[..., :3].astype(np.float32) @ LUMA
+            x = image.astype(np.float32)
+            gray = x[..., 0] * LUMA[0] + x[..., 1] * LUMA[1] + x[..., 2] * LUMA[2]  # the order graph() uses
             yield {**batch, "image": _like(gray[..., None], image)}
+
+    def graph(self, op, where):
+        import tensorflow as tf
+
+        def fn(t):
+            image = t["image"]
+            if image.shape[3] == 1:
+                return t
+            x = tf.cast(image, tf.float32)
+            gray = x[..., 0] * LUMA[0] + x[..., 1] * LUMA[1] + x[..., 2] * LUMA[2]
+            return {**t, "image": graph_like(gray[..., None], image.dtype)}
+        return graph_fn(fn)
 
 
 class _Augmentation(OpKind):

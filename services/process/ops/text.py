@@ -1,9 +1,11 @@
-"""vectorize_text: "text" (strings [n]) -> "features" (bag of words) or "tokens" (id sequences).
+"""vectorize_text: "text" (strings [n], or [n, t] for several text columns, whose
+cells are joined with a space) -> "features" (bag of words, appended to any numeric
+"features") or "tokens" (id sequences).
 
 Tokens are lowercased runs of word characters (the same as collect's text
-statistics). The vocabulary is the most frequent tokens of the TRAIN rows
-(ties in token order). Layout as Keras' TextVectorization: for multi_hot,
-count and tf_idf, column 0 is the unknown-token column and vocabulary entry i
+statistics; `graph_tokens` is the same rule in TensorFlow, for the exported model).
+The vocabulary is the most frequent tokens of the TRAIN rows (ties in token order).
+Layout as Keras' TextVectorization: for multi_hot, count and tf_idf, column 0 is the unknown-token column and vocabulary entry i
 is column i + 1; for int, 0 is padding, 1 unknown and entry i is id i + 2.
 tf_idf weights a count by idf = log(1 + rows / (1 + rows containing the token)).
 """
@@ -12,11 +14,27 @@ from __future__ import annotations
 import numpy as np
 
 from services.collect.stats import tokens
-from services.process.ops.base import OpKind, fitted, need
+from services.process.ops.base import OpKind, fitted, graph_fn, need
 
 
 def _texts(values: np.ndarray) -> list[str]:
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in values.reshape(-1).tolist()]
+    """One text per row: the cell, or a row's cells joined with a space ([n, t])."""
+    rows = values.reshape(len(values), -1).tolist()
+    return [" ".join(v.decode() if isinstance(v, bytes) else str(v) for v in row) for row in rows]
+
+
+# A word character of Python's `re` (str.isalnum() or "_"), as RE2 writes it.
+_NOT_WORD = r"[^\p{L}\p{N}_]+"
+
+
+def graph_tokens(text):
+    """services.collect.stats.tokens in TensorFlow: string [rows] (or [rows, t], joined with a
+    space) -> ragged [rows, None] tokens, lowercased runs of word characters."""
+    import tensorflow as tf
+    if text.shape.rank == 2:
+        text = tf.strings.reduce_join(text, axis=1, separator=" ")
+    lowered = tf.strings.lower(text, encoding="utf-8")
+    return tf.strings.split(tf.strings.strip(tf.strings.regex_replace(lowered, _NOT_WORD, " ")))
 
 
 class _TokenFitter:
@@ -73,5 +91,38 @@ class VectorizeText(OpKind):
                     counts = np.minimum(counts, 1.0)
                 elif mode == "tf_idf":
                     counts *= weights
-                out["features"] = counts
+                out["features"] = (np.concatenate([out["features"].astype(np.float32, copy=False), counts], axis=1)
+                                   if "features" in out else counts)
             yield out
+
+    def graph(self, op, where):
+        import tensorflow as tf
+        settings = self.settings(op, where)
+        mode = settings["mode"]
+        vocabulary, idf = fitted(op, where, "vocabulary", "idf")
+        words = [w.decode() if isinstance(w, bytes) else w for w in vocabulary.tolist()]
+        length = settings["sequence_length"]
+        weights = np.concatenate([[idf.mean() if len(idf) else 0.0], idf]).astype(np.float32)
+        size = len(words) + 1
+        table = (tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+            tf.constant(words, tf.string), tf.range(len(words), dtype=tf.int64)), -1) if words else None)
+
+        def fn(tensors):
+            found = graph_tokens(tensors["text"])
+            index = (found.with_flat_values(table.lookup(found.flat_values)) if table is not None
+                     else tf.ragged.map_flat_values(lambda t: tf.fill(tf.shape(t), tf.constant(-1, tf.int64)), found))
+            out = {k: v for k, v in tensors.items() if k != "text"}
+            if mode == "int":
+                out["tokens"] = (index + 2).to_tensor(default_value=0, shape=[None, length])
+                return out
+            rows = tf.shape(index.row_lengths(), out_type=tf.int64)[0]
+            at = tf.stack([index.value_rowids(), index.flat_values + 1], axis=1)
+            counts = tf.scatter_nd(at, tf.ones_like(index.flat_values, tf.float32), tf.stack([rows, size]))
+            if mode == "multi_hot":
+                counts = tf.minimum(counts, 1.0)
+            elif mode == "tf_idf":
+                counts = counts * weights
+            out["features"] = (tf.concat([tf.cast(out["features"], tf.float32), counts], axis=1)
+                               if "features" in out else counts)
+            return out
+        return graph_fn(fn, *([table] if table is not None else []))

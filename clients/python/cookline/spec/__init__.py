@@ -13,15 +13,16 @@ INVALID_ARGUMENT.
 """
 from __future__ import annotations
 
-from cookline.spec.errors import SpecError
+from cookline.spec.errors import SourceDenied, SourceNotFound, SpecError
 from cookline.spec.names import NAME_RE, check_name
 from cookline.spec.ops import OPS
 from cookline.spec.params import Component, Param, Registry
 from cookline.spec.pipeline import GATE_METRICS, check_split, parse, resolve_source, validate
-from cookline.spec.sources import SOURCES
+from cookline.spec.sources import SOURCES, dataset_ref
 from cookline.spec.train import MODELS_REGISTRY as MODELS
 
-__all__ = ["SpecError", "Param", "Component", "Registry", "SOURCES", "OPS", "MODELS", "parse", "validate",
+__all__ = ["SpecError", "SourceDenied", "SourceNotFound", "dataset_ref",
+           "Param", "Component", "Registry", "SOURCES", "OPS", "MODELS", "parse", "validate",
            "resolve_source", "check_name", "check_split", "NAME_RE", "GATE_METRICS", "describe"]
 
 

@@ -13,7 +13,10 @@ _PATH = re.compile(r"[\w.\[\]'\"-]+")
 class SpecError(ValueError):
     """A pipeline (or a part of one) breaks a rule. str() is the whole message, e.g.
     "process[2].resize.height: 0 is not in [1, 4096]"; `field` is the path it names (by default
-    the message's text before its first colon)."""
+    the message's text before its first colon). `status` is the gRPC status name the RPC layer
+    answers with: INVALID_ARGUMENT, except for the subclasses below."""
+
+    status = "INVALID_ARGUMENT"
 
     def __init__(self, message: str, field: str = ""):
         super().__init__(message)
@@ -22,3 +25,15 @@ class SpecError(ValueError):
             head = message.removeprefix("pipeline: ").split(":", 1)[0]
             field = head if _PATH.fullmatch(head) else ""
         self.field = field
+
+
+class SourceDenied(SpecError):
+    """collect.source leads outside the source roots (COOKLINE_SOURCE_ROOTS): PERMISSION_DENIED."""
+
+    status = "PERMISSION_DENIED"
+
+
+class SourceNotFound(SpecError):
+    """collect.source does not exist on the services' machine: NOT_FOUND."""
+
+    status = "NOT_FOUND"

@@ -21,9 +21,13 @@ def _seed() -> Param:
 
 
 # Registration order is the order `known ops` lists them in.
-_op("standardize", "features to zero mean and unit variance (fitted on the training split)")
-_op("min_max", "features to [0, 1] by the training min and max")
-_op("fill_missing", "NaN features to the training mean or a constant",
+def _columns() -> Param:
+    return Param("columns", "strs", "names of the numeric columns it works on; unset: every one")
+
+
+_op("standardize", "features to zero mean and unit variance (fitted on the training split)", _columns())
+_op("min_max", "features to [0, 1] by the training min and max", _columns())
+_op("fill_missing", "NaN features to the training mean or a constant", _columns(),
     Param("strategy", "str", "'mean' (fitted) or 'constant' (uses value)", default="mean",
           choices=("mean", "constant")),
     Param("value", "float", "the fill value of strategy 'constant'", default=0.0))

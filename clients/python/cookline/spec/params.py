@@ -17,7 +17,7 @@ from typing import Any
 
 from cookline.spec.errors import SpecError
 
-TYPES = ("int", "float", "str", "bool", "ints", "floats", "strs", "map")
+TYPES = ("int", "float", "str", "bool", "ints", "floats", "strs", "map", "strmap")
 _SCALAR = {"int": int, "float": float, "str": str, "bool": bool}
 
 
@@ -44,7 +44,8 @@ def is_unset(value) -> bool:
 class Param:
     """One parameter of a component.
 
-    - `type`: "int", "float", "str", "bool", or a list ("ints", "floats", "strs"), or "map" (str -> float).
+    - `type`: "int", "float", "str", "bool", or a list ("ints", "floats", "strs"), or "map" (str -> float),
+      or "strmap" (str -> str; `choices` bound the values).
       For lists and maps, `lo`/`hi` bound each element.
     - `default`: what an unset value means; None: unset stays unset.
     - `required`: an unset value is an error (a number is then checked as given, so 0 fails its range).
@@ -101,7 +102,7 @@ class Param:
         if is_unset(value):
             if self.default is not None:
                 value = self.default
-            elif self.required and self.type in ("str", "strs", "map"):
+            elif self.required and self.type in ("str", "strs", "map", "strmap"):
                 raise SpecError(f"{where}: required", where)
             elif not self.required:
                 return value
@@ -121,6 +122,9 @@ class Param:
         elif self.type == "strs" and self.choices:
             for i, item in enumerate(value):
                 self._check_choice(item, f"{where}[{i}]")
+        elif self.type == "strmap" and self.choices:
+            for key, item in sorted(value.items()):
+                self._check_choice(item, f"{where}.{key}")
         return value
 
     def _check_type(self, value, where: str) -> None:
@@ -131,7 +135,7 @@ class Param:
                 ok = True
             if not ok:
                 raise SpecError(f"{where}: {value!r} is not a{'n' if self.type == 'int' else ''} {self.type}", where)
-        elif self.type == "map":
+        elif self.type in ("map", "strmap"):
             if not isinstance(value, Mapping):
                 raise SpecError(f"{where}: {value!r} is not a mapping", where)
         elif isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):

@@ -13,6 +13,7 @@ import yaml
 from google.protobuf import json_format
 
 from cookline.spec import ops, sources, train
+from cookline.spec import roots as source_roots
 from cookline.spec.errors import SpecError
 from cookline.spec.names import check_name
 from cookline.v1 import data_pb2, pipeline_pb2
@@ -29,10 +30,12 @@ def _where(path: str) -> str:
 GATE_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "r2")
 
 
-def parse(text: str, base_dir: str = "") -> pipeline_pb2.PipelineSpec:
+def parse(text: str, base_dir: str = "", roots: list[str] | None = None) -> pipeline_pb2.PipelineSpec:
     """Parses and validates a pipeline file; SpecError names the offending field.
 
-    A relative collect.source resolves against base_dir, then the working directory.
+    A relative collect.source resolves against base_dir, then the working directory. With
+    `roots` (the services pass COOKLINE_SOURCE_ROOTS) a local source must stay inside them
+    (SourceDenied otherwise); without, as offline (`cookline validate`), it is only resolved.
     """
     try:
         data = yaml.safe_load(text)
@@ -61,7 +64,8 @@ def parse(text: str, base_dir: str = "") -> pipeline_pb2.PipelineSpec:
         raise SpecError(f"pipeline: {message}") from None
 
     validate(spec)
-    spec.collect.source = resolve_source(spec.collect.source, base_dir)
+    if spec.collect.source:
+        spec.collect.source = resolve_source(spec.collect.source, base_dir, roots)
     return spec
 
 
@@ -116,8 +120,11 @@ def _balanced_class_weights(data: dict) -> None:
                         "{class name: weight}")
 
 
-def resolve_source(source: str, base_dir: str) -> str:
-    """Absolute path of a source: as given, else under base_dir, else under the working directory."""
+def resolve_source(source: str, base_dir: str, roots: list[str] | None = None) -> str:
+    """Absolute path of a source: as given, else under base_dir, else under the working directory;
+    with `roots`, inside them (cookline.spec.roots.resolve)."""
+    if roots is not None:
+        return source_roots.resolve(source, base_dir, roots)
     if "://" in source or os.path.isabs(source):
         return source
     candidates = [os.path.join(base_dir, source)] if base_dir else []

@@ -6,7 +6,10 @@ marked `only` below, which are an error elsewhere.
 """
 from __future__ import annotations
 
+import re
+
 from cookline.spec.errors import SpecError
+from cookline.spec.names import NAME_RE, NAME_RULE
 from cookline.spec.params import Component, Param, Registry
 
 SOURCES = Registry("source", "collect.format")
@@ -16,6 +19,14 @@ MISSING_POLICIES = ("error", "drop", "fill", "keep")
 # Cell texts that mean "no value" (compared lowercased, stripped).
 MISSING_TEXTS = frozenset({"", "na", "n/a", "nan", "null", "none"})
 COLORS = ("grayscale", "rgb")
+# The kinds of a csv feature column (collect.column_kinds), and the rule that infers one: numeric
+# when every present value is a number; else text when a value is longer than CATEGORY_MAX_CHARS
+# characters or has more than CATEGORY_MAX_WORDS words; else category.
+COLUMN_KINDS = ("numeric", "category", "text")
+CATEGORY_MAX_CHARS = 40
+CATEGORY_MAX_WORDS = 3
+# Rows a column's kind is inferred from (the file's first ones).
+INFER_ROWS = 4096
 MAX_IMAGE_SIDE = 4096
 # Fields of collect that are an error for a source without them (the others are ignored there).
 ONLY = ("numeric_label",)
@@ -30,11 +41,13 @@ _IMAGE_PARAMS = (
     Param("color", "str", "grayscale (1 channel) or rgb (3); unset: the first image's mode", choices=COLORS),
 )
 
-_source("csv", "rows of numeric and categorical columns plus one label column",
+_source("csv", "rows of numeric, category and text columns plus one label column",
         Param("label", "str", "name of the label column", required=True),
         Param("no_header", "bool", "the file has no header row"),
         Param("columns", "strs", "column names of a file with no header"),
         Param("categorical", "strs", "columns holding category strings"),
+        Param("column_kinds", "strmap", "kind of a column by name; a column not named is inferred",
+              choices=COLUMN_KINDS),
         Param("missing", "str", "what an empty cell does", default="error", choices=MISSING_POLICIES),
         Param("fill_value", "float", "the value of an empty numeric cell (missing: fill)", default=0.0),
         Param("numeric_label", "bool", "the label is a number to predict (regression)"))
@@ -68,6 +81,11 @@ def check_missing(policy: str) -> str:
     return SOURCES.get("csv").param("missing").resolve(policy, "collect.missing")
 
 
+def check_column_kinds(kinds) -> dict:
+    """collect.column_kinds: column name -> kind; SpecError naming collect.column_kinds.<column>."""
+    return SOURCES.get("csv").param("column_kinds").resolve(dict(kinds), "collect.column_kinds")
+
+
 def check_image_options(color: str, image_size) -> None:
     """collect.color and collect.image_size of an image source."""
     _IMAGE_PARAMS[1].resolve(color, "collect.color")
@@ -76,10 +94,41 @@ def check_image_options(color: str, image_size) -> None:
         raise SpecError(f"collect.image_size: {size} is not [height, width] with each in [1, {MAX_IMAGE_SIDE}]")
 
 
+# A dataset version id (collect.dataset's @VERSION): content-addressed hex.
+VERSION_RE = re.compile(r"[0-9a-f]{1,64}")
+
+
+def dataset_ref(value: str) -> tuple[str, str]:
+    """collect.dataset's NAME[@VERSION] as (name, version); an empty version means the newest."""
+    name, _, version = value.partition("@")
+    if not NAME_RE.fullmatch(name) or ".." in name:
+        raise SpecError(f"pipeline: collect.dataset: {value!r} is not NAME[@VERSION] (a name is {NAME_RULE})",
+                        "collect.dataset")
+    if "@" in value and not VERSION_RE.fullmatch(version):
+        raise SpecError(f"pipeline: collect.dataset: version {version!r} of {value!r} is not a dataset version "
+                        "(hex digits)", "collect.dataset")
+    return name, version
+
+
+def check_dataset(collect) -> None:
+    """collect.dataset stands alone: a stored dataset has no source and is not read again, so format
+    options would be ignored; they are an error instead."""
+    dataset_ref(collect.dataset)
+    for field, _value in collect.ListFields():
+        if field.name != "dataset":
+            raise SpecError(f"pipeline: collect.{field.name}: not allowed with collect.dataset (a stored dataset "
+                            "is trained on as it is; set either collect.source with its options or collect.dataset)",
+                            f"collect.{field.name}")
+
+
 def check(collect) -> None:
     """Checks a CollectSpec against its source's parameters; SpecError naming collect.<field>."""
+    if collect.dataset:
+        check_dataset(collect)
+        return
     if not collect.source:
-        raise SpecError("collect.source is required", "collect.source")
+        raise SpecError("collect.source is required (or collect.dataset: NAME[@VERSION], a dataset already in "
+                        "the store)", "collect.source")
     fmt = format_of(collect)
     component = source(fmt)
     for name in ONLY:
@@ -93,6 +142,8 @@ def check(collect) -> None:
             raise SpecError(f"collect.{param.name} is required for {fmt} sources", f"collect.{param.name}")
         if param.name == "image_size":
             continue  # checked as a pair below
-        param.resolve(value if isinstance(value, (str, int, float, bool)) else list(value), f"collect.{param.name}")
+        if not isinstance(value, (str, int, float, bool)):
+            value = dict(value) if param.type in ("map", "strmap") else list(value)
+        param.resolve(value, f"collect.{param.name}")
     if component.param("image_size") is not None:
         check_image_options(collect.color, collect.image_size)

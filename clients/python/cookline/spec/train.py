@@ -44,6 +44,7 @@ TRAIN_PARAMS = (
     Param("optimizer", "str", "the optimizer", default="adam", choices=("adam", "sgd", "rmsprop"),
           choices_say="supported"),
     Param("progress_every_batches", "int", "batches between progress updates", default=20, lo=1, hi=1_000_000),
+    Param("seed", "int", "seed of the weight initialisation, the default shuffle and dropout", default=0),
     Param("workers", "int", "train replicas that train together (MultiWorkerMirroredStrategy); batch_size is the "
           "global batch, a multiple of workers", default=1, lo=1, hi=64),
     Param("class_weights", "map", "weight of each class in the loss, by class name; unset classes weigh 1",
