@@ -57,7 +57,7 @@ run: install
 up: install
 	$(BIN)/cookline up
 
-# The pure-JavaScript TF.js the browser export is checked with (tests/support/tfjs).
+# The pure-JavaScript TF.js (and the PNG/JPEG decoders) the TF.js export is checked with (tests/support/tfjs).
 TFJS := tests/support/tfjs/node_modules/.installed
 $(TFJS): tests/support/tfjs/package-lock.json
 	npm ci --prefix tests/support/tfjs --no-audit --no-fund --loglevel=error

@@ -298,10 +298,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         with tempfile.TemporaryDirectory(prefix="cookline-export-") as tmp:
             inputs = models.export(model, fitted_ops, fields, input_name, class_names, tmp)
             if request.pipeline.export.tfjs:
-                if list(inputs) != ["features"] or input_name != "features":
-                    raise invalid("export.tfjs: available for models on numeric tabular features whose ops the "
-                                  "browser model can build in (standardize, min_max)")
-                tfjs.write(model, fitted_ops, inputs["features"]["shape"][1], name, os.path.join(tmp, "tfjs"))
+                tfjs.write(model, fitted_ops, fields, class_names, name, version, os.path.join(tmp, "tfjs"))
             files = {}
             for root, _dirs, names in os.walk(tmp):
                 for file_name in names:

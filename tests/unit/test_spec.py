@@ -98,7 +98,7 @@ def test_every_builtin_is_declared():
     assert not spec_ops.deterministic("random_flip")
     assert sources.FORMATS == ("csv", "text-csv", "image-folder", "voc", "npz")
     assert train.MODELS == ("mlp", "linear", "cnn", "mobilenet_v2", "text")
-    assert train.IMAGE_MODELS == ("cnn", "mobilenet_v2") and train.TFJS_MODELS == ("mlp", "linear")
+    assert train.IMAGE_MODELS == ("cnn", "mobilenet_v2") and train.TFJS_MODELS == train.MODELS
     assert train.REGRESSION_MODELS == ("mlp", "linear") and train.MIN_INPUT_SIZE == 32
 
 

@@ -1,19 +1,40 @@
-// Usage: node predict.mjs MODEL_DIR ROWS_JSON
-// Loads MODEL_DIR/model.json (+ its weight shards) with @tensorflow/tfjs, the
-// pure-JavaScript build a browser uses, predicts ROWS_JSON ([[f1, f2, ...], ...])
-// and prints the class scores as JSON ([[p1, p2, ...], ...]).
+// Usage: node predict.mjs PACKAGE_DIR INPUTS_JSON
+// Imports the cookline TF.js export in PACKAGE_DIR (its index.js, as an app that installed it would)
+// and prints what it answers, as JSON, one entry per input of INPUTS_JSON ({error: message} when the
+// module throws), a list whose items are:
+//   a string                    -> predict(sentence)
+//   {"file": path}              -> predict(the file's bytes), e.g. a PNG
+//   an array or {column: value} -> predict(row)
+//   {"network": nested array}   -> the network alone on its own input (no preprocessing): {scores}
+//   {"tokens": string}          -> the tokens the module splits the string into: {tokens}
+//   {"preprocess": item}        -> the network's input the module makes of item (any of the above): {input}
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import * as tf from "@tensorflow/tfjs";
+import { pathToFileURL } from "node:url";
 
-const [modelDir, rowsPath] = process.argv.slice(2);
-const manifest = JSON.parse(readFileSync(join(modelDir, "model.json"), "utf8"));
-const weightSpecs = manifest.weightsManifest.flatMap((group) => group.weights);
-const shards = manifest.weightsManifest.flatMap((group) => group.paths).map((p) => readFileSync(join(modelDir, p)));
-const joined = Buffer.concat(shards);
-const weightData = joined.buffer.slice(joined.byteOffset, joined.byteOffset + joined.byteLength);
+const [packageDir, inputsPath] = process.argv.slice(2);
+const cookline = await import(pathToFileURL(join(packageDir, "index.js")).href);
+const model = await cookline.load();
+const out = [];
+const raw = (item) => (item != null && item.file !== undefined ? readFileSync(item.file) : item);
+for (const item of JSON.parse(readFileSync(inputsPath, "utf8"))) {
+  try {
+    out.push(await answer(item));
+  } catch (error) {
+    out.push({ error: error.message });
+  }
+}
+process.stdout.write(JSON.stringify(out) + "\n");
 
-const model = await tf.loadLayersModel(tf.io.fromMemory({ modelTopology: manifest.modelTopology, weightSpecs, weightData }));
-const rows = JSON.parse(readFileSync(rowsPath, "utf8"));
-const scores = model.predict(tf.tensor2d(rows, undefined, "float32"));
-process.stdout.write(JSON.stringify(await scores.array()) + "\n");
+async function answer(item) {
+  if (item != null && item.preprocess !== undefined) {
+    return { input: await model.preprocess(raw(item.preprocess)) };
+  } else if (item != null && item.network !== undefined) {
+    const want = model.model.inputs[0].dtype;
+    const y = model.model.predict(cookline.tf.tensor(item.network, undefined, want));
+    return { scores: (await y.array())[0] };
+  } else if (item != null && item.tokens !== undefined) {
+    return { tokens: model.tokens(item.tokens) };
+  }
+  return model.predict(raw(item));
+}

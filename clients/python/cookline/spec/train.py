@@ -26,15 +26,15 @@ _model("linear", "multinomial logistic (or linear) regression", inputs=("feature
        tfjs=True)
 _model("cnn", "small conv net on image", _hidden((64,)),
        Param("conv_filters", "ints", "output channels of each 3x3 convolution", default=(16, 32), lo=1, hi=4096),
-       inputs=("image",))
+       inputs=("image",), tfjs=True)
 _model("mobilenet_v2", "MobileNetV2, randomly initialised, on image",
        Param("alpha", "float", "width multiplier", default=1.0, lo=0, hi=2, lo_open=True),
        Param("input_size", "int", "side the image is resized to in the model; unset: its own size (at least 32)",
              lo=32, hi=1024),
-       inputs=("image",))
+       inputs=("image",), tfjs=True)
 _model("text", "embedding + average pooling on tokens", _hidden(None),
        Param("embedding_dim", "int", "size of the token embedding", default=32, lo=1, hi=4096),
-       inputs=("tokens",))
+       inputs=("tokens",), tfjs=True)
 
 # The training settings every family shares (train.<name>).
 TRAIN_PARAMS = (
