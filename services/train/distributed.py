@@ -144,7 +144,7 @@ def _drain(index: int, address: str, stream, events: queue.Queue) -> None:
 
 # --- a replica's share ------------------------------------------------------------------------
 
-def serve_worker(request: train_pb2.TrainWorkerRequest, context) -> Iterator[train_pb2.TrainResponse]:
+def serve_worker(request: train_pb2.TrainWorkerRequest, context) -> Iterator[train_pb2.TrainWorkerResponse]:
     """TrainWorker: one fresh worker process, its progress streamed back; killed with the call."""
     if not 0 < request.index < len(request.workers):
         raise Fail(grpc.StatusCode.INVALID_ARGUMENT,
@@ -152,7 +152,8 @@ def serve_worker(request: train_pb2.TrainWorkerRequest, context) -> Iterator[tra
     worker = WorkerProcess(request, None)
     context.add_callback(worker.kill)
     try:
-        yield from worker.events()
+        for event in worker.events():
+            yield train_pb2.TrainWorkerResponse(progress=event.progress)
     finally:
         worker.kill()
 

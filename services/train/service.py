@@ -268,7 +268,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             model=model_pb2.ModelRef(name=name, version=version), metrics=last_metrics, evaluation=evaluation))
 
     @rpc
-    def TrainWorker(self, request: train_pb2.TrainWorkerRequest, context) -> Iterator[train_pb2.TrainResponse]:
+    def TrainWorker(self, request: train_pb2.TrainWorkerRequest, context) -> Iterator[train_pb2.TrainWorkerResponse]:
         yield from distributed.serve_worker(request, context)
 
     def _evaluate(self, model, dataset, split, rows, fitted_ops, source, class_names, cancelled):
