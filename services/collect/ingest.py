@@ -22,7 +22,7 @@ from cookline.v1 import data_pb2
 from services.collect.stats import StatisticsBuilder
 from services.common import layout
 from services.common.errors import invalid
-from services.common.store import ObjectStore
+from services.common.store import ObjectStore, sha256_file
 
 # Tensors that are stored in shards but are not part of the schema.
 HIDDEN = {"subset"}
@@ -123,12 +123,14 @@ class DatasetWriter:
                             left -= len(part)
                             if left == 0:
                                 break
+            digest = sha256_file(tmp)  # the file was just written: read from the page cache
             self.keys.append(self.prefix + key)  # before the put: a failed put may leave a partial object
             self.store.put_file(self.prefix + key, tmp)
             size = os.path.getsize(tmp)
         finally:
             os.unlink(tmp)
-        self.shards.append({"key": key, "rows": take, "bytes": size})
+        # "sha256": what ReadDataset verifies each shard against (docs/api.md, "Storage layout")
+        self.shards.append({"key": key, "rows": take, "bytes": size, "sha256": digest})
         self.size += size
         rest, left = [], take
         for chunk in self.pending:

@@ -148,9 +148,11 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
     def _sweep(self, prefix: str, shards: list[dict]) -> None:
         """Deletes the shards that dead attempts at this version left (collect was killed mid-ingest).
 
-        Attempts still running in this process are left alone: they lose the race to publish
-        and delete their own shards. (Attempts in another collect process are not known here:
-        several collect replicas ingesting the same content at the same moment are not supported.)
+        Only the attempt that published runs this: the manifest is written create-only, so of two
+        attempts at one version (in this process or in another collect replica) exactly one
+        publishes, and the other deletes its own shards and answers with the published version.
+        Shards of a losing attempt still being written elsewhere may be swept here; that attempt
+        fails to publish anyway. Attempts still running in this process are left alone.
         """
         keep = {prefix + layout.DATASET_MANIFEST} | {prefix + shard["key"] for shard in shards}
         with self.live_lock:
@@ -313,11 +315,15 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
 
     def _shards(self, prefix: str, shards: list[dict]):
         """(shard, buffer) in order; the next shard is fetched on a thread while one streams."""
+        # Each shard is hashed on the prefetch thread, in memory, before any of its rows is streamed
+        # (DATA_LOSS naming the shard on a mismatch); a shard without "sha256" (an old manifest) is not.
+        def fetch(shard):
+            return self.store.get_buffer(prefix + shard["key"], sha256=shard.get("sha256"))
+
         with futures.ThreadPoolExecutor(1, thread_name_prefix="shard-prefetch") as pool:
-            following = pool.submit(self.store.get_buffer, prefix + shards[0]["key"]) if shards else None
+            following = pool.submit(fetch, shards[0]) if shards else None
             for i, shard in enumerate(shards):
                 buffer = following.result()
-                following = pool.submit(self.store.get_buffer, prefix + shards[i + 1]["key"]) \
-                    if i + 1 < len(shards) else None
+                following = pool.submit(fetch, shards[i + 1]) if i + 1 < len(shards) else None
                 yield shard, buffer
                 del buffer  # at most this shard and the prefetched one are mapped at a time

@@ -15,7 +15,7 @@ import logging
 import grpc
 
 from cookline.spec import SpecError
-from services.common.store import NotFoundError, StoreUnavailableError
+from services.common.store import ChecksumError, NotFoundError, StoreUnavailableError
 
 log = logging.getLogger("cookline.errors")
 
@@ -49,6 +49,8 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return exc.code(), exc.details() or exc.code().name
     if isinstance(exc, NotFoundError):
         return grpc.StatusCode.NOT_FOUND, str(exc)
+    if isinstance(exc, ChecksumError):
+        return grpc.StatusCode.DATA_LOSS, str(exc)
     if isinstance(exc, StoreUnavailableError):
         return grpc.StatusCode.UNAVAILABLE, f"object store unavailable: {exc}"
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"

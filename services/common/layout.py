@@ -1,14 +1,15 @@
 """The storage layout (docs/api.md, "Storage layout"), in one place: object keys, names, manifests.
 
-    datasets/<name>/<version>/manifest.json   (written last)
+    datasets/<name>/<version>/manifest.json   (written last; each shard's "sha256")
     datasets/<name>/<version>/shard-00000-<attempt>.npz
-    models/<name>/<version>/saved_model.pb, variables/..., cookline.json (last)
+    models/<name>/<version>/saved_model.pb, variables/..., cookline.json (last; "checksums": file -> sha256)
     runs/<run-id>/run.json, runs/<run-id>/events.jsonl
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import re
 
 from google.protobuf import json_format
@@ -16,7 +17,7 @@ from google.protobuf import json_format
 from cookline.spec.names import NAME_RE, check_name
 from cookline.v1 import data_pb2
 from services.common.errors import invalid, not_found
-from services.common.store import NotFoundError, ObjectStore
+from services.common.store import ChecksumError, NotFoundError, ObjectStore, sha256_of
 
 DATASET_MANIFEST = "manifest.json"
 MODEL_METADATA = "cookline.json"
@@ -77,6 +78,37 @@ def dataset_info(manifest: dict) -> data_pb2.DatasetInfo:
 
 
 # --- models -----------------------------------------------------------------
+
+CHECKSUMS = "checksums"
+
+
+def checksums(files) -> dict[str, str]:
+    """The "checksums" of a model record: each file's path in the version folder -> hex sha256.
+
+    `files` is what store.publish takes (name -> local path or bytes); train records the result in
+    cookline.json, which publish writes last.
+    """
+    return {name: sha256_of(src) for name, src in sorted(files.items())}
+
+
+def download_model(store: ObjectStore, meta: dict, prefix: str, folder: str) -> None:
+    """Copies a published model version into `folder`, verifying each file against the record.
+
+    A record with "checksums" gets exactly the files it lists, each hashed while it downloads
+    (ChecksumError names the first one that differs; a listed file that is missing is data loss too).
+    A record without them (written before checksums existed) gets every file of the version,
+    unverified.
+    """
+    recorded = meta.get(CHECKSUMS)
+    if recorded is None:
+        for key in store.list(prefix):
+            store.get_file(key, os.path.join(folder, *key[len(prefix):].split("/")))
+        return
+    for name, sha256 in sorted(recorded.items()):
+        try:
+            store.get_file(prefix + name, os.path.join(folder, *name.split("/")), sha256=sha256)
+        except NotFoundError:
+            raise ChecksumError(f"object {prefix + name} is missing: the model record lists it") from None
 
 def model_versions(store: ObjectStore, name: str, published_only: bool = True) -> list[int]:
     """Integer versions of a model, ascending; only published ones unless asked."""

@@ -8,6 +8,7 @@ the manifest last. Credentials never appear in messages, logs or reprs.
 from __future__ import annotations
 
 import abc
+import hashlib
 import io
 import logging
 import mmap
@@ -50,6 +51,49 @@ class StoreUnavailableError(StoreError):
     """The store cannot be reached (after retries)."""
 
 
+class AlreadyExistsError(StoreError):
+    """A create-only write found the key already there (another writer published it first)."""
+
+
+class ChecksumError(StoreError):
+    """An object's stored bytes do not match the checksum recorded when it was published (DATA_LOSS)."""
+
+
+def sha256_file(path: str) -> str:
+    """Hex sha256 of a local file (what publish records for each object)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_of(src: str | bytes) -> str:
+    """Hex sha256 of bytes, or of the local file at a path."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return hashlib.sha256(src).hexdigest()
+    return sha256_file(src)
+
+
+def verify(key: str, digest: str, expected: str | None) -> None:
+    """ChecksumError naming the object unless `digest` is the `expected` sha256 (None: an old record
+    without checksums, not verified)."""
+    if expected is not None and digest != expected:
+        raise ChecksumError(f"object {key} is corrupt: its sha256 is {digest}, "
+                            f"the record written at publish says {expected}")
+
+
+class _HashingWriter:
+    """A file wrapper that hashes what is written through it (verifying a download costs no second read)."""
+
+    def __init__(self, f):
+        self.f, self.digest = f, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return self.f.write(data)
+
+
 def _check_key(key: str) -> str:
     if not isinstance(key, str) or not key:
         raise ValueError("object key must be a non-empty string")
@@ -73,9 +117,15 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def put_file(self, key: str, path: str) -> None: ...
     @abc.abstractmethod
+    def put_new(self, key: str, data: bytes) -> None:
+        """Writes `data` only if `key` does not exist yet, atomically: of two writers racing for the
+        same key exactly one succeeds; the other gets AlreadyExistsError (and writes nothing)."""
+    @abc.abstractmethod
     def get_bytes(self, key: str) -> bytes: ...
     @abc.abstractmethod
-    def get_file(self, key: str, path: str) -> None: ...
+    def get_file(self, key: str, path: str, sha256: str | None = None) -> None:
+        """Downloads an object to `path` (atomically). With `sha256`, the bytes are hashed as they are
+        copied and a mismatch raises ChecksumError and leaves nothing at `path`."""
     @abc.abstractmethod
     def exists(self, key: str) -> bool: ...
     @abc.abstractmethod
@@ -91,11 +141,19 @@ class ObjectStore(abc.ABC):
         read by ranged GETs of STREAM_BLOCK bytes. This default holds the whole object."""
         return io.BytesIO(self.get_bytes(key))
 
-    def get_buffer(self, key: str):
+    def get_buffer(self, key: str, sha256: str | None = None):
         """The object's bytes as a read-only buffer (bytes, or a memory map for local files).
 
         For readers that view the data in place (numpy.frombuffer) instead of copying it.
+        With `sha256`, the buffer is hashed in memory (no second read) and a mismatch raises
+        ChecksumError naming the object.
         """
+        buffer = self._buffer(key)
+        if sha256 is not None:
+            verify(key, hashlib.sha256(buffer).hexdigest(), sha256)
+        return buffer
+
+    def _buffer(self, key: str):
         return self.get_bytes(key)
 
     def list_dirs(self, prefix: str) -> list[str]:
@@ -118,7 +176,9 @@ class ObjectStore(abc.ABC):
         """Write `files` under `prefix`, then the manifest LAST; undo on failure.
 
         Versions are immutable, so publishing over a published prefix is refused (and a
-        failed re-publish must not clean up files the existing manifest refers to).
+        failed re-publish must not clean up files the existing manifest refers to). The manifest
+        is written create-only (put_new): of two publishers racing for one prefix, exactly one
+        wins and the other gets AlreadyExistsError.
         """
         if not prefix.endswith("/"):
             prefix += "/"
@@ -137,7 +197,13 @@ class ObjectStore(abc.ABC):
                     self.put_bytes(key, bytes(src))
                 else:
                     self.put_file(key, src)
-            self.put_bytes(prefix + manifest_name, manifest)
+            try:  # create-only: two publishers of one prefix cannot both win
+                self.put_new(prefix + manifest_name, manifest)
+            except AlreadyExistsError:
+                if self._get_or_none(prefix + manifest_name) == manifest:
+                    return  # our own write, retried after a lost response
+                raise AlreadyExistsError(f"{prefix}{manifest_name} already published by another writer; "
+                                         "versions are immutable") from None
         except BaseException:
             for key in written:
                 try:
@@ -145,6 +211,12 @@ class ObjectStore(abc.ABC):
                 except Exception:  # best effort; the original error matters more
                     pass
             raise
+
+    def _get_or_none(self, key: str) -> bytes | None:
+        try:
+            return self.get_bytes(key)
+        except NotFoundError:
+            return None
 
     def is_published(self, prefix: str, manifest_name: str) -> bool:
         if not prefix.endswith("/"):
@@ -208,6 +280,24 @@ class LocalStore(ObjectStore):
         with open(path, "rb") as src:  # opened first: a missing source writes nothing
             _atomic_write(self._path(key), lambda f: shutil.copyfileobj(src, f, 1 << 20))
 
+    def put_new(self, key: str, data: bytes) -> None:
+        """A temp file, fsynced, then link(2) to the key: link refuses an existing name atomically."""
+        path = self._path(key)
+        parent = os.path.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix="." + os.path.basename(path) + ".", suffix=_TMP_SUFFIX)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise AlreadyExistsError(f"object already exists: {key}") from None
+        finally:
+            os.unlink(tmp)
+
     def get_bytes(self, key: str) -> bytes:
         try:
             with open(self._path(key), "rb") as f:
@@ -215,7 +305,7 @@ class LocalStore(ObjectStore):
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFoundError("object not found: %s" % key) from None
 
-    def get_buffer(self, key: str):
+    def _buffer(self, key: str):
         """A read-only memory map of the file: pages come straight from the page cache."""
         try:
             with open(self._path(key), "rb") as f:
@@ -234,13 +324,13 @@ class LocalStore(ObjectStore):
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFoundError("object not found: %s" % key) from None
 
-    def get_file(self, key: str, path: str) -> None:
+    def get_file(self, key: str, path: str, sha256: str | None = None) -> None:
         try:
             src = open(self._path(key), "rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFoundError("object not found: %s" % key) from None
         with src:
-            _atomic_write(path, lambda f: shutil.copyfileobj(src, f, 1 << 20))
+            _atomic_write(path, _copier(key, src, sha256))
 
     def exists(self, key: str) -> bool:
         return os.path.isfile(self._path(key))
@@ -275,6 +365,17 @@ class LocalStore(ObjectStore):
 
     def describe(self) -> str:
         return "local:" + self.root
+
+
+def _copier(key: str, src, sha256: str | None):
+    """A writer for _atomic_write copying `src`; with `sha256`, it hashes on the way and raises
+    ChecksumError (before the file becomes visible) on a mismatch."""
+    def write(f):
+        sink = _HashingWriter(f) if sha256 is not None else f
+        shutil.copyfileobj(src, sink, 1 << 20)
+        if sha256 is not None:
+            verify(key, sink.digest.hexdigest(), sha256)
+    return write
 
 
 def _atomic_write(path: str, writer) -> None:
@@ -381,6 +482,22 @@ class S3Store(ObjectStore):
         self._call("put " + key, lambda: self._client.put_object(
             self.bucket, key, io.BytesIO(data), len(data)))
 
+    def put_new(self, key: str, data: bytes) -> None:
+        """PutObject with `If-None-Match: *` (S3 conditional writes: AWS, MinIO, SeaweedFS); the server
+        answers 412 PreconditionFailed when the key exists. The SDK's put_object has no way to send
+        that header, so its one-request form (_put_object, minio pinned in pyproject.toml) is used."""
+        _check_key(key)
+
+        def put():
+            try:
+                self._client._put_object(self.bucket, key, data, headers={
+                    "If-None-Match": "*", "Content-Type": "application/octet-stream"})
+            except S3Error as e:
+                if e.code == "PreconditionFailed":
+                    raise AlreadyExistsError(f"object already exists: {key}") from None
+                raise
+        self._call("put " + key, put)
+
     def put_file(self, key: str, path: str) -> None:
         _check_key(key)
         if not os.path.isfile(path):
@@ -424,10 +541,9 @@ class S3Store(ObjectStore):
         self._call("get " + key, run, key=key)
         return out[-1]
 
-    def get_file(self, key: str, path: str) -> None:
+    def get_file(self, key: str, path: str, sha256: str | None = None) -> None:
         _check_key(key)
-        self._get(key, lambda resp: _atomic_write(
-            path, lambda f: shutil.copyfileobj(resp, f, 1 << 20)))
+        self._get(key, lambda resp: _atomic_write(path, _copier(key, resp, sha256)))
 
     def exists(self, key: str) -> bool:
         _check_key(key)

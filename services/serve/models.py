@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -332,8 +333,11 @@ class ModelManager:
             local = os.path.join(self.cache_dir, name, str(version))
             if not os.path.isdir(local):  # download whole, then rename: never a half-copied version
                 partial = tempfile.mkdtemp(prefix=f"{name}-{version}-", dir=self.cache_dir)
-                for key in self.store.list(prefix):
-                    self.store.get_file(key, os.path.join(partial, key[len(prefix):]))
+                try:  # each file is verified against the record's checksums (DATA_LOSS on a mismatch)
+                    layout.download_model(self.store, meta, prefix, partial)
+                except BaseException:
+                    shutil.rmtree(partial, ignore_errors=True)
+                    raise
                 os.makedirs(os.path.dirname(local), exist_ok=True)
                 os.replace(partial, local)
             predict = load_predict(local)

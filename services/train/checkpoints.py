@@ -1,7 +1,11 @@
 """Per-epoch training checkpoints in the store, so a retried run continues where it stopped.
 
     runs/<run-id>/checkpoints/epoch-00007.keras   model + optimizer state after epoch 7
-    runs/<run-id>/checkpoints/latest.json         {"epoch": 7, "key": ...}, written after the file
+    runs/<run-id>/checkpoints/latest.json         {"epoch": 7, "key": ..., "sha256": ...}, written after the file
+
+latest.json is the checkpoint's record: written last, it carries the file's sha256, and resuming
+verifies the download against it (DATA_LOSS naming the object: a run never resumes from bad bytes).
+A latest.json without "sha256" (written before checksums existed) resumes unverified.
 
 The model is saved synchronously (consistent weights) to a local file and
 uploaded on a background thread, so training does not wait for the store.
@@ -18,7 +22,7 @@ import threading
 import keras
 
 from services.common import layout
-from services.common.store import NotFoundError, ObjectStore
+from services.common.store import NotFoundError, ObjectStore, sha256_file
 
 log = logging.getLogger("cookline.train")
 LATEST = "latest.json"
@@ -41,7 +45,7 @@ class Checkpoints:
         except NotFoundError:
             return None
         path = os.path.join(self.tmp, "resume.keras")
-        self.store.get_file(info["key"], path)
+        self.store.get_file(info["key"], path, sha256=info.get("sha256"))
         return int(info["epoch"]), keras.models.load_model(path), info.get("metrics", {})
 
     def save(self, model: keras.Model, epoch: int, metrics) -> None:
@@ -56,9 +60,11 @@ class Checkpoints:
             epoch, path, metrics = item
             try:
                 key = self.prefix + os.path.basename(path)
+                digest = sha256_file(path)
                 self.store.put_file(key, path)
                 # latest.json moves only once the file it names is complete
-                self.store.put_bytes(self.prefix + LATEST, json.dumps({"epoch": epoch, "key": key, "metrics": metrics}).encode())
+                self.store.put_bytes(self.prefix + LATEST, json.dumps(
+                    {"epoch": epoch, "key": key, "sha256": digest, "metrics": metrics}).encode())
                 if previous:
                     self.store.delete(previous)
                 previous = key

@@ -161,6 +161,12 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         name = layout.check_name("pipeline.name", pipeline.name)
         spec = train_spec.resolve(pipeline.train)
         train_spec.check_export(pipeline)
+        if request.run_id and (published := self._published_by_run(name, request.run_id)) is not None:
+            # This run already published its model (the gateway that asked died before recording it):
+            # answer with that version instead of training and publishing another one.
+            self.store.delete_prefix(layout.run_prefix(request.run_id) + "checkpoints/")
+            yield published
+            return
         info = self.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=request.dataset),
                                        timeout=30).dataset
         fields = {f.name: f for f in info.fields}
@@ -190,7 +196,11 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         class_weight = train_spec.class_weight_dict(spec, class_names, dict(info.statistics.label_counts))
 
         checkpoints = Checkpoints(self.store, request.run_id) if request.run_id else None
-        resumed = checkpoints.latest() if checkpoints else None
+        try:
+            resumed = checkpoints.latest() if checkpoints else None
+        except BaseException:  # e.g. DATA_LOSS: the checkpoint's bytes are not the ones written
+            checkpoints.close()
+            raise
         first_epoch, last_metrics = (resumed[0], resumed[2]) if resumed else (0, {})
         log.info("run %s: training %s on %s@%s (%d training rows, input %s %s %s)%s", request.run_id, spec.model,
                  dataset.name, dataset.version, train_rows, input_name, input_dtype, input_shape,
@@ -267,6 +277,24 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         yield train_pb2.TrainResponse(result=train_pb2.TrainResult(
             model=model_pb2.ModelRef(name=name, version=version), metrics=last_metrics, evaluation=evaluation))
 
+    def _published_by_run(self, name: str, run_id: str) -> train_pb2.TrainResponse | None:
+        """The result of the version of `name` whose record carries `run_id`, or None: publishing is
+        idempotent per run. Reads the records newest first (a model has few versions)."""
+        for version in reversed(layout.model_versions(self.store, name)):
+            try:
+                meta = layout.read_model_metadata(self.store, name, version)
+            except Fail:  # deleted meanwhile
+                continue
+            if meta.get("run_id") == run_id:
+                log.info("run %s: model %s version %d is already published by this run; not training again",
+                         run_id, name, version)
+                evaluation = (json_format.ParseDict(meta["evaluation"], train_pb2.Evaluation(), ignore_unknown_fields=True)
+                              if meta.get("evaluation") else None)
+                return train_pb2.TrainResponse(result=train_pb2.TrainResult(
+                    model=model_pb2.ModelRef(name=name, version=version), metrics=meta.get("metrics") or {},
+                    evaluation=evaluation))
+        return None
+
     @rpc
     def TrainWorker(self, request: train_pb2.TrainWorkerRequest, context) -> Iterator[train_pb2.TrainWorkerResponse]:
         yield from distributed.serve_worker(request, context)
@@ -328,6 +356,8 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                 "formats": ["saved_model"] + (["tfjs"] if request.pipeline.export.tfjs else []),
                 "framework": {"tensorflow": tf.__version__, "keras": keras.__version__},
                 "created_at": layout.now(),
+                # every file's sha256, verified by serve as it downloads the version
+                layout.CHECKSUMS: layout.checksums(files),
             }
             self.store.publish(prefix, files, layout.MODEL_METADATA, json.dumps(metadata, indent=1).encode())
         log.info("model %s version %d published", name, version)

@@ -39,7 +39,7 @@ def ctx(stack, tmp_path_factory):
         pipelines=client.pipelines, registry=client.registry, serve=serve,
         collect=collect_pb2_grpc.CollectServiceStub(channel("collect")),
         process=process_pb2_grpc.ProcessServiceStub(channel("process")),
-        train=train_pb2_grpc.TrainServiceStub(channel("train")),
+        train=train_pb2_grpc.TrainServiceStub(channel("train")), store=store,
         scratch=str(tmp_path_factory.mktemp("bad-inputs")))
     client.close()
 

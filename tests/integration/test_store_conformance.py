@@ -6,14 +6,22 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from helpers import unique_bucket
 from s3server import SeaweedS3
-from services.common.store import (NotFoundError, ObjectStore, S3Store,
-                                   StoreError, StoreUnavailableError, store_from_env)
+from services.common.store import (
+    AlreadyExistsError,
+    NotFoundError,
+    ObjectStore,
+    S3Store,
+    StoreError,
+    StoreUnavailableError,
+    store_from_env,
+)
 
 MiB = 1024 * 1024
 
@@ -170,18 +178,40 @@ def test_open_stream_reads_and_seeks_without_holding_the_object(store, monkeypat
         store.open_stream("streams/missing.bin")
 
 
+def test_put_new_lets_exactly_one_of_racing_writers_create_a_key(store):
+    barrier = threading.Barrier(8)
+
+    def write(i):
+        barrier.wait()
+        try:
+            store.put_new("datasets/d/v/manifest.json", b"writer %d" % i)
+            return i
+        except AlreadyExistsError:
+            return None
+
+    with ThreadPoolExecutor(8) as pool:
+        winners = [i for i in pool.map(write, range(8)) if i is not None]
+    assert len(winners) == 1
+    assert store.get_bytes("datasets/d/v/manifest.json") == b"writer %d" % winners[0]
+    assert list(store.list("datasets/d/v/")) == ["datasets/d/v/manifest.json"]  # no temp file left
+
+
 def test_publish_writes_manifest_last(store, tmp_path, monkeypatch):
     shard = tmp_path / "shard.npz"
     shard.write_bytes(b"shard bytes")
     prefix = "datasets/iris/abc123/"
     order, seen_at_manifest = [], []
-    real_put_bytes, real_put_file = store.put_bytes, store.put_file
+    real_put_bytes, real_put_file, real_put_new = store.put_bytes, store.put_file, store.put_new
 
     def put_bytes(key, data):
+        order.append(key)
+        real_put_bytes(key, data)
+
+    def put_new(key, data):  # the manifest is written create-only
         if key.endswith("manifest.json"):
             seen_at_manifest.extend(store.list(prefix))
         order.append(key)
-        real_put_bytes(key, data)
+        real_put_new(key, data)
 
     def put_file(key, path):
         order.append(key)
@@ -189,6 +219,7 @@ def test_publish_writes_manifest_last(store, tmp_path, monkeypatch):
 
     monkeypatch.setattr(store, "put_bytes", put_bytes)
     monkeypatch.setattr(store, "put_file", put_file)
+    monkeypatch.setattr(store, "put_new", put_new)
 
     assert not store.is_published(prefix, "manifest.json")
     store.publish(prefix, {"shard-00000.npz": str(shard), "shard-00001.npz": b"inline"},

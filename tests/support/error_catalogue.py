@@ -15,7 +15,7 @@ import numpy as np
 from cookline import tensors
 from cookline.v1 import (collect_pb2, data_pb2, gateway_pb2, model_pb2, pipeline_pb2, process_pb2,
                          registry_pb2, serve_pb2, train_pb2)
-from helpers import IRIS_CSV, iris_pipeline
+from helpers import IRIS_CSV, flip_byte, iris_pipeline
 
 GOOD = iris_pipeline("t", process=None)
 IRIS = data_pb2.DatasetRef(name="iris")
@@ -28,7 +28,7 @@ class Case:
     bad_input: str        # what is wrong, in words
     code: grpc.StatusCode
     message: str          # a part of the status message (names the field, file, row)
-    call: Callable        # call(ctx) makes the RPC; ctx has the stubs and a scratch folder
+    call: Callable        # call(ctx) makes the RPC; ctx has the stubs, the store and a scratch folder
 
 
 def _predict(features, name="iris", input_name="features") -> serve_pb2.PredictRequest:
@@ -69,7 +69,41 @@ def _submit(ctx, text: str):
 
 
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
-FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
+FAILED_PRECONDITION, DATA_LOSS = grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.DATA_LOSS
+
+
+def _rotten_shard(ctx):
+    import json
+
+    from services.common import layout
+    info = _ingest(ctx, _csv(ctx, "rot.csv", "a,b,y\n1,2,x\n3,4,y\n"), dataset="rot")[-1].dataset
+    prefix = layout.dataset_prefix("rot", info.ref.version)
+    manifest = json.loads(ctx.store.get_bytes(prefix + layout.DATASET_MANIFEST))
+    flip_byte(ctx.store, prefix + manifest["shards"][0]["key"])
+    return list(ctx.collect.ReadDataset(collect_pb2.ReadDatasetRequest(dataset=info.ref), timeout=30))
+
+
+def _rotten_model(ctx):
+    import raw_models  # TensorFlow loads only when a case runs
+
+    from services.common import layout
+    version, _ = raw_models.publish_mixed(ctx.store, "rotten", ("features",))
+    prefix = layout.model_prefix("rotten", version)
+    flip_byte(ctx.store, next(k for k in ctx.store.list(prefix) if "/variables/variables.data" in k))
+    return ctx.serve.LoadModel(serve_pb2.LoadModelRequest(model=model_pb2.ModelRef(name="rotten")), timeout=180)
+
+
+def _rotten_checkpoint(ctx):
+    import hashlib
+    import json
+    prefix = "runs/20990101-000000-000009/checkpoints/"
+    data = b"a checkpoint that rotted after it was written"
+    ctx.store.put_bytes(prefix + "epoch-00001.keras", data[:-1] + b"!")
+    ctx.store.put_bytes(prefix + "latest.json", json.dumps({
+        "epoch": 1, "key": prefix + "epoch-00001.keras", "sha256": hashlib.sha256(data).hexdigest()}).encode())
+    return list(ctx.train.Train(train_pb2.TrainRequest(
+        run_id="20990101-000000-000009", dataset=IRIS,
+        pipeline=pipeline_pb2.PipelineSpec(name="t", train=pipeline_pb2.TrainSpec(model="mlp"))), timeout=60))
 PERMISSION_DENIED = grpc.StatusCode.PERMISSION_DENIED
 
 CASES = [
@@ -172,6 +206,8 @@ CASES = [
     Case("collect", "ReadDataset", "split leaving no training rows", INVALID, "validation + test must leave",
          lambda c: list(c.collect.ReadDataset(collect_pb2.ReadDatasetRequest(
              dataset=IRIS, split=data_pb2.SplitSpec(validation=0.5, test=0.5), subset=data_pb2.SUBSET_TRAIN), timeout=10))),
+    Case("collect", "ReadDataset", "a shard whose stored bytes changed (one byte flipped)", DATA_LOSS,
+         ".npz is corrupt: its sha256 is", _rotten_shard),
     # --- process ----------------------------------------------------------------------
     Case("process", "Process", "standardize that was never fitted", FAILED_PRECONDITION, "process[0].standardize is not fitted",
          lambda c: list(c.process.Process(process_pb2.ProcessRequest(
@@ -194,6 +230,8 @@ CASES = [
          lambda c: list(c.train.Train(train_pb2.TrainRequest(dataset=data_pb2.DatasetRef(name="nosuch"),
                                                              pipeline=pipeline_pb2.PipelineSpec(
              name="t", train=pipeline_pb2.TrainSpec(model="mlp"))), timeout=30))),
+    Case("train", "Train", "resuming from a checkpoint whose stored bytes changed", DATA_LOSS,
+         "object runs/20990101-000000-000009/checkpoints/epoch-00001.keras is corrupt", _rotten_checkpoint),
     # --- serve ------------------------------------------------------------------------
     Case("serve", "Predict", "unknown model", NOT_FOUND, "model 'nomodel'",
          lambda c: c.serve.Predict(_predict(np.zeros((1, 4), np.float32), name="nomodel"), timeout=30)),
@@ -229,6 +267,8 @@ CASES = [
          lambda c: c.serve.Predict(_raw("pics", image=[b"\x89PNG" + bytes((8 << 20) - 3)]), timeout=30)),
     Case("serve", "Predict", "numbers for an image input", INVALID, "inputs['image']: dtype float32, expected string",
          lambda c: c.serve.Predict(_raw("pics", image=[[0.5]]), timeout=30)),
+    Case("serve", "LoadModel", "a model file whose stored bytes changed (one byte flipped)", DATA_LOSS,
+         "variables/variables.data-00000-of-00001 is corrupt", _rotten_model),
     # --- registry (gateway) -----------------------------------------------------------
     Case("gateway", "GetModel", "unknown model", NOT_FOUND, "model 'nomodel' not found",
          lambda c: c.registry.GetModel(registry_pb2.GetModelRequest(name="nomodel"), timeout=10)),

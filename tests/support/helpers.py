@@ -147,3 +147,10 @@ def watch_and_kill_after_checkpoint(client, run_id: str, store, kill: Callable[[
                 kill()
                 killed_at = (event.sequence, checkpoint["epoch"])
     return events, killed_at
+
+
+def flip_byte(store, key: str, offset: int | None = None) -> None:
+    """Bitrot: rewrites an object with one byte inverted (the middle one by default), as a failing disk would."""
+    data = bytearray(store.get_bytes(key))
+    data[len(data) // 2 if offset is None else offset] ^= 0xFF
+    store.put_bytes(key, bytes(data))

@@ -176,6 +176,7 @@ def publish(store, name: str, saved_dir: str, inputs: dict, class_names: list[st
         "task": "classification" if class_names else "regression",
         "formats": ["saved_model"],
         "created_at": layout.now(),
+        layout.CHECKSUMS: layout.checksums(files),  # as train records them
         **extra,
     }
     store.publish(layout.model_prefix(name, version), files, layout.MODEL_METADATA, json.dumps(meta).encode())
@@ -200,6 +201,7 @@ def publish_mixed(
     if old_record:
         record = {"features": {"dtype": "float32", "shape": [-1, 3]}}
         extra["feature_columns"] = FEATURE_COLUMNS
+        extra["checksums"] = None  # published before checksums existed
     return publish(store, name, path, record, CLASSES, **extra), path
 
 
