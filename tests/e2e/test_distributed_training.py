@@ -43,9 +43,10 @@ def test_two_workers_publish_what_one_worker_publishes(client, store, peer):
     one, two = (json.loads(store.get_bytes(f"models/{r.model.name}/{r.model.version}/cookline.json"))
                 for r in (single, dual))
     assert set(one) == set(two)
-    differ = {"name", "version", "run_id", "created_at", "metrics", "evaluation", "pipeline", "dataset"}
+    differ = {"name", "version", "run_id", "created_at", "metrics", "evaluation", "pipeline", "dataset", "checksums"}
     for key in set(one) - differ:  # inputs, outputs, classes, columns, fitted ops, formats, framework, ...
         assert one[key] == two[key], key
+    assert set(one.get("checksums", {})) == set(two.get("checksums", {}))  # the same files (other weights)
     assert one["dataset"]["version"] == two["dataset"]["version"]  # the same rows (named after the pipeline)
     assert two["evaluation"]["rows"] == one["evaluation"]["rows"]
     assert int(two["pipeline"]["train"]["workers"]) == 2 and int(one["pipeline"]["train"]["workers"]) == 1
