@@ -17,7 +17,10 @@ Measures, on this machine (client and servers share its cores):
   - cookline serve, KServe 0.21 and MLServer 1.7.1, each serving the model
     (the latter two through a small custom model class, each in its own venv
     under .cache/bench/, created on first use) under the same OIP v2 client
-    load: CONCURRENCY callers, one row per ModelInfer.
+    load: CONCURRENCY callers, one row per ModelInfer;
+  - cookline serve and KServe over OIP v2 REST (POST /v2/models/iris/infer,
+    JSON tensor data), CONCURRENCY callers on keep-alive connections, with
+    one-row and REST_BATCH_ROWS-row requests.
 Then prints a table and the ratios against the targets (docs/benchmarks.md).
 """
 from __future__ import annotations
@@ -49,6 +52,7 @@ CONCURRENCY = 8           # OIP callers: the peers' calibration load (docs/bench
 STREAMS, STREAM_ROWS = 4, 256  # streaming load: streams x rows per message (merged up to MAX_BATCH)
 BIG_MESSAGE_ROWS = 1024       # the same load with larger messages (less per-message overhead)
 MAX_BATCH = 1024              # serve's max_batch_size for the model
+REST_BATCH_ROWS = 256         # rows of the larger REST request
 ROW = np.array([[5.1, 3.5, 1.4, 0.2]], np.float32)
 DIGITS = os.path.join(ROOT, "examples", "data", "digits")
 RAW_MODEL = "digits"
@@ -278,21 +282,32 @@ def oip_client(target: str, threads: int, seconds: float) -> dict:
     stub = oip_grpc.GRPCInferenceServiceStub(channel)
     for _ in range(20):
         stub.ModelInfer(request, timeout=30)
-    latencies: list[list[float]] = [[] for _ in range(threads)]
+
+    def call() -> bool:
+        try:
+            stub.ModelInfer(request, timeout=30)
+        except grpc.RpcError:
+            return False
+        return True
+    return closed_loop([call] * threads, seconds)
+
+
+def closed_loop(calls: list, seconds: float) -> dict:
+    """Each of `calls` (a function answering whether the request succeeded) called back to
+    back on its own thread for `seconds`: requests/s and latency percentiles of the successes."""
+    latencies: list[list[float]] = [[] for _ in calls]
     errors = [0]
     end = time.perf_counter() + seconds
 
-    def caller(out: list):
+    def caller(call, out: list):
         while time.perf_counter() < end:
             t = time.perf_counter()
-            try:
-                stub.ModelInfer(request, timeout=30)
-            except grpc.RpcError:
+            if not call():
                 errors[0] += 1
                 continue
             out.append(time.perf_counter() - t)
 
-    workers = [threading.Thread(target=caller, args=(out,)) for out in latencies]
+    workers = [threading.Thread(target=caller, args=(call, out)) for call, out in zip(calls, latencies)]
     start = time.perf_counter()
     for w in workers:
         w.start()
@@ -301,6 +316,38 @@ def oip_client(target: str, threads: int, seconds: float) -> dict:
     elapsed = time.perf_counter() - start
     flat = [x for out in latencies for x in out]
     return {"req_per_s": len(flat) / elapsed, "p50": pct(flat, 50), "p99": pct(flat, 99), "errors": errors[0]}
+
+
+def rest_body(rows: int) -> bytes:
+    """An OIP REST infer request of `rows` copies of ROW as JSON data, asking for the scores as
+    binary data (KServe's model class answers them so; the same request for both servers). It
+    has an id: KServe 0.21 answers 500 to a request without one."""
+    return json.dumps({"id": "1", "inputs": [{"name": "features", "datatype": "FP32", "shape": [rows, 4],
+                                   "data": np.repeat(ROW, rows, axis=0).tolist()}],
+                       "outputs": [{"name": "scores", "parameters": {"binary_data": True}}]}).encode()
+
+
+def rest_client(target: str, threads: int, rows: int, seconds: float) -> dict:
+    """`threads` callers, each on its own keep-alive HTTP/1.1 connection, POSTing one REST infer
+    request of `rows` rows after another."""
+    import http.client
+    host, port = target.rsplit(":", 1)
+    body = rest_body(rows)
+    headers = {"Content-Type": "application/json"}
+
+    def call(conn) -> bool:
+        conn.request("POST", "/v2/models/iris/infer", body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return response.status == 200
+
+    conns = [http.client.HTTPConnection(host, int(port), timeout=30) for _ in range(threads)]
+    for conn in conns:
+        for _ in range(5):
+            if not call(conn):
+                raise RuntimeError(f"{target}: REST infer failed while warming up")
+    result = closed_loop([lambda conn=conn: call(conn) for conn in conns], seconds)
+    return result | {"rows_per_s": result["req_per_s"] * rows}
 
 
 def stream_client(target: str, streams: int, rows: int, seconds: float, model: str = "iris") -> dict:
@@ -363,11 +410,15 @@ def venv(name: str) -> str:
     return os.path.join(path, "bin")
 
 
+KSERVE_HTTP: dict[str, str] = {}  # KServe's REST address, set by start_kserve
+
+
 def start_kserve(saved: str, workdir: str) -> tuple[subprocess.Popen, str]:
     grpc_port, http_port = free_ports(2)
     proc = subprocess.Popen([os.path.join(venv("kserve"), "python"), os.path.join(BENCH, "kserve_model.py"),
                              saved, str(grpc_port), str(http_port)],
                             stdout=open(os.path.join(workdir, "kserve.log"), "wb"), stderr=subprocess.STDOUT)
+    KSERVE_HTTP["kserve"] = f"127.0.0.1:{http_port}"
     return proc, f"127.0.0.1:{grpc_port}"
 
 
@@ -444,11 +495,11 @@ def main(seconds: float, rounds: int, skip_others: bool) -> None:
     tensors.from_numpy(ROW, out=request.inputs["features"])
     payload = request.SerializeToString()
 
-    ports = dict(zip(("serve", "gateway"), free_ports(2)))
+    ports = dict(zip(("serve", "gateway", "serve_http", "gateway_http"), free_ports(4), strict=True))
     env = dict(os.environ, COOKLINE_DATA_DIR=store_root, TF_CPP_MIN_LOG_LEVEL="2", COOKLINE_LOG_LEVEL="WARNING")
     env.pop("MINIO_ENDPOINT", None)
     for service, port in ports.items():
-        env[f"COOKLINE_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
+        env[f"COOKLINE_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"  # and COOKLINE_SERVE_HTTP_ADDR, ...
     servers: list[subprocess.Popen] = []
     try:
         bare_addrs = {}
@@ -470,6 +521,7 @@ def main(seconds: float, rounds: int, skip_others: bool) -> None:
             oip_targets = {"cookline": serve_addr, **oip_targets}
             for name, target in oip_targets.items():
                 wait_oip_ready(target)
+            rest_targets = {"cookline": f"127.0.0.1:{ports['serve_http']}", **KSERVE_HTTP}
             bare_calls = {}
             for kind, addr in bare_addrs.items():
                 bare_channel = grpc.insecure_channel(addr)
@@ -498,6 +550,10 @@ def main(seconds: float, rounds: int, skip_others: bool) -> None:
                                                             str(seconds), RAW_MODEL))
                 for name, target in oip_targets.items():
                     r.add(f"{name}_oip.run", run_client("oip", target, str(CONCURRENCY), str(seconds)))
+                for name, target in rest_targets.items():
+                    for rows in (1, REST_BATCH_ROWS):
+                        r.add(f"{name}_rest_{rows}.run", run_client("rest", target, str(CONCURRENCY), str(rows),
+                                                                    str(seconds)))
     finally:
         for proc in servers:
             stop(proc)
@@ -532,6 +588,13 @@ def report(r: dict, rounds: int) -> None:
             o = r[f"{name}_oip"]
             rows.append((f"{name} OIP ModelInfer, {CONCURRENCY} callers, 1 row",
                          f"{o['req_per_s']:,.0f} req/s  p50 {o['p50']:.2f} ms  p99 {o['p99']:.2f} ms  errors {o['errors']}"))
+    for name in ("cookline", "kserve"):
+        for n in (1, REST_BATCH_ROWS):
+            if f"{name}_rest_{n}" in r:
+                o = r[f"{name}_rest_{n}"]
+                rows.append((f"{name} OIP REST infer, {CONCURRENCY} callers, {n} row{'s' if n > 1 else ''}",
+                             f"{o['req_per_s']:,.0f} req/s ({o['rows_per_s']:,.0f} rows/s)  p50 {o['p50']:.2f} ms  "
+                             f"p99 {o['p99']:.2f} ms  errors {o['errors']}"))
     width = max(len(a) for a, _ in rows)
     print("\nTF threads: " + ", ".join(f"{k}={os.environ[k]}" for k in TF_THREADS)
           + f"; {os.cpu_count()} CPUs; load clients run on the same machine; median of {rounds} interleaved rounds")
@@ -573,6 +636,14 @@ def report(r: dict, rounds: int) -> None:
                            f"{ours['req_per_s']:,.0f} vs {other['req_per_s']:,.0f} req/s; p99 {ours['p99']:.2f} vs {other['p99']:.2f} ms",
                            ours["req_per_s"] / other["req_per_s"], ">= 1.50",
                            ours["req_per_s"] >= 1.5 * other["req_per_s"] and ours["p99"] <= other["p99"]))
+    for n in (1, REST_BATCH_ROWS):
+        if f"kserve_rest_{n}" in r:
+            ours, other = r[f"cookline_rest_{n}"], r[f"kserve_rest_{n}"]
+            checks.append((f"OIP REST throughput vs kserve, {n} row{'s' if n > 1 else ''}, p99 not higher",
+                           f"{ours['req_per_s']:,.0f} vs {other['req_per_s']:,.0f} req/s; "
+                           f"p99 {ours['p99']:.2f} vs {other['p99']:.2f} ms",
+                           ours["req_per_s"] / other["req_per_s"], ">= 1.50",
+                           ours["req_per_s"] >= 1.5 * other["req_per_s"] and ours["p99"] <= other["p99"]))
     print("\n| target | measured | ratio | goal | met |\n|---|---|---|---|---|")
     for target, measured, ratio, goal, met in checks:
         mark = "" if met is None else ("yes" if met else "NO")
@@ -586,6 +657,8 @@ if __name__ == "__main__":
         kind, args = sys.argv[2], sys.argv[3:]
         if kind == "oip":
             print(json.dumps(oip_client(args[0], int(args[1]), float(args[2]))))
+        elif kind == "rest":
+            print(json.dumps(rest_client(args[0], int(args[1]), int(args[2]), float(args[3]))))
         else:
             print(json.dumps(stream_client(args[0], int(args[1]), int(args[2]), float(args[3]), *args[4:5])))
     else:

@@ -72,8 +72,10 @@ def stack_env(work: str) -> dict[str, str]:
     env = dict(os.environ, COOKLINE_DATA_DIR=os.path.join(work, "store"), TF_CPP_MIN_LOG_LEVEL="2",
                COOKLINE_SOURCE_ROOTS=work)  # the generated CSV is a source
     env.pop("MINIO_ENDPOINT", None)
-    for service, port in zip(config.SERVICES, free_ports(5, set())):
+    ports = free_ports(6, set())
+    for service, port in zip(config.SERVICES, ports):
         env[f"COOKLINE_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
+    env["COOKLINE_GATEWAY_HTTP_ADDR"] = f"127.0.0.1:{ports[5]}"
     return env
 
 

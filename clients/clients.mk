@@ -24,11 +24,17 @@ GO_MOPTS   := $(foreach p,$(PROTOS),--go_opt=M$(p:protos/%=%)=cookline/client/ge
 K8S_VERSION := 1.33.0
 K8S_SCHEMAS := .cache/k8s-schemas/v$(K8S_VERSION)-local-strict
 
-.PHONY: tools go-gen node-deps
+.PHONY: tools go-gen node-deps browser
 
 # Everything the client, grpcurl, kubeconform and compose tests need besides the venv
 # (the compose test builds the images itself, through `make compose-up`).
-tools: install deploy-tools node-deps go-gen $(addprefix $(GO_BIN)/,$(GO_TOOLS)) $(K8S_SCHEMAS)/.extracted
+tools: install deploy-tools browser node-deps go-gen $(addprefix $(GO_BIN)/,$(GO_TOOLS)) $(K8S_SCHEMAS)/.extracted
+
+# Debian's chromium, the browser the dashboard test drives through Playwright (Playwright's own
+# browser download is not used; CI runs as root on a fresh machine).
+browser:
+	@command -v chromium >/dev/null || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
 # Reinstalled when this file (and so a pinned version) changes.
 $(GO_BIN)/%: clients/clients.mk

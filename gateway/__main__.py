@@ -1,8 +1,11 @@
-"""python -m gateway: the gateway (PipelineService, RegistryService, and the proxies to serve and collect)."""
+"""python -m gateway: the gateway (PipelineService, RegistryService, and the proxies to serve and collect)
+on its gRPC port, the dashboard and JSON API on its HTTP port."""
 import threading
 
 from cookline.v1 import gateway_pb2, gateway_pb2_grpc, registry_pb2, registry_pb2_grpc
-from gateway.proxy import SERVICE as SERVE_SERVICE, CollectProxy, ServeProxy
+from gateway import web
+from gateway.proxy import SERVICE as SERVE_SERVICE
+from gateway.proxy import CollectProxy, ServeProxy
 from gateway.registry import RegistryServicer
 from gateway.runs import RunStore
 from gateway.service import PipelineServicer
@@ -15,7 +18,7 @@ def register(server):
     pipelines = PipelineServicer(RunStore(store))
     gateway_pb2_grpc.add_PipelineServiceServicer_to_server(pipelines, server)
     # runs a previous gateway left unfinished carry on (in the background: start-up does not wait)
-    threading.Thread(target=pipelines.recover, name="recover-runs", daemon=True).start()
+    threading.Thread(target=pipelines.executor.recover, name="recover-runs", daemon=True).start()
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(store), server)
     server.add_generic_rpc_handlers((ServeProxy().handler(), CollectProxy().handler()))
     return [gateway_pb2.DESCRIPTOR.services_by_name["PipelineService"].full_name,
@@ -23,5 +26,11 @@ def register(server):
             CollectProxy.service]
 
 
+def main() -> None:
+    # max_workers: each proxied prediction stream holds a worker. The HTTP port (COOKLINE_GATEWAY_HTTP_ADDR)
+    # serves the dashboard and the JSON API; its pages are public, /api/ needs the token.
+    serve("gateway", register, max_workers=256, http_app=web.app, http_public=web.public_paths())
+
+
 if __name__ == "__main__":
-    serve("gateway", register, max_workers=256)  # each proxied prediction stream holds a worker
+    main()

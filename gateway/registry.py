@@ -5,7 +5,6 @@ file first, so the version disappears in one step, then the rest of its files.
 """
 from __future__ import annotations
 
-import json
 import logging
 
 import grpc
@@ -14,7 +13,7 @@ from google.protobuf import json_format
 from cookline.v1 import data_pb2, registry_pb2, registry_pb2_grpc
 from services.common import layout
 from services.common.errors import Fail, invalid, not_found, rpc
-from services.common.store import NotFoundError, ObjectStore
+from services.common.store import ObjectStore
 
 log = logging.getLogger("cookline.registry")
 
@@ -46,8 +45,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         model = registry_pb2.ModelInfo(name=name, aliases=aliases, deployed_version=deployed)
         for version in layout.model_versions(self.store, name):
             try:
-                meta = json.loads(self.store.get_bytes(layout.model_prefix(name, version) + layout.MODEL_METADATA))
-            except NotFoundError:
+                meta = layout.read_model_metadata(self.store, name, version)
+            except Fail as exc:
+                if exc.code != grpc.StatusCode.NOT_FOUND:
+                    raise
                 continue  # deleted meanwhile
             named = [a for a, v in aliases.items() if v == version]
             model.versions.append(_version_info(meta, named, version == deployed))

@@ -1,21 +1,20 @@
-"""PipelineService: validates pipeline files and runs them stage by stage
-(collect -> train, which pulls through process -> serve), recording every event."""
+"""PipelineService: the RPC layer of runs. It checks a submitted pipeline (cookline.spec, and the
+plugins the services have), records the run and hands it to the run executor (gateway/executor.py);
+watching, listing and cancelling read the run store."""
 from __future__ import annotations
 
 import logging
-import os
-import threading
 
 import grpc
 
-from cookline import channels, config
+from cookline import config
 from cookline import spec as pipeline_spec
 from cookline.spec import roots as source_roots
-from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, gateway_pb2, gateway_pb2_grpc, model_pb2,
-                         pipeline_pb2, serve_pb2, serve_pb2_grpc, train_pb2, train_pb2_grpc)
+from cookline.v1 import collect_pb2, data_pb2, gateway_pb2, gateway_pb2_grpc, pipeline_pb2
+from gateway.executor import RunExecutor
 from gateway.runs import RunStore
 from services.common import layout
-from services.common.errors import invalid, not_found, rpc, status_of
+from services.common.errors import invalid, not_found, rpc
 
 log = logging.getLogger("cookline.gateway")
 
@@ -25,57 +24,10 @@ MAX_LIST = 1000
 MAX_PIPELINE_BYTES = 1 << 20
 
 
-def stage_name(stage: int) -> str:
-    return gateway_pb2.Stage.Name(stage).removeprefix("STAGE_").lower()
-
-
-def stage_retries() -> int:
-    """COOKLINE_STAGE_RETRIES: extra attempts of a stage (collect, train, serve) whose service died
-    or lost the object store (UNAVAILABLE). Default 3."""
-    return int(os.environ.get("COOKLINE_STAGE_RETRIES") or 3)
-
-
-class _StageFailed(Exception):
-    def __init__(self, stage: int, exc: BaseException):
-        code, message = status_of(exc)
-        super().__init__(f"{stage_name(stage)} failed: {code.name}: {message}")
-
-
-class _Cancelled(Exception):
-    """The run was cancelled by CancelRun."""
-
-
-class _Active:
-    """A run being executed: its cancel flag and the stage call in flight."""
-
-    def __init__(self):
-        self.cancelled = threading.Event()
-        self.call = None
-        self.lock = threading.Lock()
-
-    def track(self, call):
-        """Registers the in-flight call (cancelled at once if the run already was)."""
-        with self.lock:
-            self.call = call
-            if self.cancelled.is_set():
-                call.cancel()
-        return call
-
-    def cancel(self) -> None:
-        with self.lock:
-            self.cancelled.set()
-            if self.call is not None:
-                self.call.cancel()
-
-
 class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
-    def __init__(self, runs: RunStore):
+    def __init__(self, runs: RunStore, executor: RunExecutor | None = None):
         self.runs = runs
-        self.collect = collect_pb2_grpc.CollectServiceStub(channels.channel("collect"))
-        self.train = train_pb2_grpc.TrainServiceStub(channels.channel("train"))
-        self.serve = serve_pb2_grpc.ServeServiceStub(channels.channel("serve"))
-        self.active: dict[str, _Active] = {}
-        self.active_lock = threading.Lock()
+        self.executor = executor or RunExecutor(runs)
 
     @rpc
     def SubmitRun(self, request: gateway_pb2.SubmitRunRequest, context) -> gateway_pb2.SubmitRunResponse:
@@ -95,6 +47,7 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
             spec = pipeline_spec.parse(request.pipeline, request.base_dir, roots)
         else:
             raise invalid("pipeline: required (the pipeline file's text, or a PipelineSpec in spec)")
+        self.executor.check_plugins(spec)
         source_roots.require(spec.collect.source, roots)  # NOT_FOUND at once, not when collect runs
         if spec.collect.dataset:  # pinned now: a resumed run trains on the same version
             spec.collect.dataset = self._stored_dataset(spec.collect.dataset)
@@ -102,17 +55,15 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
         run = gateway_pb2.Run(run_id=RunStore.new_id(), pipeline=spec, state=gateway_pb2.RUN_STATE_QUEUED,
                               created_at=now, updated_at=now)
         self.runs.create(run)
-        with self.active_lock:
-            self.active[run.run_id] = _Active()
         log.info("run %s submitted: pipeline %s", run.run_id, spec.name)
-        threading.Thread(target=self._execute, args=(run.run_id, spec), name=f"run-{run.run_id}", daemon=True).start()
+        self.executor.start(run)
         return gateway_pb2.SubmitRunResponse(run=run)
 
     def _stored_dataset(self, value: str) -> str:
         """collect.dataset resolved to NAME@VERSION; NOT_FOUND naming collect.dataset when it is not stored."""
         ref = data_pb2.DatasetRef(**dict(zip(("name", "version"), pipeline_spec.dataset_ref(value))))
         try:
-            info = self.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=ref), timeout=60).dataset
+            info = self.executor.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=ref), timeout=60).dataset
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 what = f"version {ref.version!r} of dataset {ref.name!r}" if ref.version else f"dataset {ref.name!r}"
@@ -133,11 +84,7 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
     @rpc
     def CancelRun(self, request: gateway_pb2.CancelRunRequest, context) -> gateway_pb2.CancelRunResponse:
         run = self.runs.get(request.run_id)  # NOT_FOUND for an unknown run
-        with self.active_lock:
-            active = self.active.get(request.run_id)
-        if active is not None:
-            log.info("run %s: cancel requested", request.run_id)
-            active.cancel()
+        if self.executor.cancel(request.run_id):
             run = self.runs.get(request.run_id)
         return gateway_pb2.CancelRunResponse(run=run)
 
@@ -147,187 +94,3 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
         if not 1 <= limit <= MAX_LIST:
             raise invalid(f"limit: {limit} is not in [1, {MAX_LIST}]")
         return gateway_pb2.ListRunsResponse(runs=self.runs.list(limit))
-
-    def recover(self) -> None:
-        """Resumes the runs a previous gateway left QUEUED or RUNNING (it died during them).
-
-        Each continues from the stage it was in: collect is repeated (its versions are
-        content-addressed, so a published one is reused), train continues from the run's last
-        checkpoint, and a run that had its model goes straight to serve. Watchers see a stage
-        event "gateway restarted during <stage>; resuming", then the run's events as before.
-        """
-        try:
-            runs = self.runs.unfinished()
-        except Exception:  # noqa: BLE001 - the store is down: the runs stay as they are until the next start
-            log.exception("cannot look for runs left unfinished by a previous gateway")
-            return
-        for run in runs:
-            stage = stage_name(run.stage) if run.stage else "queued"
-            log.info("run %s: gateway restarted during %s; resuming", run.run_id, stage)
-            self.runs.append(run.run_id, stage=gateway_pb2.StageEvent(
-                stage=run.stage, finished=False, message=f"gateway restarted during {stage}; resuming"))
-            with self.active_lock:
-                self.active[run.run_id] = _Active()
-            threading.Thread(target=self._execute, args=(run.run_id, run.pipeline, run), name=f"run-{run.run_id}",
-                             daemon=True).start()
-
-    # --- the run itself ------------------------------------------------------
-
-    def _stage(self, run_id: str, stage: int, finished: bool, message: str = "") -> None:
-        if not finished:
-            self.runs.update(run_id, stage=stage, state=gateway_pb2.RUN_STATE_RUNNING)
-        self.runs.append(run_id, stage=gateway_pb2.StageEvent(stage=stage, finished=finished, message=message))
-
-    def _execute(self, run_id: str, spec, resumed: gateway_pb2.Run | None = None) -> None:
-        """Runs the stages; `resumed` is the record of a run a previous gateway left unfinished."""
-        active = self.active[run_id]
-        try:
-            if resumed is not None and resumed.stage == gateway_pb2.STAGE_SERVE and resumed.HasField("model"):
-                model, metrics = resumed.model, dict(resumed.metrics)
-                deploy = resumed.deploy_decision.startswith("deployed")
-            else:
-                if resumed is not None and resumed.stage == gateway_pb2.STAGE_TRAIN and resumed.HasField("dataset"):
-                    dataset = resumed.dataset
-                else:
-                    dataset = self._collect(run_id, spec, active)
-                model, metrics, evaluation = self._train(run_id, spec, dataset, active)
-                deploy, decision = self._gate(spec, evaluation)
-                self.runs.update(run_id, deploy_decision=decision)
-            if deploy:
-                self._serve(run_id, model, active)
-            final = self.runs.finish(run_id, state=gateway_pb2.RUN_STATE_SUCCEEDED, metrics=metrics, deployed=deploy)
-        except _Cancelled:
-            stage = stage_name(self.runs.get(run_id).stage)
-            final = self.runs.finish(run_id, state=gateway_pb2.RUN_STATE_CANCELLED, reason=f"cancelled during {stage}")
-        except _StageFailed as exc:
-            final = self.runs.finish(run_id, state=gateway_pb2.RUN_STATE_FAILED, reason=str(exc))
-        except Exception as exc:  # noqa: BLE001 - a run never stays RUNNING
-            log.exception("run %s: gateway error", run_id)
-            final = self.runs.finish(run_id, state=gateway_pb2.RUN_STATE_FAILED, reason=f"gateway error: {exc}")
-        finally:
-            with self.active_lock:
-                self.active.pop(run_id, None)
-        log.info("run %s %s %s", run_id, gateway_pb2.RunState.Name(final.state), final.reason)
-
-    @staticmethod
-    def _gate(spec, evaluation) -> tuple[bool, str]:
-        """The deploy gate's verdict: (deploy?, why)."""
-        threshold = spec.evaluate.deploy_if_at_least
-        if not threshold:
-            return True, "deployed: no deploy gate"
-        metric = spec.evaluate.metric or "accuracy"
-        if evaluation is None:
-            return False, f"not deployed: the gate needs held-out rows to measure {metric} (set split.validation or split.test)"
-        if metric not in evaluation.metrics:
-            return False, (f"not deployed: the evaluation has no {metric} (classifiers: accuracy, macro_*; "
-                           f"regressors: r2)")
-        value = evaluation.metrics[metric]
-        subset = "test" if evaluation.subset == data_pb2.SUBSET_TEST else "validation"
-        if value >= threshold:
-            return True, f"deployed: {subset} {metric} {value:.4f} >= {threshold}"
-        return False, f"not deployed: {subset} {metric} {value:.4f} < {threshold}"
-
-    def _checked(self, active: _Active, stage: int, exc: grpc.RpcError) -> Exception:
-        """The exception a failed stage call stands for: cancelled by us, or a stage failure."""
-        if active.cancelled.is_set():
-            return _Cancelled()
-        return _StageFailed(stage, exc)
-
-    def _retrying(self, run_id: str, stage: int, service: str, active: _Active, start, on_response,
-                  unary: bool = False) -> None:
-        """Runs a stage's call (streaming, or `unary`), again when it fails UNAVAILABLE (the service died, or
-        the object store stayed unreachable through the service's own retries): up to
-        COOKLINE_STAGE_RETRIES more attempts, each once the service reports SERVING again.
-
-        Only for idempotent stages: collect's versions are content-addressed (a retry reuses or
-        rewrites the same version), train continues from the run's last checkpoint, and loading
-        a model version that is already loaded changes nothing.
-        """
-        for attempt in range(1, stage_retries() + 2):
-            try:
-                call = active.track(start())
-                if unary:  # a future: its one response
-                    on_response(call.result())
-                    return
-                for response in call:
-                    on_response(response)
-                return
-            except grpc.RpcError as exc:
-                failure = self._checked(active, stage, exc)
-                if isinstance(failure, _Cancelled) or exc.code() != grpc.StatusCode.UNAVAILABLE \
-                        or attempt > stage_retries():
-                    raise failure from None
-                self._stage(run_id, stage, False,
-                            f"attempt {attempt} lost the {service} service ({exc.details()}); retrying")
-                try:
-                    channels.wait_healthy(config.address(service), timeout=120)
-                except TimeoutError:
-                    raise failure from None
-
-    def _collect(self, run_id, spec, active: _Active):
-        if spec.collect.dataset:
-            return self._use_stored(run_id, spec.collect.dataset)
-        self._stage(run_id, gateway_pb2.STAGE_COLLECT, False, f"ingesting {spec.collect.source}")
-        request = collect_pb2.IngestRequest(dataset=spec.name, source=spec.collect, strict=spec.strict)
-        last = []
-
-        def on_progress(progress):
-            self.runs.append(run_id, ingest=progress)
-            if progress.HasField("dataset"):
-                last[:] = [progress]
-
-        self._retrying(run_id, gateway_pb2.STAGE_COLLECT, "collect", active,
-                       lambda: self.collect.Ingest(request), on_progress)
-        progress = last[0]
-        info = progress.dataset
-        self.runs.update(run_id, dataset=info.ref)
-        # Schema anomalies are in the last ingest event (structured); the stage line counts them.
-        warnings = f", {len(progress.anomalies)} schema warnings" if progress.anomalies else ""
-        self._stage(run_id, gateway_pb2.STAGE_COLLECT, True,
-                    f"dataset {info.ref.name}@{info.ref.version}: {info.num_rows} rows{warnings}")
-        return info.ref
-
-    def _use_stored(self, run_id, value: str) -> data_pb2.DatasetRef:
-        """collect.dataset: the stored version (pinned at submit) is the run's dataset; nothing is ingested."""
-        self._stage(run_id, gateway_pb2.STAGE_COLLECT, False, f"using stored dataset {value}")
-        name, version = pipeline_spec.dataset_ref(value)
-        request = collect_pb2.GetDatasetRequest(dataset=data_pb2.DatasetRef(name=name, version=version))
-        found = []
-        self._retrying(run_id, gateway_pb2.STAGE_COLLECT, "collect", self.active[run_id],
-                       lambda: self.collect.GetDataset.future(request, timeout=60),
-                       lambda response: found.append(response.dataset), unary=True)
-        info = found[0]
-        self.runs.update(run_id, dataset=info.ref)
-        self._stage(run_id, gateway_pb2.STAGE_COLLECT, True,
-                    f"dataset {info.ref.name}@{info.ref.version}: {info.num_rows} rows (stored, not re-ingested)")
-        return info.ref
-
-    def _train(self, run_id, spec, dataset, active: _Active):
-        self._stage(run_id, gateway_pb2.STAGE_TRAIN, False, f"training {spec.train.model} for {spec.train.epochs} epochs")
-        request = train_pb2.TrainRequest(run_id=run_id, dataset=dataset, pipeline=spec)
-        results = []
-
-        def on_response(response):
-            if response.HasField("progress"):
-                self.runs.append(run_id, train=response.progress)
-            else:
-                results.append(response.result)
-
-        # the train service died mid-run: training continues from the run's checkpoint
-        self._retrying(run_id, gateway_pb2.STAGE_TRAIN, "train", active, lambda: self.train.Train(request), on_response)
-        result = results[-1]
-        metrics = dict(result.metrics)
-        evaluation = result.evaluation if result.HasField("evaluation") else None
-        self.runs.update(run_id, model=result.model, metrics=metrics,
-                         **({"evaluation": evaluation} if evaluation is not None else {}))
-        self._stage(run_id, gateway_pb2.STAGE_TRAIN, True, f"model {result.model.name} version {result.model.version}")
-        return result.model, metrics, evaluation
-
-    def _serve(self, run_id, model: model_pb2.ModelRef, active: _Active):
-        if active.cancelled.is_set():
-            raise _Cancelled()
-        self._stage(run_id, gateway_pb2.STAGE_SERVE, False, f"loading {model.name} version {model.version}")
-        self._retrying(run_id, gateway_pb2.STAGE_SERVE, "serve", active,
-                       lambda: self.serve.LoadModel.future(serve_pb2.LoadModelRequest(model=model), timeout=300),
-                       lambda _response: None, unary=True)
-        self._stage(run_id, gateway_pb2.STAGE_SERVE, True, f"serving {model.name} version {model.version}")

@@ -30,7 +30,7 @@ if _SUPPORT not in sys.path:
 import pytest  # noqa: E402
 
 from dataplane import start_data_plane  # noqa: E402
-from helpers import free_ports, unique_bucket  # noqa: E402
+from helpers import IRIS_YAML, free_ports, unique_bucket  # noqa: E402
 from s3server import SeaweedS3  # noqa: E402
 from services.common.store import LocalStore, S3Store  # noqa: E402
 
@@ -89,11 +89,13 @@ def stack(s3_server, tmp_path_factory, request):
     """
     from cookline.stack import Stack
 
-    ports = free_ports(5, set(s3_server.ports.values()))
+    ports = free_ports(7, set(s3_server.ports.values()))
     env = dict(os.environ)
     env.update(s3_server.env(unique_bucket("e2e")))
     for service, port in zip(("gateway", "collect", "process", "train", "serve"), ports):
         env[f"COOKLINE_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
+    for service, port in zip(("serve", "gateway"), ports[5:], strict=True):  # the HTTP front doors
+        env[f"COOKLINE_{service.upper()}_HTTP_ADDR"] = f"127.0.0.1:{port}"
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     extra = getattr(request.module, "STACK_ENV", {})  # a test module's extra settings,
     env.update(extra(tmp_path_factory) if callable(extra) else extra)  # or a function making them
@@ -119,6 +121,17 @@ def data_plane(s3_server, tmp_path_factory):
 def env(stack):
     """The `stack`'s environment: addresses, S3 settings, a module's STACK_ENV."""
     return stack[1]
+
+
+@pytest.fixture(scope="module")
+def iris(env):
+    """The iris model trained through the gateway (examples/iris.yaml) on the module's stack,
+    deployed by the run: its ModelRef."""
+    from cookline.client import Client
+    with Client(env=env) as client:
+        run, _ = client.run_file_and_wait(IRIS_YAML)
+    assert run.reason == ""
+    return run.model
 
 
 @pytest.fixture(scope="module")

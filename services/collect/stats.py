@@ -56,12 +56,12 @@ class _Numeric:
         v = values.astype(np.float64)
         n, mean = len(v), v.mean()
         m2 = ((v - mean) ** 2).sum()
-        self.count[j], self.mean[j], self.m2[j] = merge(self.count[j], self.mean[j], self.m2[j], n, mean, m2)
+        self.count[j], self.mean[j], self.m2[j] = merge((self.count[j], self.mean[j], self.m2[j]), (n, mean, m2))
         self.min[j] = min(self.min[j], v.min())
         self.max[j] = max(self.max[j], v.max())
 
     def _merge_all(self, n, mean, m2, lo, hi) -> None:
-        self.count, self.mean, self.m2 = merge(self.count, self.mean, self.m2, n, mean, m2)
+        self.count, self.mean, self.m2 = merge((self.count, self.mean, self.m2), (n, mean, m2))
         self.min = np.minimum(self.min, lo)
         self.max = np.maximum(self.max, hi)
 

@@ -15,7 +15,7 @@ import re
 from google.protobuf import json_format
 
 from cookline.spec.names import NAME_RE, check_name
-from cookline.v1 import data_pb2
+from cookline.v1 import data_pb2, records_pb2
 from services.common.errors import invalid, not_found
 from services.common.store import ChecksumError, NotFoundError, ObjectStore, sha256_of
 
@@ -134,14 +134,25 @@ def read_model_metadata(store: ObjectStore, name: str, version: int) -> dict:
         raise not_found(f"model {name!r} version {version} not found") from None
 
 
-# --- model serving state (minimal registry; the registry issue extends it) ---
+# --- model serving state ---------------------------------------------------
 #
-#   models/<name>/deployed.json          {"policy": "latest" | "version" | "alias", "version": N,
-#                                          "alias": "...", "batching": {...}, "updated_at": ...}
-#   models/<name>/aliases/<alias>.json   {"version": N, "updated_at": ...}
+#   models/<name>/deployed.json          a DeployedRecord (protos/cookline/v1/records.proto)
+#   models/<name>/aliases/<alias>.json   an AliasRecord
 #
 # Neither sits inside a version folder, so versions stay immutable. Each is one
 # object written in one put, so a reader sees the old or the new state, never half.
+# Records are protobuf JSON (proto field names); unknown fields are ignored on read, and
+# the records of earlier versions (plain JSON with the same names) load unchanged.
+
+
+def _write_record(store: ObjectStore, key: str, record) -> None:
+    record.updated_at = now()
+    store.put_bytes(key, json_format.MessageToJson(record, preserving_proto_field_name=True, indent=1).encode())
+
+
+def _read_record(store: ObjectStore, key: str, message):
+    """The record at `key` parsed into `message`; NotFoundError when there is none."""
+    return json_format.Parse(store.get_bytes(key), message, ignore_unknown_fields=True)
 
 DEPLOYED = "deployed.json"
 
@@ -154,15 +165,15 @@ def alias_key(name: str, alias: str) -> str:
     return f"models/{name}/aliases/{alias}.json"
 
 
-def write_deployed(store: ObjectStore, name: str, marker: dict) -> None:
+def write_deployed(store: ObjectStore, name: str, record: records_pb2.DeployedRecord) -> None:
     """Marks what serve replicas should serve for `name` (their desired state)."""
-    store.put_bytes(deployed_key(name), json.dumps(dict(marker, updated_at=now()), indent=1).encode())
+    _write_record(store, deployed_key(name), record)
 
 
-def read_deployed(store: ObjectStore, name: str) -> dict | None:
-    """The deployed marker of a model, or None when it is not deployed."""
+def read_deployed(store: ObjectStore, name: str) -> records_pb2.DeployedRecord | None:
+    """The deployed record of a model, or None when it is not deployed."""
     try:
-        return json.loads(store.get_bytes(deployed_key(name)))
+        return _read_record(store, deployed_key(name), records_pb2.DeployedRecord())
     except NotFoundError:
         return None
 
@@ -181,22 +192,22 @@ def write_alias(store: ObjectStore, name: str, alias: str, version: int) -> None
     """Points alias (e.g. "production") at a published version of a model."""
     check_name("alias", alias)
     read_model_metadata(store, name, version)  # NOT_FOUND unless published
-    store.put_bytes(alias_key(name, alias), json.dumps({"version": version, "updated_at": now()}).encode())
+    _write_record(store, alias_key(name, alias), records_pb2.AliasRecord(version=version))
 
 
 def read_alias(store: ObjectStore, name: str, alias: str) -> int:
     """The version an alias names; NOT_FOUND if the alias does not exist."""
     check_name("alias", alias)
     try:
-        return int(json.loads(store.get_bytes(alias_key(name, alias)))["version"])
+        return int(_read_record(store, alias_key(name, alias), records_pb2.AliasRecord()).version)
     except NotFoundError:
         raise not_found(f"alias {alias!r} of model {name!r} not found") from None
 
 
 def deployed_version(store: ObjectStore, name: str) -> int:
     """The version serve replicas serve for `name` (as the marker recorded it); 0 if not deployed."""
-    marker = read_deployed(store, name)
-    return int(marker.get("version") or 0) if marker else 0
+    record = read_deployed(store, name)
+    return int(record.version) if record else 0
 
 
 def aliases(store: ObjectStore, name: str) -> dict[str, int]:
@@ -205,7 +216,7 @@ def aliases(store: ObjectStore, name: str) -> dict[str, int]:
     for key in store.list(f"models/{name}/aliases/"):
         alias = key.rsplit("/", 1)[-1].removesuffix(".json")
         try:
-            found[alias] = int(json.loads(store.get_bytes(key))["version"])
+            found[alias] = int(_read_record(store, key, records_pb2.AliasRecord()).version)
         except NotFoundError:
             continue  # deleted while listing
     return found

@@ -1,5 +1,6 @@
 """Server bootstrap shared by every service: health, reflection, message limits,
-logging and graceful shutdown on SIGTERM/SIGINT."""
+logging, plugins (loaded at start, listed by PluginService) and graceful shutdown on
+SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
@@ -21,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from cookline import config
+from services.common import plugins
 
 log = logging.getLogger("cookline.server")
 
@@ -257,14 +259,19 @@ def _exit_stopped(service: str) -> None:
 
 
 def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_workers: int = 32,
-          on_start: Callable[[health.HealthServicer], None] | None = None) -> None:
+          on_start: Callable[[health.HealthServicer], None] | None = None,
+          http_app: Callable[[], object] | None = None, http_public: Iterable[str] = ()) -> None:
     """Runs `service` until SIGTERM/SIGINT.
 
     `register(server)` adds the servicers and returns their full service names
     (e.g. "cookline.v1.CollectService"); each is reported SERVING by the health
     service and listed by reflection. `on_start(health)`, when given, runs once
     the server answers, with the health servicer (serve reports each model's
-    readiness under the model's name).
+    readiness under the model's name). `http_app()`, when given, is called after
+    `register` and returns an ASGI app served on the service's HTTP port from a thread
+    of its own (services.common.http: same token, TLS and limits), stopped with the
+    gRPC server. `http_public`: paths served without the token besides the probes (pages that
+    hold no data).
     """
     setup_logging(service)
     bound_malloc()
@@ -272,13 +279,20 @@ def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_wo
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=config.grpc_options(),
                          interceptors=([BearerAuth(token)] if token else []) + [StreamTracker()],
                          maximum_concurrent_rpcs=config.max_concurrent_rpcs())
+    plugins.spec_plugins.load()  # before the servicers: their checks know the plugins
     names = list(register(server))
+    names.append(add_servicer(server, plugins.SERVICE, plugins.PluginServicer(service)))
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     _enable_reflection(server, names)
 
     describe = _listen(server, service)
+    http_thread = None
+    if http_app is not None:
+        from services.common import http  # the HTTP stack is imported only by services that have a port for it
+        http_thread = http.serve_http_thread(http_app(), service, public=(*http.PUBLIC_PATHS, *http_public))
+        describe += f"; HTTP on {http_thread.describe}"
     server.start()
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -296,31 +310,44 @@ def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_wo
     signal.signal(signal.SIGINT, on_signal)
     stopping.wait()
     health_servicer.enter_graceful_shutdown()  # peers see NOT_SERVING first
-    server.stop(SHUTDOWN_GRACE_S).wait()
+    stopped = server.stop(SHUTDOWN_GRACE_S)
+    if http_thread is not None:
+        http_thread.stop(SHUTDOWN_GRACE_S + 5)
+    stopped.wait()
     _exit_stopped(service)
 
 
 def serve_async(service: str, register: Callable[[grpc.aio.Server], Iterable[str]],
-                on_start: Callable[[health_async.HealthServicer], None] | None = None) -> None:
+                on_start: Callable[[health_async.HealthServicer], None] | None = None,
+                http_app: Callable[[], object] | None = None, http_public: Iterable[str] = ()) -> None:
     """`serve` on a grpc.aio server: the servicers' methods are coroutines (or async
     generators) run on one event loop, so a call costs no hand-off between threads.
     Same health, reflection, auth, limits, stream log and shutdown; `on_start(health)`
-    runs on the loop once the server answers."""
+    runs on the loop once the server answers. `http_app()`, when given, is called after
+    `register` and returns an ASGI app served on the same loop on the service's HTTP port
+    (services.common.http: same token, TLS and limits), stopped with the gRPC server."""
     setup_logging(service)
     bound_malloc()
-    asyncio.run(_serve_async(service, register, on_start))
+    asyncio.run(_serve_async(service, register, on_start, http_app))
 
 
-async def _serve_async(service, register, on_start) -> None:
+async def _serve_async(service, register, on_start, http_app=None) -> None:
+    from services.common import http  # the HTTP stack is imported only by services that have a port for it
+
     token = config.auth_token()
     server = grpc.aio.server(options=config.grpc_options(),
                              interceptors=([AsyncBearerAuth(token)] if token else []) + [AsyncStreamTracker()],
                              maximum_concurrent_rpcs=config.max_concurrent_rpcs())
+    plugins.spec_plugins.load()
     names = list(register(server))
+    names.append(add_servicer(server, plugins.SERVICE, plugins.AsyncPluginServicer(service)))
     health_servicer = health_async.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     _enable_reflection(server, names)
     describe = _listen(server, service)
+    http_server = await http.serve_http(http_app(), service) if http_app is not None else None
+    if http_server is not None:
+        describe += f"; HTTP on {http_server.describe}"
     await server.start()
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -335,5 +362,8 @@ async def _serve_async(service, register, on_start) -> None:
             log.info("%s: %s received, shutting down", service, signal.Signals(s).name), stopping.set()))
     await stopping.wait()
     await health_servicer.enter_graceful_shutdown()  # peers see NOT_SERVING first
-    await server.stop(SHUTDOWN_GRACE_S)
+    if http_server is not None:
+        await asyncio.gather(server.stop(SHUTDOWN_GRACE_S), http_server.stop())
+    else:
+        await server.stop(SHUTDOWN_GRACE_S)
     _exit_stopped(service)

@@ -1,5 +1,6 @@
 """python -m services.serve: the serve service (cookline.v1.ServeService and the
-OIP v2 inference.GRPCInferenceService on one port)."""
+OIP v2 inference.GRPCInferenceService on one port; OIP v2 REST on its HTTP port,
+COOKLINE_SERVE_HTTP_ADDR, through the same servicer and batchers)."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter off unless asked for
@@ -13,7 +14,7 @@ from cookline.v1 import serve_pb2, serve_pb2_grpc  # noqa: E402
 from inference import grpc_service_pb2_grpc as oip_grpc  # noqa: E402
 from services.common.server import serve_async  # noqa: E402
 from services.common.store import store_from_env  # noqa: E402
-from services.serve import metrics, oip  # noqa: E402
+from services.serve import metrics, oip, rest  # noqa: E402
 from services.serve.inputs import Limits  # noqa: E402
 from services.serve.models import ModelManager  # noqa: E402
 from services.serve.service import ServeServicer  # noqa: E402
@@ -23,12 +24,13 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 
 models = ModelManager(store_from_env(), tempfile.mkdtemp(prefix="cookline-serve-"), Limits.from_env())
 streams = ActiveStreams()
+inference = oip.InferenceServicer(models, streams)
 
 
 def register(server):
     models.loop = asyncio.get_running_loop()  # batchers run on the server's loop
     serve_pb2_grpc.add_ServeServiceServicer_to_server(ServeServicer(models, streams), server)
-    oip_grpc.add_GRPCInferenceServiceServicer_to_server(oip.InferenceServicer(models, streams), server)
+    oip_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
     return [serve_pb2.DESCRIPTOR.services_by_name["ServeService"].full_name, oip.service_name()]
 
 
@@ -44,4 +46,4 @@ if __name__ == "__main__":
     # thread, a deploy) waits up to the switch interval; Python's default 5 ms shows
     # up in the tail latency under load.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    serve_async("serve", register, on_start=on_start)
+    serve_async("serve", register, on_start=on_start, http_app=lambda: rest.app(inference))

@@ -24,7 +24,7 @@ from grpc_health.v1 import _async as health_async
 from grpc_health.v1 import health_pb2
 
 from cookline import tensors
-from cookline.v1 import model_pb2, serve_pb2
+from cookline.v1 import model_pb2, records_pb2, serve_pb2
 from services.common import layout
 from services.common.errors import Fail, invalid
 from services.common.store import ObjectStore
@@ -280,10 +280,8 @@ class ModelManager:
                 log.info("model %s version %d deployed (%s, max_batch_size %d, max_queue_delay_ms %d)",
                          name, version, policy, batching.max_batch_size, batching.max_queue_delay_ms)
             if record:
-                layout.write_deployed(self.store, name, {
-                    "policy": policy.split(":")[0], "version": version, "alias": alias,
-                    "batching": {"max_batch_size": batching.max_batch_size,
-                                 "max_queue_delay_ms": batching.max_queue_delay_ms}})
+                layout.write_deployed(self.store, name, records_pb2.DeployedRecord(
+                    policy=policy.split(":")[0], version=version, alias=alias, batching=batching))
             return new
 
     def unload(self, name: str) -> LoadedModel:
@@ -309,14 +307,13 @@ class ModelManager:
             for name in names:
                 self._set_health(name, False)
             for name in names:
-                marker = layout.read_deployed(self.store, name)
-                if marker is None:
+                record = layout.read_deployed(self.store, name)
+                if record is None:
                     continue
                 try:
-                    version = int(marker["version"]) if marker.get("policy") == "version" else 0
-                    alias = marker.get("alias", "") if marker.get("policy") == "alias" else ""
-                    self.deploy(model_pb2.ModelRef(name=name, version=version), alias,
-                                serve_pb2.BatchingConfig(**marker.get("batching", {})), record=False)
+                    version = int(record.version) if record.policy == "version" else 0
+                    alias = record.alias if record.policy == "alias" else ""
+                    self.deploy(model_pb2.ModelRef(name=name, version=version), alias, record.batching, record=False)
                 except Exception:  # noqa: BLE001 - one broken model must not stop the others
                     log.exception("could not load deployed model %s", name)
                     with self._lock:

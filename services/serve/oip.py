@@ -1,11 +1,16 @@
 """The Open Inference Protocol v2 (inference.GRPCInferenceService) on serve,
 with Triton's ModelStreamInfer extension. Same models, same batcher and the
-same input checks as cookline's Predict."""
+same input checks as cookline's Predict.
+
+The servicer's plain methods (server_metadata, model_ready, metadata, infer) take and
+return OIP messages and raise the domain's errors: the gRPC methods wrap them, and the
+REST transport (services/serve/rest.py) calls them with messages it builds from JSON."""
 from __future__ import annotations
 
 import asyncio
 import math
 import struct
+from collections.abc import Iterable
 from importlib import metadata as pkg_metadata
 
 import numpy as np
@@ -95,7 +100,7 @@ def inputs_of(request: oip.ModelInferRequest, model: LoadedModel) -> dict[str, n
     return model.check(arrays)
 
 
-def _serialize_bytes(values: np.ndarray) -> bytes:
+def _serialize_bytes(values: Iterable[bytes]) -> bytes:
     """BYTES tensor contents: each element prefixed by its 4-byte little-endian length."""
     return b"".join(struct.pack("<I", len(v)) + v for v in values)
 
@@ -116,15 +121,24 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
 
     @rpc
     async def ModelReady(self, request, context):
-        ref = model_ref(request.name, request.version)
-        return oip.ModelReadyResponse(ready=self.models.model_ready(ref.name, ref.version))
+        return oip.ModelReadyResponse(ready=self.model_ready(request.name, request.version))
+
+    def model_ready(self, name: str, version: str) -> bool:
+        ref = model_ref(name, version)
+        return self.models.model_ready(ref.name, ref.version)
 
     @rpc
     async def ServerMetadata(self, request, context):
-        return oip.ServerMetadataResponse(name="cookline", version=self.version, extensions=["model_stream_infer"])
+        return self.server_metadata(["model_stream_infer"])
+
+    def server_metadata(self, extensions: list[str]) -> oip.ServerMetadataResponse:
+        return oip.ServerMetadataResponse(name="cookline", version=self.version, extensions=extensions)
 
     @rpc
     async def ModelMetadata(self, request, context):
+        return await self.metadata(request)
+
+    async def metadata(self, request: oip.ModelMetadataRequest) -> oip.ModelMetadataResponse:
         ref = model_ref(request.name, request.version)
         model = self.models.loaded(ref)
         if model is not None:
@@ -184,6 +198,9 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
 
     @rpc
     async def ModelInfer(self, request, context):
+        return await self.infer(request)
+
+    async def infer(self, request: oip.ModelInferRequest) -> oip.ModelInferResponse:
         model, future = await self._submit(request)
         return self._response(request, model, await future)
 

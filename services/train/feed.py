@@ -100,7 +100,7 @@ class EpochFeed:
     def gathers(self) -> bool:
         """True when the rows are kept in TensorFlow and each batch is gathered by index."""
         return (bool(self.rows) and self.rows * self._row_bytes() <= self.budget
-                and all(ops_lib.KINDS[op.WhichOneof("kind")].reorders_only for op in self.random_ops))
+                and all(ops_lib.kind_for(op).reorders_only for op in self.random_ops))
 
     def start(self) -> "EpochFeed":
         """Starts pulling the first epoch now, so transport overlaps model building and tracing."""

@@ -9,6 +9,7 @@ import tensorflow as tf
 from cookline import tensors
 from cookline.spec import train as train_spec
 from cookline.v1 import pipeline_pb2
+from services.common import plugins
 from services.process import ops as ops_lib
 
 
@@ -23,7 +24,8 @@ def build(spec: pipeline_pb2.TrainSpec, input_shape, num_classes: int, input_dty
     """
     shape = (input_shape,) if isinstance(input_shape, int) else tuple(int(d) for d in input_shape)
     inputs = keras.Input(shape=shape, name="features", dtype=input_dtype)
-    body = {"cnn": _cnn, "mobilenet_v2": _mobilenet_v2, "text": _text}.get(spec.model, _dense)
+    plugin = train_spec.MODELS_REGISTRY.get(spec.model).plugin
+    body = _plugin if plugin else {"cnn": _cnn, "mobilenet_v2": _mobilenet_v2, "text": _text}.get(spec.model, _dense)
     x = body(spec, inputs, input_dtype, vocabulary_size)
     for units in spec.hidden_units:
         x = keras.layers.Dense(int(units), activation="relu")(x)
@@ -84,6 +86,12 @@ def _mobilenet_v2(spec, inputs, input_dtype, _vocabulary_size):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = BATCH_NORM_MOMENTUM
     return base(x)
+
+
+def _plugin(spec, inputs, input_dtype, _vocabulary_size):
+    """A plugin's model family (a cookline.models entry point): its implementation's body."""
+    family = train_spec.MODELS_REGISTRY.get(spec.model)
+    return plugins.implementation(family)(train_spec.plugin_params(spec)).body(inputs, input_dtype)
 
 
 def _text(spec, inputs, _input_dtype, vocabulary_size):

@@ -28,9 +28,10 @@ import keras
 import numpy as np
 
 from cookline import tensors
+from cookline.spec import ops as spec_ops
 from services.collect.stats import TOKEN
 from services.common.errors import invalid
-from services.process.ops import KINDS
+from services.process.ops import KINDS, kind_for
 from services.train import models
 
 SHARD = "group1-shard1of1.bin"
@@ -310,7 +311,7 @@ def _strings(op, name: str) -> list[str]:
 def _step(op) -> dict | None:
     """One fitted op as a preprocessing step for index.js (None: training only)."""
     kind = op.WhichOneof("kind")
-    if not KINDS[kind].deterministic:
+    if not kind_for(op).deterministic:
         return None  # shuffle, random augmentation
     if kind in ("standardize", "min_max", "fill_missing"):
         step = _scaling(op, kind)
@@ -325,13 +326,13 @@ def _step(op) -> dict | None:
             tables[column].append(value)  # id = position + 1; 0 is "not in the table"
         return {"op": kind, "tables": tables}
     if kind == "vectorize_text":
-        p = op.vectorize_text
+        settings = KINDS[kind].settings(op, kind)  # mode and sequence_length with their defaults
         idf = np.asarray(_values(op, "idf"), np.float64)
         weights = np.concatenate([[idf.mean() if len(idf) else 0.0], idf]).astype(np.float32)
         return {
             "op": kind,
-            "mode": p.mode or "tf_idf",
-            "sequence_length": int(p.sequence_length or 64),
+            "mode": settings["mode"],
+            "sequence_length": int(settings["sequence_length"]),
             "vocabulary": _strings(op, "vocabulary"),
             "weights": weights.tolist(),
         }
@@ -339,7 +340,7 @@ def _step(op) -> dict | None:
         return {"op": kind, "height": int(op.resize.height), "width": int(op.resize.width)}
     if kind == "grayscale":
         return {"op": kind}
-    raise invalid(f"export.tfjs: the op {kind!r} has no browser counterpart")
+    raise invalid(f"export.tfjs: the op {spec_ops.kind_of(op)!r} has no browser counterpart")
 
 
 def _scaling(op, kind: str) -> dict:

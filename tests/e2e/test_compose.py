@@ -8,11 +8,11 @@ import subprocess
 import sys
 
 import pytest
+from rest_client import http_call
 
 from cookline import channels
-from helpers import free_ports
+from helpers import ROOT, free_ports
 from tools import run, tool
-from helpers import ROOT
 
 # On a fresh machine the first image build (debootstrap, pip installing TensorFlow) takes minutes.
 pytestmark = pytest.mark.timeout(1800)
@@ -25,10 +25,10 @@ def compose_stack():
     """The compose stack brought up as the README shows it, `make compose-up` with no make variables
     (so the default project name is the one that runs), on free host ports; brought down afterwards."""
     project = "cookline"
-    ports = dict(zip(SERVICES + ("minio",), free_ports(6, set())))
+    ports = dict(zip(SERVICES + ("minio", "serve_http", "gateway_http"), free_ports(8, set()), strict=True))
     env = dict(os.environ, COOKLINE_PUBLISH_HOST="127.0.0.1", MINIO_PORT=str(ports["minio"]),
                MINIO_ROOT_USER="cookline-e2e", MINIO_ROOT_PASSWORD=secrets.token_urlsafe(18))
-    env.update({f"COOKLINE_{s.upper()}_PORT": str(ports[s]) for s in SERVICES})
+    env.update({f"COOKLINE_{s.upper()}_PORT": str(ports[s]) for s in SERVICES + ("serve_http", "gateway_http")})
     env.pop("COMPOSE_PROJECT", None)
     make = [tool("make"), "--no-print-directory"]
     try:
@@ -78,6 +78,16 @@ def test_every_container_passes_its_grpc_healthcheck(compose_stack):
     env = dict(os.environ, CONTAINERS_CONF=os.path.join(ROOT, "deploy", "containers.conf"))
     for service in SERVICES:
         run([tool("podman"), "healthcheck", "run", f"{project}_{service}_1"], env=env)
+
+
+def test_serve_rest_is_published(compose_stack):
+    """Serve's OIP v2 REST port (COOKLINE_SERVE_HTTP_ADDR) is reachable from outside, like the gRPC ports."""
+    _, addr = compose_stack
+    env = {"COOKLINE_SERVE_HTTP_ADDR": addr["serve_http"]}
+    status, _, body = http_call(env, "serve", "GET", "/v2/health/live")
+    assert status == 200 and json.loads(body) == {"live": True}
+    status, _, body = http_call(env, "serve", "GET", "/v2")
+    assert status == 200 and json.loads(body)["name"] == "cookline"
 
 
 # --- proven remote: the containers cannot see the host's paths -----------------------------------

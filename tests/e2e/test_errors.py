@@ -1,8 +1,10 @@
 """Runs every case of the bad-input catalogue (docs/errors.md) against the live stack."""
+import json
 import types
 
 import grpc
 import pytest
+from rest_client import http_call
 
 import raw_models
 from cookline.client import Client
@@ -16,7 +18,7 @@ from cookline.v1 import (
     serve_pb2_grpc,
     train_pb2_grpc,
 )
-from error_catalogue import CASES
+from error_catalogue import CASES, HTTP_CASES
 from helpers import IRIS_YAML
 from services.common.store import store_from_env
 
@@ -50,3 +52,12 @@ def test_bad_input(ctx, case):
         case.call(ctx)
     assert info.value.code() == case.code, info.value.details()
     assert case.message in info.value.details()
+
+
+@pytest.mark.parametrize("case", HTTP_CASES, ids=[f"http-{c.service}-{i}" for i, c in enumerate(HTTP_CASES, start=1)])
+def test_bad_http_input(stack, ctx, case):
+    status, headers, body = http_call(stack[1], case.service, case.method, case.path, case.body, dict(case.headers),
+                                      declared_length=case.declared_length)
+    assert status == case.status, body
+    assert headers.get("content-type") == "application/json"
+    assert case.message in json.loads(body)["error"]

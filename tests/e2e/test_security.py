@@ -9,8 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cookline.client import Client
 from cookline.stack import Stack
 from cookline.v1 import collect_pb2, collect_pb2_grpc, data_pb2, gateway_pb2, model_pb2, serve_pb2, serve_pb2_grpc
-from helpers import free_ports
-from helpers import IRIS_YAML
+from helpers import IRIS_YAML, free_ports
 
 TOKEN = "s3cr3t-t0ken-for-tests"
 # The `stack` fixture adds these to every service's environment.
@@ -64,8 +63,9 @@ def test_calls_over_the_concurrency_cap_are_refused_not_queued(tmp_path, stack):
     """serve with COOKLINE_MAX_CONCURRENT_RPCS=2: two open prediction streams fill it; the
     third call gets RESOURCE_EXHAUSTED at once; once a stream closes, calls pass again."""
     _, stack_env = stack
-    (port,) = free_ports(1, set())
-    env = dict(stack_env, COOKLINE_SERVE_ADDR=f"127.0.0.1:{port}", COOKLINE_MAX_CONCURRENT_RPCS="2")
+    port, http_port = free_ports(2, set())
+    env = dict(stack_env, COOKLINE_SERVE_ADDR=f"127.0.0.1:{port}", COOKLINE_SERVE_HTTP_ADDR=f"127.0.0.1:{http_port}",
+               COOKLINE_MAX_CONCURRENT_RPCS="2")
     env.pop("COOKLINE_AUTH_TOKEN")
     with Stack(env, log_dir=str(tmp_path / "logs")) as single:
         single.start("serve")

@@ -10,24 +10,15 @@ import numpy as np
 import pytest
 
 from cookline import channels, tensors
-from cookline.client import Client
 from cookline.config import address
 from cookline.v1 import model_pb2, serve_pb2, serve_pb2_grpc
-from inference import grpc_service_pb2 as oip, grpc_service_pb2_grpc as oip_grpc
-from helpers import IRIS_YAML, ROOT, SUPPORT
+from helpers import ROOT, SUPPORT
+from inference import grpc_service_pb2 as oip
+from inference import grpc_service_pb2_grpc as oip_grpc
 
 TRITON_PYTHON = os.path.join(ROOT, ".cache", "tritonclient", "bin", "python")
 ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [6.3, 2.5, 5.0, 1.9]],
                 np.float32)
-
-
-@pytest.fixture(scope="module")
-def iris(env):
-    """The iris model trained through the gateway (examples/iris.yaml), deployed by the run."""
-    with Client(env=env) as client:
-        run, _ = client.run_file_and_wait(IRIS_YAML)
-    assert run.reason == ""
-    return run.model
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,19 @@
 """The iris pipeline fully over TLS: every service listens with a certificate signed by a CA
 made in this test (openssl), and every hop (client -> gateway, gateway -> collect/train/serve,
 train -> process -> collect, health checks) verifies it. A plaintext client gets nowhere."""
+import http.client
+import json
 import os
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rest_client import http_call
 
 from cookline import channels
 from cookline.client import Client
 from cookline.v1 import gateway_pb2
-from helpers import make_certificates, IRIS_YAML
+from helpers import IRIS_YAML, make_certificates
 
 
 def STACK_ENV(tmp_path_factory):  # noqa: N802 - the stack fixture's hook
@@ -42,3 +45,16 @@ def test_iris_pipeline_fully_over_tls(stack, tmp_path):
         health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     channels.wait_healthy(env["COOKLINE_SERVE_ADDR"], timeout=5, env=env)  # health over TLS
+
+
+def test_serve_rest_speaks_only_https(stack):
+    """Serve's OIP REST port listens with the same certificate: HTTPS verified against the CA
+    answers; a plaintext HTTP request gets no HTTP answer at all."""
+    services, env = stack
+    with open(os.path.join(services.log_dir, "serve.log")) as f:
+        assert "HTTP on https://" in f.read()
+    status, _, body = http_call(env, "serve", "GET", "/v2")  # env has COOKLINE_TLS_CA: HTTPS, verified
+    assert status == 200 and json.loads(body)["name"] == "cookline"
+    plain = {k: v for k, v in env.items() if k != "COOKLINE_TLS_CA"}
+    with pytest.raises((http.client.HTTPException, ConnectionError)):
+        http_call(plain, "serve", "GET", "/v2")

@@ -12,6 +12,7 @@ import sys
 import grpc
 import numpy as np
 import pytest
+from rest_client import http_call
 
 import raw_models as rm
 from cookline import channels, tensors
@@ -43,10 +44,11 @@ def served(s3_server, tmp_path_factory):
     record: numeric "features" without kind) and filled (numeric with fill_missing)."""
     from cookline.stack import Stack
 
-    (port,) = free_ports(1, set(s3_server.ports.values()))
+    port, http_port = free_ports(2, set(s3_server.ports.values()))
     env = dict(
         os.environ,
         COOKLINE_SERVE_ADDR=f"127.0.0.1:{port}",
+        COOKLINE_SERVE_HTTP_ADDR=f"127.0.0.1:{http_port}",
         TF_CPP_MIN_LOG_LEVEL="2",
         COOKLINE_SERVE_MAX_IMAGE_BYTES=str(MAX_IMAGE_BYTES),
     )
@@ -282,6 +284,53 @@ def test_oip_model_infer_takes_bytes_contents_and_length_prefixed_raw_bytes(serv
     bad.raw_input_contents[2] = bad.raw_input_contents[2][:-3]  # "text": the last element cut short
     error = rpc_error(oip_stub.ModelInfer, bad, timeout=30)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "inputs['text']: raw BYTES element 2" in error.details()
+
+
+def test_oip_rest_takes_raw_inputs_as_json_strings_and_as_binary_data(served):
+    """OIP REST with every raw input: numbers and strings as JSON `data` (the images, not UTF-8
+    text, as binary data), then every tensor as binary data; both answer as OIP gRPC does, and a
+    bad image is a 400 naming the input and the row."""
+    env, _, _ = served
+    oip_stub = oip_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(address("serve", env)))
+    grpc_request = _oip_request("raw", True)
+    expected = np.frombuffer(oip_stub.ModelInfer(grpc_request, timeout=60).raw_output_contents[0], "<f4")
+
+    def rest(binary_names, image_bytes=None):
+        inputs, tail = [], b""
+        for tensor, raw in zip(grpc_request.inputs, grpc_request.raw_input_contents, strict=True):
+            if tensor.name == "image" and image_bytes is not None:
+                raw = b"".join(len(v).to_bytes(4, "little") + v for v in image_bytes)
+            spec = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
+            if tensor.name in binary_names:
+                inputs.append(spec | {"parameters": {"binary_data_size": len(raw)}})
+                tail += raw
+            else:
+                data = raw_array(ROWS[tensor.name])
+                inputs.append(
+                    spec
+                    | {
+                        "data": [v.decode() for v in data.reshape(-1)]
+                        if data.dtype == object
+                        else data.reshape(-1).tolist()
+                    }
+                )
+        header = json.dumps({"inputs": inputs, "outputs": [{"name": "scores"}]}).encode()
+        status, _, body = http_call(
+            env,
+            "serve",
+            "POST",
+            "/v2/models/raw/infer",
+            header + tail,
+            {"Inference-Header-Content-Length": str(len(header))},
+        )
+        return status, json.loads(body)
+
+    for binary in (("image",), ("features", "categorical", "text", "image")):
+        status, doc = rest(binary)
+        assert status == 200, doc
+        np.testing.assert_allclose(doc["outputs"][0]["data"], expected, atol=1e-6)
+    status, doc = rest(("image",), image_bytes=[ROWS["image"][0], b"not an image", ROWS["image"][2]])
+    assert status == 400 and "inputs['image'] row 1: not an image" in doc["error"]
 
 
 def test_tritonclient_sends_a_sentence_and_a_png_and_gets_cookline_predicts_answer(served, tmp_path):

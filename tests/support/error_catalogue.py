@@ -1,10 +1,12 @@
 """The bad-input catalogue: every case is a row of docs/errors.md and a test
-(tests/e2e/test_errors.py runs each against the live stack).
+(tests/e2e/test_errors.py runs each against the live stack): CASES over gRPC,
+HTTP_CASES over the services' HTTP ports (answered as JSON {"error": message}).
 
     .venv/bin/python tests/support/error_catalogue.py > docs/errors.md     # after changing a case
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -137,6 +139,12 @@ CASES = [
          lambda c: _submit(c, GOOD + "process: [{normalize: {}}]\n")),
     Case("gateway", "SubmitRun", "negative `shuffle.buffer`", INVALID, "process[0].shuffle.buffer",
          lambda c: _submit(c, GOOD + "process: [{shuffle: {buffer: -5}}]\n")),
+    Case("gateway", "SubmitRun", "plugin op with no plugin installed", INVALID,
+         "process[0]: 'clip' is not supported",
+         lambda c: _submit(c, GOOD + "process: [{plugin: {name: clip, params: {lo: 0}}}]\n")),
+    Case("gateway", "SubmitRun", "`train.params` for a built-in model family", INVALID,
+         "train.params: only for plugin model families, not 'mlp'",
+         lambda c: _submit(c, GOOD.replace("model: mlp", "model: mlp, params: {width: 3}"))),
     Case("gateway", "SubmitRun", "deploy gate on `loss`", INVALID, "evaluate.metric: 'loss'",
          lambda c: _submit(c, GOOD + "evaluate: {metric: loss, deploy_if_at_least: 0.5}\n")),
     Case("gateway", "SubmitRun", "pipeline file over 1 MiB", INVALID, "at most 1048576",
@@ -287,6 +295,105 @@ CASES = [
 ]
 
 
+@dataclass(frozen=True)
+class HttpCase:
+    service: str          # whose HTTP port answers (COOKLINE_<SERVICE>_HTTP_ADDR)
+    method: str
+    path: str
+    bad_input: str        # what is wrong, in words
+    status: int           # the HTTP status
+    message: str          # a part of the JSON error's message (names the field)
+    body: bytes = b""
+    headers: tuple = (("content-type", "application/json"),)
+    # Content-Length sent with a shorter body or none (the oversized case: the server must
+    # answer from the header; a stalled body: answered once it stops); None: the body's length.
+    declared_length: int | None = None
+
+
+def _infer_body(data=None, **tensor) -> bytes:
+    features = {"name": "features", "datatype": "FP32", "shape": [1, 4],
+                "data": [5.1, 3.5, 1.4, 0.2] if data is None else data} | tensor
+    return json.dumps({"inputs": [features]}).encode()
+
+
+IRIS_INFER = "/v2/models/iris/infer"
+IRIS_PREDICT = "/api/models/iris/predict"
+
+
+def _row_body(**changes) -> bytes:
+    """The gateway's predict body: one iris row, with columns changed (None drops one)."""
+    row = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2} | changes
+    return json.dumps({"row": {k: v for k, v in row.items() if v is not None}}).encode()
+
+HTTP_CASES = [
+    HttpCase("serve", "POST", IRIS_INFER, "malformed JSON", 400, "body: malformed JSON", b'{"inputs": [}'),
+    HttpCase("serve", "POST", IRIS_INFER, "JSON that is a list, not an object", 400,
+             "body: list, expected a JSON object", b"[1, 2]"),
+    HttpCase("serve", "POST", IRIS_INFER, "no `inputs`", 400, "body.inputs: required", b'{"id": "x"}'),
+    HttpCase("serve", "POST", IRIS_INFER, "content type `text/plain`", 415, "content-type: 'text/plain'",
+             _infer_body(), (("content-type", "text/plain"),)),
+    HttpCase("serve", "POST", IRIS_INFER, "body over COOKLINE_MAX_MESSAGE_MB", 413,
+             "body: 67108865 bytes is over the limit", declared_length=(64 << 20) + 1),
+    HttpCase("serve", "POST", IRIS_INFER, "body that stops arriving (100 bytes announced, 9 sent)", 408,
+             "body: not received within 30 s", b'{"inputs"', declared_length=100),
+    HttpCase("serve", "POST", "/v2/models/nomodel/infer", "unknown model", 404, "model 'nomodel'", _infer_body()),
+    HttpCase("serve", "POST", "/v2/models/iris/versions/999/infer", "unknown model version", 404, "version 999",
+             _infer_body()),
+    HttpCase("serve", "POST", "/v2/models/iris/versions/one/infer", "version that is not a number", 400,
+             "model_version: 'one' is not an integer version", _infer_body()),
+    HttpCase("serve", "GET", "/v2/models/nomodel", "metadata of an unknown model", 404, "model 'nomodel'"),
+    HttpCase("serve", "POST", IRIS_INFER, "`shape` that is not a list of integers", 400,
+             "inputs[0].shape: ['1', 4], expected a list of integers", _infer_body(shape=["1", 4])),
+    HttpCase("serve", "POST", IRIS_INFER, "unknown `datatype` `FLOAT`", 400,
+             "inputs[0].datatype: 'FLOAT' is not one of", _infer_body(datatype="FLOAT")),
+    HttpCase("serve", "POST", IRIS_INFER, "a string among FP32 `data`", 400,
+             "inputs[0].data[1]: \"x\" is not a FP32 value", _infer_body(data=[5.1, "x", 1.4, 0.2])),
+    HttpCase("serve", "POST", IRIS_INFER, "3 features for a 4-feature model", 400, "inputs['features']",
+             _infer_body(data=[5.1, 3.5, 1.4], shape=[1, 3])),
+    HttpCase("serve", "POST", IRIS_INFER, "`Inference-Header-Content-Length` past the body", 400,
+             "Inference-Header-Content-Length: '9999'", _infer_body(),
+             (("content-type", "application/octet-stream"), ("inference-header-content-length", "9999"))),
+    HttpCase("serve", "GET", IRIS_INFER, "GET on the infer path", 405, "GET /v2/models/iris/infer: Method Not Allowed"),
+    HttpCase("serve", "GET", "/v2/nothing", "unknown path", 404, "GET /v2/nothing: Not Found"),
+    # --- gateway: the dashboard's JSON API (docs/http-gateway.md) ---------------------
+    HttpCase("gateway", "POST", IRIS_PREDICT, "malformed JSON", 400, "body: malformed JSON", b'{"row": {'),
+    HttpCase("gateway", "POST", IRIS_PREDICT, "content type `text/plain`", 415, "content-type: 'text/plain'",
+             _row_body(), (("content-type", "text/plain"),)),
+    HttpCase("gateway", "POST", IRIS_PREDICT, "body over COOKLINE_MAX_MESSAGE_MB", 413,
+             "body: 67108865 bytes is over the limit", declared_length=(64 << 20) + 1),
+    HttpCase("gateway", "POST", IRIS_PREDICT, "multipart body without its boundary", 400, "boundary",
+             b"--x\r\n", (("content-type", "multipart/form-data"),)),
+    HttpCase("gateway", "POST", "/api/models/nomodel/predict", "unknown model", 404, "model 'nomodel'", _row_body()),
+    HttpCase("gateway", "POST", "/api/models/iris/versions/999/predict", "unknown model version", 404, "version 999",
+             _row_body()),
+    HttpCase("gateway", "POST", "/api/models/iris/versions/one/predict", "version that is not a number", 400,
+             "version: 'one' is not an integer", _row_body()),
+    HttpCase("gateway", "POST", IRIS_PREDICT, "no `row`", 400, "body.row: required", b'{"rows": []}'),
+    HttpCase("gateway", "POST", IRIS_PREDICT, "a column missing from the row", 400,
+             "row: column 'petal_width' is missing", _row_body(petal_width=None)),
+    HttpCase("gateway", "POST", IRIS_PREDICT, "a word in a numeric column", 400,
+             "row['sepal_length']: 'abc' is not a number", _row_body(sepal_length="abc")),
+    HttpCase("gateway", "POST", IRIS_PREDICT, "a column the model does not take", 400,
+             "row: unknown column 'colour'", _row_body(colour="blue")),
+    HttpCase("gateway", "POST", "/api/runs", "empty pipeline", 400, "pipeline: required", b'{"pipeline": ""}'),
+    HttpCase("gateway", "POST", "/api/runs", "pipeline file that is a YAML list", 400, "pipeline: expected a mapping",
+             b'{"pipeline": "- a"}'),
+    HttpCase("gateway", "POST", "/api/runs", "data upload without the file", 400, "file: required",
+             b'--b\r\nContent-Disposition: form-data; name="name"\r\n\r\niris\r\n--b--\r\n',
+             (("content-type", "multipart/form-data; boundary=b"),)),
+    HttpCase("gateway", "GET", "/api/runs?limit=5000", "`limit` of 5000", 400, "limit: 5000 is not in [1, 1000]"),
+    HttpCase("gateway", "GET", "/api/runs/20990101-000000-000000", "unknown run id", 404,
+             "run '20990101-000000-000000' not found"),
+    HttpCase("gateway", "GET", "/api/runs/20990101-000000-000000/events", "events of an unknown run", 404,
+             "run '20990101-000000-000000' not found"),
+    HttpCase("gateway", "PUT", "/api/models/iris/aliases/prod", "alias to version 0", 400,
+             "version: 0 is not an integer from 1", b'{"version": 0}'),
+    HttpCase("gateway", "POST", "/api/models/iris/deploy", "deploy of an unknown version", 404, "version 999",
+             b'{"version": 999}'),
+    HttpCase("gateway", "GET", "/api/nothing", "unknown path", 404, "Not Found"),
+]
+
+
 def render() -> str:
     """docs/errors.md: one row per case."""
     lines = [
@@ -302,6 +409,22 @@ def render() -> str:
     for i, case in enumerate(CASES, start=1):
         message = case.message.replace("|", "\\|")
         lines.append(f"| {i} | {case.service} | {case.rpc} | {case.bad_input} | {case.code.name} | `{message}` |")
+    lines += [
+        "",
+        "## HTTP",
+        "",
+        "The same over the services' HTTP ports (serve's OIP v2 REST, docs/http.md; the gateway's JSON API,",
+        "docs/http-gateway.md): a 4xx status and a",
+        "JSON body `{\"error\": \"...\"}` whose message contains the text shown, never a 500 and never",
+        "a connection left hanging.",
+        "",
+        "| # | service | request | bad input | status | message contains |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i, case in enumerate(HTTP_CASES, start=1):
+        message = case.message.replace("|", "\\|")
+        lines.append(f"| {i} | {case.service} | {case.method} `{case.path}` | {case.bad_input} | {case.status} "
+                     f"| `{message}` |")
     return "\n".join(lines) + "\n"
 
 

@@ -154,7 +154,7 @@ def test_one_chan_merge_matches_numpy():
     count, mean, m2 = 0, 0.0, 0.0
     for chunk in np.array_split(x, 7):
         c_mean = chunk.mean(axis=0)
-        count, mean, m2 = merge(count, mean, m2, len(chunk), c_mean, ((chunk - c_mean) ** 2).sum(axis=0))
+        count, mean, m2 = merge((count, mean, m2), (len(chunk), c_mean, ((chunk - c_mean) ** 2).sum(axis=0)))
     np.testing.assert_allclose(mean, x.mean(axis=0))
     np.testing.assert_allclose(m2 / count, x.var(axis=0))
 
@@ -183,6 +183,66 @@ def test_every_example_validates():
             assert cli.main(["validate", os.path.join(ROOT, "examples", name)]) == 0, name
 
 
+PLUGIN_CHECKS = r'''
+import sys
+from importlib import metadata
+sys.path.insert(0, sys.argv[1])
+from cookline import spec
+from cookline.spec import plugins
+from cookline.v1 import pipeline_pb2 as pb
+
+def ep(name, value, group):
+    return plugins._register(group, plugins.GROUPS[group], metadata.EntryPoint(name, value, group))
+
+assert ep("jsonl", "cookline_example_plugins:JSONL", "cookline.sources").error == ""
+assert ep("clip", "cookline_example_plugins:CLIP", "cookline.ops").params == ("lo", "hi")
+assert ep("residual_mlp", "cookline_example_plugins:RESIDUAL_MLP", "cookline.models").error == ""
+assert "is a op, but cookline.sources holds sources" in ep("clip", "cookline_example_plugins:CLIP",
+                                                         "cookline.sources").error
+assert "named 'clamp' but the component 'clip'" in ep("clamp", "cookline_example_plugins:CLIP", "cookline.ops").error
+assert "already registered" in ep("clip", "cookline_example_plugins:CLIP", "cookline.ops").error
+assert ep("nope", "no_such_module:X", "cookline.ops").error.startswith("ModuleNotFoundError")
+assert spec.OPS.get("clip").plugin and "clip" in spec.OPS.names()
+
+text = open(sys.argv[2]).read()
+p = spec.parse(text, sys.argv[1])
+assert p.process[1].WhichOneof("kind") == "plugin" and p.process[1].plugin.name == "clip"
+assert dict(p.process[1].plugin.params) == {"lo": -2.5, "hi": 2.5}
+assert dict(p.train.params) == {"width": 16.0, "blocks": 2.0, "dropout": 0.0}
+assert p.collect.format == "jsonl" and p.collect.label == "species"
+assert plugins.used_by(p) == [("source", "jsonl", ("collect",)), ("op", "clip", ("process", "train")),
+                              ("model", "residual_mlp", ("train",))]
+
+def error(text=None, message=None):
+    try:
+        spec.parse(text, sys.argv[1]) if message is None else spec.validate(message)
+    except spec.SpecError as exc:
+        return str(exc)
+    raise AssertionError("no error")
+
+assert error(text.replace("hi: 2.5", "high: 2.5")) == "process[1].clip: unknown field 'high' (fields: hi, lo)"
+assert error(text.replace("hi: 2.5", "hi: -3")) == "process[1].clip.hi: -3.0 is not above lo (-2.5)"
+assert error(text.replace("blocks: 2", "blocks: 0")) == "train.blocks: 0 is not in [1, 16]"
+assert "unknown field 'train.depth'" in error(text.replace("blocks: 2", "depth: 2"))
+assert error(text.replace("clip: {lo: -2.5, hi: 2.5}", "plugin: {name: standardize}")) == \
+    "process[1].plugin.name: 'standardize' is a built-in op; write it as `- standardize: ...`"
+message = pb.PipelineSpec(name="t", collect=pb.CollectSpec(source="x.csv", label="y"), train=pb.TrainSpec(model="mlp"))
+message.train.params.update({"width": 3})
+assert error(message=message) == "train.params: only for plugin model families, not 'mlp'"
+message.train.ClearField("params")
+message.collect.params.update({"x": 1})
+assert error(message=message) == "collect.params: only for plugin sources, not 'csv'"
+print("ok")
+'''
+
+
+def test_plugins_register_validate_like_builtins_and_report_what_fails():
+    """In a fresh interpreter (plugins join process-wide registries): the example package's
+    declarations, registered from entry points, check a pipeline like built-ins do."""
+    package = os.path.join(ROOT, "examples", "plugins")
+    done = subprocess.run([sys.executable, "-c", PLUGIN_CHECKS, package, os.path.join(package, "iris-jsonl.yaml")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 @pytest.mark.parametrize("value, ok", [("iris", ("iris", "")), ("iris@3f2a09", ("iris", "3f2a09")),
                                       ("Iris", None), ("iris@", None), ("iris@xyz", None), ("../x", None)])
 def test_collect_dataset_is_name_at_optional_version(value, ok):

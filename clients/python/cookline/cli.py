@@ -29,6 +29,10 @@ def _fail(exc: grpc.RpcError) -> int:
     return 2
 
 
+# What each service serves on its HTTP port (COOKLINE_<SERVICE>_HTTP_ADDR), printed by `cookline up`.
+HTTP_PORTS = {"serve": "OIP v2 REST", "gateway": "dashboard"}
+
+
 def cmd_up(args) -> int:
     from cookline.stack import MODULES, Stack
     stopping = threading.Event()
@@ -36,8 +40,12 @@ def cmd_up(args) -> int:
         signal.signal(sig, lambda *_: stopping.set())
     with Stack(log_dir=args.log_dir) as stack:
         stack.start_all()
+        scheme = "https" if config.tls_server_files() else "http"
         for service in MODULES:
-            console.print(f"  {service:8} {escape(config.address(service))}")
+            http = ""
+            if service in HTTP_PORTS:
+                http = f"   {HTTP_PORTS[service]} {scheme}://{config.http_address(service)}"
+            console.print(f"  {service:8} {escape(config.address(service))}{escape(http)}")
         if args.log_dir:
             console.print(f"  logs     {escape(os.path.join(os.path.abspath(args.log_dir), '<service>.log'))}")
         try:
@@ -59,10 +67,32 @@ def cmd_health(args) -> int:
         for service in config.SERVICES:
             channels.wait_healthy(config.address(service), timeout=args.wait)
             console.print(f"  {service:8} {escape(config.address(service))} [green]SERVING[/green]")
+            if args.verbose:
+                for line in plugin_lines(service):
+                    console.print(f"  {'':8} {line}", markup=False)
     except TimeoutError as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
         return 1
     return 0
+
+
+def plugin_lines(service: str) -> list[str]:
+    """`cookline health --verbose`: the plugins a service loaded (its ListPlugins), one per line."""
+    from cookline.v1 import plugins_pb2, plugins_pb2_grpc
+    with channels.channel(service) as channel:
+        try:
+            found = plugins_pb2_grpc.PluginServiceStub(channel).ListPlugins(plugins_pb2.ListPluginsRequest(),
+                                                                            timeout=10).plugins
+        except grpc.RpcError as exc:
+            return [f"plugins: cannot list ({exc.code().name}: {exc.details()})"]
+    if not found:
+        return ["plugins: none"]
+    lines = []
+    for p in found:
+        where = f"{p.distribution} {p.version}".strip()
+        state = f"NOT LOADED: {p.error}" if p.error else f"params: {', '.join(p.params) or 'none'}"
+        lines.append(f"plugin {p.kind} {p.name} ({where}) {state}")
+    return lines
 
 
 def cmd_validate(args) -> int:
@@ -91,7 +121,8 @@ def validate_summary(pipeline) -> list[str]:
     """The few lines `cookline validate` prints for a valid pipeline (defaults filled in)."""
     collect, train = pipeline.collect, pipeline.train
     label = f", label {collect.label}" if collect.label else ""
-    ops = ", ".join(op.WhichOneof("kind") for op in pipeline.process) or "none"
+    from cookline.spec.ops import kind_of
+    ops = ", ".join(kind_of(op) for op in pipeline.process) or "none"
     split = ", ".join(f"{k} {getattr(pipeline.split, k):g}" for k in ("validation", "test")
                       if getattr(pipeline.split, k)) or "none"
     return [f"{pipeline.name}: valid",
@@ -410,6 +441,7 @@ def main(argv=None) -> int:
 
     health = sub.add_parser("health", help="check that every service answers SERVING")
     health.add_argument("--wait", type=float, default=5, help="seconds to wait for each service (default 5)")
+    health.add_argument("--verbose", action="store_true", help="also list the plugins each service loaded")
     health.set_defaults(func=cmd_health)
 
     run = sub.add_parser("run", help="submit a pipeline file, show its progress, print its metrics")

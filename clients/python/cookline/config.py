@@ -12,6 +12,9 @@ from typing import Mapping
 # Default port of each service; COOKLINE_<SERVICE>_ADDR overrides host:port.
 DEFAULT_PORTS = {"gateway": 50050, "collect": 50051, "process": 50052, "train": 50053, "serve": 50054}
 SERVICES = tuple(DEFAULT_PORTS)
+# Default HTTP port of the services with an HTTP front door (serve: OIP v2 REST, as Triton's
+# 8000 beside its gRPC; gateway: the dashboard); COOKLINE_<SERVICE>_HTTP_ADDR overrides host:port.
+DEFAULT_HTTP_PORTS = {"serve": 8000, "gateway": 8080}
 
 
 def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
@@ -28,6 +31,30 @@ def bind_address(service: str, env: Mapping[str, str] | None = None) -> str:
     host = _env(env).get("COOKLINE_BIND_HOST") or "127.0.0.1"
     port = address(service, env).rsplit(":", 1)[-1]
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def http_address(service: str, env: Mapping[str, str] | None = None) -> str:
+    """host:port where `service`'s HTTP endpoints are reached (COOKLINE_<SERVICE>_HTTP_ADDR)."""
+    return _env(env).get(f"COOKLINE_{service.upper()}_HTTP_ADDR") or f"localhost:{DEFAULT_HTTP_PORTS[service]}"
+
+
+def http_bind_address(service: str, env: Mapping[str, str] | None = None) -> tuple[str, int]:
+    """(host, port) a service's HTTP server listens on: COOKLINE_BIND_HOST and the port of its HTTP address."""
+    name = f"COOKLINE_{service.upper()}_HTTP_ADDR"
+    port = http_address(service, env).rsplit(":", 1)[-1]
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{name} must be host:port, got {http_address(service, env)!r}")
+    return (_env(env).get("COOKLINE_BIND_HOST") or "127.0.0.1").strip("[]"), int(port)
+
+
+def cors_origins(env: Mapping[str, str] | None = None) -> list[str]:
+    """COOKLINE_CORS_ORIGINS: comma-separated origins (scheme://host[:port], or *) whose web pages
+    may call the HTTP endpoints from a browser. Empty (the default): no cross-origin calls."""
+    origins = [o.strip().rstrip("/") for o in (_env(env).get("COOKLINE_CORS_ORIGINS") or "").split(",") if o.strip()]
+    for origin in origins:
+        if origin != "*" and "://" not in origin:
+            raise ValueError(f"COOKLINE_CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port] or *)")
+    return origins
 
 
 def serve_metrics_address(env: Mapping[str, str] | None = None) -> tuple[str, int] | None:
@@ -209,6 +236,16 @@ def tls_server_credentials(env: Mapping[str, str] | None = None) -> tuple[bytes,
     if (key is None) != (cert is None):
         raise ValueError("COOKLINE_TLS_CERT and COOKLINE_TLS_KEY must be set together")
     return (key, cert) if key is not None else None
+
+
+def tls_server_files(env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """(key file, certificate file) paths of COOKLINE_TLS_KEY and COOKLINE_TLS_CERT, checked readable
+    and set together (as tls_server_credentials); None (plaintext) when neither is set. For servers
+    that load the files themselves (the HTTP front door)."""
+    env = _env(env)
+    if tls_server_credentials(env) is None:
+        return None
+    return env["COOKLINE_TLS_KEY"].strip(), env["COOKLINE_TLS_CERT"].strip()
 
 
 def tls_ca(env: Mapping[str, str] | None = None) -> bytes | None:

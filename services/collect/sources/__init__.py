@@ -4,7 +4,7 @@ A source yields chunks, dicts of numpy arrays sharing their first (row)
 dimension, named as the dataset's tensors ("features", "categorical", "image",
 "text", "label", and "subset" for a predefined split). Chunks are bounded, so a
 source far larger than memory streams through. `open_source` picks the source
-of a CollectSpec's format.
+of a CollectSpec's format, built in or added by a plugin (docs/plugins.md).
 """
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ from services.collect.sources.base import Source
 
 def open_source(spec, path: str) -> Source:
     """The source reading `path` (a local file or folder) as spec.format."""
-    fmt = spec_sources.source(spec.format).name  # SpecError for a format no source has
+    component = spec_sources.source(spec.format)  # SpecError for a format no source has
+    fmt = component.name
+    if component.plugin:
+        from services.collect.sources.plugin import PluginSource
+        return PluginSource(component, spec_sources.plugin_values(spec), path)
     if fmt == "csv":
         from services.collect.sources.csv import CsvSource
         return CsvSource(spec, path)

@@ -23,6 +23,7 @@ from services.process.ops.base import Batch, OpKind, graph_fn
 from services.process.ops.categorical import Lookup, OneHot
 from services.process.ops.images import Grayscale, RandomBrightness, RandomFlip, RandomRotation, Resize
 from services.process.ops.order import Shuffle, rebatch
+from services.process.ops.plugin import PluginOpKind
 from services.process.ops.scaling import FillMissing, MinMax, Standardize, scope
 from services.process.ops.text import VectorizeText
 
@@ -30,15 +31,21 @@ KINDS: dict[str, OpKind] = {k.name: k for k in (
     Standardize(), MinMax(), FillMissing(), OneHot(), Lookup(), Resize(), Grayscale(), RandomFlip(),
     RandomRotation(), RandomBrightness(), VectorizeText(), Shuffle())}
 
-__all__ = ["KINDS", "validate", "fit", "chain", "apply", "rebatch", "Batch", "needs_fit", "split_at_first_random",
-           "graph", "for_partition"]
+__all__ = ["KINDS", "kind_for", "validate", "fit", "chain", "apply", "rebatch", "Batch", "needs_fit",
+           "split_at_first_random", "graph", "for_partition"]
 
 # Ops that can be scoped to numeric columns by name (`columns`).
 SCOPED = ("standardize", "min_max", "fill_missing")
 
 
+def kind_for(op: pipeline_pb2.Op) -> OpKind:
+    """The implementation of an op: a built-in, or a plugin's (cookline.ops entry point)."""
+    name = spec_ops.kind_of(op)
+    return KINDS[name] if name in KINDS else PluginOpKind.of(spec_ops.OPS.get(name))
+
+
 def _where(i: int, op: pipeline_pb2.Op) -> str:
-    return f"process[{i}].{op.WhichOneof('kind')}"
+    return spec_ops.where(i, spec_ops.kind_of(op))
 
 
 def validate(ops: Iterable[pipeline_pb2.Op]) -> None:
@@ -50,7 +57,7 @@ def validate(ops: Iterable[pipeline_pb2.Op]) -> None:
 def _chain(ops, batches: Iterable[Batch], epoch: int, training: bool, deterministic_only: bool) -> Iterator[Batch]:
     stream: Iterator[Batch] = iter(batches)
     for i, op in enumerate(ops):
-        kind = KINDS[op.WhichOneof("kind")]
+        kind = kind_for(op)
         if deterministic_only and not kind.deterministic:
             continue
         stream = kind.apply(op, _where(i, op), stream, epoch, training)
@@ -78,7 +85,7 @@ def fit(ops: list[pipeline_pb2.Op], pull: Callable[[], Iterable[Batch]] | Iterab
     stream_of = pull if callable(pull) else (lambda it=iter(pull): it)
     rows = None
     for i, op in enumerate(fitted):
-        fitter = KINDS[op.WhichOneof("kind")].fitter(op, _where(i, op))
+        fitter = kind_for(op).fitter(op, _where(i, op))
         if fitter is None:
             continue
         count = 0
@@ -102,8 +109,8 @@ def for_partition(ops: Iterable[pipeline_pb2.Op], index: int) -> list[pipeline_p
     for op in ops:
         copy = pipeline_pb2.Op()
         copy.CopyFrom(op)
-        if not KINDS[op.WhichOneof("kind")].deterministic:
-            params = OpKind.params(copy)
+        params = OpKind.params(copy)
+        if not kind_for(op).deterministic and hasattr(params, "seed"):  # a plugin's random op seeds itself
             params.seed = int(np.random.SeedSequence([params.seed & 0xFFFFFFFF, index]).generate_state(1)[0])
         out.append(copy)
     return out
@@ -111,7 +118,7 @@ def for_partition(ops: Iterable[pipeline_pb2.Op], index: int) -> list[pipeline_p
 
 def needs_fit(ops: Iterable[pipeline_pb2.Op]) -> bool:
     """True when any op must be fitted on the training rows first (or scoped to named columns)."""
-    return any(KINDS[op.WhichOneof("kind")].fitter(op, _where(i, op)) is not None
+    return any(kind_for(op).fitter(op, _where(i, op)) is not None
                or (op.WhichOneof("kind") in SCOPED and len(getattr(op, op.WhichOneof("kind")).columns))
                for i, op in enumerate(ops))
 
@@ -119,7 +126,7 @@ def needs_fit(ops: Iterable[pipeline_pb2.Op]) -> bool:
 def graph(fitted_ops: list[pipeline_pb2.Op]):
     """The fitted ops as one in-graph function (dict of TF tensors -> dict), for the exported
     model; its `resources` are the lookup tables the ops use. Training-only ops do nothing."""
-    steps = [KINDS[op.WhichOneof("kind")].graph(op, _where(i, op)) for i, op in enumerate(fitted_ops)]
+    steps = [kind_for(op).graph(op, _where(i, op)) for i, op in enumerate(fitted_ops)]
 
     def run(tensors):
         for step in steps:
@@ -132,14 +139,14 @@ def split_at_first_random(ops: list[pipeline_pb2.Op]) -> tuple[list[pipeline_pb2
     """(deterministic prefix, rest from the first random op on): the prefix's output is the
     same every epoch, so a consumer can compute it once and cache it; the rest runs every epoch."""
     for i, op in enumerate(ops):
-        if not KINDS[op.WhichOneof("kind")].deterministic:
+        if not kind_for(op).deterministic:
             return ops[:i], ops[i:]
     return ops, []
 
 
 def changes_data(ops: Iterable[pipeline_pb2.Op], training: bool) -> bool:
     """False when no op would touch the rows (no ops, or only augmentation outside TRAIN)."""
-    return any(training or KINDS[op.WhichOneof("kind")].deterministic or op.WhichOneof("kind") == "shuffle"
+    return any(training or kind_for(op).deterministic or op.WhichOneof("kind") == "shuffle"
                for op in ops)
 
 
@@ -170,6 +177,9 @@ def output_fields(fields: dict[str, tuple[str, list[int]]], fitted_ops: list[pip
     for op in fitted_ops:
         kind = op.WhichOneof("kind")
         p = getattr(op, kind)
+        if kind == "plugin":
+            out = kind_for(op).output_fields(op, out)
+            continue
         width = out["features"][1][0] if "features" in out else 0
         if kind in ("lookup", "one_hot"):
             columns = tensors.to_numpy(op.fitted["columns"]) if "columns" in op.fitted else []

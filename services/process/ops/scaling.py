@@ -28,7 +28,7 @@ class Moments:
             return
         mean = x.mean(axis=0)
         m2 = ((x - mean) ** 2).sum(axis=0)
-        self.count, self.mean, self.m2 = merge(self.count, self.mean, self.m2, n, mean, m2)
+        self.count, self.mean, self.m2 = merge((self.count, self.mean, self.m2), (n, mean, m2))
 
     @property
     def variance(self) -> np.ndarray:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from google.protobuf import json_format
+
 from cookline.spec.errors import SpecError
 from cookline.spec.params import Component, Param, Registry
 
@@ -66,12 +68,15 @@ def where(i: int, name: str) -> str:
 
 
 def kind_of(op) -> str | None:
-    """The name of an Op message's op (its oneof), or None when it has none."""
-    return op.WhichOneof("kind")
+    """The name of an Op message's op (its oneof, or a plugin op's name), or None when it has none."""
+    kind = op.WhichOneof("kind")
+    return op.plugin.name if kind == "plugin" else kind
 
 
 def values(op) -> dict:
-    """An Op message's parameters as a dict (unset ones included, as proto3 zeros)."""
+    """An Op message's parameters as a dict (a built-in's unset ones included, as proto3 zeros)."""
+    if op.WhichOneof("kind") == "plugin":
+        return json_format.MessageToDict(op.plugin.params)
     params = getattr(op, kind_of(op))
     return {f.name: getattr(params, f.name) for f in params.DESCRIPTOR.fields}
 
@@ -81,7 +86,14 @@ def resolve(op, i: int = 0) -> dict:
     kind = kind_of(op)
     if kind is None:
         raise SpecError(f"process[{i}]: no op given (known ops: {', '.join(OPS.names())})", f"process[{i}]")
-    return OPS.get(kind, f"process[{i}]").resolve(values(op), where(i, kind))
+    plugin = op.WhichOneof("kind") == "plugin"
+    if plugin and not kind:
+        raise SpecError(f"process[{i}].plugin.name: required (plugin ops: "
+                        f"{', '.join(c.name for c in OPS.plugins()) or 'none installed'})")
+    component = OPS.get(kind, f"process[{i}]")
+    if plugin and not component.plugin:
+        raise SpecError(f"process[{i}].plugin.name: {kind!r} is a built-in op; write it as `- {kind}: ...`")
+    return component.resolve(values(op), where(i, kind), strict=plugin, proto=not plugin)
 
 
 def validate(ops: Iterable) -> None:

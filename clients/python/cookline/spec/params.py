@@ -97,15 +97,22 @@ class Param:
 
     # --- validation -----------------------------------------------------------------
 
-    def resolve(self, value, where: str):
-        """The value with its default filled in, checked; SpecError naming `where` (the field's path)."""
-        if is_unset(value):
+    def empty(self):
+        """The unset value of the type: 0, 0.0, "", False, [] or {}."""
+        return {"int": 0, "float": 0.0, "str": "", "bool": False, "map": {}}.get(self.type, [])
+
+    def resolve(self, value, where: str, proto: bool = True):
+        """The value with its default filled in, checked; SpecError naming `where` (the field's path).
+
+        `proto`: the value comes from a proto3 field, where 0, "" and [] mean unset; otherwise (a
+        plugin's parameters, from a mapping) only a missing value (None) is unset."""
+        if value is None or (proto and is_unset(value)):
             if self.default is not None:
                 value = self.default
             elif self.required and self.type in ("str", "strs", "map", "strmap"):
                 raise SpecError(f"{where}: required", where)
             elif not self.required:
-                return value
+                return self.empty() if value is None else value
         if self.type == "int" and isinstance(value, float) and value.is_integer():
             value = int(value)  # 3.0 from a JSON or YAML number
         self._check_type(value, where)
@@ -171,7 +178,9 @@ class Component:
       augmentation); they run on the TRAIN subset only and never at serving.
     - `inputs` (models): the tensors the family trains on, in order of preference.
     - `regressor` (models): it can fit a numeric label. `tfjs` (models): the TF.js export can write it.
-    - `plugin`: the distribution that registered it ("" for a built-in).
+    - `implementation`: "module:attribute" of what a service runs for it (plugins only; the service
+      imports it, the spec never does). See docs/plugins.md for what each kind provides.
+    - `plugin`: the distribution that registered it ("" for a built-in; set when loaded).
     """
 
     name: str
@@ -183,16 +192,18 @@ class Component:
     inputs: tuple[str, ...] = ()
     regressor: bool = False
     tfjs: bool = False
+    implementation: str = ""
     plugin: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
 
-    def resolve(self, values: Mapping[str, Any], where: str, strict: bool = True) -> dict:
+    def resolve(self, values: Mapping[str, Any], where: str, strict: bool = True, proto: bool = True) -> dict:
         """Every parameter checked, defaults filled in; SpecError naming `where`.<param>.
 
         `strict`: a key that is no parameter of this component is an error ("unknown field").
+        `proto`: the values are proto3 fields (0 and "" mean unset); False for a plugin's mapping.
         """
         if strict:
             known = {p.name for p in self.params}
@@ -200,7 +211,7 @@ class Component:
                 if key not in known:
                     raise SpecError(f"{where}: unknown field {key!r} (fields: {', '.join(sorted(known)) or 'none'})",
                                     f"{where}.{key}")
-        out = {p.name: p.resolve(values.get(p.name), f"{where}.{p.name}") for p in self.params}
+        out = {p.name: p.resolve(values.get(p.name), f"{where}.{p.name}", proto) for p in self.params}
         if self.check is not None:
             self.check(out, where)
         return out

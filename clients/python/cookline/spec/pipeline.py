@@ -12,7 +12,7 @@ import re
 import yaml
 from google.protobuf import json_format
 
-from cookline.spec import ops, sources, train
+from cookline.spec import ops, plugins, sources, train
 from cookline.spec import roots as source_roots
 from cookline.spec.errors import SpecError
 from cookline.spec.names import check_name
@@ -51,6 +51,8 @@ def parse(text: str, base_dir: str = "", roots: list[str] | None = None) -> pipe
     if not isinstance(data, dict):
         raise SpecError("pipeline: expected a mapping with name, collect, process, split and train")
     _balanced_class_weights(data)
+    plugins.load()
+    _plugin_spelling(data)
     spec = pipeline_pb2.PipelineSpec()
     try:
         json_format.ParseDict(data, spec)
@@ -74,6 +76,7 @@ def validate(spec: pipeline_pb2.PipelineSpec) -> pipeline_pb2.PipelineSpec:
 
     SpecError names the first offending field. collect.source is left as given.
     """
+    plugins.load()
     check_name("name", spec.name)
     sources.check(spec.collect)
     if not spec.HasField("train"):
@@ -118,6 +121,35 @@ def _balanced_class_weights(data: dict) -> None:
     elif weights is not None and not isinstance(weights, dict):
         raise SpecError(f"pipeline: train.class_weights: {weights!r} is neither balanced nor a mapping "
                         "{class name: weight}")
+
+
+def _plugin_spelling(data: dict) -> None:
+    """Plugins are written like built-ins; this moves them where the proto keeps them.
+
+    `- clip: {lo: 0}` in process becomes `- plugin: {name: clip, params: {lo: 0}}`; a plugin source's
+    or model family's own parameters written in collect / train move to collect.params / train.params.
+    """
+    op_fields = set(pipeline_pb2.Op.DESCRIPTOR.fields_by_name)
+    process = data.get("process")
+    if isinstance(process, list):
+        for i, op in enumerate(process):
+            if isinstance(op, dict) and len(op) == 1:
+                (name, params), = op.items()
+                if name not in op_fields and name in ops.OPS and ops.OPS.get(name).plugin:
+                    if params is not None and not isinstance(params, dict):
+                        raise SpecError(f"process[{i}].{name}: {params!r} is not a mapping of parameters")
+                    process[i] = {"plugin": {"name": name, "params": params or {}}}
+    for section, registry, key, message in (("collect", sources.SOURCES, "format", pipeline_pb2.CollectSpec),
+                                            ("train", train.MODELS_REGISTRY, "model", pipeline_pb2.TrainSpec)):
+        block = data.get(section)
+        if not isinstance(block, dict) or not isinstance(block.get(key), str) or block[key] not in registry:
+            continue
+        component = registry.get(block[key])
+        own = {p.name for p in component.params} - set(message.DESCRIPTOR.fields_by_name)
+        if component.plugin and own & set(block):
+            params = block.get("params") if isinstance(block.get("params"), dict) else {}
+            data[section] = {k: v for k, v in block.items() if k not in own} | \
+                {"params": params | {k: v for k, v in block.items() if k in own}}
 
 
 def resolve_source(source: str, base_dir: str, roots: list[str] | None = None) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from google.protobuf import json_format
+
 from cookline.spec.errors import SpecError
 from cookline.spec.names import NAME_RE, NAME_RULE
 from cookline.spec.params import Component, Param, Registry
@@ -94,6 +96,26 @@ def check_image_options(color: str, image_size) -> None:
         raise SpecError(f"collect.image_size: {size} is not [height, width] with each in [1, {MAX_IMAGE_SIDE}]")
 
 
+def plugin_values(collect) -> dict:
+    """A plugin source's parameters, checked, defaults filled in: each from the collect field of its
+    name if there is one (collect.label, ...), else from collect.params."""
+    component = source(format_of(collect))
+    given = json_format.MessageToDict(collect.params)
+    fields = {f.name for f in collect.DESCRIPTOR.fields} - {"params"}
+    values = {}
+    for param in component.params:
+        if param.name in fields:
+            value = getattr(collect, param.name)
+            if value:  # a proto field: 0, "" and [] mean unset
+                if not isinstance(value, (str, int, float, bool)):
+                    value = dict(value) if hasattr(value, "items") else list(value)
+                values[param.name] = value
+        elif param.name in given:
+            values[param.name] = given.pop(param.name)
+    for key in given:
+        raise SpecError(f"collect.params.{key}: not a parameter of source {component.name!r} "
+                        f"(parameters: {', '.join(p.name for p in component.params) or 'none'})")
+    return component.resolve(values, "collect", strict=False, proto=False)
 # A dataset version id (collect.dataset's @VERSION): content-addressed hex.
 VERSION_RE = re.compile(r"[0-9a-f]{1,64}")
 
@@ -136,6 +158,11 @@ def check(collect) -> None:
             owners = [s.name for s in SOURCES if s.param(name) is not None]
             raise SpecError(f"collect.{name}: only for {' or '.join(owners)} sources, not {fmt!r}",
                             f"collect.{name}")
+    if component.plugin:
+        plugin_values(collect)
+        return
+    if collect.params.fields:
+        raise SpecError(f"collect.params: only for plugin sources, not {fmt!r}", "collect.params")
     for param in component.params:
         value = getattr(collect, param.name)
         if param.required and not value:

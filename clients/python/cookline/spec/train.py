@@ -2,6 +2,8 @@
 defaults and ranges; free of TensorFlow (the gateway, train and the CLI use it)."""
 from __future__ import annotations
 
+from google.protobuf import json_format
+
 from cookline.spec.errors import SpecError
 from cookline.spec.params import Component, Param, Registry
 from cookline.v1 import pipeline_pb2
@@ -126,16 +128,45 @@ def resolve(spec: pipeline_pb2.TrainSpec) -> pipeline_pb2.TrainSpec:
     for param in TRAIN_PARAMS + family.params:
         if hasattr(spec, name := param.name):
             _set(out, name, param.resolve(_get(spec, name), f"train.{name}"))
+    given = json_format.MessageToDict(spec.params)
+    if given and not family.plugin:
+        raise SpecError(f"train.params: only for plugin model families, not {spec.model!r}", "train.params")
+    if family.plugin:
+        own = {p.name for p in family.params if not hasattr(spec, p.name)}
+        for key in given:
+            if key not in own:
+                raise SpecError(f"train.params.{key}: not a parameter of model {spec.model!r} "
+                                f"(parameters: {', '.join(sorted(own)) or 'none'})")
+        resolved = {p.name: p.resolve(given.get(p.name), f"train.{p.name}", proto=False)
+                    for p in family.params if p.name in own}
+        out.params.Clear()
+        out.params.update({k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items()
+                           if v is not None})
     if spec.HasField("early_stopping"):
         for param in EARLY_STOPPING:
             value = param.resolve(getattr(spec.early_stopping, param.name), f"train.early_stopping.{param.name}")
             setattr(out.early_stopping, param.name, value)
+    if family.check is not None:
+        family.check(plugin_params(out) | {p.name: _get(out, p.name) for p in TRAIN_PARAMS}, "train")
     if out.class_weights and out.balance_classes:
         raise SpecError("train.class_weights: give weights per class or balanced, not both", "train.class_weights")
     if out.batch_size % out.workers:
         raise SpecError(f"train.batch_size: {out.batch_size} is not a multiple of train.workers ({out.workers}): "
                         f"each worker takes batch_size / workers rows per step", "train.batch_size")
     return out
+
+
+def plugin_params(spec: pipeline_pb2.TrainSpec) -> dict:
+    """The parameters of a (resolved) plugin family: train.params and the family's TrainSpec fields."""
+    family = MODELS_REGISTRY.get(spec.model)
+    values = json_format.MessageToDict(spec.params)
+    for param in family.params:  # a Struct holds every number as a double
+        if param.type == "int" and isinstance(values.get(param.name), float):
+            values[param.name] = int(values[param.name])
+        elif param.type == "ints" and isinstance(values.get(param.name), list):
+            values[param.name] = [int(v) for v in values[param.name]]
+    values.update({p.name: _get(spec, p.name) for p in family.params if hasattr(spec, p.name)})
+    return values
 
 
 def check_regression(spec: pipeline_pb2.TrainSpec) -> None:
