@@ -10,10 +10,19 @@ building the model to the end of model.fit's last epoch. The sides alternate,
 --repeats times each. Prints the first run of each side (cold: its process has
 traced nothing yet) and the best and median of the later ones (warm), with the
 ratios services / in-process (target: <= 1.05x).
+
+    .venv/bin/python bench/training.py --workers 2 [--rows ...]
+
+Distributed training instead: a second train replica joins (COOKLINE_TRAIN_PEERS) and the
+same Train call runs with train.workers 1 and N, interleaved, in the same run. Prints
+samples/s of each from the Train call to the end of its last epoch (worker start-up
+included) and over the epochs after the first (steady state), and the ratios N / 1. All
+replicas share this machine's cores, so this measures the machinery, not a speed-up.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -22,7 +31,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "support"))
-from helpers import free_ports  # noqa: E402  (free-port helper shared with the tests)
+from helpers import free_ports, train_peer_ports  # noqa: E402  (port helpers shared with the tests)
 
 from cookline import channels, config  # noqa: E402
 from cookline.stack import Stack  # noqa: E402
@@ -70,11 +79,14 @@ def stack_env(work: str) -> dict[str, str]:
     return env
 
 
-def services_side(args, stack: Stack, env: dict[str, str], csv_path: str):
-    """Starts collect, process and train, ingests the CSV; returns a function that times one Train call."""
+def services_side(args, stack: Stack, env: dict[str, str], csv_path: str, peers: list[Stack] | None = None):
+    """Starts collect, process and train (and, with `peers`, the other train replicas), ingests the CSV;
+    returns a function that times one Train call (with train.workers as given)."""
     for service in ("collect", "process", "train"):
         stack.start(service)
     stack.wait_healthy(timeout=180)
+    for peer in peers or []:
+        peer.wait_healthy(timeout=180)
     collect = collect_pb2_grpc.CollectServiceStub(channels.channel("collect", env))
     pipeline = spec(args)
     pipeline.collect.source = csv_path
@@ -83,15 +95,18 @@ def services_side(args, stack: Stack, env: dict[str, str], csv_path: str):
     print(f"  ingest: {time.perf_counter() - t0:.1f} s ({last.dataset.num_rows} rows)")
     train = train_pb2_grpc.TrainServiceStub(channels.channel("train", env))
 
-    def train_once() -> float:
+    def train_once(workers: int = 1, marks_out: list | None = None) -> float:
         """Seconds from the Train call to the end of its last epoch (evaluation and export excluded)."""
         marks, loss = [], None
+        pipeline.train.workers = workers
         start = time.perf_counter()
         for response in train.Train(train_pb2.TrainRequest(dataset=last.dataset.ref, pipeline=pipeline)):
             if response.HasField("progress") and response.progress.epoch_finished:
                 marks.append(time.perf_counter() - start)
                 loss = response.progress.metrics["loss"]
-        report("services", loss, marks)
+        report(f"{workers} worker" + "s" * (workers > 1) if peers is not None else "services", loss, marks)
+        if marks_out is not None:
+            marks_out.append(marks)
         return marks[-1]
     return train_once
 
@@ -124,9 +139,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5, help="runs of each side, interleaved (at least 2)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="N > 1: compare train.workers N with 1 (a second train replica) instead")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     x, y = make_data(args.rows, args.features, args.classes)
+    if args.workers > 1:
+        distributed(args, x, y)
+        return
     services, baseline = [], []
     with tempfile.TemporaryDirectory(prefix="cookline-bench-") as work:
         csv_path = os.path.join(work, "bench.csv")
@@ -149,6 +169,46 @@ def main() -> None:
         print(f"{side:24}{times[0]:10.2f}{min(times[1:]):12.2f}{median(times[1:]):8.2f}   {rows / min(times[1:]):.0f}")
     print(f"{'ratio services/in-proc':24}{services[0] / baseline[0]:10.3f}{min(services[1:]) / min(baseline[1:]):12.3f}"
           f"{median(services[1:]) / median(baseline[1:]):8.3f}   (target <= 1.05x)")
+
+
+def distributed(args, x, y) -> None:
+    """train.workers 1 vs N through the services, interleaved, in the same run."""
+    if args.batch % args.workers:
+        raise SystemExit(f"--batch {args.batch} must be a multiple of --workers {args.workers}")
+    times: dict[int, list[float]] = {1: [], args.workers: []}
+    marks: dict[int, list[list[float]]] = {1: [], args.workers: []}
+    with tempfile.TemporaryDirectory(prefix="cookline-bench-") as work:
+        csv_path = os.path.join(work, "bench.csv")
+        write_csv(csv_path, x, y)
+        env = stack_env(work)
+        taken = {int(a.rsplit(":", 1)[1]) for k, a in env.items() if k.endswith("_ADDR")}
+        ports = train_peer_ports(args.workers, taken)
+        env["COOKLINE_TRAIN_ADDR"] = f"127.0.0.1:{ports[0]}"
+        env["COOKLINE_TRAIN_PEERS"] = ",".join(f"127.0.0.1:{p}" for p in ports)
+        logs = os.environ.get("BENCH_LOGS") or os.path.join(work, "logs")
+        with contextlib.ExitStack() as running:
+            stack = running.enter_context(Stack(env, log_dir=logs))
+            peers = []
+            for port in ports[1:]:  # the other train replicas: the same service on their own ports
+                peer = running.enter_context(Stack(dict(env, COOKLINE_TRAIN_ADDR=f"127.0.0.1:{port}"),
+                                                   log_dir=os.path.join(logs, f"train-{port}")))
+                peer.start("train")
+                peers.append(peer)
+            train_once = services_side(args, stack, env, csv_path, peers=peers)
+            for _ in range(max(args.repeats, 2)):  # interleaved: drift in machine load hits both alike
+                for workers in (1, args.workers):
+                    times[workers].append(train_once(workers, marks[workers]))
+    rows = args.rows * args.epochs
+    print(f"\n{'samples/s':24}{'first run':>10}{'later best':>12}{'steady (epochs 2+)':>20}")
+    steady = {}
+    for workers in (1, args.workers):
+        later = [m for m in marks[workers][1:] if len(m) > 1]
+        steady[workers] = max((args.rows * (len(m) - 1) / (m[-1] - m[0]) for m in later), default=float("nan"))
+        print(f"{str(workers) + ' worker(s)':24}{rows / times[workers][0]:10.0f}{rows / min(times[workers][1:]):12.0f}"
+              f"{steady[workers]:20.0f}")
+    print(f"{'ratio ' + str(args.workers) + ' / 1':24}{times[1][0] / times[args.workers][0]:10.3f}"
+          f"{min(times[1][1:]) / min(times[args.workers][1:]):12.3f}{steady[args.workers] / steady[1]:20.3f}"
+          f"   (all replicas share this machine's {os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":

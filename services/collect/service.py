@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import secrets
+import sys
 import tempfile
 import threading
 from concurrent import futures
@@ -26,7 +27,7 @@ from services.collect.ingest import DatasetWriter, manifest_bytes, read_shard
 from services.collect.sources import open_source, s3
 from services.collect.sources.base import Source, open_binary
 from services.collect.sources.upload import FileSpool, UploadSpool
-from services.common import layout, splits
+from services.common import layout, partition, splits
 from services.common.errors import Fail, invalid, not_found, rpc
 from services.common.store import NotFoundError, ObjectStore, StoreError, StoreUnavailableError
 
@@ -261,34 +262,56 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
         batch_size = request.batch_size or DEFAULT_BATCH
         if not 1 <= batch_size <= MAX_BATCH:
             raise invalid(f"batch_size: {batch_size} is not in [1, {MAX_BATCH}]")
+        index, count = partition.check(request.partition)
+        split = request.split if request.subset != data_pb2.SUBSET_UNSPECIFIED else data_pb2.SplitSpec()
+        subset_rows = splits.subset_rows(layout.dataset_info(manifest), split)[request.subset]
+        sizes = partition.plan(subset_rows, request.partition, batch_size)
+        # this part's positions among the subset's rows (the whole subset: whatever the shards hold)
+        lo, hi = partition.bounds(subset_rows, index, count) if count > 1 else (0, sys.maxsize)
+        rows = self._rows(manifest, request.subset, request.split, lo, hi)
+        for sequence, batch in enumerate(partition.cut(rows, sizes)):
+            # Pre-encoded ReadDatasetResponse: the rows go from the shard's arrays to the wire in one copy.
+            yield tensors.encode_batch(batch, sequence)
+
+    def _rows(self, manifest, subset_kind, split, lo: int, hi: int) -> Iterator[dict[str, np.ndarray]]:
+        """The rows of one subset at positions [lo, hi) among that subset's rows, shard by shard."""
         prefix = layout.dataset_prefix(manifest["ref"]["name"], manifest["ref"]["version"])
         predefined = manifest.get("predefined_split", False)
-        assignment = None
-        if request.subset != data_pb2.SUBSET_UNSPECIFIED and not predefined:
-            assignment = splits.assignment(manifest["num_rows"], request.split)
-        sequence, start = 0, 0
-        carry: dict[str, np.ndarray] | None = None
-        for shard, buffer in self._shards(prefix, manifest["shards"]):
+        keep_all = subset_kind == data_pb2.SUBSET_UNSPECIFIED
+        # the subset of every row, unless the shards say it (predefined) or every row is kept
+        assignment = splits.assignment(manifest["num_rows"], split) if not keep_all and not predefined else None
+        # Shards holding none of [lo, hi) are not fetched, when their subset rows are known up front.
+        shards: list[tuple[dict, int, int | None]] = []
+        start, seen = 0, 0
+        for shard in manifest["shards"]:
+            if keep_all or assignment is not None:
+                n = shard["rows"] if assignment is None else \
+                    int((assignment[start:start + shard["rows"]] == subset_kind).sum())
+                if seen < hi and seen + n > lo:
+                    shards.append((shard, start, seen))
+                seen += n
+            else:
+                shards.append((shard, start, None))
+            start += shard["rows"]
+        seen = (shards[0][2] or 0) if shards else 0
+        fetched = self._shards(prefix, [s for s, _, _ in shards])
+        for (shard, start, _), (_, buffer) in zip(shards, fetched, strict=True):
             arrays = read_shard(buffer)  # views into the shard's bytes (or memory map): no copy
-            subset = arrays.pop("subset", None)
-            if request.subset != data_pb2.SUBSET_UNSPECIFIED:
-                keep = (subset if predefined else assignment[start:start + shard["rows"]]) == request.subset
+            kinds = arrays.pop("subset", None)
+            if not keep_all:
+                keep = (kinds if assignment is None else assignment[start:start + shard["rows"]]) == subset_kind
                 if not keep.all():
                     arrays = {k: v[keep] for k, v in arrays.items()}
-            start += shard["rows"]
-            if carry is not None:
-                arrays = {k: np.concatenate([carry[k], v]) for k, v in arrays.items()}
-            rows = len(arrays["label"])
-            full = rows - rows % batch_size
-            for lo in range(0, full, batch_size):
-                # Pre-encoded ReadDatasetResponse: the rows go from the shard's arrays to the wire in one copy.
-                yield tensors.encode_batch({k: v[lo:lo + batch_size] for k, v in arrays.items()}, sequence)
-                sequence += 1
-            carry = {k: v[full:].copy() for k, v in arrays.items()} if full < rows else None
-            del arrays, buffer, subset  # let the shard's memory map go before the next one is mapped
+            n = len(arrays["label"])
+            if seen < lo or seen + n > hi:
+                arrays = {k: v[max(lo - seen, 0):max(hi - seen, 0)] for k, v in arrays.items()}
+            seen += n
+            if len(arrays["label"]):
+                yield arrays
+            del arrays, buffer, kinds  # let the shard's memory map go before the next one is mapped
             log.debug("ReadDataset %s: shard %s streamed", prefix, shard["key"])
-        if carry is not None and len(carry["label"]):
-            yield tensors.encode_batch(carry, sequence)
+            if seen >= hi:
+                break
 
     def _shards(self, prefix: str, shards: list[dict]):
         """(shard, buffer) in order; the next shard is fetched on a thread while one streams."""

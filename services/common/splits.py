@@ -26,3 +26,16 @@ def assignment(num_rows: int, split: data_pb2.SplitSpec) -> np.ndarray:
     subsets[order[:n_val]] = data_pb2.SUBSET_VALIDATION
     subsets[order[n_val:n_val + n_test]] = data_pb2.SUBSET_TEST
     return subsets
+
+
+def subset_rows(info: data_pb2.DatasetInfo, split: data_pb2.SplitSpec) -> dict[int, int]:
+    """Rows per subset of a dataset version (SUBSET_UNSPECIFIED: every row): the folders of a
+    predefined split, else the seeded split's sizes."""
+    if info.predefined_split:
+        counts = info.statistics.split_counts
+        rows = {data_pb2.SUBSET_TRAIN: counts.get("train", 0), data_pb2.SUBSET_VALIDATION: counts.get("validation", 0),
+                data_pb2.SUBSET_TEST: counts.get("test", 0)}
+    else:
+        rows = sizes(info.num_rows, split)
+    rows[data_pb2.SUBSET_UNSPECIFIED] = info.num_rows
+    return rows

@@ -6,6 +6,7 @@ from typing import Iterator
 
 from cookline import channels, tensors
 from cookline.v1 import collect_pb2, collect_pb2_grpc, data_pb2, process_pb2, process_pb2_grpc
+from services.common import partition, splits
 from services.common.errors import invalid, remaining, rpc
 from services.process import ops as ops_lib
 
@@ -27,17 +28,18 @@ class ProcessServicer(process_pb2_grpc.ProcessServiceServicer):
                                              request_serializer=collect_pb2.ReadDatasetRequest.SerializeToString,
                                              response_deserializer=None)
 
-    def _call(self, dataset, split, subset, batch_size, context, raw: bool = False):
-        """The ReadDataset stream of one subset; cancelled with our caller. raw: messages as bytes."""
+    def _call(self, dataset, split, subset, batch_size, context, raw: bool = False, part=None):
+        """The ReadDataset stream of one subset (or part of it); cancelled with our caller. raw: messages as bytes."""
         read = self.read_raw if raw else self.collect.ReadDataset
-        call = read(collect_pb2.ReadDatasetRequest(dataset=dataset, split=split, subset=subset, batch_size=batch_size),
+        call = read(collect_pb2.ReadDatasetRequest(dataset=dataset, split=split, subset=subset, batch_size=batch_size,
+                                                   partition=part),
                     timeout=remaining(context))
         context.add_callback(call.cancel)  # our caller gone -> stop collect too
         return call
 
-    def _pull(self, dataset, split, subset, context) -> Iterator[dict]:
-        """Batches of one subset, streamed from collect, decoded without copying."""
-        for response in self._call(dataset, split, subset, PULL_BATCH, context):
+    def _pull(self, dataset, split, subset, context, part=None) -> Iterator[dict]:
+        """Batches of one subset (or part of it), streamed from collect, decoded without copying."""
+        for response in self._call(dataset, split, subset, PULL_BATCH, context, part=part):
             yield tensors.batch_to_numpy(response.batch)
 
     @rpc
@@ -67,13 +69,22 @@ class ProcessServicer(process_pb2_grpc.ProcessServiceServicer):
         batch_size = request.batch_size or DEFAULT_BATCH
         if not 1 <= batch_size <= MAX_BATCH:
             raise invalid(f"batch_size: {batch_size} is not in [1, {MAX_BATCH}]")
+        index, count = partition.check(request.partition)
+        ops = ops_lib.for_partition(request.ops, index) if count > 1 else list(request.ops)
         training = request.subset == data_pb2.SUBSET_TRAIN  # random augmentation runs on TRAIN rows only
-        if not ops_lib.changes_data(request.ops, training):
+        if not ops_lib.changes_data(ops, training):
             # Nothing to do to the rows: collect batches them as asked, and its messages (the same wire
             # format as ProcessResponse) are forwarded as they are, never decoded or re-encoded.
-            yield from self._call(request.dataset, request.split, request.subset, batch_size, context, raw=True)
+            yield from self._call(request.dataset, request.split, request.subset, batch_size, context, raw=True,
+                                  part=request.partition)
             return
-        source = self._pull(request.dataset, request.split, request.subset, context)
-        for sequence, batch in enumerate(ops_lib.apply(list(request.ops), source, request.epoch, batch_size,
-                                                       training)):
+        rows = None
+        if count > 1:  # the part's batch sizes depend on the subset's row count
+            info = self.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=request.dataset),
+                                           timeout=remaining(context)).dataset
+            rows = splits.subset_rows(info, request.split)[request.subset]
+        source = self._pull(request.dataset, request.split, request.subset, context, part=request.partition)
+        batches = partition.cut(ops_lib.chain(ops, source, request.epoch, training),
+                                partition.plan(rows, request.partition, batch_size))
+        for sequence, batch in enumerate(batches):
             yield tensors.encode_batch(batch, sequence)  # a pre-encoded ProcessResponse

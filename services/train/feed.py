@@ -30,6 +30,7 @@ import tensorflow as tf
 from cookline import tensors
 from cookline.settings import default
 from cookline.v1 import data_pb2, process_pb2
+from services.common import partition
 from services.common.errors import Fail
 from services.process import ops as ops_lib
 
@@ -65,7 +66,9 @@ class EpochFeed:
                  rows: int | None = None):
         """`process_call` is ProcessService.Process with raw-bytes responses (decoded here as views);
         `source` is (tensor name, dtype, per-row shape) of what the model takes, and the label's dtype
-        (int32 class ids, float32 for a regressor); `rows`, when known, is how many rows the subset has."""
+        (int32 class ids, float32 for a regressor); `rows`, when known, is how many rows the subset has.
+        With a request.partition (one worker of several), the feed streams that part only: `rows` (then
+        required) still counts the whole subset, and every epoch has the part's planned batches."""
         self.process = process_call
         self.request = request
         self.batch_size = batch_size
@@ -75,6 +78,14 @@ class EpochFeed:
         self.budget = cache_budget_bytes() if budget_bytes is None else budget_bytes
         self.rows = rows
         self.fixed_ops, self.random_ops = ops_lib.split_at_first_random(list(request.ops))
+        self.sizes: list[int] | None = None  # the batch sizes of a part's epoch (None: batch_size each)
+        index, count = partition.check(request.partition)
+        if count > 1:
+            if rows is None:
+                raise ValueError("a partitioned feed needs the subset's row count (rows)")
+            self.sizes = partition.batch_sizes(rows, index, count, batch_size)
+            self.rows = sum(self.sizes)
+            self.random_ops = ops_lib.for_partition(self.random_ops, index)  # as process seeds them
         self.cache: list[dict[str, np.ndarray]] | None = None
         # The in-TensorFlow store: (features, labels) variables, and the rows of each received message.
         self.store: tuple[tf.Variable, tf.Variable] | None = None
@@ -251,6 +262,8 @@ class EpochFeed:
     def steps(self) -> int | None:
         """Batches per epoch when dataset() is endless (rows kept in TensorFlow), else None: then
         each iteration of dataset() is one epoch."""
+        if self.sizes is not None:
+            return len(self.sizes)
         return -(-self.rows // self.batch_size) if self.start().store is not None else None
 
     def dataset(self) -> tf.data.Dataset:
@@ -264,10 +277,22 @@ class EpochFeed:
             # Endless, one pass per epoch (see steps()): one iterator serves every epoch, so the next
             # epoch's first batches are prefetched while the last one ends.
             features, labels = self.store
-            indices = tf.data.Dataset.from_generator(self.order, output_signature=tf.TensorSpec([None], tf.int64))
-            return (indices.rebatch(self.batch_size)
-                    .map(lambda i: (tf.gather(features, i), tf.gather(labels, i)))
+            spec = tf.TensorSpec([None], tf.int64)
+            if self.sizes is None:
+                indices = tf.data.Dataset.from_generator(self.order, output_signature=spec).rebatch(self.batch_size)
+            else:  # a part's planned batches, cut here
+                indices = tf.data.Dataset.from_generator(
+                    lambda: (b["i"] for b in partition.cut(({"i": i} for i in self.order()), self.sizes)),
+                    output_signature=spec)
+            return (indices.map(lambda i: (tf.gather(features, i), tf.gather(labels, i)))
                     .repeat().prefetch(2))
         signature = (tf.TensorSpec([None, *self.shape], self.dtype), tf.TensorSpec([None], self.label_dtype))
+        if self.sizes is not None:  # a part's planned batches, cut here
+            return tf.data.Dataset.from_generator(self._planned, output_signature=signature).prefetch(2)
         return (tf.data.Dataset.from_generator(self.chunks, output_signature=signature)
                 .rebatch(self.batch_size).prefetch(2))
+
+    def _planned(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One epoch of a part's batches, in its planned sizes."""
+        for batch in partition.cut(({"x": x, "y": y} for x, y in self.chunks()), self.sizes or []):
+            yield batch["x"], batch["y"]

@@ -25,7 +25,8 @@ from services.common import layout, splits
 from services.common.errors import Fail, invalid, rpc
 from services.common.store import ObjectStore
 from services.process import ops as ops_lib
-from services.train import feed as feed_module, models, tfjs, warm
+from services.train import distributed, models, tfjs, warm
+from services.train import feed as feed_module
 from services.train.checkpoints import Checkpoints
 from services.train.evaluate import evaluate_model
 from services.train.feed import EpochFeed
@@ -187,7 +188,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         processed = ops_lib.output_fields(schema, fitted_ops)
         input_name, input_dtype, input_shape = train_spec.model_input(spec.model, processed)
         source = (input_name, input_dtype, input_shape, "float32" if regression else "int32")
-        rows = self._subset_rows(info, split)
+        rows = splits.subset_rows(info, split)
         train_rows = rows[data_pb2.SUBSET_TRAIN]
         if spec.HasField("early_stopping") and rows[data_pb2.SUBSET_VALIDATION] == 0:
             raise invalid("train.early_stopping: needs validation rows (set split.validation > 0)")
@@ -208,60 +209,71 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
         row_bytes = int(np.prod(input_shape, dtype=np.int64)) * np.dtype(input_dtype).itemsize
-        train_data = self._feed(dataset, split, data_pb2.SUBSET_TRAIN,
-                                training_ops(fitted_ops, spec, train_rows, row_bytes), spec.batch_size,
-                                source, cancelled, first_epoch, train_rows)
-        val_data = None
-        if rows[data_pb2.SUBSET_VALIDATION] > 0:
-            val_data = self._feed(dataset, split, data_pb2.SUBSET_VALIDATION, fitted_ops, EVAL_BATCH,
-                                  source, cancelled, first_epoch, rows[data_pb2.SUBSET_VALIDATION])
-        # built (or restored) while the first batches stream in
-        warm_key = warm.key(spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops))
-        model = resumed[1] if resumed else self.warm.take(warm_key, _seeded_build(
-            spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops)))
-
-        # fit() runs on its own thread; this one streams its progress to the caller.
-        events: queue.Queue = queue.Queue()
-        outcome: dict = {}
-        progress = _Progress(events, spec, train_rows, cancelled, checkpoints, first_epoch)
-        callbacks = [progress] + _early_stopping(spec)
-
-        def run_fit():
-            try:
-                model.fit(train_data.dataset(), steps_per_epoch=train_data.steps(), epochs=int(spec.epochs),
-                          validation_data=val_data.dataset() if val_data else None,
-                          validation_steps=val_data.steps() if val_data else None, initial_epoch=first_epoch,
-                          shuffle=False,  # process (or this feed) already shuffles
-                          verbose=0, callbacks=callbacks, class_weight=class_weight)
-            except BaseException as exc:  # noqa: BLE001 - reported on the RPC
-                outcome["error"] = exc
+        warm_key = None
+        if spec.workers > 1:  # a distributed run: the workers fit (each in a fresh process), this one publishes
+            try:  # worker 0 writes the checkpoints
+                model, last_metrics = yield from distributed.fit(
+                    request, spec, training_ops(fitted_ops, spec, train_rows, row_bytes), source, rows,
+                    len(class_names), _vocabulary_size(fitted_ops), class_weight, cancelled)
             finally:
-                events.put(_DONE)
+                if checkpoints:
+                    checkpoints.close()
+        else:
+            train_data = self._feed(dataset, split, data_pb2.SUBSET_TRAIN,
+                                    training_ops(fitted_ops, spec, train_rows, row_bytes), spec.batch_size,
+                                    source, cancelled, first_epoch, train_rows)
+            val_data = None
+            if rows[data_pb2.SUBSET_VALIDATION] > 0:
+                val_data = self._feed(dataset, split, data_pb2.SUBSET_VALIDATION, fitted_ops, EVAL_BATCH,
+                                      source, cancelled, first_epoch, rows[data_pb2.SUBSET_VALIDATION])
+            # built (or restored) while the first batches stream in
+            warm_key = warm.key(spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops))
+            model = resumed[1] if resumed else self.warm.take(warm_key, _seeded_build(
+                spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops)))
 
-        worker = threading.Thread(target=run_fit, name=f"fit-{request.run_id}", daemon=True)
-        worker.start()
-        try:
-            while (event := events.get()) is not _DONE:
-                if event.progress.epoch_finished:
-                    last_metrics = dict(event.progress.metrics)
-                yield event
-            worker.join()
-        finally:
-            if checkpoints:
-                checkpoints.close()
-        if cancelled.is_set():
-            raise Fail(grpc.StatusCode.CANCELLED, "training cancelled")
-        if progress.diverged:
-            raise invalid(f"train: training diverged: {progress.diverged}; lower train.learning_rate")
-        if "error" in outcome:
-            raise outcome["error"]
+            # fit() runs on its own thread; this one streams its progress to the caller.
+            events: queue.Queue = queue.Queue()
+            outcome: dict = {}
+            progress = _Progress(events, spec, train_rows, cancelled, checkpoints, first_epoch)
+            callbacks = [progress] + _early_stopping(spec)
+
+            def run_fit():
+                try:
+                    model.fit(train_data.dataset(), steps_per_epoch=train_data.steps(), epochs=int(spec.epochs),
+                              validation_data=val_data.dataset() if val_data else None,
+                              validation_steps=val_data.steps() if val_data else None, initial_epoch=first_epoch,
+                              shuffle=False,  # process (or this feed) already shuffles
+                              verbose=0, callbacks=callbacks, class_weight=class_weight)
+                except BaseException as exc:  # noqa: BLE001 - reported on the RPC
+                    outcome["error"] = exc
+                finally:
+                    events.put(_DONE)
+
+            worker = threading.Thread(target=run_fit, name=f"fit-{request.run_id}", daemon=True)
+            worker.start()
+            try:
+                while (event := events.get()) is not _DONE:
+                    if event.progress.epoch_finished:
+                        last_metrics = dict(event.progress.metrics)
+                    yield event
+                worker.join()
+            finally:
+                if checkpoints:
+                    checkpoints.close()
+            if cancelled.is_set():
+                raise Fail(grpc.StatusCode.CANCELLED, "training cancelled")
+            if progress.diverged:
+                raise invalid(f"train: training diverged: {progress.diverged}; lower train.learning_rate")
+            if "error" in outcome:
+                raise outcome["error"]
 
         evaluation = self._evaluate(model, dataset, split, rows, fitted_ops, source, class_names, cancelled)
         version = self._publish(name, model, input_name, fitted_ops, {f.name: f for f in info.fields}, class_names,
                                 last_metrics, evaluation, dataset, request)
         if checkpoints:
             checkpoints.discard()
-        self.warm.give(warm_key, model)  # the run ended cleanly: the next one like it skips tracing
+        if warm_key is not None:
+            self.warm.give(warm_key, model)  # the run ended cleanly: the next one like it skips tracing
         yield train_pb2.TrainResponse(result=train_pb2.TrainResult(
             model=model_pb2.ModelRef(name=name, version=version), metrics=last_metrics, evaluation=evaluation))
 
@@ -283,14 +295,9 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                     evaluation=evaluation))
         return None
 
-    @staticmethod
-    def _subset_rows(info, split) -> dict[int, int]:
-        """Rows per subset: the folders of a predefined split, else the seeded split's sizes."""
-        if info.predefined_split:
-            counts = info.statistics.split_counts
-            return {data_pb2.SUBSET_TRAIN: counts.get("train", 0), data_pb2.SUBSET_VALIDATION: counts.get("validation", 0),
-                    data_pb2.SUBSET_TEST: counts.get("test", 0)}
-        return splits.sizes(info.num_rows, split)
+    @rpc
+    def TrainWorker(self, request: train_pb2.TrainWorkerRequest, context) -> Iterator[train_pb2.TrainWorkerResponse]:
+        yield from distributed.serve_worker(request, context)
 
     def _evaluate(self, model, dataset, split, rows, fitted_ops, source, class_names, cancelled):
         """Evaluation on the test split, else the validation split; None when nothing is held out."""

@@ -42,23 +42,54 @@ def test_kubeconform_rejects_an_unknown_field(tmp_path):
     assert proc.returncode == 1 and "additional properties 'readinesProbe' not allowed" in proc.stdout, proc.stdout
 
 
-def test_each_service_has_a_deployment_with_grpc_probes_and_resource_requests(tmp_path):
+def _workloads(docs) -> dict[str, dict]:
+    kinds = ("Deployment", "StatefulSet")
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] in kinds and d["metadata"]["name"] in SERVICES}
+
+
+def test_each_service_has_a_workload_with_grpc_probes_and_resource_requests(tmp_path):
     _, docs = rendered(tmp_path)
-    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
-    assert set(deployments) == set(SERVICES)
+    workloads = _workloads(docs)
+    assert set(workloads) == set(SERVICES)
+    assert {n for n, d in workloads.items() if d["kind"] == "StatefulSet"} == {"train"}
     for name, port in SERVICES.items():
-        (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        (container,) = workloads[name]["spec"]["template"]["spec"]["containers"]
         assert container["args"] == [name]
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert container[probe]["grpc"] == {"port": port}, (name, probe)
         assert {"cpu", "memory"} <= set(container["resources"]["requests"]), name
 
 
-def test_serve_has_a_headless_service_and_minio_keeps_its_data(tmp_path):
+def test_serve_and_process_scale_behind_headless_services_and_minio_keeps_its_data(tmp_path):
     _, docs = rendered(tmp_path)
     services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
-    assert services["serve"]["spec"]["clusterIP"] == "None"
-    assert all(services[s]["spec"].get("clusterIP") != "None" for s in SERVICES if s != "serve")
+    workloads = _workloads(docs)
+    for name in ("serve", "process"):
+        assert services[name]["spec"]["clusterIP"] == "None", name
+        assert workloads[name]["spec"]["replicas"] >= 2, name
+    assert all(services[s]["spec"].get("clusterIP") != "None" for s in SERVICES if s not in ("serve", "process"))
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    assert config["COOKLINE_PROCESS_ADDR"] == "dns:///process:50052"  # every replica, round robin
     (minio,) = [d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "minio"]
     assert minio["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
     assert all(d["metadata"].get("namespace") == "cookline" for d in docs if d["kind"] != "Namespace")
+
+
+def test_train_is_a_parallel_statefulset_with_worker_addresses_and_a_chief_service(tmp_path):
+    _, docs = rendered(tmp_path)
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    train = _workloads(docs)["train"]
+    assert train["spec"]["podManagementPolicy"] == "Parallel"
+    workers = services[train["spec"]["serviceName"]]["spec"]
+    assert workers["clusterIP"] == "None" and workers["publishNotReadyAddresses"] is True
+    assert {p["port"] for p in workers["ports"]} == {50053, 51053}  # gRPC and the collectives (port + 1000)
+    labels = train["spec"]["template"]["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in workers["selector"].items())
+    chief = services["train"]["spec"]
+    assert chief["selector"]["statefulset.kubernetes.io/pod-name"] == "train-0"
+    (container,) = train["spec"]["template"]["spec"]["containers"]
+    assert {p["containerPort"] for p in container["ports"]} == {50053, 51053}
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    peers = config["COOKLINE_TRAIN_PEERS"].split(",")
+    service = train["spec"]["serviceName"]
+    assert peers == [f"train-{k}.{service}:50053" for k in range(train["spec"]["replicas"])]

@@ -283,6 +283,15 @@ CASES = [
     Case("gateway", "DeleteModelVersion", "the deployed version", FAILED_PRECONDITION, "is deployed",
          lambda c: c.registry.DeleteModelVersion(registry_pb2.DeleteModelVersionRequest(name="iris", version=1),
                                                  timeout=10)),
+    # --- partitioned streams (one training worker's share) --------------------------------
+    Case("collect", "ReadDataset", "`partition.index` not below `partition.count`", INVALID,
+         "partition.index: 2 is not in [0, 2)",
+         lambda c: list(c.collect.ReadDataset(collect_pb2.ReadDatasetRequest(
+             dataset=IRIS, partition=data_pb2.Partition(index=2, count=2)), timeout=10))),
+    Case("process", "Process", "more partitions than rows (a part would be empty)", INVALID,
+         "partition.count: 1000 parts of",
+         lambda c: list(c.process.Process(process_pb2.ProcessRequest(
+             dataset=IRIS, partition=data_pb2.Partition(index=0, count=1000)), timeout=30))),
 ]
 
 

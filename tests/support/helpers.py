@@ -42,6 +42,22 @@ def free_ports(n: int, exclude=()) -> list[int]:
     return ports
 
 
+def train_peer_ports(n: int, exclude=()) -> list[int]:
+    """n free ports for train replicas, each with its collective port (port + 1000) free too."""
+    from services.train.distributed import COLLECTIVE_OFFSET
+    ports: list[int] = []
+    while len(ports) < n:
+        for port in free_ports(n, set(exclude) | set(ports)):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port + COLLECTIVE_OFFSET))
+                except OSError:
+                    continue
+            if len(ports) < n and port + COLLECTIVE_OFFSET <= 65535:
+                ports.append(port)
+    return ports
+
+
 def unique_bucket(stem: str = "t") -> str:
     """A fresh valid S3 bucket name (lowercase, 3-63 chars)."""
     return f"{stem}-{uuid.uuid4().hex[:16]}"

@@ -18,6 +18,7 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, Time
                            TransferSpeedColumn)
 
 from cookline import channels, config
+from cookline.spec.sources import is_number
 from cookline.client import TERMINAL, Client
 from cookline.v1 import data_pb2, gateway_pb2, pipeline_pb2
 
@@ -315,21 +316,13 @@ def _read_csv(path: str, meta) -> dict:
                 try:
                     row_values = [float(c) if c.strip() else float("nan") for c in cells]
                 except ValueError:
-                    bad = next(c for c in cells if c.strip() and not _is_number(c))
+                    bad = next(c for c in cells if c.strip() and not is_number(c))
                     raise ValueError(
                         f"{path} line {line_no}, column {columns[cells.index(bad)]!r}: {bad!r} is not a number"
                     ) from None
             values.append(row_values[0] if len(spec.shape) == 1 else row_values)
         inputs[name] = values
     return inputs
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
 
 
 def _only_input(meta, kind: str, flag: str) -> str:

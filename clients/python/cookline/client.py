@@ -18,6 +18,7 @@ import grpc
 import numpy as np
 
 from cookline import channels, tensors
+from cookline.spec.sources import walk_files
 from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, gateway_pb2, gateway_pb2_grpc, model_pb2,
                          pipeline_pb2, registry_pb2_grpc, serve_pb2, serve_pb2_grpc)
 
@@ -147,14 +148,7 @@ class Client:
             return [(os.path.basename(path), path)]
         if not os.path.isdir(path):
             raise FileNotFoundError(f"{path}: no such file or folder")
-        out = []
-        for folder, dirs, names in os.walk(path):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in names:
-                if not name.startswith("."):
-                    full = os.path.join(folder, name)
-                    out.append((os.path.relpath(full, path).replace(os.sep, "/"), full))
-        return sorted(out)
+        return walk_files(path)
 
     def upload(self, path: str, name: str, source: pipeline_pb2.CollectSpec | None = None,
                progress=None) -> data_pb2.DatasetInfo:

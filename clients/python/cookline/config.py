@@ -113,8 +113,11 @@ def keepalive_seconds(env: Mapping[str, str] | None = None) -> float:
 
 
 # Transparent retries of calls that never reached the peer (peer starting or
-# restarting): safe for every RPC because no response was received.
+# restarting): safe for every RPC because no response was received. round_robin: a
+# target naming several replicas (a headless Service, dns:///process:50052) spreads
+# calls over every ready one; one address behaves as before.
 _RETRY_SERVICE_CONFIG = json.dumps({
+    "loadBalancingConfig": [{"round_robin": {}}],
     "methodConfig": [{
         "name": [{}],
         "retryPolicy": {

@@ -91,15 +91,3 @@ def single_file(path: str, fmt: str) -> str:
                           f"{len(names)} entries")
         return os.path.join(path, names[0])
     return path
-
-
-def walk_files(root: str) -> list[tuple[str, str]]:
-    """Every file under root as (relative path with '/', absolute path), sorted; hidden ones skipped."""
-    out = []
-    for dirpath, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in names:
-            if not name.startswith("."):
-                full = os.path.join(dirpath, name)
-                out.append((os.path.relpath(full, root).replace(os.sep, "/"), full))
-    return sorted(out)

@@ -24,6 +24,7 @@ from cookline.spec.sources import (
     MISSING_TEXTS,
     check_column_kinds,
     check_missing,
+    is_number,
 )
 from services.collect.sources.base import CHUNK_ROWS, Chunk, Labels, Source, open_text, single_file
 from services.common.errors import invalid
@@ -42,19 +43,11 @@ def _rows(path: str, skip_header: bool) -> Iterator[tuple[int, list[str]]]:
             yield reader.line_num, row
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
 def infer_kind(values: list[str]) -> str:
     """The kind of a column from its (stripped, present) values: "numeric" when every value is a
     number (or there is none), else "text" when a value is longer than CATEGORY_MAX_CHARS characters
     or has more than CATEGORY_MAX_WORDS words, else "category"."""
-    if all(_is_number(v) for v in values):
+    if all(is_number(v) for v in values):
         return "numeric"
     if any(len(v) > CATEGORY_MAX_CHARS or len(v.split()) > CATEGORY_MAX_WORDS for v in values):
         return "text"

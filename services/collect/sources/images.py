@@ -16,7 +16,8 @@ from PIL import Image, UnidentifiedImageError
 
 from cookline.spec.sources import check_image_options
 from cookline.v1 import data_pb2
-from services.collect.sources.base import Chunk, Labels, Source, open_binary, walk_files
+from cookline.spec.sources import walk_files
+from services.collect.sources.base import Chunk, Labels, Source, open_binary
 from services.common.errors import invalid, not_found
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")

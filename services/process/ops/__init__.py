@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Callable, Iterable, Iterator
 
 import grpc
+import numpy as np
 
 from cookline import tensors
 from cookline.spec import ops as spec_ops
@@ -31,7 +32,7 @@ KINDS: dict[str, OpKind] = {k.name: k for k in (
     RandomRotation(), RandomBrightness(), VectorizeText(), Shuffle())}
 
 __all__ = ["KINDS", "kind_for", "validate", "fit", "chain", "apply", "rebatch", "Batch", "needs_fit",
-           "split_at_first_random", "graph"]
+           "split_at_first_random", "graph", "for_partition"]
 
 # Ops that can be scoped to numeric columns by name (`columns`).
 SCOPED = ("standardize", "min_max", "fill_missing")
@@ -99,6 +100,20 @@ def fit(ops: list[pipeline_pb2.Op], pull: Callable[[], Iterable[Batch]] | Iterab
     if rows is None:
         rows = sum(len(next(iter(b.values()))) for b in stream_of())
     return fitted, rows
+
+
+def for_partition(ops: Iterable[pipeline_pb2.Op], index: int) -> list[pipeline_pb2.Op]:
+    """Copies of `ops` for part `index` of a partitioned stream: every random op's seed mixed with the
+    index, so each part shuffles (and augments) with its own seed, the same every time."""
+    out = []
+    for op in ops:
+        copy = pipeline_pb2.Op()
+        copy.CopyFrom(op)
+        params = OpKind.params(copy)
+        if not kind_for(op).deterministic and hasattr(params, "seed"):  # a plugin's random op seeds itself
+            params.seed = int(np.random.SeedSequence([params.seed & 0xFFFFFFFF, index]).generate_state(1)[0])
+        out.append(copy)
+    return out
 
 
 def needs_fit(ops: Iterable[pipeline_pb2.Op]) -> bool:

@@ -6,6 +6,7 @@ marked `only` below, which are an error elsewhere.
 """
 from __future__ import annotations
 
+import os
 import re
 
 from google.protobuf import json_format
@@ -174,3 +175,26 @@ def check(collect) -> None:
         param.resolve(value, f"collect.{param.name}")
     if component.param("image_size") is not None:
         check_image_options(collect.color, collect.image_size)
+
+
+def walk_files(root: str) -> list[tuple[str, str]]:
+    """The files a folder source consists of, as (relative path with '/', absolute path), sorted; hidden
+    files and folders skipped. Collect reads a folder, and `cookline upload` sends one, by this one rule,
+    so an uploaded folder is the same dataset version as the folder ingested where it lies."""
+    out = []
+    for dirpath, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            if not name.startswith("."):
+                full = os.path.join(dirpath, name)
+                out.append((os.path.relpath(full, root).replace(os.sep, "/"), full))
+    return sorted(out)
+
+
+def is_number(text: str) -> bool:
+    """True when a CSV cell's text reads as a number (float's rule: "1e3", " 2 ", "nan" included)."""
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False

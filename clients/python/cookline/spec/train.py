@@ -47,6 +47,8 @@ TRAIN_PARAMS = (
           choices_say="supported"),
     Param("progress_every_batches", "int", "batches between progress updates", default=20, lo=1, hi=1_000_000),
     Param("seed", "int", "seed of the weight initialisation, the default shuffle and dropout", default=0),
+    Param("workers", "int", "train replicas that train together (MultiWorkerMirroredStrategy); batch_size is the "
+          "global batch, a multiple of workers", default=1, lo=1, hi=64),
     Param("class_weights", "map", "weight of each class in the loss, by class name; unset classes weigh 1",
           lo=0, hi=1e6, lo_open=True),
 )
@@ -148,6 +150,9 @@ def resolve(spec: pipeline_pb2.TrainSpec) -> pipeline_pb2.TrainSpec:
         family.check(plugin_params(out) | {p.name: _get(out, p.name) for p in TRAIN_PARAMS}, "train")
     if out.class_weights and out.balance_classes:
         raise SpecError("train.class_weights: give weights per class or balanced, not both", "train.class_weights")
+    if out.batch_size % out.workers:
+        raise SpecError(f"train.batch_size: {out.batch_size} is not a multiple of train.workers ({out.workers}): "
+                        f"each worker takes batch_size / workers rows per step", "train.batch_size")
     return out
 
 
