@@ -56,6 +56,12 @@ SETTINGS: tuple[Setting, ...] = (
             f"localhost:{DEFAULT_PORTS['train']}"),
     Setting("COOKLINE_SERVE_ADDR", "Where the gateway and clients reach serve. Serve listens on this port.",
             f"localhost:{DEFAULT_PORTS['serve']}"),
+    Setting("COOKLINE_TRAIN_PEERS",
+            "`host:port` of every train replica, comma-separated, the chief (the train service the gateway "
+            "reaches) first. A run with `train.workers: N` trains on the first N; each replica's worker process "
+            "listens for TensorFlow's collectives on its port + 1000 (50053 -> 51053). On one machine, run train "
+            "services on separate ports, e.g. `127.0.0.1:50053,127.0.0.1:50063`. See [scaling.md](scaling.md).",
+            shown="unset (none)"),
     Setting("COOKLINE_SERVE_HTTP_ADDR",
             "Where clients reach serve's OIP v2 REST API ([http.md](http.md)). Serve listens on this port "
             "too, with the same token, TLS and size limit as gRPC.", f"localhost:{DEFAULT_HTTP_PORTS['serve']}"),
