@@ -10,7 +10,7 @@ PROTOS := $(wildcard protos/cookline/v1/*.proto) $(wildcard protos/inference/*.p
 # tests/support/tritonclient-requirements.txt).
 TRITON_VENV := .cache/tritonclient
 
-.PHONY: install proto run up lint test test-unit test-integration test-e2e bench-serving examples-data bench clean
+.PHONY: install proto docs run up lint test test-unit test-integration test-e2e bench-serving examples-data bench clean
 
 include clients/clients.mk deploy/deploy.mk
 
@@ -79,6 +79,11 @@ test: install tools $(TFJS)
 	$(BIN)/python -m pytest -q
 
 # In-process code only: starts no server process (no SeaweedFS, no service).
+# The generated reference docs (docs/pipeline-reference.md, docs/configuration.md's table) from the
+# proto comments, the spec package and cookline.settings; tests/unit/test_reference_docs.py checks them.
+docs: install
+	$(BIN)/python tests/support/reference_docs.py
+
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit
 

@@ -9,7 +9,7 @@ import threading
 
 import grpc
 
-from cookline import channels, config
+from cookline import channels, config, settings
 from cookline import spec as pipeline_spec
 from cookline.spec import plugins as spec_plugins
 from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, gateway_pb2, model_pb2, plugins_pb2,
@@ -31,7 +31,7 @@ def stage_name(stage: int) -> str:
 def stage_retries() -> int:
     """COOKLINE_STAGE_RETRIES: extra attempts of a stage (collect, train, serve) whose service died
     or lost the object store (UNAVAILABLE). Default 3."""
-    return int(os.environ.get("COOKLINE_STAGE_RETRIES") or 3)
+    return int(os.environ.get("COOKLINE_STAGE_RETRIES") or settings.default("COOKLINE_STAGE_RETRIES"))
 
 
 class _StageFailed(Exception):

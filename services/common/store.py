@@ -24,7 +24,7 @@ from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, S3Error, ServerError
 
-from cookline import config
+from cookline import config, settings
 
 PART_SIZE = 16 * 1024 * 1024
 # Bytes per ranged GET of a streamed object (open_stream): what a streaming reader holds at a time.
@@ -593,7 +593,7 @@ def store_from_env(env: Mapping[str, str] = os.environ, bucket: str | None = Non
 
     `bucket` overrides COOKLINE_BUCKET (collect reads s3://other-bucket/... sources).
     """
-    bucket = bucket or env.get("COOKLINE_BUCKET") or "cookline"
+    bucket = bucket or env.get("COOKLINE_BUCKET") or settings.default("COOKLINE_BUCKET")
     endpoint = env.get("MINIO_ENDPOINT", "").strip()
     if endpoint:
         secure_flag = env.get("MINIO_SECURE", "").strip().lower()
@@ -613,5 +613,5 @@ def store_from_env(env: Mapping[str, str] = os.environ, bucket: str | None = Non
                 logging.getLogger("cookline.store").warning(
                     "object store at %s not reachable yet; waiting for it (COOKLINE_STORE_WAIT_S)", endpoint)
                 time.sleep(1.0)  # back-off between attempts to reach the store
-    root = env.get("COOKLINE_DATA_DIR") or os.path.join("~", ".cookline", "store")
+    root = env.get("COOKLINE_DATA_DIR") or settings.default("COOKLINE_DATA_DIR")
     return LocalStore(os.path.join(os.path.expanduser(root), bucket))

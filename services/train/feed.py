@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from cookline import tensors
+from cookline.settings import default
 from cookline.v1 import data_pb2, process_pb2
 from services.common import partition
 from services.common.errors import Fail
@@ -44,7 +45,7 @@ _END = object()
 
 def cache_budget_bytes() -> int:
     """COOKLINE_TRAIN_CACHE_MB (default 1024; 0 turns the cache off)."""
-    return int(float(os.environ.get("COOKLINE_TRAIN_CACHE_MB") or 1024) * 1024 * 1024)
+    return int(float(os.environ.get("COOKLINE_TRAIN_CACHE_MB") or default("COOKLINE_TRAIN_CACHE_MB")) * 1024 * 1024)
 
 
 def _uninitialized(shape, dtype) -> tf.Variable:

@@ -18,6 +18,7 @@ from collections import OrderedDict
 import keras
 import numpy as np
 
+from cookline.settings import default
 from cookline.v1 import pipeline_pb2
 
 log = logging.getLogger("cookline.train")
@@ -28,7 +29,7 @@ MAX_RUNS = 100
 
 def capacity() -> int:
     """COOKLINE_TRAIN_WARM_MODELS: compiled models kept between runs (default 2; 0 keeps none)."""
-    raw = os.environ.get("COOKLINE_TRAIN_WARM_MODELS") or "2"
+    raw = os.environ.get("COOKLINE_TRAIN_WARM_MODELS") or str(default("COOKLINE_TRAIN_WARM_MODELS"))
     try:
         value = int(raw)
     except ValueError:

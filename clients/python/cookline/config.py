@@ -1,7 +1,8 @@
 """Configuration from environment variables: the one place they are read.
 
-Every variable is listed in docs/configuration.md's table. Defaults let the whole
-stack run on one machine with no setup.
+Every variable, with its default, is declared once in cookline.settings, from which
+docs/configuration.md's table is generated. Defaults let the whole stack run on one machine
+with no setup.
 """
 from __future__ import annotations
 
@@ -9,12 +10,9 @@ import json
 import os
 from typing import Mapping
 
-# Default port of each service; COOKLINE_<SERVICE>_ADDR overrides host:port.
-DEFAULT_PORTS = {"gateway": 50050, "collect": 50051, "process": 50052, "train": 50053, "serve": 50054}
+from cookline.settings import DEFAULT_HTTP_PORTS, DEFAULT_PORTS, default
+
 SERVICES = tuple(DEFAULT_PORTS)
-# Default HTTP port of the services with an HTTP front door (serve: OIP v2 REST, as Triton's
-# 8000 beside its gRPC; gateway: the dashboard); COOKLINE_<SERVICE>_HTTP_ADDR overrides host:port.
-DEFAULT_HTTP_PORTS = {"serve": 8000, "gateway": 8080}
 
 
 def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
@@ -28,7 +26,7 @@ def address(service: str, env: Mapping[str, str] | None = None) -> str:
 
 def bind_address(service: str, env: Mapping[str, str] | None = None) -> str:
     """host:port a service listens on: COOKLINE_BIND_HOST and the port of its address."""
-    host = _env(env).get("COOKLINE_BIND_HOST") or "127.0.0.1"
+    host = _env(env).get("COOKLINE_BIND_HOST") or default("COOKLINE_BIND_HOST")
     port = address(service, env).rsplit(":", 1)[-1]
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
@@ -44,7 +42,7 @@ def http_bind_address(service: str, env: Mapping[str, str] | None = None) -> tup
     port = http_address(service, env).rsplit(":", 1)[-1]
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{name} must be host:port, got {http_address(service, env)!r}")
-    return (_env(env).get("COOKLINE_BIND_HOST") or "127.0.0.1").strip("[]"), int(port)
+    return (_env(env).get("COOKLINE_BIND_HOST") or default("COOKLINE_BIND_HOST")).strip("[]"), int(port)
 
 
 def cors_origins(env: Mapping[str, str] | None = None) -> list[str]:
@@ -79,7 +77,7 @@ def source_roots(env: Mapping[str, str] | None = None) -> list[str]:
 
 def max_message_bytes(env: Mapping[str, str] | None = None) -> int:
     """Largest gRPC message sent or received, servers and clients alike (COOKLINE_MAX_MESSAGE_MB)."""
-    megabytes = int(_env(env).get("COOKLINE_MAX_MESSAGE_MB") or 64)
+    megabytes = int(_env(env).get("COOKLINE_MAX_MESSAGE_MB") or default("COOKLINE_MAX_MESSAGE_MB"))
     if not 1 <= megabytes <= 2047:
         raise ValueError("COOKLINE_MAX_MESSAGE_MB must be between 1 and 2047")
     return megabytes * 1024 * 1024
@@ -108,7 +106,7 @@ def grpc_options(env: Mapping[str, str] | None = None) -> list[tuple[str, object
 def keepalive_seconds(env: Mapping[str, str] | None = None) -> float:
     """Silence on a connection after which it is pinged (COOKLINE_KEEPALIVE_S, default 30); servers
     accept pings twice as often. The same value on every service and client."""
-    seconds = float(_env(env).get("COOKLINE_KEEPALIVE_S") or 30)
+    seconds = float(_env(env).get("COOKLINE_KEEPALIVE_S") or default("COOKLINE_KEEPALIVE_S"))
     if not 1 <= seconds <= 3600:
         raise ValueError("COOKLINE_KEEPALIVE_S must be between 1 and 3600")
     return seconds
@@ -143,7 +141,7 @@ def shard_bytes(env: Mapping[str, str] | None = None) -> int:
 
     Collect maps the shard it streams and the next one: two shards of a stream are in memory.
     """
-    megabytes = float(_env(env).get("COOKLINE_SHARD_MB") or 32)
+    megabytes = float(_env(env).get("COOKLINE_SHARD_MB") or default("COOKLINE_SHARD_MB"))
     if not 0 < megabytes <= 4096:
         raise ValueError("COOKLINE_SHARD_MB must be in (0, 4096]")
     return int(megabytes * 1024 * 1024)
@@ -151,12 +149,12 @@ def shard_bytes(env: Mapping[str, str] | None = None) -> int:
 
 def log_level(env: Mapping[str, str] | None = None) -> str:
     """COOKLINE_LOG_LEVEL: DEBUG, INFO (default), WARNING or ERROR."""
-    return (_env(env).get("COOKLINE_LOG_LEVEL") or "INFO").upper()
+    return (_env(env).get("COOKLINE_LOG_LEVEL") or default("COOKLINE_LOG_LEVEL")).upper()
 
 
 def store_wait_seconds(env: Mapping[str, str] | None = None) -> float:
     """How long a starting service keeps trying to reach the object store (COOKLINE_STORE_WAIT_S, default 60)."""
-    seconds = float(_env(env).get("COOKLINE_STORE_WAIT_S") or 60)
+    seconds = float(_env(env).get("COOKLINE_STORE_WAIT_S") or default("COOKLINE_STORE_WAIT_S"))
     if seconds < 0:
         raise ValueError("COOKLINE_STORE_WAIT_S must be 0 or more")
     return seconds
@@ -166,7 +164,7 @@ def store_retry_seconds(env: Mapping[str, str] | None = None) -> float:
     """How long one object-store call keeps retrying transient errors (a store restarting, a
     dropped connection) with exponential back-off before it fails UNAVAILABLE
     (COOKLINE_STORE_RETRY_S, default 30)."""
-    seconds = float(_env(env).get("COOKLINE_STORE_RETRY_S") or 30)
+    seconds = float(_env(env).get("COOKLINE_STORE_RETRY_S") or default("COOKLINE_STORE_RETRY_S"))
     if seconds < 0:
         raise ValueError("COOKLINE_STORE_RETRY_S must be 0 or more")
     return seconds
@@ -185,15 +183,15 @@ def auth_token(env: Mapping[str, str] | None = None) -> str:
 def max_concurrent_rpcs(env: Mapping[str, str] | None = None) -> int:
     """Most RPCs one server runs at once (COOKLINE_MAX_CONCURRENT_RPCS, default 1000); calls
     beyond it get RESOURCE_EXHAUSTED at once instead of queueing without bound."""
-    value = int(_env(env).get("COOKLINE_MAX_CONCURRENT_RPCS") or 1000)
+    value = int(_env(env).get("COOKLINE_MAX_CONCURRENT_RPCS") or default("COOKLINE_MAX_CONCURRENT_RPCS"))
     if value < 1:
         raise ValueError("COOKLINE_MAX_CONCURRENT_RPCS must be at least 1")
     return value
 
 
 # Serve's image input limits: the largest encoded file (bytes) and decoded size (pixels).
-DEFAULT_SERVE_MAX_IMAGE_BYTES = 8 << 20
-DEFAULT_SERVE_MAX_IMAGE_PIXELS = 40_000_000
+DEFAULT_SERVE_MAX_IMAGE_BYTES = default("COOKLINE_SERVE_MAX_IMAGE_BYTES")
+DEFAULT_SERVE_MAX_IMAGE_PIXELS = default("COOKLINE_SERVE_MAX_IMAGE_PIXELS")
 
 
 def _positive_int(env: Mapping[str, str] | None, name: str, default: int) -> int:

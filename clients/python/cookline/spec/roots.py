@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from cookline import config
+from cookline import config, settings
 from cookline.spec.errors import SourceDenied, SourceNotFound
 
 FIELD = "collect.source"
@@ -33,7 +33,7 @@ def _under(real: str, folder: str) -> bool:
 def store_folder() -> str:
     """The local object store's folder (COOKLINE_DATA_DIR): never a source, even inside a root, so no
     client can ingest another dataset's shards or a model's files through a path."""
-    return os.path.realpath(os.path.expanduser(os.environ.get("COOKLINE_DATA_DIR") or "~/.cookline/store"))
+    return os.path.realpath(os.path.expanduser(os.environ.get("COOKLINE_DATA_DIR") or settings.default("COOKLINE_DATA_DIR")))
 
 
 def inside(path: str, roots: list[str]) -> bool:
