@@ -102,10 +102,11 @@ def test_bad_plugin_parameters_are_invalid_argument_before_anything_runs(client)
 
 def test_a_service_lacking_a_plugin_is_named_in_failed_precondition(env, s3_server, tmp_path):
     """A second gateway (with the plugins) whose collect lacks them: the run is refused up front."""
-    ports = free_ports(2, set(s3_server.ports.values()))
+    ports = free_ports(3, set(s3_server.ports.values()))
     bare = {k: v for k, v in env.items() if k != "PYTHONPATH"} | {"COOKLINE_COLLECT_ADDR": f"127.0.0.1:{ports[0]}"}
     gateway_env = env | {"COOKLINE_COLLECT_ADDR": bare["COOKLINE_COLLECT_ADDR"],
-                         "COOKLINE_GATEWAY_ADDR": f"127.0.0.1:{ports[1]}"}
+                         "COOKLINE_GATEWAY_ADDR": f"127.0.0.1:{ports[1]}",
+                         "COOKLINE_GATEWAY_HTTP_ADDR": f"127.0.0.1:{ports[2]}"}  # the stack's gateway has its own
     with Stack(bare, log_dir=str(tmp_path)) as collect, Stack(gateway_env, log_dir=str(tmp_path)) as gateway:
         collect.start("collect")
         gateway.start("gateway")
