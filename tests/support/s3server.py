@@ -208,6 +208,11 @@ class SeaweedS3:
             "-s3.config=" + os.path.join(self.tmpdir, "identities.json"),
             "-webdav.cacheDir=" + os.path.join(self.tmpdir, "webdav-cache"),
             "-master.telemetry=false",
+            # Every bucket is a collection that takes volumes of its own, and a test session makes one
+            # bucket per stack: left to itself weed caps volumes at free disk / 128 MB, so a session on a
+            # fuller disk ran out ("No writable volumes and no free volumes left"). Volumes are not
+            # preallocated, so a high cap costs no disk.
+            "-volume.max=2000",
         ]
         argv += ["-%s=%d" % (flag, port) for flag, port in sorted(self.ports.items())]
         return argv
