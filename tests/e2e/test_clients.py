@@ -9,7 +9,7 @@ import re
 import pytest
 
 import raw_models
-from helpers import ROOT
+from helpers import ROOT, remote_data
 from tools import run, tool
 
 from cookline.v1 import gateway_pb2
@@ -67,16 +67,6 @@ def test_grpcurl_calls_health_and_an_rpc_through_reflection(stack):
 
 # --- remote use: upload, train by dataset name with a PipelineSpec message, predict ----------------
 
-def remote_data(folder) -> tuple[str, str]:
-    """A CSV and a two-class image folder of 8x8 PNGs, in a folder of the test's own."""
-    import shutil
-    examples = os.path.join(ROOT, "examples", "data")
-    shutil.copy(os.path.join(examples, "iris.csv"), folder / "flowers.csv")
-    for digit in ("0", "1"):
-        (folder / "digits" / digit).mkdir(parents=True)
-        for name in sorted(os.listdir(os.path.join(examples, "digits", digit)))[:15]:
-            shutil.copy(os.path.join(examples, "digits", digit, name), folder / "digits" / digit / name)
-    return str(folder / "flowers.csv"), str(folder / "digits")
 
 
 def check_remote_summary(stdout: str, prefix: str) -> None:

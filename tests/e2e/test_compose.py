@@ -11,7 +11,7 @@ import pytest
 from rest_client import http_call
 
 from cookline import channels
-from helpers import ROOT, free_ports
+from helpers import ROOT, free_ports, remote_data
 from tools import run, tool
 
 # On a fresh machine the first image build (debootstrap, pip installing TensorFlow) takes minutes.
@@ -92,16 +92,6 @@ def test_serve_rest_is_published(compose_stack):
 
 # --- proven remote: the containers cannot see the host's paths -----------------------------------
 
-def remote_data(folder) -> tuple[str, str]:
-    """A CSV and a two-class folder of 8x8 PNGs on the host, in a folder no container mounts."""
-    import shutil
-    examples = os.path.join(ROOT, "examples", "data")
-    shutil.copy(os.path.join(examples, "iris.csv"), folder / "flowers.csv")
-    for digit in ("0", "1"):
-        (folder / "digits" / digit).mkdir(parents=True)
-        for name in sorted(os.listdir(os.path.join(examples, "digits", digit)))[:15]:
-            shutil.copy(os.path.join(examples, "digits", digit, name), folder / "digits" / digit / name)
-    return str(folder / "flowers.csv"), str(folder / "digits")
 
 
 def remote_env(addr) -> dict:

@@ -154,3 +154,16 @@ def flip_byte(store, key: str, offset: int | None = None) -> None:
     data = bytearray(store.get_bytes(key))
     data[len(data) // 2 if offset is None else offset] ^= 0xFF
     store.put_bytes(key, bytes(data))
+
+
+def remote_data(folder) -> tuple[str, str]:
+    """A CSV (iris) and a two-class folder of 8x8 PNGs (15 digits each) copied into `folder`, a
+    folder of the test's own: what a client on another machine uploads."""
+    import shutil
+    examples = os.path.join(ROOT, "examples", "data")
+    shutil.copy(os.path.join(examples, "iris.csv"), folder / "flowers.csv")
+    for digit in ("0", "1"):
+        (folder / "digits" / digit).mkdir(parents=True)
+        for name in sorted(os.listdir(os.path.join(examples, "digits", digit)))[:15]:
+            shutil.copy(os.path.join(examples, "digits", digit, name), folder / "digits" / digit / name)
+    return str(folder / "flowers.csv"), str(folder / "digits")
