@@ -7,6 +7,7 @@ MB/s of each (best of --repeat) and their ratio.
 
     .venv/bin/python bench/checksums.py [--mb 512] [--repeat 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,9 @@ def read(env, ref) -> tuple[int, float]:
     """Bytes of features+label streamed by ReadDataset (batch 256, decoded as views) and the seconds."""
     call = channels.channel("collect", env).unary_stream(
         "/cookline.v1.CollectService/ReadDataset",
-        request_serializer=collect_pb2.ReadDatasetRequest.SerializeToString, response_deserializer=None)
+        request_serializer=collect_pb2.ReadDatasetRequest.SerializeToString,
+        response_deserializer=None,
+    )
     received, start = 0, time.perf_counter()
     for message in call(collect_pb2.ReadDatasetRequest(dataset=ref, batch_size=ROWS), timeout=3600):
         arrays, _ = tensors.decode_batch(message)
@@ -51,12 +54,15 @@ def main() -> None:
         prefix = layout.dataset_prefix("bench", verified.version)
         manifest = json.loads(store.get_bytes(prefix + layout.DATASET_MANIFEST))
         for shard in manifest["shards"]:
-            store.put_bytes(layout.dataset_prefix("old", verified.version) + shard["key"],
-                            store.get_bytes(layout.dataset_prefix("bench", verified.version) + shard["key"]))
+            store.put_bytes(
+                layout.dataset_prefix("old", verified.version) + shard["key"],
+                store.get_bytes(layout.dataset_prefix("bench", verified.version) + shard["key"]),
+            )
             del shard["sha256"]
         manifest["ref"]["name"] = "old"
-        store.put_bytes(layout.dataset_prefix("old", verified.version) + layout.DATASET_MANIFEST,
-                        json.dumps(manifest).encode())
+        store.put_bytes(
+            layout.dataset_prefix("old", verified.version) + layout.DATASET_MANIFEST, json.dumps(manifest).encode()
+        )
         unverified = data_pb2.DatasetRef(name="old", version=verified.version)
         best = {"verified (sha256 per shard)": 0.0, "not verified (old manifest)": 0.0}
         for _ in range(args.repeat):
@@ -67,8 +73,10 @@ def main() -> None:
         stack.stop_all()
         shutil.rmtree(folder, ignore_errors=True)
 
-    print(f"ReadDataset from collect, local store, {len(manifest['shards'])} shards, "
-          f"{received / MB:.0f} MB per read, best of {args.repeat}")
+    print(
+        f"ReadDataset from collect, local store, {len(manifest['shards'])} shards, "
+        f"{received / MB:.0f} MB per read, best of {args.repeat}"
+    )
     for name, mbs in best.items():
         print(f"  {name:32s} {mbs:8.0f} MB/s")
     ratio = best["verified (sha256 per shard)"] / best["not verified (old manifest)"]

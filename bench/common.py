@@ -1,4 +1,5 @@
 """Shared by the benchmarks: a collect + process pair as real processes, uploads, RSS."""
+
 from __future__ import annotations
 
 import os
@@ -33,10 +34,15 @@ def free_ports(n: int) -> list[int]:
 def data_plane(store_dir: str, extra_env: dict | None = None) -> tuple[Stack, dict]:
     """collect and process on the local store in store_dir, started and healthy."""
     collect, process = free_ports(2)
-    env = dict(os.environ, COOKLINE_DATA_DIR=store_dir, COOKLINE_COLLECT_ADDR=f"127.0.0.1:{collect}",
-               COOKLINE_PROCESS_ADDR=f"127.0.0.1:{process}", COOKLINE_LOG_LEVEL="WARNING",
-               # generated sources sit beside the store
-               COOKLINE_SOURCE_ROOTS=os.path.dirname(os.path.abspath(store_dir)))
+    env = dict(
+        os.environ,
+        COOKLINE_DATA_DIR=store_dir,
+        COOKLINE_COLLECT_ADDR=f"127.0.0.1:{collect}",
+        COOKLINE_PROCESS_ADDR=f"127.0.0.1:{process}",
+        COOKLINE_LOG_LEVEL="WARNING",
+        # generated sources sit beside the store
+        COOKLINE_SOURCE_ROOTS=os.path.dirname(os.path.abspath(store_dir)),
+    )
     env.pop("MINIO_ENDPOINT", None)
     env.update(extra_env or {})
     stack = Stack(env, log_dir=os.path.join(store_dir, "logs"))
@@ -48,8 +54,10 @@ def data_plane(store_dir: str, extra_env: dict | None = None) -> tuple[Stack, di
 
 def batch(seed: int, rows: int = ROWS, width: int = WIDTH) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {"features": rng.random((rows, width), dtype=np.float32),
-            "label": rng.integers(0, 10, rows).astype(np.int32)}
+    return {
+        "features": rng.random((rows, width), dtype=np.float32),
+        "label": rng.integers(0, 10, rows).astype(np.int32),
+    }
 
 
 def upload(env: dict, name: str, total_bytes: int, distinct: int = 16) -> collect_pb2.UploadDatasetResponse:

@@ -8,6 +8,7 @@ Prints MB/s of each and the ratios (targets: >= 1.0x tf.data service, >= 0.5x ra
 
     .venv/bin/python bench/data_plane.py [--mb 512] [--repeat 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,9 +16,8 @@ import multiprocessing as mp
 import shutil
 import time
 
-from common import ROWS, WIDTH, batch, data_plane, free_ports, scratch, upload
-
 import grpc
+from common import ROWS, WIDTH, batch, data_plane, free_ports, scratch, upload
 
 from cookline import channels, config, tensors
 from cookline.v1 import process_pb2
@@ -32,8 +32,10 @@ def cookline_stream(env, ref) -> int:
     as train does: no copy after gRPC's own.
     """
     call = channels.channel("process", env).unary_stream(
-        "/cookline.v1.ProcessService/Process", request_serializer=process_pb2.ProcessRequest.SerializeToString,
-        response_deserializer=None)
+        "/cookline.v1.ProcessService/Process",
+        request_serializer=process_pb2.ProcessRequest.SerializeToString,
+        response_deserializer=None,
+    )
     received = 0
     for message in call(process_pb2.ProcessRequest(dataset=ref, batch_size=ROWS), timeout=3600):
         arrays, _ = tensors.decode_batch(message)
@@ -43,19 +45,26 @@ def cookline_stream(env, ref) -> int:
 
 # --- raw one-hop gRPC ----------------------------------------------------------------
 
+
 def _raw_server(port: int, count: int, ready) -> None:
     """Streams `count` messages of one batch's bytes, cycling through 64 distinct ones (50 MB,
     more than the CPU caches hold), so the baseline, like the data plane, moves fresh memory."""
     from concurrent import futures
+
     pool = [batch(i)["features"].tobytes() + batch(i)["label"].tobytes() for i in range(64)]
 
     def stream(request, context):
         for i in range(count):
             yield pool[i % len(pool)]
 
-    handler = grpc.method_handlers_generic_handler("bench.Raw", {
-        "Stream": grpc.unary_stream_rpc_method_handler(stream, request_deserializer=lambda b: b,
-                                                       response_serializer=lambda b: b)})
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Raw",
+        {
+            "Stream": grpc.unary_stream_rpc_method_handler(
+                stream, request_deserializer=lambda b: b, response_serializer=lambda b: b
+            )
+        },
+    )
     server = grpc.server(futures.ThreadPoolExecutor(4), options=config.grpc_options())
     server.add_generic_rpc_handlers((handler,))
     server.add_insecure_port(f"127.0.0.1:{port}")
@@ -82,17 +91,22 @@ def raw_stream(count: int) -> tuple[int, float]:
 
 # --- tf.data service ---------------------------------------------------------------
 
+
 def _tf_worker(dispatcher: str, port: int, ready) -> None:
     import tensorflow as tf
+
     worker = tf.data.experimental.service.WorkerServer(
-        tf.data.experimental.service.WorkerConfig(dispatcher_address=dispatcher, worker_address=f"localhost:{port}",
-                                                  port=port))
+        tf.data.experimental.service.WorkerConfig(
+            dispatcher_address=dispatcher, worker_address=f"localhost:{port}", port=port
+        )
+    )
     ready.set()
     worker.join()
 
 
 def tf_data_service(count: int) -> tuple[int, float]:
     import tensorflow as tf
+
     d_port, w_port = free_ports(2)
     dispatcher = tf.data.experimental.service.DispatchServer(tf.data.experimental.service.DispatcherConfig(port=d_port))
     address = dispatcher.target.split("://")[1]
@@ -103,8 +117,7 @@ def tf_data_service(count: int) -> tuple[int, float]:
     ready.wait(120)
     one = batch(0)
     ds = tf.data.Dataset.from_tensors((one["features"], one["label"])).repeat(count)
-    ds = ds.apply(tf.data.experimental.service.distribute(processing_mode="parallel_epochs",
-                                                          service=dispatcher.target))
+    ds = ds.apply(tf.data.experimental.service.distribute(processing_mode="parallel_epochs", service=dispatcher.target))
     received = 0
     start = None
     for features, label in ds:
@@ -130,9 +143,11 @@ def main() -> None:
     try:
         ref = upload(env, "bench", count * ROWS * WIDTH * 4).dataset.ref
         results = {}
-        for name, fn in (("cookline collect->process->consumer", lambda: _timed(cookline_stream, env, ref)),
-                         ("raw one-hop gRPC bytes stream", lambda: raw_stream(count)),
-                         ("tf.data service (worker in another process)", lambda: tf_data_service(count))):
+        for name, fn in (
+            ("cookline collect->process->consumer", lambda: _timed(cookline_stream, env, ref)),
+            ("raw one-hop gRPC bytes stream", lambda: raw_stream(count)),
+            ("tf.data service (worker in another process)", lambda: tf_data_service(count)),
+        ):
             best = 0.0
             for _ in range(args.repeat):
                 received, elapsed = fn()
@@ -142,13 +157,17 @@ def main() -> None:
         stack.stop_all()
         shutil.rmtree(store, ignore_errors=True)
 
-    print(f"data plane: {count} batches of {ROWS}x{WIDTH} float32 (+ int32 labels), "
-          f"{count * ROWS * (WIDTH + 1) * 4 / MB:.0f} MB per run, best of {args.repeat}")
+    print(
+        f"data plane: {count} batches of {ROWS}x{WIDTH} float32 (+ int32 labels), "
+        f"{count * ROWS * (WIDTH + 1) * 4 / MB:.0f} MB per run, best of {args.repeat}"
+    )
     for name, mbs in results.items():
         print(f"  {name:48s} {mbs:8.0f} MB/s")
     ours = results["cookline collect->process->consumer"]
-    print(f"  ratio vs tf.data service: {ours / results['tf.data service (worker in another process)']:.2f}x "
-          f"(target >= 1.0x)")
+    print(
+        f"  ratio vs tf.data service: {ours / results['tf.data service (worker in another process)']:.2f}x "
+        f"(target >= 1.0x)"
+    )
     print(f"  ratio vs raw gRPC:        {ours / results['raw one-hop gRPC bytes stream']:.2f}x (target >= 0.5x)")
 
 

@@ -3,6 +3,7 @@ class (run by bench/serving.py from the .cache/bench/kserve venv).
 
     python kserve_model.py SAVED_MODEL_DIR GRPC_PORT HTTP_PORT
 """
+
 import sys
 
 import numpy as np

@@ -13,6 +13,7 @@ spooled before upload, and 0 MB for the source, because no local copy of the obj
 
     .venv/bin/python bench/memory.py [--gb 1 4] [--s3-csv-mb 512] [--keep]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,8 @@ def write_npz(path: str, rows: int) -> None:
         for name, dtype, shape in (("features", np.float32, (rows, WIDTH)), ("label", np.int32, (rows,))):
             with archive.open(name + ".npy", "w", force_zip64=True) as f:
                 np.lib.format.write_array_header_2_0(
-                    f, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape})
+                    f, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape}
+                )
                 for lo in range(0, rows, CHUNK_ROWS):
                     n = min(CHUNK_ROWS, rows - lo)
                     if name == "features":
@@ -89,31 +91,44 @@ def run(gb: float, keep: bool) -> dict:
         with PeakRss(pids) as rss:
             t0 = time.perf_counter()
             last = None
-            for last in collect.Ingest(collect_pb2.IngestRequest(
-                    dataset="big", source=pipeline_pb2.CollectSpec(source=source, format="npz")), timeout=7200):
+            for last in collect.Ingest(
+                collect_pb2.IngestRequest(dataset="big", source=pipeline_pb2.CollectSpec(source=source, format="npz")),
+                timeout=7200,
+            ):
                 pass
             ingested = time.perf_counter() - t0
             phases["ingest"] = dict(rss.peak)
             ref = last.dataset.ref
             t0 = time.perf_counter()
-            fit = process.Fit(process_pb2.FitRequest(
-                dataset=ref, ops=[pipeline_pb2.Op(standardize=pipeline_pb2.StandardizeOp())]), timeout=7200)
+            fit = process.Fit(
+                process_pb2.FitRequest(dataset=ref, ops=[pipeline_pb2.Op(standardize=pipeline_pb2.StandardizeOp())]),
+                timeout=7200,
+            )
             fitted = time.perf_counter() - t0
             phases["fit"] = dict(rss.peak)
             t0 = time.perf_counter()
             received = seen = 0
-            for response in process.Process(process_pb2.ProcessRequest(dataset=ref, ops=fit.ops, batch_size=256),
-                                            timeout=7200):
+            for response in process.Process(
+                process_pb2.ProcessRequest(dataset=ref, ops=fit.ops, batch_size=256), timeout=7200
+            ):
                 features = response.batch.tensors["features"]
                 received += len(features.content) + len(response.batch.tensors["label"].content)
                 seen += features.shape[0]
             streamed = time.perf_counter() - t0
         assert seen == rows, (seen, rows)
-        return {"gb": gb, "rows": rows, "shards": last.dataset.num_shards, "generate_s": generated,
-                "ingest_s": ingested, "fit_s": fitted, "stream_s": streamed, "stream_mbs": received / streamed / 1e6,
-                "growth_mb": {name: rss.peak[name] - rss.base[name] for name in pids},
-                "base_mb": rss.base,
-                "phases": {phase: {n: peak[n] - rss.base[n] for n in pids} for phase, peak in phases.items()}}
+        return {
+            "gb": gb,
+            "rows": rows,
+            "shards": last.dataset.num_shards,
+            "generate_s": generated,
+            "ingest_s": ingested,
+            "fit_s": fitted,
+            "stream_s": streamed,
+            "stream_mbs": received / streamed / 1e6,
+            "growth_mb": {name: rss.peak[name] - rss.base[name] for name in pids},
+            "base_mb": rss.base,
+            "phases": {phase: {n: peak[n] - rss.base[n] for n in pids} for phase, peak in phases.items()},
+        }
     finally:
         stack.stop_all()
         if not keep:
@@ -153,7 +168,6 @@ def run_s3_csv(megabytes: float, keep: bool) -> dict:
     """Ingests an s3:// CSV of about `megabytes` MB from SeaweedFS; collect's RSS and scratch disk peaks."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
     from s3server import SeaweedS3
-
     from services.common.store import S3Store
 
     root = scratch("cookline-bench-s3csv-")
@@ -182,22 +196,30 @@ def run_s3_csv(megabytes: float, keep: bool) -> dict:
                             # where an s3:// source used to be copied before it was read
                             disk["source"] = max(disk["source"], folder_mb(tmp, "cookline-ingest-"))
                             stop.wait(0.1)  # sampling period
+
                     watcher = threading.Thread(target=watch_disk, daemon=True)
                     watcher.start()
                     t0 = time.perf_counter()
                     last = None
-                    request = collect_pb2.IngestRequest(dataset="big-csv", source=pipeline_pb2.CollectSpec(
-                        source=f"s3://{bucket}/incoming/big.csv", label="label"))
+                    request = collect_pb2.IngestRequest(
+                        dataset="big-csv",
+                        source=pipeline_pb2.CollectSpec(source=f"s3://{bucket}/incoming/big.csv", label="label"),
+                    )
                     for last in collect.Ingest(request, timeout=7200):  # noqa: B007 - the last message counts
                         pass
                     ingested = time.perf_counter() - t0
                     stop.set()
                     watcher.join()
                 assert last.dataset.num_rows == rows, (last.dataset.num_rows, rows)
-                return {"mb": size_mb, "rows": rows, "ingest_s": ingested,
-                        "growth_mb": rss.peak["collect"] - rss.base["collect"],
-                        "base_mb": rss.base["collect"], "scratch_peak_mb": disk["peak"],
-                        "source_copy_mb": disk["source"]}
+                return {
+                    "mb": size_mb,
+                    "rows": rows,
+                    "ingest_s": ingested,
+                    "growth_mb": rss.peak["collect"] - rss.base["collect"],
+                    "base_mb": rss.base["collect"],
+                    "scratch_peak_mb": disk["peak"],
+                    "source_copy_mb": disk["source"],
+                }
             finally:
                 stack.stop_all()
     finally:
@@ -213,24 +235,31 @@ def main() -> None:
     args = parser.parse_args()
     for gb in args.gb:
         r = run(gb, args.keep)
-        growth = ", ".join(f"{name} +{mb:.0f} MB (idle {r['base_mb'][name]:.0f} MB)"
-                           for name, mb in r["growth_mb"].items())
+        growth = ", ".join(
+            f"{name} +{mb:.0f} MB (idle {r['base_mb'][name]:.0f} MB)" for name, mb in r["growth_mb"].items()
+        )
         ok = all(mb <= 256 for mb in r["growth_mb"].values())
-        print(f"{gb:g} GB ({r['rows']} rows x {WIDTH} float32, {r['shards']} shards): "
-              f"ingest {r['ingest_s']:.0f} s, fit {r['fit_s']:.0f} s, stream {r['stream_s']:.0f} s "
-              f"({r['stream_mbs']:.0f} MB/s)")
+        print(
+            f"{gb:g} GB ({r['rows']} rows x {WIDTH} float32, {r['shards']} shards): "
+            f"ingest {r['ingest_s']:.0f} s, fit {r['fit_s']:.0f} s, stream {r['stream_s']:.0f} s "
+            f"({r['stream_mbs']:.0f} MB/s)"
+        )
         print(f"  peak RSS growth: {growth} -> {'within' if ok else 'OVER'} the 256 MB target")
         for phase, peaks in r["phases"].items():
             print(f"    peak by the end of {phase}: " + ", ".join(f"{n} +{mb:.0f} MB" for n, mb in peaks.items()))
 
     if args.s3_csv_mb:
         r = run_s3_csv(args.s3_csv_mb, args.keep)
-        print(f"s3:// CSV {r['mb']:.0f} MB ({r['rows']} rows x 16 columns), streamed from SeaweedFS: "
-              f"ingest {r['ingest_s']:.0f} s ({r['mb'] / r['ingest_s']:.1f} MB/s)")
-        print(f"  collect peak RSS growth +{r['growth_mb']:.0f} MB (idle {r['base_mb']:.0f} MB) -> "
-              f"{'within' if r['growth_mb'] <= 256 else 'OVER'} the 256 MB target; "
-              f"peak scratch disk {r['scratch_peak_mb']:.1f} MB (shards being written), of it "
-              f"{r['source_copy_mb']:.1f} MB for the source (the object is never copied)")
+        print(
+            f"s3:// CSV {r['mb']:.0f} MB ({r['rows']} rows x 16 columns), streamed from SeaweedFS: "
+            f"ingest {r['ingest_s']:.0f} s ({r['mb'] / r['ingest_s']:.1f} MB/s)"
+        )
+        print(
+            f"  collect peak RSS growth +{r['growth_mb']:.0f} MB (idle {r['base_mb']:.0f} MB) -> "
+            f"{'within' if r['growth_mb'] <= 256 else 'OVER'} the 256 MB target; "
+            f"peak scratch disk {r['scratch_peak_mb']:.1f} MB (shards being written), of it "
+            f"{r['source_copy_mb']:.1f} MB for the source (the object is never copied)"
+        )
 
 
 if __name__ == "__main__":

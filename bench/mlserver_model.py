@@ -1,5 +1,6 @@
 """MLServer custom runtime serving a SavedModel (copied into the model folder that
 bench/serving.py hands to `mlserver start`; the SavedModel path is the model's uri)."""
+
 import numpy as np
 import tensorflow as tf
 from mlserver import MLModel
@@ -15,5 +16,6 @@ class SavedModelRuntime(MLModel):
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         features = NumpyCodec.decode_input(payload.inputs[0]).astype(np.float32, copy=False)
         scores = self.signature(features=tf.constant(features))["scores"].numpy()
-        return InferenceResponse(model_name=self.name, id=payload.id,
-                                 outputs=[NumpyCodec.encode_output("scores", scores)])
+        return InferenceResponse(
+            model_name=self.name, id=payload.id, outputs=[NumpyCodec.encode_output("scores", scores)]
+        )

@@ -23,6 +23,7 @@ Measures, on this machine (client and servers share its cores):
     one-row and REST_BATCH_ROWS-row requests.
 Then prints a table and the ratios against the targets (docs/benchmarks.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,11 +49,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
 CACHE = os.path.join(ROOT, ".cache", "bench")
 IRIS_CSV = os.path.join(ROOT, "examples", "data", "iris.csv")
-CONCURRENCY = 8           # OIP callers: the peers' calibration load (docs/benchmarks.md)
+CONCURRENCY = 8  # OIP callers: the peers' calibration load (docs/benchmarks.md)
 STREAMS, STREAM_ROWS = 4, 256  # streaming load: streams x rows per message (merged up to MAX_BATCH)
-BIG_MESSAGE_ROWS = 1024       # the same load with larger messages (less per-message overhead)
-MAX_BATCH = 1024              # serve's max_batch_size for the model
-REST_BATCH_ROWS = 256         # rows of the larger REST request
+BIG_MESSAGE_ROWS = 1024  # the same load with larger messages (less per-message overhead)
+MAX_BATCH = 1024  # serve's max_batch_size for the model
+REST_BATCH_ROWS = 256  # rows of the larger REST request
 ROW = np.array([[5.1, 3.5, 1.4, 0.2]], np.float32)
 DIGITS = os.path.join(ROOT, "examples", "data", "digits")
 RAW_MODEL = "digits"
@@ -70,8 +71,10 @@ def digit_pngs(count: int) -> np.ndarray:
 
 # --- helpers --------------------------------------------------------------------
 
+
 def free_ports(n: int) -> list[int]:
     import socket
+
     socks = [socket.socket() for _ in range(n)]
     for s in socks:
         s.bind(("127.0.0.1", 0))
@@ -100,7 +103,10 @@ def sequential_latencies(call, seconds: float) -> list[float]:
 def wait_oip_ready(target: str, timeout: float = 300.0, proc: subprocess.Popen | None = None) -> None:
     """Waits until an OIP server answers ServerReady=true (KServe/MLServer have no gRPC health)."""
     import grpc
-    from inference import grpc_service_pb2 as oip, grpc_service_pb2_grpc as oip_grpc
+
+    from inference import grpc_service_pb2 as oip
+    from inference import grpc_service_pb2_grpc as oip_grpc
+
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(target) as channel:
         stub = oip_grpc.GRPCInferenceServiceStub(channel)
@@ -118,10 +124,12 @@ def wait_oip_ready(target: str, timeout: float = 300.0, proc: subprocess.Popen |
 
 # --- the model ------------------------------------------------------------------
 
+
 def make_model(workdir: str) -> tuple[str, str]:
     """Trains the iris MLP in process, exports it, publishes it as iris version 1 in a
     local store and marks it deployed. Returns (SavedModel dir, store root)."""
     import keras
+
     from cookline.v1 import data_pb2, pipeline_pb2, tensor_pb2
     from services.common import layout
     from services.common.store import LocalStore
@@ -137,19 +145,35 @@ def make_model(workdir: str) -> tuple[str, str]:
     net.fit(data, labels, epochs=30, batch_size=16, verbose=0)
     saved = os.path.join(workdir, "saved_model")
     columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-    fields = {"features": data_pb2.FieldSchema(name="features", dtype=tensor_pb2.DATA_TYPE_FLOAT32, shape=[4],
-                                               columns=columns)}
+    fields = {
+        "features": data_pb2.FieldSchema(
+            name="features", dtype=tensor_pb2.DATA_TYPE_FLOAT32, shape=[4], columns=columns
+        )
+    }
     inputs = models.export(net, [], fields, "features", classes, saved)
 
     root = os.path.join(workdir, "store")
     store = LocalStore(os.path.join(root, "cookline"))
-    files = {os.path.relpath(os.path.join(d, f), saved): os.path.join(d, f)
-             for d, _, fs in os.walk(saved) for f in fs}
-    meta = {"name": "iris", "version": 1, "class_names": classes, "feature_columns": columns,
-            "inputs": inputs, "created_at": layout.now()}
+    files = {os.path.relpath(os.path.join(d, f), saved): os.path.join(d, f) for d, _, fs in os.walk(saved) for f in fs}
+    meta = {
+        "name": "iris",
+        "version": 1,
+        "class_names": classes,
+        "feature_columns": columns,
+        "inputs": inputs,
+        "created_at": layout.now(),
+    }
     store.publish(layout.model_prefix("iris", 1), files, layout.MODEL_METADATA, json.dumps(meta).encode())
-    layout.write_deployed(store, "iris", {"policy": "latest", "version": 1, "alias": "",
-                                          "batching": {"max_batch_size": MAX_BATCH, "max_queue_delay_ms": 0}})
+    layout.write_deployed(
+        store,
+        "iris",
+        {
+            "policy": "latest",
+            "version": 1,
+            "alias": "",
+            "batching": {"max_batch_size": MAX_BATCH, "max_queue_delay_ms": 0},
+        },
+    )
     return saved, root
 
 
@@ -159,12 +183,21 @@ def make_raw_model(workdir: str, store_root: str) -> str:
     import raw_models
     from services.common import layout
     from services.common.store import LocalStore
+
     saved = os.path.join(workdir, "digits_model")
     inputs = raw_models.digits_model(saved)
     store = LocalStore(os.path.join(store_root, "cookline"))
     raw_models.publish(store, RAW_MODEL, saved, inputs, [str(i) for i in range(10)])
-    layout.write_deployed(store, RAW_MODEL, {"policy": "latest", "version": 1, "alias": "",
-                                             "batching": {"max_batch_size": STREAM_ROWS, "max_queue_delay_ms": 0}})
+    layout.write_deployed(
+        store,
+        RAW_MODEL,
+        {
+            "policy": "latest",
+            "version": 1,
+            "alias": "",
+            "batching": {"max_batch_size": STREAM_ROWS, "max_queue_delay_ms": 0},
+        },
+    )
     return saved
 
 
@@ -174,6 +207,7 @@ class InProcess:
 
     def __init__(self, saved: str):
         from services.serve.models import load_predict
+
         self.predict = load_predict(saved)
         self.batch = np.repeat(ROW, 256, axis=0)
 
@@ -214,14 +248,17 @@ def bare_handler(kind: str, saved: str):
     from cookline import tensors
     from cookline.v1 import serve_pb2
     from services.serve.models import load_predict
+
     predict = load_predict(saved)
 
     def handle(raw: bytes) -> bytes:
         request = serve_pb2.PredictRequest.FromString(raw)
         response = serve_pb2.PredictResponse()
-        tensors.from_numpy(predict({"features": tensors.to_numpy(request.inputs["features"])}),
-                           out=response.outputs["scores"])
+        tensors.from_numpy(
+            predict({"features": tensors.to_numpy(request.inputs["features"])}), out=response.outputs["scores"]
+        )
         return response.SerializeToString()
+
     return handle
 
 
@@ -235,11 +272,15 @@ def bare_server(kind: str, port: int, saved: str) -> None:
     The predict kinds are the floor of any Python gRPC server calling this model.
     It listens only once the model is loaded, so a ready channel means ready to answer."""
     import grpc
+
     handle = bare_handler(kind, saved)
 
     def handlers(behaviour):
-        return (grpc.method_handlers_generic_handler(
-            "bench.Bare", {"Call": grpc.unary_unary_rpc_method_handler(behaviour)}),)
+        return (
+            grpc.method_handlers_generic_handler(
+                "bench.Bare", {"Call": grpc.unary_unary_rpc_method_handler(behaviour)}
+            ),
+        )
 
     if kind == "aio-predict":
         import asyncio
@@ -253,10 +294,12 @@ def bare_server(kind: str, port: int, saved: str) -> None:
             server.add_insecure_port(f"127.0.0.1:{port}")
             await server.start()
             await server.wait_for_termination()
+
         asyncio.run(run())
         return
 
     from concurrent import futures
+
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     server.add_generic_rpc_handlers(handlers(lambda raw, _context: handle(raw)))
     server.add_insecure_port(f"127.0.0.1:{port}")
@@ -266,16 +309,19 @@ def bare_server(kind: str, port: int, saved: str) -> None:
 
 def start_bare(kind: str, saved: str) -> tuple[subprocess.Popen, str]:
     (port,) = free_ports(1)
-    return (subprocess.Popen([sys.executable, __file__, "--bare-server", kind, str(port), saved]),
-            f"127.0.0.1:{port}")
+    return (subprocess.Popen([sys.executable, __file__, "--bare-server", kind, str(port), saved]), f"127.0.0.1:{port}")
 
 
 # --- load clients (run as a separate process, so they do not share our GIL) -------
 
+
 def oip_client(target: str, threads: int, seconds: float) -> dict:
     """CONCURRENCY threads, one row per ModelInfer (raw_input_contents), back to back."""
     import grpc
-    from inference import grpc_service_pb2 as oip, grpc_service_pb2_grpc as oip_grpc
+
+    from inference import grpc_service_pb2 as oip
+    from inference import grpc_service_pb2_grpc as oip_grpc
+
     request = oip.ModelInferRequest(model_name="iris", raw_input_contents=[ROW.tobytes()])
     request.inputs.add(name="features", datatype="FP32", shape=[1, 4])
     channel = grpc.insecure_channel(target)
@@ -289,6 +335,7 @@ def oip_client(target: str, threads: int, seconds: float) -> dict:
         except grpc.RpcError:
             return False
         return True
+
     return closed_loop([call] * threads, seconds)
 
 
@@ -322,15 +369,27 @@ def rest_body(rows: int) -> bytes:
     """An OIP REST infer request of `rows` copies of ROW as JSON data, asking for the scores as
     binary data (KServe's model class answers them so; the same request for both servers). It
     has an id: KServe 0.21 answers 500 to a request without one."""
-    return json.dumps({"id": "1", "inputs": [{"name": "features", "datatype": "FP32", "shape": [rows, 4],
-                                   "data": np.repeat(ROW, rows, axis=0).tolist()}],
-                       "outputs": [{"name": "scores", "parameters": {"binary_data": True}}]}).encode()
+    return json.dumps(
+        {
+            "id": "1",
+            "inputs": [
+                {
+                    "name": "features",
+                    "datatype": "FP32",
+                    "shape": [rows, 4],
+                    "data": np.repeat(ROW, rows, axis=0).tolist(),
+                }
+            ],
+            "outputs": [{"name": "scores", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
 
 
 def rest_client(target: str, threads: int, rows: int, seconds: float) -> dict:
     """`threads` callers, each on its own keep-alive HTTP/1.1 connection, POSTing one REST infer
     request of `rows` rows after another."""
     import http.client
+
     host, port = target.rsplit(":", 1)
     body = rest_body(rows)
     headers = {"Content-Type": "application/json"}
@@ -354,16 +413,19 @@ def stream_client(target: str, streams: int, rows: int, seconds: float, model: s
     """`streams` PredictStreams, each sending messages of `rows` rows as fast as flow control allows
     (iris feature rows, or for the raw model PNG files)."""
     import grpc
+
     from cookline import tensors
     from cookline.v1 import model_pb2, serve_pb2, serve_pb2_grpc
+
     request = serve_pb2.PredictRequest(model=model_pb2.ModelRef(name=model))
     if model == RAW_MODEL:
         tensors.from_numpy(digit_pngs(rows), out=request.inputs["image"])
     else:
         tensors.from_numpy(np.repeat(ROW, rows, axis=0), out=request.inputs["features"])
     message = serve_pb2.PredictStreamRequest(request=request)
-    stub = serve_pb2_grpc.ServeServiceStub(grpc.insecure_channel(target, options=[
-        ("grpc.max_receive_message_length", 64 << 20)]))
+    stub = serve_pb2_grpc.ServeServiceStub(
+        grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
+    )
     end = time.perf_counter() + seconds
     answered = [0] * streams
     errors = [0]
@@ -372,6 +434,7 @@ def stream_client(target: str, streams: int, rows: int, seconds: float, model: s
         def messages():
             while time.perf_counter() < end:
                 yield message
+
         for response in stub.PredictStream(messages(), timeout=seconds + 60):
             if response.HasField("error"):
                 errors[0] += 1
@@ -394,6 +457,7 @@ def run_client(*args: str) -> dict:
 
 # --- the other servers -------------------------------------------------------------
 
+
 def venv(name: str) -> str:
     """.cache/bench/<name>: a venv with bench/requirements-<name>.txt, created on first
     use and updated when the requirements file changes."""
@@ -415,9 +479,17 @@ KSERVE_HTTP: dict[str, str] = {}  # KServe's REST address, set by start_kserve
 
 def start_kserve(saved: str, workdir: str) -> tuple[subprocess.Popen, str]:
     grpc_port, http_port = free_ports(2)
-    proc = subprocess.Popen([os.path.join(venv("kserve"), "python"), os.path.join(BENCH, "kserve_model.py"),
-                             saved, str(grpc_port), str(http_port)],
-                            stdout=open(os.path.join(workdir, "kserve.log"), "wb"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            os.path.join(venv("kserve"), "python"),
+            os.path.join(BENCH, "kserve_model.py"),
+            saved,
+            str(grpc_port),
+            str(http_port),
+        ],
+        stdout=open(os.path.join(workdir, "kserve.log"), "wb"),
+        stderr=subprocess.STDOUT,
+    )
     KSERVE_HTTP["kserve"] = f"127.0.0.1:{http_port}"
     return proc, f"127.0.0.1:{grpc_port}"
 
@@ -428,13 +500,19 @@ def start_mlserver(saved: str, workdir: str) -> tuple[subprocess.Popen, str]:
     os.makedirs(folder, exist_ok=True)
     shutil.copy(os.path.join(BENCH, "mlserver_model.py"), folder)
     with open(os.path.join(folder, "settings.json"), "w") as f:
-        json.dump({"http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port,
-                   "host": "127.0.0.1"}, f)
+        json.dump(
+            {"http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port, "host": "127.0.0.1"}, f
+        )
     with open(os.path.join(folder, "model-settings.json"), "w") as f:
-        json.dump({"name": "iris", "implementation": "mlserver_model.SavedModelRuntime",
-                   "parameters": {"uri": saved}}, f)
-    proc = subprocess.Popen([os.path.join(venv("mlserver"), "mlserver"), "start", folder], cwd=folder,
-                            stdout=open(os.path.join(workdir, "mlserver.log"), "wb"), stderr=subprocess.STDOUT)
+        json.dump(
+            {"name": "iris", "implementation": "mlserver_model.SavedModelRuntime", "parameters": {"uri": saved}}, f
+        )
+    proc = subprocess.Popen(
+        [os.path.join(venv("mlserver"), "mlserver"), "start", folder],
+        cwd=folder,
+        stdout=open(os.path.join(workdir, "mlserver.log"), "wb"),
+        stderr=subprocess.STDOUT,
+    )
     return proc, f"127.0.0.1:{grpc_port}"
 
 
@@ -448,6 +526,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 # --- the run ------------------------------------------------------------------------
+
 
 class Rounds:
     """Measurements taken in interleaved rounds: on a shared machine the load drifts,
@@ -489,6 +568,7 @@ def main(seconds: float, rounds: int, skip_others: bool) -> None:
     saved, store_root = make_model(workdir)
     baseline = InProcess(saved)
     from services.serve.models import load_predict
+
     raw_predict = load_predict(make_raw_model(workdir, store_root))
     raw_batch = {"image": digit_pngs(STREAM_ROWS)}
     request = serve_pb2.PredictRequest(model=model_pb2.ModelRef(name="iris"))
@@ -541,19 +621,26 @@ def main(seconds: float, rounds: int, skip_others: bool) -> None:
                 r.latency("gateway_unary", lambda: proxied.Predict(request, timeout=10), seconds)
                 r.add("in_process.rows_per_s", baseline.batched_rows_per_s(seconds))
                 for name, target in (("cookline", serve_addr), ("gateway", gateway_addr)):
-                    r.add(f"{name}_stream.run", run_client("stream", target, str(STREAMS), str(STREAM_ROWS),
-                                                           str(seconds)))
-                r.add("cookline_stream_big.run", run_client("stream", serve_addr, str(STREAMS), str(BIG_MESSAGE_ROWS),
-                                                            str(seconds)))
+                    r.add(
+                        f"{name}_stream.run", run_client("stream", target, str(STREAMS), str(STREAM_ROWS), str(seconds))
+                    )
+                r.add(
+                    "cookline_stream_big.run",
+                    run_client("stream", serve_addr, str(STREAMS), str(BIG_MESSAGE_ROWS), str(seconds)),
+                )
                 r.add("in_process_raw.rows_per_s", rows_per_s(raw_predict, raw_batch, seconds))
-                r.add("cookline_raw_stream.run", run_client("stream", serve_addr, str(STREAMS), str(STREAM_ROWS),
-                                                            str(seconds), RAW_MODEL))
+                r.add(
+                    "cookline_raw_stream.run",
+                    run_client("stream", serve_addr, str(STREAMS), str(STREAM_ROWS), str(seconds), RAW_MODEL),
+                )
                 for name, target in oip_targets.items():
                     r.add(f"{name}_oip.run", run_client("oip", target, str(CONCURRENCY), str(seconds)))
                 for name, target in rest_targets.items():
                     for rows in (1, REST_BATCH_ROWS):
-                        r.add(f"{name}_rest_{rows}.run", run_client("rest", target, str(CONCURRENCY), str(rows),
-                                                                    str(seconds)))
+                        r.add(
+                            f"{name}_rest_{rows}.run",
+                            run_client("rest", target, str(CONCURRENCY), str(rows), str(seconds)),
+                        )
     finally:
         for proc in servers:
             stop(proc)
@@ -568,82 +655,156 @@ def report(r: dict, rounds: int) -> None:
         ("  calls 0.5 ms apart (info)", f"p50 {r['in_process_spaced']['p50']:.3f} ms"),
         ("in-process predict, batch 256", f"{ip['rows_per_s']:,.0f} rows/s"),
         ("bare gRPC echo (Python)", f"p50 {echo['p50']:.3f} ms  p99 {echo['p99']:.3f} ms"),
-        ("bare gRPC predict server, threaded (floor)",
-         f"p50 {r['bare_predict']['p50']:.3f} ms  p99 {r['bare_predict']['p99']:.3f} ms"),
-        ("bare grpc.aio predict server (floor, serve's transport)",
-         f"p50 {r['bare_aio-predict']['p50']:.3f} ms  p99 {r['bare_aio-predict']['p99']:.3f} ms"),
-        ("cookline Predict, 1 row, 1 caller", f"p50 {r['cookline_unary']['p50']:.3f} ms  p99 {r['cookline_unary']['p99']:.3f} ms"),
+        (
+            "bare gRPC predict server, threaded (floor)",
+            f"p50 {r['bare_predict']['p50']:.3f} ms  p99 {r['bare_predict']['p99']:.3f} ms",
+        ),
+        (
+            "bare grpc.aio predict server (floor, serve's transport)",
+            f"p50 {r['bare_aio-predict']['p50']:.3f} ms  p99 {r['bare_aio-predict']['p99']:.3f} ms",
+        ),
+        (
+            "cookline Predict, 1 row, 1 caller",
+            f"p50 {r['cookline_unary']['p50']:.3f} ms  p99 {r['cookline_unary']['p99']:.3f} ms",
+        ),
         ("  via gateway proxy", f"p50 {r['gateway_unary']['p50']:.3f} ms  p99 {r['gateway_unary']['p99']:.3f} ms"),
-        (f"cookline PredictStream, {STREAMS} streams x {STREAM_ROWS} rows/msg",
-         f"{r['cookline_stream']['rows_per_s']:,.0f} rows/s"),
+        (
+            f"cookline PredictStream, {STREAMS} streams x {STREAM_ROWS} rows/msg",
+            f"{r['cookline_stream']['rows_per_s']:,.0f} rows/s",
+        ),
         ("  via gateway proxy", f"{r['gateway_stream']['rows_per_s']:,.0f} rows/s"),
-        (f"cookline PredictStream, {STREAMS} streams x {BIG_MESSAGE_ROWS} rows/msg",
-         f"{r['cookline_stream_big']['rows_per_s']:,.0f} rows/s"),
+        (
+            f"cookline PredictStream, {STREAMS} streams x {BIG_MESSAGE_ROWS} rows/msg",
+            f"{r['cookline_stream_big']['rows_per_s']:,.0f} rows/s",
+        ),
         ("raw PNG bytes: in-process decode + predict, batch 256", f"{r['in_process_raw']['rows_per_s']:,.0f} rows/s"),
-        (f"raw PNG bytes: cookline PredictStream, {STREAMS} streams x {STREAM_ROWS} images/msg",
-         f"{r['cookline_raw_stream']['rows_per_s']:,.0f} rows/s  errors {r['cookline_raw_stream']['errors']:.0f}"),
+        (
+            f"raw PNG bytes: cookline PredictStream, {STREAMS} streams x {STREAM_ROWS} images/msg",
+            f"{r['cookline_raw_stream']['rows_per_s']:,.0f} rows/s  errors {r['cookline_raw_stream']['errors']:.0f}",
+        ),
     ]
     for name in ("cookline", "kserve", "mlserver"):
         if f"{name}_oip" in r:
             o = r[f"{name}_oip"]
-            rows.append((f"{name} OIP ModelInfer, {CONCURRENCY} callers, 1 row",
-                         f"{o['req_per_s']:,.0f} req/s  p50 {o['p50']:.2f} ms  p99 {o['p99']:.2f} ms  errors {o['errors']}"))
+            rows.append(
+                (
+                    f"{name} OIP ModelInfer, {CONCURRENCY} callers, 1 row",
+                    f"{o['req_per_s']:,.0f} req/s  p50 {o['p50']:.2f} ms  p99 {o['p99']:.2f} ms  errors {o['errors']}",
+                )
+            )
     for name in ("cookline", "kserve"):
         for n in (1, REST_BATCH_ROWS):
             if f"{name}_rest_{n}" in r:
                 o = r[f"{name}_rest_{n}"]
-                rows.append((f"{name} OIP REST infer, {CONCURRENCY} callers, {n} row{'s' if n > 1 else ''}",
-                             f"{o['req_per_s']:,.0f} req/s ({o['rows_per_s']:,.0f} rows/s)  p50 {o['p50']:.2f} ms  "
-                             f"p99 {o['p99']:.2f} ms  errors {o['errors']}"))
+                rows.append(
+                    (
+                        f"{name} OIP REST infer, {CONCURRENCY} callers, {n} row{'s' if n > 1 else ''}",
+                        f"{o['req_per_s']:,.0f} req/s ({o['rows_per_s']:,.0f} rows/s)  p50 {o['p50']:.2f} ms  "
+                        f"p99 {o['p99']:.2f} ms  errors {o['errors']}",
+                    )
+                )
     width = max(len(a) for a, _ in rows)
-    print("\nTF threads: " + ", ".join(f"{k}={os.environ[k]}" for k in TF_THREADS)
-          + f"; {os.cpu_count()} CPUs; load clients run on the same machine; median of {rounds} interleaved rounds")
+    print(
+        "\nTF threads: "
+        + ", ".join(f"{k}={os.environ[k]}" for k in TF_THREADS)
+        + f"; {os.cpu_count()} CPUs; load clients run on the same machine; median of {rounds} interleaved rounds"
+    )
     print("\n| measurement | result |\n|---|---|")
     for a, b in rows:
         print(f"| {a:<{width}} | {b} |")
 
     budget = echo["p50"] + ip["p50"] + 0.2
     checks = [
-        ("unary p50 <= echo p50 + in-process p50 + 0.2 ms",
-         f"{r['cookline_unary']['p50']:.3f} ms vs {budget:.3f} ms", r["cookline_unary"]["p50"] / budget, "<= 1.00",
-         r["cookline_unary"]["p50"] <= budget),
-        ("  the floor: bare threaded predict server vs the same budget", f"{r['bare_predict']['p50']:.3f} ms",
-         r["bare_predict"]["p50"] / budget, "(info)", None),
-        ("  the floor: bare grpc.aio predict server vs the same budget", f"{r['bare_aio-predict']['p50']:.3f} ms",
-         r["bare_aio-predict"]["p50"] / budget, "(info)", None),
-        ("  cookline over the bare grpc.aio predict server", f"{r['cookline_unary']['p50'] - r['bare_aio-predict']['p50']:+.3f} ms",
-         r["cookline_unary"]["p50"] / r["bare_aio-predict"]["p50"], "(info)", None),
-        ("streaming >= 50% of in-process batched rows/s",
-         f"{r['cookline_stream']['rows_per_s']:,.0f} vs {ip['rows_per_s']:,.0f}",
-         r["cookline_stream"]["rows_per_s"] / ip["rows_per_s"], ">= 0.50",
-         r["cookline_stream"]["rows_per_s"] >= 0.5 * ip["rows_per_s"]),
-        (f"  same with {BIG_MESSAGE_ROWS}-row messages", f"{r['cookline_stream_big']['rows_per_s']:,.0f} rows/s",
-         r["cookline_stream_big"]["rows_per_s"] / ip["rows_per_s"], "(info)", None),
-        ("raw PNG streaming >= 0.5x in-process decode + predict",
-         f"{r['cookline_raw_stream']['rows_per_s']:,.0f} vs {r['in_process_raw']['rows_per_s']:,.0f}",
-         r["cookline_raw_stream"]["rows_per_s"] / r["in_process_raw"]["rows_per_s"], ">= 0.50",
-         r["cookline_raw_stream"]["rows_per_s"] >= 0.5 * r["in_process_raw"]["rows_per_s"]),
-        ("gateway proxy overhead, unary p50", f"+{r['gateway_unary']['p50'] - r['cookline_unary']['p50']:.3f} ms",
-         r["gateway_unary"]["p50"] / r["cookline_unary"]["p50"], "(info)", None),
-        ("gateway proxy, streaming rows/s", "", r["gateway_stream"]["rows_per_s"] / r["cookline_stream"]["rows_per_s"],
-         "(info)", None),
+        (
+            "unary p50 <= echo p50 + in-process p50 + 0.2 ms",
+            f"{r['cookline_unary']['p50']:.3f} ms vs {budget:.3f} ms",
+            r["cookline_unary"]["p50"] / budget,
+            "<= 1.00",
+            r["cookline_unary"]["p50"] <= budget,
+        ),
+        (
+            "  the floor: bare threaded predict server vs the same budget",
+            f"{r['bare_predict']['p50']:.3f} ms",
+            r["bare_predict"]["p50"] / budget,
+            "(info)",
+            None,
+        ),
+        (
+            "  the floor: bare grpc.aio predict server vs the same budget",
+            f"{r['bare_aio-predict']['p50']:.3f} ms",
+            r["bare_aio-predict"]["p50"] / budget,
+            "(info)",
+            None,
+        ),
+        (
+            "  cookline over the bare grpc.aio predict server",
+            f"{r['cookline_unary']['p50'] - r['bare_aio-predict']['p50']:+.3f} ms",
+            r["cookline_unary"]["p50"] / r["bare_aio-predict"]["p50"],
+            "(info)",
+            None,
+        ),
+        (
+            "streaming >= 50% of in-process batched rows/s",
+            f"{r['cookline_stream']['rows_per_s']:,.0f} vs {ip['rows_per_s']:,.0f}",
+            r["cookline_stream"]["rows_per_s"] / ip["rows_per_s"],
+            ">= 0.50",
+            r["cookline_stream"]["rows_per_s"] >= 0.5 * ip["rows_per_s"],
+        ),
+        (
+            f"  same with {BIG_MESSAGE_ROWS}-row messages",
+            f"{r['cookline_stream_big']['rows_per_s']:,.0f} rows/s",
+            r["cookline_stream_big"]["rows_per_s"] / ip["rows_per_s"],
+            "(info)",
+            None,
+        ),
+        (
+            "raw PNG streaming >= 0.5x in-process decode + predict",
+            f"{r['cookline_raw_stream']['rows_per_s']:,.0f} vs {r['in_process_raw']['rows_per_s']:,.0f}",
+            r["cookline_raw_stream"]["rows_per_s"] / r["in_process_raw"]["rows_per_s"],
+            ">= 0.50",
+            r["cookline_raw_stream"]["rows_per_s"] >= 0.5 * r["in_process_raw"]["rows_per_s"],
+        ),
+        (
+            "gateway proxy overhead, unary p50",
+            f"+{r['gateway_unary']['p50'] - r['cookline_unary']['p50']:.3f} ms",
+            r["gateway_unary"]["p50"] / r["cookline_unary"]["p50"],
+            "(info)",
+            None,
+        ),
+        (
+            "gateway proxy, streaming rows/s",
+            "",
+            r["gateway_stream"]["rows_per_s"] / r["cookline_stream"]["rows_per_s"],
+            "(info)",
+            None,
+        ),
     ]
     ours = r["cookline_oip"]
     for name in ("kserve", "mlserver"):
         if f"{name}_oip" in r:
             other = r[f"{name}_oip"]
-            checks.append((f"OIP throughput vs {name}, p99 not higher",
-                           f"{ours['req_per_s']:,.0f} vs {other['req_per_s']:,.0f} req/s; p99 {ours['p99']:.2f} vs {other['p99']:.2f} ms",
-                           ours["req_per_s"] / other["req_per_s"], ">= 1.50",
-                           ours["req_per_s"] >= 1.5 * other["req_per_s"] and ours["p99"] <= other["p99"]))
+            checks.append(
+                (
+                    f"OIP throughput vs {name}, p99 not higher",
+                    f"{ours['req_per_s']:,.0f} vs {other['req_per_s']:,.0f} req/s; p99 {ours['p99']:.2f} vs {other['p99']:.2f} ms",
+                    ours["req_per_s"] / other["req_per_s"],
+                    ">= 1.50",
+                    ours["req_per_s"] >= 1.5 * other["req_per_s"] and ours["p99"] <= other["p99"],
+                )
+            )
     for n in (1, REST_BATCH_ROWS):
         if f"kserve_rest_{n}" in r:
             ours, other = r[f"cookline_rest_{n}"], r[f"kserve_rest_{n}"]
-            checks.append((f"OIP REST throughput vs kserve, {n} row{'s' if n > 1 else ''}, p99 not higher",
-                           f"{ours['req_per_s']:,.0f} vs {other['req_per_s']:,.0f} req/s; "
-                           f"p99 {ours['p99']:.2f} vs {other['p99']:.2f} ms",
-                           ours["req_per_s"] / other["req_per_s"], ">= 1.50",
-                           ours["req_per_s"] >= 1.5 * other["req_per_s"] and ours["p99"] <= other["p99"]))
+            checks.append(
+                (
+                    f"OIP REST throughput vs kserve, {n} row{'s' if n > 1 else ''}, p99 not higher",
+                    f"{ours['req_per_s']:,.0f} vs {other['req_per_s']:,.0f} req/s; "
+                    f"p99 {ours['p99']:.2f} vs {other['p99']:.2f} ms",
+                    ours["req_per_s"] / other["req_per_s"],
+                    ">= 1.50",
+                    ours["req_per_s"] >= 1.5 * other["req_per_s"] and ours["p99"] <= other["p99"],
+                )
+            )
     print("\n| target | measured | ratio | goal | met |\n|---|---|---|---|---|")
     for target, measured, ratio, goal, met in checks:
         mark = "" if met is None else ("yes" if met else "NO")

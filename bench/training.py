@@ -19,6 +19,7 @@ samples/s of each from the Train call to the end of its last epoch (worker start
 included) and over the epochs after the first (steady state), and the ratios N / 1. All
 replicas share this machine's cores, so this measures the machinery, not a speed-up.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,12 +32,10 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "support"))
-from helpers import free_ports, train_peer_ports  # noqa: E402  (port helpers shared with the tests)
-
 from cookline import channels, config  # noqa: E402
 from cookline.stack import Stack  # noqa: E402
-from cookline.v1 import (collect_pb2, collect_pb2_grpc, pipeline_pb2, train_pb2,  # noqa: E402
-                         train_pb2_grpc)
+from cookline.v1 import collect_pb2, collect_pb2_grpc, pipeline_pb2, train_pb2, train_pb2_grpc  # noqa: E402
+from helpers import free_ports, train_peer_ports  # noqa: E402  (port helpers shared with the tests)
 
 
 def make_data(rows: int, features: int, classes: int, seed: int = 0):
@@ -53,7 +52,7 @@ def write_csv(path: str, x: np.ndarray, y: np.ndarray) -> None:
     with open(path, "w") as f:
         f.write(header + "\n")
         for lo in range(0, len(y), 2000):
-            block = np.column_stack([x[lo:lo + 2000].astype(np.float64), y[lo:lo + 2000]])
+            block = np.column_stack([x[lo : lo + 2000].astype(np.float64), y[lo : lo + 2000]])
             np.savetxt(f, block, delimiter=",", fmt=["%.6g"] * x.shape[1] + ["c%d"])
 
 
@@ -62,15 +61,17 @@ def spec(args) -> pipeline_pb2.PipelineSpec:
         name="bench",
         collect=pipeline_pb2.CollectSpec(source="", label="label"),
         process=[pipeline_pb2.Op(shuffle=pipeline_pb2.ShuffleOp(buffer=10000, seed=1))],
-        train=pipeline_pb2.TrainSpec(model="mlp", hidden_units=[args.hidden], epochs=args.epochs,
-                                     batch_size=args.batch, learning_rate=0.001),
+        train=pipeline_pb2.TrainSpec(
+            model="mlp", hidden_units=[args.hidden], epochs=args.epochs, batch_size=args.batch, learning_rate=0.001
+        ),
     )
 
 
 def stack_env(work: str) -> dict[str, str]:
     """The services' environment: the embedded store in `work`, free local ports."""
-    env = dict(os.environ, COOKLINE_DATA_DIR=os.path.join(work, "store"), TF_CPP_MIN_LOG_LEVEL="2",
-               COOKLINE_SOURCE_ROOTS=work)  # the generated CSV is a source
+    env = dict(
+        os.environ, COOKLINE_DATA_DIR=os.path.join(work, "store"), TF_CPP_MIN_LOG_LEVEL="2", COOKLINE_SOURCE_ROOTS=work
+    )  # the generated CSV is a source
     env.pop("MINIO_ENDPOINT", None)
     ports = free_ports(6, set())
     for service, port in zip(config.SERVICES, ports):
@@ -108,6 +109,7 @@ def services_side(args, stack: Stack, env: dict[str, str], csv_path: str, peers:
         if marks_out is not None:
             marks_out.append(marks)
         return marks[-1]
+
     return train_once
 
 
@@ -120,12 +122,14 @@ def in_process(args, x, y) -> float:
     import keras
 
     from services.train import models
+
     marks = []
     start = time.perf_counter()  # building the model counts on both sides
     model = models.build(spec(args).train, x.shape[1], int(y.max()) + 1)
     epoch_marks = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: marks.append(time.perf_counter() - start))
-    history = model.fit(x, y, epochs=args.epochs, batch_size=args.batch, shuffle=True, verbose=0,
-                        callbacks=[epoch_marks])
+    history = model.fit(
+        x, y, epochs=args.epochs, batch_size=args.batch, shuffle=True, verbose=0, callbacks=[epoch_marks]
+    )
     report("in-process", history.history["loss"][-1], marks)
     return marks[-1]
 
@@ -139,8 +143,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5, help="runs of each side, interleaved (at least 2)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="N > 1: compare train.workers N with 1 (a second train replica) instead")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="N > 1: compare train.workers N with 1 (a second train replica) instead"
+    )
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     x, y = make_data(args.rows, args.features, args.classes)
@@ -164,11 +169,14 @@ def main() -> None:
 
     def median(times):
         return sorted(times)[len(times) // 2]
+
     print(f"\n{'seconds':24}{'first run':>10}{'later best':>12}{'median':>8}   samples/s (later best)")
     for side, times in (("in-process model.fit", baseline), ("through the services", services)):
         print(f"{side:24}{times[0]:10.2f}{min(times[1:]):12.2f}{median(times[1:]):8.2f}   {rows / min(times[1:]):.0f}")
-    print(f"{'ratio services/in-proc':24}{services[0] / baseline[0]:10.3f}{min(services[1:]) / min(baseline[1:]):12.3f}"
-          f"{median(services[1:]) / median(baseline[1:]):8.3f}   (target <= 1.05x)")
+    print(
+        f"{'ratio services/in-proc':24}{services[0] / baseline[0]:10.3f}{min(services[1:]) / min(baseline[1:]):12.3f}"
+        f"{median(services[1:]) / median(baseline[1:]):8.3f}   (target <= 1.05x)"
+    )
 
 
 def distributed(args, x, y) -> None:
@@ -190,8 +198,11 @@ def distributed(args, x, y) -> None:
             stack = running.enter_context(Stack(env, log_dir=logs))
             peers = []
             for port in ports[1:]:  # the other train replicas: the same service on their own ports
-                peer = running.enter_context(Stack(dict(env, COOKLINE_TRAIN_ADDR=f"127.0.0.1:{port}"),
-                                                   log_dir=os.path.join(logs, f"train-{port}")))
+                peer = running.enter_context(
+                    Stack(
+                        dict(env, COOKLINE_TRAIN_ADDR=f"127.0.0.1:{port}"), log_dir=os.path.join(logs, f"train-{port}")
+                    )
+                )
                 peer.start("train")
                 peers.append(peer)
             train_once = services_side(args, stack, env, csv_path, peers=peers)
@@ -204,11 +215,15 @@ def distributed(args, x, y) -> None:
     for workers in (1, args.workers):
         later = [m for m in marks[workers][1:] if len(m) > 1]
         steady[workers] = max((args.rows * (len(m) - 1) / (m[-1] - m[0]) for m in later), default=float("nan"))
-        print(f"{str(workers) + ' worker(s)':24}{rows / times[workers][0]:10.0f}{rows / min(times[workers][1:]):12.0f}"
-              f"{steady[workers]:20.0f}")
-    print(f"{'ratio ' + str(args.workers) + ' / 1':24}{times[1][0] / times[args.workers][0]:10.3f}"
-          f"{min(times[1][1:]) / min(times[args.workers][1:]):12.3f}{steady[args.workers] / steady[1]:20.3f}"
-          f"   (all replicas share this machine's {os.cpu_count()} cores)")
+        print(
+            f"{str(workers) + ' worker(s)':24}{rows / times[workers][0]:10.0f}{rows / min(times[workers][1:]):12.0f}"
+            f"{steady[workers]:20.0f}"
+        )
+    print(
+        f"{'ratio ' + str(args.workers) + ' / 1':24}{times[1][0] / times[args.workers][0]:10.3f}"
+        f"{min(times[1][1:]) / min(times[args.workers][1:]):12.3f}{steady[args.workers] / steady[1]:20.3f}"
+        f"   (all replicas share this machine's {os.cpu_count()} cores)"
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 
 It checks the service's own port (from COOKLINE_<SERVICE>_ADDR) on localhost.
 """
+
 import sys
 
 from cookline import channels, config

@@ -1,5 +1,6 @@
 """python -m gateway: the gateway (PipelineService, RegistryService, and the proxies to serve and collect)
 on its gRPC port, the dashboard and JSON API on its HTTP port."""
+
 import threading
 
 from cookline.v1 import gateway_pb2, gateway_pb2_grpc, registry_pb2, registry_pb2_grpc
@@ -21,9 +22,12 @@ def register(server):
     threading.Thread(target=pipelines.executor.recover, name="recover-runs", daemon=True).start()
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(store), server)
     server.add_generic_rpc_handlers((ServeProxy().handler(), CollectProxy().handler()))
-    return [gateway_pb2.DESCRIPTOR.services_by_name["PipelineService"].full_name,
-            registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name, SERVE_SERVICE,
-            CollectProxy.service]
+    return [
+        gateway_pb2.DESCRIPTOR.services_by_name["PipelineService"].full_name,
+        registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
+        SERVE_SERVICE,
+        CollectProxy.service,
+    ]
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """The run executor: runs a pipeline's stages (collect -> train, which pulls through process ->
 serve) in a thread per run, recording every event, retrying a stage whose service died, and
 resuming the runs a previous gateway left unfinished. The RPC layer is gateway/service.py."""
+
 from __future__ import annotations
 
 import logging
@@ -12,16 +13,30 @@ import grpc
 from cookline import channels, config, settings
 from cookline import spec as pipeline_spec
 from cookline.spec import plugins as spec_plugins
-from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, gateway_pb2, model_pb2, plugins_pb2,
-                         plugins_pb2_grpc, serve_pb2, serve_pb2_grpc, train_pb2, train_pb2_grpc)
+from cookline.v1 import (
+    collect_pb2,
+    collect_pb2_grpc,
+    data_pb2,
+    gateway_pb2,
+    model_pb2,
+    plugins_pb2,
+    plugins_pb2_grpc,
+    serve_pb2,
+    serve_pb2_grpc,
+    train_pb2,
+    train_pb2_grpc,
+)
 from gateway.runs import RunStore
 from services.common.errors import Fail, status_of
 
 log = logging.getLogger("cookline.gateway")
 
 # The service each stage calls.
-STAGE_SERVICES = {gateway_pb2.STAGE_COLLECT: "collect", gateway_pb2.STAGE_TRAIN: "train",
-                  gateway_pb2.STAGE_SERVE: "serve"}
+STAGE_SERVICES = {
+    gateway_pb2.STAGE_COLLECT: "collect",
+    gateway_pb2.STAGE_TRAIN: "train",
+    gateway_pb2.STAGE_SERVE: "serve",
+}
 
 
 def stage_name(stage: int) -> str:
@@ -77,8 +92,10 @@ class RunExecutor:
         self.train = train_pb2_grpc.TrainServiceStub(channels.channel("train"))
         self.serve = serve_pb2_grpc.ServeServiceStub(channels.channel("serve"))
         # Asked which plugins they loaded, for pipelines that use plugins (collect, process, train run them).
-        self.plugin_stubs = {service: plugins_pb2_grpc.PluginServiceStub(channels.channel(service))
-                             for service in ("collect", "process", "train")}
+        self.plugin_stubs = {
+            service: plugins_pb2_grpc.PluginServiceStub(channels.channel(service))
+            for service in ("collect", "process", "train")
+        }
         self.active: dict[str, _Active] = {}
         self.active_lock = threading.Lock()
 
@@ -92,18 +109,24 @@ class RunExecutor:
                     found = self.plugin_stubs[service].ListPlugins(plugins_pb2.ListPluginsRequest(), timeout=30).plugins
                     loaded[service] = {(p.kind, p.name) for p in found if not p.error}
                 if (kind, name) not in loaded[service]:
-                    raise Fail(grpc.StatusCode.FAILED_PRECONDITION,
-                               f"the {service} service lacks the {kind} plugin {name!r} this pipeline uses; "
-                               f"install its package where {service} runs (cookline health --verbose lists "
-                               "each service's plugins)")
+                    raise Fail(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"the {service} service lacks the {kind} plugin {name!r} this pipeline uses; "
+                        f"install its package where {service} runs (cookline health --verbose lists "
+                        "each service's plugins)",
+                    )
 
     def start(self, run: gateway_pb2.Run, resumed: bool = False) -> None:
         """Runs `run` (already recorded) in a thread of its own; `resumed`: a previous gateway left it
         unfinished, and it continues from the stage it was in."""
         with self.active_lock:
             self.active[run.run_id] = _Active(run.run_id)
-        threading.Thread(target=self._execute, args=(run.run_id, run.pipeline, run if resumed else None),
-                         name=f"run-{run.run_id}", daemon=True).start()
+        threading.Thread(
+            target=self._execute,
+            args=(run.run_id, run.pipeline, run if resumed else None),
+            name=f"run-{run.run_id}",
+            daemon=True,
+        ).start()
 
     def cancel(self, run_id: str) -> bool:
         """Cancels a run being executed here; False when none is."""
@@ -131,8 +154,12 @@ class RunExecutor:
         for run in runs:
             stage = stage_name(run.stage) if run.stage else "queued"
             log.info("run %s: gateway restarted during %s; resuming", run.run_id, stage)
-            self.runs.append(run.run_id, stage=gateway_pb2.StageEvent(
-                stage=run.stage, finished=False, message=f"gateway restarted during {stage}; resuming"))
+            self.runs.append(
+                run.run_id,
+                stage=gateway_pb2.StageEvent(
+                    stage=run.stage, finished=False, message=f"gateway restarted during {stage}; resuming"
+                ),
+            )
             self.start(run, resumed=True)
 
     # --- the run itself ------------------------------------------------------
@@ -181,10 +208,14 @@ class RunExecutor:
             return True, "deployed: no deploy gate"
         metric = spec.evaluate.metric or "accuracy"
         if evaluation is None:
-            return False, f"not deployed: the gate needs held-out rows to measure {metric} (set split.validation or split.test)"
+            return (
+                False,
+                f"not deployed: the gate needs held-out rows to measure {metric} (set split.validation or split.test)",
+            )
         if metric not in evaluation.metrics:
-            return False, (f"not deployed: the evaluation has no {metric} (classifiers: accuracy, macro_*; "
-                           f"regressors: r2)")
+            return False, (
+                f"not deployed: the evaluation has no {metric} (classifiers: accuracy, macro_*; regressors: r2)"
+            )
         value = evaluation.metrics[metric]
         subset = "test" if evaluation.subset == data_pb2.SUBSET_TEST else "validation"
         if value >= threshold:
@@ -218,11 +249,15 @@ class RunExecutor:
                 return
             except grpc.RpcError as exc:
                 failure = self._checked(active, stage, exc)
-                if isinstance(failure, _Cancelled) or exc.code() != grpc.StatusCode.UNAVAILABLE \
-                        or attempt > stage_retries():
+                if (
+                    isinstance(failure, _Cancelled)
+                    or exc.code() != grpc.StatusCode.UNAVAILABLE
+                    or attempt > stage_retries()
+                ):
                     raise failure from None
-                self._stage(run_id, stage, False,
-                            f"attempt {attempt} lost the {service} service ({exc.details()}); retrying")
+                self._stage(
+                    run_id, stage, False, f"attempt {attempt} lost the {service} service ({exc.details()}); retrying"
+                )
                 try:
                     channels.wait_healthy(config.address(service), timeout=120)
                 except TimeoutError:
@@ -240,15 +275,18 @@ class RunExecutor:
             if progress.HasField("dataset"):
                 last[:] = [progress]
 
-        self._retrying(active, gateway_pb2.STAGE_COLLECT,
-                       lambda: self.collect.Ingest(request), on_progress)
+        self._retrying(active, gateway_pb2.STAGE_COLLECT, lambda: self.collect.Ingest(request), on_progress)
         progress = last[0]
         info = progress.dataset
         self.runs.update(run_id, dataset=info.ref)
         # Schema anomalies are in the last ingest event (structured); the stage line counts them.
         warnings = f", {len(progress.anomalies)} schema warnings" if progress.anomalies else ""
-        self._stage(run_id, gateway_pb2.STAGE_COLLECT, True,
-                    f"dataset {info.ref.name}@{info.ref.version}: {info.num_rows} rows{warnings}")
+        self._stage(
+            run_id,
+            gateway_pb2.STAGE_COLLECT,
+            True,
+            f"dataset {info.ref.name}@{info.ref.version}: {info.num_rows} rows{warnings}",
+        )
         return info.ref
 
     def _use_stored(self, active: _Active, value: str) -> data_pb2.DatasetRef:
@@ -258,17 +296,27 @@ class RunExecutor:
         name, version = pipeline_spec.dataset_ref(value)
         request = collect_pb2.GetDatasetRequest(dataset=data_pb2.DatasetRef(name=name, version=version))
         found = []
-        self._retrying(active, gateway_pb2.STAGE_COLLECT, lambda: self.collect.GetDataset.future(request, timeout=60),
-                       lambda response: found.append(response.dataset), unary=True)
+        self._retrying(
+            active,
+            gateway_pb2.STAGE_COLLECT,
+            lambda: self.collect.GetDataset.future(request, timeout=60),
+            lambda response: found.append(response.dataset),
+            unary=True,
+        )
         info = found[0]
         self.runs.update(run_id, dataset=info.ref)
-        self._stage(run_id, gateway_pb2.STAGE_COLLECT, True,
-                    f"dataset {info.ref.name}@{info.ref.version}: {info.num_rows} rows (stored, not re-ingested)")
+        self._stage(
+            run_id,
+            gateway_pb2.STAGE_COLLECT,
+            True,
+            f"dataset {info.ref.name}@{info.ref.version}: {info.num_rows} rows (stored, not re-ingested)",
+        )
         return info.ref
 
     def _train(self, run_id, spec, dataset, active: _Active):
-        self._stage(run_id, gateway_pb2.STAGE_TRAIN, False,
-                    f"training {spec.train.model} for {spec.train.epochs} epochs")
+        self._stage(
+            run_id, gateway_pb2.STAGE_TRAIN, False, f"training {spec.train.model} for {spec.train.epochs} epochs"
+        )
         request = train_pb2.TrainRequest(run_id=run_id, dataset=dataset, pipeline=spec)
         results = []
 
@@ -283,8 +331,12 @@ class RunExecutor:
         result = results[-1]
         metrics = dict(result.metrics)
         evaluation = result.evaluation if result.HasField("evaluation") else None
-        self.runs.update(run_id, model=result.model, metrics=metrics,
-                         **({"evaluation": evaluation} if evaluation is not None else {}))
+        self.runs.update(
+            run_id,
+            model=result.model,
+            metrics=metrics,
+            **({"evaluation": evaluation} if evaluation is not None else {}),
+        )
         self._stage(run_id, gateway_pb2.STAGE_TRAIN, True, f"model {result.model.name} version {result.model.version}")
         return result.model, metrics, evaluation
 
@@ -292,7 +344,11 @@ class RunExecutor:
         if active.cancelled.is_set():
             raise _Cancelled()
         self._stage(run_id, gateway_pb2.STAGE_SERVE, False, f"loading {model.name} version {model.version}")
-        self._retrying(active, gateway_pb2.STAGE_SERVE,
-                       lambda: self.serve.LoadModel.future(serve_pb2.LoadModelRequest(model=model), timeout=300),
-                       lambda _response: None, unary=True)
+        self._retrying(
+            active,
+            gateway_pb2.STAGE_SERVE,
+            lambda: self.serve.LoadModel.future(serve_pb2.LoadModelRequest(model=model), timeout=300),
+            lambda _response: None,
+            unary=True,
+        )
         self._stage(run_id, gateway_pb2.STAGE_SERVE, True, f"serving {model.name} version {model.version}")

@@ -10,6 +10,7 @@ codes reach the caller unchanged. The other ServeService RPCs (LoadModel,
 UnloadModel, GetStats) are operator calls made to serve directly; on the
 gateway they answer UNIMPLEMENTED.
 """
+
 from __future__ import annotations
 
 import grpc
@@ -47,6 +48,7 @@ class ServeProxy:
                 return call(request, timeout=remaining(context), metadata=_metadata(context))
             except grpc.RpcError as exc:
                 _forward_error(exc, context)
+
         return grpc.unary_unary_rpc_method_handler(handle)
 
     def _stream(self, method: str):
@@ -60,6 +62,7 @@ class ServeProxy:
             except grpc.RpcError as exc:
                 if context.is_active():
                     _forward_error(exc, context)
+
         return grpc.stream_stream_rpc_method_handler(handle)
 
     def _client_stream(self, method: str):
@@ -72,11 +75,15 @@ class ServeProxy:
                 return upstream.result()
             except grpc.RpcError as exc:
                 _forward_error(exc, context)
+
         return grpc.stream_unary_rpc_method_handler(handle)
 
     def handler(self) -> grpc.GenericRpcHandler:
-        methods = ({m: self._unary(m) for m in self.unary} | {m: self._stream(m) for m in self.stream}
-                   | {m: self._client_stream(m) for m in self.client_stream})
+        methods = (
+            {m: self._unary(m) for m in self.unary}
+            | {m: self._stream(m) for m in self.stream}
+            | {m: self._client_stream(m) for m in self.client_stream}
+        )
         return grpc.method_handlers_generic_handler(self.service, methods)
 
 

@@ -3,6 +3,7 @@
 A version exists while its cookline.json does; deleting a version removes that
 file first, so the version disappears in one step, then the rest of its files.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,10 +21,14 @@ log = logging.getLogger("cookline.registry")
 
 def _version_info(meta: dict, aliases: list[str], deployed: bool) -> registry_pb2.ModelVersionInfo:
     info = registry_pb2.ModelVersionInfo(
-        version=int(meta["version"]), created_at=meta.get("created_at", ""),
+        version=int(meta["version"]),
+        created_at=meta.get("created_at", ""),
         metrics={k: float(v) for k, v in (meta.get("metrics") or {}).items()},
-        aliases=sorted(aliases), deployed=deployed, formats=meta.get("formats", ["saved_model"]),
-        class_names=meta.get("class_names", []))
+        aliases=sorted(aliases),
+        deployed=deployed,
+        formats=meta.get("formats", ["saved_model"]),
+        class_names=meta.get("class_names", []),
+    )
     if meta.get("evaluation"):
         json_format.ParseDict(meta["evaluation"], info.evaluation, ignore_unknown_fields=True)
     dataset = meta.get("dataset") or {}
@@ -83,12 +88,16 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             raise invalid(f"version: {version} is not a version (from 1)")
         layout.read_model_metadata(self.store, name, version)  # NOT_FOUND unless published
         if layout.deployed_version(self.store, name) == version:
-            raise Fail(grpc.StatusCode.FAILED_PRECONDITION,
-                       f"model {name!r} version {version} is deployed; deploy another version or unload it first")
+            raise Fail(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"model {name!r} version {version} is deployed; deploy another version or unload it first",
+            )
         naming = sorted(a for a, v in layout.aliases(self.store, name).items() if v == version)
         if naming:
-            raise Fail(grpc.StatusCode.FAILED_PRECONDITION,
-                       f"model {name!r} version {version} is named by alias {', '.join(naming)}; move the alias first")
+            raise Fail(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"model {name!r} version {version} is named by alias {', '.join(naming)}; move the alias first",
+            )
         prefix = layout.model_prefix(name, version)
         self.store.delete(prefix + layout.MODEL_METADATA)  # the version is gone from here on
         self.store.delete_prefix(prefix)

@@ -1,13 +1,14 @@
 """The run store: each run's record and event log, kept in memory while the
 gateway runs and persisted to runs/<run-id>/ in the object store on every change,
 so a watcher (or a restarted gateway) can replay a run from any sequence number."""
+
 from __future__ import annotations
 
 import json
 import secrets
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from google.protobuf import json_format
 

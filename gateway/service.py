@@ -1,6 +1,7 @@
 """PipelineService: the RPC layer of runs. It checks a submitted pipeline (cookline.spec, and the
 plugins the services have), records the run and hands it to the run executor (gateway/executor.py);
 watching, listing and cancelling read the run store."""
+
 from __future__ import annotations
 
 import logging
@@ -52,8 +53,9 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
         if spec.collect.dataset:  # pinned now: a resumed run trains on the same version
             spec.collect.dataset = self._stored_dataset(spec.collect.dataset)
         now = layout.now()
-        run = gateway_pb2.Run(run_id=RunStore.new_id(), pipeline=spec, state=gateway_pb2.RUN_STATE_QUEUED,
-                              created_at=now, updated_at=now)
+        run = gateway_pb2.Run(
+            run_id=RunStore.new_id(), pipeline=spec, state=gateway_pb2.RUN_STATE_QUEUED, created_at=now, updated_at=now
+        )
         self.runs.create(run)
         log.info("run %s submitted: pipeline %s", run.run_id, spec.name)
         self.executor.start(run)
@@ -67,8 +69,10 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 what = f"version {ref.version!r} of dataset {ref.name!r}" if ref.version else f"dataset {ref.name!r}"
-                raise not_found(f"collect.dataset: {what} is not in the store (upload it with UploadDataset / "
-                                "cookline upload, or ingest it with a run)") from None
+                raise not_found(
+                    f"collect.dataset: {what} is not in the store (upload it with UploadDataset / "
+                    "cookline upload, or ingest it with a run)"
+                ) from None
             raise
         return f"{info.ref.name}@{info.ref.version}"
 

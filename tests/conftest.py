@@ -15,8 +15,10 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 # Tests read sources from the checkout and from pytest's temporary folders: both are source roots
 # (COOKLINE_SOURCE_ROOTS) of every service they start. tests/e2e/test_remote.py and
 # tests/integration/test_source_roots.py narrow them.
-os.environ.setdefault("COOKLINE_SOURCE_ROOTS", os.pathsep.join(
-    (os.path.dirname(os.path.dirname(os.path.abspath(__file__))), __import__("tempfile").gettempdir())))
+os.environ.setdefault(
+    "COOKLINE_SOURCE_ROOTS",
+    os.pathsep.join((os.path.dirname(os.path.dirname(os.path.abspath(__file__))), __import__("tempfile").gettempdir())),
+)
 
 _TESTS = os.path.dirname(os.path.abspath(__file__))
 _SUPPORT = os.path.join(_TESTS, "support")
@@ -51,8 +53,7 @@ def s3_server():
 @pytest.fixture
 def s3_store(s3_server):
     """An S3Store on a fresh bucket of the session's server."""
-    store = S3Store(s3_server.endpoint, s3_server.access_key, s3_server.secret_key,
-                    unique_bucket())
+    store = S3Store(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, unique_bucket())
     yield store
     try:  # keep the server's disk small; the whole data dir goes at session end anyway
         store.delete_prefix("")
@@ -128,6 +129,7 @@ def iris(env):
     """The iris model trained through the gateway (examples/iris.yaml) on the module's stack,
     deployed by the run: its ModelRef."""
     from cookline.client import Client
+
     with Client(env=env) as client:
         run, _ = client.run_file_and_wait(IRIS_YAML)
     assert run.reason == ""
@@ -138,6 +140,7 @@ def iris(env):
 def client(env):
     """A cookline Client of the module's stack."""
     from cookline.client import Client
+
     with Client(env=env) as c:
         yield c
 
@@ -146,4 +149,5 @@ def client(env):
 def store(env):
     """The object store the module's stack uses (S3 on SeaweedFS)."""
     from services.common.store import store_from_env
+
     return store_from_env(env)

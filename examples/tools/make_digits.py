@@ -4,6 +4,7 @@
 The PNG set is committed; this regenerates it (needs the `examples` extra):
     make examples-data
 """
+
 import os
 
 import numpy as np

@@ -5,6 +5,7 @@ Served by the shared HTTP front door (services.common.http): the same bearer tok
 the gRPC port. Browsers on other origins may call the API only when COOKLINE_CORS_ORIGINS
 lists them.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,14 @@ def app(env: Mapping[str, str] | None = None) -> Starlette:
     middleware = []
     origins = config.cors_origins(env)
     if origins:
-        middleware.append(Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "PUT"],
-                                     allow_headers=["Authorization", "Content-Type"]))
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=origins,
+                allow_methods=["GET", "POST", "PUT"],
+                allow_headers=["Authorization", "Content-Type"],
+            )
+        )
     return Starlette(routes=routes, middleware=middleware, exception_handlers=http.exception_handlers())
 
 

@@ -5,6 +5,7 @@ PipelineService and RegistryService, collect's catalogue, serve's predictions an
 deployments): the same validation and errors as a gRPC client gets, answered as
 JSON. A run's events stream as server-sent events from WatchRun.
 """
+
 from __future__ import annotations
 
 import json
@@ -110,13 +111,17 @@ class Api:
         return JSONResponse({"runs": [as_dict(r) for r in response.runs]})
 
     async def get_run(self, request: Request):
-        response = await _call(self.pipelines.GetRun, gateway_pb2.GetRunRequest(run_id=request.path_params["run_id"]),
-                               timeout=TIMEOUT_S)
+        response = await _call(
+            self.pipelines.GetRun, gateway_pb2.GetRunRequest(run_id=request.path_params["run_id"]), timeout=TIMEOUT_S
+        )
         return JSONResponse({"run": as_dict(response.run)})
 
     async def cancel(self, request: Request):
-        response = await _call(self.pipelines.CancelRun,
-                               gateway_pb2.CancelRunRequest(run_id=request.path_params["run_id"]), timeout=TIMEOUT_S)
+        response = await _call(
+            self.pipelines.CancelRun,
+            gateway_pb2.CancelRunRequest(run_id=request.path_params["run_id"]),
+            timeout=TIMEOUT_S,
+        )
         return JSONResponse({"run": as_dict(response.run)})
 
     async def submit(self, request: Request):
@@ -129,8 +134,7 @@ class Api:
             if not isinstance(pasted, str) or not pasted.strip():
                 raise HTTPFail(400, "pipeline: required (the pipeline file's text)")
             text = pasted
-        response = await _call(self.pipelines.SubmitRun, gateway_pb2.SubmitRunRequest(pipeline=text),
-                               timeout=TIMEOUT_S)
+        response = await _call(self.pipelines.SubmitRun, gateway_pb2.SubmitRunRequest(pipeline=text), timeout=TIMEOUT_S)
         return JSONResponse({"run": as_dict(response.run)}, status_code=201)
 
     async def _upload_pipeline(self, request: Request) -> str:
@@ -157,12 +161,19 @@ class Api:
             source = pipeline_pb2.CollectSpec(format=fmt, label=label)
             yield collect_pb2.UploadDatasetRequest(dataset=name, source=source)
             for at in range(0, len(data), UPLOAD_CHUNK):
-                yield collect_pb2.UploadDatasetRequest(file=collect_pb2.UploadFileChunk(
-                    path=filename, data=data[at:at + UPLOAD_CHUNK]))
+                yield collect_pb2.UploadDatasetRequest(
+                    file=collect_pb2.UploadFileChunk(path=filename, data=data[at : at + UPLOAD_CHUNK])
+                )
+
         uploaded = (await _call(self.collect.UploadDataset, messages(), timeout=LOAD_TIMEOUT_S)).dataset.ref
-        return json.dumps({"name": name, "collect": {"dataset": f"{uploaded.name}@{uploaded.version}"},
-                           "split": {"validation": 0.2, "seed": 1}, "train": {"model": str(form.get("model") or "mlp"),
-                                                                               "epochs": epochs}})
+        return json.dumps(
+            {
+                "name": name,
+                "collect": {"dataset": f"{uploaded.name}@{uploaded.version}"},
+                "split": {"validation": 0.2, "seed": 1},
+                "train": {"model": str(form.get("model") or "mlp"), "epochs": epochs},
+            }
+        )
 
     async def events(self, request: Request):
         """The run's events as server-sent events (`id` = sequence, `data` = the RunEvent as JSON),
@@ -187,8 +198,10 @@ class Api:
                     yield f"event: error\ndata: {json.dumps({'error': exc.details() or exc.code().name})}\n\n"
             finally:
                 call.cancel()  # the page went away: so does the WatchRun stream
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
 
     # --- datasets --------------------------------------------------------------------
 
@@ -199,7 +212,7 @@ class Api:
         infos = list(response.datasets)
         out = []
         for i, info in enumerate(infos):
-            older = [d for d in infos[i + 1:] if d.ref.name == info.ref.name]
+            older = [d for d in infos[i + 1 :] if d.ref.name == info.ref.name]
             entry = as_dict(info)
             entry["anomalies"] = [as_dict(a) for a in stats.anomalies(older[0], info)] if older else []
             out.append(entry)
@@ -212,8 +225,9 @@ class Api:
         return JSONResponse({"models": [as_dict(m) for m in response.models]})
 
     async def model(self, request: Request):
-        response = await _call(self.registry.GetModel, registry_pb2.GetModelRequest(name=request.path_params["name"]),
-                               timeout=TIMEOUT_S)
+        response = await _call(
+            self.registry.GetModel, registry_pb2.GetModelRequest(name=request.path_params["name"]), timeout=TIMEOUT_S
+        )
         return JSONResponse({"model": as_dict(response.model)})
 
     async def deploy(self, request: Request):
@@ -223,21 +237,31 @@ class Api:
         alias = body.get("alias") or ""
         if not isinstance(alias, str):
             raise HTTPFail(400, f"alias: {alias!r} is not a string")
-        response = await _call(self.serve.LoadModel, serve_pb2.LoadModelRequest(
-            model=model_pb2.ModelRef(name=request.path_params["name"], version=version), alias=alias),
-            timeout=LOAD_TIMEOUT_S)
+        response = await _call(
+            self.serve.LoadModel,
+            serve_pb2.LoadModelRequest(
+                model=model_pb2.ModelRef(name=request.path_params["name"], version=version), alias=alias
+            ),
+            timeout=LOAD_TIMEOUT_S,
+        )
         return JSONResponse({"metadata": as_dict(response.metadata)})
 
     async def undeploy(self, request: Request):
-        response = await _call(self.serve.UnloadModel,
-                               serve_pb2.UnloadModelRequest(name=request.path_params["name"]), timeout=TIMEOUT_S)
+        response = await _call(
+            self.serve.UnloadModel, serve_pb2.UnloadModelRequest(name=request.path_params["name"]), timeout=TIMEOUT_S
+        )
         return JSONResponse({"model": as_dict(response.model)})
 
     async def set_alias(self, request: Request):
         body = await json_body(request)
         version = _int(body.get("version"), "version", 1)
-        response = await _call(self.registry.SetAlias, registry_pb2.SetAliasRequest(
-            name=request.path_params["name"], alias=request.path_params["alias"], version=version), timeout=TIMEOUT_S)
+        response = await _call(
+            self.registry.SetAlias,
+            registry_pb2.SetAliasRequest(
+                name=request.path_params["name"], alias=request.path_params["alias"], version=version
+            ),
+            timeout=TIMEOUT_S,
+        )
         return JSONResponse({"model": as_dict(response.model)})
 
     def _ref(self, request: Request) -> model_pb2.ModelRef:
@@ -245,8 +269,9 @@ class Api:
         return model_pb2.ModelRef(name=request.path_params["name"], version=_int(raw, "version"))
 
     async def _metadata(self, ref: model_pb2.ModelRef) -> serve_pb2.ModelMetadata:
-        response = await _call(self.serve.GetModelMetadata, serve_pb2.GetModelMetadataRequest(model=ref),
-                               timeout=TIMEOUT_S)
+        response = await _call(
+            self.serve.GetModelMetadata, serve_pb2.GetModelMetadataRequest(model=ref), timeout=TIMEOUT_S
+        )
         return response.metadata
 
     async def metadata(self, request: Request):

@@ -6,6 +6,7 @@ category and text columns, and an image's encoded bytes (an uploaded file, or
 per column, in the order of its inputs; the dashboard's predict form is built
 from the same list.
 """
+
 from __future__ import annotations
 
 import base64
@@ -84,7 +85,7 @@ def _image(column: str, value) -> bytes:
         except binascii.Error:
             raise HTTPFail(400, f"row[{column!r}].b64: not valid base64") from None
     else:
-        raise HTTPFail(400, f"row[{column!r}]: an image is an uploaded file or {{\"b64\": \"...\"}}")
+        raise HTTPFail(400, f'row[{column!r}]: an image is an uploaded file or {{"b64": "..."}}')
     if not data:
         raise HTTPFail(400, f"row[{column!r}]: the image is empty")
     return data
@@ -98,8 +99,9 @@ def request(model: model_pb2.ModelRef, metadata: serve_pb2.ModelMetadata, row) -
         if any(f["kind"] != "numeric" for f in taken):
             raise HTTPFail(400, "row: a list is only for numeric columns; send {column: value}")
         if len(row) != len(taken):
-            raise HTTPFail(400, f"row: {len(row)} values, the model takes {len(taken)} "
-                                f"({', '.join(f['column'] for f in taken)})")
+            raise HTTPFail(
+                400, f"row: {len(row)} values, the model takes {len(taken)} ({', '.join(f['column'] for f in taken)})"
+            )
         row = {f["column"]: v for f, v in zip(taken, row, strict=True)}
     if not isinstance(row, dict):
         raise HTTPFail(400, "row: expected an object of column values")
@@ -136,5 +138,7 @@ def answer(response: serve_pb2.PredictResponse) -> dict:
         return result | {"value": float(scores[0])}
     label = tensors.to_numpy(response.outputs["label"]).reshape(-1)[0]
     names = list(response.class_names) or [str(i) for i in range(len(scores))]
-    return result | {"label": label.decode() if isinstance(label, bytes) else str(label),
-                     "scores": {n: float(s) for n, s in zip(names, scores, strict=False)}}
+    return result | {
+        "label": label.decode() if isinstance(label, bytes) else str(label),
+        "scores": {n: float(s) for n, s in zip(names, scores, strict=False)},
+    }

@@ -6,6 +6,7 @@ accumulates the statistics; `manifest()` describes what was written. The
 caller publishes the manifest with store.publish() and deletes the writer's
 own shards (`keys`) on any failure, so nothing half-written is ever visible.
 """
+
 from __future__ import annotations
 
 import io
@@ -49,11 +50,11 @@ def check_like(first: dict, schema: dict, where: str) -> None:
             raise invalid(f"{where}: tensor {name!r} is new (earlier batches do not have it)")
         (kind, shape), (first_kind, first_shape) = schema[name], first[name]
         if kind != first_kind:
-            raise invalid(f"{where}: tensor {name!r} has dtype {kind}, earlier batches "
-                          f"have {first_kind}")
+            raise invalid(f"{where}: tensor {name!r} has dtype {kind}, earlier batches have {first_kind}")
         if shape != first_shape:
-            raise invalid(f"{where}: tensor {name!r} has per-row shape {list(shape)}, earlier batches "
-                          f"have {list(first_shape)}")
+            raise invalid(
+                f"{where}: tensor {name!r} has per-row shape {list(shape)}, earlier batches have {list(first_shape)}"
+            )
 
 
 class DatasetWriter:
@@ -79,8 +80,10 @@ class DatasetWriter:
         schema = schema_of(chunk)
         rows = {len(a) for a in chunk.values()}
         if len(rows) != 1:
-            raise invalid(f"{self.what}{where}: tensors differ in their number of rows: "
-                          + ", ".join(f"{k}: {len(v)}" for k, v in sorted(chunk.items())))
+            raise invalid(
+                f"{self.what}{where}: tensors differ in their number of rows: "
+                + ", ".join(f"{k}: {len(v)}" for k, v in sorted(chunk.items()))
+            )
         if self.schema is None:
             self.schema = schema
             self.first_dtypes = {name: a.dtype for name, a in chunk.items()}
@@ -113,9 +116,14 @@ class DatasetWriter:
                         width = max(c[name].dtype.itemsize for c in self.pending) // 4
                         dtype = np.dtype(f"<U{max(width, 1)}")
                     with archive.open(name + ".npy", "w", force_zip64=True) as member:
-                        np.lib.format.write_array_header_2_0(member, {
-                            "descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
-                            "shape": (take,) + first.shape[1:]})
+                        np.lib.format.write_array_header_2_0(
+                            member,
+                            {
+                                "descr": np.lib.format.dtype_to_descr(dtype),
+                                "fortran_order": False,
+                                "shape": (take,) + first.shape[1:],
+                            },
+                        )
                         left = take
                         for chunk in self.pending:
                             part = chunk[name][:left]
@@ -166,14 +174,29 @@ class DatasetWriter:
             out.append(field)
         return out
 
-    def info(self, ref: data_pb2.DatasetRef, source: str, fmt: str, columns, categorical_columns, class_names,
-             image_shapes, text_columns=()) -> data_pb2.DatasetInfo:
+    def info(
+        self,
+        ref: data_pb2.DatasetRef,
+        source: str,
+        fmt: str,
+        columns,
+        categorical_columns,
+        class_names,
+        image_shapes,
+        text_columns=(),
+    ) -> data_pb2.DatasetInfo:
         return data_pb2.DatasetInfo(
-            ref=ref, num_rows=self.rows, source=source, format=fmt, num_shards=len(self.shards),
-            size_bytes=self.size, created_at=layout.now(),
+            ref=ref,
+            num_rows=self.rows,
+            source=source,
+            format=fmt,
+            num_shards=len(self.shards),
+            size_bytes=self.size,
+            created_at=layout.now(),
             fields=self.fields(columns, categorical_columns, class_names, text_columns),
             statistics=self.stats.build(class_names, image_shapes),
-            predefined_split="subset" in (self.schema or {}))
+            predefined_split="subset" in (self.schema or {}),
+        )
 
 
 def read_shard(buffer) -> dict[str, np.ndarray]:
@@ -186,10 +209,10 @@ def read_shard(buffer) -> dict[str, np.ndarray]:
         for info in archive.infolist():
             if info.compress_type != zipfile.ZIP_STORED:
                 raise ValueError("compressed member")
-            local = view[info.header_offset:info.header_offset + 30]
+            local = view[info.header_offset : info.header_offset + 30]
             name_len, extra_len = struct.unpack("<HH", local[26:30])
             start = info.header_offset + 30 + name_len + extra_len
-            member = io.BytesIO(view[start:start + min(info.file_size, 4096)])
+            member = io.BytesIO(view[start : start + min(info.file_size, 4096)])
             major, _ = np.lib.format.read_magic(member)
             read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
             shape, fortran, dtype = read_header(member)
@@ -197,7 +220,8 @@ def read_shard(buffer) -> dict[str, np.ndarray]:
                 raise ValueError("not a C-ordered plain array")
             count = int(np.prod(shape, dtype=np.int64))
             arrays[info.filename.removesuffix(".npy")] = np.frombuffer(
-                view, dtype=dtype, count=count, offset=start + member.tell()).reshape(shape)
+                view, dtype=dtype, count=count, offset=start + member.tell()
+            ).reshape(shape)
         return arrays
     except (ValueError, zipfile.BadZipFile, struct.error):
         with np.load(io.BytesIO(bytes(view))) as npz:
@@ -224,8 +248,8 @@ class _Reader(io.RawIOBase):
         return self.pos
 
     def readinto(self, out):
-        chunk = self.view[self.pos:self.pos + len(out)]
-        out[:len(chunk)] = chunk
+        chunk = self.view[self.pos : self.pos + len(out)]
+        out[: len(chunk)] = chunk
         self.pos += len(chunk)
         return len(chunk)
 
@@ -233,7 +257,12 @@ class _Reader(io.RawIOBase):
 def manifest_bytes(info: data_pb2.DatasetInfo, shards: list[dict]) -> bytes:
     """manifest.json: the DatasetInfo (proto field names) plus the shard list."""
     import json
+
     manifest = json_format.MessageToDict(info, preserving_proto_field_name=True)
-    manifest["num_rows"], manifest["num_shards"], manifest["size_bytes"] = info.num_rows, info.num_shards, info.size_bytes
+    manifest["num_rows"], manifest["num_shards"], manifest["size_bytes"] = (
+        info.num_rows,
+        info.num_shards,
+        info.size_bytes,
+    )
     manifest["shards"] = shards
     return json.dumps(manifest, indent=1).encode()

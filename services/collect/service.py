@@ -1,5 +1,6 @@
 """CollectService: sources -> immutable, sharded, content-addressed dataset versions
 with statistics; dataset versions -> streams of TensorBatch."""
+
 from __future__ import annotations
 
 import contextlib
@@ -12,8 +13,8 @@ import secrets
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from concurrent import futures
-from typing import Iterator
 
 import grpc
 import numpy as np
@@ -85,19 +86,26 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
             version = content_version(source, spec)
             yield from self._ingest(name, version, source, spec.source, fmt, request.strict, context)
 
-    def _ingest(self, name, version, source: Source, where: str, fmt: str, strict: bool,
-                context) -> Iterator[collect_pb2.IngestResponse]:
+    def _ingest(
+        self, name, version, source: Source, where: str, fmt: str, strict: bool, context
+    ) -> Iterator[collect_pb2.IngestResponse]:
         prefix = layout.dataset_prefix(name, version)
         if self.store.is_published(prefix, layout.DATASET_MANIFEST):
             manifest = json.loads(self.store.get_bytes(prefix + layout.DATASET_MANIFEST))
             info = layout.dataset_info(manifest)
             log.info("dataset %s@%s exists; reused", name, version)
-            yield collect_pb2.IngestResponse(rows_read=info.num_rows, shards_written=info.num_shards, dataset=info,
-                                             reused=True, anomalies=self._anomalies(info))
+            yield collect_pb2.IngestResponse(
+                rows_read=info.num_rows,
+                shards_written=info.num_shards,
+                dataset=info,
+                reused=True,
+                anomalies=self._anomalies(info),
+            )
             return
         attempt = secrets.token_hex(4)
-        writer = DatasetWriter(self.store, prefix, what=where if source.format == "upload" else "collect.source",
-                               attempt=attempt)
+        writer = DatasetWriter(
+            self.store, prefix, what=where if source.format == "upload" else "collect.source", attempt=attempt
+        )
         with self.live_lock:
             self.live.add(attempt)
         try:
@@ -106,8 +114,9 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
             with self.live_lock:
                 self.live.discard(attempt)
 
-    def _write(self, name, version, prefix, writer: DatasetWriter, source: Source, where: str, fmt: str, strict: bool,
-               context) -> Iterator[collect_pb2.IngestResponse]:
+    def _write(
+        self, name, version, prefix, writer: DatasetWriter, source: Source, where: str, fmt: str, strict: bool, context
+    ) -> Iterator[collect_pb2.IngestResponse]:
         try:
             for chunk in source.chunks():
                 if writer.add(chunk, source.columns, source.categorical_columns):
@@ -117,14 +126,23 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
             if writer.rows == 0:
                 raise invalid(f"{where}: no rows")
             writer.finish()
-            info = writer.info(data_pb2.DatasetRef(name=name, version=version), where, fmt, source.columns,
-                               source.categorical_columns, source.class_names, source.image_shapes,
-                               source.text_columns)
+            info = writer.info(
+                data_pb2.DatasetRef(name=name, version=version),
+                where,
+                fmt,
+                source.columns,
+                source.categorical_columns,
+                source.class_names,
+                source.image_shapes,
+                source.text_columns,
+            )
             anomalies = self._anomalies(info)
             if strict and anomalies:
-                raise Fail(grpc.StatusCode.FAILED_PRECONDITION,
-                           f"dataset {name!r}: {len(anomalies)} schema anomalies against the previous version "
-                           f"(strict: true): " + "; ".join(f"{a.field}: {a.message}" for a in anomalies))
+                raise Fail(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"dataset {name!r}: {len(anomalies)} schema anomalies against the previous version "
+                    f"(strict: true): " + "; ".join(f"{a.field}: {a.message}" for a in anomalies),
+                )
             # The manifest is written last: only now does the version exist.
             self.store.publish(prefix, {}, layout.DATASET_MANIFEST, manifest_bytes(info, writer.shards))
         except BaseException as exc:
@@ -133,17 +151,27 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
                     self.store.delete(key)
             except StoreError:  # the store is gone: the shards stay invisible (no manifest) until swept
                 log.warning("could not remove the shards of a failed ingest of %s@%s", name, version)
-            if isinstance(exc, StoreError) and not isinstance(exc, StoreUnavailableError) \
-                    and self.store.is_published(prefix, layout.DATASET_MANIFEST):
+            if (
+                isinstance(exc, StoreError)
+                and not isinstance(exc, StoreUnavailableError)
+                and self.store.is_published(prefix, layout.DATASET_MANIFEST)
+            ):
                 # another attempt at the same content published it first: that version is ours too
                 yield from self._ingest(name, version, source, where, fmt, strict, context)
                 return
             raise
         self._sweep(prefix, writer.shards)
-        log.info("dataset %s@%s published: %d rows, %d shards, %d anomalies", name, version, writer.rows,
-                 len(writer.shards), len(anomalies))
-        yield collect_pb2.IngestResponse(rows_read=writer.rows, shards_written=len(writer.shards), dataset=info,
-                                         anomalies=anomalies)
+        log.info(
+            "dataset %s@%s published: %d rows, %d shards, %d anomalies",
+            name,
+            version,
+            writer.rows,
+            len(writer.shards),
+            len(anomalies),
+        )
+        yield collect_pb2.IngestResponse(
+            rows_read=writer.rows, shards_written=len(writer.shards), dataset=info, anomalies=anomalies
+        )
 
     def _sweep(self, prefix: str, shards: list[dict]) -> None:
         """Deletes the shards that dead attempts at this version left (collect was killed mid-ingest).
@@ -180,8 +208,10 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
                         return self._upload_files(name, message, request_iterator, scratch, context)
                     spool = UploadSpool(scratch, list(message.class_names))
                 if message.HasField("file"):
-                    raise invalid(f"upload message {index}: file: a tensor upload (no source in the first "
-                                  "message) carries batches, not files")
+                    raise invalid(
+                        f"upload message {index}: file: a tensor upload (no source in the first "
+                        "message) carries batches, not files"
+                    )
                 if message.HasField("batch"):
                     spool.add(message.batch, index)
             if not context.is_active():  # the stream broke off: publish nothing
@@ -207,8 +237,10 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
         os.makedirs(files.folder)
         for index, message in enumerate(itertools.chain([first], request_iterator)):
             if message.HasField("batch"):
-                raise invalid(f"upload message {index}: batch: a file upload (source in the first message) "
-                              "carries files, not batches")
+                raise invalid(
+                    f"upload message {index}: batch: a file upload (source in the first message) "
+                    "carries files, not batches"
+                )
             if message.HasField("file"):
                 files.add(message.file, index)
         if not context.is_active():  # the stream broke off: publish nothing
@@ -231,7 +263,9 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
         found = []
         for version in self.store.list_dirs(f"datasets/{name}/"):
             try:
-                manifest = json.loads(self.store.get_bytes(layout.dataset_prefix(name, version) + layout.DATASET_MANIFEST))
+                manifest = json.loads(
+                    self.store.get_bytes(layout.dataset_prefix(name, version) + layout.DATASET_MANIFEST)
+                )
             except NotFoundError:
                 continue  # unpublished: invisible
             found.append(layout.dataset_info(manifest))
@@ -239,7 +273,9 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
 
     @rpc
     def GetDataset(self, request: collect_pb2.GetDatasetRequest, context) -> collect_pb2.GetDatasetResponse:
-        return collect_pb2.GetDatasetResponse(dataset=layout.dataset_info(layout.read_manifest(self.store, request.dataset)))
+        return collect_pb2.GetDatasetResponse(
+            dataset=layout.dataset_info(layout.read_manifest(self.store, request.dataset))
+        )
 
     @rpc
     def ListDatasets(self, request: collect_pb2.ListDatasetsRequest, context) -> collect_pb2.ListDatasetsResponse:
@@ -257,7 +293,9 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
     # --- reading ---------------------------------------------------------------
 
     @rpc
-    def ReadDataset(self, request: collect_pb2.ReadDatasetRequest, context) -> Iterator[collect_pb2.ReadDatasetResponse]:
+    def ReadDataset(
+        self, request: collect_pb2.ReadDatasetRequest, context
+    ) -> Iterator[collect_pb2.ReadDatasetResponse]:
         manifest = layout.read_manifest(self.store, request.dataset)
         batch_size = request.batch_size or DEFAULT_BATCH
         if not 1 <= batch_size <= MAX_BATCH:
@@ -285,8 +323,11 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
         start, seen = 0, 0
         for shard in manifest["shards"]:
             if keep_all or assignment is not None:
-                n = shard["rows"] if assignment is None else \
-                    int((assignment[start:start + shard["rows"]] == subset_kind).sum())
+                n = (
+                    shard["rows"]
+                    if assignment is None
+                    else int((assignment[start : start + shard["rows"]] == subset_kind).sum())
+                )
                 if seen < hi and seen + n > lo:
                     shards.append((shard, start, seen))
                 seen += n
@@ -299,12 +340,12 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
             arrays = read_shard(buffer)  # views into the shard's bytes (or memory map): no copy
             kinds = arrays.pop("subset", None)
             if not keep_all:
-                keep = (kinds if assignment is None else assignment[start:start + shard["rows"]]) == subset_kind
+                keep = (kinds if assignment is None else assignment[start : start + shard["rows"]]) == subset_kind
                 if not keep.all():
                     arrays = {k: v[keep] for k, v in arrays.items()}
             n = len(arrays["label"])
             if seen < lo or seen + n > hi:
-                arrays = {k: v[max(lo - seen, 0):max(hi - seen, 0)] for k, v in arrays.items()}
+                arrays = {k: v[max(lo - seen, 0) : max(hi - seen, 0)] for k, v in arrays.items()}
             seen += n
             if len(arrays["label"]):
                 yield arrays
@@ -315,6 +356,7 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
 
     def _shards(self, prefix: str, shards: list[dict]):
         """(shard, buffer) in order; the next shard is fetched on a thread while one streams."""
+
         # Each shard is hashed on the prefetch thread, in memory, before any of its rows is streamed
         # (DATA_LOSS naming the shard on a mismatch); a shard without "sha256" (an old manifest) is not.
         def fetch(shard):

@@ -1,5 +1,6 @@
 """Dataset statistics (computed while ingesting, streaming) and schema validation
 of a new version against the previous one (TFX StatisticsGen / ExampleValidator style)."""
+
 from __future__ import annotations
 
 import re
@@ -11,8 +12,7 @@ from services.common.moments import merge
 
 TOKEN = re.compile(r"\w+")
 MAX_LISTED_VALUES = 1000
-SUBSET_NAMES = {data_pb2.SUBSET_TRAIN: "train", data_pb2.SUBSET_VALIDATION: "validation",
-                data_pb2.SUBSET_TEST: "test"}
+SUBSET_NAMES = {data_pb2.SUBSET_TRAIN: "train", data_pb2.SUBSET_VALIDATION: "validation", data_pb2.SUBSET_TEST: "test"}
 
 
 def tokens(text: str) -> list[str]:
@@ -69,11 +69,17 @@ class _Numeric:
         out = []
         for j, name in enumerate(self.names):
             seen = self.count[j] > 0
-            out.append(data_pb2.NumericStatistics(
-                name=name, count=int(self.count[j]), missing=int(self.missing[j]),
-                min=float(self.min[j]) if seen else 0.0, max=float(self.max[j]) if seen else 0.0,
-                mean=float(self.mean[j]) if seen else 0.0,
-                std=float(np.sqrt(self.m2[j] / self.count[j])) if seen else 0.0))
+            out.append(
+                data_pb2.NumericStatistics(
+                    name=name,
+                    count=int(self.count[j]),
+                    missing=int(self.missing[j]),
+                    min=float(self.min[j]) if seen else 0.0,
+                    max=float(self.max[j]) if seen else 0.0,
+                    mean=float(self.mean[j]) if seen else 0.0,
+                    std=float(np.sqrt(self.m2[j] / self.count[j])) if seen else 0.0,
+                )
+            )
         return out
 
 
@@ -146,8 +152,13 @@ class StatisticsBuilder:
         for stats in self.numeric.values():
             out.numeric.extend(stats.messages())
         for column in self.categorical:
-            out.categorical.add(name=column["name"], count=column["count"], missing=column["missing"],
-                                unique=len(column["seen"]), values=list(column["seen"])[:MAX_LISTED_VALUES])
+            out.categorical.add(
+                name=column["name"],
+                count=column["count"],
+                missing=column["missing"],
+                unique=len(column["seen"]),
+                values=list(column["seen"])[:MAX_LISTED_VALUES],
+            )
         for class_id, count in self.label_counts.items():
             name = class_names[class_id] if class_id < len(class_names) else str(class_id)
             out.label_counts[name] = count
@@ -155,9 +166,15 @@ class StatisticsBuilder:
         out.split_counts.update(self.split_counts)
         if self.text is not None:
             t = self.text
-            out.text.CopyFrom(data_pb2.TextStatistics(
-                count=t["count"], min_tokens=t["min"] or 0, max_tokens=t["max"],
-                mean_tokens=t["total"] / t["count"] if t["count"] else 0.0, vocabulary_size=len(t["vocabulary"])))
+            out.text.CopyFrom(
+                data_pb2.TextStatistics(
+                    count=t["count"],
+                    min_tokens=t["min"] or 0,
+                    max_tokens=t["max"],
+                    mean_tokens=t["total"] / t["count"] if t["count"] else 0.0,
+                    vocabulary_size=len(t["vocabulary"]),
+                )
+            )
         return out
 
 
@@ -181,14 +198,24 @@ def anomalies(previous: data_pb2.DatasetInfo, current: data_pb2.DatasetInfo) -> 
         if list(new.columns) or list(old.columns):
             for column in old.columns:
                 if column not in new.columns:
-                    add("missing_column", f"{name}.{column}",
-                        f"column {column!r} of {name!r} is missing; version {version} has it")
+                    add(
+                        "missing_column",
+                        f"{name}.{column}",
+                        f"column {column!r} of {name!r} is missing; version {version} has it",
+                    )
             for column in new.columns:
                 if column not in old.columns:
-                    add("new_column", f"{name}.{column}", f"column {column!r} of {name!r} is new since version {version}")
+                    add(
+                        "new_column",
+                        f"{name}.{column}",
+                        f"column {column!r} of {name!r} is new since version {version}",
+                    )
         elif list(new.shape) != list(old.shape):
-            add("shape_changed", name, f"{name!r} has shape {list(new.shape)} per row; version {version} has "
-                                       f"{list(old.shape)}")
+            add(
+                "shape_changed",
+                name,
+                f"{name!r} has shape {list(new.shape)} per row; version {version} has {list(old.shape)}",
+            )
         if name == "label":
             for cls in new.class_names:
                 if cls not in old.class_names:
@@ -202,9 +229,12 @@ def anomalies(previous: data_pb2.DatasetInfo, current: data_pb2.DatasetInfo) -> 
         if old is None or not old.count or not stats.count:
             continue
         if stats.min < old.min or stats.max > old.max:
-            add("out_of_range", _numeric_field(stats.name),
+            add(
+                "out_of_range",
+                _numeric_field(stats.name),
                 f"{stats.name!r} ranges over [{stats.min:g}, {stats.max:g}]; version {version} saw "
-                f"[{old.min:g}, {old.max:g}]")
+                f"[{old.min:g}, {old.max:g}]",
+            )
     old_categorical = {c.name: c for c in previous.statistics.categorical}
     for stats in current.statistics.categorical:
         old = old_categorical.get(stats.name)
@@ -212,8 +242,11 @@ def anomalies(previous: data_pb2.DatasetInfo, current: data_pb2.DatasetInfo) -> 
             continue
         new_values = [v for v in stats.values if v not in set(old.values)]
         if new_values:
-            add("new_category", f"categorical.{stats.name}",
-                f"column {stats.name!r} has values not seen in version {version}: {', '.join(map(repr, new_values[:5]))}")
+            add(
+                "new_category",
+                f"categorical.{stats.name}",
+                f"column {stats.name!r} has values not seen in version {version}: {', '.join(map(repr, new_values[:5]))}",
+            )
     return found
 
 
@@ -223,4 +256,5 @@ def _numeric_field(name: str) -> str:
 
 def _dtype(code: int) -> str:
     from cookline import tensors
+
     return tensors.dtype_name(code)

@@ -6,6 +6,7 @@ pipeline rule (cookline.spec's SpecError) is INVALID_ARGUMENT, here and nowhere 
 gRPC error keeps its code, so INVALID_ARGUMENT from collect reaches the gateway
 as INVALID_ARGUMENT.
 """
+
 from __future__ import annotations
 
 import functools
@@ -72,6 +73,7 @@ def _abort(context: grpc.ServicerContext, exc: BaseException, method: str):
 def rpc(method):
     """Decorates a servicer method (unary or streaming, sync or asyncio) with the error model."""
     if inspect.isasyncgenfunction(method):
+
         @functools.wraps(method)
         async def async_stream(self, request, context):
             try:
@@ -79,18 +81,22 @@ def rpc(method):
                     yield response
             except Exception as exc:  # noqa: BLE001 - a cancelled call raises CancelledError, not this
                 await context.abort(*_status_logged(exc, method.__qualname__))
+
         return async_stream
 
     if inspect.iscoroutinefunction(method):
+
         @functools.wraps(method)
         async def async_unary(self, request, context):
             try:
                 return await method(self, request, context)
             except Exception as exc:  # noqa: BLE001
                 await context.abort(*_status_logged(exc, method.__qualname__))
+
         return async_unary
 
     if inspect.isgeneratorfunction(method):
+
         @functools.wraps(method)
         def stream(self, request, context):
             try:
@@ -98,6 +104,7 @@ def rpc(method):
             except Exception as exc:  # noqa: BLE001 - every error becomes a status
                 if context.is_active():
                     _abort(context, exc, method.__qualname__)
+
         return stream
 
     @functools.wraps(method)
@@ -106,10 +113,11 @@ def rpc(method):
             return method(self, request, context)
         except Exception as exc:  # noqa: BLE001
             _abort(context, exc, method.__qualname__)
+
     return unary
 
 
 def remaining(context: grpc.ServicerContext) -> float | None:
     """Seconds left of the caller's deadline, for passing it on to the next hop; None if it has none."""
     left = context.time_remaining()
-    return left if left is not None and left < 10 ** 9 else None  # grpc reports "no deadline" as ~9e18 s
+    return left if left is not None and left < 10**9 else None  # grpc reports "no deadline" as ~9e18 s

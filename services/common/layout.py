@@ -1,10 +1,11 @@
 """The storage layout (docs/api.md, "Storage layout"), in one place: object keys, names, manifests.
 
-    datasets/<name>/<version>/manifest.json   (written last; each shard's "sha256")
-    datasets/<name>/<version>/shard-00000-<attempt>.npz
-    models/<name>/<version>/saved_model.pb, variables/..., cookline.json (last; "checksums": file -> sha256)
-    runs/<run-id>/run.json, runs/<run-id>/events.jsonl
+datasets/<name>/<version>/manifest.json   (written last; each shard's "sha256")
+datasets/<name>/<version>/shard-00000-<attempt>.npz
+models/<name>/<version>/saved_model.pb, variables/..., cookline.json (last; "checksums": file -> sha256)
+runs/<run-id>/run.json, runs/<run-id>/events.jsonl
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -25,7 +26,7 @@ MODEL_METADATA = "cookline.json"
 
 def now() -> str:
     """The current time, RFC 3339 UTC."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def dataset_prefix(name: str, version: str) -> str:
@@ -41,6 +42,7 @@ def run_prefix(run_id: str) -> str:
 
 
 # --- datasets ---------------------------------------------------------------
+
 
 def read_manifest(store: ObjectStore, ref: data_pb2.DatasetRef) -> dict:
     """The manifest of a dataset version (newest when ref.version is empty).
@@ -102,13 +104,14 @@ def download_model(store: ObjectStore, meta: dict, prefix: str, folder: str) -> 
     recorded = meta.get(CHECKSUMS)
     if recorded is None:
         for key in store.list(prefix):
-            store.get_file(key, os.path.join(folder, *key[len(prefix):].split("/")))
+            store.get_file(key, os.path.join(folder, *key[len(prefix) :].split("/")))
         return
     for name, sha256 in sorted(recorded.items()):
         try:
             store.get_file(prefix + name, os.path.join(folder, *name.split("/")), sha256=sha256)
         except NotFoundError:
             raise ChecksumError(f"object {prefix + name} is missing: the model record lists it") from None
+
 
 def model_versions(store: ObjectStore, name: str, published_only: bool = True) -> list[int]:
     """Integer versions of a model, ascending; only published ones unless asked."""
@@ -154,6 +157,7 @@ def _read_record(store: ObjectStore, key: str, message):
     """The record at `key` parsed into `message`; NotFoundError when there is none."""
     return json_format.Parse(store.get_bytes(key), message, ignore_unknown_fields=True)
 
+
 DEPLOYED = "deployed.json"
 
 
@@ -184,8 +188,9 @@ def delete_deployed(store: ObjectStore, name: str) -> None:
 
 def deployed_models(store: ObjectStore) -> list[str]:
     """Names of every model with a deployed marker."""
-    return sorted(name for name in store.list_dirs("models/")
-                  if NAME_RE.fullmatch(name) and store.exists(deployed_key(name)))
+    return sorted(
+        name for name in store.list_dirs("models/") if NAME_RE.fullmatch(name) and store.exists(deployed_key(name))
+    )
 
 
 def write_alias(store: ObjectStore, name: str, alias: str, version: int) -> None:

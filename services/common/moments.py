@@ -1,5 +1,6 @@
 """Chan et al.'s parallel merge of streaming means and variances, shared by collect's
 statistics and the standardize op."""
+
 from __future__ import annotations
 
 
@@ -10,4 +11,4 @@ def merge(running: tuple, batch: tuple) -> tuple:
     (count, mean, m2), (n, batch_mean, batch_m2) = running, batch
     total = count + n
     delta = batch_mean - mean
-    return total, mean + delta * n / total, m2 + batch_m2 + delta ** 2 * count * n / total
+    return total, mean + delta * n / total, m2 + batch_m2 + delta**2 * count * n / total

@@ -5,10 +5,11 @@ The contract (cookline.v1.Partition): the subset's rows, in dataset order, are c
 Every part streams the same number of batches, ceil(ceil(rows / count) / batch_size), so
 training workers that step in lock-step (collective all-reduce) all end an epoch together.
 """
+
 from __future__ import annotations
 
 import itertools
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -51,8 +52,10 @@ def batch_sizes(rows: int, index: int, count: int, batch_size: int) -> list[int]
     if len(sizes) < steps(rows, count, batch_size):  # short by one at most: blocks differ by one row
         last = sizes.pop()
         if last < 2:
-            raise invalid(f"partition.count: with batch_size {batch_size}, {count} parts of {rows} rows cannot "
-                          f"all stream the same number of batches")
+            raise invalid(
+                f"partition.count: with batch_size {batch_size}, {count} parts of {rows} rows cannot "
+                f"all stream the same number of batches"
+            )
         sizes += [last - last // 2, last // 2]
     return sizes
 
@@ -85,7 +88,7 @@ def cut(batches: Iterable[Batch], sizes: Iterable[int]) -> Iterator[Batch]:
             carry = None
         rows, start = _rows(batch), 0
         while want is not None and rows - start >= want:
-            yield batch if (start == 0 and want == rows) else {k: v[start:start + want] for k, v in batch.items()}
+            yield batch if (start == 0 and want == rows) else {k: v[start : start + want] for k, v in batch.items()}
             start += want
             want = next(sizes, None)
         if start < rows:

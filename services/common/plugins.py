@@ -4,6 +4,7 @@ its implementation, and the PluginService every service answers (what it has loa
 The declarations (names, parameters, checks) live in cookline.spec.plugins; a service loads
 them with the built-ins before it serves, so its own checks know the plugins too.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -29,9 +30,20 @@ def implementation(component: Component) -> type:
 
 def list_response(service: str) -> plugins_pb2.ListPluginsResponse:
     """What this process loaded, for ListPlugins."""
-    return plugins_pb2.ListPluginsResponse(service=service, plugins=[
-        plugins_pb2.PluginInfo(kind=p.kind, name=p.name, distribution=p.distribution, version=p.version,
-                               error=p.error, params=list(p.params)) for p in spec_plugins.load()])
+    return plugins_pb2.ListPluginsResponse(
+        service=service,
+        plugins=[
+            plugins_pb2.PluginInfo(
+                kind=p.kind,
+                name=p.name,
+                distribution=p.distribution,
+                version=p.version,
+                error=p.error,
+                params=list(p.params),
+            )
+            for p in spec_plugins.load()
+        ],
+    )
 
 
 class PluginServicer(plugins_pb2_grpc.PluginServiceServicer):

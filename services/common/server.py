@@ -1,6 +1,7 @@
 """Server bootstrap shared by every service: health, reflection, message limits,
 logging, plugins (loaded at start, listed by PluginService) and graceful shutdown on
 SIGTERM/SIGINT."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,8 +13,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent import futures
-from typing import Callable, Iterable
 
 import grpc
 from google.protobuf import descriptor_pool, message_factory
@@ -125,14 +126,21 @@ class StreamTracker(grpc.ServerInterceptor):
             self.open -= 1
             still_open = self.open
         ended = time.time()
-        log.info("stream %s ended at %.3f after %.3f s (%s); %d streams open", method, ended,
-                 ended - started, "ran to its end" if ran_to_end else "call cancelled or expired", still_open)
+        log.info(
+            "stream %s ended at %.3f after %.3f s (%s); %d streams open",
+            method,
+            ended,
+            ended - started,
+            "ran to its end" if ran_to_end else "call cancelled or expired",
+            still_open,
+        )
 
     @staticmethod
     def rewrap(handler, tracked):
         make = _HANDLERS[(handler.request_streaming, True)]
-        return make(tracked, request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer)
+        return make(
+            tracked, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
 
     def intercept_service(self, continuation, details):
         handler = continuation(details)
@@ -146,6 +154,7 @@ class StreamTracker(grpc.ServerInterceptor):
                 yield from behavior(request, context)
             finally:
                 self.closed(details.method, started, context.is_active())
+
         return self.rewrap(handler, tracked)
 
 
@@ -172,6 +181,7 @@ class AsyncStreamTracker(grpc.aio.ServerInterceptor):
                 ran_to_end = True
             finally:
                 tracker.closed(details.method, started, ran_to_end)
+
         return tracker.rewrap(handler, tracked)
 
 
@@ -199,8 +209,11 @@ def add_servicer(server: grpc.Server, service, servicer) -> str:
     for method in service.methods:
         request_class = message_factory.GetMessageClass(method.input_type)
         make = _HANDLERS[(method.client_streaming, method.server_streaming)]
-        handlers[method.name] = make(getattr(servicer, method.name), request_deserializer=request_class.FromString,
-                                     response_serializer=_serialize)
+        handlers[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=request_class.FromString,
+            response_serializer=_serialize,
+        )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
     return service.full_name
 
@@ -233,8 +246,10 @@ class _ReflectionPool:
 
 def _enable_reflection(server, names: list[str]) -> None:
     reflection.enable_server_reflection(
-        names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server,
-        pool=_ReflectionPool())
+        names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+        pool=_ReflectionPool(),
+    )
 
 
 def _listen(server, service: str) -> str:
@@ -258,9 +273,14 @@ def _exit_stopped(service: str) -> None:
     os._exit(0)
 
 
-def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_workers: int = 32,
-          on_start: Callable[[health.HealthServicer], None] | None = None,
-          http_app: Callable[[], object] | None = None, http_public: Iterable[str] = ()) -> None:
+def serve(
+    service: str,
+    register: Callable[[grpc.Server], Iterable[str]],
+    max_workers: int = 32,
+    on_start: Callable[[health.HealthServicer], None] | None = None,
+    http_app: Callable[[], object] | None = None,
+    http_public: Iterable[str] = (),
+) -> None:
     """Runs `service` until SIGTERM/SIGINT.
 
     `register(server)` adds the servicers and returns their full service names
@@ -276,9 +296,12 @@ def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_wo
     setup_logging(service)
     bound_malloc()
     token = config.auth_token()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=config.grpc_options(),
-                         interceptors=([BearerAuth(token)] if token else []) + [StreamTracker()],
-                         maximum_concurrent_rpcs=config.max_concurrent_rpcs())
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers),
+        options=config.grpc_options(),
+        interceptors=([BearerAuth(token)] if token else []) + [StreamTracker()],
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs(),
+    )
     plugins.spec_plugins.load()  # before the servicers: their checks know the plugins
     names = list(register(server))
     names.append(add_servicer(server, plugins.SERVICE, plugins.PluginServicer(service)))
@@ -291,6 +314,7 @@ def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_wo
     http_thread = None
     if http_app is not None:
         from services.common import http  # the HTTP stack is imported only by services that have a port for it
+
         http_thread = http.serve_http_thread(http_app(), service, public=(*http.PUBLIC_PATHS, *http_public))
         describe += f"; HTTP on {http_thread.describe}"
     server.start()
@@ -317,9 +341,13 @@ def serve(service: str, register: Callable[[grpc.Server], Iterable[str]], max_wo
     _exit_stopped(service)
 
 
-def serve_async(service: str, register: Callable[[grpc.aio.Server], Iterable[str]],
-                on_start: Callable[[health_async.HealthServicer], None] | None = None,
-                http_app: Callable[[], object] | None = None, http_public: Iterable[str] = ()) -> None:
+def serve_async(
+    service: str,
+    register: Callable[[grpc.aio.Server], Iterable[str]],
+    on_start: Callable[[health_async.HealthServicer], None] | None = None,
+    http_app: Callable[[], object] | None = None,
+    http_public: Iterable[str] = (),
+) -> None:
     """`serve` on a grpc.aio server: the servicers' methods are coroutines (or async
     generators) run on one event loop, so a call costs no hand-off between threads.
     Same health, reflection, auth, limits, stream log and shutdown; `on_start(health)`
@@ -335,9 +363,11 @@ async def _serve_async(service, register, on_start, http_app=None) -> None:
     from services.common import http  # the HTTP stack is imported only by services that have a port for it
 
     token = config.auth_token()
-    server = grpc.aio.server(options=config.grpc_options(),
-                             interceptors=([AsyncBearerAuth(token)] if token else []) + [AsyncStreamTracker()],
-                             maximum_concurrent_rpcs=config.max_concurrent_rpcs())
+    server = grpc.aio.server(
+        options=config.grpc_options(),
+        interceptors=([AsyncBearerAuth(token)] if token else []) + [AsyncStreamTracker()],
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs(),
+    )
     plugins.spec_plugins.load()
     names = list(register(server))
     names.append(add_servicer(server, plugins.SERVICE, plugins.AsyncPluginServicer(service)))
@@ -358,8 +388,13 @@ async def _serve_async(service, register, on_start, http_app=None) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, lambda s=signum: (
-            log.info("%s: %s received, shutting down", service, signal.Signals(s).name), stopping.set()))
+        loop.add_signal_handler(
+            signum,
+            lambda s=signum: (
+                log.info("%s: %s received, shutting down", service, signal.Signals(s).name),
+                stopping.set(),
+            ),
+        )
     await stopping.wait()
     await health_servicer.enter_graceful_shutdown()  # peers see NOT_SERVING first
     if http_server is not None:

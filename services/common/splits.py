@@ -1,5 +1,6 @@
 """The train/validation/test split of a dataset: one seeded permutation of the row
 indices with exact fractions, computed the same way by every service."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,11 @@ def sizes(num_rows: int, split: data_pb2.SplitSpec) -> dict[int, int]:
     check_split(split)
     n_val = int(round(num_rows * split.validation))
     n_test = int(round(num_rows * split.test))
-    return {data_pb2.SUBSET_TRAIN: num_rows - n_val - n_test, data_pb2.SUBSET_VALIDATION: n_val,
-            data_pb2.SUBSET_TEST: n_test}
+    return {
+        data_pb2.SUBSET_TRAIN: num_rows - n_val - n_test,
+        data_pb2.SUBSET_VALIDATION: n_val,
+        data_pb2.SUBSET_TEST: n_test,
+    }
 
 
 def assignment(num_rows: int, split: data_pb2.SplitSpec) -> np.ndarray:
@@ -24,7 +28,7 @@ def assignment(num_rows: int, split: data_pb2.SplitSpec) -> np.ndarray:
     order = np.random.default_rng(split.seed).permutation(num_rows)
     subsets = np.full(num_rows, data_pb2.SUBSET_TRAIN, dtype=np.uint8)
     subsets[order[:n_val]] = data_pb2.SUBSET_VALIDATION
-    subsets[order[n_val:n_val + n_test]] = data_pb2.SUBSET_TEST
+    subsets[order[n_val : n_val + n_test]] = data_pb2.SUBSET_TEST
     return subsets
 
 
@@ -33,8 +37,11 @@ def subset_rows(info: data_pb2.DatasetInfo, split: data_pb2.SplitSpec) -> dict[i
     predefined split, else the seeded split's sizes."""
     if info.predefined_split:
         counts = info.statistics.split_counts
-        rows = {data_pb2.SUBSET_TRAIN: counts.get("train", 0), data_pb2.SUBSET_VALIDATION: counts.get("validation", 0),
-                data_pb2.SUBSET_TEST: counts.get("test", 0)}
+        rows = {
+            data_pb2.SUBSET_TRAIN: counts.get("train", 0),
+            data_pb2.SUBSET_VALIDATION: counts.get("validation", 0),
+            data_pb2.SUBSET_TEST: counts.get("test", 0),
+        }
     else:
         rows = sizes(info.num_rows, split)
     rows[data_pb2.SUBSET_UNSPECIFIED] = info.num_rows

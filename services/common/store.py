@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import certifi
 import urllib3
@@ -79,8 +79,9 @@ def verify(key: str, digest: str, expected: str | None) -> None:
     """ChecksumError naming the object unless `digest` is the `expected` sha256 (None: an old record
     without checksums, not verified)."""
     if expected is not None and digest != expected:
-        raise ChecksumError(f"object {key} is corrupt: its sha256 is {digest}, "
-                            f"the record written at publish says {expected}")
+        raise ChecksumError(
+            f"object {key} is corrupt: its sha256 is {digest}, the record written at publish says {expected}"
+        )
 
 
 class _HashingWriter:
@@ -120,12 +121,14 @@ class ObjectStore(abc.ABC):
     def put_new(self, key: str, data: bytes) -> None:
         """Writes `data` only if `key` does not exist yet, atomically: of two writers racing for the
         same key exactly one succeeds; the other gets AlreadyExistsError (and writes nothing)."""
+
     @abc.abstractmethod
     def get_bytes(self, key: str) -> bytes: ...
     @abc.abstractmethod
     def get_file(self, key: str, path: str, sha256: str | None = None) -> None:
         """Downloads an object to `path` (atomically). With `sha256`, the bytes are hashed as they are
         copied and a mismatch raises ChecksumError and leaves nothing at `path`."""
+
     @abc.abstractmethod
     def exists(self, key: str) -> bool: ...
     @abc.abstractmethod
@@ -164,15 +167,14 @@ class ObjectStore(abc.ABC):
         """
         if prefix and not prefix.endswith("/"):
             prefix += "/"
-        rests = (key[len(prefix):] for key in self.list(prefix))
+        rests = (key[len(prefix) :] for key in self.list(prefix))
         return sorted({rest.split("/", 1)[0] for rest in rests if "/" in rest})
 
     def delete_prefix(self, prefix: str) -> None:
         for key in list(self.list(prefix)):
             self.delete(key)
 
-    def publish(self, prefix: str, files: Mapping[str, str | bytes],
-                manifest_name: str, manifest: bytes) -> None:
+    def publish(self, prefix: str, files: Mapping[str, str | bytes], manifest_name: str, manifest: bytes) -> None:
         """Write `files` under `prefix`, then the manifest LAST; undo on failure.
 
         Versions are immutable, so publishing over a published prefix is refused (and a
@@ -186,8 +188,7 @@ class ObjectStore(abc.ABC):
         if manifest_name in files:
             raise ValueError("manifest %r must not also be listed in files" % manifest_name)
         if self.is_published(prefix, manifest_name):
-            raise StoreError("%s%s already published; versions are immutable"
-                             % (prefix, manifest_name))
+            raise StoreError("%s%s already published; versions are immutable" % (prefix, manifest_name))
         written: list[str] = []
         try:
             for name, src in files.items():
@@ -202,8 +203,9 @@ class ObjectStore(abc.ABC):
             except AlreadyExistsError:
                 if self._get_or_none(prefix + manifest_name) == manifest:
                     return  # our own write, retried after a lost response
-                raise AlreadyExistsError(f"{prefix}{manifest_name} already published by another writer; "
-                                         "versions are immutable") from None
+                raise AlreadyExistsError(
+                    f"{prefix}{manifest_name} already published by another writer; versions are immutable"
+                ) from None
         except BaseException:
             for key in written:
                 try:
@@ -258,7 +260,7 @@ class _RangeReader(io.RawIOBase):
             self.block, self.block_start = self.store.get_range(self.key, self.pos, length), self.pos
         offset = self.pos - self.block_start
         count = min(len(buffer), len(self.block) - offset)
-        buffer[:count] = self.block[offset:offset + count]
+        buffer[:count] = self.block[offset : offset + count]
         self.pos += count
         return count
 
@@ -313,8 +315,9 @@ class LocalStore(ObjectStore):
                     return b""
                 # MAP_POPULATE: the pages are mapped now (on the prefetch thread), not faulted in one
                 # by one while the data streams.
-                return mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
-                                 prot=mmap.PROT_READ)
+                return mmap.mmap(
+                    f.fileno(), 0, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ
+                )
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFoundError("object not found: %s" % key) from None
 
@@ -370,11 +373,13 @@ class LocalStore(ObjectStore):
 def _copier(key: str, src, sha256: str | None):
     """A writer for _atomic_write copying `src`; with `sha256`, it hashes on the way and raises
     ChecksumError (before the file becomes visible) on a mismatch."""
+
     def write(f):
         sink = _HashingWriter(f) if sha256 is not None else f
         shutil.copyfileobj(src, sink, 1 << 20)
         if sha256 is not None:
             verify(key, sink.digest.hexdigest(), sha256)
+
     return write
 
 
@@ -382,8 +387,7 @@ def _atomic_write(path: str, writer) -> None:
     """Write a file via a temp file in the same dir + os.replace: readers never see half."""
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix="." + os.path.basename(path) + ".",
-                               suffix=_TMP_SUFFIX)
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix="." + os.path.basename(path) + ".", suffix=_TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             writer(f)
@@ -401,10 +405,20 @@ def _atomic_write(path: str, writer) -> None:
 class S3Store(ObjectStore):
     """An S3 bucket through the `minio` SDK (MinIO first, any S3 server)."""
 
-    def __init__(self, endpoint: str, access_key: str, secret_key: str, bucket: str,
-                 secure: bool = False, region: str | None = None,
-                 retries: int = 5, backoff: float = 0.2, retry_seconds: float = 0.0,
-                 connect_timeout: float = 5.0, read_timeout: float = 120.0):
+    def __init__(
+        self,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        bucket: str,
+        secure: bool = False,
+        region: str | None = None,
+        retries: int = 5,
+        backoff: float = 0.2,
+        retry_seconds: float = 0.0,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 120.0,
+    ):
         if endpoint.startswith(("http://", "https://")):
             secure = endpoint.startswith("https://")
             endpoint = endpoint.split("://", 1)[1]
@@ -419,16 +433,19 @@ class S3Store(ObjectStore):
         # Our own retry loop handles transient errors, so urllib3 must not retry as well.
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
-            maxsize=10, retries=False, cert_reqs="CERT_REQUIRED",
-            ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where())
-        self._client = Minio(endpoint, access_key=access_key, secret_key=secret_key,
-                             secure=secure, region=region, http_client=http)
+            maxsize=10,
+            retries=False,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        )
+        self._client = Minio(
+            endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region, http_client=http
+        )
         self.ensure_bucket()  # a few quick tries only: store_from_env waits for a store still starting
         self.retry_seconds = max(0.0, retry_seconds)
 
     def describe(self) -> str:
-        return "s3://%s at %s://%s" % (self.bucket, "https" if self.secure else "http",
-                                       self.endpoint)
+        return "s3://%s at %s://%s" % (self.bucket, "https" if self.secure else "http", self.endpoint)
 
     def _call(self, what: str, fn, key: str | None = None):
         """Run fn() with retries on transient errors; map errors to StoreError types."""
@@ -442,14 +459,14 @@ class S3Store(ObjectStore):
                     raise NotFoundError("object not found: %s" % key) from None
                 status = getattr(e.response, "status", 0) or 0
                 if e.code not in _TRANSIENT_CODES and status not in _TRANSIENT_STATUS:
-                    raise StoreError(self._scrub("%s failed on %s: %s: %s" % (
-                        what, self.describe(), e.code, e.message))) from None
+                    raise StoreError(
+                        self._scrub("%s failed on %s: %s: %s" % (what, self.describe(), e.code, e.message))
+                    ) from None
                 err: Exception = e
             except (ServerError, InvalidResponseError) as e:
                 status = getattr(e, "status_code", None) or getattr(e, "_code", 0) or 0
                 if status not in _TRANSIENT_STATUS:
-                    raise StoreError(self._scrub("%s failed on %s: %s" % (
-                        what, self.describe(), e))) from None
+                    raise StoreError(self._scrub("%s failed on %s: %s" % (what, self.describe(), e))) from None
                 err = e
             except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as e:
                 err = e  # network trouble; local-disk OSErrors are not retried
@@ -459,9 +476,13 @@ class S3Store(ObjectStore):
             log.warning("%s: object store call failed (%s); retrying in %.1f s", what, type(err).__name__, delay)
             time.sleep(delay)  # back-off before the next attempt
             delay = min(delay * 2, MAX_BACKOFF_S)
-        raise StoreUnavailableError(self._scrub("%s: object store %s unavailable after %d "
-                                                "attempts in %.1f s: %s: %s" % (
-            what, self.describe(), attempt, time.monotonic() - started, type(err).__name__, err))) from None
+        raise StoreUnavailableError(
+            self._scrub(
+                "%s: object store %s unavailable after %d "
+                "attempts in %.1f s: %s: %s"
+                % (what, self.describe(), attempt, time.monotonic() - started, type(err).__name__, err)
+            )
+        ) from None
 
     def _scrub(self, msg: str) -> str:
         return msg.replace(self._secret, "***") if self._secret else msg
@@ -475,12 +496,12 @@ class S3Store(ObjectStore):
             except S3Error as e:  # another process created it at the same time
                 if e.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                     raise
+
         self._call("create bucket", make)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         _check_key(key)
-        self._call("put " + key, lambda: self._client.put_object(
-            self.bucket, key, io.BytesIO(data), len(data)))
+        self._call("put " + key, lambda: self._client.put_object(self.bucket, key, io.BytesIO(data), len(data)))
 
     def put_new(self, key: str, data: bytes) -> None:
         """PutObject with `If-None-Match: *` (S3 conditional writes: AWS, MinIO, SeaweedFS); the server
@@ -490,12 +511,14 @@ class S3Store(ObjectStore):
 
         def put():
             try:
-                self._client._put_object(self.bucket, key, data, headers={
-                    "If-None-Match": "*", "Content-Type": "application/octet-stream"})
+                self._client._put_object(
+                    self.bucket, key, data, headers={"If-None-Match": "*", "Content-Type": "application/octet-stream"}
+                )
             except S3Error as e:
                 if e.code == "PreconditionFailed":
                     raise AlreadyExistsError(f"object already exists: {key}") from None
                 raise
+
         self._call("put " + key, put)
 
     def put_file(self, key: str, path: str) -> None:
@@ -503,8 +526,7 @@ class S3Store(ObjectStore):
         if not os.path.isfile(path):
             raise FileNotFoundError("no such file to upload: %s" % path)
         # fput_object switches to multipart above part_size and aborts the upload on failure.
-        self._call("put " + key, lambda: self._client.fput_object(
-            self.bucket, key, path, part_size=PART_SIZE))
+        self._call("put " + key, lambda: self._client.fput_object(self.bucket, key, path, part_size=PART_SIZE))
 
     def _get(self, key: str, sink) -> None:
         def run():
@@ -514,6 +536,7 @@ class S3Store(ObjectStore):
             finally:
                 resp.close()
                 resp.release_conn()
+
         self._call("get " + key, run, key=key)
 
     def get_bytes(self, key: str) -> bytes:
@@ -538,6 +561,7 @@ class S3Store(ObjectStore):
             finally:
                 resp.close()
                 resp.release_conn()
+
         self._call("get " + key, run, key=key)
         return out[-1]
 
@@ -555,8 +579,10 @@ class S3Store(ObjectStore):
 
     def list(self, prefix: str) -> Iterator[str]:
         _check_prefix(prefix)
-        objs = self._call("list " + prefix, lambda: list(self._client.list_objects(
-            self.bucket, prefix=prefix or None, recursive=True)))
+        objs = self._call(
+            "list " + prefix,
+            lambda: list(self._client.list_objects(self.bucket, prefix=prefix or None, recursive=True)),
+        )
         # Sorted client-side: not every S3 server lists in strict byte order.
         return iter(sorted(o.object_name for o in objs if not o.is_dir))
 
@@ -567,12 +593,13 @@ class S3Store(ObjectStore):
     def delete_prefix(self, prefix: str) -> None:
         keys = list(self.list(prefix))
         for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
-            batch = [DeleteObject(k) for k in keys[i:i + 1000]]
-            errors = self._call("delete " + prefix, lambda: list(
-                self._client.remove_objects(self.bucket, batch)))
+            batch = [DeleteObject(k) for k in keys[i : i + 1000]]
+            errors = self._call("delete " + prefix, lambda: list(self._client.remove_objects(self.bucket, batch)))
             if errors:
-                raise StoreError("delete %s failed for %d keys, first: %s: %s" % (
-                    prefix, len(errors), errors[0].name, errors[0].code))
+                raise StoreError(
+                    "delete %s failed for %d keys, first: %s: %s"
+                    % (prefix, len(errors), errors[0].name, errors[0].code)
+                )
 
 
 def _env_secret(env: Mapping[str, str], name: str) -> str:
@@ -603,15 +630,21 @@ def store_from_env(env: Mapping[str, str] = os.environ, bucket: str | None = Non
         deadline = time.monotonic() + config.store_wait_seconds(env)
         while True:
             try:
-                return S3Store(endpoint, access_key, secret_key, bucket,
-                               secure=secure_flag in ("1", "true", "yes", "on"),
-                               region=env.get("MINIO_REGION") or None,
-                               retry_seconds=config.store_retry_seconds(env))
+                return S3Store(
+                    endpoint,
+                    access_key,
+                    secret_key,
+                    bucket,
+                    secure=secure_flag in ("1", "true", "yes", "on"),
+                    region=env.get("MINIO_REGION") or None,
+                    retry_seconds=config.store_retry_seconds(env),
+                )
             except StoreUnavailableError:
                 if time.monotonic() >= deadline:
                     raise
                 logging.getLogger("cookline.store").warning(
-                    "object store at %s not reachable yet; waiting for it (COOKLINE_STORE_WAIT_S)", endpoint)
+                    "object store at %s not reachable yet; waiting for it (COOKLINE_STORE_WAIT_S)", endpoint
+                )
                 time.sleep(1.0)  # back-off between attempts to reach the store
     root = env.get("COOKLINE_DATA_DIR") or settings.default("COOKLINE_DATA_DIR")
     return LocalStore(os.path.join(os.path.expanduser(root), bucket))

@@ -1,4 +1,5 @@
 """python -m services.process: the process service."""
+
 from cookline.v1 import process_pb2
 from services.common.server import add_servicer, serve
 from services.process.service import ProcessServicer

@@ -1,6 +1,7 @@
 """python -m services.serve: the serve service (cookline.v1.ServeService and the
 OIP v2 inference.GRPCInferenceService on one port; OIP v2 REST on its HTTP port,
 COOKLINE_SERVE_HTTP_ADDR, through the same servicer and batchers)."""
+
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter off unless asked for

@@ -26,6 +26,7 @@ without failing a request.
 
 submit() runs on the event loop; close() may be called from any thread.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -33,7 +34,7 @@ import collections
 import concurrent.futures
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -71,10 +72,17 @@ class Batcher:
     the model cannot take fails; `explain(inputs, exc)` turns that request's exception into
     the error its caller gets (e.g. naming the row)."""
 
-    def __init__(self, label: str, predict: Callable[[dict[str, np.ndarray]], np.ndarray], max_batch_size: int,
-                 max_queue_delay_ms: int, stats: ModelStats, loop: asyncio.AbstractEventLoop,
-                 inline_max_ms: float = INLINE_MAX_MS,
-                 explain: Callable[[dict[str, np.ndarray], Exception], Exception] | None = None):
+    def __init__(
+        self,
+        label: str,
+        predict: Callable[[dict[str, np.ndarray]], np.ndarray],
+        max_batch_size: int,
+        max_queue_delay_ms: int,
+        stats: ModelStats,
+        loop: asyncio.AbstractEventLoop,
+        inline_max_ms: float = INLINE_MAX_MS,
+        explain: Callable[[dict[str, np.ndarray], Exception], Exception] | None = None,
+    ):
         self.predict = predict
         self.explain = explain
         self.max_batch_size = max_batch_size
@@ -102,9 +110,11 @@ class Batcher:
     def close(self) -> None:
         """Takes no new requests, answers the queued ones, stops the task and the model's
         thread. Call it from any thread but the loop's: it waits for the loop to drain the queue."""
+
         def close_on_loop():
             self._closed = True
             self._wake.set()
+
         self.loop.call_soon_threadsafe(close_on_loop)
         self._done.result()
         self._thread.shutdown(wait=True)
@@ -135,7 +145,7 @@ class Batcher:
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return
 
     def _take_batch(self) -> list[_Request]:

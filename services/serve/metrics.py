@@ -1,10 +1,16 @@
 """Serve's statistics as a Prometheus text endpoint (prometheus-client), from the
 same counters GetStats returns. Off unless COOKLINE_SERVE_METRICS_ADDR is set."""
+
 from __future__ import annotations
 
 from prometheus_client import start_http_server
-from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, \
-    SummaryMetricFamily
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    SummaryMetricFamily,
+)
 
 from cookline import config
 from services.serve.models import ModelManager
@@ -25,13 +31,18 @@ class ServeCollector:
         requests = CounterMetricFamily("cookline_serve_requests", "Requests that reached the batcher", labels=labels)
         failed = CounterMetricFamily("cookline_serve_failed_requests", "Requests answered with an error", labels=labels)
         rows = CounterMetricFamily("cookline_serve_rows", "Rows predicted", labels=labels)
-        ready = GaugeMetricFamily("cookline_serve_model_ready", "1 while the version is loaded and answering",
-                                  labels=labels)
+        ready = GaugeMetricFamily(
+            "cookline_serve_model_ready", "1 while the version is loaded and answering", labels=labels
+        )
         batch = HistogramMetricFamily("cookline_serve_batch_size_rows", "Rows per model call", labels=labels)
-        delay = SummaryMetricFamily("cookline_serve_queue_delay_ms", "Queue delay p50/p90/p99 over the last "
-                                    "10,000 requests, ms", labels=labels)
-        latency = SummaryMetricFamily("cookline_serve_latency_ms", "Latency (enqueue to result) p50/p90/p99 over "
-                                      "the last 10,000 requests, ms", labels=labels)
+        delay = SummaryMetricFamily(
+            "cookline_serve_queue_delay_ms", "Queue delay p50/p90/p99 over the last 10,000 requests, ms", labels=labels
+        )
+        latency = SummaryMetricFamily(
+            "cookline_serve_latency_ms",
+            "Latency (enqueue to result) p50/p90/p99 over the last 10,000 requests, ms",
+            labels=labels,
+        )
         for stats in self.models.all_stats():
             key = [stats.model.name, str(stats.model.version)]
             requests.add_metric(key, stats.requests)

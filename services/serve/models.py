@@ -6,6 +6,7 @@ requests naming its version. Deploying another version loads and warms it while
 the old one keeps answering, switches new requests over in one step, then
 closes the old batcher, which answers what was already queued: no request fails.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -14,8 +15,8 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import grpc
 import numpy as np
@@ -47,6 +48,7 @@ def unavailable(message: str) -> Fail:
 @dataclass
 class LoadedModel:
     """One model version, loaded, warmed up and answering through its batcher."""
+
     name: str
     version: int
     class_names: list[str]
@@ -79,8 +81,10 @@ class LoadedModel:
         (INVALID_ARGUMENT naming the input and the row): what the batcher queues."""
         unknown = sorted(set(arrays) - set(self.specs))
         if unknown:
-            raise invalid(f"inputs[{unknown[0]!r}]: unknown input (model {self.name!r} takes "
-                          f"{', '.join(repr(n) for n in self.specs)})")
+            raise invalid(
+                f"inputs[{unknown[0]!r}]: unknown input (model {self.name!r} takes "
+                f"{', '.join(repr(n) for n in self.specs)})"
+            )
         rows = None
         out = {}
         for name, spec in self.specs.items():
@@ -90,8 +94,10 @@ class LoadedModel:
             if array.ndim == 0:
                 raise invalid(f"inputs[{name!r}]: a scalar, expected {spec.describe()}")
             if array.shape[0] > MAX_ROWS:
-                raise Fail(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                           f"inputs[{name!r}]: {array.shape[0]} rows, at most {MAX_ROWS} per request")
+                raise Fail(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"inputs[{name!r}]: {array.shape[0]} rows, at most {MAX_ROWS} per request",
+                )
             if array.shape[0] < 1:
                 raise invalid(f"inputs[{name!r}]: no rows")
             if rows is not None and array.shape[0] != rows:
@@ -125,40 +131,60 @@ class load_predict:  # noqa: N801 - used as a function: load_predict(dir)(inputs
 
 
 _DTYPES = {"float32": tensors.DataType.DATA_TYPE_FLOAT32, "string": tensors.DataType.DATA_TYPE_STRING}
-_KINDS = {"numeric": serve_pb2.INPUT_KIND_NUMERIC, "category": serve_pb2.INPUT_KIND_CATEGORY,
-          "text": serve_pb2.INPUT_KIND_TEXT, "image": serve_pb2.INPUT_KIND_IMAGE}
+_KINDS = {
+    "numeric": serve_pb2.INPUT_KIND_NUMERIC,
+    "category": serve_pb2.INPUT_KIND_CATEGORY,
+    "text": serve_pb2.INPUT_KIND_TEXT,
+    "image": serve_pb2.INPUT_KIND_IMAGE,
+}
 
 
 def input_spec(spec: InputSpec, limits: Limits) -> serve_pb2.TensorSpec:
     """The cookline TensorSpec of one raw input."""
-    out = serve_pb2.TensorSpec(dtype=_DTYPES[spec.dtype], shape=spec.shape, kind=_KINDS[spec.kind],
-                               columns=spec.columns, encodings=spec.encodings)
+    out = serve_pb2.TensorSpec(
+        dtype=_DTYPES[spec.dtype],
+        shape=spec.shape,
+        kind=_KINDS[spec.kind],
+        columns=spec.columns,
+        encodings=spec.encodings,
+    )
     if spec.kind == "image":
         out.max_bytes = limits.max_image_bytes
         if spec.image:
-            out.image.CopyFrom(serve_pb2.ImageSize(height=int(spec.image.get("height", 0)),
-                                                   width=int(spec.image.get("width", 0)),
-                                                   channels=int(spec.image.get("channels", 0))))
+            out.image.CopyFrom(
+                serve_pb2.ImageSize(
+                    height=int(spec.image.get("height", 0)),
+                    width=int(spec.image.get("width", 0)),
+                    channels=int(spec.image.get("channels", 0)),
+                )
+            )
     return out
 
 
-def model_metadata(name: str, version: int, class_names: list[str], specs: dict[str, InputSpec],
-                   limits: Limits) -> serve_pb2.ModelMetadata:
+def model_metadata(
+    name: str, version: int, class_names: list[str], specs: dict[str, InputSpec], limits: Limits
+) -> serve_pb2.ModelMetadata:
     features = specs.get("features")
     return serve_pb2.ModelMetadata(
         model=model_pb2.ModelRef(name=name, version=version),
         inputs={n: input_spec(s, limits) for n, s in specs.items()},
-        class_names=class_names, feature_columns=features.columns if features else [])
+        class_names=class_names,
+        feature_columns=features.columns if features else [],
+    )
 
 
 def metadata_from_store_record(meta: dict, limits: Limits | None = None) -> serve_pb2.ModelMetadata:
     """ModelMetadata from a version's cookline.json."""
-    return model_metadata(meta["name"], int(meta["version"]), list(meta["class_names"]),
-                          inputs_lib.specs_from_record(meta), limits or Limits())
+    return model_metadata(
+        meta["name"],
+        int(meta["version"]),
+        list(meta["class_names"]),
+        inputs_lib.specs_from_record(meta),
+        limits or Limits(),
+    )
 
 
-def explain_failure(predict, specs: dict[str, InputSpec], arrays: dict[str, np.ndarray],
-                    exc: Exception) -> Exception:
+def explain_failure(predict, specs: dict[str, InputSpec], arrays: dict[str, np.ndarray], exc: Exception) -> Exception:
     """The error of one request the model failed on. The per-row checks ran before, so
     this is rare (an image whose header is fine but whose data is not): the model's
     InvalidArgumentError becomes INVALID_ARGUMENT naming the first row it fails on."""
@@ -169,15 +195,21 @@ def explain_failure(predict, specs: dict[str, InputSpec], arrays: dict[str, np.n
     if rows > 1:
         for row in range(rows):
             try:
-                predict({name: value[row:row + 1] for name, value in arrays.items()})
+                predict({name: value[row : row + 1] for name, value in arrays.items()})
             except tf.errors.InvalidArgumentError:
                 bad = row
                 break
     names = [s.name for s in specs.values() if s.kind == "image"] or [s.name for s in specs.values() if s.is_string]
     where = f"inputs[{names[0]!r}] row {bad}" if names else f"row {bad}"
     lines = [line.strip() for line in (exc.message or str(exc)).splitlines()]
-    detail = next((line for line in lines if line and not line.startswith(
-        ("Graph execution error", "Detected at", "<stack", "[["))), "invalid value")[:200]
+    detail = next(
+        (
+            line
+            for line in lines
+            if line and not line.startswith(("Graph execution error", "Detected at", "<stack", "[["))
+        ),
+        "invalid value",
+    )[:200]
     return invalid(f"{where}: the model could not use this value ({detail})")
 
 
@@ -198,11 +230,11 @@ class ModelManager:
         self.store = store
         self.cache_dir = cache_dir
         self.limits = limits or Limits()
-        self.serving: dict[str, LoadedModel] = {}   # name -> the deployed version
-        self.loading: dict[str, int] = {}           # name -> version being loaded
-        self.expected: set[str] = set()             # names that should be serving (ServerReady)
+        self.serving: dict[str, LoadedModel] = {}  # name -> the deployed version
+        self.loading: dict[str, int] = {}  # name -> version being loaded
+        self.expected: set[str] = set()  # names that should be serving (ServerReady)
         self.stats: dict[tuple[str, int], ModelStats] = {}
-        self.started = threading.Event()            # start-up loading of deployed models done
+        self.started = threading.Event()  # start-up loading of deployed models done
         self._lock = threading.Lock()
         self._deploy_locks: dict[str, threading.Lock] = {}
         self._health: health_async.HealthServicer | None = None
@@ -245,8 +277,13 @@ class ModelManager:
             policy = "version" if version else "latest"
         return layout.read_model_metadata(self.store, name, version), policy
 
-    def deploy(self, ref: model_pb2.ModelRef, alias: str = "", batching: serve_pb2.BatchingConfig | None = None,
-               record: bool = True) -> LoadedModel:
+    def deploy(
+        self,
+        ref: model_pb2.ModelRef,
+        alias: str = "",
+        batching: serve_pb2.BatchingConfig | None = None,
+        record: bool = True,
+    ) -> LoadedModel:
         """Loads and warms the version the policy names, then swaps it in. `record`
         writes the deployed marker (LoadModel does; start-up only reads it)."""
         batching = check_batching(batching)
@@ -277,11 +314,22 @@ class ModelManager:
                 if current is not None:
                     current.batcher.close()  # answers what it queued before the swap
                     current.batcher.stats.ready = False
-                log.info("model %s version %d deployed (%s, max_batch_size %d, max_queue_delay_ms %d)",
-                         name, version, policy, batching.max_batch_size, batching.max_queue_delay_ms)
+                log.info(
+                    "model %s version %d deployed (%s, max_batch_size %d, max_queue_delay_ms %d)",
+                    name,
+                    version,
+                    policy,
+                    batching.max_batch_size,
+                    batching.max_queue_delay_ms,
+                )
             if record:
-                layout.write_deployed(self.store, name, records_pb2.DeployedRecord(
-                    policy=policy.split(":")[0], version=version, alias=alias, batching=batching))
+                layout.write_deployed(
+                    self.store,
+                    name,
+                    records_pb2.DeployedRecord(
+                        policy=policy.split(":")[0], version=version, alias=alias, batching=batching
+                    ),
+                )
             return new
 
     def unload(self, name: str) -> LoadedModel:
@@ -340,21 +388,28 @@ class ModelManager:
             predict = load_predict(local)
             specs = inputs_lib.specs_from_record(meta)
             if sorted(specs) != predict.input_names:
-                raise Fail(grpc.StatusCode.FAILED_PRECONDITION,
-                           f"model {name!r} version {version}: cookline.json lists inputs {sorted(specs)}, "
-                           f"its SavedModel takes {predict.input_names}")
+                raise Fail(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"model {name!r} version {version}: cookline.json lists inputs {sorted(specs)}, "
+                    f"its SavedModel takes {predict.input_names}",
+                )
             png = tf.io.encode_png(tf.zeros([8, 8, 3], tf.uint8)).numpy()
             for rows in sorted({1, batching.max_batch_size}):  # warm-up: trace and allocate before ready
                 predict(inputs_lib.warmup_inputs(specs, rows, png))
             stats = ModelStats(name, version, batching)
-            batcher = Batcher(f"{name}-{version}", predict, batching.max_batch_size,
-                              batching.max_queue_delay_ms, stats, self.loop,
-                              explain=lambda arrays, exc: explain_failure(predict, specs, arrays, exc))
+            batcher = Batcher(
+                f"{name}-{version}",
+                predict,
+                batching.max_batch_size,
+                batching.max_queue_delay_ms,
+                stats,
+                self.loop,
+                explain=lambda arrays, exc: explain_failure(predict, specs, arrays, exc),
+            )
             stats.ready = True
             with self._lock:
                 self.stats[(name, version)] = stats
-            return LoadedModel(name, version, list(meta["class_names"]), specs, batching, policy, batcher,
-                               self.limits)
+            return LoadedModel(name, version, list(meta["class_names"]), specs, batching, policy, batcher, self.limits)
         finally:
             with self._lock:
                 self.loading.pop(name, None)
@@ -387,8 +442,9 @@ class ModelManager:
         serving = f" (version {model.version} is deployed)" if model is not None else ""
         raise unavailable(f"{what} is not loaded{serving}; LoadModel deploys it")
 
-    async def submit(self, ref: model_pb2.ModelRef, prepare: Callable[[LoadedModel], dict[str, np.ndarray]]
-                     ) -> tuple[LoadedModel, asyncio.Future]:
+    async def submit(
+        self, ref: model_pb2.ModelRef, prepare: Callable[[LoadedModel], dict[str, np.ndarray]]
+    ) -> tuple[LoadedModel, asyncio.Future]:
         """Queues a request on the version answering ref (on the event loop). `prepare(model)`
         decodes the request's inputs and checks them against that model (LoadedModel.check)."""
         while True:

@@ -5,6 +5,7 @@ same input checks as cookline's Predict.
 The servicer's plain methods (server_metadata, model_ready, metadata, infer) take and
 return OIP messages and raise the domain's errors: the gRPC methods wrap them, and the
 REST transport (services/serve/rest.py) calls them with messages it builds from JSON."""
+
 from __future__ import annotations
 
 import asyncio
@@ -25,9 +26,21 @@ from services.serve.models import LoadedModel, ModelManager
 from services.serve.streaming import ActiveStreams, answer_in_order
 
 # OIP datatype -> numpy dtype (little-endian), for decoding and error messages.
-DATATYPES = {"BOOL": "?", "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
-             "INT8": "i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
-             "FP16": "<f2", "FP32": "<f4", "FP64": "<f8", "BYTES": None}
+DATATYPES = {
+    "BOOL": "?",
+    "UINT8": "u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "INT8": "i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+    "BYTES": None,
+}
 
 
 def model_ref(name: str, version: str) -> model_pb2.ModelRef:
@@ -49,7 +62,7 @@ def _deserialize_bytes(name: str, raw: bytes, count: int) -> np.ndarray:
         pos += 4
         if pos + length > end:
             raise invalid(f"inputs[{name!r}]: raw BYTES element {i} claims {length} bytes, {end - pos} are left")
-        values[i] = raw[pos:pos + length]
+        values[i] = raw[pos : pos + length]
         pos += length
     if pos != end:
         raise invalid(f"inputs[{name!r}]: {end - pos} bytes after the {count} BYTES elements of the shape")
@@ -62,8 +75,9 @@ def _decode_input(tensor, raw: bytes | None, spec) -> np.ndarray:
     accepted = ("FP32", "BYTES") if spec is None or not spec.is_string else ("BYTES",)
     if tensor.datatype not in accepted:
         kind = f", kind {spec.kind}" if spec is not None else ""
-        raise invalid(f"inputs[{name!r}]: datatype {tensor.datatype or '(empty)'}, expected "
-                      f"{' or '.join(accepted)}{kind}")
+        raise invalid(
+            f"inputs[{name!r}]: datatype {tensor.datatype or '(empty)'}, expected {' or '.join(accepted)}{kind}"
+        )
     if any(d < 0 for d in shape):
         raise invalid(f"inputs[{name!r}]: negative dimension in shape {list(shape)}")
     count = math.prod(shape)
@@ -152,13 +166,18 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         if classes:
             outputs.append(tensor(name="label", datatype="BYTES", shape=[-1]))
         return oip.ModelMetadataResponse(
-            name=ref.name, versions=[str(version)], platform="tensorflow_savedmodel",
-            inputs=[self._input_metadata(spec) for spec in specs.values()], outputs=outputs)
+            name=ref.name,
+            versions=[str(version)],
+            platform="tensorflow_savedmodel",
+            inputs=[self._input_metadata(spec) for spec in specs.values()],
+            outputs=outputs,
+        )
 
     def _input_metadata(self, spec) -> oip.ModelMetadataResponse.TensorMetadata:
         """An input's OIP metadata; its kind, columns and image settings as parameters."""
-        out = oip.ModelMetadataResponse.TensorMetadata(name=spec.name, datatype="BYTES" if spec.is_string else "FP32",
-                                                       shape=spec.shape)
+        out = oip.ModelMetadataResponse.TensorMetadata(
+            name=spec.name, datatype="BYTES" if spec.is_string else "FP32", shape=spec.shape
+        )
         params = {"kind": spec.kind}
         if spec.columns:
             params["columns"] = ",".join(spec.columns)
@@ -178,8 +197,9 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         unknown = sorted(wanted - {"scores", "label"})
         if unknown:
             raise invalid(f"outputs[{unknown[0]!r}]: unknown output (the model returns 'scores' and 'label')")
-        return await self.models.submit(model_ref(request.model_name, request.model_version),
-                                        lambda model: inputs_of(request, model))
+        return await self.models.submit(
+            model_ref(request.model_name, request.model_version), lambda model: inputs_of(request, model)
+        )
 
     @staticmethod
     def _response(request: oip.ModelInferRequest, model: LoadedModel, scores: np.ndarray) -> oip.ModelInferResponse:
@@ -213,7 +233,8 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             code, text = status_of(exc)
             return oip.ModelStreamInferResponse(
                 error_message=f"{code.name}: {text}",
-                infer_response=oip.ModelInferResponse(model_name=request.model_name, id=request.id))
+                infer_response=oip.ModelInferResponse(model_name=request.model_name, id=request.id),
+            )
 
         async for response in answer_in_order(request_iterator, self.streams, self._submit, answer, error):
             yield response
@@ -221,4 +242,3 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
 
 def service_name() -> str:
     return oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
-

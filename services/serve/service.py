@@ -1,9 +1,10 @@
 """ServeService: model lifecycle, predictions (unary and bidirectional stream) and stats."""
+
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import numpy as np
 
@@ -15,6 +16,7 @@ from services.serve.models import LoadedModel, ModelManager, metadata_from_store
 from services.serve.streaming import ActiveStreams, answer_in_order
 
 log = logging.getLogger("cookline.serve")
+
 
 def inputs_of(request: serve_pb2.PredictRequest, model: LoadedModel) -> dict[str, np.ndarray]:
     """The request's inputs decoded (numbers as zero-copy views, strings as object arrays
@@ -83,16 +85,19 @@ class ServeServicer(serve_pb2_grpc.ServeServiceServicer):
     @rpc
     async def PredictStream(self, request_iterator, context) -> AsyncIterator[serve_pb2.PredictStreamResponse]:
         def answer(message, model, scores):
-            return serve_pb2.PredictStreamResponse(correlation_id=message.correlation_id,
-                                                   result=self.response(model, scores))
+            return serve_pb2.PredictStreamResponse(
+                correlation_id=message.correlation_id, result=self.response(model, scores)
+            )
 
         def error(message, exc):
             if message.fail_fast:
                 raise exc
             code, text = status_of(exc)
-            return serve_pb2.PredictStreamResponse(correlation_id=message.correlation_id,
-                                                   error=serve_pb2.PredictError(code=code.value[0], message=text))
+            return serve_pb2.PredictStreamResponse(
+                correlation_id=message.correlation_id, error=serve_pb2.PredictError(code=code.value[0], message=text)
+            )
 
-        async for response in answer_in_order(request_iterator, self.streams,
-                                              lambda message: self.submit(message.request), answer, error):
+        async for response in answer_in_order(
+            request_iterator, self.streams, lambda message: self.submit(message.request), answer, error
+        ):
             yield response

@@ -1,4 +1,5 @@
 """Serving statistics of one model version: counts, histograms and percentiles."""
+
 from __future__ import annotations
 
 import collections
@@ -51,7 +52,15 @@ class ModelStats:
     def to_proto(self) -> serve_pb2.ModelStats:
         with self._lock:
             return serve_pb2.ModelStats(
-                model=self.model, ready=self.ready, batching=self.batching,
-                requests=self.requests, failed_requests=self.failed, rows=self.rows, batches=self.batches,
-                batch_size_counts=dict(self.batch_sizes), requests_per_batch_counts=dict(self.requests_per_batch),
-                queue_delay_ms=_percentiles(self.queue_delays_ms), latency_ms=_percentiles(self.latencies_ms))
+                model=self.model,
+                ready=self.ready,
+                batching=self.batching,
+                requests=self.requests,
+                failed_requests=self.failed,
+                rows=self.rows,
+                batches=self.batches,
+                batch_size_counts=dict(self.batch_sizes),
+                requests_per_batch_counts=dict(self.requests_per_batch),
+                queue_delay_ms=_percentiles(self.queue_delays_ms),
+                latency_ms=_percentiles(self.latencies_ms),
+            )

@@ -9,11 +9,12 @@ flow control slows the client down. When the call ends or the client cancels,
 the generator is cancelled and cancels the reader: nothing keeps working for a
 stream that is gone.
 """
+
 from __future__ import annotations
 
 import asyncio
 import threading
-from typing import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 
 # Messages read ahead of their responses, per stream.
 WINDOW = 256
@@ -32,8 +33,9 @@ class ActiveStreams:
             self.count += delta
 
 
-async def answer_in_order(requests: AsyncIterable, active: ActiveStreams, submit: Callable[..., Awaitable],
-                          answer: Callable, error: Callable) -> AsyncIterator:
+async def answer_in_order(
+    requests: AsyncIterable, active: ActiveStreams, submit: Callable[..., Awaitable], answer: Callable, error: Callable
+) -> AsyncIterator:
     """Yields one response per request, in order.
 
     await submit(msg) -> (model, future) queues it (or raises); answer(msg, model,

@@ -1,4 +1,5 @@
 """python -m services.train: the train service."""
+
 import os
 import warnings
 

@@ -10,6 +10,7 @@ A latest.json without "sha256" (written before checksums existed) resumes unveri
 The model is saved synchronously (consistent weights) to a local file and
 uploaded on a background thread, so training does not wait for the store.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,8 +64,10 @@ class Checkpoints:
                 digest = sha256_file(path)
                 self.store.put_file(key, path)
                 # latest.json moves only once the file it names is complete
-                self.store.put_bytes(self.prefix + LATEST, json.dumps(
-                    {"epoch": epoch, "key": key, "sha256": digest, "metrics": metrics}).encode())
+                self.store.put_bytes(
+                    self.prefix + LATEST,
+                    json.dumps({"epoch": epoch, "key": key, "sha256": digest, "metrics": metrics}).encode(),
+                )
                 if previous:
                     self.store.delete(previous)
                 previous = key

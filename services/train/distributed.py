@@ -14,6 +14,7 @@ A worker's collective endpoint is its train service's host with port + COLLECTIV
 (50053 -> 51053). Worker processes talk to their train service through a pipe of frames:
 b"P" + a TrainResponse (progress), b"E" + "CODE message" (an error), b"W" (weights written).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from typing import Iterator, cast
+from collections.abc import Iterator
+from typing import cast
 
 import grpc
 
@@ -54,8 +56,18 @@ def collective_address(peer: str) -> str:
 
 # --- the chief --------------------------------------------------------------------------------
 
-def fit(request: train_pb2.TrainRequest, spec, fitted_ops, source, rows: dict[int, int], num_classes: int,
-        vocabulary_size: int, class_weight: dict | None, cancelled: threading.Event):
+
+def fit(
+    request: train_pb2.TrainRequest,
+    spec,
+    fitted_ops,
+    source,
+    rows: dict[int, int],
+    num_classes: int,
+    vocabulary_size: int,
+    class_weight: dict | None,
+    cancelled: threading.Event,
+):
     """Runs the distributed fit; yields worker 0's progress, returns (model, last epoch's metrics).
 
     `fitted_ops` are the ops the training rows go through (with the default shuffle, if any)."""
@@ -64,16 +76,25 @@ def fit(request: train_pb2.TrainRequest, spec, fitted_ops, source, rows: dict[in
     addresses = peers()
     workers = int(spec.workers)
     if len(addresses) < workers:
-        raise Fail(grpc.StatusCode.FAILED_PRECONDITION,
-                   f"train.workers: {workers} needs {workers} train replicas in {PEERS_ENV}, which lists "
-                   f"{len(addresses)}")
+        raise Fail(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"train.workers: {workers} needs {workers} train replicas in {PEERS_ENV}, which lists {len(addresses)}",
+        )
     input_name, input_dtype, input_shape, _ = source
     job = train_pb2.TrainWorkerRequest(
-        train=request, fitted_ops=fitted_ops, workers=[collective_address(a) for a in addresses[:workers]],
-        input_name=input_name, input_dtype=input_dtype, input_shape=list(input_shape), num_classes=num_classes,
-        vocabulary_size=vocabulary_size, train_rows=rows[data_pb2.SUBSET_TRAIN],
-        validation_rows=rows[data_pb2.SUBSET_VALIDATION], class_weight=class_weight or {},
-        seed=int(spec.seed) & 0xFFFFFFFF)
+        train=request,
+        fitted_ops=fitted_ops,
+        workers=[collective_address(a) for a in addresses[:workers]],
+        input_name=input_name,
+        input_dtype=input_dtype,
+        input_shape=list(input_shape),
+        num_classes=num_classes,
+        vocabulary_size=vocabulary_size,
+        train_rows=rows[data_pb2.SUBSET_TRAIN],
+        validation_rows=rows[data_pb2.SUBSET_VALIDATION],
+        class_weight=class_weight or {},
+        seed=int(spec.seed) & 0xFFFFFFFF,
+    )
     events: queue.Queue = queue.Queue()
     scratch = tempfile.mkdtemp(prefix="cookline-workers-")
     weights = os.path.join(scratch, "weights.npz")
@@ -119,6 +140,7 @@ def fit(request: train_pb2.TrainRequest, spec, fitted_ops, source, rows: dict[in
 
 def _np_load(path):
     import numpy as np
+
     return np.load(path)
 
 
@@ -144,11 +166,14 @@ def _drain(index: int, address: str, stream, events: queue.Queue) -> None:
 
 # --- a replica's share ------------------------------------------------------------------------
 
+
 def serve_worker(request: train_pb2.TrainWorkerRequest, context) -> Iterator[train_pb2.TrainWorkerResponse]:
     """TrainWorker: one fresh worker process, its progress streamed back; killed with the call."""
     if not 0 < request.index < len(request.workers):
-        raise Fail(grpc.StatusCode.INVALID_ARGUMENT,
-                   f"index: {request.index} is not in [1, {len(request.workers)}) (worker 0 is the chief's)")
+        raise Fail(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"index: {request.index} is not in [1, {len(request.workers)}) (worker 0 is the chief's)",
+        )
     worker = WorkerProcess(request, None)
     context.add_callback(worker.kill)
     try:
@@ -164,11 +189,15 @@ class WorkerProcess:
     def __init__(self, job: train_pb2.TrainWorkerRequest, weights_path: str | None, env=None):
         read, write = os.pipe()
         env = dict(os.environ if env is None else env)
-        env["TF_CONFIG"] = json.dumps({"cluster": {"worker": list(job.workers)},
-                                       "task": {"type": "worker", "index": int(job.index)}})
+        env["TF_CONFIG"] = json.dumps(
+            {"cluster": {"worker": list(job.workers)}, "task": {"type": "worker", "index": int(job.index)}}
+        )
         self.process = subprocess.Popen(
             [sys.executable, "-m", "services.train.distributed", str(write), weights_path or ""],
-            stdin=subprocess.PIPE, env=env, pass_fds=(write,))
+            stdin=subprocess.PIPE,
+            env=env,
+            pass_fds=(write,),
+        )
         os.close(write)
         self.pipe = os.fdopen(read, "rb")
         stdin = self.process.stdin
@@ -191,8 +220,9 @@ class WorkerProcess:
                     self.process.wait()
                     return
             status = self.process.wait()
-            raise Fail(grpc.StatusCode.UNAVAILABLE, f"the worker process ended (exit status {status}) before "
-                                                    f"its fit did")
+            raise Fail(
+                grpc.StatusCode.UNAVAILABLE, f"the worker process ended (exit status {status}) before its fit did"
+            )
         finally:
             self.pipe.close()
 
@@ -203,6 +233,7 @@ class WorkerProcess:
 
 
 # --- inside a worker process ------------------------------------------------------------------
+
 
 class _Frames:
     """The pipe to the train service, with a queue's put() for progress messages."""
@@ -240,15 +271,17 @@ def _work(job: train_pb2.TrainWorkerRequest, frames: _Frames, weights_path: str)
     part = data_pb2.Partition(index=index, count=count)
     source = (job.input_name, job.input_dtype, list(job.input_shape), "int32" if job.num_classes else "float32")
     channel = channels.channel("process")
-    process_raw = channel.unary_stream("/cookline.v1.ProcessService/Process",
-                                       request_serializer=process_pb2.ProcessRequest.SerializeToString,
-                                       response_deserializer=None)
+    process_raw = channel.unary_stream(
+        "/cookline.v1.ProcessService/Process",
+        request_serializer=process_pb2.ProcessRequest.SerializeToString,
+        response_deserializer=None,
+    )
     never = threading.Event()  # the worker is stopped by killing its process
 
     def feed(subset, batch_size, rows):
-        asked = process_pb2.ProcessRequest(dataset=request.dataset,
-                                           split=request.pipeline.split, subset=subset, ops=job.fitted_ops,
-                                           partition=part)
+        asked = process_pb2.ProcessRequest(
+            dataset=request.dataset, split=request.pipeline.split, subset=subset, ops=job.fitted_ops, partition=part
+        )
         return EpochFeed(process_raw, asked, batch_size, source, never, rows=rows).start()
 
     def distributed(data: EpochFeed):
@@ -263,23 +296,32 @@ def _work(job: train_pb2.TrainWorkerRequest, frames: _Frames, weights_path: str)
         val_set, _ = distributed(val_data)
     with strategy.scope():
         keras.utils.set_random_seed(int(job.seed))  # every worker the same; the strategy syncs them anyway
-        model = models.build(spec, list(job.input_shape), int(job.num_classes), job.input_dtype,
-                             int(job.vocabulary_size))
+        model = models.build(
+            spec, list(job.input_shape), int(job.num_classes), job.input_dtype, int(job.vocabulary_size)
+        )
     keras_fix.build_from_spec(model, element_spec)
     checkpoints = Checkpoints(store_from_env(), request.run_id) if request.run_id and index == 0 else None
     # _Progress puts its messages on a queue; here they go straight down the pipe to the train service
     progress = _Progress(cast(queue.Queue, frames), spec, int(job.train_rows), never, checkpoints, 0)
     try:
-        model.fit(train_set, steps_per_epoch=train_data.steps(), epochs=int(spec.epochs),
-                  validation_data=val_set, validation_steps=val_data.steps() if val_data else None,
-                  verbose=0, callbacks=[progress] + _early_stopping(spec),
-                  class_weight={int(k): v for k, v in job.class_weight.items()} or None)
+        model.fit(
+            train_set,
+            steps_per_epoch=train_data.steps(),
+            epochs=int(spec.epochs),
+            validation_data=val_set,
+            validation_steps=val_data.steps() if val_data else None,
+            verbose=0,
+            callbacks=[progress] + _early_stopping(spec),
+            class_weight={int(k): v for k, v in job.class_weight.items()} or None,
+        )
     finally:
         if checkpoints:
             checkpoints.close()
     if progress.diverged:
-        raise Fail(grpc.StatusCode.INVALID_ARGUMENT,
-                   f"train: training diverged: {progress.diverged}; lower train.learning_rate")
+        raise Fail(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"train: training diverged: {progress.diverged}; lower train.learning_rate",
+        )
     if weights_path:
         np.savez(weights_path, *model.get_weights())
 
@@ -295,8 +337,12 @@ def main(argv: list[str]) -> int:
         return 1
     except BaseException as exc:  # noqa: BLE001 - reported to the chief, which ends the run
         import tensorflow as tf
-        code = "UNAVAILABLE" if isinstance(exc, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
-                                                 tf.errors.CancelledError)) else "INTERNAL"
+
+        code = (
+            "UNAVAILABLE"
+            if isinstance(exc, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError))
+            else "INTERNAL"
+        )
         log.exception("worker %d failed", job.index)
         frames.send(b"E", f"{code} worker {job.index}: {type(exc).__name__}: {exc}".encode())
         return 1

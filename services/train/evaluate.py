@@ -1,16 +1,18 @@
 """Evaluation on held-out rows. A classifier: accuracy, per-class and macro
 precision/recall/F1, and the confusion matrix; a regressor: MAE, RMSE and R²."""
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
 from cookline.v1 import train_pb2
 
 
-def classification(predicted: np.ndarray, actual: np.ndarray, class_names: list[str], subset: int,
-                   loss: float | None = None) -> train_pb2.Evaluation:
+def classification(
+    predicted: np.ndarray, actual: np.ndarray, class_names: list[str], subset: int, loss: float | None = None
+) -> train_pb2.Evaluation:
     """Evaluation from predicted and true class ids (int arrays of equal length)."""
     n = len(class_names)
     confusion = np.zeros((n, n), dtype=np.int64)
@@ -31,9 +33,14 @@ def classification(predicted: np.ndarray, actual: np.ndarray, class_names: list[
     if loss is not None:
         metrics["loss"] = float(loss)
     return train_pb2.Evaluation(
-        subset=subset, rows=rows, metrics=metrics, confusion_matrix=confusion.reshape(-1).tolist(),
-        classes=[train_pb2.ClassMetrics(name=name, precision=p, recall=r, f1=f, support=int(s))
-                 for name, p, r, f, s in zip(class_names, precision, recall, f1, support)],
+        subset=subset,
+        rows=rows,
+        metrics=metrics,
+        confusion_matrix=confusion.reshape(-1).tolist(),
+        classes=[
+            train_pb2.ClassMetrics(name=name, precision=p, recall=r, f1=f, support=int(s))
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
+        ],
     )
 
 
@@ -44,19 +51,20 @@ def regression(predicted: np.ndarray, actual: np.ndarray, subset: int) -> train_
     """
     error = predicted.astype(np.float64) - actual.astype(np.float64)
     rows = len(actual)
-    mse = float(np.mean(error ** 2)) if rows else 0.0
+    mse = float(np.mean(error**2)) if rows else 0.0
     total = float(np.sum((actual - actual.mean()) ** 2)) if rows else 0.0
     metrics = {
         "mae": float(np.mean(np.abs(error))) if rows else 0.0,
-        "rmse": mse ** 0.5,
-        "r2": 1.0 - float(np.sum(error ** 2)) / total if total > 0 else 0.0,
+        "rmse": mse**0.5,
+        "r2": 1.0 - float(np.sum(error**2)) / total if total > 0 else 0.0,
         "loss": mse,
     }
     return train_pb2.Evaluation(subset=subset, rows=rows, metrics=metrics)
 
 
-def evaluate_model(model, batches: Iterable[tuple[np.ndarray, np.ndarray]], class_names: list[str],
-                   subset: int) -> train_pb2.Evaluation:
+def evaluate_model(
+    model, batches: Iterable[tuple[np.ndarray, np.ndarray]], class_names: list[str], subset: int
+) -> train_pb2.Evaluation:
     """Runs `model` over (features, label) batches and evaluates its argmax predictions
     (its single output, for a regressor: no class names)."""
     if not class_names:
@@ -64,8 +72,11 @@ def evaluate_model(model, batches: Iterable[tuple[np.ndarray, np.ndarray]], clas
         for features, values in batches:
             predicted.append(model(features, training=False).numpy().reshape(-1))
             actual.append(values)
-        return regression(np.concatenate(predicted) if predicted else np.zeros(0),
-                          np.concatenate(actual) if actual else np.zeros(0), subset)
+        return regression(
+            np.concatenate(predicted) if predicted else np.zeros(0),
+            np.concatenate(actual) if actual else np.zeros(0),
+            subset,
+        )
     predicted, actual, loss_sum = [], [], 0.0
     for features, labels in batches:
         scores = model(features, training=False).numpy()

@@ -15,13 +15,14 @@ Where the kept rows live:
 - else as the received NumPy batches, through the random ops (augmentation needs
   the values) in Python, handed to tf.data in whole chunks.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import queue
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import grpc
 import numpy as np
@@ -61,9 +62,17 @@ class Cancelled(Exception):
 class EpochFeed:
     """A re-iterable source of (features, label) batches: one pass per epoch."""
 
-    def __init__(self, process_call, request: process_pb2.ProcessRequest, batch_size: int, source,
-                 cancelled: threading.Event, budget_bytes: int | None = None, first_epoch: int = 0,
-                 rows: int | None = None):
+    def __init__(
+        self,
+        process_call,
+        request: process_pb2.ProcessRequest,
+        batch_size: int,
+        source,
+        cancelled: threading.Event,
+        budget_bytes: int | None = None,
+        first_epoch: int = 0,
+        rows: int | None = None,
+    ):
         """`process_call` is ProcessService.Process with raw-bytes responses (decoded here as views);
         `source` is (tensor name, dtype, per-row shape) of what the model takes, and the label's dtype
         (int32 class ids, float32 for a regressor); `rows`, when known, is how many rows the subset has.
@@ -95,20 +104,27 @@ class EpochFeed:
         self._ahead: queue.Queue | None = None
 
     def _row_bytes(self) -> int:
-        return (int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
-                + np.dtype(self.label_dtype).itemsize)
+        return (
+            int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+            + np.dtype(self.label_dtype).itemsize
+        )
 
     def gathers(self) -> bool:
         """True when the rows are kept in TensorFlow and each batch is gathered by index."""
-        return (bool(self.rows) and self.rows * self._row_bytes() <= self.budget
-                and all(ops_lib.kind_for(op).reorders_only for op in self.random_ops))
+        return (
+            bool(self.rows)
+            and self.rows * self._row_bytes() <= self.budget
+            and all(ops_lib.kind_for(op).reorders_only for op in self.random_ops)
+        )
 
-    def start(self) -> "EpochFeed":
+    def start(self) -> EpochFeed:
         """Starts pulling the first epoch now, so transport overlaps model building and tracing."""
         if self.budget > 0 and self._ahead is None:
             if self.gathers():
-                self.store = (_uninitialized([self.rows, *self.shape], self.dtype),
-                              _uninitialized([self.rows], self.label_dtype))
+                self.store = (
+                    _uninitialized([self.rows, *self.shape], self.dtype),
+                    _uninitialized([self.rows], self.label_dtype),
+                )
                 self._ahead = queue.Queue()  # of row spans: the rows themselves are in the store already
                 target = self._fill_store
             else:
@@ -125,8 +141,10 @@ class EpochFeed:
             for batch in self._stream(self.fixed_ops, PULL_BATCH, self.epoch):
                 x, y = self._pair(batch)
                 if filled + len(y) > self.rows:
-                    raise Fail(grpc.StatusCode.FAILED_PRECONDITION,
-                               f"process sent more than the {self.rows} rows this subset has")
+                    raise Fail(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"process sent more than the {self.rows} rows this subset has",
+                    )
                 # a scatter writes just these rows (a slice assign copies the whole variable each time)
                 rows = tf.range(filled, filled + len(y))
                 features.scatter_update(tf.IndexedSlices(x, rows))
@@ -134,8 +152,9 @@ class EpochFeed:
                 self._ahead.put((filled, filled + len(y)))
                 filled += len(y)
             if filled != self.rows:
-                raise Fail(grpc.StatusCode.FAILED_PRECONDITION,
-                           f"process sent {filled} rows where this subset has {self.rows}")
+                raise Fail(
+                    grpc.StatusCode.FAILED_PRECONDITION, f"process sent {filled} rows where this subset has {self.rows}"
+                )
             self._ahead.put(_END)
         except Cancelled:
             pass
@@ -203,8 +222,9 @@ class EpochFeed:
                     kept.append(batch)
                 else:
                     kept = None
-                    log.info("training stream exceeds the cache budget (%d MB): streaming every epoch",
-                             self.budget >> 20)
+                    log.info(
+                        "training stream exceeds the cache budget (%d MB): streaming every epoch", self.budget >> 20
+                    )
             yield batch
         if kept is not None:
             self.cache = kept
@@ -283,14 +303,15 @@ class EpochFeed:
             else:  # a part's planned batches, cut here
                 indices = tf.data.Dataset.from_generator(
                     lambda: (b["i"] for b in partition.cut(({"i": i} for i in self.order()), self.sizes)),
-                    output_signature=spec)
-            return (indices.map(lambda i: (tf.gather(features, i), tf.gather(labels, i)))
-                    .repeat().prefetch(2))
+                    output_signature=spec,
+                )
+            return indices.map(lambda i: (tf.gather(features, i), tf.gather(labels, i))).repeat().prefetch(2)
         signature = (tf.TensorSpec([None, *self.shape], self.dtype), tf.TensorSpec([None], self.label_dtype))
         if self.sizes is not None:  # a part's planned batches, cut here
             return tf.data.Dataset.from_generator(self._planned, output_signature=signature).prefetch(2)
-        return (tf.data.Dataset.from_generator(self.chunks, output_signature=signature)
-                .rebatch(self.batch_size).prefetch(2))
+        return (
+            tf.data.Dataset.from_generator(self.chunks, output_signature=signature).rebatch(self.batch_size).prefetch(2)
+        )
 
     def _planned(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """One epoch of a part's batches, in its planned sizes."""

@@ -18,6 +18,7 @@ Both touch private Keras code, so they are pinned: `apply()` refuses another Ker
 version, and tests/unit/test_keras_fix.py fails when the source of the two patched
 functions changes (then re-check keras#20585 and drop or adapt these fixes).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,17 +39,21 @@ _original_reduce = tf_trainer.reduce_per_replica
 
 def source_digests() -> dict[str, str]:
     """sha256 of the installed Keras' source of the patched functions."""
-    functions = {"TensorFlowTrainer._maybe_symbolic_build": tf_trainer.TensorFlowTrainer._maybe_symbolic_build,
-                 "reduce_per_replica": _original_reduce}
+    functions = {
+        "TensorFlowTrainer._maybe_symbolic_build": tf_trainer.TensorFlowTrainer._maybe_symbolic_build,
+        "reduce_per_replica": _original_reduce,
+    }
     return {name: hashlib.sha256(inspect.getsource(f).encode()).hexdigest() for name, f in functions.items()}
 
 
 def _reduce_per_replica(values, strategy, reduction):
     if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy):
+
         def one(value):
             if strategy.experimental_local_results(value)[0].shape.rank == 0:
                 return strategy.reduce("MEAN", value, axis=None)
             return _original_reduce(value, strategy, reduction)
+
         return tf.nest.map_structure(one, values)
     return _original_reduce(values, strategy, reduction)
 
@@ -56,14 +61,18 @@ def _reduce_per_replica(values, strategy, reduction):
 def apply() -> None:
     """Installs fix 2 process-wide (call in a worker process, before fit)."""
     if not keras.__version__.startswith(PINNED_KERAS):
-        raise RuntimeError(f"train.workers > 1 is pinned to Keras {PINNED_KERAS}x (keras-team/keras#20585 fixes); "
-                           f"this is Keras {keras.__version__}")
+        raise RuntimeError(
+            f"train.workers > 1 is pinned to Keras {PINNED_KERAS}x (keras-team/keras#20585 fixes); "
+            f"this is Keras {keras.__version__}"
+        )
     tf_trainer.reduce_per_replica = _reduce_per_replica
 
 
 def build_from_spec(model: keras.Model, element_spec) -> None:
     """Fix 1 on one model: its state is built from `element_spec` ((x, y) TensorSpecs), never from data."""
+
     def maybe_symbolic_build(iterator=None, data_batch=None):
         with model.distribute_strategy.scope():
             model._symbolic_build(data_batch=element_spec)
+
     model._maybe_symbolic_build = maybe_symbolic_build

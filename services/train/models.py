@@ -1,4 +1,5 @@
 """The model zoo and the export of a trained model with its preprocessing built in (raw inputs in)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -13,8 +14,9 @@ from services.common import plugins
 from services.process import ops as ops_lib
 
 
-def build(spec: pipeline_pb2.TrainSpec, input_shape, num_classes: int, input_dtype: str = "float32",
-          vocabulary_size: int = 0) -> keras.Model:
+def build(
+    spec: pipeline_pb2.TrainSpec, input_shape, num_classes: int, input_dtype: str = "float32", vocabulary_size: int = 0
+) -> keras.Model:
     """The trainable network: it sees the input tensor already processed by the process service.
 
     `input_shape` is the per-row shape (an int means [d]): tabular "features" [d], "image"
@@ -41,8 +43,7 @@ def build(spec: pipeline_pb2.TrainSpec, input_shape, num_classes: int, input_dty
 
 
 def optimizer(spec: pipeline_pb2.TrainSpec) -> keras.optimizers.Optimizer:
-    kind = {"sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}.get(spec.optimizer,
-                                                                                  keras.optimizers.Adam)
+    kind = {"sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}.get(spec.optimizer, keras.optimizers.Adam)
     return kind(learning_rate=spec.learning_rate)
 
 
@@ -80,8 +81,13 @@ def _mobilenet_v2(spec, inputs, input_dtype, _vocabulary_size):
     size = mobilenet_size(spec, inputs.shape[1:])
     if (int(inputs.shape[1]), int(inputs.shape[2])) != (size, size):
         x = keras.layers.Resizing(size, size, interpolation="bilinear")(x)
-    base = keras.applications.MobileNetV2(input_shape=(size, size, int(inputs.shape[3])), alpha=float(spec.alpha),
-                                          include_top=False, weights=None, pooling="avg")
+    base = keras.applications.MobileNetV2(
+        input_shape=(size, size, int(inputs.shape[3])),
+        alpha=float(spec.alpha),
+        include_top=False,
+        weights=None,
+        pooling="avg",
+    )
     for layer in base.layers:  # trained from scratch on small data: let the inference statistics keep up
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = BATCH_NORM_MOMENTUM
@@ -113,23 +119,30 @@ def raw_inputs(fields: dict, input_name: str, fitted_ops: list[pipeline_pb2.Op])
     "tokens" come from "text"; "image" from "image"; "features" from the numeric columns plus the
     "categorical" ones (lookup, one_hot) and "text" (vectorize_text into a bag of words)."""
     kinds = {op.WhichOneof("kind") for op in fitted_ops}
-    bag_of_words = any(op.WhichOneof("kind") == "vectorize_text" and (op.vectorize_text.mode or "tf_idf") != "int"
-                       for op in fitted_ops)
+    bag_of_words = any(
+        op.WhichOneof("kind") == "vectorize_text" and (op.vectorize_text.mode or "tf_idf") != "int" for op in fitted_ops
+    )
     if input_name == "tokens":
         used = {"text"}
     elif input_name == "image":
         used = {"image"}
     else:
-        used = {"features"} | ({"categorical"} if kinds & {"lookup", "one_hot"} else set()) | (
-            {"text"} if bag_of_words else set())
+        used = (
+            {"features"}
+            | ({"categorical"} if kinds & {"lookup", "one_hot"} else set())
+            | ({"text"} if bag_of_words else set())
+        )
     out = {}
     for name, kind in RAW_KINDS.items():
         if name not in used or name not in fields:
             continue
         field = fields[name]
         shape = [int(d) for d in field.shape]
-        record: dict[str, Any] = {"dtype": "float32" if kind == "numeric" else "string", "shape": [-1] + shape,
-                                  "kind": kind}
+        record: dict[str, Any] = {
+            "dtype": "float32" if kind == "numeric" else "string",
+            "shape": [-1] + shape,
+            "kind": kind,
+        }
         if kind == "image":
             record["shape"] = [-1]
             record["encodings"] = list(IMAGE_ENCODINGS)
@@ -144,6 +157,7 @@ def decode_images(data, height: int, width: int, channels: int, dtype="uint8"):
     """Encoded images (string [rows]: PNG, JPEG, GIF or BMP, any size) -> [rows, height, width,
     channels] pixels, as collect stores them: converted to the channels (grayscale by Pillow's
     integer luma formula, which collect uses), resized (bilinear, antialiased) when the size differs."""
+
     def one(encoded):
         if channels == 1:
             image = tf.io.decode_image(encoded, channels=0, expand_animations=False)  # GIF, BMP: no 1-channel decode
@@ -154,21 +168,32 @@ def decode_images(data, height: int, width: int, channels: int, dtype="uint8"):
                 weighted = rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000
                 gray = tf.bitwise.right_shift(weighted, 16)
                 return tf.cast(gray, tf.uint8)[..., None]
+
             image = tf.cond(have >= 3, luma, lambda: image[..., :1])
         else:
             image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
         size = tf.shape(image)[:2]
         same = tf.reduce_all(tf.equal(size, [height, width]))
-        resized = tf.cond(same, lambda: tf.cast(image, tf.float32), lambda: tf.image.resize(
-            tf.cast(image, tf.float32), [height, width], method="bilinear", antialias=True))
+        resized = tf.cond(
+            same,
+            lambda: tf.cast(image, tf.float32),
+            lambda: tf.image.resize(tf.cast(image, tf.float32), [height, width], method="bilinear", antialias=True),
+        )
         resized = tf.ensure_shape(resized, [height, width, channels])
         return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
     images = tf.map_fn(one, data, fn_output_signature=tf.TensorSpec([height, width, channels], tf.uint8))
     return tf.cast(images, dtype)
 
 
-def export(model: keras.Model, fitted_ops: list[pipeline_pb2.Op], fields: dict, input_name: str,
-           class_names: list[str], path: str) -> dict[str, dict]:
+def export(
+    model: keras.Model,
+    fitted_ops: list[pipeline_pb2.Op],
+    fields: dict,
+    input_name: str,
+    class_names: list[str],
+    path: str,
+) -> dict[str, dict]:
     """Writes a SavedModel whose serving_default takes the RAW collected tensors and returns "scores"
     (and, for a classifier, "label": the class name); returns cookline.json's "inputs".
 
@@ -188,8 +213,7 @@ def export(model: keras.Model, fitted_ops: list[pipeline_pb2.Op], fields: dict, 
     def serve(*args):
         raw = dict(zip(names, args, strict=True))
         if image:
-            raw["image"] = decode_images(raw["image"], image["height"], image["width"], image["channels"],
-                                         image_dtype)
+            raw["image"] = decode_images(raw["image"], image["height"], image["width"], image["channels"], image_dtype)
         scores = model(tf.cast(steps(raw)[input_name], target), training=False)
         out = {"scores": scores}
         if labels is not None:
@@ -201,9 +225,14 @@ def export(model: keras.Model, fitted_ops: list[pipeline_pb2.Op], fields: dict, 
     for resource in steps.resources:
         archive.track(resource)
     archive.add_endpoint(
-        name="serving_default", fn=serve,
-        input_signature=[tf.TensorSpec([None] + inputs[n]["shape"][1:],
-                                       tf.float32 if inputs[n]["dtype"] == "float32" else tf.string, name=n)
-                         for n in names])
+        name="serving_default",
+        fn=serve,
+        input_signature=[
+            tf.TensorSpec(
+                [None] + inputs[n]["shape"][1:], tf.float32 if inputs[n]["dtype"] == "float32" else tf.string, name=n
+            )
+            for n in names
+        ],
+    )
     archive.write_out(path, verbose=False)
     return inputs

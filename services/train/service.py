@@ -1,5 +1,6 @@
 """TrainService: trains on batches streamed through process from collect, every epoch,
 streams progress, and publishes models/<name>/<version>/ (SavedModel + cookline.json)."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import queue
 import tempfile
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import grpc
 import keras
@@ -18,9 +19,19 @@ import tensorflow as tf
 from google.protobuf import json_format
 
 from cookline import channels, tensors
-from cookline.spec import ops as spec_ops, train as train_spec
-from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, model_pb2, pipeline_pb2, process_pb2,
-                         process_pb2_grpc, train_pb2, train_pb2_grpc)
+from cookline.spec import ops as spec_ops
+from cookline.spec import train as train_spec
+from cookline.v1 import (
+    collect_pb2,
+    collect_pb2_grpc,
+    data_pb2,
+    model_pb2,
+    pipeline_pb2,
+    process_pb2,
+    process_pb2_grpc,
+    train_pb2,
+    train_pb2_grpc,
+)
 from services.common import layout, splits
 from services.common.errors import Fail, invalid, rpc
 from services.common.store import ObjectStore
@@ -41,8 +52,15 @@ _DONE = object()
 class _Progress(keras.callbacks.Callback):
     """Runs on the fit thread: streams progress, checkpoints each epoch, stops on cancel or NaN."""
 
-    def __init__(self, events: queue.Queue, spec, train_rows: int, cancelled: threading.Event,
-                 checkpoints: Checkpoints | None, first_epoch: int):
+    def __init__(
+        self,
+        events: queue.Queue,
+        spec,
+        train_rows: int,
+        cancelled: threading.Event,
+        checkpoints: Checkpoints | None,
+        first_epoch: int,
+    ):
         super().__init__()
         self.events, self.spec, self.train_rows = events, spec, train_rows
         self.cancelled, self.checkpoints, self.first_epoch = cancelled, checkpoints, first_epoch
@@ -57,10 +75,14 @@ class _Progress(keras.callbacks.Callback):
         elapsed = now - self.epoch_started
         done = (epoch - 1 - self.first_epoch) + (1.0 if finished else min(rows / max(self.train_rows, 1), 1.0))
         progress = train_pb2.TrainProgress(
-            epoch=epoch, epochs=epochs, batch=batch, epoch_finished=finished,
+            epoch=epoch,
+            epochs=epochs,
+            batch=batch,
+            epoch_finished=finished,
             metrics={k: float(v) for k, v in (logs or {}).items()},
             samples_per_second=rows / elapsed if elapsed > 0 else 0.0,
-            eta_seconds=(now - self.started) / done * (epochs - self.first_epoch - done) if done > 0 else 0.0)
+            eta_seconds=(now - self.started) / done * (epochs - self.first_epoch - done) if done > 0 else 0.0,
+        )
         if self.first_epoch and not self.announced:  # the first message after a resume says so
             progress.resumed_from_epoch, self.announced = self.first_epoch, True
         self.events.put(train_pb2.TrainResponse(progress=progress))
@@ -95,8 +117,9 @@ class _Progress(keras.callbacks.Callback):
             self.model.stop_training = True
             return
         if self.batches % self.spec.progress_every_batches == 0:  # its last batch is due a report too
-            self._send(epoch + 1, self.batches, {k: v for k, v in logs.items() if not k.startswith("val_")},
-                       finished=False)
+            self._send(
+                epoch + 1, self.batches, {k: v for k, v in logs.items() if not k.startswith("val_")}, finished=False
+            )
         if self.checkpoints:
             self.checkpoints.save(self.model, epoch + 1, logs)
         self._send(epoch + 1, 0, logs, finished=True)
@@ -107,9 +130,14 @@ def _early_stopping(spec) -> list[keras.callbacks.Callback]:
     if not spec.HasField("early_stopping"):
         return []
     metric = spec.early_stopping.metric
-    return [keras.callbacks.EarlyStopping(monitor=metric, patience=int(spec.early_stopping.patience),
-                                          mode="max" if train_spec.STOPPING_METRICS[metric] else "min",
-                                          restore_best_weights=True)]
+    return [
+        keras.callbacks.EarlyStopping(
+            monitor=metric,
+            patience=int(spec.early_stopping.patience),
+            mode="max" if train_spec.STOPPING_METRICS[metric] else "min",
+            restore_best_weights=True,
+        )
+    ]
 
 
 # Model building is seeded through Keras' global random state: one run builds at a time.
@@ -152,8 +180,10 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         self.process = process_pb2_grpc.ProcessServiceStub(process_channel)
         # Process with the responses left as bytes: batches are decoded as views (tensors.decode_batch).
         self.process_raw = process_channel.unary_stream(
-            "/cookline.v1.ProcessService/Process", request_serializer=process_pb2.ProcessRequest.SerializeToString,
-            response_deserializer=None)
+            "/cookline.v1.ProcessService/Process",
+            request_serializer=process_pb2.ProcessRequest.SerializeToString,
+            response_deserializer=None,
+        )
 
     @rpc
     def Train(self, request: train_pb2.TrainRequest, context) -> Iterator[train_pb2.TrainResponse]:
@@ -167,8 +197,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             self.store.delete_prefix(layout.run_prefix(request.run_id) + "checkpoints/")
             yield published
             return
-        info = self.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=request.dataset),
-                                       timeout=30).dataset
+        info = self.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=request.dataset), timeout=30).dataset
         fields = {f.name: f for f in info.fields}
         if "label" not in fields:
             raise invalid(f"dataset {info.ref.name!r}: training needs a 'label' tensor")
@@ -181,8 +210,9 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         dataset = info.ref  # pinned version: every epoch reads the same data
         split = pipeline.split
 
-        fitted_ops = list(self.process.Fit(process_pb2.FitRequest(dataset=dataset, split=split,
-                                                                  ops=pipeline.process)).ops)
+        fitted_ops = list(
+            self.process.Fit(process_pb2.FitRequest(dataset=dataset, split=split, ops=pipeline.process)).ops
+        )
         # What the batches look like after the ops, and which tensor the model takes.
         schema = {f.name: (tensors.dtype_name(f.dtype), list(f.shape)) for f in info.fields}
         processed = ops_lib.output_fields(schema, fitted_ops)
@@ -202,9 +232,18 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             checkpoints.close()
             raise
         first_epoch, last_metrics = (resumed[0], resumed[2]) if resumed else (0, {})
-        log.info("run %s: training %s on %s@%s (%d training rows, input %s %s %s)%s", request.run_id, spec.model,
-                 dataset.name, dataset.version, train_rows, input_name, input_dtype, input_shape,
-                 f", resuming after epoch {first_epoch}" if resumed else "")
+        log.info(
+            "run %s: training %s on %s@%s (%d training rows, input %s %s %s)%s",
+            request.run_id,
+            spec.model,
+            dataset.name,
+            dataset.version,
+            train_rows,
+            input_name,
+            input_dtype,
+            input_shape,
+            f", resuming after epoch {first_epoch}" if resumed else "",
+        )
 
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
@@ -213,23 +252,54 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         if spec.workers > 1:  # a distributed run: the workers fit (each in a fresh process), this one publishes
             try:  # worker 0 writes the checkpoints
                 model, last_metrics = yield from distributed.fit(
-                    request, spec, training_ops(fitted_ops, spec, train_rows, row_bytes), source, rows,
-                    len(class_names), _vocabulary_size(fitted_ops), class_weight, cancelled)
+                    request,
+                    spec,
+                    training_ops(fitted_ops, spec, train_rows, row_bytes),
+                    source,
+                    rows,
+                    len(class_names),
+                    _vocabulary_size(fitted_ops),
+                    class_weight,
+                    cancelled,
+                )
             finally:
                 if checkpoints:
                     checkpoints.close()
         else:
-            train_data = self._feed(dataset, split, data_pb2.SUBSET_TRAIN,
-                                    training_ops(fitted_ops, spec, train_rows, row_bytes), spec.batch_size,
-                                    source, cancelled, first_epoch, train_rows)
+            train_data = self._feed(
+                dataset,
+                split,
+                data_pb2.SUBSET_TRAIN,
+                training_ops(fitted_ops, spec, train_rows, row_bytes),
+                spec.batch_size,
+                source,
+                cancelled,
+                first_epoch,
+                train_rows,
+            )
             val_data = None
             if rows[data_pb2.SUBSET_VALIDATION] > 0:
-                val_data = self._feed(dataset, split, data_pb2.SUBSET_VALIDATION, fitted_ops, EVAL_BATCH,
-                                      source, cancelled, first_epoch, rows[data_pb2.SUBSET_VALIDATION])
+                val_data = self._feed(
+                    dataset,
+                    split,
+                    data_pb2.SUBSET_VALIDATION,
+                    fitted_ops,
+                    EVAL_BATCH,
+                    source,
+                    cancelled,
+                    first_epoch,
+                    rows[data_pb2.SUBSET_VALIDATION],
+                )
             # built (or restored) while the first batches stream in
             warm_key = warm.key(spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops))
-            model = resumed[1] if resumed else self.warm.take(warm_key, _seeded_build(
-                spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops)))
+            model = (
+                resumed[1]
+                if resumed
+                else self.warm.take(
+                    warm_key,
+                    _seeded_build(spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops)),
+                )
+            )
 
             # fit() runs on its own thread; this one streams its progress to the caller.
             events: queue.Queue = queue.Queue()
@@ -239,11 +309,18 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
 
             def run_fit():
                 try:
-                    model.fit(train_data.dataset(), steps_per_epoch=train_data.steps(), epochs=int(spec.epochs),
-                              validation_data=val_data.dataset() if val_data else None,
-                              validation_steps=val_data.steps() if val_data else None, initial_epoch=first_epoch,
-                              shuffle=False,  # process (or this feed) already shuffles
-                              verbose=0, callbacks=callbacks, class_weight=class_weight)
+                    model.fit(
+                        train_data.dataset(),
+                        steps_per_epoch=train_data.steps(),
+                        epochs=int(spec.epochs),
+                        validation_data=val_data.dataset() if val_data else None,
+                        validation_steps=val_data.steps() if val_data else None,
+                        initial_epoch=first_epoch,
+                        shuffle=False,  # process (or this feed) already shuffles
+                        verbose=0,
+                        callbacks=callbacks,
+                        class_weight=class_weight,
+                    )
                 except BaseException as exc:  # noqa: BLE001 - reported on the RPC
                     outcome["error"] = exc
                 finally:
@@ -268,14 +345,27 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                 raise outcome["error"]
 
         evaluation = self._evaluate(model, dataset, split, rows, fitted_ops, source, class_names, cancelled)
-        version = self._publish(name, model, input_name, fitted_ops, {f.name: f for f in info.fields}, class_names,
-                                last_metrics, evaluation, dataset, request)
+        version = self._publish(
+            name,
+            model,
+            input_name,
+            fitted_ops,
+            {f.name: f for f in info.fields},
+            class_names,
+            last_metrics,
+            evaluation,
+            dataset,
+            request,
+        )
         if checkpoints:
             checkpoints.discard()
         if warm_key is not None:
             self.warm.give(warm_key, model)  # the run ended cleanly: the next one like it skips tracing
-        yield train_pb2.TrainResponse(result=train_pb2.TrainResult(
-            model=model_pb2.ModelRef(name=name, version=version), metrics=last_metrics, evaluation=evaluation))
+        yield train_pb2.TrainResponse(
+            result=train_pb2.TrainResult(
+                model=model_pb2.ModelRef(name=name, version=version), metrics=last_metrics, evaluation=evaluation
+            )
+        )
 
     def _published_by_run(self, name: str, run_id: str) -> train_pb2.TrainResponse | None:
         """The result of the version of `name` whose record carries `run_id`, or None: publishing is
@@ -286,13 +376,24 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             except Fail:  # deleted meanwhile
                 continue
             if meta.get("run_id") == run_id:
-                log.info("run %s: model %s version %d is already published by this run; not training again",
-                         run_id, name, version)
-                evaluation = (json_format.ParseDict(meta["evaluation"], train_pb2.Evaluation(), ignore_unknown_fields=True)
-                              if meta.get("evaluation") else None)
-                return train_pb2.TrainResponse(result=train_pb2.TrainResult(
-                    model=model_pb2.ModelRef(name=name, version=version), metrics=meta.get("metrics") or {},
-                    evaluation=evaluation))
+                log.info(
+                    "run %s: model %s version %d is already published by this run; not training again",
+                    run_id,
+                    name,
+                    version,
+                )
+                evaluation = (
+                    json_format.ParseDict(meta["evaluation"], train_pb2.Evaluation(), ignore_unknown_fields=True)
+                    if meta.get("evaluation")
+                    else None
+                )
+                return train_pb2.TrainResponse(
+                    result=train_pb2.TrainResult(
+                        model=model_pb2.ModelRef(name=name, version=version),
+                        metrics=meta.get("metrics") or {},
+                        evaluation=evaluation,
+                    )
+                )
         return None
 
     @rpc
@@ -301,23 +402,29 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
 
     def _evaluate(self, model, dataset, split, rows, fitted_ops, source, class_names, cancelled):
         """Evaluation on the test split, else the validation split; None when nothing is held out."""
-        subset = (data_pb2.SUBSET_TEST if rows[data_pb2.SUBSET_TEST] > 0 else
-                  data_pb2.SUBSET_VALIDATION if rows[data_pb2.SUBSET_VALIDATION] > 0 else None)
+        subset = (
+            data_pb2.SUBSET_TEST
+            if rows[data_pb2.SUBSET_TEST] > 0
+            else data_pb2.SUBSET_VALIDATION
+            if rows[data_pb2.SUBSET_VALIDATION] > 0
+            else None
+        )
         if subset is None:
             return None
         request = process_pb2.ProcessRequest(dataset=dataset, split=split, subset=subset, ops=fitted_ops)
         feed = EpochFeed(self.process_raw, request, EVAL_BATCH, source, cancelled, budget_bytes=0)
         return evaluate_model(model, feed.batches(), class_names, subset)
 
-    def _feed(self, dataset, split, subset, fitted_ops, batch_size, source, cancelled,
-              first_epoch, rows) -> EpochFeed:
+    def _feed(self, dataset, split, subset, fitted_ops, batch_size, source, cancelled, first_epoch, rows) -> EpochFeed:
         """The epochs of one subset, already pulling the first."""
         request = process_pb2.ProcessRequest(dataset=dataset, split=split, subset=subset, ops=fitted_ops)
-        return EpochFeed(self.process_raw, request, batch_size, source, cancelled,
-                         first_epoch=first_epoch, rows=rows).start()
+        return EpochFeed(
+            self.process_raw, request, batch_size, source, cancelled, first_epoch=first_epoch, rows=rows
+        ).start()
 
-    def _publish(self, name, model, input_name, fitted_ops, fields, class_names, metrics, evaluation, dataset,
-                 request) -> int:
+    def _publish(
+        self, name, model, input_name, fitted_ops, fields, class_names, metrics, evaluation, dataset, request
+    ) -> int:
         """Exports the model (raw inputs in, every fitted op built in) and publishes it as the next
         version (cookline.json last)."""
         existing = layout.model_versions(self.store, name, published_only=False)
@@ -341,12 +448,15 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                 # the raw collected tensors the model takes: name -> dtype, shape, kind, columns, ...
                 "inputs": inputs,
                 # a regressor (no class names) answers its value as "scores" [rows, 1]
-                "outputs": {"scores": {"dtype": "float32", "shape": [-1, len(class_names) or 1]},
-                            **({"label": {"dtype": "string", "shape": [-1]}} if class_names else {})},
+                "outputs": {
+                    "scores": {"dtype": "float32", "shape": [-1, len(class_names) or 1]},
+                    **({"label": {"dtype": "string", "shape": [-1]}} if class_names else {}),
+                },
                 "task": "classification" if class_names else "regression",
                 "metrics": metrics,
-                "evaluation": (json_format.MessageToDict(evaluation, preserving_proto_field_name=True)
-                               if evaluation else None),
+                "evaluation": (
+                    json_format.MessageToDict(evaluation, preserving_proto_field_name=True) if evaluation else None
+                ),
                 # The fitted ops (means, vocabularies, lookups), all built into the SavedModel: for lineage
                 # and for exports that rebuild them (TF.js).
                 "process": [json_format.MessageToDict(op, preserving_proto_field_name=True) for op in fitted_ops],

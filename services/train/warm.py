@@ -8,6 +8,7 @@ graph, and hands one to the next matching run with *fresh* weights: the run's ow
 model gives its initial weights and optimizer state, so training is exactly what a fresh model
 would do; only the traced functions are reused.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,8 +40,7 @@ def capacity() -> int:
     return value
 
 
-def key(spec: pipeline_pb2.TrainSpec, input_shape, num_classes: int, input_dtype: str,
-        vocabulary_size: int) -> tuple:
+def key(spec: pipeline_pb2.TrainSpec, input_shape, num_classes: int, input_dtype: str, vocabulary_size: int) -> tuple:
     """What the model's graph depends on: models.build's arguments, minus the run-only settings."""
     shaping = pipeline_pb2.TrainSpec()
     shaping.CopyFrom(spec)
@@ -101,8 +101,11 @@ def _copy_state(fresh: keras.Model, warm: keras.Model) -> None:
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
     pairs = list(zip(warm.weights, fresh.weights)) + list(zip(warm.optimizer.variables, fresh.optimizer.variables))
-    if len(warm.weights) != len(fresh.weights) or len(warm.optimizer.variables) != len(fresh.optimizer.variables) \
-            or any(tuple(w.shape) != tuple(f.shape) for w, f in pairs):
+    if (
+        len(warm.weights) != len(fresh.weights)
+        or len(warm.optimizer.variables) != len(fresh.optimizer.variables)
+        or any(tuple(w.shape) != tuple(f.shape) for w, f in pairs)
+    ):
         raise ValueError("the models' variables differ")
     for target, source in pairs:
         target.assign(np.asarray(source))

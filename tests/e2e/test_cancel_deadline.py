@@ -4,6 +4,7 @@ stream with the time it ended and how many are still open (services.common.serve
 - CancelRun mid-training ends the train, process and collect streams of the run within 2 s;
 - a short deadline on a call to process ends process's stream and the collect stream under it.
 """
+
 import os
 import re
 import subprocess
@@ -22,8 +23,11 @@ from helpers import iris_pipeline
 # every epoch streams through process and collect (no epoch cache), slowly (tiny shards, batches)
 STACK_ENV = {"COOKLINE_TRAIN_CACHE_MB": "0", "COOKLINE_SHARD_MB": "0.001"}
 STREAM_END = re.compile(r"stream (\S+) ended at ([0-9.]+) after [0-9.]+ s \(([^)]*)\); (\d+) streams open")
-METHODS = {"train": "/cookline.v1.TrainService/Train", "process": "/cookline.v1.ProcessService/Process",
-           "collect": "/cookline.v1.CollectService/ReadDataset"}
+METHODS = {
+    "train": "/cookline.v1.TrainService/Train",
+    "process": "/cookline.v1.ProcessService/Process",
+    "collect": "/cookline.v1.CollectService/ReadDataset",
+}
 
 
 def stream_ends(services, service: str, since: float) -> list[tuple[str, float, str, int]]:
@@ -32,8 +36,7 @@ def stream_ends(services, service: str, since: float) -> list[tuple[str, float, 
     return [end for end in found if end[1] >= since]
 
 
-def wait_all_closed(services, since: float, names, idle_before: tuple = (), timeout: float = 120.0
-                    ) -> dict[str, float]:
+def wait_all_closed(services, since: float, names, idle_before: tuple = (), timeout: float = 120.0) -> dict[str, float]:
     """The time each service's last data-plane stream ended once none is open; waits for it.
 
     Services in `idle_before` may have had no stream open at `since` (iris's epoch streams are
@@ -60,15 +63,21 @@ def wait_all_closed(services, since: float, names, idle_before: tuple = (), time
 
 def test_cancel_run_ends_every_stream_within_2_s(stack):
     services, env = stack
-    text = iris_pipeline("cancelme", split="{validation: 0.2, seed: 1}",
-                         train="{model: mlp, epochs: 500, batch_size: 1, learning_rate: 0.001, "
-                               "progress_every_batches: 5}")
+    text = iris_pipeline(
+        "cancelme",
+        split="{validation: 0.2, seed: 1}",
+        train="{model: mlp, epochs: 500, batch_size: 1, learning_rate: 0.001, progress_every_batches: 5}",
+    )
     with Client(env=env) as client:
         run = client.submit(text)
         cancelled_at = None
         for event in client.watch(run.run_id):
-            if cancelled_at is None and event.WhichOneof("event") == "train" and event.train.epoch >= 2 \
-                    and not event.train.epoch_finished:
+            if (
+                cancelled_at is None
+                and event.WhichOneof("event") == "train"
+                and event.train.epoch >= 2
+                and not event.train.epoch_finished
+            ):
                 cancelled_at = time.time()
                 reply = client.cancel(run.run_id)
             last = event
@@ -91,10 +100,17 @@ def test_a_deadline_on_process_ends_the_collect_stream_under_it(stack):
     def upload():  # ~24 MB: far more than the flow-control windows of the two hops hold
         yield collect_pb2.UploadDatasetRequest(dataset="deadline", class_names=["a", "b"])
         for i in range(30):
-            yield collect_pb2.UploadDatasetRequest(batch=tensors.batch_from_numpy(
-                {"features": np.full((rows, width), i, np.float32), "label": np.zeros(rows, np.int32)}, i))
-    dataset = collect_pb2_grpc.CollectServiceStub(channels.channel("collect", env)).UploadDataset(
-        upload(), timeout=300).dataset.ref
+            yield collect_pb2.UploadDatasetRequest(
+                batch=tensors.batch_from_numpy(
+                    {"features": np.full((rows, width), i, np.float32), "label": np.zeros(rows, np.int32)}, i
+                )
+            )
+
+    dataset = (
+        collect_pb2_grpc.CollectServiceStub(channels.channel("collect", env))
+        .UploadDataset(upload(), timeout=300)
+        .dataset.ref
+    )
     process = process_pb2_grpc.ProcessServiceStub(channels.channel("process", env))
     since = time.time()
     call = process.Process(process_pb2.ProcessRequest(dataset=dataset, batch_size=rows), timeout=1.0)
@@ -104,6 +120,8 @@ def test_a_deadline_on_process_ends_the_collect_stream_under_it(stack):
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     wait_all_closed(services, since, ("process", "collect"))
     # the collect stream under it was cut by the deadline process passed on, not run to its end
-    ends = {service: [e for e in stream_ends(services, service, since) if e[0] == METHODS[service]][-1]
-            for service in ("process", "collect")}
+    ends = {
+        service: [e for e in stream_ends(services, service, since) if e[0] == METHODS[service]][-1]
+        for service in ("process", "collect")
+    }
     assert ends["process"][2] == ends["collect"][2] == "call cancelled or expired", ends

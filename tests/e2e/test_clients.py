@@ -1,6 +1,7 @@
 """Clients in other languages, as real programs against the five services on S3:
 the Node.js client (`node --test`), the Go client (`go test`) and grpcurl through reflection.
 Their raw-input suites get a text and an image model deployed (tests/support/raw_models.py)."""
+
 import glob
 import json
 import os
@@ -9,10 +10,9 @@ import re
 import pytest
 
 import raw_models
+from cookline.v1 import gateway_pb2
 from helpers import ROOT, remote_data
 from tools import run, tool
-
-from cookline.v1 import gateway_pb2
 
 NODE_DIR = os.path.join(ROOT, "clients", "node")
 GO_DIR = os.path.join(ROOT, "clients", "go")
@@ -33,8 +33,9 @@ def test_node_client_suite_passes_against_the_stack(client_env):
     assert "# fail 0" in proc.stdout and "# pass 0" not in proc.stdout, proc.stdout
     # no token on this stack: a client carrying one still works (test_clients_secure.py
     # runs the same suite against a stack demanding a token over TLS)
-    assert re.search(r"^\s*ok \d+ - a client carrying a token works against a stack that demands none$",
-                     proc.stdout, re.M), proc.stdout
+    assert re.search(
+        r"^\s*ok \d+ - a client carrying a token works against a stack that demands none$", proc.stdout, re.M
+    ), proc.stdout
     example = r"^\s*ok \d+ - the example classifies a sentence and an image file$"
     assert re.search(example, proc.stdout, re.M), proc.stdout
 
@@ -57,16 +58,31 @@ def test_grpcurl_lists_the_gateway_services_through_reflection(stack):
 
 def test_grpcurl_calls_health_and_an_rpc_through_reflection(stack):
     _, env = stack
-    health = run([tool("grpcurl"), "-plaintext", "-d", '{"service": "cookline.v1.PipelineService"}',
-                  env["COOKLINE_GATEWAY_ADDR"], "grpc.health.v1.Health/Check"])
+    health = run(
+        [
+            tool("grpcurl"),
+            "-plaintext",
+            "-d",
+            '{"service": "cookline.v1.PipelineService"}',
+            env["COOKLINE_GATEWAY_ADDR"],
+            "grpc.health.v1.Health/Check",
+        ]
+    )
     assert json.loads(health.stdout) == {"status": "SERVING"}
-    runs = run([tool("grpcurl"), "-plaintext", "-d", '{"limit": 5}',
-                env["COOKLINE_GATEWAY_ADDR"], "cookline.v1.PipelineService/ListRuns"])
+    runs = run(
+        [
+            tool("grpcurl"),
+            "-plaintext",
+            "-d",
+            '{"limit": 5}',
+            env["COOKLINE_GATEWAY_ADDR"],
+            "cookline.v1.PipelineService/ListRuns",
+        ]
+    )
     assert isinstance(json.loads(runs.stdout), dict)
 
 
 # --- remote use: upload, train by dataset name with a PipelineSpec message, predict ----------------
-
 
 
 def check_remote_summary(stdout: str, prefix: str) -> None:
@@ -97,29 +113,54 @@ def test_go_remote_example_uploads_trains_by_name_and_predicts(stack, tmp_path):
 
 # --- reflection that generic tools can use ---------------------------------------------------
 
+
 def test_grpcurl_describes_a_method_through_reflection(stack):
     _, env = stack
     for addr in (env["COOKLINE_SERVE_ADDR"], env["COOKLINE_GATEWAY_ADDR"]):
         proc = run([tool("grpcurl"), "-plaintext", addr, "describe", "cookline.v1.ServeService.Predict"])
-        assert "rpc Predict ( .cookline.v1.PredictRequest ) returns ( .cookline.v1.PredictResponse )" in proc.stdout, \
+        assert "rpc Predict ( .cookline.v1.PredictRequest ) returns ( .cookline.v1.PredictResponse )" in proc.stdout, (
             proc.stdout
+        )
 
 
 def test_ghz_load_tests_predict_through_reflection_on_serve_and_the_gateway(stack, client):
     import base64
     import struct
-    run_record = client.submit("name: ghz\ncollect: {source: examples/data/iris.csv, label: species}\n"
-                               "train: {model: linear, epochs: 1}\n", base_dir=ROOT)
+
+    run_record = client.submit(
+        "name: ghz\ncollect: {source: examples/data/iris.csv, label: species}\ntrain: {model: linear, epochs: 1}\n",
+        base_dir=ROOT,
+    )
     list(client.watch(run_record.run_id))
     final = client.get_run(run_record.run_id)
     assert final.state == gateway_pb2.RUN_STATE_SUCCEEDED, final.reason
     _, env = stack
     content = base64.b64encode(struct.pack("<4f", 5.1, 3.5, 1.4, 0.2)).decode()
-    request = {"model": {"name": "ghz"}, "inputs": {"features": {
-        "dtype": "DATA_TYPE_FLOAT32", "shape": [1, 4], "content": content}}}
+    request = {
+        "model": {"name": "ghz"},
+        "inputs": {"features": {"dtype": "DATA_TYPE_FLOAT32", "shape": [1, 4], "content": content}},
+    }
     for addr in (env["COOKLINE_SERVE_ADDR"], env["COOKLINE_GATEWAY_ADDR"]):
-        proc = run([tool("ghz"), "--insecure", "--call", "cookline.v1.ServeService/Predict", "-d", json.dumps(request),
-                    "-n", "40", "-c", "2", "--format", "json", addr])
+        proc = run(
+            [
+                tool("ghz"),
+                "--insecure",
+                "--call",
+                "cookline.v1.ServeService/Predict",
+                "-d",
+                json.dumps(request),
+                "-n",
+                "40",
+                "-c",
+                "2",
+                "--format",
+                "json",
+                addr,
+            ]
+        )
         report = json.loads(proc.stdout)
-        assert report["count"] == 40 and report["statusCodeDistribution"] == {"OK": 40}, \
-            (addr, report.get("statusCodeDistribution"), report.get("errorDistribution"))
+        assert report["count"] == 40 and report["statusCodeDistribution"] == {"OK": 40}, (
+            addr,
+            report.get("statusCodeDistribution"),
+            report.get("errorDistribution"),
+        )

@@ -7,6 +7,7 @@ predict unary and streamed, errors) then run over TLS with the token, and their 
 checks must each run and pass: a wrong or missing token is UNAUTHENTICATED, a client without
 the CA or trusting another CA cannot connect (UNAVAILABLE), the token file variant and the
 constructor/Config options work."""
+
 import glob
 import os
 import re

@@ -1,6 +1,7 @@
 """SIGKILL collect mid-ingest: no dataset version becomes visible (no manifest), the gateway
 retries the collect stage once collect is back, and the retried ingest publishes the whole
 version with no stray shard of the killed attempt left behind."""
+
 import json
 import signal
 
@@ -17,8 +18,10 @@ def test_collect_killed_mid_ingest_publishes_nothing_and_the_retry_succeeds(stac
     store = store_from_env(env)
     source = tmp_path / "big.csv"
     write_big_csv(source)
-    text = (f"name: bigcsv\ncollect: {{source: {source}, label: label}}\n"
-            "train: {model: mlp, hidden_units: [8], epochs: 1, batch_size: 4096}\n")
+    text = (
+        f"name: bigcsv\ncollect: {{source: {source}, label: label}}\n"
+        "train: {model: mlp, hidden_units: [8], epochs: 1, batch_size: 4096}\n"
+    )
     keys = []
 
     def restart_collect():

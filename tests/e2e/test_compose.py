@@ -1,6 +1,7 @@
 """deploy/docker-compose.yml really started: podman + podman-compose with locally built images
 (a debootstrap base, the app image, SeaweedFS standing in for MinIO), then the Node.js example
 and the documented `cookline run` quick start against the published ports."""
+
 import json
 import os
 import secrets
@@ -26,8 +27,13 @@ def compose_stack():
     (so the default project name is the one that runs), on free host ports; brought down afterwards."""
     project = "cookline"
     ports = dict(zip(SERVICES + ("minio", "serve_http", "gateway_http"), free_ports(8, set()), strict=True))
-    env = dict(os.environ, COOKLINE_PUBLISH_HOST="127.0.0.1", MINIO_PORT=str(ports["minio"]),
-               MINIO_ROOT_USER="cookline-e2e", MINIO_ROOT_PASSWORD=secrets.token_urlsafe(18))
+    env = dict(
+        os.environ,
+        COOKLINE_PUBLISH_HOST="127.0.0.1",
+        MINIO_PORT=str(ports["minio"]),
+        MINIO_ROOT_USER="cookline-e2e",
+        MINIO_ROOT_PASSWORD=secrets.token_urlsafe(18),
+    )
     env.update({f"COOKLINE_{s.upper()}_PORT": str(ports[s]) for s in SERVICES + ("serve_http", "gateway_http")})
     env.pop("COMPOSE_PROJECT", None)
     make = [tool("make"), "--no-print-directory"]
@@ -47,8 +53,9 @@ def _logs(project: str) -> str:
     env = dict(os.environ, CONTAINERS_CONF=os.path.join(ROOT, "deploy", "containers.conf"))
     out = []
     for service in ("minio",) + SERVICES:
-        proc = subprocess.run([tool("podman"), "logs", "--tail", "30", f"{project}_{service}_1"],
-                              env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [tool("podman"), "logs", "--tail", "30", f"{project}_{service}_1"], env=env, capture_output=True, text=True
+        )
         out.append(f"--- {service}\n{proc.stdout}{proc.stderr}")
     return "\n".join(out)
 
@@ -67,8 +74,17 @@ def test_node_example_runs_iris_on_the_compose_stack(compose_stack):
 
 def test_cookline_run_quick_start_against_the_compose_stack(compose_stack):
     _, addr = compose_stack
-    proc = run([os.path.join(ROOT, ".venv", "bin", "cookline"), "run", "examples/iris.yaml", "--output", "json",
-                "--gateway", addr["gateway"]])
+    proc = run(
+        [
+            os.path.join(ROOT, ".venv", "bin", "cookline"),
+            "run",
+            "examples/iris.yaml",
+            "--output",
+            "json",
+            "--gateway",
+            addr["gateway"],
+        ]
+    )
     record = json.loads(proc.stdout)
     assert record["state"] == "RUN_STATE_SUCCEEDED" and record["metrics"]["val_accuracy"] >= 0.9
 
@@ -91,7 +107,6 @@ def test_serve_rest_is_published(compose_stack):
 
 
 # --- proven remote: the containers cannot see the host's paths -----------------------------------
-
 
 
 def remote_env(addr) -> dict:
@@ -129,22 +144,29 @@ def test_python_cli_uploads_runs_by_name_and_predicts_on_the_compose_stack(compo
     flowers = run([cli, "upload", csv_file, "--name", "cli-flowers", "--label", "species"], env=env).stdout.strip()
     digits = run([cli, "upload", images, "--name", "cli-digits"], env=env).stdout.strip()
     assert flowers.startswith("cli-flowers@") and digits.startswith("cli-digits@")
-    for name, dataset, ops in (("cli-flowers-model", flowers, "[{standardize: {}}]"),
-                               ("cli-digits-model", digits, "[]")):
+    for name, dataset, ops in (
+        ("cli-flowers-model", flowers, "[{standardize: {}}]"),
+        ("cli-digits-model", digits, "[]"),
+    ):
         pipeline = tmp_path / f"{name}.yaml"
-        pipeline.write_text(f"name: {name}\ncollect: {{dataset: '{dataset}'}}\nprocess: {ops}\n"
-                            "train: {model: mlp, hidden_units: [16], epochs: 30, batch_size: 16, "
-                            "learning_rate: 0.01}\n")
+        pipeline.write_text(
+            f"name: {name}\ncollect: {{dataset: '{dataset}'}}\nprocess: {ops}\n"
+            "train: {model: mlp, hidden_units: [16], epochs: 30, batch_size: 16, "
+            "learning_rate: 0.01}\n"
+        )
         record = json.loads(run([cli, "run", str(pipeline), "--output", "json"], env=env).stdout)
         assert record["state"] == "RUN_STATE_SUCCEEDED" and record["dataset"]["name"] == dataset.split("@")[0], record
     # a pipeline naming a host file: the gateway cannot see it, so `cookline run` uploads it first
     pipeline = tmp_path / "auto.yaml"
-    pipeline.write_text("name: cli-auto\ncollect: {source: flowers.csv, label: species}\n"
-                        "process: [{standardize: {}}]\ntrain: {model: mlp, epochs: 20, batch_size: 16}\n")
+    pipeline.write_text(
+        "name: cli-auto\ncollect: {source: flowers.csv, label: species}\n"
+        "process: [{standardize: {}}]\ntrain: {model: mlp, epochs: 20, batch_size: 16}\n"
+    )
     proc = run([cli, "run", str(pipeline), "--output", "json"], env=env)
     record = json.loads(proc.stdout)
-    assert record["state"] == "RUN_STATE_SUCCEEDED" and record["pipeline"]["collect"]["dataset"] == \
-        flowers.replace("cli-flowers", "cli-auto"), record  # same file, same content version
+    assert record["state"] == "RUN_STATE_SUCCEEDED" and record["pipeline"]["collect"]["dataset"] == flowers.replace(
+        "cli-flowers", "cli-auto"
+    ), record  # same file, same content version
     assert "NOT_FOUND" in proc.stderr and "uploading it" in proc.stderr
     head = tmp_path / "head.csv"
     head.write_text("".join(open(csv_file).readlines()[:4]))
@@ -156,6 +178,7 @@ def test_sources_outside_the_mounted_examples_are_permission_denied_in_the_compo
     import grpc
 
     from cookline.client import Client
+
     _, addr = compose_stack
     link = os.path.join(ROOT, "examples", "data", ".compose-escape.csv")
     os.symlink("/etc/passwd", link)  # inside the containers this points at their /etc/passwd
@@ -166,8 +189,11 @@ def test_sources_outside_the_mounted_examples_are_permission_denied_in_the_compo
                     client.submit(f"name: t\ncollect: {{source: '{source}', label: NAME}}\ntrain: {{model: mlp}}\n")
                 except grpc.RpcError as exc:
                     assert exc.code() == grpc.StatusCode.PERMISSION_DENIED, (source, exc.details())
-                    assert exc.details().startswith("collect.source: ") and "root:" not in exc.details() \
-                        and "PRETTY_NAME" not in exc.details(), exc.details()
+                    assert (
+                        exc.details().startswith("collect.source: ")
+                        and "root:" not in exc.details()
+                        and "PRETTY_NAME" not in exc.details()
+                    ), exc.details()
                 else:
                     raise AssertionError(f"{source} was accepted")
     finally:

@@ -1,5 +1,6 @@
 """Four pipeline runs at once (iris under four names, each with its own seeds): each gets its
 own dataset, model and metrics, and nothing of one run leaks into another."""
+
 import json
 import threading
 
@@ -7,17 +8,19 @@ import pytest
 
 from cookline.client import Client
 from cookline.v1 import gateway_pb2
-from services.common.store import store_from_env
 from helpers import iris_pipeline, iris_rows
+from services.common.store import store_from_env
 
 SEEDS = (11, 22, 33, 44)
 
 
 def pipeline(seed: int) -> str:
-    return iris_pipeline(f"iris-s{seed}",
-                         process=f"[{{standardize: {{}}}}, {{shuffle: {{buffer: 200, seed: {seed}}}}}]",
-                         split=f"{{validation: 0.2, seed: {seed}}}",
-                         train="{model: mlp, hidden_units: [16], epochs: 40, batch_size: 8, learning_rate: 0.01}")
+    return iris_pipeline(
+        f"iris-s{seed}",
+        process=f"[{{standardize: {{}}}}, {{shuffle: {{buffer: 200, seed: {seed}}}}}]",
+        split=f"{{validation: 0.2, seed: {seed}}}",
+        train="{model: mlp, hidden_units: [16], epochs: 40, batch_size: 8, learning_rate: 0.01}",
+    )
 
 
 @pytest.mark.timeout(900)

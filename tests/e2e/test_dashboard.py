@@ -4,6 +4,7 @@ Submits iris from the submit page, sees it reach SUCCEEDED with its loss curve d
 the model and predicts a row in the playground. Every page is saved as a screenshot in
 .cache/test-artifacts/dashboard/ (copies of them are committed as docs/img/dashboard-*.png).
 """
+
 import json
 import os
 import re
@@ -97,6 +98,7 @@ def test_deploy_then_predict_numbers_categories_a_sentence_and_an_image(page, en
     about), deployed from its model page; the playground's form has number and text fields, a text
     box and an image drop zone, and answers as the JSON API does."""
     import raw_models
+
     raw_models.publish_mixed(store, "mixed")
     page.goto(page.base + "/#/models/mixed")
     page.locator("#versions tbody tr[data-version='1'] button", has_text="Deploy").click()
@@ -118,21 +120,36 @@ def test_deploy_then_predict_numbers_categories_a_sentence_and_an_image(page, en
     shot(page, "predict-raw")
     parts = [(k, v.encode(), None) for k, v in row.items()] + [
         (text_box.get_attribute("name"), sentence.encode(), None),
-        (zone.get_attribute("data-column"), picture.read_bytes(), "bright.png")]
-    body = b"".join(b'--b\r\nContent-Disposition: form-data; name="' + k.encode() + b'"'
-                    + (b'; filename="' + f.encode() + b'"\r\nContent-Type: image/png' if f else b"")
-                    + b"\r\n\r\n" + v + b"\r\n" for k, v, f in parts) + b"--b--\r\n"
-    status, _, answer = http_call(env, "gateway", "POST", "/api/models/mixed/predict", body,
-                                  {"content-type": "multipart/form-data; boundary=b"})
+        (zone.get_attribute("data-column"), picture.read_bytes(), "bright.png"),
+    ]
+    body = (
+        b"".join(
+            b'--b\r\nContent-Disposition: form-data; name="'
+            + k.encode()
+            + b'"'
+            + (b'; filename="' + f.encode() + b'"\r\nContent-Type: image/png' if f else b"")
+            + b"\r\n\r\n"
+            + v
+            + b"\r\n"
+            for k, v, f in parts
+        )
+        + b"--b--\r\n"
+    )
+    status, _, answer = http_call(
+        env, "gateway", "POST", "/api/models/mixed/predict", body, {"content-type": "multipart/form-data; boundary=b"}
+    )
     assert status == 200, answer
     answer = json.loads(answer)
     assert answer["label"] == "pos" and answer["scores"]["pos"] > 0.5
 
 
-@pytest.mark.parametrize("example, column, value", [
-    ("digits", "image", os.path.join(ROOT, "examples", "data", "digits", "3", "0003.png")),
-    ("text", "text", "The striker scored twice in the final last night."),
-])
+@pytest.mark.parametrize(
+    "example, column, value",
+    [
+        ("digits", "image", os.path.join(ROOT, "examples", "data", "digits", "3", "0003.png")),
+        ("text", "text", "The striker scored twice in the final last night."),
+    ],
+)
 def test_the_playground_predicts_the_examples_digit_images_and_sentences(page, client, env, example, column, value):
     """examples/digits.yaml and examples/text.yaml trained as shipped: their models take a PNG file
     and a sentence as the user has them, dropped or typed in the playground."""
@@ -146,8 +163,14 @@ def test_the_playground_predicts_the_examples_digit_images_and_sentences(page, c
         with open(value, "rb") as f:
             body, kind = f.read(), "image/png"
         boundary = "b0undary"
-        payload = (f'--{boundary}\r\nContent-Disposition: form-data; name="{column}"; filename="x.png"\r\n'
-                   f"Content-Type: {kind}\r\n\r\n").encode() + body + f"\r\n--{boundary}--\r\n".encode()
+        payload = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{column}"; filename="x.png"\r\n'
+                f"Content-Type: {kind}\r\n\r\n"
+            ).encode()
+            + body
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
         headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
     else:
         page.fill(f"#predict-form [name={column}]", value)
@@ -175,7 +198,6 @@ def test_a_running_run_moves_live_and_cancels_from_the_runs_list(page):
     expect(row.locator(".badge")).to_have_text("CANCELLED", timeout=RUN_S * 1000)
 
 
-
 def test_upload_a_data_file_and_pick_a_model(page):
     page.goto(page.base + "/#/submit")
     page.set_input_files("#upload-form input[name=file]", IRIS_CSV)
@@ -191,19 +213,25 @@ def test_upload_a_data_file_and_pick_a_model(page):
     expect(page.locator("#run-model")).to_have_text("uploaded version 1")
 
 
-
 def test_the_datasets_page_shows_a_new_versions_schema_anomalies(page, env, iris, tmp_path):
     """A second iris version with a wider petal_width range and a new class: its anomalies against
     the first version are listed on the datasets page (and by /api/datasets)."""
     from cookline import channels
     from cookline.v1 import collect_pb2, collect_pb2_grpc, pipeline_pb2
+
     with open(IRIS_CSV) as f:
         lines = f.read().splitlines()
     path = tmp_path / "iris-v2.csv"
     path.write_text("\n".join(lines + ["5.0,3.0,1.5,9.5,sibirica"]) + "\n")
     collect = collect_pb2_grpc.CollectServiceStub(channels.channel("collect", env))
-    list(collect.Ingest(collect_pb2.IngestRequest(dataset="iris", source=pipeline_pb2.CollectSpec(
-        source=str(path), label="species")), timeout=120))
+    list(
+        collect.Ingest(
+            collect_pb2.IngestRequest(
+                dataset="iris", source=pipeline_pb2.CollectSpec(source=str(path), label="species")
+            ),
+            timeout=120,
+        )
+    )
     page.goto(page.base + "/#/datasets/iris")
     newest = page.locator("[data-dataset=iris] details").first
     expect(newest.locator(".badge.warn")).to_have_text("2 schema anomalies")
@@ -216,8 +244,11 @@ def test_the_datasets_page_shows_a_new_versions_schema_anomalies(page, env, iris
 def iris(client):
     """iris trained and deployed (by the browser test above when it ran first)."""
     from cookline.v1 import registry_pb2
-    if not any(m.name == "iris" and m.deployed_version for m in client.registry.ListModels(
-            registry_pb2.ListModelsRequest(), timeout=30).models):
+
+    if not any(
+        m.name == "iris" and m.deployed_version
+        for m in client.registry.ListModels(registry_pb2.ListModelsRequest(), timeout=30).models
+    ):
         run = client.submit(iris_pipeline())
         list(client.watch(run.run_id))
     return next(r for r in client.list_runs() if r.pipeline.name == "iris" and r.deployed)
@@ -228,25 +259,43 @@ ROW = {"sepal_length": 6.1, "sepal_width": 2.8, "petal_length": 4.7, "petal_widt
 
 def test_json_and_multipart_rows_answer_as_grpc_predict(env, client, iris):
     expected = client.predict("iris", [list(ROW.values())])[0]
-    status, _, body = http_call(env, "gateway", "POST", "/api/models/iris/predict", json.dumps({"row": ROW}).encode(),
-                                {"content-type": "application/json"})
+    status, _, body = http_call(
+        env,
+        "gateway",
+        "POST",
+        "/api/models/iris/predict",
+        json.dumps({"row": ROW}).encode(),
+        {"content-type": "application/json"},
+    )
     assert status == 200
     answer = json.loads(body)
     assert answer["label"] == expected["label"] and answer["model"] == {"name": "iris", "version": 1}
     assert answer["scores"] == pytest.approx(expected["scores"], abs=1e-6)
     parts = "".join(f'--b\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in ROW.items())
-    status, _, body = http_call(env, "gateway", "POST", "/api/models/iris/versions/1/predict",
-                                (parts + "--b--\r\n").encode(), {"content-type": "multipart/form-data; boundary=b"})
+    status, _, body = http_call(
+        env,
+        "gateway",
+        "POST",
+        "/api/models/iris/versions/1/predict",
+        (parts + "--b--\r\n").encode(),
+        {"content-type": "multipart/form-data; boundary=b"},
+    )
     assert status == 200 and json.loads(body)["scores"] == pytest.approx(expected["scores"], abs=1e-6)
-    status, _, body = http_call(env, "gateway", "POST", "/api/models/iris/predict",
-                                json.dumps({"row": list(ROW.values())}).encode(), {"content-type": "application/json"})
+    status, _, body = http_call(
+        env,
+        "gateway",
+        "POST",
+        "/api/models/iris/predict",
+        json.dumps({"row": list(ROW.values())}).encode(),
+        {"content-type": "application/json"},
+    )
     assert status == 200 and json.loads(body)["label"] == expected["label"]
 
 
 def test_run_events_stream_as_server_sent_events(env, iris):
     status, headers, body = http_call(env, "gateway", "GET", f"/api/runs/{iris.run_id}/events")
     assert status == 200 and headers["content-type"].startswith("text/event-stream")
-    events = [json.loads(line[len("data: "):]) for line in body.decode().splitlines() if line.startswith("data: ")]
+    events = [json.loads(line[len("data: ") :]) for line in body.decode().splitlines() if line.startswith("data: ")]
     assert [int(e.get("sequence", 0)) for e in events] == list(range(len(events)))  # every event, in order
     assert sum(1 for e in events if e.get("train", {}).get("epoch_finished")) == 60
     assert events[-1]["finished"]["state"] == "RUN_STATE_SUCCEEDED"
@@ -257,6 +306,11 @@ def test_run_events_stream_as_server_sent_events(env, iris):
 def test_cross_origin_calls_are_off_by_default(env):
     status, headers, _ = http_call(env, "gateway", "GET", "/api/runs", headers={"origin": "https://app.example.com"})
     assert status == 200 and "access-control-allow-origin" not in headers
-    status, headers, _ = http_call(env, "gateway", "OPTIONS", "/api/runs", headers={
-        "origin": "https://app.example.com", "access-control-request-method": "GET"})
+    status, headers, _ = http_call(
+        env,
+        "gateway",
+        "OPTIONS",
+        "/api/runs",
+        headers={"origin": "https://app.example.com", "access-control-request-method": "GET"},
+    )
     assert status == 405 and "access-control-allow-origin" not in headers

@@ -1,6 +1,7 @@
 """train.workers: 2 on the live stack: the chief (the stack's train service) and a second train
 replica, listed in COOKLINE_TRAIN_PEERS, train together; the run publishes what a single-worker
 run of the same pipeline publishes, and its record says how many workers trained."""
+
 import json
 
 import pytest
@@ -12,8 +13,7 @@ from helpers import iris_pipeline, train_peer_ports
 
 def STACK_ENV(_factory):
     chief, peer = train_peer_ports(2)
-    return {"COOKLINE_TRAIN_ADDR": f"127.0.0.1:{chief}",
-            "COOKLINE_TRAIN_PEERS": f"127.0.0.1:{chief},127.0.0.1:{peer}"}
+    return {"COOKLINE_TRAIN_ADDR": f"127.0.0.1:{chief}", "COOKLINE_TRAIN_PEERS": f"127.0.0.1:{chief},127.0.0.1:{peer}"}
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,11 @@ def peer(stack, tmp_path_factory):
 
 
 def _pipeline(name: str, workers: int, batch_size: int = 10) -> str:
-    return iris_pipeline(name, split="{validation: 0.2, seed: 7}",
-                         train=f"{{model: mlp, epochs: 3, batch_size: {batch_size}, workers: {workers}}}")
+    return iris_pipeline(
+        name,
+        split="{validation: 0.2, seed: 7}",
+        train=f"{{model: mlp, epochs: 3, batch_size: {batch_size}, workers: {workers}}}",
+    )
 
 
 def test_two_workers_publish_what_one_worker_publishes(client, store, peer):
@@ -40,8 +43,9 @@ def test_two_workers_publish_what_one_worker_publishes(client, store, peer):
     ended = [e.train.epoch for e in events if e.WhichOneof("event") == "train" and e.train.epoch_finished]
     assert ended == [1, 2, 3]
     assert set(dual.metrics) == set(single.metrics) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
-    one, two = (json.loads(store.get_bytes(f"models/{r.model.name}/{r.model.version}/cookline.json"))
-                for r in (single, dual))
+    one, two = (
+        json.loads(store.get_bytes(f"models/{r.model.name}/{r.model.version}/cookline.json")) for r in (single, dual)
+    )
     assert set(one) == set(two)
     differ = {"name", "version", "run_id", "created_at", "metrics", "evaluation", "pipeline", "dataset", "checksums"}
     for key in set(one) - differ:  # inputs, outputs, classes, columns, fitted ops, formats, framework, ...

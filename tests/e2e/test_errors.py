@@ -1,4 +1,5 @@
 """Runs every case of the bad-input catalogue (docs/errors.md) against the live stack."""
+
 import json
 import types
 
@@ -38,11 +39,15 @@ def ctx(stack, tmp_path_factory):
         raw_models.publish_mixed(store, name, inputs)
         serve.LoadModel(serve_pb2.LoadModelRequest(model=model_pb2.ModelRef(name=name)), timeout=180)
     yield types.SimpleNamespace(
-        pipelines=client.pipelines, registry=client.registry, serve=serve,
+        pipelines=client.pipelines,
+        registry=client.registry,
+        serve=serve,
         collect=collect_pb2_grpc.CollectServiceStub(channel("collect")),
         process=process_pb2_grpc.ProcessServiceStub(channel("process")),
-        train=train_pb2_grpc.TrainServiceStub(channel("train")), store=store,
-        scratch=str(tmp_path_factory.mktemp("bad-inputs")))
+        train=train_pb2_grpc.TrainServiceStub(channel("train")),
+        store=store,
+        scratch=str(tmp_path_factory.mktemp("bad-inputs")),
+    )
     client.close()
 
 
@@ -56,8 +61,15 @@ def test_bad_input(ctx, case):
 
 @pytest.mark.parametrize("case", HTTP_CASES, ids=[f"http-{c.service}-{i}" for i, c in enumerate(HTTP_CASES, start=1)])
 def test_bad_http_input(stack, ctx, case):
-    status, headers, body = http_call(stack[1], case.service, case.method, case.path, case.body, dict(case.headers),
-                                      declared_length=case.declared_length)
+    status, headers, body = http_call(
+        stack[1],
+        case.service,
+        case.method,
+        case.path,
+        case.body,
+        dict(case.headers),
+        declared_length=case.declared_length,
+    )
     assert status == case.status, body
     assert headers.get("content-type") == "application/json"
     assert case.message in json.loads(body)["error"]

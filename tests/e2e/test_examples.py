@@ -3,6 +3,7 @@ services on S3, each model answering raw inputs (PNG bytes, sentences, rows with
 tf.saved_model.load alone; schema warnings in the run events and strict: true failing a run; training
 that does not depend on luck (equal metrics twice, a class-ordered image folder trained without a
 shuffle op)."""
+
 import io
 import json
 import os
@@ -27,8 +28,13 @@ def serve_agrees(client, name: str, inputs: dict, out: dict) -> None:
 
 def cli_label(env, *args) -> str:
     """The label `cookline predict NAME ... --output json` prints for one row (the README's commands)."""
-    done = subprocess.run([sys.executable, "-m", "cookline.cli", "predict", *args, "--output", "json"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "cookline.cli", "predict", *args, "--output", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)["label"]
 
@@ -51,7 +57,8 @@ def test_digits_example_trains_on_8x8_pngs_and_answers_png_bytes(client, store, 
     # the PNG file, and the same digit as an RGB JPEG four times the size
     jpeg = io.BytesIO()
     Image.open(os.path.join(EXAMPLES, "data", "digits", "0", "0000.png")).convert("RGB").resize(
-        (32, 32), Image.NEAREST).save(jpeg, "JPEG", quality=95)
+        (32, 32), Image.NEAREST
+    ).save(jpeg, "JPEG", quality=95)
     images = [png_file("0", "0000.png"), jpeg.getvalue()]
     out = answer(image=np.array(images, dtype=object))
     assert out["label"][0] == b"0"
@@ -68,11 +75,18 @@ def test_fruit_example_infers_category_columns_and_answers_raw_rows(client, stor
     assert fields["categorical"] == ["colour", "origin"]
     answer, meta = published_model(store, "fruit", run.model.version, str(tmp_path))
     assert meta["inputs"] == {
-        "features": {"dtype": "float32", "shape": [-1, 3], "kind": "numeric",
-                     "columns": ["weight_g", "diameter_cm", "sweetness"]},
-        "categorical": {"dtype": "string", "shape": [-1, 2], "kind": "category", "columns": ["colour", "origin"]}}
-    rows = {"features": [[120, 3.4, 8.2], [88, 6.1, 1.9], [110, 3.6, 7.9]],
-            "categorical": [["yellow", "ecuador"], ["yellow", "spain"], ["yellow", "mars"]]}
+        "features": {
+            "dtype": "float32",
+            "shape": [-1, 3],
+            "kind": "numeric",
+            "columns": ["weight_g", "diameter_cm", "sweetness"],
+        },
+        "categorical": {"dtype": "string", "shape": [-1, 2], "kind": "category", "columns": ["colour", "origin"]},
+    }
+    rows = {
+        "features": [[120, 3.4, 8.2], [88, 6.1, 1.9], [110, 3.6, 7.9]],
+        "categorical": [["yellow", "ecuador"], ["yellow", "spain"], ["yellow", "mars"]],
+    }
     out = answer(features=np.array(rows["features"], np.float32), categorical=np.array(rows["categorical"], object))
     assert [v.decode() for v in out["label"]] == ["banana", "lemon", "banana"]  # an unseen origin still answers
     serve_agrees(client, "fruit", rows, out)
@@ -156,4 +170,3 @@ def test_schema_anomalies_are_run_event_warnings_and_strict_fails_the_run(client
     run, _ = client.run_and_wait(PIPELINE.format(strict="true", source=third))
     assert run.state == gateway_pb2.RUN_STATE_FAILED
     assert "collect failed: FAILED_PRECONDITION" in run.reason and "features.b" in run.reason
-

@@ -1,5 +1,6 @@
 """Fuzzing serve with hypothesis: arbitrary Predict requests on a live serve only give INVALID_ARGUMENT
 or NOT_FOUND, and serve stays healthy (the codec and parser fuzzing is tests/unit/test_fuzz.py)."""
+
 import grpc
 import numpy as np
 import pytest
@@ -25,9 +26,13 @@ def serve(stack):
 
 requests = st.builds(
     serve_pb2.PredictRequest,
-    model=st.builds(model_pb2.ModelRef, name=st.sampled_from(["iris", "iris", "Iris", "../x", ""]),
-                    version=st.integers(min_value=-2, max_value=3)),
-    inputs=st.dictionaries(st.sampled_from(["features", "features", "image", ""]), tensor_structures, max_size=2))
+    model=st.builds(
+        model_pb2.ModelRef,
+        name=st.sampled_from(["iris", "iris", "Iris", "../x", ""]),
+        version=st.integers(min_value=-2, max_value=3),
+    ),
+    inputs=st.dictionaries(st.sampled_from(["features", "features", "image", ""]), tensor_structures, max_size=2),
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -36,8 +41,7 @@ def test_predict_validation_survives_arbitrary_requests(serve, request_):
     try:
         serve_pb2_grpc.ServeServiceStub(serve).Predict(request_, timeout=30)
     except grpc.RpcError as exc:
-        assert exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND), \
-            (exc.code(), exc.details())
+        assert exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND), (exc.code(), exc.details())
 
 
 def test_serve_is_still_healthy_after_the_fuzzing(serve):

@@ -2,17 +2,22 @@
 a watcher reconnects and resumes from its last sequence number without gaps or duplicates,
 and the restarted gateway resumes the run it found RUNNING (training continues from the
 run's checkpoint) instead of leaving it RUNNING for ever."""
+
 import json
 import signal
 
 import pytest
-
 from google.protobuf import json_format
 
 from cookline.client import Client
 from cookline.v1 import gateway_pb2
-from helpers import (BIG_CSV_ROWS, iris_pipeline, watch_and_kill_after_checkpoint, watch_and_kill_mid_ingest,
-                     write_big_csv)
+from helpers import (
+    BIG_CSV_ROWS,
+    iris_pipeline,
+    watch_and_kill_after_checkpoint,
+    watch_and_kill_mid_ingest,
+    write_big_csv,
+)
 from services.common.store import store_from_env
 
 # Long enough that the run is still training when the watcher has seen a few checkpointed epochs
@@ -26,8 +31,11 @@ def test_gateway_restarted_mid_run_resumes_the_run_and_the_watcher(stack, sig):
     services, env = stack
     store = store_from_env(env)
     name = f"gwrestart-{sig.name.lower()}"
-    text = iris_pipeline(name, split="{validation: 0.2, seed: 1}",
-                         train=f"{{model: mlp, epochs: {EPOCHS}, batch_size: 4, learning_rate: 0.01}}")
+    text = iris_pipeline(
+        name,
+        split="{validation: 0.2, seed: 1}",
+        train=f"{{model: mlp, epochs: {EPOCHS}, batch_size: 4, learning_rate: 0.01}}",
+    )
     persisted = {}
 
     def restart_gateway():
@@ -45,11 +53,14 @@ def test_gateway_restarted_mid_run_resumes_the_run_and_the_watcher(stack, sig):
     assert final.state == gateway_pb2.RUN_STATE_SUCCEEDED, final.reason
     # the watcher saw every event exactly once, across the restart
     assert [e.sequence for e in events] == list(range(len(events)))
-    restarted = next(i for i, e in enumerate(events)
-                     if e.WhichOneof("event") == "stage" and "gateway restarted during train" in e.stage.message)
+    restarted = next(
+        i
+        for i, e in enumerate(events)
+        if e.WhichOneof("event") == "stage" and "gateway restarted during train" in e.stage.message
+    )
     assert restarted > killed_at[0]
     after = [e.train for e in events[restarted:] if e.WhichOneof("event") == "train"]
-    assert after[0].resumed_from_epoch >= killed_at[1]          # from the checkpoint, not from epoch 0
+    assert after[0].resumed_from_epoch >= killed_at[1]  # from the checkpoint, not from epoch 0
     assert [p.epoch for p in after if p.epoch_finished][-1] == EPOCHS
     assert events[-1].WhichOneof("event") == "finished"
     # the stored log is the same as what the watcher saw
@@ -65,8 +76,10 @@ def test_gateway_killed_mid_ingest_resumes_the_collect_stage(stack, tmp_path):
     store = store_from_env(env)
     source = tmp_path / "big.csv"
     write_big_csv(source)
-    text = (f"name: gwcollect\ncollect: {{source: {source}, label: label}}\n"
-            "train: {model: mlp, hidden_units: [8], epochs: 1, batch_size: 4096}\n")
+    text = (
+        f"name: gwcollect\ncollect: {{source: {source}, label: label}}\n"
+        "train: {model: mlp, hidden_units: [8], epochs: 1, batch_size: 4096}\n"
+    )
     manifests = []
 
     def restart_gateway():
@@ -82,8 +95,9 @@ def test_gateway_killed_mid_ingest_resumes_the_collect_stage(stack, tmp_path):
     assert manifests == []  # killed mid-ingest: no version was visible
     assert final.state == gateway_pb2.RUN_STATE_SUCCEEDED, final.reason
     assert [e.sequence for e in events] == list(range(len(events)))
-    assert any(e.WhichOneof("event") == "stage" and "gateway restarted during collect" in e.stage.message
-               for e in events)
+    assert any(
+        e.WhichOneof("event") == "stage" and "gateway restarted during collect" in e.stage.message for e in events
+    )
     prefix = f"datasets/gwcollect/{final.dataset.version}/"
     manifest = json.loads(store.get_bytes(prefix + "manifest.json"))
     assert manifest["num_rows"] == BIG_CSV_ROWS

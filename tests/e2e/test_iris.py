@@ -1,4 +1,5 @@
 """End to end: iris through five real service processes on a real S3 server (SeaweedFS)."""
+
 import json
 import subprocess
 import sys
@@ -11,8 +12,16 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cookline import tensors
 from cookline.config import address
-from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, gateway_pb2, model_pb2, pipeline_pb2,
-                         serve_pb2, serve_pb2_grpc)
+from cookline.v1 import (
+    collect_pb2,
+    collect_pb2_grpc,
+    data_pb2,
+    gateway_pb2,
+    model_pb2,
+    pipeline_pb2,
+    serve_pb2,
+    serve_pb2_grpc,
+)
 from helpers import IRIS_CSV, IRIS_YAML, ROOT, iris_pipeline, iris_rows
 
 
@@ -38,8 +47,11 @@ def test_run_events_are_ordered_and_cover_every_stage_and_epoch(iris_run):
     run, events = iris_run
     assert [e.sequence for e in events] == list(range(len(events)))
     stages = [(e.stage.stage, e.stage.finished) for e in events if e.WhichOneof("event") == "stage"]
-    assert stages == [(s, f) for s in (gateway_pb2.STAGE_COLLECT, gateway_pb2.STAGE_TRAIN, gateway_pb2.STAGE_SERVE)
-                      for f in (False, True)]
+    assert stages == [
+        (s, f)
+        for s in (gateway_pb2.STAGE_COLLECT, gateway_pb2.STAGE_TRAIN, gateway_pb2.STAGE_SERVE)
+        for f in (False, True)
+    ]
     epochs = [e.train for e in events if e.WhichOneof("event") == "train"]
     assert [p.epoch for p in epochs] == list(range(1, 61))
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(epochs[-1].metrics)
@@ -89,8 +101,11 @@ def test_model_is_a_saved_model_with_its_metadata(store, iris_run):
 def test_reingesting_the_same_source_reuses_the_version(env, iris_run):
     run, _ = iris_run
     collect = stub(env, "collect", collect_pb2_grpc.CollectServiceStub)
-    last = list(collect.Ingest(collect_pb2.IngestRequest(
-        dataset="iris", source=pipeline_pb2.CollectSpec(source=IRIS_CSV, label="species"))))[-1]
+    last = list(
+        collect.Ingest(
+            collect_pb2.IngestRequest(dataset="iris", source=pipeline_pb2.CollectSpec(source=IRIS_CSV, label="species"))
+        )
+    )[-1]
     assert last.reused and last.dataset.ref.version == run.dataset.version
 
 
@@ -100,8 +115,11 @@ def test_read_dataset_streams_the_split(env, iris_run):
     split = data_pb2.SplitSpec(validation=0.2, seed=7)
     counts = {}
     for subset in (data_pb2.SUBSET_TRAIN, data_pb2.SUBSET_VALIDATION):
-        batches = list(collect.ReadDataset(collect_pb2.ReadDatasetRequest(
-            dataset=run.dataset, split=split, subset=subset, batch_size=16)))
+        batches = list(
+            collect.ReadDataset(
+                collect_pb2.ReadDatasetRequest(dataset=run.dataset, split=split, subset=subset, batch_size=16)
+            )
+        )
         assert [b.batch.sequence for b in batches] == list(range(len(batches)))
         assert all(len(b.batch.tensors["label"].content) // 4 <= 16 for b in batches)
         counts[subset] = sum(tensors.to_numpy(b.batch.tensors["label"]).shape[0] for b in batches)
@@ -128,8 +146,9 @@ def test_predict_stream_30_rows(client, iris_run):
 
 def test_cli_run_and_predict_json(env, iris_run, tmp_path):
     cli = [sys.executable, "-m", "cookline.cli"]
-    done = subprocess.run(cli + ["run", IRIS_YAML, "--output", "json"], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        cli + ["run", IRIS_YAML, "--output", "json"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
     assert record["state"] == "RUN_STATE_SUCCEEDED" and record["metrics"]["val_accuracy"] >= 0.9
@@ -138,8 +157,13 @@ def test_cli_run_and_predict_json(env, iris_run, tmp_path):
         lines = f.read().splitlines()
     sample.write_text("\n".join([lines[0]] + lines[1:151:25]) + "\n")  # the label column is ignored
     for extra in ([], ["--stream"]):
-        done = subprocess.run(cli + ["predict", "iris", "--input", str(sample), "--output", "json"] + extra,
-                              env=env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            cli + ["predict", "iris", "--input", str(sample), "--output", "json"] + extra,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr
         rows = [json.loads(line) for line in done.stdout.splitlines()]
         assert len(rows) == 6
@@ -163,8 +187,9 @@ def test_unknown_dataset_is_not_found(env):
     collect = stub(env, "collect", collect_pb2_grpc.CollectServiceStub)
     err = rpc_error(collect.GetDataset, collect_pb2.GetDatasetRequest(dataset=data_pb2.DatasetRef(name="nope")))
     assert err.code() == grpc.StatusCode.NOT_FOUND and "nope" in err.details()
-    err = rpc_error(collect.ReadDataset, collect_pb2.ReadDatasetRequest(
-        dataset=data_pb2.DatasetRef(name="nope", version="abc")))
+    err = rpc_error(
+        collect.ReadDataset, collect_pb2.ReadDatasetRequest(dataset=data_pb2.DatasetRef(name="nope", version="abc"))
+    )
     assert err.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -174,10 +199,13 @@ def test_unknown_model_is_not_found(env):
     assert err.code() == grpc.StatusCode.NOT_FOUND and "nomodel" in err.details()
 
 
-@pytest.mark.parametrize("text, field", [
-    ("name: t\ncollect: {source: x.csv, label: y, colour: red}\ntrain: {model: mlp}\n", "collect.colour"),
-    ("name: t\ncollect: {label: y}\ntrain: {model: mlp}\n", "collect.source"),
-])
+@pytest.mark.parametrize(
+    "text, field",
+    [
+        ("name: t\ncollect: {source: x.csv, label: y, colour: red}\ntrain: {model: mlp}\n", "collect.colour"),
+        ("name: t\ncollect: {label: y}\ntrain: {model: mlp}\n", "collect.source"),
+    ],
+)
 def test_bad_pipeline_file_is_invalid_argument_naming_the_field(client, text, field):
     err = rpc_error(client.submit, text)
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and field in err.details()
@@ -201,8 +229,10 @@ def test_missing_label_column_is_invalid_argument_and_leaves_no_dataset(env, cli
     bad = tmp_path / "flowers.csv"
     bad.write_text("a,b,kind\n1,2,x\n3,4,y\n")
     collect = stub(env, "collect", collect_pb2_grpc.CollectServiceStub)
-    err = rpc_error(collect.Ingest, collect_pb2.IngestRequest(
-        dataset="flowers", source=pipeline_pb2.CollectSpec(source=str(bad), label="species")))
+    err = rpc_error(
+        collect.Ingest,
+        collect_pb2.IngestRequest(dataset="flowers", source=pipeline_pb2.CollectSpec(source=str(bad), label="species")),
+    )
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "collect.label" in err.details() and "species" in err.details()
     assert list(store.list("datasets/flowers/")) == []
@@ -218,8 +248,10 @@ def test_bad_row_mid_file_leaves_no_dataset(env, store, tmp_path, monkeypatch):
     good_rows = "\n".join(f"{i},{i * 2},c{i % 2}" for i in range(5000))
     bad.write_text("a,b,y\n" + good_rows + "\n1,oops,c0\n")
     collect = stub(env, "collect", collect_pb2_grpc.CollectServiceStub)
-    err = rpc_error(collect.Ingest, collect_pb2.IngestRequest(
-        dataset="late", source=pipeline_pb2.CollectSpec(source=str(bad), label="y")))
+    err = rpc_error(
+        collect.Ingest,
+        collect_pb2.IngestRequest(dataset="late", source=pipeline_pb2.CollectSpec(source=str(bad), label="y")),
+    )
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "line 5002" in err.details() and "'b'" in err.details()
     assert list(store.list("datasets/late/")) == []
@@ -227,9 +259,13 @@ def test_bad_row_mid_file_leaves_no_dataset(env, store, tmp_path, monkeypatch):
 
 # --- every service: health, reflection --------------------------------------------
 
-SERVICE_NAMES = {"gateway": "cookline.v1.PipelineService", "collect": "cookline.v1.CollectService",
-                 "process": "cookline.v1.ProcessService", "train": "cookline.v1.TrainService",
-                 "serve": "cookline.v1.ServeService"}
+SERVICE_NAMES = {
+    "gateway": "cookline.v1.PipelineService",
+    "collect": "cookline.v1.CollectService",
+    "process": "cookline.v1.ProcessService",
+    "train": "cookline.v1.TrainService",
+    "serve": "cookline.v1.ServeService",
+}
 
 
 @pytest.mark.parametrize("service", SERVICE_NAMES)
@@ -237,8 +273,10 @@ def test_health_and_reflection(env, service):
     channel = grpc.insecure_channel(address(service, env))
     health = health_pb2_grpc.HealthStub(channel)
     for name in ("", SERVICE_NAMES[service]):
-        assert health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10).status == \
-            health_pb2.HealthCheckResponse.SERVING
+        assert (
+            health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
     reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
     reply = next(reflect.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
     names = {s.name for s in reply.list_services_response.service}
@@ -257,15 +295,23 @@ def test_train_feed_streams_once_then_reads_its_cache(env, iris_run):
     run, _ = iris_run
     channel = grpc.insecure_channel(address("process", env))
     process = process_pb2_grpc.ProcessServiceStub(channel)
-    process_raw = channel.unary_stream("/cookline.v1.ProcessService/Process",
-                                       request_serializer=process_pb2.ProcessRequest.SerializeToString)
+    process_raw = channel.unary_stream(
+        "/cookline.v1.ProcessService/Process", request_serializer=process_pb2.ProcessRequest.SerializeToString
+    )
     split = data_pb2.SplitSpec(validation=0.2, seed=7)
     fitted = process.Fit(process_pb2.FitRequest(dataset=run.dataset, split=split, ops=run.pipeline.process)).ops
     request = process_pb2.ProcessRequest(dataset=run.dataset, split=split, subset=data_pb2.SUBSET_TRAIN, ops=fitted)
 
     def epochs(budget, rows=None):
-        feed = EpochFeed(process_raw, request, 16, ("features", "float32", [4], "int32"), threading.Event(),
-                         budget_bytes=budget, rows=rows).start()
+        feed = EpochFeed(
+            process_raw,
+            request,
+            16,
+            ("features", "float32", [4], "int32"),
+            threading.Event(),
+            budget_bytes=budget,
+            rows=rows,
+        ).start()
         # what model.fit iterates: steps() batches per epoch of one endless iterator, or one pass per epoch
         orders, data, steps = [], feed.dataset(), feed.steps()
         endless = iter(data) if steps else None
@@ -286,14 +332,22 @@ def test_train_feed_streams_once_then_reads_its_cache(env, iris_run):
         np.testing.assert_array_equal(cached_epoch, gathered_epoch)
     # A row count that disagrees with what process sends is an error, never a silently short epoch.
     from services.common.errors import Fail
+
     for rows, message in ((100, "more than the 100 rows"), (130, "sent 120 rows where this subset has 130")):
-        feed = EpochFeed(process_raw, request, 16, ("features", "float32", [4], "int32"), threading.Event(),
-                         budget_bytes=1 << 30, rows=rows).start()
+        feed = EpochFeed(
+            process_raw,
+            request,
+            16,
+            ("features", "float32", [4], "int32"),
+            threading.Event(),
+            budget_bytes=1 << 30,
+            rows=rows,
+        ).start()
         with pytest.raises(Fail, match=message):
             list(feed.order())
     for orders in (with_cache, without_cache):
         rows = [sorted(map(tuple, o.round(5).tolist())) for o in orders]
-        assert len(orders[0]) == 120 and rows[0] == rows[1] == rows[2]      # same rows every epoch
-        assert not np.array_equal(orders[0], orders[1])                    # shuffled afresh each epoch
-        np.testing.assert_allclose(orders[0].mean(axis=0), 0, atol=0.2)    # standardized
+        assert len(orders[0]) == 120 and rows[0] == rows[1] == rows[2]  # same rows every epoch
+        assert not np.array_equal(orders[0], orders[1])  # shuffled afresh each epoch
+        np.testing.assert_allclose(orders[0].mean(axis=0), 0, atol=0.2)  # standardized
     assert sorted(map(tuple, with_cache[0].round(5).tolist())) == sorted(map(tuple, without_cache[0].round(5).tolist()))

@@ -1,6 +1,7 @@
 """Plugins through the real stack: the example package (examples/plugins) is pip-installed into a
 directory of its own, put on the services' PYTHONPATH only (this test process and the rest of
 the suite never see it), and a pipeline using its source, op and model family runs and predicts."""
+
 import os
 import shutil
 import subprocess
@@ -27,8 +28,21 @@ def install(tmp_path_factory) -> dict:
     stays clean); the stack's services get it on PYTHONPATH."""
     work = tmp_path_factory.mktemp("plugins")
     shutil.copytree(PACKAGE, work / "src", ignore=shutil.ignore_patterns("data", "*.yaml"))
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(work / "site"), str(work / "src")], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(work / "site"),
+            str(work / "src"),
+        ],
+        check=True,
+    )
     return {"PYTHONPATH": os.pathsep.join(p for p in (str(work / "site"), os.environ.get("PYTHONPATH")) if p)}
 
 
@@ -37,8 +51,7 @@ STACK_ENV = install  # the conftest `stack` fixture adds these settings
 
 def list_plugins(env, service):
     with channels.channel(service, env) as channel:
-        return plugins_pb2_grpc.PluginServiceStub(channel).ListPlugins(plugins_pb2.ListPluginsRequest(),
-                                                                       timeout=30)
+        return plugins_pb2_grpc.PluginServiceStub(channel).ListPlugins(plugins_pb2.ListPluginsRequest(), timeout=30)
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -46,22 +59,33 @@ def test_every_service_reports_the_plugins_it_loaded(env, service):
     response = list_plugins(env, service)
     assert response.service == service
     assert {(p.kind, p.name) for p in response.plugins} == EXPECTED
-    assert all(p.distribution == "cookline-example-plugins" and p.version == "0.1.0" and not p.error
-               for p in response.plugins)
+    assert all(
+        p.distribution == "cookline-example-plugins" and p.version == "0.1.0" and not p.error for p in response.plugins
+    )
     assert next(p for p in response.plugins if p.name == "clip").params == ["lo", "hi"]
 
 
 def test_health_verbose_lists_each_services_plugins(env):
-    done = subprocess.run([sys.executable, "-m", "cookline.cli", "health", "--verbose"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "cookline.cli", "health", "--verbose"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     for kind, name in EXPECTED:
         assert done.stderr.count(f"plugin {kind} {name} (cookline-example-plugins 0.1.0) params:") == len(SERVICES)
 
 
 def test_cookline_validate_knows_the_plugins_where_they_are_installed(env):
-    done = subprocess.run([sys.executable, "-m", "cookline.cli", "validate", PIPELINE], env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "cookline.cli", "validate", PIPELINE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "process  standardize, clip, shuffle" in done.stdout and "residual_mlp, 40 epochs" in done.stdout
 
@@ -104,9 +128,11 @@ def test_a_service_lacking_a_plugin_is_named_in_failed_precondition(env, s3_serv
     """A second gateway (with the plugins) whose collect lacks them: the run is refused up front."""
     ports = free_ports(3, set(s3_server.ports.values()))
     bare = {k: v for k, v in env.items() if k != "PYTHONPATH"} | {"COOKLINE_COLLECT_ADDR": f"127.0.0.1:{ports[0]}"}
-    gateway_env = env | {"COOKLINE_COLLECT_ADDR": bare["COOKLINE_COLLECT_ADDR"],
-                         "COOKLINE_GATEWAY_ADDR": f"127.0.0.1:{ports[1]}",
-                         "COOKLINE_GATEWAY_HTTP_ADDR": f"127.0.0.1:{ports[2]}"}  # the stack's gateway has its own
+    gateway_env = env | {
+        "COOKLINE_COLLECT_ADDR": bare["COOKLINE_COLLECT_ADDR"],
+        "COOKLINE_GATEWAY_ADDR": f"127.0.0.1:{ports[1]}",
+        "COOKLINE_GATEWAY_HTTP_ADDR": f"127.0.0.1:{ports[2]}",
+    }  # the stack's gateway has its own
     with Stack(bare, log_dir=str(tmp_path)) as collect, Stack(gateway_env, log_dir=str(tmp_path)) as gateway:
         collect.start("collect")
         gateway.start("gateway")
@@ -116,6 +142,7 @@ def test_a_service_lacking_a_plugin_is_named_in_failed_precondition(env, s3_serv
         with open(PIPELINE) as f, grpc.insecure_channel(address("gateway", gateway_env)) as channel:
             with pytest.raises(grpc.RpcError) as info:
                 gateway_pb2_grpc.PipelineServiceStub(channel).SubmitRun(
-                    gateway_pb2.SubmitRunRequest(pipeline=f.read(), base_dir=PACKAGE), timeout=60)
+                    gateway_pb2.SubmitRunRequest(pipeline=f.read(), base_dir=PACKAGE), timeout=60
+                )
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "the collect service lacks the source plugin 'jsonl'" in info.value.details()

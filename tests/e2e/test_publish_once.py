@@ -1,6 +1,7 @@
 """A gateway killed after train published the run's model but before the run recorded it: the restarted
 gateway resumes the run at its train stage, and train answers with the version this run already
 published (its record carries the run id) instead of training and publishing a second one."""
+
 import json
 import signal
 import time
@@ -15,8 +16,11 @@ PUBLISH_WAIT_S = 300  # how long train may take to finish and publish while the 
 
 
 def published_by(store, name: str, run_id: str) -> list[int]:
-    return [v for v in layout.model_versions(store, name)
-            if layout.read_model_metadata(store, name, v).get("run_id") == run_id]
+    return [
+        v
+        for v in layout.model_versions(store, name)
+        if layout.read_model_metadata(store, name, v).get("run_id") == run_id
+    ]
 
 
 def test_gateway_killed_between_publish_and_record_resumes_without_a_second_version(stack):

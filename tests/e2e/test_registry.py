@@ -30,7 +30,7 @@ def test_versions_carry_metrics_and_lineage(client, runs):
     assert [v.version for v in model.versions] == [1, 2]
     for version, run in zip(model.versions, runs):
         assert version.lineage.run_id == run.run_id
-        assert version.lineage.dataset == run.dataset          # same content -> same dataset version
+        assert version.lineage.dataset == run.dataset  # same content -> same dataset version
         assert version.lineage.pipeline.name == "reg" and version.lineage.pipeline.train.epochs == 5
         assert version.metrics["val_accuracy"] == pytest.approx(run.metrics["val_accuracy"])
         assert version.evaluation.rows == 30
@@ -63,13 +63,23 @@ def test_deleting_versions(client, store, runs):
     assert err.code() == grpc.StatusCode.NOT_FOUND
 
 
-@pytest.mark.parametrize("call, request_, code", [
-    ("GetModel", registry_pb2.GetModelRequest(name="nosuch"), grpc.StatusCode.NOT_FOUND),
-    ("GetModel", registry_pb2.GetModelRequest(name="../etc"), grpc.StatusCode.INVALID_ARGUMENT),
-    ("SetAlias", registry_pb2.SetAliasRequest(name="reg", alias="prod", version=99), grpc.StatusCode.NOT_FOUND),
-    ("SetAlias", registry_pb2.SetAliasRequest(name="reg", alias="../x", version=2), grpc.StatusCode.INVALID_ARGUMENT),
-    ("DeleteModelVersion", registry_pb2.DeleteModelVersionRequest(name="reg", version=0),
-     grpc.StatusCode.INVALID_ARGUMENT),
-])
+@pytest.mark.parametrize(
+    "call, request_, code",
+    [
+        ("GetModel", registry_pb2.GetModelRequest(name="nosuch"), grpc.StatusCode.NOT_FOUND),
+        ("GetModel", registry_pb2.GetModelRequest(name="../etc"), grpc.StatusCode.INVALID_ARGUMENT),
+        ("SetAlias", registry_pb2.SetAliasRequest(name="reg", alias="prod", version=99), grpc.StatusCode.NOT_FOUND),
+        (
+            "SetAlias",
+            registry_pb2.SetAliasRequest(name="reg", alias="../x", version=2),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            "DeleteModelVersion",
+            registry_pb2.DeleteModelVersionRequest(name="reg", version=0),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+    ],
+)
 def test_bad_registry_requests(client, runs, call, request_, code):
     assert error(getattr(client.registry, call), request_).code() == code

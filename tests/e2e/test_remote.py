@@ -5,6 +5,7 @@ inside what the operator allows (COOKLINE_SOURCE_ROOTS).
 
 The stack's source roots here are examples/ and one temporary folder: every file a test writes to its tmp_path is, for
 the services, somewhere they must not read, as a client's disk on another machine would be."""
+
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ def allowed_folder(tmp_path_factory):
 
 def STACK_ENV(tmp_path_factory):  # noqa: N802 - the conftest's name for a module's stack settings
     return {"COOKLINE_SOURCE_ROOTS": os.pathsep.join((EXAMPLES, str(allowed_folder(tmp_path_factory))))}
+
 
 TINY_TRAIN = "train: {model: mlp, hidden_units: [8], epochs: 2, batch_size: 16}\n"
 
@@ -63,8 +65,12 @@ def client_files(tmp_path_factory):
 def uploaded(client, client_files):
     """iris.csv uploaded by the Python client as dataset `iris-remote`."""
     seen = []
-    info = client.upload(str(client_files / "iris.csv"), "iris-remote", pipeline_pb2.CollectSpec(label="species"),
-                         progress=lambda sent, total: seen.append((sent, total)))
+    info = client.upload(
+        str(client_files / "iris.csv"),
+        "iris-remote",
+        pipeline_pb2.CollectSpec(label="species"),
+        progress=lambda sent, total: seen.append((sent, total)),
+    )
     return info, seen
 
 
@@ -84,8 +90,9 @@ def test_upload_publishes_the_same_version_as_an_ingest_of_the_same_file(client,
 def test_a_run_trains_on_a_stored_dataset_by_name_without_ingesting(client, uploaded):
     info, _ = uploaded
     for value in (info.ref.name, f"{info.ref.name}@{info.ref.version}"):
-        record = client.submit(f"name: iris-stored\ncollect: {{dataset: {value}}}\nsplit: {{validation: 0.2}}\n"
-                               + TINY_TRAIN)
+        record = client.submit(
+            f"name: iris-stored\ncollect: {{dataset: {value}}}\nsplit: {{validation: 0.2}}\n" + TINY_TRAIN
+        )
         assert record.pipeline.collect.dataset == f"{info.ref.name}@{info.ref.version}"  # pinned at submit
         final, events = finish(client, record)
         assert final.state == gateway_pb2.RUN_STATE_SUCCEEDED, final.reason
@@ -98,10 +105,13 @@ def test_a_run_trains_on_a_stored_dataset_by_name_without_ingesting(client, uplo
         assert meta.model.version == final.model.version and meta.version_policy == "version"
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("no-such-data", "collect.dataset: dataset 'no-such-data' is not in the store"),
-    ("iris-remote@0123456789abcdef", "collect.dataset: version '0123456789abcdef' of dataset 'iris-remote'"),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("no-such-data", "collect.dataset: dataset 'no-such-data' is not in the store"),
+        ("iris-remote@0123456789abcdef", "collect.dataset: version '0123456789abcdef' of dataset 'iris-remote'"),
+    ],
+)
 def test_an_unknown_stored_dataset_is_not_found_naming_the_field(client, uploaded, value, expected):
     err = rpc_error(client.submit, f"name: t\ncollect: {{dataset: '{value}'}}\n" + TINY_TRAIN)
     assert err.code() == grpc.StatusCode.NOT_FOUND and expected in err.details(), err.details()
@@ -109,14 +119,19 @@ def test_an_unknown_stored_dataset_is_not_found_naming_the_field(client, uploade
 
 def test_collect_dataset_takes_no_source_or_format_options(client):
     err = rpc_error(client.submit, "name: t\ncollect: {dataset: iris-remote, label: species}\n" + TINY_TRAIN)
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "collect.label: not allowed with collect.dataset" \
-        in err.details()
+    assert (
+        err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        and "collect.label: not allowed with collect.dataset" in err.details()
+    )
 
 
 def test_a_pipeline_sent_as_a_message_runs_like_its_text(client, uploaded):
     info, _ = uploaded
-    spec = pipeline_pb2.PipelineSpec(name="iris-message", collect=pipeline_pb2.CollectSpec(dataset=info.ref.name),
-                                     train=pipeline_pb2.TrainSpec(model="mlp", epochs=2, batch_size=16))
+    spec = pipeline_pb2.PipelineSpec(
+        name="iris-message",
+        collect=pipeline_pb2.CollectSpec(dataset=info.ref.name),
+        train=pipeline_pb2.TrainSpec(model="mlp", epochs=2, batch_size=16),
+    )
     spec.process.add().standardize.SetInParent()
     final, _ = finish(client, client.submit_spec(spec))
     assert final.state == gateway_pb2.RUN_STATE_SUCCEEDED, final.reason
@@ -129,8 +144,18 @@ def test_a_pipeline_sent_as_a_message_runs_like_its_text(client, uploaded):
 
 
 def test_cli_upload_of_an_image_folder_prints_its_version(env, client, client_files):
-    proc = run([CLI, "upload", str(client_files / "digits"), "--name", "digits-remote", "--gateway",
-                env["COOKLINE_GATEWAY_ADDR"]], env=env)
+    proc = run(
+        [
+            CLI,
+            "upload",
+            str(client_files / "digits"),
+            "--name",
+            "digits-remote",
+            "--gateway",
+            env["COOKLINE_GATEWAY_ADDR"],
+        ],
+        env=env,
+    )
     name, version = proc.stdout.strip().split("@")
     info = client.get_dataset(name, version)
     assert info.num_rows == 24 and info.format == "image-folder" and list(info.fields[1].class_names) == ["0", "1"]
@@ -140,8 +165,9 @@ def test_cli_upload_of_an_image_folder_prints_its_version(env, client, client_fi
 
 def test_cli_run_uploads_a_source_the_services_cannot_read(env, client_files):
     pipeline = client_files / "pipeline.yaml"
-    pipeline.write_text("name: iris-cli\ncollect: {source: iris.csv, label: species}\n"
-                        "process: [{standardize: {}}]\n" + TINY_TRAIN)
+    pipeline.write_text(
+        "name: iris-cli\ncollect: {source: iris.csv, label: species}\nprocess: [{standardize: {}}]\n" + TINY_TRAIN
+    )
     proc = run([CLI, "run", str(pipeline), "--output", "json"], env=env)
     record = json.loads(proc.stdout)
     assert record["state"] == "RUN_STATE_SUCCEEDED", record
@@ -153,6 +179,7 @@ def test_cli_run_uploads_a_source_the_services_cannot_read(env, client_files):
 
 def run_status(argv, env):
     import subprocess
+
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -179,10 +206,14 @@ def escapes(tmp_path_factory):
 @pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "folder"])
 def test_sources_outside_the_roots_are_permission_denied_at_submit(client, escapes, kind):
     fmt = "image-folder" if kind == "folder" else "csv"
-    err = rpc_error(client.submit, f"name: t\ncollect: {{source: '{escapes[kind]}', format: {fmt}, label: NAME}}\n"
-                    + TINY_TRAIN, base_dir=os.path.join(EXAMPLES, "data"))
-    assert err.code() == grpc.StatusCode.PERMISSION_DENIED and err.details().startswith("collect.source: "), \
+    err = rpc_error(
+        client.submit,
+        f"name: t\ncollect: {{source: '{escapes[kind]}', format: {fmt}, label: NAME}}\n" + TINY_TRAIN,
+        base_dir=os.path.join(EXAMPLES, "data"),
+    )
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED and err.details().startswith("collect.source: "), (
         err.details()
+    )
     assert "hunter2" not in err.details() and "Debian" not in err.details() and "root:" not in err.details()
 
 
@@ -190,20 +221,33 @@ def test_sources_outside_the_roots_are_permission_denied_at_submit(client, escap
 def test_collect_refuses_sources_outside_the_roots_before_opening_them(env, escapes, kind):
     from cookline import channels
     from cookline.v1 import collect_pb2_grpc
+
     stub = collect_pb2_grpc.CollectServiceStub(channels.channel("collect", env))
     path = escapes[kind] if kind != "dotdot" else os.path.join(EXAMPLES, escapes[kind])
     fmt = "image-folder" if kind == "folder" else "csv"
-    err = rpc_error(lambda: list(stub.Ingest(collect_pb2.IngestRequest(
-        dataset="escape", source=pipeline_pb2.CollectSpec(source=path, format=fmt, label="NAME")), timeout=30)))
-    assert err.code() == grpc.StatusCode.PERMISSION_DENIED and err.details().startswith("collect.source: "), \
+    err = rpc_error(
+        lambda: list(
+            stub.Ingest(
+                collect_pb2.IngestRequest(
+                    dataset="escape", source=pipeline_pb2.CollectSpec(source=path, format=fmt, label="NAME")
+                ),
+                timeout=30,
+            )
+        )
+    )
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED and err.details().startswith("collect.source: "), (
         err.details()
+    )
     assert "hunter2" not in err.details() and "PRETTY_NAME" not in err.details()
 
 
 def test_cli_upload_of_a_text_csv_and_an_npz(env, client, tmp_path):
     import numpy as np
-    text = run([CLI, "upload", os.path.join(EXAMPLES, "data", "text.csv"), "--name", "text-remote",
-                "--format", "text-csv"], env=env).stdout.strip()
+
+    text = run(
+        [CLI, "upload", os.path.join(EXAMPLES, "data", "text.csv"), "--name", "text-remote", "--format", "text-csv"],
+        env=env,
+    ).stdout.strip()
     info = client.get_dataset(*text.split("@"))
     assert info.format == "text-csv" and {f.name for f in info.fields} == {"text", "label"}
     arrays = tmp_path / "arrays.npz"

@@ -2,6 +2,7 @@
 (COOKLINE_STORE_RETRY_S), the stages carry on, and the run completes with nothing lost.
 
 This module has its own SeaweedFS server, so restarting it leaves other tests alone."""
+
 import json
 import os
 import subprocess
@@ -10,9 +11,9 @@ import pytest
 
 from cookline.client import Client
 from cookline.v1 import gateway_pb2
+from helpers import iris_pipeline
 from s3server import SeaweedS3
 from services.common.store import store_from_env
-from helpers import iris_pipeline
 
 EPOCHS = 40
 # every epoch streams through process and collect, which read shards from the store
@@ -35,6 +36,7 @@ def outage(services, s3_server) -> None:
 
     def count(text):
         return sum(open(path).read().count(text) for path in logs)
+
     seen = count(MARK)
     s3_server._terminate()
     while count(MARK) == seen:
@@ -49,8 +51,11 @@ def outage(services, s3_server) -> None:
 
 def test_s3_restart_during_a_run(stack, s3_server):
     services, env = stack
-    text = iris_pipeline("s3restart", split="{validation: 0.2, seed: 1}",
-                         train=f"{{model: mlp, epochs: {EPOCHS}, batch_size: 8, learning_rate: 0.01}}")
+    text = iris_pipeline(
+        "s3restart",
+        split="{validation: 0.2, seed: 1}",
+        train=f"{{model: mlp, epochs: {EPOCHS}, batch_size: 8, learning_rate: 0.01}}",
+    )
     restarts = 0
     with Client(env=env) as client:
         run = client.submit(text)
@@ -65,7 +70,7 @@ def test_s3_restart_during_a_run(stack, s3_server):
 
     assert restarts == 2  # each outage outlasted a store call's quick retries
     assert final.state == gateway_pb2.RUN_STATE_SUCCEEDED, final.reason
-    assert [e.sequence for e in events] == list(range(len(events)))   # no gap, no duplicate
+    assert [e.sequence for e in events] == list(range(len(events)))  # no gap, no duplicate
     epochs = [e.train.epoch for e in events if e.WhichOneof("event") == "train" and e.train.epoch_finished]
     assert epochs[-1] == EPOCHS
     assert final.metrics["accuracy"] > 0.6

@@ -1,4 +1,5 @@
 """Bearer-token auth on every service, bounded concurrency, and no secret in any log."""
+
 import os
 import queue
 
@@ -26,10 +27,16 @@ def test_calls_without_the_right_token_are_unauthenticated(stack, header):
     _, env = stack
     stub, channel = collect_stub(env)
     metadata = [header] if header else None
-    for call in (lambda: stub.GetDataset(collect_pb2.GetDatasetRequest(dataset=data_pb2.DatasetRef(name="x")),
-                                         metadata=metadata, timeout=10),
-                 lambda: list(stub.ReadDataset(collect_pb2.ReadDatasetRequest(
-                     dataset=data_pb2.DatasetRef(name="x")), metadata=metadata, timeout=10))):
+    for call in (
+        lambda: stub.GetDataset(
+            collect_pb2.GetDatasetRequest(dataset=data_pb2.DatasetRef(name="x")), metadata=metadata, timeout=10
+        ),
+        lambda: list(
+            stub.ReadDataset(
+                collect_pb2.ReadDatasetRequest(dataset=data_pb2.DatasetRef(name="x")), metadata=metadata, timeout=10
+            )
+        ),
+    ):
         with pytest.raises(grpc.RpcError) as info:
             call()
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED and "bearer token" in info.value.details()
@@ -64,8 +71,12 @@ def test_calls_over_the_concurrency_cap_are_refused_not_queued(tmp_path, stack):
     third call gets RESOURCE_EXHAUSTED at once; once a stream closes, calls pass again."""
     _, stack_env = stack
     port, http_port = free_ports(2, set())
-    env = dict(stack_env, COOKLINE_SERVE_ADDR=f"127.0.0.1:{port}", COOKLINE_SERVE_HTTP_ADDR=f"127.0.0.1:{http_port}",
-               COOKLINE_MAX_CONCURRENT_RPCS="2")
+    env = dict(
+        stack_env,
+        COOKLINE_SERVE_ADDR=f"127.0.0.1:{port}",
+        COOKLINE_SERVE_HTTP_ADDR=f"127.0.0.1:{http_port}",
+        COOKLINE_MAX_CONCURRENT_RPCS="2",
+    )
     env.pop("COOKLINE_AUTH_TOKEN")
     with Stack(env, log_dir=str(tmp_path / "logs")) as single:
         single.start("serve")
@@ -78,8 +89,11 @@ def test_calls_over_the_concurrency_cap_are_refused_not_queued(tmp_path, stack):
             closers.append(requests)
         # each stream is open once it answered one message
         for requests, stream in zip(closers, streams):
-            requests.put(serve_pb2.PredictStreamRequest(correlation_id="a", request=serve_pb2.PredictRequest(
-                model=model_pb2.ModelRef(name="nosuch"))))
+            requests.put(
+                serve_pb2.PredictStreamRequest(
+                    correlation_id="a", request=serve_pb2.PredictRequest(model=model_pb2.ModelRef(name="nosuch"))
+                )
+            )
             assert next(stream).error.code == grpc.StatusCode.NOT_FOUND.value[0]
         with pytest.raises(grpc.RpcError) as info:
             serve.Predict(serve_pb2.PredictRequest(model=model_pb2.ModelRef(name="nosuch")), timeout=10)

@@ -1,5 +1,6 @@
 """Serve is down when a run reaches its serve stage: the gateway retries LoadModel once serve
 is back (UNAVAILABLE is retried for every stage), and the run succeeds with its model served."""
+
 import signal
 
 from cookline.client import Client
@@ -9,8 +10,9 @@ from helpers import iris_pipeline
 
 def test_serve_down_at_the_serve_stage_is_retried(stack):
     services, env = stack
-    text = iris_pipeline("servecrash",
-                         train="{model: mlp, hidden_units: [16], epochs: 30, batch_size: 8, learning_rate: 0.01}")
+    text = iris_pipeline(
+        "servecrash", train="{model: mlp, hidden_units: [16], epochs: 30, batch_size: 8, learning_rate: 0.01}"
+    )
     with Client(env=env) as client:
         run = client.submit(text)
         killed = restarted = False

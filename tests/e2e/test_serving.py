@@ -2,6 +2,7 @@
 model lifecycle (version policies, deployed marker, warm-up, per-model health), hot
 swap with zero failed requests, dynamic batching and its statistics, bad input and
 cancellation, and the gateway's prediction proxy."""
+
 import json
 import os
 import threading
@@ -16,9 +17,8 @@ from cookline import channels, tensors
 from cookline.client import Client
 from cookline.config import address
 from cookline.v1 import model_pb2, serve_pb2, serve_pb2_grpc
+from helpers import ROOT, free_ports
 from services.common import layout
-from helpers import free_ports
-from helpers import ROOT
 
 # examples/iris.yaml with fewer epochs: these tests need two versions, not accuracy.
 with open(os.path.join(ROOT, "examples", "iris.yaml"), encoding="utf-8") as _f:
@@ -71,6 +71,7 @@ def stats_of(serve, version: int) -> serve_pb2.ModelStats:
 
 # --- lifecycle ------------------------------------------------------------------------
 
+
 def test_version_policies_latest_specific_and_alias(serve, store, versions):
     meta = load(serve, version=1)
     assert meta.model.version == 1 and meta.version_policy == "version"
@@ -105,8 +106,9 @@ def test_unload_then_model_is_unavailable_and_not_serving(env, serve, store, ver
     err = rpc_error(serve.Predict, request(), timeout=30)
     assert err.code() == grpc.StatusCode.UNAVAILABLE and "iris" in err.details()
     # metadata still answers from the store
-    meta = serve.GetModelMetadata(serve_pb2.GetModelMetadataRequest(model=model_pb2.ModelRef(name="iris")),
-                                  timeout=30).metadata
+    meta = serve.GetModelMetadata(
+        serve_pb2.GetModelMetadataRequest(model=model_pb2.ModelRef(name="iris")), timeout=30
+    ).metadata
     assert meta.model.version == 2 and list(meta.inputs["features"].shape) == [-1, 4]
     err = rpc_error(serve.UnloadModel, serve_pb2.UnloadModelRequest(name="iris"), timeout=30)
     assert err.code() == grpc.StatusCode.NOT_FOUND
@@ -148,6 +150,7 @@ def test_a_fresh_serve_process_loads_what_is_deployed(stack, env, serve, version
 
 # --- hot swap ---------------------------------------------------------------------------
 
+
 def test_hot_swap_while_streaming_fails_no_request(serve, versions):
     load(serve, version=1)
     stop, seen_v1, seen_v2 = threading.Event(), threading.Event(), threading.Event()
@@ -157,7 +160,7 @@ def test_hot_swap_while_streaming_fails_no_request(serve, versions):
     def messages():
         i = 0
         while not stop.is_set():
-            yield serve_pb2.PredictStreamRequest(correlation_id=str(i), request=request(ROWS[i % 3:i % 3 + 1]))
+            yield serve_pb2.PredictStreamRequest(correlation_id=str(i), request=request(ROWS[i % 3 : i % 3 + 1]))
             i += 1
 
     def stream():
@@ -202,6 +205,7 @@ def test_hot_swap_while_streaming_fails_no_request(serve, versions):
 
 # --- batching and statistics -----------------------------------------------------------
 
+
 def test_batching_merges_concurrent_requests_and_exports_stats(serve, versions):
     load(serve, version=2, max_batch_size=64, max_queue_delay_ms=20)
     before = stats_of(serve, 2)
@@ -233,11 +237,15 @@ def test_batching_merges_concurrent_requests_and_exports_stats(serve, versions):
 
 # --- bad input -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("make, words", [
-    (lambda: request(ROWS.astype(np.int32)), ["inputs['features']", "int32", "float32"]),
-    (lambda: request(ROWS[0]), ["inputs['features']", "shape [4]"]),
-    (lambda: request(ROWS[:, :3]), ["inputs['features']", "3 features", "expects 4"]),
-])
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda: request(ROWS.astype(np.int32)), ["inputs['features']", "int32", "float32"]),
+        (lambda: request(ROWS[0]), ["inputs['features']", "shape [4]"]),
+        (lambda: request(ROWS[:, :3]), ["inputs['features']", "3 features", "expects 4"]),
+    ],
+)
 def test_bad_tensor_is_invalid_argument_naming_the_input(serve, versions, make, words):
     load(serve)
     err = rpc_error(serve.Predict, make(), timeout=30)
@@ -263,6 +271,7 @@ def test_unknown_model_or_version_is_not_found_and_unloaded_version_unavailable(
 
 def test_requests_over_the_limits_are_resource_exhausted(env, serve, versions):
     from services.serve.models import MAX_ROWS
+
     load(serve)
     err = rpc_error(serve.Predict, request(np.zeros((MAX_ROWS + 1, 4), np.float32)), timeout=60)
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "rows" in err.details()
@@ -274,13 +283,17 @@ def test_requests_over_the_limits_are_resource_exhausted(env, serve, versions):
 
 def test_stream_goes_on_after_a_bad_message_unless_fail_fast(serve, versions):
     load(serve)
-    msgs = [serve_pb2.PredictStreamRequest(correlation_id="a", request=request()),
-            serve_pb2.PredictStreamRequest(correlation_id="b", request=request(ROWS[:, :2])),
-            serve_pb2.PredictStreamRequest(correlation_id="c", request=request(name="nosuch")),
-            serve_pb2.PredictStreamRequest(correlation_id="d", request=request())]
+    msgs = [
+        serve_pb2.PredictStreamRequest(correlation_id="a", request=request()),
+        serve_pb2.PredictStreamRequest(correlation_id="b", request=request(ROWS[:, :2])),
+        serve_pb2.PredictStreamRequest(correlation_id="c", request=request(name="nosuch")),
+        serve_pb2.PredictStreamRequest(correlation_id="d", request=request()),
+    ]
     out = list(serve.PredictStream(iter(msgs), timeout=60))
     assert [r.correlation_id for r in out] == ["a", "b", "c", "d"]
-    assert out[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "inputs['features']" in out[1].error.message
+    assert (
+        out[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "inputs['features']" in out[1].error.message
+    )
     assert out[2].error.code == grpc.StatusCode.NOT_FOUND.value[0]
     assert out[3].result.outputs["scores"].shape == [3, 3]
 
@@ -292,6 +305,7 @@ def test_stream_goes_on_after_a_bad_message_unless_fail_fast(serve, versions):
 
 
 # --- cancellation ---------------------------------------------------------------------------
+
 
 def _proc_status(pid: int) -> dict:
     with open(f"/proc/{pid}/status") as f:
@@ -321,6 +335,7 @@ def _cancel_streams(serve, count: int) -> None:
 def _wait_for(condition, timeout=60):
     """Polls a condition of the server's state until it holds (or fails after `timeout` s)."""
     import time
+
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
@@ -343,6 +358,7 @@ def test_cancelled_streams_release_threads_and_memory(stack, serve, versions):
 
 
 # --- gateway proxy ----------------------------------------------------------------------------
+
 
 def test_gateway_proxies_predict_and_predict_stream(env, serve, versions):
     load(serve)

@@ -1,6 +1,7 @@
 """The Open Inference Protocol v2 on serve, checked with an independent third-party
 client: Triton's `tritonclient` (its own venv, .cache/tritonclient, made by
 `make install`), run as a separate program against the real serve process."""
+
 import json
 import os
 import subprocess
@@ -17,15 +18,24 @@ from inference import grpc_service_pb2 as oip
 from inference import grpc_service_pb2_grpc as oip_grpc
 
 TRITON_PYTHON = os.path.join(ROOT, ".cache", "tritonclient", "bin", "python")
-ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [6.3, 2.5, 5.0, 1.9]],
-                np.float32)
+ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [6.3, 2.5, 5.0, 1.9]], np.float32)
 
 
 @pytest.fixture(scope="module")
 def triton_output(env, iris):
     assert os.path.exists(TRITON_PYTHON), "tritonclient venv missing: run `make install`"
-    done = subprocess.run([TRITON_PYTHON, os.path.join(SUPPORT, "oip_client.py"), address("serve", env),
-                           "iris", json.dumps(ROWS.tolist())], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            TRITON_PYTHON,
+            os.path.join(SUPPORT, "oip_client.py"),
+            address("serve", env),
+            "iris",
+            json.dumps(ROWS.tolist()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -36,7 +46,9 @@ def cookline_predict(env, iris):
     req = serve_pb2.PredictRequest(model=model_pb2.ModelRef(name="iris"))
     tensors.from_numpy(ROWS, out=req.inputs["features"])
     response = serve.Predict(req, timeout=30)
-    return tensors.to_numpy(response.outputs["scores"]), [v.decode() for v in tensors.to_numpy(response.outputs["label"])]
+    return tensors.to_numpy(response.outputs["scores"]), [
+        v.decode() for v in tensors.to_numpy(response.outputs["label"])
+    ]
 
 
 def test_server_and_model_metadata(triton_output, iris):
@@ -69,13 +81,18 @@ def test_stream_infer_equals_cookline_predict_and_survives_a_bad_message(triton_
 
 def test_errors_carry_grpc_status(triton_output):
     assert triton_output["bad_dtype"]["status"] == "StatusCode.INVALID_ARGUMENT"
-    assert "inputs['features']" in triton_output["bad_dtype"]["message"] and "INT64" in triton_output["bad_dtype"]["message"]
+    assert (
+        "inputs['features']" in triton_output["bad_dtype"]["message"]
+        and "INT64" in triton_output["bad_dtype"]["message"]
+    )
     assert triton_output["unknown_model"]["status"] == "StatusCode.NOT_FOUND"
 
 
 def test_oip_with_cookline_stubs_and_raw_contents(env, iris, cookline_predict):
     stub = oip_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(address("serve", env)))
-    req = oip.ModelInferRequest(model_name="iris", id="x", outputs=[oip.ModelInferRequest.InferRequestedOutputTensor(name="scores")])
+    req = oip.ModelInferRequest(
+        model_name="iris", id="x", outputs=[oip.ModelInferRequest.InferRequestedOutputTensor(name="scores")]
+    )
     req.inputs.add(name="features", datatype="FP32", shape=ROWS.shape).contents.fp32_contents.extend(ROWS.reshape(-1))
     response = stub.ModelInfer(req, timeout=30)
     assert [o.name for o in response.outputs] == ["scores"] and response.id == "x"

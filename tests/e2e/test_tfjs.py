@@ -15,8 +15,8 @@ from google.protobuf import json_format
 from PIL import Image
 
 from cookline.v1 import gateway_pb2, pipeline_pb2
-from services.process import ops as ops_lib
 from helpers import EXAMPLES, SUPPORT
+from services.process import ops as ops_lib
 
 PREDICT = os.path.join(SUPPORT, "tfjs", "predict.mjs")
 DIGITS = [

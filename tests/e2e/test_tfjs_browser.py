@@ -11,12 +11,12 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 from PIL import Image
+from tfjs_models import field, randomize
 
 from cookline.spec import train as train_spec
 from cookline.v1 import pipeline_pb2
-from services.train import models, tfjs
-from tfjs_models import field, randomize
 from helpers import ROOT, SUPPORT
+from services.train import models, tfjs
 
 TFJS_BUNDLE = os.path.join(SUPPORT, "tfjs", "node_modules", "@tensorflow", "tfjs", "dist", "tf.fesm.min.js")
 CHROMIUM = "/usr/bin/chromium"  # Debian's package

@@ -1,6 +1,7 @@
 """The iris pipeline fully over TLS: every service listens with a certificate signed by a CA
 made in this test (openssl), and every hop (client -> gateway, gateway -> collect/train/serve,
 train -> process -> collect, health checks) verifies it. A plaintext client gets nowhere."""
+
 import http.client
 import json
 import os

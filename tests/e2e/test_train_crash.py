@@ -1,5 +1,6 @@
 """SIGKILL the train service mid-run: the gateway retries and training continues from its
 last checkpoint, not from epoch 0."""
+
 import signal
 
 from cookline.client import Client
@@ -13,9 +14,11 @@ EPOCHS = 150
 def test_train_killed_mid_run_resumes_from_its_checkpoint(stack):
     services, env = stack
     store = store_from_env(env)
-    text = iris_pipeline("crashy", split="{validation: 0.2, seed: 1}",
-                         train=f"{{model: mlp, epochs: {EPOCHS}, batch_size: 4, learning_rate: 0.01, "
-                               "progress_every_batches: 10}")
+    text = iris_pipeline(
+        "crashy",
+        split="{validation: 0.2, seed: 1}",
+        train=f"{{model: mlp, epochs: {EPOCHS}, batch_size: 4, learning_rate: 0.01, progress_every_batches: 10}}",
+    )
 
     def restart_train():
         services.procs["train"].send_signal(signal.SIGKILL)
@@ -30,12 +33,11 @@ def test_train_killed_mid_run_resumes_from_its_checkpoint(stack):
     assert killed_at is not None
     killed_after = killed_at[1]
     assert final.state == gateway_pb2.RUN_STATE_SUCCEEDED, final.reason
-    retry = next(i for i, e in enumerate(events)
-                 if e.WhichOneof("event") == "stage" and "retrying" in e.stage.message)
+    retry = next(i for i, e in enumerate(events) if e.WhichOneof("event") == "stage" and "retrying" in e.stage.message)
     after = [e.train for e in events[retry:] if e.WhichOneof("event") == "train"]
     assert after[0].resumed_from_epoch >= killed_after
     finished_after = [p.epoch for p in after if p.epoch_finished]
-    assert finished_after[0] == after[0].resumed_from_epoch + 1   # continued, not restarted at epoch 1
+    assert finished_after[0] == after[0].resumed_from_epoch + 1  # continued, not restarted at epoch 1
     assert finished_after[-1] == EPOCHS
     assert finished_after == sorted(finished_after)
     # the published model says it saw every epoch; the checkpoints are gone once it is published

@@ -1,6 +1,7 @@
 """Flow control is the backpressure: a deliberately slow reader of process's stream must not make
 collect (or process) run ahead without bound. Real processes on S3; collect logs each shard it has
 finished streaming (DEBUG), which is how far the producer side has got."""
+
 import os
 import time
 
@@ -22,15 +23,22 @@ def test_slow_reader_keeps_the_producers_bounded(s3_server, tmp_path):
     running, env = start_data_plane(s3_server, logs, COOKLINE_SHARD_MB=str(SHARD_MB), COOKLINE_LOG_LEVEL="DEBUG")
     with running:
         rows, width = 256, 784
-        count = DATASET_MB * 10 ** 6 // (rows * width * 4)
+        count = DATASET_MB * 10**6 // (rows * width * 4)
 
         def messages():
             yield collect_pb2.UploadDatasetRequest(dataset="slow", class_names=["a", "b"])
             for i in range(count):
-                yield collect_pb2.UploadDatasetRequest(batch=tensors.batch_from_numpy(
-                    {"features": np.full((rows, width), i, np.float32), "label": np.zeros(rows, np.int32)}, i))
-        info = collect_pb2_grpc.CollectServiceStub(channels.channel("collect", env)).UploadDataset(
-            messages(), timeout=300).dataset
+                yield collect_pb2.UploadDatasetRequest(
+                    batch=tensors.batch_from_numpy(
+                        {"features": np.full((rows, width), i, np.float32), "label": np.zeros(rows, np.int32)}, i
+                    )
+                )
+
+        info = (
+            collect_pb2_grpc.CollectServiceStub(channels.channel("collect", env))
+            .UploadDataset(messages(), timeout=300)
+            .dataset
+        )
         assert info.num_shards >= DATASET_MB * 0.9 / SHARD_MB
         rows_per_shard = info.num_rows / info.num_shards
         row_mb = (width + 1) * 4 / 1e6

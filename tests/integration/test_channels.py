@@ -1,4 +1,5 @@
 """channels.wait_healthy against a real gRPC health server on a real port."""
+
 import threading
 from concurrent import futures
 

@@ -2,6 +2,7 @@
 variables file or a training checkpoint is DATA_LOSS naming the object, on the local store and on S3
 (SeaweedFS); nothing is streamed, served or resumed from the bad bytes. Records written before
 checksums existed still load."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,11 @@ ROWS = 6000  # several ~50 KB shards
 @pytest.fixture(params=["local", "s3"])
 def backend(request, s3_server, tmp_path_factory) -> dict:
     """Environment for services and the test on one backend: a local store folder or an S3 bucket."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("MINIO_") and k not in ("COOKLINE_DATA_DIR", "COOKLINE_BUCKET")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MINIO_") and k not in ("COOKLINE_DATA_DIR", "COOKLINE_BUCKET")
+    }
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     if request.param == "s3":
         env.update(s3_server.env(unique_bucket("sum")))
@@ -100,7 +104,8 @@ def test_a_flipped_model_variables_byte_is_data_loss_and_the_model_is_not_served
     files = sorted(store.list(prefix))
     # every file of the version but the record itself has its sha256 in the record
     assert sorted(prefix + name for name in meta[layout.CHECKSUMS]) == [
-        k for k in files if not k.endswith(layout.MODEL_METADATA)]
+        k for k in files if not k.endswith(layout.MODEL_METADATA)
+    ]
     variables = next(k for k in files if "/variables/variables.data" in k)
     flip_byte(store, variables)
     with start(backend, "serve", tmp_path):

@@ -1,4 +1,5 @@
 """Collect, as a real process on S3 (SeaweedFS): every source, statistics, validation, bad input."""
+
 import threading
 
 import grpc
@@ -37,8 +38,15 @@ CSV = """size,color,weight,kind
 
 
 def test_csv_typed_columns_categorical_and_keep_missing(env, tmp_path):
-    last = ingest(env, "csv-keep", write(tmp_path / "d.csv", CSV), format="csv", label="kind",
-                  categorical=["color"], missing="keep")
+    last = ingest(
+        env,
+        "csv-keep",
+        write(tmp_path / "d.csv", CSV),
+        format="csv",
+        label="kind",
+        categorical=["color"],
+        missing="keep",
+    )
     info = last.dataset
     fields = {f.name: f for f in info.fields}
     assert list(fields["features"].columns) == ["size", "weight"]
@@ -92,12 +100,20 @@ def test_csv_column_kinds_are_inferred_or_set_and_text_columns_are_kept(env, tmp
     assert list(fields["categorical"].columns) == ["colour", "size"]
     assert list(fields["text"].columns) == ["note", "review"] and list(fields["text"].shape) == [2]
     rows = read_all(env, info.ref)
-    assert [v.decode() for v in rows["text"][:, 1]] == ["Great, would buy again!", "Broken on arrival.",
-                                                        "Works as described; fast shipping"]
+    assert [v.decode() for v in rows["text"][:, 1]] == [
+        "Great, would buy again!",
+        "Broken on arrival.",
+        "Works as described; fast shipping",
+    ]
     assert info.statistics.text.count == 3 and info.statistics.text.vocabulary_size > 10
     # set: one text column (a [rows] tensor), a numeric column read as a category
-    info = ingest(env, "csv-kinds", path, label="label",
-                  column_kinds={"note": "category", "height": "category", "size": "category"}).dataset
+    info = ingest(
+        env,
+        "csv-kinds",
+        path,
+        label="label",
+        column_kinds={"note": "category", "height": "category", "size": "category"},
+    ).dataset
     fields = {f.name: f for f in info.fields}
     assert "features" not in fields and list(fields["text"].columns) == ["review"] and list(fields["text"].shape) == []
     assert list(fields["categorical"].columns) == ["height", "colour", "note", "size"]
@@ -159,6 +175,7 @@ def test_shards_have_a_bounded_size_and_reingest_reuses_the_version(env, store, 
     assert info.num_shards >= 4 and not first.reused
     manifest_shards = store.get_bytes(f"datasets/sharded/{info.ref.version}/manifest.json")
     import json
+
     shards = json.loads(manifest_shards)["shards"]
     assert max(s["bytes"] for s in shards) <= 0.05 * 1024 * 1024 + 4096  # the bound plus the npz header
     assert sum(s["rows"] for s in shards) == 20000
@@ -168,6 +185,7 @@ def test_shards_have_a_bounded_size_and_reingest_reuses_the_version(env, store, 
 
 
 # --- text-csv ----------------------------------------------------------------
+
 
 def test_text_csv_has_text_and_length_statistics(env, tmp_path):
     path = write(tmp_path / "t.csv", 'great movie,pos\n"bad, boring film",neg\nok i guess it was fine,neu\n')
@@ -182,6 +200,7 @@ def test_text_csv_has_text_and_length_statistics(env, tmp_path):
 
 
 # --- images ------------------------------------------------------------------
+
 
 def make_images(root, classes=("cat", "dog"), per_class=3, size=(6, 5), split=None):
     rng = np.random.default_rng(0)
@@ -203,8 +222,9 @@ def test_image_folder_png_and_jpeg(env, tmp_path):
     assert dict(info.statistics.image_shapes) == {"6x5x3": 6}
     rows = read_all(env, info.ref)
     assert rows["image"].shape == (6, 6, 5, 3) and rows["label"].tolist() == [0, 0, 0, 1, 1, 1]
-    resized = ingest(env, "imgs-small", str(tmp_path / "imgs"), format="image-folder", image_size=[4, 4],
-                     color="grayscale").dataset
+    resized = ingest(
+        env, "imgs-small", str(tmp_path / "imgs"), format="image-folder", image_size=[4, 4], color="grayscale"
+    ).dataset
     assert list({f.name: f for f in resized.fields}["image"].shape) == [4, 4, 1]
 
 
@@ -239,16 +259,21 @@ def test_voc_labels_come_from_object_name(env, tmp_path):
         Image.fromarray(np.full((4, 4, 3), i * 40, np.uint8)).save(root / "images" / f"{i}.jpg")
         (root / "annotations" / f"{i}.xml").write_text(
             f"<annotation><filename>{i}.jpg</filename><object><name>{label}</name>"
-            f"<bndbox><xmin>0</xmin></bndbox></object></annotation>")
+            f"<bndbox><xmin>0</xmin></bndbox></object></annotation>"
+        )
     info = ingest(env, "voc", str(root), format="voc").dataset
     assert list({f.name: f for f in info.fields}["label"].class_names) == ["car", "person"]
     assert read_all(env, info.ref)["label"].tolist() == [0, 1, 0]
     (root / "annotations" / "3.xml").write_text("<annotation><filename>3.jpg</filename></annotation>")
     error = ingest_error(env, "voc2", str(root), format="voc")
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "annotations/3.xml has no <object><name>" in error.details()
+    assert (
+        error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        and "annotations/3.xml has no <object><name>" in error.details()
+    )
 
 
 # --- npz, s3 -----------------------------------------------------------------
+
 
 def test_npz_named_arrays_stream_in_chunks(env, tmp_path):
     path = tmp_path / "arrays.npz"
@@ -281,6 +306,7 @@ def test_s3_prefix_source_reads_objects_in_the_store(env, store, tmp_path):
 
 # --- upload ------------------------------------------------------------------
 
+
 def upload_messages(name, batches, class_names=()):
     yield collect_pb2.UploadDatasetRequest(dataset=name, class_names=class_names)
     for i, arrays in enumerate(batches):
@@ -288,8 +314,10 @@ def upload_messages(name, batches, class_names=()):
 
 
 def test_upload_publishes_once_the_stream_ends_and_is_content_addressed(env):
-    batches = [{"features": np.full((10, 4), i, np.float32), "label": np.array([b"x", b"y"] * 5, dtype=object)}
-               for i in range(3)]
+    batches = [
+        {"features": np.full((10, 4), i, np.float32), "label": np.array([b"x", b"y"] * 5, dtype=object)}
+        for i in range(3)
+    ]
     first = collect_stub(env).UploadDataset(upload_messages("up", batches), timeout=60)
     assert first.dataset.num_rows == 30 and not first.reused
     assert list({f.name: f for f in first.dataset.fields}["label"].class_names) == ["x", "y"]
@@ -299,12 +327,19 @@ def test_upload_publishes_once_the_stream_ends_and_is_content_addressed(env):
     assert got.statistics.numeric[0].max == 2 and got.num_rows == 30
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"features": np.zeros((5, 4), np.float64), "label": np.zeros(5, np.int32)},
-     "upload batch 2 (sequence 1): tensor 'features' has dtype float64, earlier batches have float32"),
-    ({"features": np.zeros((5, 3), np.float32), "label": np.zeros(5, np.int32)},
-     "upload batch 2 (sequence 1): tensor 'features' has per-row shape [3], earlier batches have [4]"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (
+            {"features": np.zeros((5, 4), np.float64), "label": np.zeros(5, np.int32)},
+            "upload batch 2 (sequence 1): tensor 'features' has dtype float64, earlier batches have float32",
+        ),
+        (
+            {"features": np.zeros((5, 3), np.float32), "label": np.zeros(5, np.int32)},
+            "upload batch 2 (sequence 1): tensor 'features' has per-row shape [3], earlier batches have [4]",
+        ),
+    ],
+)
 def test_upload_with_disagreeing_batches_is_invalid(env, store, bad, message):
     good = {"features": np.zeros((5, 4), np.float32), "label": np.zeros(5, np.int32)}
     with pytest.raises(grpc.RpcError) as info:
@@ -319,8 +354,11 @@ def test_upload_that_breaks_off_publishes_nothing(env, store):
     def messages():
         yield collect_pb2.UploadDatasetRequest(dataset="up-broken")
         for i in range(3):
-            yield collect_pb2.UploadDatasetRequest(batch=tensors.batch_from_numpy(
-                {"features": np.zeros((100, 4), np.float32), "label": np.zeros(100, np.int32)}, i))
+            yield collect_pb2.UploadDatasetRequest(
+                batch=tensors.batch_from_numpy(
+                    {"features": np.zeros((100, 4), np.float32), "label": np.zeros(100, np.int32)}, i
+                )
+            )
         sent.set()
         threading.Event().wait(30)  # never ends cleanly: the call is cancelled first
 
@@ -335,6 +373,7 @@ def test_upload_that_breaks_off_publishes_nothing(env, store):
 
 
 # --- validation against the previous version -----------------------------------
+
 
 def test_new_version_is_checked_against_the_previous_one(env, tmp_path):
     first = write(tmp_path / "v1.csv", "a,b,color,label\n1,10,red,x\n2,20,blue,y\n")

@@ -1,6 +1,7 @@
 """Two collect processes (replicas on one store) ingesting identical content at the same instant publish
 one version and lose no shard: the manifest is written create-only, so exactly one attempt publishes, the
 other removes its own shards and answers with the published version (reused)."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,11 @@ def replicas(request, s3_server, tmp_path_factory):
     """Two collect processes on one store; yields (env of replica 0, env of replica 1)."""
     from cookline.stack import Stack
 
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith("MINIO_") and k not in ("COOKLINE_DATA_DIR", "COOKLINE_BUCKET")}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MINIO_") and k not in ("COOKLINE_DATA_DIR", "COOKLINE_BUCKET")
+    }
     if request.param == "s3":
         base.update(s3_server.env(unique_bucket("twin")))
     else:

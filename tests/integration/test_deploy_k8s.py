@@ -1,22 +1,37 @@
 """deploy/k8s: kustomize renders it, kubeconform validates it against the Kubernetes schemas
 (from the kubernetes-validate wheel, extracted by `make tools`), and it covers what the stack needs."""
+
 import os
 import subprocess
 
 import yaml
 
-from tools import run, tool
 from helpers import ROOT
+from tools import run, tool
 
 K8S_VERSION = "1.33.0"
 SCHEMAS = os.path.join(ROOT, ".cache", "k8s-schemas")
-SCHEMA_LOCATION = SCHEMAS + "/{{ .NormalizedKubernetesVersion }}-local{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json"
+SCHEMA_LOCATION = (
+    SCHEMAS + "/{{ .NormalizedKubernetesVersion }}-local{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json"
+)
 SERVICES = {"gateway": 50050, "collect": 50051, "process": 50052, "train": 50053, "serve": 50054}
 
 
 def kubeconform(path: str) -> subprocess.CompletedProcess:
-    return subprocess.run([tool("kubeconform"), "-strict", "-summary", "-kubernetes-version", K8S_VERSION,
-                           "-schema-location", SCHEMA_LOCATION, path], capture_output=True, text=True)
+    return subprocess.run(
+        [
+            tool("kubeconform"),
+            "-strict",
+            "-summary",
+            "-kubernetes-version",
+            K8S_VERSION,
+            "-schema-location",
+            SCHEMA_LOCATION,
+            path,
+        ],
+        capture_output=True,
+        text=True,
+    )
 
 
 def rendered(tmp_path) -> tuple[str, list[dict]]:
@@ -30,7 +45,9 @@ def test_kubeconform_accepts_every_rendered_resource(tmp_path):
     path, docs = rendered(tmp_path)
     proc = kubeconform(path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"{len(docs)} resources found in 1 file - Valid: {len(docs)}, Invalid: 0, Errors: 0, Skipped: 0" in proc.stdout
+    assert (
+        f"{len(docs)} resources found in 1 file - Valid: {len(docs)}, Invalid: 0, Errors: 0, Skipped: 0" in proc.stdout
+    )
 
 
 def test_kubeconform_rejects_an_unknown_field(tmp_path):

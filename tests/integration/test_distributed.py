@@ -1,6 +1,7 @@
 """Distributed training (services/train/distributed.py): two worker processes with TF_CONFIG, each
 on its partition from the real process service, train in lock-step (MultiWorkerMirroredStrategy)
 and end with the weights of one worker fed the same global batches."""
+
 import threading
 
 import keras
@@ -22,8 +23,16 @@ WORKERS, BATCH, EPOCHS, SEED = 2, 10, 3, 7  # 150 rows: 2 parts of 75, 15 steps 
 def _job(ref, fitted, spec, workers):
     pipeline = pb.PipelineSpec(name="dist", split=SPLIT, train=spec)
     return train_pb2.TrainWorkerRequest(
-        train=train_pb2.TrainRequest(dataset=ref, pipeline=pipeline), fitted_ops=fitted, workers=workers,
-        input_name="features", input_dtype="float32", input_shape=[4], num_classes=3, train_rows=150, seed=SEED)
+        train=train_pb2.TrainRequest(dataset=ref, pipeline=pipeline),
+        fitted_ops=fitted,
+        workers=workers,
+        input_name="features",
+        input_dtype="float32",
+        input_shape=[4],
+        num_classes=3,
+        train_rows=150,
+        seed=SEED,
+    )
 
 
 def _run_workers(job, env, weights_path):
@@ -56,23 +65,42 @@ def _global_batches(env, ref, fitted):
     stub = process_pb2_grpc.ProcessServiceStub(channels.channel("process", env))
     parts = []
     for k in range(WORKERS):
-        request = process_pb2.ProcessRequest(dataset=ref, split=SPLIT, subset=data_pb2.SUBSET_TRAIN, ops=fitted,
-                                             batch_size=BATCH // WORKERS,
-                                             partition=data_pb2.Partition(index=k, count=WORKERS))
+        request = process_pb2.ProcessRequest(
+            dataset=ref,
+            split=SPLIT,
+            subset=data_pb2.SUBSET_TRAIN,
+            ops=fitted,
+            batch_size=BATCH // WORKERS,
+            partition=data_pb2.Partition(index=k, count=WORKERS),
+        )
         parts.append([tensors.batch_to_numpy(r.batch) for r in stub.Process(request, timeout=60)])
     assert len(parts[0]) == len(parts[1]) == 15
-    return [(np.concatenate([a["features"], b["features"]]), np.concatenate([a["label"], b["label"]]))
-            for a, b in zip(parts[0], parts[1], strict=True)]
+    return [
+        (np.concatenate([a["features"], b["features"]]), np.concatenate([a["label"], b["label"]]))
+        for a, b in zip(parts[0], parts[1], strict=True)
+    ]
 
 
 def test_two_workers_match_one_worker_fed_the_same_global_batches(data_plane, tmp_path):
     env = data_plane[1]
     ref = ingest(env, "iris-dist", IRIS_CSV, label="species").dataset.ref
     process = process_pb2_grpc.ProcessServiceStub(channels.channel("process", env))
-    fitted = list(process.Fit(process_pb2.FitRequest(dataset=ref, split=SPLIT,
-                                                     ops=[pb.Op(standardize=pb.StandardizeOp())]), timeout=60).ops)
-    spec = train_spec.resolve(pb.TrainSpec(model="mlp", epochs=EPOCHS, batch_size=BATCH, workers=WORKERS,
-                                           optimizer="sgd", learning_rate=0.1, progress_every_batches=5))
+    fitted = list(
+        process.Fit(
+            process_pb2.FitRequest(dataset=ref, split=SPLIT, ops=[pb.Op(standardize=pb.StandardizeOp())]), timeout=60
+        ).ops
+    )
+    spec = train_spec.resolve(
+        pb.TrainSpec(
+            model="mlp",
+            epochs=EPOCHS,
+            batch_size=BATCH,
+            workers=WORKERS,
+            optimizer="sgd",
+            learning_rate=0.1,
+            progress_every_batches=5,
+        )
+    )
     ports = free_ports(WORKERS)
     job = _job(ref, fitted, spec, [f"127.0.0.1:{p}" for p in ports])
     weights_path = str(tmp_path / "weights.npz")
@@ -87,11 +115,11 @@ def test_two_workers_match_one_worker_fed_the_same_global_batches(data_plane, tm
     keras.utils.set_random_seed(SEED)
     model = models.build(spec, [4], 3)
     initial = model.get_weights()
-    data = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=(
-        tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([None], tf.int32)))
+    data = tf.data.Dataset.from_generator(
+        lambda: iter(batches), output_signature=(tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([None], tf.int32))
+    )
     model.fit(data, epochs=EPOCHS, shuffle=False, verbose=0)
-    difference = max(float(np.abs(a - b).max()) for a, b in zip(distributed_weights, model.get_weights(),
-                                                                    strict=True))
+    difference = max(float(np.abs(a - b).max()) for a, b in zip(distributed_weights, model.get_weights(), strict=True))
     assert difference < 1e-5, difference
     moved = max(float(np.abs(a - b).max()) for a, b in zip(initial, model.get_weights(), strict=True))
     assert moved > 1e-2, moved  # the comparison is between trained weights

@@ -3,6 +3,7 @@ while an epoch computes) is not cut. Clients ping after COOKLINE_KEEPALIVE_S of 
 servers accept those pings; gRPC's default server policy (one ping per 5 minutes) answers
 them with GOAWAY "too_many_pings": the connection is closed once its open streams end, and the
 client halves its ping rate."""
+
 import threading
 from concurrent import futures
 
@@ -26,16 +27,26 @@ def test_an_idle_stream_outlives_many_keepalive_periods(s3_server, tmp_path):
     assert dict(config.grpc_options(env))["grpc.keepalive_time_ms"] == KEEPALIVE_S * 1000
     rows = 64
     with running:
+
         def messages():
             yield collect_pb2.UploadDatasetRequest(dataset="idle", class_names=["a", "b"])
-            yield collect_pb2.UploadDatasetRequest(batch=tensors.batch_from_numpy(
-                {"features": np.ones((rows, 3), np.float32), "label": np.zeros(rows, np.int32)}, 0))
+            yield collect_pb2.UploadDatasetRequest(
+                batch=tensors.batch_from_numpy(
+                    {"features": np.ones((rows, 3), np.float32), "label": np.zeros(rows, np.int32)}, 0
+                )
+            )
             threading.Event().wait(IDLE_S)  # the stream is open and silent: only keepalive pings flow
-            yield collect_pb2.UploadDatasetRequest(batch=tensors.batch_from_numpy(
-                {"features": np.ones((rows, 3), np.float32), "label": np.ones(rows, np.int32)}, 1))
+            yield collect_pb2.UploadDatasetRequest(
+                batch=tensors.batch_from_numpy(
+                    {"features": np.ones((rows, 3), np.float32), "label": np.ones(rows, np.int32)}, 1
+                )
+            )
 
-        info = collect_pb2_grpc.CollectServiceStub(channels.channel("collect", env)).UploadDataset(
-            messages(), timeout=120).dataset
+        info = (
+            collect_pb2_grpc.CollectServiceStub(channels.channel("collect", env))
+            .UploadDataset(messages(), timeout=120)
+            .dataset
+        )
         assert info.num_rows == 2 * rows
 
 
@@ -43,8 +54,7 @@ SERVER_PING_POLICY = "grpc.http2.min_ping_interval_without_data_ms"
 
 
 @pytest.mark.parametrize("policy", ["cookline", "grpc-default"])
-def test_pings_of_an_idle_stream_get_goaway_too_many_pings_only_without_the_server_ping_policy(
-        policy, tmp_path, capfd):
+def test_pings_of_an_idle_stream_get_goaway_too_many_pings_only_without_the_server_ping_policy(policy, tmp_path, capfd):
     """The same idle upload against a collect server with cookline's options, and with the same options
     minus the server ping policy (gRPC's default: one ping per 5 minutes without data). Without it the
     server answers the keepalive pings with GOAWAY "too_many_pings" (ENHANCE_YOUR_CALM) and the client
@@ -83,8 +93,14 @@ def test_pings_of_an_idle_stream_get_goaway_too_many_pings_only_without_the_serv
 
 def _idle_upload():
     yield collect_pb2.UploadDatasetRequest(dataset="idle", class_names=["a", "b"])
-    yield collect_pb2.UploadDatasetRequest(batch=tensors.batch_from_numpy(
-        {"features": np.ones((ROWS, 3), np.float32), "label": np.zeros(ROWS, np.int32)}, 0))
+    yield collect_pb2.UploadDatasetRequest(
+        batch=tensors.batch_from_numpy(
+            {"features": np.ones((ROWS, 3), np.float32), "label": np.zeros(ROWS, np.int32)}, 0
+        )
+    )
     threading.Event().wait(IDLE_S)  # open and silent: only keepalive pings flow
-    yield collect_pb2.UploadDatasetRequest(batch=tensors.batch_from_numpy(
-        {"features": np.ones((ROWS, 3), np.float32), "label": np.ones(ROWS, np.int32)}, 1))
+    yield collect_pb2.UploadDatasetRequest(
+        batch=tensors.batch_from_numpy(
+            {"features": np.ones((ROWS, 3), np.float32), "label": np.ones(ROWS, np.int32)}, 1
+        )
+    )

@@ -1,4 +1,5 @@
 """Every service's shared bootstrap: message limits from one setting, clean SIGTERM shutdown."""
+
 import os
 import signal
 
@@ -12,8 +13,12 @@ from helpers import free_ports
 
 def test_oversized_request_is_refused_and_sigterm_stops_cleanly(tmp_path):
     (port,) = free_ports(1, set())
-    env = dict(os.environ, COOKLINE_COLLECT_ADDR=f"127.0.0.1:{port}", COOKLINE_MAX_MESSAGE_MB="1",
-               COOKLINE_DATA_DIR=str(tmp_path / "store"))
+    env = dict(
+        os.environ,
+        COOKLINE_COLLECT_ADDR=f"127.0.0.1:{port}",
+        COOKLINE_MAX_MESSAGE_MB="1",
+        COOKLINE_DATA_DIR=str(tmp_path / "store"),
+    )
     env.pop("MINIO_ENDPOINT", None)
     with Stack(env, log_dir=str(tmp_path / "logs")) as stack:
         stack.start("collect")

@@ -1,5 +1,6 @@
 """Partitioned streams through the real collect and process services on S3: worker k of N gets
 a disjoint block of the subset, every row once per epoch, its own shuffle, the same batch count."""
+
 import grpc
 import numpy as np
 import pytest
@@ -20,8 +21,7 @@ def numbered(data_plane, tmp_path_factory):
     env = data_plane[1]
     path = tmp_path_factory.mktemp("part") / "rows.csv"
     pad = ",".join(f"p{j}" for j in range(49))
-    path.write_text(f"x,{pad},label\n" + "".join(f"{i},{','.join(['0'] * 49)},c{i % 3}\n"
-                                                   for i in range(ROWS)))
+    path.write_text(f"x,{pad},label\n" + "".join(f"{i},{','.join(['0'] * 49)},c{i % 3}\n" for i in range(ROWS)))
     info = ingest(env, "partitioned", str(path), label="label").dataset
     assert info.num_shards >= 3  # parts start and end inside shards, and whole shards are skipped
     return env, info.ref
@@ -32,11 +32,21 @@ def _process(env, ref, ops, count, batch_size, epoch=0):
     stub = process_pb2_grpc.ProcessServiceStub(channels.channel("process", env))
     parts = []
     for index in range(count):
-        request = process_pb2.ProcessRequest(dataset=ref, split=SPLIT, subset=data_pb2.SUBSET_TRAIN, ops=ops,
-                                             batch_size=batch_size, epoch=epoch,
-                                             partition=data_pb2.Partition(index=index, count=count))
-        parts.append([tensors.batch_to_numpy(r.batch)["features"][:, 0].astype(int).tolist()
-                      for r in stub.Process(request, timeout=60)])
+        request = process_pb2.ProcessRequest(
+            dataset=ref,
+            split=SPLIT,
+            subset=data_pb2.SUBSET_TRAIN,
+            ops=ops,
+            batch_size=batch_size,
+            epoch=epoch,
+            partition=data_pb2.Partition(index=index, count=count),
+        )
+        parts.append(
+            [
+                tensors.batch_to_numpy(r.batch)["features"][:, 0].astype(int).tolist()
+                for r in stub.Process(request, timeout=60)
+            ]
+        )
     return parts
 
 
@@ -70,7 +80,7 @@ def test_each_part_shuffles_with_its_own_seed_and_still_holds_its_block(numbered
         assert len(shuffled) == len(ordered)
     # the two parts' permutations differ (positions within each block)
     blocks = [np.argsort(np.argsort(sum(p, []))).tolist() for p in parts]
-    assert blocks[0][:len(blocks[1])] != blocks[1][:len(blocks[0])]
+    assert blocks[0][: len(blocks[1])] != blocks[1][: len(blocks[0])]
     assert _process(env, ref, shuffle, 2, 16, epoch=1) != parts  # and each epoch differently
 
 
@@ -85,13 +95,19 @@ def test_a_part_one_row_short_cuts_its_last_batch_in_two(numbered):
 def test_collect_reads_a_part_of_every_row_and_rejects_bad_partitions(numbered):
     env, ref = numbered
     stub = collect_stub(env)
-    got = [tensors.batch_to_numpy(r.batch)["features"][:, 0].astype(int).tolist() for r in stub.ReadDataset(
-        collect_pb2.ReadDatasetRequest(dataset=ref, batch_size=50, partition=data_pb2.Partition(index=2, count=3)),
-        timeout=60)]
+    got = [
+        tensors.batch_to_numpy(r.batch)["features"][:, 0].astype(int).tolist()
+        for r in stub.ReadDataset(
+            collect_pb2.ReadDatasetRequest(dataset=ref, batch_size=50, partition=data_pb2.Partition(index=2, count=3)),
+            timeout=60,
+        )
+    ]
     assert sum(got, []) == list(range(667, 1001)) and [len(b) for b in got] == [50] * 6 + [34]
-    for part, field in ((data_pb2.Partition(index=3, count=3), "partition.index"),
-                        (data_pb2.Partition(index=0, count=-1), "partition.count"),
-                        (data_pb2.Partition(index=0, count=2000), "partition.count")):
+    for part, field in (
+        (data_pb2.Partition(index=3, count=3), "partition.index"),
+        (data_pb2.Partition(index=0, count=-1), "partition.count"),
+        (data_pb2.Partition(index=0, count=2000), "partition.count"),
+    ):
         with pytest.raises(grpc.RpcError) as err:
             list(stub.ReadDataset(collect_pb2.ReadDatasetRequest(dataset=ref, partition=part), timeout=60))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in err.value.details()

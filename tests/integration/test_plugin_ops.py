@@ -2,6 +2,7 @@
 serving form equal to the streaming form, and a training-only plugin op. Run in a fresh
 interpreter, since plugins join process-wide registries; it imports TensorFlow (tens of seconds
 of CPU), which keeps it out of the unit tier."""
+
 import os
 import subprocess
 import sys
@@ -45,7 +46,7 @@ CENTER = Component("center", "op", (Param("factor", "float", default=1.0, lo=0, 
 JITTER = Component("jitter", "op", (), deterministic=False, implementation="my_ops:Jitter")
 '''
 
-SCRIPT = r'''
+SCRIPT = r"""
 import sys
 from importlib import metadata
 sys.path[:0] = sys.argv[1:3]
@@ -89,11 +90,16 @@ for op in fitted[1:]:
     inputs = ops.kind_for(op).graph(op, "process[1]")(inputs)
 np.testing.assert_allclose(inputs["features"].numpy(), expected, atol=1e-5)
 print("ok")
-'''
+"""
 
 
 def test_plugin_ops_fit_stream_and_serve_alike(tmp_path):
     (tmp_path / "my_ops.py").write_text(CENTER)
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), os.path.join(ROOT, "examples", "plugins")],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path), os.path.join(ROOT, "examples", "plugins")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

@@ -1,4 +1,5 @@
 """Fit / Process through the real collect and process services on S3 (the `data_plane` fixture)."""
+
 import grpc
 import numpy as np
 import pytest
@@ -16,16 +17,20 @@ def test_fit_uses_the_train_split_only_and_process_streams_the_result(data_plane
     info = ingest(env, "fit-split", str(tmp_path / "x.csv"), label="label").dataset
     split = data_pb2.SplitSpec(validation=0.3, seed=5)
     process = process_pb2_grpc.ProcessServiceStub(channels.channel("process", env))
-    fit = process.Fit(process_pb2.FitRequest(dataset=info.ref, split=split, ops=[pb.Op(min_max=pb.MinMaxOp())]),
-                      timeout=60)
+    fit = process.Fit(
+        process_pb2.FitRequest(dataset=info.ref, split=split, ops=[pb.Op(min_max=pb.MinMaxOp())]), timeout=60
+    )
     train = np.arange(1000)[split_assignment(1000, split) == data_pb2.SUBSET_TRAIN]
     assert fit.rows == len(train) == 700
     assert tensors.to_numpy(fit.ops[0].fitted["min"]).tolist() == [train.min()]
     assert tensors.to_numpy(fit.ops[0].fitted["max"]).tolist() == [train.max()]
     out = []
-    for response in process.Process(process_pb2.ProcessRequest(
-            dataset=info.ref, split=split, subset=data_pb2.SUBSET_VALIDATION, ops=fit.ops, batch_size=64),
-            timeout=60):
+    for response in process.Process(
+        process_pb2.ProcessRequest(
+            dataset=info.ref, split=split, subset=data_pb2.SUBSET_VALIDATION, ops=fit.ops, batch_size=64
+        ),
+        timeout=60,
+    ):
         out.append(tensors.batch_to_numpy(response.batch)["features"])
     values = np.concatenate(out)
     assert len(values) == 300 and values.min() >= -0.01  # validation rows scaled by the train fit

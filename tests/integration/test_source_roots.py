@@ -3,6 +3,7 @@ gateway's resolution of collect.source, and collect's own check before it opens 
 
 An ingest of each escape runs against a real collect server (in this process, on a LocalStore);
 the sources are files with a recognisable secret, so a message that quoted them would show it."""
+
 from concurrent import futures
 
 import grpc
@@ -41,8 +42,9 @@ def tree(tmp_path, monkeypatch):
 
 def submit(source: str, base_dir: str = ""):
     """What the gateway does with a pipeline's collect.source at SubmitRun."""
-    pipeline = spec.parse(f"name: t\ncollect: {{source: '{source}', label: y}}\ntrain: {{model: mlp}}\n", base_dir,
-                          config.source_roots())
+    pipeline = spec.parse(
+        f"name: t\ncollect: {{source: '{source}', label: y}}\ntrain: {{model: mlp}}\n", base_dir, config.source_roots()
+    )
     roots.require(pipeline.collect.source)
     return pipeline
 
@@ -66,9 +68,9 @@ def test_each_escape_is_permission_denied_at_submit(tree):
     assert "'..' component" in denied("images/../../outside/secret.csv", str(root))
     assert "outside the source roots" in denied(str(outside / "secret.csv"))
     assert "outside the source roots" in denied("/etc/passwd")
-    assert "outside the source roots" in denied("link.csv", str(root))          # a symlink out
-    assert "outside the source roots" in denied("out/secret.csv", str(root))    # a folder on the way
-    assert "symlink leading outside" in denied("images", str(root))             # a file in a folder
+    assert "outside the source roots" in denied("link.csv", str(root))  # a symlink out
+    assert "outside the source roots" in denied("out/secret.csv", str(root))  # a folder on the way
+    assert "symlink leading outside" in denied("images", str(root))  # a file in a folder
     assert "object store's folder" in denied(str(store / "cookline" / "datasets" / "other" / "v1" / "shard-00000.npz"))
 
 
@@ -97,8 +99,10 @@ def test_offline_validation_resolves_without_roots(tree):
 
 
 def test_proto3_json_names_are_accepted_in_pipeline_text(tree):
-    pipeline = spec.parse("name: t\ncollect: {source: data.csv, label: y, numericLabel: true}\n"
-                          "train: {model: mlp, hiddenUnits: [4], batchSize: 8}\n")
+    pipeline = spec.parse(
+        "name: t\ncollect: {source: data.csv, label: y, numericLabel: true}\n"
+        "train: {model: mlp, hiddenUnits: [4], batchSize: 8}\n"
+    )
     assert pipeline.collect.numeric_label and list(pipeline.train.hidden_units) == [4]
     assert pipeline.train.batch_size == 8
 
@@ -108,8 +112,11 @@ def collect(tree):
     """A real collect server on the local store, in this process."""
     _, _, store = tree
     server = grpc.server(futures.ThreadPoolExecutor(4))
-    add_servicer(server, collect_pb2.DESCRIPTOR.services_by_name["CollectService"],
-                 CollectServicer(LocalStore(str(store / "cookline"))))
+    add_servicer(
+        server,
+        collect_pb2.DESCRIPTOR.services_by_name["CollectService"],
+        CollectServicer(LocalStore(str(store / "cookline"))),
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -119,18 +126,27 @@ def collect(tree):
 
 
 def ingest(stub, source: str, fmt: str = "csv"):
-    return list(stub.Ingest(collect_pb2.IngestRequest(dataset="t", source=pipeline_pb2.CollectSpec(
-        source=source, format=fmt, label="y")), timeout=30))
+    return list(
+        stub.Ingest(
+            collect_pb2.IngestRequest(
+                dataset="t", source=pipeline_pb2.CollectSpec(source=source, format=fmt, label="y")
+            ),
+            timeout=30,
+        )
+    )
 
 
-@pytest.mark.parametrize("where, fmt, expected", [
-    ("{root}/../outside/secret.csv", "csv", "'..' component"),
-    ("{outside}/secret.csv", "csv", "outside the source roots"),
-    ("{root}/link.csv", "csv", "outside the source roots"),
-    ("{root}/out/secret.csv", "csv", "outside the source roots"),
-    ("{root}/images", "image-folder", "symlink leading outside"),
-    ("{store}/cookline/datasets/other/v1/shard-00000.npz", "npz", "object store's folder"),
-])
+@pytest.mark.parametrize(
+    "where, fmt, expected",
+    [
+        ("{root}/../outside/secret.csv", "csv", "'..' component"),
+        ("{outside}/secret.csv", "csv", "outside the source roots"),
+        ("{root}/link.csv", "csv", "outside the source roots"),
+        ("{root}/out/secret.csv", "csv", "outside the source roots"),
+        ("{root}/images", "image-folder", "symlink leading outside"),
+        ("{store}/cookline/datasets/other/v1/shard-00000.npz", "npz", "object store's folder"),
+    ],
+)
 def test_collect_refuses_each_escape_before_opening_it(tree, collect, where, fmt, expected):
     root, outside, store = tree
     with pytest.raises(grpc.RpcError) as info:

@@ -41,6 +41,7 @@ def _sha(path) -> str:
 
 # -- basic object operations ---------------------------------------------------------
 
+
 def test_put_get_bytes_round_trip(store):
     data = bytes(range(256)) * 17
     store.put_bytes("runs/r1/run.json", data)
@@ -79,8 +80,13 @@ def test_list_prefix_is_recursive_sorted_and_exact(store):
 
 
 def test_list_dirs(store):
-    for k in ["models/iris/1/saved_model.pb", "models/iris/2/variables/variables.index",
-              "models/iris/10/cookline.json", "models/iris/notes.txt", "models/mnist/1/x"]:
+    for k in [
+        "models/iris/1/saved_model.pb",
+        "models/iris/2/variables/variables.index",
+        "models/iris/10/cookline.json",
+        "models/iris/notes.txt",
+        "models/mnist/1/x",
+    ]:
         store.put_bytes(k, b"x")
     assert store.list_dirs("models/iris/") == ["1", "10", "2"]
     assert store.list_dirs("models/") == ["iris", "mnist"]
@@ -147,8 +153,10 @@ def test_large_object_round_trip(store, tmp_path):
 
 # -- atomic publish ------------------------------------------------------------------
 
+
 def test_open_stream_reads_and_seeks_without_holding_the_object(store, monkeypatch):
     import services.common.store as store_module
+
     monkeypatch.setattr(store_module, "STREAM_BLOCK", 1000)  # several ranged GETs for this object
     data = bytes(range(256)) * 40  # 10240 bytes
     store.put_bytes("streams/a.bin", data)
@@ -163,8 +171,9 @@ def test_open_stream_reads_and_seeks_without_holding_the_object(store, monkeypat
     if isinstance(store, store_module.S3Store):
         reads = []
         real = store.get_range
-        monkeypatch.setattr(store, "get_range",
-                            lambda key, offset, length: reads.append(length) or real(key, offset, length))
+        monkeypatch.setattr(
+            store, "get_range", lambda key, offset, length: reads.append(length) or real(key, offset, length)
+        )
         with store.open_stream("streams/a.bin") as f:
             f.seek(9000)
             assert f.read(100) == data[9000:9100]
@@ -222,8 +231,9 @@ def test_publish_writes_manifest_last(store, tmp_path, monkeypatch):
     monkeypatch.setattr(store, "put_new", put_new)
 
     assert not store.is_published(prefix, "manifest.json")
-    store.publish(prefix, {"shard-00000.npz": str(shard), "shard-00001.npz": b"inline"},
-                  "manifest.json", b'{"rows": 2}')
+    store.publish(
+        prefix, {"shard-00000.npz": str(shard), "shard-00001.npz": b"inline"}, "manifest.json", b'{"rows": 2}'
+    )
     assert order[-1] == prefix + "manifest.json"
     assert seen_at_manifest == [prefix + "shard-00000.npz", prefix + "shard-00001.npz"]
     assert store.is_published(prefix, "manifest.json")
@@ -237,9 +247,12 @@ def test_publish_failure_cleans_up_and_never_writes_manifest(store, tmp_path):
     good.write_bytes(b"good")
     prefix = "models/iris/3/"
     with pytest.raises(FileNotFoundError):
-        store.publish(prefix, {"a.bin": b"aaa", "b.bin": str(good),
-                               "c.bin": str(tmp_path / "does-not-exist")},
-                      "cookline.json", b"{}")
+        store.publish(
+            prefix,
+            {"a.bin": b"aaa", "b.bin": str(good), "c.bin": str(tmp_path / "does-not-exist")},
+            "cookline.json",
+            b"{}",
+        )
     assert not store.is_published(prefix, "cookline.json")
     assert list(store.list(prefix)) == []
     assert store.list_dirs("models/iris/") == []
@@ -254,6 +267,7 @@ def test_publish_refuses_to_overwrite_a_published_version(store):
 
 # -- backend specifics ---------------------------------------------------------------
 
+
 def test_s3_describe_and_repr_hide_secret(s3_server, s3_store):
     assert s3_store.describe() == "s3://%s at http://%s" % (s3_store.bucket, s3_server.endpoint)
     assert s3_server.secret_key not in repr(s3_store)
@@ -264,15 +278,18 @@ def test_s3_bucket_creation_is_idempotent(s3_server):
     bucket = unique_bucket()
     a = S3Store(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, bucket)
     a.put_bytes("k", b"v")
-    b = S3Store("http://" + s3_server.endpoint, s3_server.access_key, s3_server.secret_key,
-                bucket)
+    b = S3Store("http://" + s3_server.endpoint, s3_server.access_key, s3_server.secret_key, bucket)
     assert b.get_bytes("k") == b"v"
 
 
 def test_s3_concurrent_bucket_creation(s3_server):
     bucket = unique_bucket()
-    make = lambda _: S3Store(s3_server.endpoint, s3_server.access_key,  # noqa: E731
-                             s3_server.secret_key, bucket)
+    make = lambda _: S3Store(
+        s3_server.endpoint,
+        s3_server.access_key,  # noqa: E731
+        s3_server.secret_key,
+        bucket,
+    )
     with ThreadPoolExecutor(6) as pool:
         stores = list(pool.map(make, range(6)))
     stores[0].put_bytes("k", b"v")
@@ -282,8 +299,7 @@ def test_s3_concurrent_bucket_creation(s3_server):
 def test_s3_wrong_secret_is_an_error_without_the_secret(s3_server):
     wrong = "WrongSecret-" + os.urandom(8).hex()
     with pytest.raises(StoreError) as info:
-        S3Store(s3_server.endpoint, s3_server.access_key, wrong, unique_bucket(), retries=2,
-                backoff=0.01)
+        S3Store(s3_server.endpoint, s3_server.access_key, wrong, unique_bucket(), retries=2, backoff=0.01)
     assert not isinstance(info.value, NotFoundError)
     assert wrong not in str(info.value) and wrong not in repr(info.value)
     assert info.value.__cause__ is None or wrong not in str(info.value.__cause__)
@@ -314,6 +330,7 @@ def test_s3_data_survives_server_restart():
 
 # -- configuration ---------------------------------------------------------------------
 
+
 def test_store_from_env_s3(s3_server, tmp_path):
     env = s3_server.env(unique_bucket())
     store = store_from_env(env)
@@ -322,8 +339,11 @@ def test_store_from_env_s3(s3_server, tmp_path):
     # secrets from files (docker/k8s secrets), stripped
     (tmp_path / "ak").write_text(s3_server.access_key + "\n")
     (tmp_path / "sk").write_text(s3_server.secret_key + "\n")
-    env2 = {"MINIO_ENDPOINT": "http://" + s3_server.endpoint,
-            "MINIO_ACCESS_KEY_FILE": str(tmp_path / "ak"),
-            "MINIO_SECRET_KEY_FILE": str(tmp_path / "sk"),
-            "COOKLINE_BUCKET": env["COOKLINE_BUCKET"], "MINIO_SECURE": "false"}
+    env2 = {
+        "MINIO_ENDPOINT": "http://" + s3_server.endpoint,
+        "MINIO_ACCESS_KEY_FILE": str(tmp_path / "ak"),
+        "MINIO_SECRET_KEY_FILE": str(tmp_path / "sk"),
+        "COOKLINE_BUCKET": env["COOKLINE_BUCKET"],
+        "MINIO_SECURE": "false",
+    }
     assert store_from_env(env2).get_bytes("k") == b"v"

@@ -1,8 +1,8 @@
 """A service started while the object store is down waits for it (COOKLINE_STORE_WAIT_S),
 as under docker compose or Kubernetes where nothing orders the start-up."""
+
 import os
 import subprocess
-
 
 from cookline import channels
 from cookline.stack import Stack
@@ -21,8 +21,9 @@ def test_collect_starts_serving_once_a_late_object_store_comes_up(tmp_path):
     with SeaweedS3() as s3:
         s3._terminate()  # down, keeping its ports and data dir so it comes back at the same address
         (port,) = free_ports(1, set(s3.ports.values()))
-        env = dict(os.environ, COOKLINE_COLLECT_ADDR=f"127.0.0.1:{port}", COOKLINE_STORE_WAIT_S="300",
-                   **s3.env("late-store"))
+        env = dict(
+            os.environ, COOKLINE_COLLECT_ADDR=f"127.0.0.1:{port}", COOKLINE_STORE_WAIT_S="300", **s3.env("late-store")
+        )
         with Stack(env, log_dir=str(tmp_path)) as stack:
             proc = stack.start("collect")
             log = tmp_path / "collect.log"

@@ -15,15 +15,14 @@ import keras
 import numpy as np
 import pytest
 from PIL import Image
+from tfjs_models import field, randomize
 
-from cookline import tensors
 from cookline.spec import train as train_spec
-from cookline.v1 import data_pb2, pipeline_pb2
+from cookline.v1 import pipeline_pb2
+from helpers import SUPPORT
 from services.collect.stats import tokens
 from services.process import ops as ops_lib
 from services.train import models, tfjs
-from tfjs_models import field, randomize
-from helpers import SUPPORT
 
 NODE_MODULES = os.path.join(SUPPORT, "tfjs", "node_modules")
 PREDICT = os.path.join(SUPPORT, "tfjs", "predict.mjs")

@@ -1,14 +1,15 @@
 """Starting collect and process alone (the `data_plane` fixture), and calling them."""
+
 from __future__ import annotations
 
 import os
 
 import grpc
 import numpy as np
-from helpers import free_ports, unique_bucket
 
 from cookline import channels, tensors
 from cookline.v1 import collect_pb2, collect_pb2_grpc, data_pb2, pipeline_pb2
+from helpers import free_ports, unique_bucket
 
 
 def start_data_plane(s3_server, log_dir: str, **extra_env):
@@ -39,8 +40,9 @@ def collect_stub(env) -> collect_pb2_grpc.CollectServiceStub:
 
 def ingest(env, name: str, source: str, strict: bool = False, **spec):
     """Runs Ingest; returns the last response (raises grpc.RpcError on failure)."""
-    request = collect_pb2.IngestRequest(dataset=name, source=pipeline_pb2.CollectSpec(source=str(source), **spec),
-                                        strict=strict)
+    request = collect_pb2.IngestRequest(
+        dataset=name, source=pipeline_pb2.CollectSpec(source=str(source), **spec), strict=strict
+    )
     last = None
     for last in collect_stub(env).Ingest(request, timeout=120):
         pass

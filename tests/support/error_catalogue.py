@@ -4,19 +4,29 @@ HTTP_CASES over the services' HTTP ports (answered as JSON {"error": message}).
 
     .venv/bin/python tests/support/error_catalogue.py > docs/errors.md     # after changing a case
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import grpc
 import numpy as np
 
 from cookline import tensors
-from cookline.v1 import (collect_pb2, data_pb2, gateway_pb2, model_pb2, pipeline_pb2, process_pb2,
-                         registry_pb2, serve_pb2, train_pb2)
+from cookline.v1 import (
+    collect_pb2,
+    data_pb2,
+    gateway_pb2,
+    model_pb2,
+    pipeline_pb2,
+    process_pb2,
+    registry_pb2,
+    serve_pb2,
+    train_pb2,
+)
 from helpers import IRIS_CSV, flip_byte, iris_pipeline
 
 GOOD = iris_pipeline("t", process=None)
@@ -25,12 +35,12 @@ IRIS = data_pb2.DatasetRef(name="iris")
 
 @dataclass(frozen=True)
 class Case:
-    service: str          # which service answers
-    rpc: str              # the RPC called
-    bad_input: str        # what is wrong, in words
+    service: str  # which service answers
+    rpc: str  # the RPC called
+    bad_input: str  # what is wrong, in words
     code: grpc.StatusCode
-    message: str          # a part of the status message (names the field, file, row)
-    call: Callable        # call(ctx) makes the RPC; ctx has the stubs, the store and a scratch folder
+    message: str  # a part of the status message (names the field, file, row)
+    call: Callable  # call(ctx) makes the RPC; ctx has the stubs, the store and a scratch folder
 
 
 def _predict(features, name="iris", input_name="features") -> serve_pb2.PredictRequest:
@@ -42,6 +52,7 @@ def _predict(features, name="iris", input_name="features") -> serve_pb2.PredictR
 def _raw(name: str, **inputs) -> serve_pb2.PredictRequest:
     """A PredictRequest of raw values (strings, image bytes, numbers) by input name."""
     from cookline.client import raw_array
+
     request = serve_pb2.PredictRequest(model=model_pb2.ModelRef(name=name))
     for key, values in inputs.items():
         tensors.from_numpy(raw_array(values), out=request.inputs[key])
@@ -50,6 +61,7 @@ def _raw(name: str, **inputs) -> serve_pb2.PredictRequest:
 
 def _png(broken_body: bool = False) -> bytes:
     import raw_models  # TensorFlow loads only when a case runs
+
     png = raw_models.png(200)
     return png[:40] + b"\0" * 60 if broken_body else png
 
@@ -62,8 +74,13 @@ def _csv(ctx, name: str, text: str) -> str:
 
 
 def _ingest(ctx, path: str, label: str = "y", dataset: str = "bad", **spec):
-    return list(ctx.collect.Ingest(collect_pb2.IngestRequest(
-        dataset=dataset, source=pipeline_pb2.CollectSpec(source=path, label=label, **spec))))
+    return list(
+        ctx.collect.Ingest(
+            collect_pb2.IngestRequest(
+                dataset=dataset, source=pipeline_pb2.CollectSpec(source=path, label=label, **spec)
+            )
+        )
+    )
 
 
 def _submit(ctx, text: str):
@@ -78,6 +95,7 @@ def _rotten_shard(ctx):
     import json
 
     from services.common import layout
+
     info = _ingest(ctx, _csv(ctx, "rot.csv", "a,b,y\n1,2,x\n3,4,y\n"), dataset="rot")[-1].dataset
     prefix = layout.dataset_prefix("rot", info.ref.version)
     manifest = json.loads(ctx.store.get_bytes(prefix + layout.DATASET_MANIFEST))
@@ -87,8 +105,8 @@ def _rotten_shard(ctx):
 
 def _rotten_model(ctx):
     import raw_models  # TensorFlow loads only when a case runs
-
     from services.common import layout
+
     version, _ = raw_models.publish_mixed(ctx.store, "rotten", ("features",))
     prefix = layout.model_prefix("rotten", version)
     flip_byte(ctx.store, next(k for k in ctx.store.list(prefix) if "/variables/variables.data" in k))
@@ -98,211 +116,693 @@ def _rotten_model(ctx):
 def _rotten_checkpoint(ctx):
     import hashlib
     import json
+
     prefix = "runs/20990101-000000-000009/checkpoints/"
     data = b"a checkpoint that rotted after it was written"
     ctx.store.put_bytes(prefix + "epoch-00001.keras", data[:-1] + b"!")
-    ctx.store.put_bytes(prefix + "latest.json", json.dumps({
-        "epoch": 1, "key": prefix + "epoch-00001.keras", "sha256": hashlib.sha256(data).hexdigest()}).encode())
-    return list(ctx.train.Train(train_pb2.TrainRequest(
-        run_id="20990101-000000-000009", dataset=IRIS,
-        pipeline=pipeline_pb2.PipelineSpec(name="t", train=pipeline_pb2.TrainSpec(model="mlp"))), timeout=60))
+    ctx.store.put_bytes(
+        prefix + "latest.json",
+        json.dumps(
+            {"epoch": 1, "key": prefix + "epoch-00001.keras", "sha256": hashlib.sha256(data).hexdigest()}
+        ).encode(),
+    )
+    return list(
+        ctx.train.Train(
+            train_pb2.TrainRequest(
+                run_id="20990101-000000-000009",
+                dataset=IRIS,
+                pipeline=pipeline_pb2.PipelineSpec(name="t", train=pipeline_pb2.TrainSpec(model="mlp")),
+            ),
+            timeout=60,
+        )
+    )
+
+
 PERMISSION_DENIED = grpc.StatusCode.PERMISSION_DENIED
 
 CASES = [
     # --- gateway: PipelineService -------------------------------------------------------
-    Case("gateway", "SubmitRun", "pipeline file that is a YAML list", INVALID, "pipeline: expected a mapping",
-         lambda c: _submit(c, "- a\n- b\n")),
-    Case("gateway", "SubmitRun", "pipeline file that is not YAML", INVALID, "not valid YAML",
-         lambda c: _submit(c, "name: [unclosed\n")),
-    Case("gateway", "SubmitRun", "unknown field `train.epoch`", INVALID, "unknown field 'train.epoch'",
-         lambda c: _submit(c, GOOD.replace("model: mlp", "model: mlp, epoch: 3"))),
-    Case("gateway", "SubmitRun", "missing `collect.source`", INVALID, "collect.source is required",
-         lambda c: _submit(c, "name: t\ncollect: {label: y}\ntrain: {model: mlp}\n")),
-    Case("gateway", "SubmitRun", "name that is a path (`../x`)", INVALID, "name: '../x' is not a valid name",
-         lambda c: _submit(c, GOOD.replace("name: t", "name: ../x"))),
-    Case("gateway", "SubmitRun", "unknown model `gpt`", INVALID, "train.model: 'gpt' is not supported",
-         lambda c: _submit(c, GOOD.replace("model: mlp", "model: gpt"))),
-    Case("gateway", "SubmitRun", "`train.epochs` out of range (20000)", INVALID, "train.epochs: 20000 is not in",
-         lambda c: _submit(c, GOOD.replace("model: mlp", "model: mlp, epochs: 20000"))),
-    Case("gateway", "SubmitRun", "unknown `train.optimizer`", INVALID, "train.optimizer: 'lbfgs' is not supported",
-         lambda c: _submit(c, GOOD.replace("model: mlp", "model: mlp, optimizer: lbfgs"))),
-    Case("gateway", "SubmitRun", "`train.early_stopping` without patience", INVALID,
-         "train.early_stopping.patience: 0 is not in", lambda c: _submit(c, GOOD.replace(
-             "model: mlp", "model: mlp, early_stopping: {metric: val_loss}"))),
-    Case("gateway", "SubmitRun", "negative class weight", INVALID, "train.class_weights['setosa']: -1.0",
-         lambda c: _submit(c, GOOD.replace("model: mlp", "model: mlp, class_weights: {setosa: -1}"))),
-    Case("gateway", "SubmitRun", "`train.alpha` out of range (3)", INVALID, "train.alpha: 3.0 is not in (0, 2]",
-         lambda c: _submit(c, GOOD.replace("model: mlp", "model: mobilenet_v2, alpha: 3"))),
-    Case("gateway", "SubmitRun", "`split.validation` of 1.5", INVALID, "split.validation: 1.5",
-         lambda c: _submit(c, GOOD + "split: {validation: 1.5}\n")),
-    Case("gateway", "SubmitRun", "unknown op `normalize`", INVALID, "unknown field 'process[0].normalize'",
-         lambda c: _submit(c, GOOD + "process: [{normalize: {}}]\n")),
-    Case("gateway", "SubmitRun", "negative `shuffle.buffer`", INVALID, "process[0].shuffle.buffer",
-         lambda c: _submit(c, GOOD + "process: [{shuffle: {buffer: -5}}]\n")),
-    Case("gateway", "SubmitRun", "plugin op with no plugin installed", INVALID,
-         "process[0]: 'clip' is not supported",
-         lambda c: _submit(c, GOOD + "process: [{plugin: {name: clip, params: {lo: 0}}}]\n")),
-    Case("gateway", "SubmitRun", "`train.params` for a built-in model family", INVALID,
-         "train.params: only for plugin model families, not 'mlp'",
-         lambda c: _submit(c, GOOD.replace("model: mlp", "model: mlp, params: {width: 3}"))),
-    Case("gateway", "SubmitRun", "deploy gate on `loss`", INVALID, "evaluate.metric: 'loss'",
-         lambda c: _submit(c, GOOD + "evaluate: {metric: loss, deploy_if_at_least: 0.5}\n")),
-    Case("gateway", "SubmitRun", "pipeline file over 1 MiB", INVALID, "at most 1048576",
-         lambda c: _submit(c, GOOD + "#" * (1 << 20) + "\n")),
-    Case("gateway", "SubmitRun", "neither pipeline text nor spec", INVALID, "pipeline: required",
-         lambda c: c.pipelines.SubmitRun(gateway_pb2.SubmitRunRequest(), timeout=30)),
-    Case("gateway", "SubmitRun", "`collect.source` with `..`", PERMISSION_DENIED,
-         "collect.source: '../../../../etc/os-release' has a '..' component",
-         lambda c: _submit(c, GOOD.replace(IRIS_CSV, "../../../../etc/os-release"))),
-    Case("gateway", "SubmitRun", "`collect.source` outside the source roots", PERMISSION_DENIED,
-         "collect.source: '/etc/passwd' is outside the source roots",
-         lambda c: _submit(c, GOOD.replace(IRIS_CSV, "/etc/passwd"))),
-    Case("gateway", "SubmitRun", "`collect.source` that does not exist", NOT_FOUND,
-         "not found on the services' machine", lambda c: _submit(c, GOOD.replace("iris.csv", "nonexistent.csv"))),
-    Case("gateway", "SubmitRun", "unknown `collect.dataset`", NOT_FOUND,
-         "collect.dataset: dataset 'nosuch' is not in the store",
-         lambda c: _submit(c, "name: t\ncollect: {dataset: nosuch}\ntrain: {model: mlp}\n")),
-    Case("gateway", "SubmitRun", "`collect.dataset` with a format option", INVALID,
-         "collect.label: not allowed with collect.dataset",
-         lambda c: _submit(c, "name: t\ncollect: {dataset: iris, label: species}\ntrain: {model: mlp}\n")),
-    Case("gateway", "GetRun", "unknown run id", NOT_FOUND, "run '20990101-000000-000000' not found",
-         lambda c: c.pipelines.GetRun(gateway_pb2.GetRunRequest(run_id="20990101-000000-000000"), timeout=10)),
-    Case("gateway", "GetRun", "run id that is a path", INVALID, "run_id: '../runs' is not a run id",
-         lambda c: c.pipelines.GetRun(gateway_pb2.GetRunRequest(run_id="../runs"), timeout=10)),
-    Case("gateway", "CancelRun", "unknown run id", NOT_FOUND, "not found",
-         lambda c: c.pipelines.CancelRun(gateway_pb2.CancelRunRequest(run_id="20990101-000000-000001"), timeout=10)),
-    Case("gateway", "ListRuns", "`limit` of 5000", INVALID, "limit: 5000 is not in [1, 1000]",
-         lambda c: c.pipelines.ListRuns(gateway_pb2.ListRunsRequest(limit=5000), timeout=10)),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "pipeline file that is a YAML list",
+        INVALID,
+        "pipeline: expected a mapping",
+        lambda c: _submit(c, "- a\n- b\n"),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "pipeline file that is not YAML",
+        INVALID,
+        "not valid YAML",
+        lambda c: _submit(c, "name: [unclosed\n"),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "unknown field `train.epoch`",
+        INVALID,
+        "unknown field 'train.epoch'",
+        lambda c: _submit(c, GOOD.replace("model: mlp", "model: mlp, epoch: 3")),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "missing `collect.source`",
+        INVALID,
+        "collect.source is required",
+        lambda c: _submit(c, "name: t\ncollect: {label: y}\ntrain: {model: mlp}\n"),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "name that is a path (`../x`)",
+        INVALID,
+        "name: '../x' is not a valid name",
+        lambda c: _submit(c, GOOD.replace("name: t", "name: ../x")),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "unknown model `gpt`",
+        INVALID,
+        "train.model: 'gpt' is not supported",
+        lambda c: _submit(c, GOOD.replace("model: mlp", "model: gpt")),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "`train.epochs` out of range (20000)",
+        INVALID,
+        "train.epochs: 20000 is not in",
+        lambda c: _submit(c, GOOD.replace("model: mlp", "model: mlp, epochs: 20000")),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "unknown `train.optimizer`",
+        INVALID,
+        "train.optimizer: 'lbfgs' is not supported",
+        lambda c: _submit(c, GOOD.replace("model: mlp", "model: mlp, optimizer: lbfgs")),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "`train.early_stopping` without patience",
+        INVALID,
+        "train.early_stopping.patience: 0 is not in",
+        lambda c: _submit(c, GOOD.replace("model: mlp", "model: mlp, early_stopping: {metric: val_loss}")),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "negative class weight",
+        INVALID,
+        "train.class_weights['setosa']: -1.0",
+        lambda c: _submit(c, GOOD.replace("model: mlp", "model: mlp, class_weights: {setosa: -1}")),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "`train.alpha` out of range (3)",
+        INVALID,
+        "train.alpha: 3.0 is not in (0, 2]",
+        lambda c: _submit(c, GOOD.replace("model: mlp", "model: mobilenet_v2, alpha: 3")),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "`split.validation` of 1.5",
+        INVALID,
+        "split.validation: 1.5",
+        lambda c: _submit(c, GOOD + "split: {validation: 1.5}\n"),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "unknown op `normalize`",
+        INVALID,
+        "unknown field 'process[0].normalize'",
+        lambda c: _submit(c, GOOD + "process: [{normalize: {}}]\n"),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "negative `shuffle.buffer`",
+        INVALID,
+        "process[0].shuffle.buffer",
+        lambda c: _submit(c, GOOD + "process: [{shuffle: {buffer: -5}}]\n"),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "plugin op with no plugin installed",
+        INVALID,
+        "process[0]: 'clip' is not supported",
+        lambda c: _submit(c, GOOD + "process: [{plugin: {name: clip, params: {lo: 0}}}]\n"),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "`train.params` for a built-in model family",
+        INVALID,
+        "train.params: only for plugin model families, not 'mlp'",
+        lambda c: _submit(c, GOOD.replace("model: mlp", "model: mlp, params: {width: 3}")),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "deploy gate on `loss`",
+        INVALID,
+        "evaluate.metric: 'loss'",
+        lambda c: _submit(c, GOOD + "evaluate: {metric: loss, deploy_if_at_least: 0.5}\n"),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "pipeline file over 1 MiB",
+        INVALID,
+        "at most 1048576",
+        lambda c: _submit(c, GOOD + "#" * (1 << 20) + "\n"),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "neither pipeline text nor spec",
+        INVALID,
+        "pipeline: required",
+        lambda c: c.pipelines.SubmitRun(gateway_pb2.SubmitRunRequest(), timeout=30),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "`collect.source` with `..`",
+        PERMISSION_DENIED,
+        "collect.source: '../../../../etc/os-release' has a '..' component",
+        lambda c: _submit(c, GOOD.replace(IRIS_CSV, "../../../../etc/os-release")),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "`collect.source` outside the source roots",
+        PERMISSION_DENIED,
+        "collect.source: '/etc/passwd' is outside the source roots",
+        lambda c: _submit(c, GOOD.replace(IRIS_CSV, "/etc/passwd")),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "`collect.source` that does not exist",
+        NOT_FOUND,
+        "not found on the services' machine",
+        lambda c: _submit(c, GOOD.replace("iris.csv", "nonexistent.csv")),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "unknown `collect.dataset`",
+        NOT_FOUND,
+        "collect.dataset: dataset 'nosuch' is not in the store",
+        lambda c: _submit(c, "name: t\ncollect: {dataset: nosuch}\ntrain: {model: mlp}\n"),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "`collect.dataset` with a format option",
+        INVALID,
+        "collect.label: not allowed with collect.dataset",
+        lambda c: _submit(c, "name: t\ncollect: {dataset: iris, label: species}\ntrain: {model: mlp}\n"),
+    ),
+    Case(
+        "gateway",
+        "GetRun",
+        "unknown run id",
+        NOT_FOUND,
+        "run '20990101-000000-000000' not found",
+        lambda c: c.pipelines.GetRun(gateway_pb2.GetRunRequest(run_id="20990101-000000-000000"), timeout=10),
+    ),
+    Case(
+        "gateway",
+        "GetRun",
+        "run id that is a path",
+        INVALID,
+        "run_id: '../runs' is not a run id",
+        lambda c: c.pipelines.GetRun(gateway_pb2.GetRunRequest(run_id="../runs"), timeout=10),
+    ),
+    Case(
+        "gateway",
+        "CancelRun",
+        "unknown run id",
+        NOT_FOUND,
+        "not found",
+        lambda c: c.pipelines.CancelRun(gateway_pb2.CancelRunRequest(run_id="20990101-000000-000001"), timeout=10),
+    ),
+    Case(
+        "gateway",
+        "ListRuns",
+        "`limit` of 5000",
+        INVALID,
+        "limit: 5000 is not in [1, 1000]",
+        lambda c: c.pipelines.ListRuns(gateway_pb2.ListRunsRequest(limit=5000), timeout=10),
+    ),
     # --- collect ----------------------------------------------------------------------
-    Case("collect", "Ingest", "dataset name with capitals", INVALID, "dataset: 'Bad' is not a valid name",
-         lambda c: _ingest(c, IRIS_CSV, "species", dataset="Bad")),
-    Case("collect", "Ingest", "relative source path", INVALID, "must be an absolute path",
-         lambda c: _ingest(c, "data/iris.csv", "species")),
-    Case("collect", "Ingest", "source file that does not exist", NOT_FOUND, "nonexistent.csv' not found",
-         lambda c: _ingest(c, IRIS_CSV.replace("iris.csv", "nonexistent.csv"), "species")),
-    Case("collect", "Ingest", "source outside the source roots", PERMISSION_DENIED,
-         "collect.source: '/etc/passwd' is outside the source roots", lambda c: _ingest(c, "/etc/passwd", "species")),
-    Case("collect", "UploadDataset", "uploaded file path with `..`", INVALID, "file.path '../x.csv' must be a relative",
-         lambda c: c.collect.UploadDataset(iter([
-             collect_pb2.UploadDatasetRequest(dataset="up", source=pipeline_pb2.CollectSpec(label="y")),
-             collect_pb2.UploadDatasetRequest(file=collect_pb2.UploadFileChunk(path="../x.csv", data=b"a,y\n1,b\n"))]),
-             timeout=30)),
-    Case("collect", "UploadDataset", "csv upload of two files", INVALID, "format csv takes one file, got 2",
-         lambda c: c.collect.UploadDataset(iter([
-             collect_pb2.UploadDatasetRequest(dataset="up", source=pipeline_pb2.CollectSpec(label="y")),
-             collect_pb2.UploadDatasetRequest(file=collect_pb2.UploadFileChunk(path="a.csv", data=b"a,y\n1,b\n")),
-             collect_pb2.UploadDatasetRequest(file=collect_pb2.UploadFileChunk(path="b.csv", data=b"a,y\n1,b\n"))]),
-             timeout=30)),
-    Case("collect", "Ingest", "label column absent from the CSV", INVALID, "collect.label: column 'species' is not in the header",
-         lambda c: _ingest(c, _csv(c, "nolabel.csv", "a,b,kind\n1,2,x\n"), "species")),
-    Case("collect", "Ingest", "non-numeric value in a numeric column", INVALID, "line 3, column 'b': the value is not a number",
-         lambda c: _ingest(c, _csv(c, "nan.csv", "a,b,y\n1,2,x\n3,oops,y\n"), column_kinds={"b": "numeric"})),
-    Case("collect", "Ingest", "unknown kind in `collect.column_kinds`", INVALID,
-         "collect.column_kinds.b: 'words' is not one of numeric, category, text",
-         lambda c: _ingest(c, _csv(c, "kinds.csv", "a,b,y\n1,2,x\n"), column_kinds={"b": "words"})),
-    Case("collect", "Ingest", "row with the wrong column count", INVALID, "line 3: expected 3 columns, got 2",
-         lambda c: _ingest(c, _csv(c, "short.csv", "a,b,y\n1,2,x\n3,y\n"))),
-    Case("collect", "Ingest", "CSV with a header and no rows", INVALID, "collect.source: empty.csv has no data rows",
-         lambda c: _ingest(c, _csv(c, "empty.csv", "a,b,y\n"))),
-    Case("collect", "GetDataset", "unknown dataset", NOT_FOUND, "dataset 'nosuch' not found",
-         lambda c: c.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=data_pb2.DatasetRef(name="nosuch")), timeout=10)),
-    Case("collect", "ReadDataset", "unknown dataset version", NOT_FOUND, "dataset 'iris' version 'abcdef' not found",
-         lambda c: list(c.collect.ReadDataset(collect_pb2.ReadDatasetRequest(
-             dataset=data_pb2.DatasetRef(name="iris", version="abcdef")), timeout=10))),
-    Case("collect", "ReadDataset", "`batch_size` of 2^21", INVALID, "batch_size: 2097152 is not in",
-         lambda c: list(c.collect.ReadDataset(collect_pb2.ReadDatasetRequest(dataset=IRIS, batch_size=1 << 21), timeout=10))),
-    Case("collect", "ReadDataset", "split leaving no training rows", INVALID, "validation + test must leave",
-         lambda c: list(c.collect.ReadDataset(collect_pb2.ReadDatasetRequest(
-             dataset=IRIS, split=data_pb2.SplitSpec(validation=0.5, test=0.5), subset=data_pb2.SUBSET_TRAIN), timeout=10))),
-    Case("collect", "ReadDataset", "a shard whose stored bytes changed (one byte flipped)", DATA_LOSS,
-         ".npz is corrupt: its sha256 is", _rotten_shard),
+    Case(
+        "collect",
+        "Ingest",
+        "dataset name with capitals",
+        INVALID,
+        "dataset: 'Bad' is not a valid name",
+        lambda c: _ingest(c, IRIS_CSV, "species", dataset="Bad"),
+    ),
+    Case(
+        "collect",
+        "Ingest",
+        "relative source path",
+        INVALID,
+        "must be an absolute path",
+        lambda c: _ingest(c, "data/iris.csv", "species"),
+    ),
+    Case(
+        "collect",
+        "Ingest",
+        "source file that does not exist",
+        NOT_FOUND,
+        "nonexistent.csv' not found",
+        lambda c: _ingest(c, IRIS_CSV.replace("iris.csv", "nonexistent.csv"), "species"),
+    ),
+    Case(
+        "collect",
+        "Ingest",
+        "source outside the source roots",
+        PERMISSION_DENIED,
+        "collect.source: '/etc/passwd' is outside the source roots",
+        lambda c: _ingest(c, "/etc/passwd", "species"),
+    ),
+    Case(
+        "collect",
+        "UploadDataset",
+        "uploaded file path with `..`",
+        INVALID,
+        "file.path '../x.csv' must be a relative",
+        lambda c: c.collect.UploadDataset(
+            iter(
+                [
+                    collect_pb2.UploadDatasetRequest(dataset="up", source=pipeline_pb2.CollectSpec(label="y")),
+                    collect_pb2.UploadDatasetRequest(
+                        file=collect_pb2.UploadFileChunk(path="../x.csv", data=b"a,y\n1,b\n")
+                    ),
+                ]
+            ),
+            timeout=30,
+        ),
+    ),
+    Case(
+        "collect",
+        "UploadDataset",
+        "csv upload of two files",
+        INVALID,
+        "format csv takes one file, got 2",
+        lambda c: c.collect.UploadDataset(
+            iter(
+                [
+                    collect_pb2.UploadDatasetRequest(dataset="up", source=pipeline_pb2.CollectSpec(label="y")),
+                    collect_pb2.UploadDatasetRequest(
+                        file=collect_pb2.UploadFileChunk(path="a.csv", data=b"a,y\n1,b\n")
+                    ),
+                    collect_pb2.UploadDatasetRequest(
+                        file=collect_pb2.UploadFileChunk(path="b.csv", data=b"a,y\n1,b\n")
+                    ),
+                ]
+            ),
+            timeout=30,
+        ),
+    ),
+    Case(
+        "collect",
+        "Ingest",
+        "label column absent from the CSV",
+        INVALID,
+        "collect.label: column 'species' is not in the header",
+        lambda c: _ingest(c, _csv(c, "nolabel.csv", "a,b,kind\n1,2,x\n"), "species"),
+    ),
+    Case(
+        "collect",
+        "Ingest",
+        "non-numeric value in a numeric column",
+        INVALID,
+        "line 3, column 'b': the value is not a number",
+        lambda c: _ingest(c, _csv(c, "nan.csv", "a,b,y\n1,2,x\n3,oops,y\n"), column_kinds={"b": "numeric"}),
+    ),
+    Case(
+        "collect",
+        "Ingest",
+        "unknown kind in `collect.column_kinds`",
+        INVALID,
+        "collect.column_kinds.b: 'words' is not one of numeric, category, text",
+        lambda c: _ingest(c, _csv(c, "kinds.csv", "a,b,y\n1,2,x\n"), column_kinds={"b": "words"}),
+    ),
+    Case(
+        "collect",
+        "Ingest",
+        "row with the wrong column count",
+        INVALID,
+        "line 3: expected 3 columns, got 2",
+        lambda c: _ingest(c, _csv(c, "short.csv", "a,b,y\n1,2,x\n3,y\n")),
+    ),
+    Case(
+        "collect",
+        "Ingest",
+        "CSV with a header and no rows",
+        INVALID,
+        "collect.source: empty.csv has no data rows",
+        lambda c: _ingest(c, _csv(c, "empty.csv", "a,b,y\n")),
+    ),
+    Case(
+        "collect",
+        "GetDataset",
+        "unknown dataset",
+        NOT_FOUND,
+        "dataset 'nosuch' not found",
+        lambda c: c.collect.GetDataset(
+            collect_pb2.GetDatasetRequest(dataset=data_pb2.DatasetRef(name="nosuch")), timeout=10
+        ),
+    ),
+    Case(
+        "collect",
+        "ReadDataset",
+        "unknown dataset version",
+        NOT_FOUND,
+        "dataset 'iris' version 'abcdef' not found",
+        lambda c: list(
+            c.collect.ReadDataset(
+                collect_pb2.ReadDatasetRequest(dataset=data_pb2.DatasetRef(name="iris", version="abcdef")), timeout=10
+            )
+        ),
+    ),
+    Case(
+        "collect",
+        "ReadDataset",
+        "`batch_size` of 2^21",
+        INVALID,
+        "batch_size: 2097152 is not in",
+        lambda c: list(
+            c.collect.ReadDataset(collect_pb2.ReadDatasetRequest(dataset=IRIS, batch_size=1 << 21), timeout=10)
+        ),
+    ),
+    Case(
+        "collect",
+        "ReadDataset",
+        "split leaving no training rows",
+        INVALID,
+        "validation + test must leave",
+        lambda c: list(
+            c.collect.ReadDataset(
+                collect_pb2.ReadDatasetRequest(
+                    dataset=IRIS, split=data_pb2.SplitSpec(validation=0.5, test=0.5), subset=data_pb2.SUBSET_TRAIN
+                ),
+                timeout=10,
+            )
+        ),
+    ),
+    Case(
+        "collect",
+        "ReadDataset",
+        "a shard whose stored bytes changed (one byte flipped)",
+        DATA_LOSS,
+        ".npz is corrupt: its sha256 is",
+        _rotten_shard,
+    ),
     # --- process ----------------------------------------------------------------------
-    Case("process", "Process", "standardize that was never fitted", FAILED_PRECONDITION, "process[0].standardize is not fitted",
-         lambda c: list(c.process.Process(process_pb2.ProcessRequest(
-             dataset=IRIS, ops=[pipeline_pb2.Op(standardize=pipeline_pb2.StandardizeOp())]), timeout=30))),
-    Case("process", "Fit", "op scoped to a column that is not numeric", INVALID,
-         "process[0].standardize.columns: 'species' is not a numeric column of the dataset",
-         lambda c: c.process.Fit(process_pb2.FitRequest(dataset=IRIS, ops=[pipeline_pb2.Op(
-             standardize=pipeline_pb2.StandardizeOp(columns=["species"]))]), timeout=30)),
-    Case("process", "Fit", "unknown dataset", NOT_FOUND, "dataset 'nosuch' not found",
-         lambda c: c.process.Fit(process_pb2.FitRequest(dataset=data_pb2.DatasetRef(name="nosuch"),
-                                                        ops=[pipeline_pb2.Op(standardize=pipeline_pb2.StandardizeOp())]), timeout=30)),
+    Case(
+        "process",
+        "Process",
+        "standardize that was never fitted",
+        FAILED_PRECONDITION,
+        "process[0].standardize is not fitted",
+        lambda c: list(
+            c.process.Process(
+                process_pb2.ProcessRequest(
+                    dataset=IRIS, ops=[pipeline_pb2.Op(standardize=pipeline_pb2.StandardizeOp())]
+                ),
+                timeout=30,
+            )
+        ),
+    ),
+    Case(
+        "process",
+        "Fit",
+        "op scoped to a column that is not numeric",
+        INVALID,
+        "process[0].standardize.columns: 'species' is not a numeric column of the dataset",
+        lambda c: c.process.Fit(
+            process_pb2.FitRequest(
+                dataset=IRIS, ops=[pipeline_pb2.Op(standardize=pipeline_pb2.StandardizeOp(columns=["species"]))]
+            ),
+            timeout=30,
+        ),
+    ),
+    Case(
+        "process",
+        "Fit",
+        "unknown dataset",
+        NOT_FOUND,
+        "dataset 'nosuch' not found",
+        lambda c: c.process.Fit(
+            process_pb2.FitRequest(
+                dataset=data_pb2.DatasetRef(name="nosuch"),
+                ops=[pipeline_pb2.Op(standardize=pipeline_pb2.StandardizeOp())],
+            ),
+            timeout=30,
+        ),
+    ),
     # --- train ------------------------------------------------------------------------
-    Case("train", "Train", "unknown model", INVALID, "train.model: 'forest' is not supported",
-         lambda c: list(c.train.Train(train_pb2.TrainRequest(dataset=IRIS, pipeline=pipeline_pb2.PipelineSpec(
-             name="t", train=pipeline_pb2.TrainSpec(model="forest"))), timeout=30))),
-    Case("train", "Train", "image model (`cnn`) on tabular data", INVALID, "train.model: 'cnn' is an image model",
-         lambda c: list(c.train.Train(train_pb2.TrainRequest(dataset=IRIS, pipeline=pipeline_pb2.PipelineSpec(
-             name="t", train=pipeline_pb2.TrainSpec(model="cnn"))), timeout=30))),
-    Case("train", "Train", "unknown dataset", NOT_FOUND, "dataset 'nosuch' not found",
-         lambda c: list(c.train.Train(train_pb2.TrainRequest(dataset=data_pb2.DatasetRef(name="nosuch"),
-                                                             pipeline=pipeline_pb2.PipelineSpec(
-             name="t", train=pipeline_pb2.TrainSpec(model="mlp"))), timeout=30))),
-    Case("train", "Train", "resuming from a checkpoint whose stored bytes changed", DATA_LOSS,
-         "object runs/20990101-000000-000009/checkpoints/epoch-00001.keras is corrupt", _rotten_checkpoint),
+    Case(
+        "train",
+        "Train",
+        "unknown model",
+        INVALID,
+        "train.model: 'forest' is not supported",
+        lambda c: list(
+            c.train.Train(
+                train_pb2.TrainRequest(
+                    dataset=IRIS,
+                    pipeline=pipeline_pb2.PipelineSpec(name="t", train=pipeline_pb2.TrainSpec(model="forest")),
+                ),
+                timeout=30,
+            )
+        ),
+    ),
+    Case(
+        "train",
+        "Train",
+        "image model (`cnn`) on tabular data",
+        INVALID,
+        "train.model: 'cnn' is an image model",
+        lambda c: list(
+            c.train.Train(
+                train_pb2.TrainRequest(
+                    dataset=IRIS,
+                    pipeline=pipeline_pb2.PipelineSpec(name="t", train=pipeline_pb2.TrainSpec(model="cnn")),
+                ),
+                timeout=30,
+            )
+        ),
+    ),
+    Case(
+        "train",
+        "Train",
+        "unknown dataset",
+        NOT_FOUND,
+        "dataset 'nosuch' not found",
+        lambda c: list(
+            c.train.Train(
+                train_pb2.TrainRequest(
+                    dataset=data_pb2.DatasetRef(name="nosuch"),
+                    pipeline=pipeline_pb2.PipelineSpec(name="t", train=pipeline_pb2.TrainSpec(model="mlp")),
+                ),
+                timeout=30,
+            )
+        ),
+    ),
+    Case(
+        "train",
+        "Train",
+        "resuming from a checkpoint whose stored bytes changed",
+        DATA_LOSS,
+        "object runs/20990101-000000-000009/checkpoints/epoch-00001.keras is corrupt",
+        _rotten_checkpoint,
+    ),
     # --- serve ------------------------------------------------------------------------
-    Case("serve", "Predict", "unknown model", NOT_FOUND, "model 'nomodel'",
-         lambda c: c.serve.Predict(_predict(np.zeros((1, 4), np.float32), name="nomodel"), timeout=30)),
-    Case("serve", "Predict", "3 features for a 4-feature model", INVALID, "inputs['features']",
-         lambda c: c.serve.Predict(_predict(np.zeros((2, 3), np.float32)), timeout=30)),
-    Case("serve", "Predict", "float64 instead of float32", INVALID, "float64",
-         lambda c: c.serve.Predict(_predict(np.zeros((2, 4), np.float64)), timeout=30)),
-    Case("serve", "Predict", "unknown input name `pixels`", INVALID, "inputs['pixels']",
-         lambda c: c.serve.Predict(_predict(np.zeros((2, 4), np.float32), input_name="pixels"), timeout=30)),
-    Case("serve", "Predict", "model name that is a path", INVALID, "'../iris' is not a valid name",
-         lambda c: c.serve.Predict(_predict(np.zeros((1, 4), np.float32), name="../iris"), timeout=30)),
-    Case("serve", "Predict", "NaN in a numeric input (model without fill_missing)", INVALID,
-         "inputs['features'] row 1, column 'petal_length': NaN is not accepted",
-         lambda c: c.serve.Predict(_predict(np.array([[5, 3, 1, 0.2], [5, 3, np.nan, 0.2]], np.float32)), timeout=30)),
-    Case("serve", "Predict", "infinity in a numeric input", INVALID,
-         "inputs['features'] row 0, column 'sepal_length': infinity is not accepted",
-         lambda c: c.serve.Predict(_predict(np.array([[np.inf, 3, 1, 0.2]], np.float32)), timeout=30)),
-    Case("serve", "Predict", "a string where a number is expected", INVALID,
-         "inputs['features'] row 0, column 'sepal_width': 'wide' is not a number",
-         lambda c: c.serve.Predict(_raw("iris", features=[["5.1", "wide", "1.4", "0.2"]]), timeout=30)),
-    Case("serve", "Predict", "a raw input left out (`text`)", INVALID,
-         "inputs['text']: required (string [rows], kind text)",
-         lambda c: c.serve.Predict(_raw("raw", features=[[1, 2, 3]], categorical=[["red", "small"]],
-                                        image=[_png()]), timeout=30)),
-    Case("serve", "Predict", "bytes that are no image", INVALID,
-         "inputs['image'] row 1: not an image the model can decode",
-         lambda c: c.serve.Predict(_raw("pics", image=[_png(), b"GIF? no"]), timeout=30)),
-    Case("serve", "Predict", "PNG whose data is broken past its header", INVALID,
-         "inputs['image'] row 0: the model could not use this value",
-         lambda c: c.serve.Predict(_raw("pics", image=[_png(broken_body=True)]), timeout=30)),
-    Case("serve", "Predict", "image over COOKLINE_SERVE_MAX_IMAGE_BYTES (8 MiB)", INVALID,
-         "inputs['image'] row 0: image of 8388609 bytes is over the limit of 8388608",
-         lambda c: c.serve.Predict(_raw("pics", image=[b"\x89PNG" + bytes((8 << 20) - 3)]), timeout=30)),
-    Case("serve", "Predict", "numbers for an image input", INVALID, "inputs['image']: dtype float32, expected string",
-         lambda c: c.serve.Predict(_raw("pics", image=[[0.5]]), timeout=30)),
-    Case("serve", "LoadModel", "a model file whose stored bytes changed (one byte flipped)", DATA_LOSS,
-         "variables/variables.data-00000-of-00001 is corrupt", _rotten_model),
+    Case(
+        "serve",
+        "Predict",
+        "unknown model",
+        NOT_FOUND,
+        "model 'nomodel'",
+        lambda c: c.serve.Predict(_predict(np.zeros((1, 4), np.float32), name="nomodel"), timeout=30),
+    ),
+    Case(
+        "serve",
+        "Predict",
+        "3 features for a 4-feature model",
+        INVALID,
+        "inputs['features']",
+        lambda c: c.serve.Predict(_predict(np.zeros((2, 3), np.float32)), timeout=30),
+    ),
+    Case(
+        "serve",
+        "Predict",
+        "float64 instead of float32",
+        INVALID,
+        "float64",
+        lambda c: c.serve.Predict(_predict(np.zeros((2, 4), np.float64)), timeout=30),
+    ),
+    Case(
+        "serve",
+        "Predict",
+        "unknown input name `pixels`",
+        INVALID,
+        "inputs['pixels']",
+        lambda c: c.serve.Predict(_predict(np.zeros((2, 4), np.float32), input_name="pixels"), timeout=30),
+    ),
+    Case(
+        "serve",
+        "Predict",
+        "model name that is a path",
+        INVALID,
+        "'../iris' is not a valid name",
+        lambda c: c.serve.Predict(_predict(np.zeros((1, 4), np.float32), name="../iris"), timeout=30),
+    ),
+    Case(
+        "serve",
+        "Predict",
+        "NaN in a numeric input (model without fill_missing)",
+        INVALID,
+        "inputs['features'] row 1, column 'petal_length': NaN is not accepted",
+        lambda c: c.serve.Predict(_predict(np.array([[5, 3, 1, 0.2], [5, 3, np.nan, 0.2]], np.float32)), timeout=30),
+    ),
+    Case(
+        "serve",
+        "Predict",
+        "infinity in a numeric input",
+        INVALID,
+        "inputs['features'] row 0, column 'sepal_length': infinity is not accepted",
+        lambda c: c.serve.Predict(_predict(np.array([[np.inf, 3, 1, 0.2]], np.float32)), timeout=30),
+    ),
+    Case(
+        "serve",
+        "Predict",
+        "a string where a number is expected",
+        INVALID,
+        "inputs['features'] row 0, column 'sepal_width': 'wide' is not a number",
+        lambda c: c.serve.Predict(_raw("iris", features=[["5.1", "wide", "1.4", "0.2"]]), timeout=30),
+    ),
+    Case(
+        "serve",
+        "Predict",
+        "a raw input left out (`text`)",
+        INVALID,
+        "inputs['text']: required (string [rows], kind text)",
+        lambda c: c.serve.Predict(
+            _raw("raw", features=[[1, 2, 3]], categorical=[["red", "small"]], image=[_png()]), timeout=30
+        ),
+    ),
+    Case(
+        "serve",
+        "Predict",
+        "bytes that are no image",
+        INVALID,
+        "inputs['image'] row 1: not an image the model can decode",
+        lambda c: c.serve.Predict(_raw("pics", image=[_png(), b"GIF? no"]), timeout=30),
+    ),
+    Case(
+        "serve",
+        "Predict",
+        "PNG whose data is broken past its header",
+        INVALID,
+        "inputs['image'] row 0: the model could not use this value",
+        lambda c: c.serve.Predict(_raw("pics", image=[_png(broken_body=True)]), timeout=30),
+    ),
+    Case(
+        "serve",
+        "Predict",
+        "image over COOKLINE_SERVE_MAX_IMAGE_BYTES (8 MiB)",
+        INVALID,
+        "inputs['image'] row 0: image of 8388609 bytes is over the limit of 8388608",
+        lambda c: c.serve.Predict(_raw("pics", image=[b"\x89PNG" + bytes((8 << 20) - 3)]), timeout=30),
+    ),
+    Case(
+        "serve",
+        "Predict",
+        "numbers for an image input",
+        INVALID,
+        "inputs['image']: dtype float32, expected string",
+        lambda c: c.serve.Predict(_raw("pics", image=[[0.5]]), timeout=30),
+    ),
+    Case(
+        "serve",
+        "LoadModel",
+        "a model file whose stored bytes changed (one byte flipped)",
+        DATA_LOSS,
+        "variables/variables.data-00000-of-00001 is corrupt",
+        _rotten_model,
+    ),
     # --- registry (gateway) -----------------------------------------------------------
-    Case("gateway", "GetModel", "unknown model", NOT_FOUND, "model 'nomodel' not found",
-         lambda c: c.registry.GetModel(registry_pb2.GetModelRequest(name="nomodel"), timeout=10)),
-    Case("gateway", "DeleteModelVersion", "the deployed version", FAILED_PRECONDITION, "is deployed",
-         lambda c: c.registry.DeleteModelVersion(registry_pb2.DeleteModelVersionRequest(name="iris", version=1),
-                                                 timeout=10)),
+    Case(
+        "gateway",
+        "GetModel",
+        "unknown model",
+        NOT_FOUND,
+        "model 'nomodel' not found",
+        lambda c: c.registry.GetModel(registry_pb2.GetModelRequest(name="nomodel"), timeout=10),
+    ),
+    Case(
+        "gateway",
+        "DeleteModelVersion",
+        "the deployed version",
+        FAILED_PRECONDITION,
+        "is deployed",
+        lambda c: c.registry.DeleteModelVersion(
+            registry_pb2.DeleteModelVersionRequest(name="iris", version=1), timeout=10
+        ),
+    ),
     # --- partitioned streams (one training worker's share) --------------------------------
-    Case("collect", "ReadDataset", "`partition.index` not below `partition.count`", INVALID,
-         "partition.index: 2 is not in [0, 2)",
-         lambda c: list(c.collect.ReadDataset(collect_pb2.ReadDatasetRequest(
-             dataset=IRIS, partition=data_pb2.Partition(index=2, count=2)), timeout=10))),
-    Case("process", "Process", "more partitions than rows (a part would be empty)", INVALID,
-         "partition.count: 1000 parts of",
-         lambda c: list(c.process.Process(process_pb2.ProcessRequest(
-             dataset=IRIS, partition=data_pb2.Partition(index=0, count=1000)), timeout=30))),
+    Case(
+        "collect",
+        "ReadDataset",
+        "`partition.index` not below `partition.count`",
+        INVALID,
+        "partition.index: 2 is not in [0, 2)",
+        lambda c: list(
+            c.collect.ReadDataset(
+                collect_pb2.ReadDatasetRequest(dataset=IRIS, partition=data_pb2.Partition(index=2, count=2)), timeout=10
+            )
+        ),
+    ),
+    Case(
+        "process",
+        "Process",
+        "more partitions than rows (a part would be empty)",
+        INVALID,
+        "partition.count: 1000 parts of",
+        lambda c: list(
+            c.process.Process(
+                process_pb2.ProcessRequest(dataset=IRIS, partition=data_pb2.Partition(index=0, count=1000)), timeout=30
+            )
+        ),
+    ),
 ]
 
 
 @dataclass(frozen=True)
 class HttpCase:
-    service: str          # whose HTTP port answers (COOKLINE_<SERVICE>_HTTP_ADDR)
+    service: str  # whose HTTP port answers (COOKLINE_<SERVICE>_HTTP_ADDR)
     method: str
     path: str
-    bad_input: str        # what is wrong, in words
-    status: int           # the HTTP status
-    message: str          # a part of the JSON error's message (names the field)
+    bad_input: str  # what is wrong, in words
+    status: int  # the HTTP status
+    message: str  # a part of the JSON error's message (names the field)
     body: bytes = b""
     headers: tuple = (("content-type", "application/json"),)
     # Content-Length sent with a shorter body or none (the oversized case: the server must
@@ -311,8 +811,12 @@ class HttpCase:
 
 
 def _infer_body(data=None, **tensor) -> bytes:
-    features = {"name": "features", "datatype": "FP32", "shape": [1, 4],
-                "data": [5.1, 3.5, 1.4, 0.2] if data is None else data} | tensor
+    features = {
+        "name": "features",
+        "datatype": "FP32",
+        "shape": [1, 4],
+        "data": [5.1, 3.5, 1.4, 0.2] if data is None else data,
+    } | tensor
     return json.dumps({"inputs": [features]}).encode()
 
 
@@ -325,71 +829,249 @@ def _row_body(**changes) -> bytes:
     row = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2} | changes
     return json.dumps({"row": {k: v for k, v in row.items() if v is not None}}).encode()
 
+
 HTTP_CASES = [
     HttpCase("serve", "POST", IRIS_INFER, "malformed JSON", 400, "body: malformed JSON", b'{"inputs": [}'),
-    HttpCase("serve", "POST", IRIS_INFER, "JSON that is a list, not an object", 400,
-             "body: list, expected a JSON object", b"[1, 2]"),
+    HttpCase(
+        "serve",
+        "POST",
+        IRIS_INFER,
+        "JSON that is a list, not an object",
+        400,
+        "body: list, expected a JSON object",
+        b"[1, 2]",
+    ),
     HttpCase("serve", "POST", IRIS_INFER, "no `inputs`", 400, "body.inputs: required", b'{"id": "x"}'),
-    HttpCase("serve", "POST", IRIS_INFER, "content type `text/plain`", 415, "content-type: 'text/plain'",
-             _infer_body(), (("content-type", "text/plain"),)),
-    HttpCase("serve", "POST", IRIS_INFER, "body over COOKLINE_MAX_MESSAGE_MB", 413,
-             "body: 67108865 bytes is over the limit", declared_length=(64 << 20) + 1),
-    HttpCase("serve", "POST", IRIS_INFER, "body that stops arriving (100 bytes announced, 9 sent)", 408,
-             "body: not received within 30 s", b'{"inputs"', declared_length=100),
+    HttpCase(
+        "serve",
+        "POST",
+        IRIS_INFER,
+        "content type `text/plain`",
+        415,
+        "content-type: 'text/plain'",
+        _infer_body(),
+        (("content-type", "text/plain"),),
+    ),
+    HttpCase(
+        "serve",
+        "POST",
+        IRIS_INFER,
+        "body over COOKLINE_MAX_MESSAGE_MB",
+        413,
+        "body: 67108865 bytes is over the limit",
+        declared_length=(64 << 20) + 1,
+    ),
+    HttpCase(
+        "serve",
+        "POST",
+        IRIS_INFER,
+        "body that stops arriving (100 bytes announced, 9 sent)",
+        408,
+        "body: not received within 30 s",
+        b'{"inputs"',
+        declared_length=100,
+    ),
     HttpCase("serve", "POST", "/v2/models/nomodel/infer", "unknown model", 404, "model 'nomodel'", _infer_body()),
-    HttpCase("serve", "POST", "/v2/models/iris/versions/999/infer", "unknown model version", 404, "version 999",
-             _infer_body()),
-    HttpCase("serve", "POST", "/v2/models/iris/versions/one/infer", "version that is not a number", 400,
-             "model_version: 'one' is not an integer version", _infer_body()),
+    HttpCase(
+        "serve",
+        "POST",
+        "/v2/models/iris/versions/999/infer",
+        "unknown model version",
+        404,
+        "version 999",
+        _infer_body(),
+    ),
+    HttpCase(
+        "serve",
+        "POST",
+        "/v2/models/iris/versions/one/infer",
+        "version that is not a number",
+        400,
+        "model_version: 'one' is not an integer version",
+        _infer_body(),
+    ),
     HttpCase("serve", "GET", "/v2/models/nomodel", "metadata of an unknown model", 404, "model 'nomodel'"),
-    HttpCase("serve", "POST", IRIS_INFER, "`shape` that is not a list of integers", 400,
-             "inputs[0].shape: ['1', 4], expected a list of integers", _infer_body(shape=["1", 4])),
-    HttpCase("serve", "POST", IRIS_INFER, "unknown `datatype` `FLOAT`", 400,
-             "inputs[0].datatype: 'FLOAT' is not one of", _infer_body(datatype="FLOAT")),
-    HttpCase("serve", "POST", IRIS_INFER, "a string among FP32 `data`", 400,
-             "inputs[0].data[1]: \"x\" is not a FP32 value", _infer_body(data=[5.1, "x", 1.4, 0.2])),
-    HttpCase("serve", "POST", IRIS_INFER, "3 features for a 4-feature model", 400, "inputs['features']",
-             _infer_body(data=[5.1, 3.5, 1.4], shape=[1, 3])),
-    HttpCase("serve", "POST", IRIS_INFER, "`Inference-Header-Content-Length` past the body", 400,
-             "Inference-Header-Content-Length: '9999'", _infer_body(),
-             (("content-type", "application/octet-stream"), ("inference-header-content-length", "9999"))),
+    HttpCase(
+        "serve",
+        "POST",
+        IRIS_INFER,
+        "`shape` that is not a list of integers",
+        400,
+        "inputs[0].shape: ['1', 4], expected a list of integers",
+        _infer_body(shape=["1", 4]),
+    ),
+    HttpCase(
+        "serve",
+        "POST",
+        IRIS_INFER,
+        "unknown `datatype` `FLOAT`",
+        400,
+        "inputs[0].datatype: 'FLOAT' is not one of",
+        _infer_body(datatype="FLOAT"),
+    ),
+    HttpCase(
+        "serve",
+        "POST",
+        IRIS_INFER,
+        "a string among FP32 `data`",
+        400,
+        'inputs[0].data[1]: "x" is not a FP32 value',
+        _infer_body(data=[5.1, "x", 1.4, 0.2]),
+    ),
+    HttpCase(
+        "serve",
+        "POST",
+        IRIS_INFER,
+        "3 features for a 4-feature model",
+        400,
+        "inputs['features']",
+        _infer_body(data=[5.1, 3.5, 1.4], shape=[1, 3]),
+    ),
+    HttpCase(
+        "serve",
+        "POST",
+        IRIS_INFER,
+        "`Inference-Header-Content-Length` past the body",
+        400,
+        "Inference-Header-Content-Length: '9999'",
+        _infer_body(),
+        (("content-type", "application/octet-stream"), ("inference-header-content-length", "9999")),
+    ),
     HttpCase("serve", "GET", IRIS_INFER, "GET on the infer path", 405, "GET /v2/models/iris/infer: Method Not Allowed"),
     HttpCase("serve", "GET", "/v2/nothing", "unknown path", 404, "GET /v2/nothing: Not Found"),
     # --- gateway: the dashboard's JSON API (docs/http-gateway.md) ---------------------
     HttpCase("gateway", "POST", IRIS_PREDICT, "malformed JSON", 400, "body: malformed JSON", b'{"row": {'),
-    HttpCase("gateway", "POST", IRIS_PREDICT, "content type `text/plain`", 415, "content-type: 'text/plain'",
-             _row_body(), (("content-type", "text/plain"),)),
-    HttpCase("gateway", "POST", IRIS_PREDICT, "body over COOKLINE_MAX_MESSAGE_MB", 413,
-             "body: 67108865 bytes is over the limit", declared_length=(64 << 20) + 1),
-    HttpCase("gateway", "POST", IRIS_PREDICT, "multipart body without its boundary", 400, "boundary",
-             b"--x\r\n", (("content-type", "multipart/form-data"),)),
+    HttpCase(
+        "gateway",
+        "POST",
+        IRIS_PREDICT,
+        "content type `text/plain`",
+        415,
+        "content-type: 'text/plain'",
+        _row_body(),
+        (("content-type", "text/plain"),),
+    ),
+    HttpCase(
+        "gateway",
+        "POST",
+        IRIS_PREDICT,
+        "body over COOKLINE_MAX_MESSAGE_MB",
+        413,
+        "body: 67108865 bytes is over the limit",
+        declared_length=(64 << 20) + 1,
+    ),
+    HttpCase(
+        "gateway",
+        "POST",
+        IRIS_PREDICT,
+        "multipart body without its boundary",
+        400,
+        "boundary",
+        b"--x\r\n",
+        (("content-type", "multipart/form-data"),),
+    ),
     HttpCase("gateway", "POST", "/api/models/nomodel/predict", "unknown model", 404, "model 'nomodel'", _row_body()),
-    HttpCase("gateway", "POST", "/api/models/iris/versions/999/predict", "unknown model version", 404, "version 999",
-             _row_body()),
-    HttpCase("gateway", "POST", "/api/models/iris/versions/one/predict", "version that is not a number", 400,
-             "version: 'one' is not an integer", _row_body()),
+    HttpCase(
+        "gateway",
+        "POST",
+        "/api/models/iris/versions/999/predict",
+        "unknown model version",
+        404,
+        "version 999",
+        _row_body(),
+    ),
+    HttpCase(
+        "gateway",
+        "POST",
+        "/api/models/iris/versions/one/predict",
+        "version that is not a number",
+        400,
+        "version: 'one' is not an integer",
+        _row_body(),
+    ),
     HttpCase("gateway", "POST", IRIS_PREDICT, "no `row`", 400, "body.row: required", b'{"rows": []}'),
-    HttpCase("gateway", "POST", IRIS_PREDICT, "a column missing from the row", 400,
-             "row: column 'petal_width' is missing", _row_body(petal_width=None)),
-    HttpCase("gateway", "POST", IRIS_PREDICT, "a word in a numeric column", 400,
-             "row['sepal_length']: 'abc' is not a number", _row_body(sepal_length="abc")),
-    HttpCase("gateway", "POST", IRIS_PREDICT, "a column the model does not take", 400,
-             "row: unknown column 'colour'", _row_body(colour="blue")),
+    HttpCase(
+        "gateway",
+        "POST",
+        IRIS_PREDICT,
+        "a column missing from the row",
+        400,
+        "row: column 'petal_width' is missing",
+        _row_body(petal_width=None),
+    ),
+    HttpCase(
+        "gateway",
+        "POST",
+        IRIS_PREDICT,
+        "a word in a numeric column",
+        400,
+        "row['sepal_length']: 'abc' is not a number",
+        _row_body(sepal_length="abc"),
+    ),
+    HttpCase(
+        "gateway",
+        "POST",
+        IRIS_PREDICT,
+        "a column the model does not take",
+        400,
+        "row: unknown column 'colour'",
+        _row_body(colour="blue"),
+    ),
     HttpCase("gateway", "POST", "/api/runs", "empty pipeline", 400, "pipeline: required", b'{"pipeline": ""}'),
-    HttpCase("gateway", "POST", "/api/runs", "pipeline file that is a YAML list", 400, "pipeline: expected a mapping",
-             b'{"pipeline": "- a"}'),
-    HttpCase("gateway", "POST", "/api/runs", "data upload without the file", 400, "file: required",
-             b'--b\r\nContent-Disposition: form-data; name="name"\r\n\r\niris\r\n--b--\r\n',
-             (("content-type", "multipart/form-data; boundary=b"),)),
+    HttpCase(
+        "gateway",
+        "POST",
+        "/api/runs",
+        "pipeline file that is a YAML list",
+        400,
+        "pipeline: expected a mapping",
+        b'{"pipeline": "- a"}',
+    ),
+    HttpCase(
+        "gateway",
+        "POST",
+        "/api/runs",
+        "data upload without the file",
+        400,
+        "file: required",
+        b'--b\r\nContent-Disposition: form-data; name="name"\r\n\r\niris\r\n--b--\r\n',
+        (("content-type", "multipart/form-data; boundary=b"),),
+    ),
     HttpCase("gateway", "GET", "/api/runs?limit=5000", "`limit` of 5000", 400, "limit: 5000 is not in [1, 1000]"),
-    HttpCase("gateway", "GET", "/api/runs/20990101-000000-000000", "unknown run id", 404,
-             "run '20990101-000000-000000' not found"),
-    HttpCase("gateway", "GET", "/api/runs/20990101-000000-000000/events", "events of an unknown run", 404,
-             "run '20990101-000000-000000' not found"),
-    HttpCase("gateway", "PUT", "/api/models/iris/aliases/prod", "alias to version 0", 400,
-             "version: 0 is not an integer from 1", b'{"version": 0}'),
-    HttpCase("gateway", "POST", "/api/models/iris/deploy", "deploy of an unknown version", 404, "version 999",
-             b'{"version": 999}'),
+    HttpCase(
+        "gateway",
+        "GET",
+        "/api/runs/20990101-000000-000000",
+        "unknown run id",
+        404,
+        "run '20990101-000000-000000' not found",
+    ),
+    HttpCase(
+        "gateway",
+        "GET",
+        "/api/runs/20990101-000000-000000/events",
+        "events of an unknown run",
+        404,
+        "run '20990101-000000-000000' not found",
+    ),
+    HttpCase(
+        "gateway",
+        "PUT",
+        "/api/models/iris/aliases/prod",
+        "alias to version 0",
+        400,
+        "version: 0 is not an integer from 1",
+        b'{"version": 0}',
+    ),
+    HttpCase(
+        "gateway",
+        "POST",
+        "/api/models/iris/deploy",
+        "deploy of an unknown version",
+        404,
+        "version 999",
+        b'{"version": 999}',
+    ),
     HttpCase("gateway", "GET", "/api/nothing", "unknown path", 404, "Not Found"),
 ]
 
@@ -415,7 +1097,7 @@ def render() -> str:
         "",
         "The same over the services' HTTP ports (serve's OIP v2 REST, docs/http.md; the gateway's JSON API,",
         "docs/http-gateway.md): a 4xx status and a",
-        "JSON body `{\"error\": \"...\"}` whose message contains the text shown, never a 500 and never",
+        'JSON body `{"error": "..."}` whose message contains the text shown, never a 500 and never',
         "a connection left hanging.",
         "",
         "| # | service | request | bad input | status | message contains |",
@@ -423,8 +1105,9 @@ def render() -> str:
     ]
     for i, case in enumerate(HTTP_CASES, start=1):
         message = case.message.replace("|", "\\|")
-        lines.append(f"| {i} | {case.service} | {case.method} `{case.path}` | {case.bad_input} | {case.status} "
-                     f"| `{message}` |")
+        lines.append(
+            f"| {i} | {case.service} | {case.method} `{case.path}` | {case.bad_input} | {case.status} | `{message}` |"
+        )
     return "\n".join(lines) + "\n"
 
 

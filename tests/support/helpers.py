@@ -4,6 +4,7 @@ text, test data and certificates, and watching a run while a service is killed.
 tests/conftest.py puts tests/support on sys.path, so `from helpers import ROOT` works from
 tests/unit, tests/integration and tests/e2e alike. Standard library and NumPy only: no server starts here.
 """
+
 from __future__ import annotations
 
 import csv
@@ -45,6 +46,7 @@ def free_ports(n: int, exclude=()) -> list[int]:
 def train_peer_ports(n: int, exclude=()) -> list[int]:
     """n free ports for train replicas, each with its collective port (port + 1000) free too."""
     from services.train.distributed import COLLECTIVE_OFFSET
+
     ports: list[int] = []
     while len(ports) < n:
         for port in free_ports(n, set(exclude) | set(ports)):
@@ -63,9 +65,15 @@ def unique_bucket(stem: str = "t") -> str:
     return f"{stem}-{uuid.uuid4().hex[:16]}"
 
 
-def iris_pipeline(name: str, train: str = "{model: mlp}", process: str | None = "[{standardize: {}}]",
-                  split: str | None = None, evaluate: str | None = None, source: str = IRIS_CSV,
-                  label: str = "species") -> str:
+def iris_pipeline(
+    name: str,
+    train: str = "{model: mlp}",
+    process: str | None = "[{standardize: {}}]",
+    split: str | None = None,
+    evaluate: str | None = None,
+    source: str = IRIS_CSV,
+    label: str = "species",
+) -> str:
     """A pipeline file's text on examples/data/iris.csv (or `source`); each section is YAML flow text,
     and a section that is None is left out."""
     text = f"name: {name}\ncollect: {{source: {source}, label: {label}}}\n"
@@ -93,26 +101,62 @@ def write_big_csv(path, rows: int = BIG_CSV_ROWS) -> None:
     with open(path, "w") as f:
         f.write("a,b,c,d,label\n")
         for start in range(0, rows, 50_000):
-            f.writelines(f"{r[0]},{r[1]},{r[2]},{r[3]},{label}\n"
-                         for r, label in zip(x[start:start + 50_000], labels[start:start + 50_000], strict=True))
+            f.writelines(
+                f"{r[0]},{r[1]},{r[2]},{r[3]},{label}\n"
+                for r, label in zip(x[start : start + 50_000], labels[start : start + 50_000], strict=True)
+            )
 
 
 def make_certificates(folder: str) -> dict[str, str]:
     """A CA, and a server certificate it signs for localhost and 127.0.0.1 (EC P-256, 1 day), made by
     openssl in `folder`; returns the COOKLINE_TLS_* settings naming them."""
+
     def openssl(*args):
         subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=cookline test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
+    openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=cookline test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    )
     openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
     with open(os.path.join(folder, "san.cnf"), "w") as f:
         f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "server.pem", "-days", "1", "-extfile", "san.cnf")
-    return {"COOKLINE_TLS_CERT": os.path.join(folder, "server.pem"),
-            "COOKLINE_TLS_KEY": os.path.join(folder, "server.key"),
-            "COOKLINE_TLS_CA": os.path.join(folder, "ca.pem")}
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "san.cnf",
+    )
+    return {
+        "COOKLINE_TLS_CERT": os.path.join(folder, "server.pem"),
+        "COOKLINE_TLS_KEY": os.path.join(folder, "server.key"),
+        "COOKLINE_TLS_CA": os.path.join(folder, "ca.pem"),
+    }
 
 
 def watch_and_kill_mid_ingest(client, run_id: str, kill: Callable[[], None], shards: int = 2) -> tuple[list, object]:
@@ -127,8 +171,9 @@ def watch_and_kill_mid_ingest(client, run_id: str, kill: Callable[[], None], sha
     return events, killed_at
 
 
-def watch_and_kill_after_checkpoint(client, run_id: str, store, kill: Callable[[], None], epoch: int = 3
-                                    ) -> tuple[list, tuple[int, int] | None]:
+def watch_and_kill_after_checkpoint(
+    client, run_id: str, store, kill: Callable[[], None], epoch: int = 3
+) -> tuple[list, tuple[int, int] | None]:
     """Watches a run to its end; once a finished epoch finds the run's checkpoint at `epoch` or later,
     calls kill() once (it stops a service and starts it again, as a supervisor would).
 
@@ -160,6 +205,7 @@ def remote_data(folder) -> tuple[str, str]:
     """A CSV (iris) and a two-class folder of 8x8 PNGs (15 digits each) copied into `folder`, a
     folder of the test's own: what a client on another machine uploads."""
     import shutil
+
     examples = os.path.join(ROOT, "examples", "data")
     shutil.copy(os.path.join(examples, "iris.csv"), folder / "flowers.csv")
     for digit in ("0", "1"):

@@ -5,6 +5,7 @@ inference.GRPCInferenceService and prints what it got as one JSON object.
     python oip_client.py HOST:PORT MODEL ROWS_JSON
     python oip_client.py --raw HOST:PORT TEXT_MODEL SENTENCE IMAGE_MODEL PNG_FILE
 """
+
 import json
 import queue
 import sys
@@ -21,8 +22,10 @@ def infer_input(rows: np.ndarray, datatype: str = "FP32") -> triton.InferInput:
 
 
 def outputs(result) -> dict:
-    return {"scores": result.as_numpy("scores").tolist(),
-            "label": [v.decode() for v in result.as_numpy("label").reshape(-1)]}
+    return {
+        "scores": result.as_numpy("scores").tolist(),
+        "label": [v.decode() for v in result.as_numpy("label").reshape(-1)],
+    }
 
 
 def drained(answers: queue.Queue) -> list[dict]:
@@ -39,13 +42,19 @@ def drained(answers: queue.Queue) -> list[dict]:
 
 def main(url: str, model: str, rows: np.ndarray) -> dict:
     client = triton.InferenceServerClient(url)
-    out = {"live": client.is_server_live(), "ready": client.is_server_ready(),
-           "model_ready": client.is_model_ready(model),
-           "server": client.get_server_metadata(as_json=True),
-           "metadata": client.get_model_metadata(model, as_json=True)}
+    out = {
+        "live": client.is_server_live(),
+        "ready": client.is_server_ready(),
+        "model_ready": client.is_model_ready(model),
+        "server": client.get_server_metadata(as_json=True),
+        "metadata": client.get_model_metadata(model, as_json=True),
+    }
 
-    result = client.infer(model, [infer_input(rows)],
-                          outputs=[triton.InferRequestedOutput("scores"), triton.InferRequestedOutput("label")])
+    result = client.infer(
+        model,
+        [infer_input(rows)],
+        outputs=[triton.InferRequestedOutput("scores"), triton.InferRequestedOutput("label")],
+    )
     out["infer"] = outputs(result) | {"version": result.get_response().model_version}
 
     try:
@@ -81,10 +90,12 @@ def raw(url: str, text_model: str, sentence: str, image_model: str, png_path: st
     client = triton.InferenceServerClient(url)
     with open(png_path, "rb") as f:
         png = f.read()
-    out = {"text_metadata": client.get_model_metadata(text_model, as_json=True),
-           "image_metadata": client.get_model_metadata(image_model, as_json=True),
-           "text": outputs(client.infer(text_model, [bytes_input("text", [sentence.encode()])])),
-           "image": outputs(client.infer(image_model, [bytes_input("image", [png])]))}
+    out = {
+        "text_metadata": client.get_model_metadata(text_model, as_json=True),
+        "image_metadata": client.get_model_metadata(image_model, as_json=True),
+        "text": outputs(client.infer(text_model, [bytes_input("text", [sentence.encode()])])),
+        "image": outputs(client.infer(image_model, [bytes_input("image", [png])])),
+    }
     answers: queue.Queue = queue.Queue()
     client.start_stream(callback=lambda result, error: answers.put((result, error)))
     for i, value in enumerate([png, b"not an image", png]):

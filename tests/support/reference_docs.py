@@ -10,6 +10,7 @@ Sources, each fact once:
     .venv/bin/python tests/support/reference_docs.py     # or: make docs
 rewrites the generated parts; tests/unit/test_reference_docs.py fails when they are stale.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,12 +33,21 @@ PIPELINE_DOC = os.path.join("docs", "pipeline-reference.md")
 CONFIG_DOC = os.path.join("docs", "configuration.md")
 
 _F = descriptor_pb2.FieldDescriptorProto
-_SCALARS = {_F.TYPE_STRING: "string", _F.TYPE_BOOL: "bool", _F.TYPE_INT64: "int64", _F.TYPE_INT32: "int32",
-            _F.TYPE_UINT64: "uint64", _F.TYPE_UINT32: "uint32", _F.TYPE_DOUBLE: "double", _F.TYPE_FLOAT: "float",
-            _F.TYPE_BYTES: "bytes"}
+_SCALARS = {
+    _F.TYPE_STRING: "string",
+    _F.TYPE_BOOL: "bool",
+    _F.TYPE_INT64: "int64",
+    _F.TYPE_INT32: "int32",
+    _F.TYPE_UINT64: "uint64",
+    _F.TYPE_UINT32: "uint32",
+    _F.TYPE_DOUBLE: "double",
+    _F.TYPE_FLOAT: "float",
+    _F.TYPE_BYTES: "bytes",
+}
 
 
 # --- the proto: messages, fields and their comments -----------------------------------------------
+
 
 class Message:
     def __init__(self, proto: descriptor_pb2.DescriptorProto, comment: str):
@@ -56,9 +66,20 @@ def proto_messages(proto: str = "cookline/v1/pipeline.proto") -> dict[str, Messa
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "descriptors.pb")
         # protoc in its own process: in-process, it can crash a Python that has TensorFlow loaded
-        subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{os.path.join(ROOT, 'protos')}",
-                        f"-I{include}", "--include_imports", "--include_source_info",
-                        f"--descriptor_set_out={out}", proto], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "grpc_tools.protoc",
+                f"-I{os.path.join(ROOT, 'protos')}",
+                f"-I{include}",
+                "--include_imports",
+                "--include_source_info",
+                f"--descriptor_set_out={out}",
+                proto,
+            ],
+            check=True,
+        )
         files = descriptor_pb2.FileDescriptorSet.FromString(open(out, "rb").read())
     messages: dict[str, Message] = {}
     for file in files.file:
@@ -91,11 +112,17 @@ def type_text(field, messages: dict[str, Message]) -> str:
 
 # --- the spec: defaults, ranges, choices ------------------------------------------------------------
 
+
 def _value(value) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(map(str, value)) + "]"
-    return number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
-        else str(value).lower() if isinstance(value, bool) else str(value)
+    return (
+        number(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+        else str(value).lower()
+        if isinstance(value, bool)
+        else str(value)
+    )
 
 
 def default_text(param) -> str:
@@ -128,6 +155,7 @@ def shared_params(components) -> dict:
 
 # --- docs/pipeline-reference.md ---------------------------------------------------------------------
 
+
 def _row(*cells) -> str:
     return "| " + " | ".join(cells) + " |"
 
@@ -138,8 +166,9 @@ def section(title: str, message: Message, messages, params: dict, per: str = "")
     lines = [f"### {title}", "", message.comment, ""]
     if not any(name in params for name in message.fields):  # no spec rules: the proto comment says it all
         lines += [_row("Field", "Type", "Meaning"), "|---|---|---|"]
-        lines += [_row(f"`{name}`", type_text(field, messages), comment)
-                  for name, (field, comment) in message.fields.items()]
+        lines += [
+            _row(f"`{name}`", type_text(field, messages), comment) for name, (field, comment) in message.fields.items()
+        ]
         return lines + [""]
     lines += [_row("Field", "Type", "Default", "Range or choices", "Meaning"), "|---|---|---|---|---|"]
     for name, (field, comment) in message.fields.items():
@@ -166,8 +195,9 @@ def component_section(component, message: Message, extra: list[str], own_message
     lines += [_row("Parameter", "Type", "Default", "Range or choices", "Meaning"), "|---|---|---|---|---|"]
     for param in component.params:
         comment = message.fields[param.name][1] if param.name in message.fields else ""
-        lines.append(_row(f"`{param.name}`", param.type, default_text(param), limits_text(param),
-                          comment or _clean(param.doc)))
+        lines.append(
+            _row(f"`{param.name}`", param.type, default_text(param), limits_text(param), comment or _clean(param.doc))
+        )
     return lines + [""]
 
 
@@ -176,28 +206,35 @@ def render_pipeline() -> str:
     m = {name.rsplit(".", 1)[-1]: msg for name, msg in messages.items() if name.startswith(".cookline.v1.")}
     sources, ops, models = _builtins(spec.SOURCES), _builtins(spec.OPS), _builtins(spec.MODELS)
     train_params = {p.name: p for p in TRAIN_PARAMS} | shared_params(models)
-    lines = ["# Pipeline file reference", "", BEGIN, "",
-             "Every field of a pipeline file, and every built-in source, op and model family with its "
-             "parameters. Meanings are the comments of `protos/cookline/v1/pipeline.proto`; types, defaults, "
-             "ranges and choices are the rules `cookline.spec` checks (`cookline validate FILE` applies them). "
-             "Unset follows proto3: 0, an empty string or list means \"not given\", and the default stands in. "
-             "The guide with examples is [pipeline.md](pipeline.md); plugins add sources, ops and model "
-             "families of their own ([plugins.md](plugins.md)). A parameter's type is the spec's: `int`, `float`, "
-             "`str`, `bool`, a list (`ints`, `floats`, `strs`, whose range bounds each item) or a map (`map`: "
-             "name to number, `strmap`: name to string).", "",
-             "## Sections", ""]
+    lines = [
+        "# Pipeline file reference",
+        "",
+        BEGIN,
+        "",
+        "Every field of a pipeline file, and every built-in source, op and model family with its "
+        "parameters. Meanings are the comments of `protos/cookline/v1/pipeline.proto`; types, defaults, "
+        "ranges and choices are the rules `cookline.spec` checks (`cookline validate FILE` applies them). "
+        'Unset follows proto3: 0, an empty string or list means "not given", and the default stands in. '
+        "The guide with examples is [pipeline.md](pipeline.md); plugins add sources, ops and model "
+        "families of their own ([plugins.md](plugins.md)). A parameter's type is the spec's: `int`, `float`, "
+        "`str`, `bool`, a list (`ints`, `floats`, `strs`, whose range bounds each item) or a map (`map`: "
+        "name to number, `strmap`: name to string).",
+        "",
+        "## Sections",
+        "",
+    ]
     lines += section("Top level (`PipelineSpec`)", m["PipelineSpec"], messages, {})
     lines += section("`collect` (`CollectSpec`)", m["CollectSpec"], messages, shared_params(sources), "source")
     lines += section("`process[i]` (`Op`)", m["Op"], messages, {})
     lines += section("`split` (`SplitSpec`)", m["SplitSpec"], messages, {})
     lines += section("`train` (`TrainSpec`)", m["TrainSpec"], messages, train_params, "model family")
-    lines += section("`train.early_stopping` (`EarlyStopping`)", m["EarlyStopping"], messages,
-                     {p.name: p for p in EARLY_STOPPING})
+    lines += section(
+        "`train.early_stopping` (`EarlyStopping`)", m["EarlyStopping"], messages, {p.name: p for p in EARLY_STOPPING}
+    )
     lines += section("`evaluate` (`EvaluateSpec`)", m["EvaluateSpec"], messages, {})
     lines += section("`export` (`ExportSpec`)", m["ExportSpec"], messages, {})
 
-    lines += ["## Sources (`collect.format`)", "",
-              "Each source's parameters are fields of `collect`.", ""]
+    lines += ["## Sources (`collect.format`)", "", "Each source's parameters are fields of `collect`.", ""]
     for source in sources:
         lines += component_section(source, m["CollectSpec"], [])
     lines += ["## Ops (`process`)", "", "Each item of `process` is one op: `- <op>: {parameters}`.", ""]
@@ -205,18 +242,25 @@ def render_pipeline() -> str:
         type_name = m["Op"].fields[op.name][0].type_name.rsplit(".", 1)[-1]
         note = [] if op.deterministic else ["", "Random: it runs on the TRAIN subset only, never at serving."]
         lines += component_section(op, m[type_name], note, own_message=True)
-    lines += ["## Model families (`train.model`)", "",
-              "A family's own parameters are fields of `train`; every family also takes the training settings "
-              "of `train` above.", ""]
+    lines += [
+        "## Model families (`train.model`)",
+        "",
+        "A family's own parameters are fields of `train`; every family also takes the training settings "
+        "of `train` above.",
+        "",
+    ]
     for model in models:
-        facts = [f"Trains on: {' or '.join(f'`{i}`' for i in model.inputs)}.",
-                 f"Regressor on a numeric label: {'yes' if model.regressor else 'no'}.",
-                 f"TF.js export: {'yes' if model.tfjs else 'no'}."]
+        facts = [
+            f"Trains on: {' or '.join(f'`{i}`' for i in model.inputs)}.",
+            f"Regressor on a numeric label: {'yes' if model.regressor else 'no'}.",
+            f"TF.js export: {'yes' if model.tfjs else 'no'}.",
+        ]
         lines += component_section(model, m["TrainSpec"], ["", " ".join(facts)])
     return "\n".join(lines).rstrip("\n") + "\n\n" + END + "\n"
 
 
 # --- docs/configuration.md's table ----------------------------------------------------------------
+
 
 def render_settings() -> str:
     lines = [BEGIN, "", _row("Variable", "Default", "Meaning"), "|---|---|---|"]
@@ -231,7 +275,7 @@ def with_generated(text: str, generated: str) -> str:
     start, end = text.find("<!-- generated by "), text.find(END)  # the marker's wording may change
     if start < 0 or end < 0:
         raise ValueError(f"the generated-part markers are missing ({BEGIN!r} ... {END!r})")
-    return text[:start] + generated + text[end + len(END):]
+    return text[:start] + generated + text[end + len(END) :]
 
 
 def expected() -> dict[str, str]:

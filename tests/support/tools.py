@@ -2,6 +2,7 @@
 
 A missing tool is a failing test, never a skip: `make tools` installs them all.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,7 +28,9 @@ def tool(name: str) -> str:
 def run(argv: list[str], env: dict | None = None, cwd: str = ROOT, timeout: float = 900) -> subprocess.CompletedProcess:
     """Runs a tool to completion, capturing its output; asserts exit code 0 and shows the output if not."""
     proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(argv)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    assert proc.returncode == 0, (
+        f"{' '.join(argv)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    )
     return proc
 
 
@@ -37,9 +40,10 @@ def published_model(store, name: str, version: int, dest: str):
     import json
 
     import tensorflow as tf
+
     prefix = f"models/{name}/{version}/"
     for key in store.list(prefix):
-        store.get_file(key, os.path.join(dest, key[len(prefix):]))
+        store.get_file(key, os.path.join(dest, key[len(prefix) :]))
     with open(os.path.join(dest, "cookline.json")) as f:
         meta = json.load(f)
     loaded = tf.saved_model.load(dest)
@@ -47,4 +51,5 @@ def published_model(store, name: str, version: int, dest: str):
     def answer(_loaded=loaded, **inputs):  # _loaded keeps the variables alive
         out = _loaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in inputs.items()})
         return {k: v.numpy() for k, v in out.items()}
+
     return answer, meta

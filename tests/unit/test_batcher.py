@@ -1,6 +1,7 @@
 """The dynamic batcher in process, on a real event loop, with a real numpy model
 function: merging, size limits, inline runs, where the model runs, drain on close,
 errors reaching every request of a batch."""
+
 import asyncio
 import threading
 
@@ -63,6 +64,7 @@ def test_requests_submitted_in_one_turn_of_the_loop_merge_into_one_call():
         results = await asyncio.gather(*futures)
         assert calls == [3] and [float(r[0, 0]) for r in results] == [0.0, 2.0, 4.0]
         await close(b)
+
     asyncio.run(main())
 
 
@@ -82,6 +84,7 @@ def test_requests_queued_behind_a_running_batch_merge_up_to_max_batch_size():
         proto = stats.to_proto()
         assert dict(proto.batch_size_counts) == {1: 1, 6: 2} and dict(proto.requests_per_batch_counts) == {1: 1, 2: 2}
         assert proto.requests == 5 and proto.rows == 13 and proto.batches == 3
+
     asyncio.run(main())
 
 
@@ -93,6 +96,7 @@ def test_an_oversized_request_runs_alone_and_is_not_split():
         assert (await asyncio.wait_for(b.submit(rows(10)), 30)).shape == (10, 2)
         await close(b)
         assert model.calls == [10]
+
     asyncio.run(main())
 
 
@@ -105,6 +109,7 @@ def test_queue_delay_waits_for_more_requests():
         assert all(r.shape == (1, 2) for r in await asyncio.wait_for(asyncio.gather(*futures), 30))
         await close(b)
         assert model.calls == [4]
+
     asyncio.run(main())
 
 
@@ -128,6 +133,7 @@ def test_full_batches_of_quick_models_run_on_the_loop_all_else_on_the_models_thr
         slow, _ = batcher(model, max_batch_size=8, inline_max_ms=0.0)  # every call counts as slow
         assert (await slow.submit(rows(8))) is not None and threads[-1] is not loop_thread
         await close(slow)
+
     asyncio.run(main())
 
 
@@ -149,6 +155,7 @@ def test_a_model_that_turns_slow_moves_off_the_loop():
             await b.submit(rows(8))
         assert threads[-1] is not threading.current_thread()
         await close(b)
+
     asyncio.run(main())
 
 
@@ -163,6 +170,7 @@ def test_close_answers_queued_requests_then_refuses_new_ones():
         await asyncio.wait_for(closing, 30)
         assert all(f.result().shape == (1, 2) for f in futures)
         assert b.submit(rows(1)) is None
+
     asyncio.run(main())
 
 
@@ -179,6 +187,7 @@ def test_a_cancelled_request_does_not_disturb_its_batch():
         await first
         await close(b)
         assert model.calls == [1, 2]
+
     asyncio.run(main())
 
 
@@ -192,6 +201,7 @@ def test_a_failing_model_call_fails_every_request_of_its_batch():
             await asyncio.wait_for(b.submit(rows(1)), 30)
         await close(b)
         assert stats.to_proto().failed_requests == 1
+
     asyncio.run(main())
 
 
@@ -211,6 +221,7 @@ def test_several_named_inputs_merge_row_wise_strings_included():
         assert len(seen) == 1 and seen[0]["s"].tolist() == [b"a", b"b", b"c"]
         assert seen[0]["x"].shape == (3, 2)
         assert answers[0].tolist() == [[2, 2]] and answers[1].tolist() == [[6, 6], [6, 6]]
+
     asyncio.run(main())
 
 
@@ -236,11 +247,13 @@ def test_a_request_the_model_fails_on_fails_alone_and_the_rest_of_its_batch_is_a
         await close(b)
         assert calls == [4, 1, 2, 1]  # the merged batch, then each request alone
         assert stats.to_proto().failed_requests == 1 and stats.to_proto().rows == 2 + 2
+
     asyncio.run(main())
 
 
 def test_metrics_address_setting():
     from cookline import config
+
     assert config.serve_metrics_address({}) is None
     assert config.serve_metrics_address({"COOKLINE_SERVE_METRICS_ADDR": "0.0.0.0:9154"}) == ("0.0.0.0", 9154)
     assert config.serve_metrics_address({"COOKLINE_SERVE_METRICS_ADDR": ":9154"}) == ("127.0.0.1", 9154)

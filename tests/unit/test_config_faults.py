@@ -1,4 +1,5 @@
 """The settings added for faults and security are read from the environment and checked."""
+
 import pytest
 
 from cookline import config
@@ -25,8 +26,9 @@ def test_tls_settings(tmp_path):
     assert config.tls_server_credentials({}) is None and config.tls_ca({}) is None
     (tmp_path / "c.pem").write_bytes(b"CERT")
     (tmp_path / "k.pem").write_bytes(b"KEY")
-    assert config.tls_server_credentials({"COOKLINE_TLS_CERT": str(tmp_path / "c.pem"),
-                                          "COOKLINE_TLS_KEY": str(tmp_path / "k.pem")}) == (b"KEY", b"CERT")
+    assert config.tls_server_credentials(
+        {"COOKLINE_TLS_CERT": str(tmp_path / "c.pem"), "COOKLINE_TLS_KEY": str(tmp_path / "k.pem")}
+    ) == (b"KEY", b"CERT")
     with pytest.raises(ValueError, match="set together"):
         config.tls_server_credentials({"COOKLINE_TLS_CERT": str(tmp_path / "c.pem")})
     with pytest.raises(ValueError, match="COOKLINE_TLS_CA: cannot read"):
@@ -38,8 +40,10 @@ def test_auth_token_settings(tmp_path):
     (tmp_path / "token").write_text("  s3cret\n")
     assert config.auth_token({"COOKLINE_AUTH_TOKEN_FILE": str(tmp_path / "token")}) == "s3cret"
     # the variable wins over the file
-    assert config.auth_token({"COOKLINE_AUTH_TOKEN": "direct",
-                              "COOKLINE_AUTH_TOKEN_FILE": str(tmp_path / "token")}) == "direct"
+    assert (
+        config.auth_token({"COOKLINE_AUTH_TOKEN": "direct", "COOKLINE_AUTH_TOKEN_FILE": str(tmp_path / "token")})
+        == "direct"
+    )
     with pytest.raises(ValueError, match="COOKLINE_AUTH_TOKEN_FILE: cannot read .*missing"):
         config.auth_token({"COOKLINE_AUTH_TOKEN_FILE": str(tmp_path / "missing")})
 

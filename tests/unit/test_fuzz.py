@@ -1,13 +1,16 @@
 """Fuzzing with hypothesis: arbitrary bytes and structures never crash the codec or the
 pipeline-file parser; they only give INVALID_ARGUMENT (serve's Predict: tests/e2e/test_fuzz_serve.py)."""
+
 import grpc
 import yaml
 from google.protobuf.message import DecodeError
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cookline import tensors
+from cookline.spec import SpecError
+from cookline.spec import pipeline as pipeline_file
 from cookline.v1 import tensor_pb2
-from cookline.spec import SpecError, pipeline as pipeline_file
 from services.common.errors import status_of
 from strategies import tensor_structures
 
@@ -38,12 +41,44 @@ def test_codec_survives_arbitrary_structures(tensor):
 
 yaml_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-        st.sampled_from(["name", "collect", "source", "label", "format", "process", "standardize", "shuffle",
-                         "buffer", "seed", "split", "validation", "test", "train", "model", "epochs",
-                         "hidden_units", "batch_size", "learning_rate", "evaluate", "metric", "export",
-                         "tfjs", "deploy_if_at_least", "x"]), inner, max_size=5),
-    max_leaves=20)
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "name",
+                    "collect",
+                    "source",
+                    "label",
+                    "format",
+                    "process",
+                    "standardize",
+                    "shuffle",
+                    "buffer",
+                    "seed",
+                    "split",
+                    "validation",
+                    "test",
+                    "train",
+                    "model",
+                    "epochs",
+                    "hidden_units",
+                    "batch_size",
+                    "learning_rate",
+                    "evaluate",
+                    "metric",
+                    "export",
+                    "tfjs",
+                    "deploy_if_at_least",
+                    "x",
+                ]
+            ),
+            inner,
+            max_size=5,
+        )
+    ),
+    max_leaves=20,
+)
 
 
 def parse_or_invalid(text: str) -> None:

@@ -1,4 +1,5 @@
 """The gateway's raw-row -> PredictRequest conversion and answer shape (no servers)."""
+
 import base64
 
 import numpy as np
@@ -26,8 +27,10 @@ F32, STR = tensor_pb2.DATA_TYPE_FLOAT32, tensor_pb2.DATA_TYPE_STRING
 def test_a_numeric_model_takes_its_feature_columns_by_name_or_in_order():
     meta = metadata(features=(F32, [-1, 2]))
     meta.feature_columns[:] = ["a", "b"]
-    assert predict.fields(meta) == [{"column": "a", "input": "features", "kind": "numeric"},
-                                    {"column": "b", "input": "features", "kind": "numeric"}]
+    assert predict.fields(meta) == [
+        {"column": "a", "input": "features", "kind": "numeric"},
+        {"column": "b", "input": "features", "kind": "numeric"},
+    ]
     by_name = predict.request(REF, meta, {"b": "2.5", "a": 1})
     in_order = predict.request(REF, meta, [1, 2.5])
     for request in (by_name, in_order):
@@ -47,15 +50,18 @@ def test_category_text_and_image_inputs_are_strings_of_their_shapes():
     assert tensors.to_numpy(uploaded.inputs["image"]).tolist() == [png]
 
 
-@pytest.mark.parametrize("row, message", [
-    ({"a": 1}, "row: column 'b' is missing"),
-    ({"a": 1, "b": 2, "c": 3}, "row: unknown column 'c'"),
-    ({"a": "x", "b": 2}, "row['a']: 'x' is not a number"),
-    ({"a": float("nan"), "b": 2}, "row['a']: nan is not a finite number"),
-    ({"a": True, "b": 2}, "row['a']: True is not a number"),
-    ([1], "row: 1 values, the model takes 2"),
-    ("1,2", "row: expected an object"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"a": 1}, "row: column 'b' is missing"),
+        ({"a": 1, "b": 2, "c": 3}, "row: unknown column 'c'"),
+        ({"a": "x", "b": 2}, "row['a']: 'x' is not a number"),
+        ({"a": float("nan"), "b": 2}, "row['a']: nan is not a finite number"),
+        ({"a": True, "b": 2}, "row['a']: True is not a number"),
+        ([1], "row: 1 values, the model takes 2"),
+        ("1,2", "row: expected an object"),
+    ],
+)
 def test_bad_rows_are_400_naming_the_column(row, message):
     meta = metadata(features=(F32, [-1, 2]))
     meta.feature_columns[:] = ["a", "b"]
@@ -66,8 +72,11 @@ def test_bad_rows_are_400_naming_the_column(row, message):
 
 def test_an_image_must_be_a_file_or_base64():
     meta = metadata(image=(STR, [-1]))
-    for value, message in (("cat.png", "an image is an uploaded file"), ({"b64": "@@"}, "not valid base64"),
-                           (b"", "the image is empty")):
+    for value, message in (
+        ("cat.png", "an image is an uploaded file"),
+        ({"b64": "@@"}, "not valid base64"),
+        (b"", "the image is empty"),
+    ):
         with pytest.raises(HTTPFail) as info:
             predict.request(REF, meta, {"image": value})
         assert message in info.value.message
@@ -77,7 +86,10 @@ def test_the_answer_is_label_and_scores_or_a_value():
     response = serve_pb2.PredictResponse(model=model_pb2.ModelRef(name="m", version=3), class_names=["no", "yes"])
     tensors.from_numpy(np.array([[0.25, 0.75]], np.float32), out=response.outputs["scores"])
     tensors.from_numpy(np.array([b"yes"], object), out=response.outputs["label"])
-    assert predict.answer(response) == {"model": {"name": "m", "version": 3}, "label": "yes",
-                                        "scores": {"no": 0.25, "yes": 0.75}}
+    assert predict.answer(response) == {
+        "model": {"name": "m", "version": 3},
+        "label": "yes",
+        "scores": {"no": 0.25, "yes": 0.75},
+    }
     del response.outputs["label"]
     assert predict.answer(response) == {"model": {"name": "m", "version": 3}, "value": 0.25}

@@ -1,5 +1,6 @@
 """The local-directory ObjectStore's specifics and choosing a backend from the environment (no server:
 the behaviour suite shared with S3 is tests/integration/test_store_conformance.py)."""
+
 import os
 
 import pytest

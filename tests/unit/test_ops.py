@@ -1,19 +1,20 @@
 """Process ops and the dataset split: fitted on train rows, streamed, deterministic."""
+
 import grpc
 import numpy as np
 import pytest
 
 from cookline import tensors
-from cookline.v1 import data_pb2, pipeline_pb2
-from services.common.splits import assignment as split_assignment
 from cookline.spec import SpecError
+from cookline.v1 import data_pb2, pipeline_pb2
 from services.common.errors import Fail, status_of
+from services.common.splits import assignment as split_assignment
 from services.process import ops
 
 
 def stream(features, labels, batch):
     for lo in range(0, len(labels), batch):
-        yield {"features": features[lo:lo + batch], "label": labels[lo:lo + batch]}
+        yield {"features": features[lo : lo + batch], "label": labels[lo : lo + batch]}
 
 
 @pytest.fixture
@@ -36,10 +37,12 @@ def test_standardize_fits_streaming_moments(data):
     features, labels = data
     fitted, rows = ops.fit([standardize()], stream(features, labels, 37))
     assert rows == 1000
-    np.testing.assert_allclose(tensors.to_numpy(fitted[0].fitted["mean"]), features.mean(axis=0, dtype=np.float64),
-                               rtol=1e-6)
-    np.testing.assert_allclose(tensors.to_numpy(fitted[0].fitted["variance"]),
-                               features.astype(np.float64).var(axis=0), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        tensors.to_numpy(fitted[0].fitted["mean"]), features.mean(axis=0, dtype=np.float64), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        tensors.to_numpy(fitted[0].fitted["variance"]), features.astype(np.float64).var(axis=0), rtol=1e-6, atol=1e-9
+    )
 
 
 def test_standardize_applies_the_fit_and_keeps_constant_columns_finite(data):
@@ -59,14 +62,17 @@ def test_unfitted_standardize_is_a_failed_precondition(data):
 
 def test_shuffle_is_a_seeded_permutation_that_changes_each_epoch(data):
     features, labels = data
+
     def order(epoch, seed=7):
-        return np.concatenate([b["label"] for b in ops.apply([shuffle(100, seed)], stream(features, labels, 32),
-                                                             epoch, 16)])
+        return np.concatenate(
+            [b["label"] for b in ops.apply([shuffle(100, seed)], stream(features, labels, 32), epoch, 16)]
+        )
+
     first = order(0)
-    assert sorted(first.tolist()) == labels.tolist()      # nothing lost or duplicated
-    assert not np.array_equal(first, labels)               # actually shuffled
-    np.testing.assert_array_equal(first, order(0))         # deterministic
-    assert not np.array_equal(first, order(1))             # new order each epoch
+    assert sorted(first.tolist()) == labels.tolist()  # nothing lost or duplicated
+    assert not np.array_equal(first, labels)  # actually shuffled
+    np.testing.assert_array_equal(first, order(0))  # deterministic
+    assert not np.array_equal(first, order(1))  # new order each epoch
     assert not np.array_equal(first, order(0, seed=8))
 
 
@@ -78,7 +84,10 @@ def test_shuffle_keeps_rows_together_and_memory_bounded(data):
         seen += len(batch["label"])
         assert seen <= 1000
     # the pool never holds more than buffer + one batch: each yield before the end is exactly the excess
-    sizes = [len(b["label"]) for b in ops.KINDS["shuffle"].apply(shuffle(50), "process[0].shuffle", stream(features, labels, 10), 0, True)]
+    sizes = [
+        len(b["label"])
+        for b in ops.KINDS["shuffle"].apply(shuffle(50), "process[0].shuffle", stream(features, labels, 10), 0, True)
+    ]
     assert max(sizes[:-1]) <= 10 and sizes[-1] == 50
 
 

@@ -1,4 +1,5 @@
 """The partition contract's arithmetic (services/common/partition.py): blocks, batch plans, cutting."""
+
 import numpy as np
 import pytest
 

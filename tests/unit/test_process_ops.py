@@ -1,5 +1,6 @@
 """Every process op in-process: validation naming the parameter, fitting on the TRAIN rows, applying
 (Fit / Process through the real services: tests/integration/test_process_service.py)."""
+
 import grpc
 import numpy as np
 import pytest
@@ -26,20 +27,23 @@ def fitted_value(fitted_op, name):
     return tensors.to_numpy(fitted_op.fitted[name])
 
 
-@pytest.mark.parametrize("bad, where", [
-    (op(resize=pb.ResizeOp(height=0, width=4)), "process[0].resize.height: 0 is not in [1, 4096]"),
-    (op(resize=pb.ResizeOp(height=4, width=5000)), "process[0].resize.width: 5000 is not in [1, 4096]"),
-    (op(random_rotation=pb.RandomRotationOp(max_degrees=0)), "process[0].random_rotation.max_degrees"),
-    (op(random_rotation=pb.RandomRotationOp(max_degrees=200)), "process[0].random_rotation.max_degrees"),
-    (op(random_brightness=pb.RandomBrightnessOp(max_delta=1.5)), "process[0].random_brightness.max_delta"),
-    (op(random_flip=pb.RandomFlipOp(mode="diagonal")), "process[0].random_flip.mode: 'diagonal' is not one of"),
-    (op(vectorize_text=pb.VectorizeTextOp(mode="bert")), "process[0].vectorize_text.mode"),
-    (op(vectorize_text=pb.VectorizeTextOp(max_tokens=-1)), "process[0].vectorize_text.max_tokens"),
-    (op(fill_missing=pb.FillMissingOp(strategy="median")), "process[0].fill_missing.strategy"),
-    (op(lookup=pb.LookupOp(max_values=-3)), "process[0].lookup.max_values"),
-    (op(shuffle=pb.ShuffleOp(buffer=-1)), "process[0].shuffle.buffer"),
-    (pb.Op(), "process[0]: no op given (known ops: standardize, min_max"),
-])
+@pytest.mark.parametrize(
+    "bad, where",
+    [
+        (op(resize=pb.ResizeOp(height=0, width=4)), "process[0].resize.height: 0 is not in [1, 4096]"),
+        (op(resize=pb.ResizeOp(height=4, width=5000)), "process[0].resize.width: 5000 is not in [1, 4096]"),
+        (op(random_rotation=pb.RandomRotationOp(max_degrees=0)), "process[0].random_rotation.max_degrees"),
+        (op(random_rotation=pb.RandomRotationOp(max_degrees=200)), "process[0].random_rotation.max_degrees"),
+        (op(random_brightness=pb.RandomBrightnessOp(max_delta=1.5)), "process[0].random_brightness.max_delta"),
+        (op(random_flip=pb.RandomFlipOp(mode="diagonal")), "process[0].random_flip.mode: 'diagonal' is not one of"),
+        (op(vectorize_text=pb.VectorizeTextOp(mode="bert")), "process[0].vectorize_text.mode"),
+        (op(vectorize_text=pb.VectorizeTextOp(max_tokens=-1)), "process[0].vectorize_text.max_tokens"),
+        (op(fill_missing=pb.FillMissingOp(strategy="median")), "process[0].fill_missing.strategy"),
+        (op(lookup=pb.LookupOp(max_values=-3)), "process[0].lookup.max_values"),
+        (op(shuffle=pb.ShuffleOp(buffer=-1)), "process[0].shuffle.buffer"),
+        (pb.Op(), "process[0]: no op given (known ops: standardize, min_max"),
+    ],
+)
 def test_out_of_range_parameters_name_the_op_and_field(bad, where):
     with pytest.raises(SpecError) as info:
         ops.validate([bad])
@@ -81,8 +85,13 @@ def test_lookup_maps_train_vocabulary_to_ids_and_unseen_to_zero():
     assert fitted_value(fitted[0], "columns").tolist() == [0, 0, 0, 1, 1]
     assert "categorical" not in out
     np.testing.assert_array_equal(out["features"], [[1, 1, 1], [1, 2, 2], [1, 1, 1], [1, 3, 0]])
-    unseen = [{"features": np.ones((1, 1), np.float32), "categorical": np.array([[b"pink", b"m"]], dtype=object),
-               "label": np.zeros(1, np.int32)}]
+    unseen = [
+        {
+            "features": np.ones((1, 1), np.float32),
+            "categorical": np.array([[b"pink", b"m"]], dtype=object),
+            "label": np.zeros(1, np.int32),
+        }
+    ]
     again = np.concatenate([b["features"] for b in ops.apply(fitted, unseen, 0, 10)])
     np.testing.assert_array_equal(again, [[1, 0, 2]])
 
@@ -90,8 +99,7 @@ def test_lookup_maps_train_vocabulary_to_ids_and_unseen_to_zero():
 def test_one_hot_has_a_column_per_seen_value_plus_unseen():
     fitted, out = run([op(one_hot=pb.OneHotOp(min_count=2))], categorical_batches())
     # column 0 keeps only "red" (seen twice), column 1 only "s": widths 2 + 2, after the 1 numeric column
-    np.testing.assert_array_equal(out["features"], [[1, 0, 1, 0, 1], [1, 1, 0, 1, 0], [1, 0, 1, 0, 1],
-                                                    [1, 1, 0, 1, 0]])
+    np.testing.assert_array_equal(out["features"], [[1, 0, 1, 0, 1], [1, 1, 0, 1, 0], [1, 0, 1, 0, 1], [1, 1, 0, 1, 0]])
 
 
 def test_vectorize_text_modes_and_vocabulary_from_the_given_rows():
@@ -113,6 +121,7 @@ def test_vectorize_text_modes_and_vocabulary_from_the_given_rows():
 
 def test_resize_matches_tensorflow_and_grayscale_uses_luma():
     import tensorflow as tf
+
     images = np.random.default_rng(0).integers(0, 255, (2, 5, 7, 3)).astype(np.float32)
     ours = resize_bilinear(images, 8, 3)
     theirs = tf.image.resize(images, (8, 3), method="bilinear").numpy()
@@ -123,30 +132,36 @@ def test_resize_matches_tensorflow_and_grayscale_uses_luma():
     assert out["image"].shape == (2, 5, 7, 1) and np.abs(out["image"].astype(int) - expected).max() <= 1
 
 
-@pytest.mark.parametrize("augment", [
-    op(random_flip=pb.RandomFlipOp(mode="both", seed=3)),
-    op(random_rotation=pb.RandomRotationOp(max_degrees=90, seed=3)),
-    op(random_brightness=pb.RandomBrightnessOp(max_delta=0.5, seed=3)),
-])
+@pytest.mark.parametrize(
+    "augment",
+    [
+        op(random_flip=pb.RandomFlipOp(mode="both", seed=3)),
+        op(random_rotation=pb.RandomRotationOp(max_degrees=90, seed=3)),
+        op(random_brightness=pb.RandomBrightnessOp(max_delta=0.5, seed=3)),
+    ],
+)
 def test_augmentations_are_seeded_fresh_each_epoch_and_train_only(augment):
     images = np.random.default_rng(1).integers(0, 255, (64, 6, 6, 1)).astype(np.uint8)
     batches = [{"image": images, "label": np.arange(64, dtype=np.int32)}]
 
     def epoch(n, training=True):
         return np.concatenate([b["image"] for b in ops.apply([augment], iter(batches), n, 16, training)])
+
     first = epoch(0)
     assert first.shape == images.shape and first.dtype == np.uint8
     assert not np.array_equal(first, images)
-    np.testing.assert_array_equal(first, epoch(0))        # seeded
-    assert not np.array_equal(first, epoch(1))            # drawn afresh each epoch
+    np.testing.assert_array_equal(first, epoch(0))  # seeded
+    assert not np.array_equal(first, epoch(1))  # drawn afresh each epoch
     np.testing.assert_array_equal(epoch(0, training=False), images)  # never outside TRAIN
 
 
 def test_fit_skips_augmentation_and_shuffle_but_sees_earlier_deterministic_ops():
     x = np.arange(20, dtype=np.float32).reshape(10, 2)
     batches = [{"features": x, "label": np.zeros(10, np.int32)}]
-    fitted, _ = ops.fit([op(shuffle=pb.ShuffleOp(buffer=4)), op(min_max=pb.MinMaxOp()),
-                         op(standardize=pb.StandardizeOp())], lambda: iter(batches))
+    fitted, _ = ops.fit(
+        [op(shuffle=pb.ShuffleOp(buffer=4)), op(min_max=pb.MinMaxOp()), op(standardize=pb.StandardizeOp())],
+        lambda: iter(batches),
+    )
     np.testing.assert_allclose(fitted_value(fitted[2], "mean"), [0.5, 0.5])  # fitted on min_max's output
 
 
@@ -157,9 +172,13 @@ def test_output_fields_predict_the_processed_batches():
     predicted = ops.output_fields(schema, fitted)
     assert predicted == {"features": ("float32", [out["features"].shape[1]]), "label": ("int32", [])}
     images = {"image": ("uint8", [8, 8, 3]), "label": ("int32", [])}
-    assert ops.output_fields(images, [op(resize=pb.ResizeOp(height=4, width=5)), op(grayscale=pb.GrayscaleOp())]) \
-        == {"image": ("uint8", [4, 5, 1]), "label": ("int32", [])}
+    assert ops.output_fields(images, [op(resize=pb.ResizeOp(height=4, width=5)), op(grayscale=pb.GrayscaleOp())]) == {
+        "image": ("uint8", [4, 5, 1]),
+        "label": ("int32", []),
+    }
     texts = [{"text": np.array([b"a b", b"b c"], dtype=object), "label": np.zeros(2, np.int32)}]
     fitted, out = run([op(vectorize_text=pb.VectorizeTextOp(mode="multi_hot"))], texts)
-    assert ops.output_fields({"text": ("string", []), "label": ("int32", [])}, fitted)["features"] == \
-        ("float32", [out["features"].shape[1]])
+    assert ops.output_fields({"text": ("string", []), "label": ("int32", [])}, fitted)["features"] == (
+        "float32",
+        [out["features"].shape[1]],
+    )

@@ -1,5 +1,6 @@
 """The vendored standard protos: protos/grpc/health/v1/health.proto is the health service every
 port answers, the same contract as the grpcio-health-checking stubs the Python side uses."""
+
 import os
 import subprocess
 import sys
@@ -13,14 +14,22 @@ HEALTH = os.path.join(ROOT, "protos", "grpc", "health", "v1", "health.proto")
 
 def shape(file: descriptor_pb2.FileDescriptorProto) -> dict:
     """Package, messages (fields: name, number, type, label, type name, nested enums) and methods."""
+
     def message(m):
-        return {"fields": [(f.name, f.number, f.type, f.label, f.type_name) for f in m.field],
-                "enums": {e.name: [(v.name, v.number) for v in e.value] for e in m.enum_type},
-                "nested": {n.name: message(n) for n in m.nested_type}}
-    return {"package": file.package,
-            "messages": {m.name: message(m) for m in file.message_type},
-            "methods": {s.name: sorted((r.name, r.input_type, r.output_type, r.server_streaming) for r in s.method)
-                        for s in file.service}}
+        return {
+            "fields": [(f.name, f.number, f.type, f.label, f.type_name) for f in m.field],
+            "enums": {e.name: [(v.name, v.number) for v in e.value] for e in m.enum_type},
+            "nested": {n.name: message(n) for n in m.nested_type},
+        }
+
+    return {
+        "package": file.package,
+        "messages": {m.name: message(m) for m in file.message_type},
+        "methods": {
+            s.name: sorted((r.name, r.input_type, r.output_type, r.server_streaming) for r in s.method)
+            for s in file.service
+        },
+    }
 
 
 def test_the_vendored_health_proto_keeps_its_licence_header():
@@ -31,8 +40,17 @@ def test_the_vendored_health_proto_keeps_its_licence_header():
 
 def test_the_vendored_health_proto_matches_the_served_health_service(tmp_path):
     out = tmp_path / "health.pb"
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{os.path.join(ROOT, 'protos')}",
-                    f"--descriptor_set_out={out}", "grpc/health/v1/health.proto"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{os.path.join(ROOT, 'protos')}",
+            f"--descriptor_set_out={out}",
+            "grpc/health/v1/health.proto",
+        ],
+        check=True,
+    )
     vendored = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file[0]
     served = descriptor_pb2.FileDescriptorProto()
     health_pb2.DESCRIPTOR.CopyToProto(served)

@@ -1,6 +1,7 @@
 """docs/pipeline-reference.md and docs/configuration.md's table are generated from the single source
 (the proto comments, the spec package, cookline.settings) by tests/support/reference_docs.py, and are
 not stale; every environment variable the code reads is declared in cookline.settings."""
+
 import os
 import re
 
@@ -21,6 +22,7 @@ def test_the_generated_docs_are_not_stale():
 def test_the_pipeline_reference_covers_every_field_and_component():
     from cookline import spec
     from cookline.v1 import pipeline_pb2
+
     text = reference_docs.render_pipeline()
     for message in (pipeline_pb2.PipelineSpec, pipeline_pb2.CollectSpec, pipeline_pb2.TrainSpec, pipeline_pb2.Op):
         for field in message.DESCRIPTOR.fields:

@@ -1,4 +1,5 @@
 """The gateway's run store: gap-free event logs, persisted, and watchers that always get the end."""
+
 import threading
 
 import pytest

@@ -1,5 +1,6 @@
 """The spec package (cookline.spec): declarative rules, offline checks, the validate command.
 No server process is started here."""
+
 import json
 import os
 import subprocess
@@ -28,10 +29,11 @@ def error_of(call, *args) -> spec.SpecError:
 
 
 def test_the_package_imports_no_service_gateway_tensorflow_or_grpc_server():
-    for module, banned in (("cookline.spec", "'services', 'gateway', 'tensorflow', 'keras', 'grpc'"),
-                           ("cookline.cli", "'services', 'gateway', 'tensorflow', 'keras'")):
-        code = (f"import sys, {module}; "
-                f"print([m for m in sys.modules if m.split('.')[0] in ({banned})])")
+    for module, banned in (
+        ("cookline.spec", "'services', 'gateway', 'tensorflow', 'keras', 'grpc'"),
+        ("cookline.cli", "'services', 'gateway', 'tensorflow', 'keras'"),
+    ):
+        code = f"import sys, {module}; print([m for m in sys.modules if m.split('.')[0] in ({banned})])"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
         assert out.strip() == "[]", module
 
@@ -79,8 +81,19 @@ def test_every_builtin_is_declared():
     described = spec.describe()
     assert [s["name"] for s in described["sources"]] == ["csv", "text-csv", "image-folder", "voc", "npz"]
     assert [o["name"] for o in described["ops"]] == [
-        "standardize", "min_max", "fill_missing", "one_hot", "lookup", "resize", "grayscale", "random_flip",
-        "random_rotation", "random_brightness", "vectorize_text", "shuffle"]
+        "standardize",
+        "min_max",
+        "fill_missing",
+        "one_hot",
+        "lookup",
+        "resize",
+        "grayscale",
+        "random_flip",
+        "random_rotation",
+        "random_brightness",
+        "vectorize_text",
+        "shuffle",
+    ]
     assert [m["name"] for m in described["models"]] == ["mlp", "linear", "cnn", "mobilenet_v2", "text"]
     json.dumps(described)  # JSON-able, for docs and listings
     # every op message field is a declared parameter, and the reverse
@@ -104,16 +117,20 @@ def test_every_builtin_is_declared():
 
 def test_op_settings_have_their_defaults():
     assert spec_ops.resolve(pb.Op(shuffle=pb.ShuffleOp())) == {"buffer": 1000, "seed": 0}
-    assert spec_ops.resolve(pb.Op(vectorize_text=pb.VectorizeTextOp(mode="int"))) == \
-        {"max_tokens": 10_000, "mode": "int", "sequence_length": 64}
+    assert spec_ops.resolve(pb.Op(vectorize_text=pb.VectorizeTextOp(mode="int"))) == {
+        "max_tokens": 10_000,
+        "mode": "int",
+        "sequence_length": 64,
+    }
     err = error_of(spec_ops.validate, [pb.Op(standardize=pb.StandardizeOp()), pb.Op(resize=pb.ResizeOp(width=3))])
     assert str(err) == "process[1].resize.height: 0 is not in [1, 4096]"
     assert err.field == "process[1].resize.height"
 
 
 def test_validate_checks_a_message_as_parse_checks_a_file():
-    message = pb.PipelineSpec(name="t", collect=pb.CollectSpec(source="/x.csv", label="y"),
-                              train=pb.TrainSpec(model="cnn"))
+    message = pb.PipelineSpec(
+        name="t", collect=pb.CollectSpec(source="/x.csv", label="y"), train=pb.TrainSpec(model="cnn")
+    )
     resolved = spec.validate(message)
     assert list(resolved.train.conv_filters) == [16, 32] and resolved.train.epochs == 10
     assert resolved.collect.source == "/x.csv"  # a message's source is left as given
@@ -126,13 +143,16 @@ def test_validate_checks_a_message_as_parse_checks_a_file():
     assert "evaluate.deploy_if_at_least: 1.5 is not in (0, 1]" in str(error_of(spec.validate, message))
 
 
-@pytest.mark.parametrize("collect, message", [
-    (pb.CollectSpec(source="d", format="image-folder", color="sepia"), "collect.color: 'sepia' is not one of"),
-    (pb.CollectSpec(source="d", format="voc", image_size=[8]), "collect.image_size: [8] is not [height, width]"),
-    (pb.CollectSpec(source="d", format="npz", numeric_label=True), "collect.numeric_label: only for csv sources"),
-    (pb.CollectSpec(source="d.csv", label="y", missing="skip"), "collect.missing: 'skip' is not one of error"),
-    (pb.CollectSpec(source="d", format="parquet"), "collect.format: 'parquet' is not supported"),
-])
+@pytest.mark.parametrize(
+    "collect, message",
+    [
+        (pb.CollectSpec(source="d", format="image-folder", color="sepia"), "collect.color: 'sepia' is not one of"),
+        (pb.CollectSpec(source="d", format="voc", image_size=[8]), "collect.image_size: [8] is not [height, width]"),
+        (pb.CollectSpec(source="d", format="npz", numeric_label=True), "collect.numeric_label: only for csv sources"),
+        (pb.CollectSpec(source="d.csv", label="y", missing="skip"), "collect.missing: 'skip' is not one of error"),
+        (pb.CollectSpec(source="d", format="parquet"), "collect.format: 'parquet' is not supported"),
+    ],
+)
 def test_collect_rules(collect, message):
     assert message in str(error_of(sources.check, collect))
 
@@ -144,8 +164,10 @@ def test_names_follow_one_rule():
 
 
 def test_the_rpc_layer_maps_a_spec_error_to_invalid_argument():
-    assert status_of(spec.SpecError("train.epochs: 0 is not in [1, 10000]")) == \
-        (grpc.StatusCode.INVALID_ARGUMENT, "train.epochs: 0 is not in [1, 10000]")
+    assert status_of(spec.SpecError("train.epochs: 0 is not in [1, 10000]")) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "train.epochs: 0 is not in [1, 10000]",
+    )
 
 
 def test_one_chan_merge_matches_numpy():
@@ -183,7 +205,7 @@ def test_every_example_validates():
             assert cli.main(["validate", os.path.join(ROOT, "examples", name)]) == 0, name
 
 
-PLUGIN_CHECKS = r'''
+PLUGIN_CHECKS = r"""
 import sys
 from importlib import metadata
 sys.path.insert(0, sys.argv[1])
@@ -233,18 +255,33 @@ message.train.ClearField("params")
 message.collect.params.update({"x": 1})
 assert error(message=message) == "collect.params: only for plugin sources, not 'csv'"
 print("ok")
-'''
+"""
 
 
 def test_plugins_register_validate_like_builtins_and_report_what_fails():
     """In a fresh interpreter (plugins join process-wide registries): the example package's
     declarations, registered from entry points, check a pipeline like built-ins do."""
     package = os.path.join(ROOT, "examples", "plugins")
-    done = subprocess.run([sys.executable, "-c", PLUGIN_CHECKS, package, os.path.join(package, "iris-jsonl.yaml")],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", PLUGIN_CHECKS, package, os.path.join(package, "iris-jsonl.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
-@pytest.mark.parametrize("value, ok", [("iris", ("iris", "")), ("iris@3f2a09", ("iris", "3f2a09")),
-                                      ("Iris", None), ("iris@", None), ("iris@xyz", None), ("../x", None)])
+
+
+@pytest.mark.parametrize(
+    "value, ok",
+    [
+        ("iris", ("iris", "")),
+        ("iris@3f2a09", ("iris", "3f2a09")),
+        ("Iris", None),
+        ("iris@", None),
+        ("iris@xyz", None),
+        ("../x", None),
+    ],
+)
 def test_collect_dataset_is_name_at_optional_version(value, ok):
     if ok:
         assert spec.dataset_ref(value) == ok
@@ -256,8 +293,12 @@ def test_collect_dataset_is_name_at_optional_version(value, ok):
 
 
 def test_collect_dataset_stands_alone():
-    err = error_of(spec.validate, pb.PipelineSpec(
-        name="t", collect=pb.CollectSpec(dataset="iris", source="x.csv"), train=pb.TrainSpec(model="mlp")))
+    err = error_of(
+        spec.validate,
+        pb.PipelineSpec(
+            name="t", collect=pb.CollectSpec(dataset="iris", source="x.csv"), train=pb.TrainSpec(model="mlp")
+        ),
+    )
     assert err.field == "collect.source" and "not allowed with collect.dataset" in err.message
 
 

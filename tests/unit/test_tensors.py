@@ -1,7 +1,9 @@
 """Tensor codec: round trips for every dtype and shape, zero-copy decode, clear errors."""
+
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from cookline import tensors
@@ -54,12 +56,18 @@ def test_scalar_and_empty_shapes():
     assert empty.shape == (0, 4) and empty.dtype == np.int32
 
 
-@pytest.mark.parametrize("tensor, message", [
-    (tensor_pb2.Tensor(dtype=tensor_pb2.DATA_TYPE_FLOAT32, shape=[2, 2], content=b"\0" * 12), "needs 16 bytes, got 12"),
-    (tensor_pb2.Tensor(dtype=tensor_pb2.DATA_TYPE_UNSPECIFIED, shape=[1]), "unsupported dtype"),
-    (tensor_pb2.Tensor(dtype=tensor_pb2.DATA_TYPE_INT32, shape=[-1], content=b""), "negative dimension"),
-    (tensor_pb2.Tensor(dtype=tensor_pb2.DATA_TYPE_STRING, shape=[3], string_values=[b"a"]), "needs 3 strings"),
-])
+@pytest.mark.parametrize(
+    "tensor, message",
+    [
+        (
+            tensor_pb2.Tensor(dtype=tensor_pb2.DATA_TYPE_FLOAT32, shape=[2, 2], content=b"\0" * 12),
+            "needs 16 bytes, got 12",
+        ),
+        (tensor_pb2.Tensor(dtype=tensor_pb2.DATA_TYPE_UNSPECIFIED, shape=[1]), "unsupported dtype"),
+        (tensor_pb2.Tensor(dtype=tensor_pb2.DATA_TYPE_INT32, shape=[-1], content=b""), "negative dimension"),
+        (tensor_pb2.Tensor(dtype=tensor_pb2.DATA_TYPE_STRING, shape=[3], string_values=[b"a"]), "needs 3 strings"),
+    ],
+)
 def test_malformed_tensors_are_rejected(tensor, message):
     with pytest.raises(tensors.TensorError, match=message):
         tensors.to_numpy(tensor)
@@ -76,9 +84,14 @@ def test_batch_round_trip():
 
 def test_encode_batch_is_the_wire_format_of_the_generated_messages():
     from cookline.v1 import collect_pb2
-    arrays = {"features": np.arange(12, dtype=np.float32).reshape(3, 4), "label": np.array([1, 0, 2], np.int32),
-              "text": np.array([b"a", b"", "\u00e9".encode()], dtype=object), "empty": np.zeros((3, 0), np.uint8),
-              "big": np.arange(3 * 70000, dtype=np.int64).reshape(3, 70000)}
+
+    arrays = {
+        "features": np.arange(12, dtype=np.float32).reshape(3, 4),
+        "label": np.array([1, 0, 2], np.int32),
+        "text": np.array([b"a", b"", "\u00e9".encode()], dtype=object),
+        "empty": np.zeros((3, 0), np.uint8),
+        "big": np.arange(3 * 70000, dtype=np.int64).reshape(3, 70000),
+    }
     for sequence in (0, 1, 300):
         outer = collect_pb2.ReadDatasetResponse.FromString(tensors.encode_batch(arrays, sequence))
         bare = tensors.tensor_pb2.TensorBatch.FromString(tensors.encode_batch(arrays, sequence, field=None))
@@ -87,12 +100,19 @@ def test_encode_batch_is_the_wire_format_of_the_generated_messages():
 
 
 def test_decode_batch_views_the_bytes_of_any_encoder():
-    arrays = {"features": np.arange(12, dtype=np.float32).reshape(3, 4), "label": np.array([1, 0, 2], np.int32),
-              "text": np.array([b"a", b"", b"xyz"], dtype=object), "empty": np.zeros((3, 0), np.uint8),
-              "scalarish": np.arange(3, dtype=np.int64)}
+    arrays = {
+        "features": np.arange(12, dtype=np.float32).reshape(3, 4),
+        "label": np.array([1, 0, 2], np.int32),
+        "text": np.array([b"a", b"", b"xyz"], dtype=object),
+        "empty": np.zeros((3, 0), np.uint8),
+        "scalarish": np.arange(3, dtype=np.int64),
+    }
     from cookline.v1 import process_pb2
-    for data in (tensors.encode_batch(arrays, 7),
-                 process_pb2.ProcessResponse(batch=tensors.batch_from_numpy(arrays, 7)).SerializeToString()):
+
+    for data in (
+        tensors.encode_batch(arrays, 7),
+        process_pb2.ProcessResponse(batch=tensors.batch_from_numpy(arrays, 7)).SerializeToString(),
+    ):
         decoded, sequence = tensors.decode_batch(data)
         assert sequence == 7 and set(decoded) == set(arrays)
         for name, array in arrays.items():

@@ -1,5 +1,6 @@
 """Warm models (services/train/warm.py): a run of an architecture trained before reuses that model's
 traced train step, and trains exactly as a freshly built model would."""
+
 import numpy as np
 import pytest
 
@@ -87,4 +88,3 @@ def test_the_pool_keeps_at_most_its_size_least_recently_used_out_first(monkeypat
         monkeypatch.setenv("COOKLINE_TRAIN_WARM_MODELS", bad)
         with pytest.raises(ValueError, match="COOKLINE_TRAIN_WARM_MODELS"):
             warm.WarmModels()
-

@@ -1,8 +1,9 @@
 """gRPC channels to cookline services, all made the same way."""
+
 from __future__ import annotations
 
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -10,8 +11,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cookline import config
 
 
-class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-                   grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+class _BearerToken(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
     """Adds `authorization: Bearer <token>` to every call of a channel."""
 
     def __init__(self, token: str):
@@ -61,8 +66,7 @@ def channel(service: str, env: Mapping[str, str] | None = None, target: str | No
     return grpc.intercept_channel(raw, _BearerToken(token)) if token else raw
 
 
-def wait_healthy(target: str, timeout: float = 60.0, service: str = "",
-                 env: Mapping[str, str] | None = None) -> None:
+def wait_healthy(target: str, timeout: float = 60.0, service: str = "", env: Mapping[str, str] | None = None) -> None:
     """Blocks until the gRPC health service at `target` answers SERVING (over TLS when the
     environment's COOKLINE_TLS_CA is set).
 
@@ -78,8 +82,9 @@ def wait_healthy(target: str, timeout: float = 60.0, service: str = "",
             try:
                 # wait_for_ready: the call itself waits for the connection. (channel_ready_future
                 # would leave grpc's connectivity-polling thread running into the channel's close.)
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=min(remaining, 5),
-                                   wait_for_ready=True)
+                reply = stub.Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=min(remaining, 5), wait_for_ready=True
+                )
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.RpcError:

@@ -1,4 +1,5 @@
 """The `cookline` command: up, health, validate, upload, run, predict, report. Never imports TensorFlow."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,12 +15,11 @@ import yaml
 from google.protobuf import json_format
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                           TransferSpeedColumn)
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from cookline import channels, config
-from cookline.spec.sources import is_number
 from cookline.client import TERMINAL, Client
+from cookline.spec.sources import is_number
 from cookline.v1 import data_pb2, gateway_pb2, pipeline_pb2
 
 console = Console(stderr=True, soft_wrap=True)  # long paths and messages stay on one line (copy-pasteable)
@@ -36,6 +36,7 @@ HTTP_PORTS = {"serve": "OIP v2 REST", "gateway": "dashboard"}
 
 def cmd_up(args) -> int:
     from cookline.stack import MODULES, Stack
+
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
@@ -80,10 +81,14 @@ def cmd_health(args) -> int:
 def plugin_lines(service: str) -> list[str]:
     """`cookline health --verbose`: the plugins a service loaded (its ListPlugins), one per line."""
     from cookline.v1 import plugins_pb2, plugins_pb2_grpc
+
     with channels.channel(service) as channel:
         try:
-            found = plugins_pb2_grpc.PluginServiceStub(channel).ListPlugins(plugins_pb2.ListPluginsRequest(),
-                                                                            timeout=10).plugins
+            found = (
+                plugins_pb2_grpc.PluginServiceStub(channel)
+                .ListPlugins(plugins_pb2.ListPluginsRequest(), timeout=10)
+                .plugins
+            )
         except grpc.RpcError as exc:
             return [f"plugins: cannot list ({exc.code().name}: {exc.details()})"]
     if not found:
@@ -99,6 +104,7 @@ def plugin_lines(service: str) -> list[str]:
 def cmd_validate(args) -> int:
     """Checks a pipeline file offline, with the rules the gateway applies (cookline.spec)."""
     from cookline import spec
+
     try:
         with open(args.file, encoding="utf-8") as f:
             text = f.read()
@@ -123,16 +129,22 @@ def validate_summary(pipeline) -> list[str]:
     collect, train = pipeline.collect, pipeline.train
     label = f", label {collect.label}" if collect.label else ""
     from cookline.spec.ops import kind_of
+
     ops = ", ".join(kind_of(op) for op in pipeline.process) or "none"
-    split = ", ".join(f"{k} {getattr(pipeline.split, k):g}" for k in ("validation", "test")
-                      if getattr(pipeline.split, k)) or "none"
-    return [f"{pipeline.name}: valid",
-            f"  collect  stored dataset {collect.dataset}" if collect.dataset else
-            f"  collect  {collect.format or 'csv'} {collect.source}{label}",
-            f"  process  {ops}",
-            f"  split    {split}",
-            f"  train    {train.model}, {train.epochs} epochs, batch {train.batch_size}, "
-            f"{train.optimizer} at {train.learning_rate:g}"]
+    split = (
+        ", ".join(f"{k} {getattr(pipeline.split, k):g}" for k in ("validation", "test") if getattr(pipeline.split, k))
+        or "none"
+    )
+    return [
+        f"{pipeline.name}: valid",
+        f"  collect  stored dataset {collect.dataset}"
+        if collect.dataset
+        else f"  collect  {collect.format or 'csv'} {collect.source}{label}",
+        f"  process  {ops}",
+        f"  split    {split}",
+        f"  train    {train.model}, {train.epochs} epochs, batch {train.batch_size}, "
+        f"{train.optimizer} at {train.learning_rate:g}",
+    ]
 
 
 def _metrics_line(metrics) -> str:
@@ -141,17 +153,29 @@ def _metrics_line(metrics) -> str:
 
 def _upload_bar(client: Client, path: str, name: str, source) -> data_pb2.DatasetInfo:
     """Uploads with a progress bar on stderr; returns the published dataset version."""
-    with Progress(TextColumn("uploading {task.description}"), BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), console=console) as bars:
+    with Progress(
+        TextColumn("uploading {task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+    ) as bars:
         task = bars.add_task(name, total=None)
-        return client.upload(path, name, source, progress=lambda sent, total: bars.update(task, completed=sent,
-                                                                                              total=total))
+        return client.upload(
+            path, name, source, progress=lambda sent, total: bars.update(task, completed=sent, total=total)
+        )
 
 
 def cmd_upload(args) -> int:
     source = pipeline_pb2.CollectSpec(
-        format=args.format or _guess_format(args.path), label=args.label or "", categorical=args.categorical,
-        no_header=args.no_header, columns=args.columns, numeric_label=args.numeric_label, color=args.color or "")
+        format=args.format or _guess_format(args.path),
+        label=args.label or "",
+        categorical=args.categorical,
+        no_header=args.no_header,
+        columns=args.columns,
+        numeric_label=args.numeric_label,
+        color=args.color or "",
+    )
     if args.image_size:
         source.image_size.extend(args.image_size)
     with Client(gateway=args.gateway) as client:
@@ -162,8 +186,10 @@ def cmd_upload(args) -> int:
             return 2
         except grpc.RpcError as exc:
             return _fail(exc)
-    console.print(f"dataset {info.ref.name}@{info.ref.version}: {info.num_rows} rows ({info.format}); "
-                  f"train on it with collect: {{dataset: {info.ref.name}@{info.ref.version}}}")
+    console.print(
+        f"dataset {info.ref.name}@{info.ref.version}: {info.num_rows} rows ({info.format}); "
+        f"train on it with collect: {{dataset: {info.ref.name}@{info.ref.version}}}"
+    )
     print(f"{info.ref.name}@{info.ref.version}")
     return 0
 
@@ -200,12 +226,16 @@ def _submit_uploading(client: Client, args):
         try:
             return client.submit_file(args.file)
         except grpc.RpcError as exc:
-            retry = exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED) \
-                and "collect.source" in (exc.details() or "")
+            retry = exc.code() in (
+                grpc.StatusCode.NOT_FOUND,
+                grpc.StatusCode.PERMISSION_DENIED,
+            ) and "collect.source" in (exc.details() or "")
             if args.upload == "never" or not retry or _local_source(args.file) is None:
                 raise
-            console.print(f"the gateway cannot read collect.source ({exc.code().name}: {escape(exc.details() or '')}); "
-                          "uploading it")
+            console.print(
+                f"the gateway cannot read collect.source ({exc.code().name}: {escape(exc.details() or '')}); "
+                "uploading it"
+            )
     found = _local_source(args.file)
     if found is None:
         return client.submit_file(args.file)
@@ -234,16 +264,24 @@ def cmd_run(args) -> int:
             return _fail(exc)
         console.print(f"run [bold]{run.run_id}[/bold] ({escape(run.pipeline.name)}) submitted")
         final = None
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                      TimeRemainingColumn(), console=console, disable=args.output == "json") as bars:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=args.output == "json",
+        ) as bars:
             epochs = None
             try:
                 for event in client.watch(run.run_id):
                     kind = event.WhichOneof("event")
                     if kind == "stage":
                         mark = "[green]✓[/green]" if event.stage.finished else "→"
-                        bars.console.print(f"{mark} {gateway_pb2.Stage.Name(event.stage.stage)[6:].lower():8} "
-                                           f"{escape(event.stage.message)}")
+                        bars.console.print(
+                            f"{mark} {gateway_pb2.Stage.Name(event.stage.stage)[6:].lower():8} "
+                            f"{escape(event.stage.message)}"
+                        )
                     elif kind == "train":
                         p = event.train
                         if epochs is None:
@@ -266,14 +304,19 @@ def cmd_run(args) -> int:
     if args.output == "json":
         print(json_format.MessageToJson(final, preserving_proto_field_name=True, indent=None))
     elif final.state == gateway_pb2.RUN_STATE_SUCCEEDED:
-        console.print(f"[green]SUCCEEDED[/green] model {escape(final.model.name)} version {final.model.version}: "
-                      f"{_metrics_line(final.metrics)}")
+        console.print(
+            f"[green]SUCCEEDED[/green] model {escape(final.model.name)} version {final.model.version}: "
+            f"{_metrics_line(final.metrics)}"
+        )
         if final.HasField("evaluation"):
-            console.print(f"  held-out evaluation ({final.evaluation.rows} rows): "
-                          f"{_metrics_line(final.evaluation.metrics)}")
+            console.print(
+                f"  held-out evaluation ({final.evaluation.rows} rows): {_metrics_line(final.evaluation.metrics)}"
+            )
         console.print(f"  {escape(final.deploy_decision)}")
     else:
-        console.print(f"[red]{gateway_pb2.RunState.Name(final.state).removeprefix('RUN_STATE_')}[/red] {escape(final.reason)}")
+        console.print(
+            f"[red]{gateway_pb2.RunState.Name(final.state).removeprefix('RUN_STATE_')}[/red] {escape(final.reason)}"
+        )
     return 0 if final.state == gateway_pb2.RUN_STATE_SUCCEEDED else 1
 
 
@@ -339,8 +382,9 @@ def _image_files(paths: list[str]) -> list[str]:
     files = []
     for path in paths:
         if os.path.isdir(path):
-            found = sorted(os.path.join(d, f) for d, _, names in os.walk(path) for f in names
-                           if f.lower().endswith(IMAGE_SUFFIXES))
+            found = sorted(
+                os.path.join(d, f) for d, _, names in os.walk(path) for f in names if f.lower().endswith(IMAGE_SUFFIXES)
+            )
             if not found:
                 raise ValueError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)})")
             files += found
@@ -360,7 +404,7 @@ def _read_images(files: list[str]) -> list[bytes]:
 def cmd_predict(args) -> int:
     given = [flag for flag, value in (("--input", args.input), ("--image", args.image), ("--text", args.text)) if value]
     if len(given) != 1:
-        console.print("[red]error[/red] give one of --input rows.csv, --image FILE... or --text \"a sentence\"...")
+        console.print('[red]error[/red] give one of --input rows.csv, --image FILE... or --text "a sentence"...')
         return 2
     sources: list[str] = []
     with Client(serve=args.serve) as client:
@@ -406,12 +450,15 @@ def cmd_predict(args) -> int:
 
 def cmd_report(args) -> int:
     from cookline import report  # matplotlib loads only for this command
+
     with Client(gateway=args.gateway) as client:
         try:
             run = client.get_run(args.run)
             if run.state not in TERMINAL:
-                console.print(f"[red]error[/red] run {escape(args.run)} is {gateway_pb2.RunState.Name(run.state)[10:]}; "
-                              "report it once it has ended")
+                console.print(
+                    f"[red]error[/red] run {escape(args.run)} is {gateway_pb2.RunState.Name(run.state)[10:]}; "
+                    "report it once it has ended"
+                )
                 return 2
             events = list(client.watch(args.run))
         except grpc.RpcError as exc:
@@ -439,47 +486,71 @@ def main(argv=None) -> int:
 
     run = sub.add_parser("run", help="submit a pipeline file, show its progress, print its metrics")
     run.add_argument("file", help="the pipeline file (YAML)")
-    run.add_argument("--output", choices=["text", "json"], default="text",
-                     help="json: print the final run record as one JSON object")
+    run.add_argument(
+        "--output", choices=["text", "json"], default="text", help="json: print the final run record as one JSON object"
+    )
     run.add_argument("--gateway", help="gateway host:port (default COOKLINE_GATEWAY_ADDR or localhost:50050)")
-    run.add_argument("--upload", choices=["auto", "always", "never"], default="auto",
-                     help="upload a local collect.source: auto (default) when the gateway answers that it cannot "
-                          "read it and it is on this machine; always; never")
+    run.add_argument(
+        "--upload",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="upload a local collect.source: auto (default) when the gateway answers that it cannot "
+        "read it and it is on this machine; always; never",
+    )
     run.set_defaults(func=cmd_run)
 
     upload = sub.add_parser("upload", help="upload a local CSV, text CSV, NPZ or image folder as a dataset")
     upload.add_argument("path", help="the file (csv, text-csv, npz) or folder (image-folder, voc)")
     upload.add_argument("--name", required=True, help="dataset name; pipelines train on it with collect.dataset")
-    upload.add_argument("--format", choices=["csv", "text-csv", "image-folder", "voc", "npz"],
-                        help="default: image-folder for a folder, npz for *.npz, else csv")
+    upload.add_argument(
+        "--format",
+        choices=["csv", "text-csv", "image-folder", "voc", "npz"],
+        help="default: image-folder for a folder, npz for *.npz, else csv",
+    )
     upload.add_argument("--label", help="csv: the label column (required); npz: the label array (default label)")
-    upload.add_argument("--categorical", action="append", default=[], metavar="COLUMN",
-                        help="csv: a column of category strings (repeat for several)")
+    upload.add_argument(
+        "--categorical",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="csv: a column of category strings (repeat for several)",
+    )
     upload.add_argument("--no-header", action="store_true", help="csv: the file has no header row")
     upload.add_argument("--columns", nargs="+", default=[], help="csv with --no-header: the column names")
     upload.add_argument("--numeric-label", action="store_true", help="csv: the label is a number (regression)")
-    upload.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
-                        help="image-folder, voc: resize every image at ingest")
+    upload.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        metavar=("HEIGHT", "WIDTH"),
+        help="image-folder, voc: resize every image at ingest",
+    )
     upload.add_argument("--color", choices=["grayscale", "rgb"], help="image-folder, voc: channels")
     upload.add_argument("--gateway", help="gateway host:port (default COOKLINE_GATEWAY_ADDR or localhost:50050)")
     upload.set_defaults(func=cmd_upload)
 
     validate = sub.add_parser("validate", help="check a pipeline file offline (no stack needed)")
     validate.add_argument("file", help="the pipeline file (YAML)")
-    validate.add_argument("--output", choices=["text", "json"], default="text",
-                          help="json: print the checked pipeline, defaults filled in, as one JSON object")
+    validate.add_argument(
+        "--output",
+        choices=["text", "json"],
+        default="text",
+        help="json: print the checked pipeline, defaults filled in, as one JSON object",
+    )
     validate.set_defaults(func=cmd_validate)
 
     predict = sub.add_parser("predict", help="predict with a served model: rows of a CSV, image files or sentences")
     predict.add_argument("model", help="model name (the pipeline's name)")
     predict.add_argument("--input", help="CSV with a header and the model's columns (numbers, categories, text)")
-    predict.add_argument("--image", nargs="+", metavar="FILE",
-                         help="image files (PNG, JPEG, GIF, BMP) or folders of them")
+    predict.add_argument(
+        "--image", nargs="+", metavar="FILE", help="image files (PNG, JPEG, GIF, BMP) or folders of them"
+    )
     predict.add_argument("--text", nargs="+", metavar="TEXT", help="sentences, one prediction each")
     predict.add_argument("--version", type=int, default=0, help="model version (default: the deployed one)")
     predict.add_argument("--stream", action="store_true", help="use the bidirectional PredictStream RPC")
-    predict.add_argument("--output", choices=["text", "json"], default="text",
-                         help="json: one JSON object per row with label and scores")
+    predict.add_argument(
+        "--output", choices=["text", "json"], default="text", help="json: one JSON object per row with label and scores"
+    )
     predict.add_argument("--serve", help="serve host:port (default COOKLINE_SERVE_ADDR or localhost:50054)")
     predict.set_defaults(func=cmd_predict)
 

@@ -1,26 +1,37 @@
 """A thin Python client of a cookline stack. Needs grpcio and numpy, never TensorFlow.
 
-    from cookline.client import Client
-    client = Client()                           # COOKLINE_GATEWAY_ADDR / COOKLINE_SERVE_ADDR
-    run = client.submit(open("iris.yaml").read(), base_dir=".")
-    for event in client.watch(run.run_id): ...
-    client.predict("iris", [[5.1, 3.5, 1.4, 0.2]])   # -> [{"label": "setosa", "scores": {...}}]
-    client.predict("reviews", {"text": ["a great film"]})           # raw inputs by name
-    client.predict("digits", {"image": [open("7.png", "rb").read()]})
-    client.upload("iris.csv", "iris", CollectSpec(label="species"))   # -> DatasetInfo (iris@<version>)
+from cookline.client import Client
+client = Client()                           # COOKLINE_GATEWAY_ADDR / COOKLINE_SERVE_ADDR
+run = client.submit(open("iris.yaml").read(), base_dir=".")
+for event in client.watch(run.run_id): ...
+client.predict("iris", [[5.1, 3.5, 1.4, 0.2]])   # -> [{"label": "setosa", "scores": {...}}]
+client.predict("reviews", {"text": ["a great film"]})           # raw inputs by name
+client.predict("digits", {"image": [open("7.png", "rb").read()]})
+client.upload("iris.csv", "iris", CollectSpec(label="species"))   # -> DatasetInfo (iris@<version>)
 """
+
 from __future__ import annotations
 
 import os
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import grpc
 import numpy as np
 
 from cookline import channels, tensors
 from cookline.spec.sources import walk_files
-from cookline.v1 import (collect_pb2, collect_pb2_grpc, data_pb2, gateway_pb2, gateway_pb2_grpc, model_pb2,
-                         pipeline_pb2, registry_pb2_grpc, serve_pb2, serve_pb2_grpc)
+from cookline.v1 import (
+    collect_pb2,
+    collect_pb2_grpc,
+    data_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    model_pb2,
+    pipeline_pb2,
+    registry_pb2_grpc,
+    serve_pb2,
+    serve_pb2_grpc,
+)
 
 # Bytes of a file per UploadDataset message (well under the default 64 MiB message limit).
 UPLOAD_CHUNK = 1 << 20
@@ -35,8 +46,10 @@ def rows_from_response(response: serve_pb2.PredictResponse) -> list[dict]:
         return [{"value": float(row[0])} for row in scores]
     labels = tensors.to_numpy(response.outputs["label"])
     names = list(response.class_names)
-    return [{"label": label.decode(), "scores": {n: float(p) for n, p in zip(names, row)}}
-            for label, row in zip(labels, scores)]
+    return [
+        {"label": label.decode(), "scores": {n: float(p) for n, p in zip(names, row)}}
+        for label, row in zip(labels, scores)
+    ]
 
 
 def raw_array(values) -> np.ndarray:
@@ -64,8 +77,7 @@ def _inputs(inputs) -> dict[str, np.ndarray]:
 
 
 class Client:
-    def __init__(self, gateway: str | None = None, serve: str | None = None,
-                 env: Mapping[str, str] | None = None):
+    def __init__(self, gateway: str | None = None, serve: str | None = None, env: Mapping[str, str] | None = None):
         self._gateway_channel = channels.channel("gateway", env, target=gateway)
         self._serve_channel = channels.channel("serve", env, target=serve)
         self.pipelines = gateway_pb2_grpc.PipelineServiceStub(self._gateway_channel)
@@ -88,20 +100,24 @@ class Client:
 
     def submit(self, pipeline: str, base_dir: str = "") -> gateway_pb2.Run:
         """Starts a run of a pipeline file's text; relative paths resolve against base_dir."""
-        return self.pipelines.SubmitRun(gateway_pb2.SubmitRunRequest(
-            pipeline=pipeline, base_dir=os.path.abspath(base_dir) if base_dir else ""), timeout=60).run
+        return self.pipelines.SubmitRun(
+            gateway_pb2.SubmitRunRequest(pipeline=pipeline, base_dir=os.path.abspath(base_dir) if base_dir else ""),
+            timeout=60,
+        ).run
 
     def submit_spec(self, spec: pipeline_pb2.PipelineSpec, base_dir: str = "") -> gateway_pb2.Run:
         """Starts a run of a pipeline built as a PipelineSpec message (validated like a file)."""
-        return self.pipelines.SubmitRun(gateway_pb2.SubmitRunRequest(
-            spec=spec, base_dir=os.path.abspath(base_dir) if base_dir else ""), timeout=60).run
+        return self.pipelines.SubmitRun(
+            gateway_pb2.SubmitRunRequest(spec=spec, base_dir=os.path.abspath(base_dir) if base_dir else ""), timeout=60
+        ).run
 
     def submit_file(self, path: str) -> gateway_pb2.Run:
         with open(path, encoding="utf-8") as f:
             return self.submit(f.read(), base_dir=os.path.dirname(os.path.abspath(path)))
 
-    def watch(self, run_id: str, from_sequence: int = 0, retries: int = 5,
-              reconnect_timeout: float = 60.0) -> Iterator[gateway_pb2.RunEvent]:
+    def watch(
+        self, run_id: str, from_sequence: int = 0, retries: int = 5, reconnect_timeout: float = 60.0
+    ) -> Iterator[gateway_pb2.RunEvent]:
         """A run's events until it ends; reconnects (resuming after the last event seen) if the stream breaks.
 
         After a break (UNAVAILABLE: the gateway restarting) it waits up to `reconnect_timeout` s
@@ -110,7 +126,8 @@ class Client:
         while True:
             try:
                 for response in self.pipelines.WatchRun(
-                        gateway_pb2.WatchRunRequest(run_id=run_id, from_sequence=next_sequence)):
+                    gateway_pb2.WatchRunRequest(run_id=run_id, from_sequence=next_sequence)
+                ):
                     failures = 0
                     next_sequence = response.event.sequence + 1
                     yield response.event
@@ -129,8 +146,7 @@ class Client:
         events = list(self.watch(run_id))
         return self.get_run(run_id), events
 
-    def run_and_wait(self, pipeline: str, base_dir: str = ""
-                     ) -> tuple[gateway_pb2.Run, list[gateway_pb2.RunEvent]]:
+    def run_and_wait(self, pipeline: str, base_dir: str = "") -> tuple[gateway_pb2.Run, list[gateway_pb2.RunEvent]]:
         """submit, then wait: (the run's final record, every event)."""
         return self.wait(self.submit(pipeline, base_dir).run_id)
 
@@ -150,8 +166,9 @@ class Client:
             raise FileNotFoundError(f"{path}: no such file or folder")
         return walk_files(path)
 
-    def upload(self, path: str, name: str, source: pipeline_pb2.CollectSpec | None = None,
-               progress=None) -> data_pb2.DatasetInfo:
+    def upload(
+        self, path: str, name: str, source: pipeline_pb2.CollectSpec | None = None, progress=None
+    ) -> data_pb2.DatasetInfo:
         """Uploads a local file or folder as dataset `name`, read as `source` says (format and its
         options; csv by default) exactly as collect would read it on its own disk. Streams the
         files in pieces of UPLOAD_CHUNK bytes; `progress(sent, total)` sees the bytes sent.
@@ -180,11 +197,13 @@ class Client:
                             progress(sent, total)
                         if not data:
                             break
+
         return self.datasets.UploadDataset(messages(), timeout=3600).dataset
 
     def get_dataset(self, name: str, version: str = "") -> data_pb2.DatasetInfo:
-        return self.datasets.GetDataset(collect_pb2.GetDatasetRequest(
-            dataset=data_pb2.DatasetRef(name=name, version=version)), timeout=30).dataset
+        return self.datasets.GetDataset(
+            collect_pb2.GetDatasetRequest(dataset=data_pb2.DatasetRef(name=name, version=version)), timeout=30
+        ).dataset
 
     def get_run(self, run_id: str) -> gateway_pb2.Run:
         return self.pipelines.GetRun(gateway_pb2.GetRunRequest(run_id=run_id), timeout=30).run
@@ -200,8 +219,9 @@ class Client:
     # --- predictions ---------------------------------------------------------
 
     def model_metadata(self, model: str, version: int = 0) -> serve_pb2.ModelMetadata:
-        return self.serve.GetModelMetadata(serve_pb2.GetModelMetadataRequest(
-            model=model_pb2.ModelRef(name=model, version=version)), timeout=120).metadata
+        return self.serve.GetModelMetadata(
+            serve_pb2.GetModelMetadataRequest(model=model_pb2.ModelRef(name=model, version=version)), timeout=120
+        ).metadata
 
     @staticmethod
     def _request(model: str, arrays: dict[str, np.ndarray], version: int) -> serve_pb2.PredictRequest:
@@ -217,21 +237,29 @@ class Client:
         model_metadata(model).inputs), or bare rows of numbers for "features"."""
         return rows_from_response(self.serve.Predict(self._request(model, _inputs(inputs), version), timeout=120))
 
-    def predict_stream(self, model: str, rows, version: int = 0
-                       ) -> Iterator[tuple[str, dict | None, serve_pb2.PredictError | None]]:
+    def predict_stream(
+        self, model: str, rows, version: int = 0
+    ) -> Iterator[tuple[str, dict | None, serve_pb2.PredictError | None]]:
         """Streams one PredictStream message per row; yields (correlation_id, row result, None)
         or (correlation_id, None, error) per row, in order. A bad row does not end the stream.
         `rows`: rows of numbers ("features"), or a mapping of inputs as predict() takes."""
+
         def requests():
             if isinstance(rows, Mapping):
                 arrays = _inputs(rows)
                 for i in range(len(next(iter(arrays.values())))):
-                    yield serve_pb2.PredictStreamRequest(correlation_id=str(i), request=self._request(
-                        model, {name: array[i:i + 1] for name, array in arrays.items()}, version))
+                    yield serve_pb2.PredictStreamRequest(
+                        correlation_id=str(i),
+                        request=self._request(
+                            model, {name: array[i : i + 1] for name, array in arrays.items()}, version
+                        ),
+                    )
                 return
             for i, row in enumerate(rows):
-                yield serve_pb2.PredictStreamRequest(correlation_id=str(i),
-                                                     request=self._request(model, _inputs([row]), version))
+                yield serve_pb2.PredictStreamRequest(
+                    correlation_id=str(i), request=self._request(model, _inputs([row]), version)
+                )
+
         for response in self.serve.PredictStream(requests()):
             if response.HasField("error"):
                 yield response.correlation_id, None, response.error

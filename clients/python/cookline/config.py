@@ -4,11 +4,12 @@ Every variable, with its default, is declared once in cookline.settings, from wh
 docs/configuration.md's table is generated. Defaults let the whole stack run on one machine
 with no setup.
 """
+
 from __future__ import annotations
 
 import json
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 from cookline.settings import DEFAULT_HTTP_PORTS, DEFAULT_PORTS, default
 
@@ -116,19 +117,23 @@ def keepalive_seconds(env: Mapping[str, str] | None = None) -> float:
 # restarting): safe for every RPC because no response was received. round_robin: a
 # target naming several replicas (a headless Service, dns:///process:50052) spreads
 # calls over every ready one; one address behaves as before.
-_RETRY_SERVICE_CONFIG = json.dumps({
-    "loadBalancingConfig": [{"round_robin": {}}],
-    "methodConfig": [{
-        "name": [{}],
-        "retryPolicy": {
-            "maxAttempts": 5,
-            "initialBackoff": "0.2s",
-            "maxBackoff": "3s",
-            "backoffMultiplier": 2,
-            "retryableStatusCodes": ["UNAVAILABLE"],
-        },
-    }]
-})
+_RETRY_SERVICE_CONFIG = json.dumps(
+    {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [
+            {
+                "name": [{}],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.2s",
+                    "maxBackoff": "3s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
+    }
+)
 
 
 def client_options(env: Mapping[str, str] | None = None) -> list[tuple[str, object]]:

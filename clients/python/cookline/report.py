@@ -1,5 +1,6 @@
 """`cookline report RUN`: one self-contained HTML page about a run, with PNG plots
 embedded: loss and metric curves per epoch, the confusion matrix, the key figures."""
+
 from __future__ import annotations
 
 import base64
@@ -10,8 +11,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: render straight to PNG
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from cookline.v1 import data_pb2, gateway_pb2  # noqa: E402
 
@@ -41,7 +42,9 @@ def curves_png(epochs: dict[int, dict[str, float]]) -> str | None:
     figure, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for name in names:
         ax = loss_ax if name.endswith("loss") else metric_ax
-        ax.plot(x, [epochs[e].get(name, np.nan) for e in x], label=name, linestyle="--" if name.startswith("val_") else "-")
+        ax.plot(
+            x, [epochs[e].get(name, np.nan) for e in x], label=name, linestyle="--" if name.startswith("val_") else "-"
+        )
     for ax, title in ((loss_ax, "loss"), (metric_ax, "metrics")):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -67,38 +70,67 @@ def confusion_png(evaluation) -> str | None:
     ax.set_ylabel("true")
     for i in range(len(names)):
         for j in range(len(names)):
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
-                    color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+            ax.text(
+                j,
+                i,
+                str(matrix[i, j]),
+                ha="center",
+                va="center",
+                color="white" if matrix[i, j] > matrix.max() / 2 else "black",
+            )
     ax.set_title("confusion matrix")
     return _png(figure)
 
 
 def _table(rows: list[tuple[str, str]]) -> str:
-    return "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows) + "</table>"
+    return (
+        "<table>"
+        + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+        + "</table>"
+    )
 
 
 def render(run: gateway_pb2.Run, events) -> str:
     """The report page for a run and its events."""
     epochs = epoch_metrics(events)
     state = gateway_pb2.RunState.Name(run.state).removeprefix("RUN_STATE_")
-    figures = [("key", _table([
-        ("run", run.run_id), ("pipeline", run.pipeline.name), ("state", state),
-        ("reason", run.reason or "-"),
-        ("dataset", f"{run.dataset.name}@{run.dataset.version}" if run.dataset.name else "-"),
-        ("model", f"{run.model.name} version {run.model.version}" if run.model.name else "-"),
-        ("deployment", run.deploy_decision or "-"),
-        ("epochs", str(len(epochs))),
-        ("submitted", run.created_at), ("finished", run.updated_at),
-    ] + [(k, f"{v:.4f}") for k, v in sorted(run.metrics.items())]))]
+    figures = [
+        (
+            "key",
+            _table(
+                [
+                    ("run", run.run_id),
+                    ("pipeline", run.pipeline.name),
+                    ("state", state),
+                    ("reason", run.reason or "-"),
+                    ("dataset", f"{run.dataset.name}@{run.dataset.version}" if run.dataset.name else "-"),
+                    ("model", f"{run.model.name} version {run.model.version}" if run.model.name else "-"),
+                    ("deployment", run.deploy_decision or "-"),
+                    ("epochs", str(len(epochs))),
+                    ("submitted", run.created_at),
+                    ("finished", run.updated_at),
+                ]
+                + [(k, f"{v:.4f}") for k, v in sorted(run.metrics.items())]
+            ),
+        )
+    ]
     curves = curves_png(epochs)
     if curves:
-        figures.append(("training curves", f'<img alt="loss and metrics per epoch" src="data:image/png;base64,{curves}">'))
+        figures.append(
+            ("training curves", f'<img alt="loss and metrics per epoch" src="data:image/png;base64,{curves}">')
+        )
     if run.HasField("evaluation"):
         evaluation = run.evaluation
         subset = data_pb2.Subset.Name(evaluation.subset).removeprefix("SUBSET_").lower()
-        per_class = "<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>" + "".join(
-            f"<tr><td>{html.escape(c.name)}</td><td>{c.precision:.3f}</td><td>{c.recall:.3f}</td>"
-            f"<td>{c.f1:.3f}</td><td>{c.support}</td></tr>" for c in evaluation.classes) + "</table>"
+        per_class = (
+            "<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
+            + "".join(
+                f"<tr><td>{html.escape(c.name)}</td><td>{c.precision:.3f}</td><td>{c.recall:.3f}</td>"
+                f"<td>{c.f1:.3f}</td><td>{c.support}</td></tr>"
+                for c in evaluation.classes
+            )
+            + "</table>"
+        )
         overall = _table([(k, f"{v:.4f}") for k, v in sorted(evaluation.metrics.items())])
         matrix = confusion_png(evaluation)
         body = f"<p>{evaluation.rows} {subset} rows</p>{overall}{per_class}"

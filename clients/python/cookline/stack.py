@@ -3,6 +3,7 @@
 Used by `cookline up` and by the end-to-end tests, so both run the stack the
 same way. Importing this module does not import TensorFlow.
 """
+
 from __future__ import annotations
 
 import os
@@ -10,13 +11,18 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 from cookline import channels, config
 
 # Start order: the data plane first, the gateway last.
-MODULES = {"collect": "services.collect", "process": "services.process", "train": "services.train",
-           "serve": "services.serve", "gateway": "gateway"}
+MODULES = {
+    "collect": "services.collect",
+    "process": "services.process",
+    "train": "services.train",
+    "serve": "services.serve",
+    "gateway": "gateway",
+}
 
 
 class Stack:
@@ -33,8 +39,12 @@ class Stack:
         if self.log_dir:
             os.makedirs(self.log_dir, exist_ok=True)
             out = open(os.path.join(self.log_dir, f"{service}.log"), "ab")
-        proc = subprocess.Popen([sys.executable, "-m", MODULES[service]], env=self.env,
-                                stdout=out, stderr=subprocess.STDOUT if out else None)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", MODULES[service]],
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+        )
         if out:
             out.close()
         self.procs[service] = proc
@@ -51,8 +61,9 @@ class Stack:
             if proc.poll() is not None:
                 raise RuntimeError(f"{service} exited with code {proc.returncode}{self._log_hint(service)}")
             try:
-                channels.wait_healthy(config.address(service, self.env), timeout=max(deadline - time.monotonic(), 1),
-                                      env=self.env)
+                channels.wait_healthy(
+                    config.address(service, self.env), timeout=max(deadline - time.monotonic(), 1), env=self.env
+                )
             except TimeoutError as exc:
                 raise RuntimeError(f"{exc}{self._log_hint(service)}") from None
 

@@ -4,10 +4,11 @@ Numeric tensors travel as one raw little-endian, C-order buffer (`content`), so
 `to_numpy` is a zero-copy `np.frombuffer` view over the protobuf's bytes.
 Strings travel as `string_values` and decode to a numpy object array of bytes.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -129,6 +130,7 @@ def batch_to_numpy(batch: tensor_pb2.TensorBatch) -> dict[str, np.ndarray]:
 # bytes are exactly what TensorBatch.SerializeToString() would give (field order aside),
 # so every receiver parses them with the generated classes as usual.
 
+
 def _varint(value: int) -> bytes:
     out = bytearray()
     while True:
@@ -236,7 +238,7 @@ def _decode_tensor(view: memoryview, start: int, end: int) -> np.ndarray:
         elif number == 3 and wire == 2:
             content = value
         elif number == 4 and wire == 2:
-            strings.append(bytes(view[value[0]:value[1]]))
+            strings.append(bytes(view[value[0] : value[1]]))
     tensor = tensor_pb2.Tensor(dtype=dtype, shape=shape)
     if dtype == DataType.DATA_TYPE_STRING:
         tensor.string_values[:] = strings
@@ -267,7 +269,7 @@ def decode_batch(data, field: int | None = 1) -> tuple[dict[str, np.ndarray], in
             name, tensor = "", None
             for n, w, v in _fields(view, *value):
                 if n == 1 and w == 2:
-                    name = bytes(view[v[0]:v[1]]).decode()
+                    name = bytes(view[v[0] : v[1]]).decode()
                 elif n == 2 and w == 2:
                     tensor = v
             arrays[name] = _decode_tensor(view, *tensor) if tensor else to_numpy(tensor_pb2.Tensor())

@@ -1,4 +1,5 @@
 """The clip op: streaming form (numpy, in process) and serving form (TensorFlow, in the exported model)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,4 +19,5 @@ class Clip:
 
     def serving(self, inputs: dict, fitted: dict[str, np.ndarray]) -> dict:
         import tensorflow as tf  # only train imports the serving form
+
         return {**inputs, "features": tf.clip_by_value(inputs["features"], self.lo, self.hi)}

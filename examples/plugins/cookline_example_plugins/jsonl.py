@@ -1,4 +1,5 @@
 """The jsonl source: one JSON object per line -> "features" float32 [n, d] and "label" (class ids)."""
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,9 @@ class JsonLinesSource:
             try:
                 features.append([float(row[k]) for k in self.columns])
             except (KeyError, TypeError, ValueError):
-                raise SpecError(f"{self.name} line {line_no}: needs a number for each of "
-                                f"{', '.join(self.columns)}") from None
+                raise SpecError(
+                    f"{self.name} line {line_no}: needs a number for each of {', '.join(self.columns)}"
+                ) from None
             name = str(row[self.label])
             labels.append(ids.setdefault(name, len(ids)))
             if name not in self.class_names:

@@ -1,10 +1,12 @@
 """What every source shares: the Source interface, class-name lookups, file listings."""
+
 from __future__ import annotations
 
 import contextlib
 import io
 import os
-from typing import BinaryIO, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 import numpy as np
 
@@ -87,7 +89,6 @@ def single_file(path: str, fmt: str) -> str:
     if os.path.isdir(path):
         names = sorted(n for n in os.listdir(path) if not n.startswith("."))
         if len(names) != 1 or not os.path.isfile(os.path.join(path, names[0])):
-            raise invalid(f"collect.source: {fmt} needs one file, but {path!r} is a folder with "
-                          f"{len(names)} entries")
+            raise invalid(f"collect.source: {fmt} needs one file, but {path!r} is a folder with {len(names)} entries")
         return os.path.join(path, names[0])
     return path

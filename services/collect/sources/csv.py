@@ -8,12 +8,13 @@ from the first INFER_ROWS rows (`infer_kind`; cookline.spec.sources holds the
 rule). text-csv: pipcook's text format, `text,category` rows with no header ->
 "text" str [n] and "label". Both stream the file in chunks.
 """
+
 from __future__ import annotations
 
 import csv
 import math
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -70,8 +71,10 @@ class CsvSource(Source):
         if spec.no_header:
             names = list(spec.columns) or [f"column_{i}" for i in range(len(first))]
             if len(names) != len(first):
-                raise invalid(f"collect.columns: {len(names)} names given, but line 1 of {self.file_name} "
-                              f"has {len(first)} columns")
+                raise invalid(
+                    f"collect.columns: {len(names)} names given, but line 1 of {self.file_name} "
+                    f"has {len(first)} columns"
+                )
         else:
             if spec.columns:
                 raise invalid("collect.columns: only for files with no_header: true (the header names them)")
@@ -81,18 +84,24 @@ class CsvSource(Source):
         if not label:
             raise invalid("collect.label: required for csv (the name of the label column)")
         if label not in names:
-            raise invalid(f"collect.label: column {label!r} is not in the {'columns' if spec.no_header else 'header'} "
-                          f"of {self.file_name} (columns: {', '.join(names)})")
+            raise invalid(
+                f"collect.label: column {label!r} is not in the {'columns' if spec.no_header else 'header'} "
+                f"of {self.file_name} (columns: {', '.join(names)})"
+            )
         for name in spec.categorical:
             if name not in names or name == label:
-                raise invalid(f"collect.categorical: {name!r} is not a feature column of {self.file_name} "
-                              f"(columns: {', '.join(names)})")
+                raise invalid(
+                    f"collect.categorical: {name!r} is not a feature column of {self.file_name} "
+                    f"(columns: {', '.join(names)})"
+                )
         kinds = {name: "category" for name in spec.categorical}
         check_column_kinds(spec.column_kinds)
         for name, kind in sorted(spec.column_kinds.items()):
             if name not in names or name == label:
-                raise invalid(f"collect.column_kinds: {name!r} is not a feature column of {self.file_name} "
-                              f"(columns: {', '.join(names)})")
+                raise invalid(
+                    f"collect.column_kinds: {name!r} is not a feature column of {self.file_name} "
+                    f"(columns: {', '.join(names)})"
+                )
             if kinds.get(name, kind) != kind:
                 raise invalid(f"collect.column_kinds.{name}: {kind!r}, but collect.categorical names it a category")
             kinds[name] = kind
@@ -139,8 +148,10 @@ class CsvSource(Source):
             return cells, False
         if self.missing == "error":
             bad = next(i for i in indices if row[i].strip().lower() in MISSING_TEXTS)
-            raise invalid(f"{self.file_name} line {line_no}, column {self.header[bad]!r}: the value is "
-                          f"missing (collect.missing: drop, fill or keep accept it)")
+            raise invalid(
+                f"{self.file_name} line {line_no}, column {self.header[bad]!r}: the value is "
+                f"missing (collect.missing: drop, fill or keep accept it)"
+            )
         return [("" if c.lower() in MISSING_TEXTS else c) for c in cells], self.missing == "drop"
 
     def chunks(self) -> Iterator[Chunk]:
@@ -157,16 +168,19 @@ class CsvSource(Source):
             if label.lower() in MISSING_TEXTS:
                 if self.missing == "drop":
                     continue
-                raise invalid(f"{self.file_name} line {line_no}, column {self.header[self.label_index]!r}: "
-                              f"the label is missing")
+                raise invalid(
+                    f"{self.file_name} line {line_no}, column {self.header[self.label_index]!r}: the label is missing"
+                )
             values = []
             dropped = False
             for j, i in enumerate(self.numeric_index):
                 text = row[i].strip()
                 if text.lower() in MISSING_TEXTS:
                     if self.missing == "error":
-                        raise invalid(f"{self.file_name} line {line_no}, column {self.header[i]!r}: the value is "
-                                      f"missing (collect.missing: drop, fill or keep accept it)")
+                        raise invalid(
+                            f"{self.file_name} line {line_no}, column {self.header[i]!r}: the value is "
+                            f"missing (collect.missing: drop, fill or keep accept it)"
+                        )
                     if self.missing == "drop":
                         dropped = True
                         break
@@ -175,11 +189,15 @@ class CsvSource(Source):
                 try:
                     value = float(text)
                 except ValueError:
-                    raise invalid(f"{self.file_name} line {line_no}, column {self.header[i]!r}: "
-                                  "the value is not a number (the column is numeric; collect.column_kinds can "
-                                  "make it category or text)") from None  # cells are never quoted back
+                    raise invalid(
+                        f"{self.file_name} line {line_no}, column {self.header[i]!r}: "
+                        "the value is not a number (the column is numeric; collect.column_kinds can "
+                        "make it category or text)"
+                    ) from None  # cells are never quoted back
                 if not math.isfinite(value):
-                    raise invalid(f"{self.file_name} line {line_no}, column {self.header[i]!r}: the value is not finite")
+                    raise invalid(
+                        f"{self.file_name} line {line_no}, column {self.header[i]!r}: the value is not finite"
+                    )
                 values.append(value)
             if dropped:
                 continue
@@ -207,8 +225,10 @@ class CsvSource(Source):
         try:
             value = float(text)
         except ValueError:
-            raise invalid(f"{self.file_name} line {line_no}, column {self.header[index]!r}: the value is not a number"
-                          " (collect.numeric_label: true)") from None
+            raise invalid(
+                f"{self.file_name} line {line_no}, column {self.header[index]!r}: the value is not a number"
+                " (collect.numeric_label: true)"
+            ) from None
         if not math.isfinite(value):
             raise invalid(f"{self.file_name} line {line_no}, column {self.header[index]!r}: the value is not finite")
         return value

@@ -5,24 +5,23 @@ image-folder with train/, validation/, test/ folders also yields "subset"
 (a predefined split). Images are decoded one at a time with Pillow, so memory
 holds one chunk of decoded images.
 """
+
 from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cookline.spec.sources import check_image_options
+from cookline.spec.sources import check_image_options, walk_files
 from cookline.v1 import data_pb2
-from cookline.spec.sources import walk_files
 from services.collect.sources.base import Chunk, Labels, Source, open_binary
 from services.common.errors import invalid, not_found
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-SPLIT_FOLDERS = {"train": data_pb2.SUBSET_TRAIN, "validation": data_pb2.SUBSET_VALIDATION,
-                 "test": data_pb2.SUBSET_TEST}
+SPLIT_FOLDERS = {"train": data_pb2.SUBSET_TRAIN, "validation": data_pb2.SUBSET_VALIDATION, "test": data_pb2.SUBSET_TEST}
 IMAGES_PER_CHUNK = 256
 
 
@@ -43,8 +42,9 @@ class _ImageDecoder:
                 if not self.color:
                     self.color = "grayscale" if img.mode in ("L", "1", "I", "I;16", "F") else "rgb"
                 channels = len(img.getbands())
-                self.source_shapes[f"{img.height}x{img.width}x{channels}"] = \
+                self.source_shapes[f"{img.height}x{img.width}x{channels}"] = (
                     self.source_shapes.get(f"{img.height}x{img.width}x{channels}", 0) + 1
+                )
                 img = img.convert("L" if self.color == "grayscale" else "RGB")
                 if self.size:
                     img = img.resize((self.size[1], self.size[0]), Image.BILINEAR)
@@ -56,8 +56,10 @@ class _ImageDecoder:
         if self.shape is None:
             self.shape = array.shape
         elif array.shape != self.shape:
-            raise invalid(f"collect.source: {name} is {array.shape[0]}x{array.shape[1]}, but earlier images are "
-                          f"{self.shape[0]}x{self.shape[1]}; set collect.image_size to resize them all")
+            raise invalid(
+                f"collect.source: {name} is {array.shape[0]}x{array.shape[1]}, but earlier images are "
+                f"{self.shape[0]}x{self.shape[1]}; set collect.image_size to resize them all"
+            )
         return array
 
 
@@ -101,8 +103,10 @@ class ImageFolderSource(Source):
                 continue
             depth = 3 if self.predefined_split else 2
             if len(parts) != depth:
-                raise invalid(f"collect.source: {rel} is not inside a class folder "
-                              f"({'<split>/' if self.predefined_split else ''}<class>/<image>)")
+                raise invalid(
+                    f"collect.source: {rel} is not inside a class folder "
+                    f"({'<split>/' if self.predefined_split else ''}<class>/<image>)"
+                )
             subset = SPLIT_FOLDERS[parts[0]] if self.predefined_split else None
             self.items.append((rel, full, parts[-2], subset))
         if not self.items:
@@ -132,8 +136,10 @@ class VocSource(Source):
         images = os.path.join(path, "images")
         for folder in (annotations, images):
             if not os.path.isdir(folder):
-                raise invalid(f"collect.source: {path!r} has no {os.path.basename(folder)}/ folder (voc needs "
-                              f"annotations/*.xml and images/)")
+                raise invalid(
+                    f"collect.source: {path!r} has no {os.path.basename(folder)}/ folder (voc needs "
+                    f"annotations/*.xml and images/)"
+                )
         self.decoder = _ImageDecoder(spec)
         self.items = []
         self.xml_files = []

@@ -5,12 +5,13 @@ default "label") may hold integers (class ids, named "0", "1", ...) or strings
 (class names, ids in order of first appearance). Arrays are streamed from the
 archive in row chunks, so a file larger than memory never is held whole.
 """
+
 from __future__ import annotations
 
 import os
 import re
 import zipfile
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -46,35 +47,44 @@ class NpzSource(Source):
         for member in members:
             name = member[:-4] if member.endswith(".npy") else member
             if not TENSOR_NAME.fullmatch(name) or name in RESERVED:
-                raise invalid(f"{self.file_name}: array {name!r} is not a valid tensor name ([A-Za-z_][A-Za-z0-9_]*, "
-                              f"not {', '.join(sorted(RESERVED))})")
+                raise invalid(
+                    f"{self.file_name}: array {name!r} is not a valid tensor name ([A-Za-z_][A-Za-z0-9_]*, "
+                    f"not {', '.join(sorted(RESERVED))})"
+                )
             with self.zip.open(member) as f:
                 try:
                     shape, fortran, dtype = _read_header(f)
                 except ValueError as exc:
                     raise invalid(f"{self.file_name}: array {name!r} is not a .npy array ({exc})") from None
             if dtype.hasobject:
-                raise invalid(f"{self.file_name}: array {name!r} holds Python objects; use numeric or fixed-width "
-                              f"string arrays")
+                raise invalid(
+                    f"{self.file_name}: array {name!r} holds Python objects; use numeric or fixed-width string arrays"
+                )
             if not shape:
                 raise invalid(f"{self.file_name}: array {name!r} is a scalar; every array needs a row dimension")
             self.arrays[name] = (member, dtype, shape, fortran)
         if not self.arrays:
             raise invalid(f"collect.source: {self.file_name} holds no arrays")
         if self.label not in self.arrays:
-            raise invalid(f"collect.label: array {self.label!r} is not in {self.file_name} "
-                          f"(arrays: {', '.join(sorted(self.arrays))})")
+            raise invalid(
+                f"collect.label: array {self.label!r} is not in {self.file_name} "
+                f"(arrays: {', '.join(sorted(self.arrays))})"
+            )
         rows = {name: a[2][0] for name, a in self.arrays.items()}
         if len(set(rows.values())) != 1:
-            raise invalid(f"{self.file_name}: arrays differ in their number of rows: "
-                          + ", ".join(f"{k}: {v}" for k, v in sorted(rows.items())))
+            raise invalid(
+                f"{self.file_name}: arrays differ in their number of rows: "
+                + ", ".join(f"{k}: {v}" for k, v in sorted(rows.items()))
+            )
         self.num_rows = next(iter(rows.values()))
         if self.num_rows == 0:
             raise invalid(f"collect.source: {self.file_name} has no rows")
         label_dtype = self.arrays[self.label][1]
         if len(self.arrays[self.label][2]) != 1 or label_dtype.kind not in "iuSU":
-            raise invalid(f"{self.file_name}: label array {self.label!r} must be 1-d integers or strings, "
-                          f"got {label_dtype} {list(self.arrays[self.label][2])}")
+            raise invalid(
+                f"{self.file_name}: label array {self.label!r} must be 1-d integers or strings, "
+                f"got {label_dtype} {list(self.arrays[self.label][2])}"
+            )
         self.labels = Labels()
         self.class_names = self.labels.names
         self.image_shapes = {}

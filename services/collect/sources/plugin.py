@@ -5,6 +5,7 @@ parameters, checked and with defaults; `path` is a local file or folder (an s3:/
 fetched first). It has `files()` and `chunks()` as Source does, and, once the chunks are read,
 `class_names` and `columns` (and, if it yields them, `categorical_columns`, `image_shapes`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

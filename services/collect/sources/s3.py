@@ -9,6 +9,7 @@ folder of empty placeholder files, one per object (keys relative to the prefix
 become paths), so the source lists it as it would a local folder and reads each
 image object by object.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,7 +25,7 @@ BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 def parse(url: str) -> tuple[str, str]:
     """('bucket', 'prefix') of s3://bucket/prefix."""
-    rest = url[len("s3://"):]
+    rest = url[len("s3://") :]
     bucket, _, prefix = rest.partition("/")
     if not BUCKET.fullmatch(bucket):
         raise invalid(f"collect.source: {url!r} does not name a valid bucket (s3://bucket/prefix)")
@@ -73,7 +74,7 @@ def streamed_folder(url: str, into: str):
     for key in store.list(prefix):
         if not key.startswith(base):
             continue  # s3://b/data matches data2/...: only keys inside the "folder" count
-        path = os.path.join(root, *key[len(base):].split("/"))
+        path = os.path.join(root, *key[len(base) :].split("/"))
         os.makedirs(os.path.dirname(path), exist_ok=True)
         open(path, "wb").close()  # a placeholder: listed like a file, read from the store
         openers[path] = (lambda k: lambda: store.open_stream(k))(key)

@@ -7,11 +7,12 @@ the way, so the version is known before anything is written to the store. A
 string "label" tensor names its classes; an int one uses the given class names
 (or "0", "1", ...).
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -56,8 +57,9 @@ class UploadSpool(Source):
         if arrays["label"].dtype.kind not in "iuO":
             raise invalid(f"{where}: tensor 'label' has dtype {arrays['label'].dtype}, expected ints or strings")
         arrays = {k: (v.astype(np.str_) if v.dtype == object else v) for k, v in arrays.items()}
-        arrays = {k: (np.char.decode(v.astype(np.bytes_), "utf-8") if v.dtype.kind == "S" else v)
-                  for k, v in arrays.items()}
+        arrays = {
+            k: (np.char.decode(v.astype(np.bytes_), "utf-8") if v.dtype.kind == "S" else v) for k, v in arrays.items()
+        }
         schema = schema_of(arrays)
         if self.schema is None:
             self.schema = schema
@@ -65,8 +67,10 @@ class UploadSpool(Source):
             check_like(self.schema, schema, where)
         rows = {len(a) for a in arrays.values()}
         if len(rows) != 1:
-            raise invalid(f"{where}: tensors differ in their number of rows: "
-                          + ", ".join(f"{k}: {len(v)}" for k, v in sorted(arrays.items())))
+            raise invalid(
+                f"{where}: tensors differ in their number of rows: "
+                + ", ".join(f"{k}: {len(v)}" for k, v in sorted(arrays.items()))
+            )
         for name in sorted(arrays):
             a = np.ascontiguousarray(arrays[name])
             self.digest.update(f"{name}\0{a.dtype.kind}\0{a.shape[1:]}\0".encode())
@@ -93,8 +97,9 @@ class UploadSpool(Source):
                 if len(label) and label.min() < 0:
                     raise invalid(f"upload batch {i}: label {int(label.min())} is negative")
                 if self.fixed_classes and len(label) and label.max() >= len(self.class_names):
-                    raise invalid(f"upload batch {i}: label {int(label.max())} has no class name "
-                                  f"({len(self.class_names)} given)")
+                    raise invalid(
+                        f"upload batch {i}: label {int(label.max())} has no class name ({len(self.class_names)} given)"
+                    )
                 if len(label):
                     self._max_label = max(self._max_label, int(label.max()))
                 chunk["label"] = label.astype(np.int32)
@@ -122,12 +127,16 @@ class FileSpool:
         path = chunk.path
         parts = path.split("/")
         if not path or path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts):
-            raise invalid(f"upload message {index}: file.path {path!r} must be a relative '/'-separated path "
-                          "without '.', '..' or empty parts")
+            raise invalid(
+                f"upload message {index}: file.path {path!r} must be a relative '/'-separated path "
+                "without '.', '..' or empty parts"
+            )
         if path != self._current:
             if path in self.files:
-                raise invalid(f"upload message {index}: file.path {path!r} came again after another file; "
-                              "send each file's pieces one after another")
+                raise invalid(
+                    f"upload message {index}: file.path {path!r} came again after another file; "
+                    "send each file's pieces one after another"
+                )
             self.close()
             full = os.path.join(self.folder, *parts)
             os.makedirs(os.path.dirname(full), exist_ok=True)
@@ -149,7 +158,9 @@ class FileSpool:
             raise invalid("upload: no files (no message carried a file piece)")
         if fmt in ("csv", "text-csv", "npz"):
             if len(self.files) != 1:
-                raise invalid(f"upload: format {fmt} takes one file, got {len(self.files)} "
-                              f"({', '.join(self.files[:3])}{', ...' if len(self.files) > 3 else ''})")
+                raise invalid(
+                    f"upload: format {fmt} takes one file, got {len(self.files)} "
+                    f"({', '.join(self.files[:3])}{', ...' if len(self.files) > 3 else ''})"
+                )
             return os.path.join(self.folder, *self.files[0].split("/"))
         return self.folder

@@ -8,9 +8,10 @@ images (resize, grayscale, random_flip, random_rotation, random_brightness),
 text (vectorize_text), order (shuffle, rebatch). `graph` composes the fitted ops'
 in-graph forms, which the exported model runs on the raw collected tensors.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import grpc
 import numpy as np
@@ -27,12 +28,38 @@ from services.process.ops.plugin import PluginOpKind
 from services.process.ops.scaling import FillMissing, MinMax, Standardize, scope
 from services.process.ops.text import VectorizeText
 
-KINDS: dict[str, OpKind] = {k.name: k for k in (
-    Standardize(), MinMax(), FillMissing(), OneHot(), Lookup(), Resize(), Grayscale(), RandomFlip(),
-    RandomRotation(), RandomBrightness(), VectorizeText(), Shuffle())}
+KINDS: dict[str, OpKind] = {
+    k.name: k
+    for k in (
+        Standardize(),
+        MinMax(),
+        FillMissing(),
+        OneHot(),
+        Lookup(),
+        Resize(),
+        Grayscale(),
+        RandomFlip(),
+        RandomRotation(),
+        RandomBrightness(),
+        VectorizeText(),
+        Shuffle(),
+    )
+}
 
-__all__ = ["KINDS", "kind_for", "validate", "fit", "chain", "apply", "rebatch", "Batch", "needs_fit",
-           "split_at_first_random", "graph", "for_partition"]
+__all__ = [
+    "KINDS",
+    "kind_for",
+    "validate",
+    "fit",
+    "chain",
+    "apply",
+    "rebatch",
+    "Batch",
+    "needs_fit",
+    "split_at_first_random",
+    "graph",
+    "for_partition",
+]
 
 # Ops that can be scoped to numeric columns by name (`columns`).
 SCOPED = ("standardize", "min_max", "fill_missing")
@@ -64,8 +91,11 @@ def _chain(ops, batches: Iterable[Batch], epoch: int, training: bool, determinis
     return stream
 
 
-def fit(ops: list[pipeline_pb2.Op], pull: Callable[[], Iterable[Batch]] | Iterable[Batch],
-        feature_columns: list[str] | None = None) -> tuple[list[pipeline_pb2.Op], int]:
+def fit(
+    ops: list[pipeline_pb2.Op],
+    pull: Callable[[], Iterable[Batch]] | Iterable[Batch],
+    feature_columns: list[str] | None = None,
+) -> tuple[list[pipeline_pb2.Op], int]:
     """Fits every op that needs it on the TRAIN rows; returns fitted copies and the row count.
 
     `feature_columns` names the dataset's numeric columns, for ops scoped to `columns`.
@@ -118,9 +148,11 @@ def for_partition(ops: Iterable[pipeline_pb2.Op], index: int) -> list[pipeline_p
 
 def needs_fit(ops: Iterable[pipeline_pb2.Op]) -> bool:
     """True when any op must be fitted on the training rows first (or scoped to named columns)."""
-    return any(kind_for(op).fitter(op, _where(i, op)) is not None
-               or (op.WhichOneof("kind") in SCOPED and len(getattr(op, op.WhichOneof("kind")).columns))
-               for i, op in enumerate(ops))
+    return any(
+        kind_for(op).fitter(op, _where(i, op)) is not None
+        or (op.WhichOneof("kind") in SCOPED and len(getattr(op, op.WhichOneof("kind")).columns))
+        for i, op in enumerate(ops)
+    )
 
 
 def graph(fitted_ops: list[pipeline_pb2.Op]):
@@ -132,6 +164,7 @@ def graph(fitted_ops: list[pipeline_pb2.Op]):
         for step in steps:
             tensors = step(tensors)
         return tensors
+
     return graph_fn(run, *[r for step in steps for r in getattr(step, "resources", [])])
 
 
@@ -146,8 +179,7 @@ def split_at_first_random(ops: list[pipeline_pb2.Op]) -> tuple[list[pipeline_pb2
 
 def changes_data(ops: Iterable[pipeline_pb2.Op], training: bool) -> bool:
     """False when no op would touch the rows (no ops, or only augmentation outside TRAIN)."""
-    return any(training or kind_for(op).deterministic or op.WhichOneof("kind") == "shuffle"
-               for op in ops)
+    return any(training or kind_for(op).deterministic or op.WhichOneof("kind") == "shuffle" for op in ops)
 
 
 def chain(ops: list[pipeline_pb2.Op], batches: Iterable[Batch], epoch: int, training: bool = True) -> Iterator[Batch]:
@@ -159,16 +191,19 @@ def chain(ops: list[pipeline_pb2.Op], batches: Iterable[Batch], epoch: int, trai
     return _chain(ops, batches, epoch, training, deterministic_only=False)
 
 
-def apply(ops: list[pipeline_pb2.Op], batches: Iterable[Batch], epoch: int, batch_size: int,
-          training: bool = True) -> Iterator[Batch]:
+def apply(
+    ops: list[pipeline_pb2.Op], batches: Iterable[Batch], epoch: int, batch_size: int, training: bool = True
+) -> Iterator[Batch]:
     """chain(), re-batched to batch_size rows."""
     return rebatch(chain(ops, batches, epoch, training), batch_size)
 
 
 # --- the schema an op list produces --------------------------------------------------
 
-def output_fields(fields: dict[str, tuple[str, list[int]]], fitted_ops: list[pipeline_pb2.Op]
-                  ) -> dict[str, tuple[str, list[int]]]:
+
+def output_fields(
+    fields: dict[str, tuple[str, list[int]]], fitted_ops: list[pipeline_pb2.Op]
+) -> dict[str, tuple[str, list[int]]]:
     """Tensor name -> (dtype name, per-row shape) of batches after the (fitted) ops.
 
     `fields` is the dataset's schema in the same form, e.g. {"image": ("uint8", [8, 8, 1])}.

@@ -2,9 +2,11 @@
 
 An op's name, parameters, defaults and ranges are declared in cookline.spec.ops; the classes
 here implement them on streams."""
+
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import numpy as np
@@ -50,8 +52,9 @@ class OpKind:
     def fitter(self, op: pipeline_pb2.Op, where: str):
         return None
 
-    def apply(self, op: pipeline_pb2.Op, where: str, batches: Iterator[Batch], epoch: int,
-              training: bool) -> Iterator[Batch]:
+    def apply(
+        self, op: pipeline_pb2.Op, where: str, batches: Iterator[Batch], epoch: int, training: bool
+    ) -> Iterator[Batch]:
         raise NotImplementedError
 
     def graph(self, op: pipeline_pb2.Op, where: str):
@@ -81,6 +84,7 @@ def need(batch: Batch, tensor: str, where: str) -> np.ndarray:
 def fitted(op: pipeline_pb2.Op, where: str, *names: str) -> list[np.ndarray]:
     """The op's fitted parameters, or FAILED_PRECONDITION when Fit has not run."""
     from cookline import tensors
+
     missing = [n for n in names if n not in op.fitted]
     if missing:
         raise Fail(grpc.StatusCode.FAILED_PRECONDITION, f"{where} is not fitted (call Fit first)")

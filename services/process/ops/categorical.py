@@ -7,6 +7,7 @@ first (ties in order of value), and stored flat: "vocabulary" (strings) with
 exported model: one lookup table per column (the same ids, 0 for a value not in the
 vocabulary: the out-of-vocabulary bucket), then the same float columns.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,9 @@ from services.process.ops.base import OpKind, fitted, graph_fn, need
 def _text(values: np.ndarray) -> np.ndarray:
     """Categorical cells as str (they arrive as bytes objects from the wire)."""
     if values.dtype == object:
-        return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values.reshape(-1)],
-                        dtype=np.str_).reshape(values.shape)
+        return np.array(
+            [v.decode() if isinstance(v, bytes) else str(v) for v in values.reshape(-1)], dtype=np.str_
+        ).reshape(values.shape)
     return values.astype(np.str_)
 
 
@@ -43,7 +45,7 @@ class _VocabularyFitter:
         for j, counts in enumerate(self.counts or []):
             ranked = sorted((v for v in counts.items() if v[1] >= self.min_count), key=lambda vc: (-vc[1], vc[0]))
             if self.limit:
-                ranked = ranked[:self.limit]
+                ranked = ranked[: self.limit]
             vocabulary += [v for v, _ in ranked]
             columns += [j] * len(ranked)
         return {"vocabulary": np.array(vocabulary, dtype=object), "columns": np.array(columns, dtype=np.int64)}
@@ -83,6 +85,7 @@ def _append(batch, new_columns: np.ndarray) -> dict:
 def _graph_tables(op, where):
     """One TF lookup table per fitted column (value -> id from 1; anything else -> 0)."""
     import tensorflow as tf
+
     tables = []
     for table in _tables(op, where):
         if not table:
@@ -97,6 +100,7 @@ def _graph_tables(op, where):
 def _graph_ids(values, tables, where) -> list:
     """[rows] int64 ids of each categorical column (cells stripped, as collect stores them)."""
     import tensorflow as tf
+
     width = int(values.shape[1])
     if len(tables) > width:
         raise invalid(f"{where}: fitted on {len(tables)} categorical columns, got {width}")
@@ -111,9 +115,11 @@ def _graph_ids(values, tables, where) -> list:
 
 def _graph_append(tensors, new_columns):
     import tensorflow as tf
+
     out = {k: v for k, v in tensors.items() if k != "categorical"}
-    out["features"] = (tf.concat([tf.cast(out["features"], tf.float32), new_columns], axis=1)
-                       if "features" in out else new_columns)
+    out["features"] = (
+        tf.concat([tf.cast(out["features"], tf.float32), new_columns], axis=1) if "features" in out else new_columns
+    )
     return out
 
 
@@ -131,11 +137,13 @@ class Lookup(OpKind):
 
     def graph(self, op, where):
         import tensorflow as tf
+
         tables = _graph_tables(op, where)
 
         def fn(tensors):
             ids = _graph_ids(tensors["categorical"], tables, where)
             return _graph_append(tensors, tf.cast(tf.stack(ids, axis=1), tf.float32))
+
         return graph_fn(fn, *[t for t in tables if t is not None])
 
 
@@ -150,7 +158,7 @@ class OneHot(OpKind):
         widths = [len(t) + 1 for t in tables]
         offsets = np.cumsum([0] + widths[:-1]).astype(np.int64)
         for batch in batches:
-            ids = _ids(need(batch, "categorical", where), tables, where)[:, :len(tables)]
+            ids = _ids(need(batch, "categorical", where), tables, where)[:, : len(tables)]
             out = np.zeros((len(ids), sum(widths)), dtype=np.float32)
             if len(ids) and tables:
                 out[np.arange(len(ids))[:, None], ids + offsets] = 1.0
@@ -158,12 +166,14 @@ class OneHot(OpKind):
 
     def graph(self, op, where):
         import tensorflow as tf
+
         tables = _graph_tables(op, where)
         widths = [len(t) + 1 for t in _tables(op, where)]
 
         def fn(tensors):
-            ids = _graph_ids(tensors["categorical"], tables, where)[:len(tables)]
+            ids = _graph_ids(tensors["categorical"], tables, where)[: len(tables)]
             rows = tf.shape(tensors["categorical"])[0]
             parts = [tf.one_hot(i, w, dtype=tf.float32) for i, w in zip(ids, widths, strict=True)]
             return _graph_append(tensors, tf.concat(parts, axis=1) if parts else tf.zeros([rows, 0], tf.float32))
+
         return graph_fn(fn, *[t for t in tables if t is not None])

@@ -2,6 +2,7 @@
 (deterministic, built into the exported model) and the random augmentations random_flip,
 random_rotation and random_brightness (TRAIN subset only, drawn afresh every epoch from
 (seed, epoch, op position))."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -52,6 +53,7 @@ def resize_bilinear(images: np.ndarray, height: int, width: int) -> np.ndarray:
 def graph_like(result, dtype):
     """_like in TensorFlow: rounded (half to even, as np.rint) and clipped for integer pixels."""
     import tensorflow as tf
+
     if dtype.is_integer:
         return tf.cast(tf.clip_by_value(tf.round(result), dtype.min, dtype.max), dtype)
     return tf.cast(result, dtype)
@@ -61,6 +63,7 @@ def graph_resize(images, height: int, width: int):
     """resize_bilinear in TensorFlow, the same float32 arithmetic in the same order (so the same
     pixels): images [rows, h, w, c] with a known h and w."""
     import tensorflow as tf
+
     h, w = int(images.shape[1]), int(images.shape[2])
     if (h, w) == (height, width):
         return images
@@ -78,13 +81,14 @@ class Resize(OpKind):
     name = "resize"
 
     def graph(self, op, where):
-        return graph_fn(lambda t: {**t, "image": graph_resize(t["image"], int(op.resize.height),
-                                                              int(op.resize.width))})
+        return graph_fn(lambda t: {**t, "image": graph_resize(t["image"], int(op.resize.height), int(op.resize.width))})
 
     def apply(self, op, where, batches, epoch, training):
         for batch in batches:
-            yield {**batch, "image": resize_bilinear(_images(batch, where), int(op.resize.height),
-                                                     int(op.resize.width))}
+            yield {
+                **batch,
+                "image": resize_bilinear(_images(batch, where), int(op.resize.height), int(op.resize.width)),
+            }
 
 
 class Grayscale(OpKind):
@@ -112,6 +116,7 @@ class Grayscale(OpKind):
             x = tf.cast(image, tf.float32)
             gray = x[..., 0] * LUMA[0] + x[..., 1] * LUMA[1] + x[..., 2] * LUMA[2]
             return {**t, "image": graph_like(gray[..., None], image.dtype)}
+
         return graph_fn(fn)
 
 

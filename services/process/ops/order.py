@@ -1,7 +1,8 @@
 """Row order: the buffered, seeded shuffle and re-batching."""
+
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -36,14 +37,14 @@ class Shuffle(OpKind):
             if filled < buffer:  # still filling the pool: nothing comes out yet
                 take = min(buffer - filled, rows)
                 for k, v in batch.items():
-                    pool[k][filled:filled + take] = v[:take]
+                    pool[k][filled : filled + take] = v[:take]
                 filled, start = filled + take, take
             while start < rows:
                 chunk = min(rows - start, buffer)
                 slots = rng.choice(buffer, size=chunk, replace=False)
                 yield {k: v[slots] for k, v in pool.items()}
                 for k, v in batch.items():
-                    pool[k][slots] = v[start:start + chunk]
+                    pool[k][slots] = v[start : start + chunk]
                 start += chunk
         if filled:
             order = rng.permutation(filled)
@@ -66,7 +67,7 @@ def rebatch(batches: Iterable[Batch], batch_size: int) -> Iterator[Batch]:
             continue
         full = rows - rows % batch_size
         for lo in range(0, full, batch_size):
-            yield {k: v[lo:lo + batch_size] for k, v in batch.items()}
+            yield {k: v[lo : lo + batch_size] for k, v in batch.items()}
         carry = {k: v[full:] for k, v in batch.items()} if full < rows else None
     if carry is not None and _rows(carry):
         yield carry

@@ -9,6 +9,7 @@ The plugin's implementation is a class taking its checked parameters (a dict), w
 - optionally `output_fields(fields) -> fields`: tensor name -> (dtype, per-row shape) after the
   op, when it changes them (default: unchanged).
 """
+
 from __future__ import annotations
 
 import threading

@@ -5,6 +5,7 @@ columns); the process service resolves them to positions, stored as the fitted "
 The other columns pass through untouched. Each op's `graph` is its form inside the
 exported model, the same float32 arithmetic as `apply`.
 """
+
 from __future__ import annotations
 
 import grpc
@@ -38,23 +39,26 @@ class Moments:
 def _features(batch, where) -> np.ndarray:
     features = need(batch, "features", where)
     if features.ndim != 2:
-        raise Fail(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: 'features' has shape {list(features.shape)}, "
-                                                     f"expected [rows, columns]")
+        raise Fail(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{where}: 'features' has shape {list(features.shape)}, expected [rows, columns]",
+        )
     return features
 
 
 def _no_missing(features: np.ndarray, where: str) -> None:
     if features.dtype.kind == "f" and np.isnan(features).any():
-        raise Fail(grpc.StatusCode.INVALID_ARGUMENT,
-                   f"{where}: 'features' has missing (NaN) values; put a fill_missing op before it")
-
-
+        raise Fail(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{where}: 'features' has missing (NaN) values; put a fill_missing op before it",
+        )
 
 
 def scope(op, where: str, feature_columns: list[str] | None) -> None:
     """Resolves the op's `columns` (numeric column names) to positions, stored as fitted "indices";
     INVALID_ARGUMENT naming the field for a name that is not a numeric column."""
     from cookline import tensors
+
     names = list(OpKind.params(op).columns)
     if not names:
         return
@@ -62,9 +66,11 @@ def scope(op, where: str, feature_columns: list[str] | None) -> None:
     positions = []
     for name in names:
         if name not in known:
-            raise Fail(grpc.StatusCode.INVALID_ARGUMENT,
-                       f"{where}.columns: {name!r} is not a numeric column of the dataset "
-                       f"(numeric columns: {', '.join(known) or 'none'})")
+            raise Fail(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{where}.columns: {name!r} is not a numeric column of the dataset "
+                f"(numeric columns: {', '.join(known) or 'none'})",
+            )
         positions.append(known.index(name))
     tensors.from_numpy(np.array(positions, dtype=np.int64), out=op.fitted["indices"])
 
@@ -73,6 +79,7 @@ def _indices(op, width: int) -> np.ndarray:
     """The positions the op works on: its fitted "indices", else every column."""
     if "indices" in op.fitted:
         from cookline import tensors
+
         return tensors.to_numpy(op.fitted["indices"]).astype(np.int64)
     return np.arange(width)
 
@@ -101,6 +108,7 @@ def _affine_graph(op, shift: np.ndarray, scale: np.ndarray, where: str):
         if "indices" not in op.fitted:
             _check_width(len(shift), width, where)
         return {**tensors, "features": (x - _full(op, shift, width, 0.0)) / _full(op, scale, width, 1.0)}
+
     return graph_fn(fn)
 
 
@@ -201,8 +209,10 @@ class _NanMeanFitter:
     def done(self):
         if self.count is not None and (self.count == 0).any():
             column = int(np.argmin(self.count))
-            raise Fail(grpc.StatusCode.FAILED_PRECONDITION,
-                       f"{self.where}: feature column {column} has no value in the training split to take the mean of")
+            raise Fail(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{self.where}: feature column {column} has no value in the training split to take the mean of",
+            )
         return {"value": self.total / self.count}
 
 
@@ -235,4 +245,5 @@ class FillMissing(OpKind):
         def fn(tensors):
             x = tf.cast(tensors["features"], tf.float32)
             return {**tensors, "features": tf.where(tf.math.is_nan(x), self._values(op, where, int(x.shape[1])), x)}
+
         return graph_fn(fn)

@@ -9,6 +9,7 @@ Layout as Keras' TextVectorization: for multi_hot, count and tf_idf, column 0 is
 is column i + 1; for int, 0 is padding, 1 unknown and entry i is id i + 2.
 tf_idf weights a count by idf = log(1 + rows / (1 + rows containing the token)).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,6 +32,7 @@ def graph_tokens(text):
     """services.collect.stats.tokens in TensorFlow: string [rows] (or [rows, t], joined with a
     space) -> ragged [rows, None] tokens, lowercased runs of word characters."""
     import tensorflow as tf
+
     if text.shape.rank == 2:
         text = tf.strings.reduce_join(text, axis=1, separator=" ")
     lowered = tf.strings.lower(text, encoding="utf-8")
@@ -54,7 +56,7 @@ class _TokenFitter:
                 self.docs[w] = self.docs.get(w, 0) + 1
 
     def done(self):
-        ranked = sorted(self.counts.items(), key=lambda wc: (-wc[1], wc[0]))[:self.limit]
+        ranked = sorted(self.counts.items(), key=lambda wc: (-wc[1], wc[0]))[: self.limit]
         vocabulary = [w for w, _ in ranked]
         idf = np.log1p(self.rows / (1.0 + np.array([self.docs[w] for w in vocabulary], dtype=np.float64)))
         return {"vocabulary": np.array(vocabulary, dtype=object), "idf": idf}
@@ -80,7 +82,7 @@ class VectorizeText(OpKind):
                 ids = np.zeros((len(texts), length), dtype=np.int64)
                 for r, text in enumerate(texts):
                     row = [index.get(w, -1) + 2 for w in tokens(text)][:length]
-                    ids[r, :len(row)] = row
+                    ids[r, : len(row)] = row
                 out["tokens"] = ids
             else:
                 counts = np.zeros((len(texts), len(index) + 1), dtype=np.float32)
@@ -91,12 +93,16 @@ class VectorizeText(OpKind):
                     counts = np.minimum(counts, 1.0)
                 elif mode == "tf_idf":
                     counts *= weights
-                out["features"] = (np.concatenate([out["features"].astype(np.float32, copy=False), counts], axis=1)
-                                   if "features" in out else counts)
+                out["features"] = (
+                    np.concatenate([out["features"].astype(np.float32, copy=False), counts], axis=1)
+                    if "features" in out
+                    else counts
+                )
             yield out
 
     def graph(self, op, where):
         import tensorflow as tf
+
         settings = self.settings(op, where)
         mode = settings["mode"]
         vocabulary, idf = fitted(op, where, "vocabulary", "idf")
@@ -104,13 +110,24 @@ class VectorizeText(OpKind):
         length = settings["sequence_length"]
         weights = np.concatenate([[idf.mean() if len(idf) else 0.0], idf]).astype(np.float32)
         size = len(words) + 1
-        table = (tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
-            tf.constant(words, tf.string), tf.range(len(words), dtype=tf.int64)), -1) if words else None)
+        table = (
+            tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(
+                    tf.constant(words, tf.string), tf.range(len(words), dtype=tf.int64)
+                ),
+                -1,
+            )
+            if words
+            else None
+        )
 
         def fn(tensors):
             found = graph_tokens(tensors["text"])
-            index = (found.with_flat_values(table.lookup(found.flat_values)) if table is not None
-                     else tf.ragged.map_flat_values(lambda t: tf.fill(tf.shape(t), tf.constant(-1, tf.int64)), found))
+            index = (
+                found.with_flat_values(table.lookup(found.flat_values))
+                if table is not None
+                else tf.ragged.map_flat_values(lambda t: tf.fill(tf.shape(t), tf.constant(-1, tf.int64)), found)
+            )
             out = {k: v for k, v in tensors.items() if k != "text"}
             if mode == "int":
                 out["tokens"] = (index + 2).to_tensor(default_value=0, shape=[None, length])
@@ -122,7 +139,9 @@ class VectorizeText(OpKind):
                 counts = tf.minimum(counts, 1.0)
             elif mode == "tf_idf":
                 counts = counts * weights
-            out["features"] = (tf.concat([tf.cast(out["features"], tf.float32), counts], axis=1)
-                               if "features" in out else counts)
+            out["features"] = (
+                tf.concat([tf.cast(out["features"], tf.float32), counts], axis=1) if "features" in out else counts
+            )
             return out
+
         return graph_fn(fn, *([table] if table is not None else []))

@@ -11,6 +11,7 @@ INVALID_ARGUMENT.
     spec.validate(pipeline_message)         # the same checks on a PipelineSpec message
     spec.OPS.get("resize").params           # the declarative description
 """
+
 from __future__ import annotations
 
 from cookline.spec.errors import SourceDenied, SourceNotFound, SpecError
@@ -21,15 +22,36 @@ from cookline.spec.pipeline import GATE_METRICS, check_split, parse, resolve_sou
 from cookline.spec.sources import SOURCES, dataset_ref
 from cookline.spec.train import MODELS_REGISTRY as MODELS
 
-__all__ = ["SpecError", "SourceDenied", "SourceNotFound", "dataset_ref",
-           "Param", "Component", "Registry", "SOURCES", "OPS", "MODELS", "parse", "validate",
-           "resolve_source", "check_name", "check_split", "NAME_RE", "GATE_METRICS", "describe"]
+__all__ = [
+    "SpecError",
+    "SourceDenied",
+    "SourceNotFound",
+    "dataset_ref",
+    "Param",
+    "Component",
+    "Registry",
+    "SOURCES",
+    "OPS",
+    "MODELS",
+    "parse",
+    "validate",
+    "resolve_source",
+    "check_name",
+    "check_split",
+    "NAME_RE",
+    "GATE_METRICS",
+    "describe",
+]
 
 
 def describe() -> dict:
     """Every source, op and model family with its parameters (JSON-able), built-ins and plugins."""
     from cookline.spec.train import EARLY_STOPPING, TRAIN_PARAMS
-    return {"sources": [c.describe() for c in SOURCES], "ops": [c.describe() for c in OPS],
-            "models": [c.describe() for c in MODELS],
-            "train": [p.describe() for p in TRAIN_PARAMS],
-            "early_stopping": [p.describe() for p in EARLY_STOPPING]}
+
+    return {
+        "sources": [c.describe() for c in SOURCES],
+        "ops": [c.describe() for c in OPS],
+        "models": [c.describe() for c in MODELS],
+        "train": [p.describe() for p in TRAIN_PARAMS],
+        "early_stopping": [p.describe() for p in EARLY_STOPPING],
+    }

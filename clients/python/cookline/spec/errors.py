@@ -3,6 +3,7 @@
 It carries no transport: the services' RPC layer (services/common/errors.py) maps it to
 INVALID_ARGUMENT in one place, and the CLI prints it as one line.
 """
+
 from __future__ import annotations
 
 import re

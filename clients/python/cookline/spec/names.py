@@ -1,4 +1,5 @@
 """Names of pipelines, datasets, models and aliases: one rule, so a name is never a path."""
+
 from __future__ import annotations
 
 import re

@@ -2,6 +2,7 @@
 
 The process service implements them (services/process/ops); this is what a pipeline may say.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -29,37 +30,81 @@ def _columns() -> Param:
 
 _op("standardize", "features to zero mean and unit variance (fitted on the training split)", _columns())
 _op("min_max", "features to [0, 1] by the training min and max", _columns())
-_op("fill_missing", "NaN features to the training mean or a constant", _columns(),
-    Param("strategy", "str", "'mean' (fitted) or 'constant' (uses value)", default="mean",
-          choices=("mean", "constant")),
-    Param("value", "float", "the fill value of strategy 'constant'", default=0.0))
-_op("one_hot", "categorical columns to one-hot columns appended to features",
-    Param("min_count", "int", "values seen fewer times go to the unseen column", default=1, lo=1, hi=1 << 40))
-_op("lookup", "categorical columns to vocabulary ids appended to features",
-    Param("max_values", "int", "largest vocabulary per column; unset: no limit", lo=1, hi=10_000_000))
-_op("resize", "image to height x width (bilinear)",
+_op(
+    "fill_missing",
+    "NaN features to the training mean or a constant",
+    _columns(),
+    Param(
+        "strategy", "str", "'mean' (fitted) or 'constant' (uses value)", default="mean", choices=("mean", "constant")
+    ),
+    Param("value", "float", "the fill value of strategy 'constant'", default=0.0),
+)
+_op(
+    "one_hot",
+    "categorical columns to one-hot columns appended to features",
+    Param("min_count", "int", "values seen fewer times go to the unseen column", default=1, lo=1, hi=1 << 40),
+)
+_op(
+    "lookup",
+    "categorical columns to vocabulary ids appended to features",
+    Param("max_values", "int", "largest vocabulary per column; unset: no limit", lo=1, hi=10_000_000),
+)
+_op(
+    "resize",
+    "image to height x width (bilinear)",
     Param("height", "int", "output height in pixels", required=True, lo=1, hi=4096),
-    Param("width", "int", "output width in pixels", required=True, lo=1, hi=4096))
+    Param("width", "int", "output width in pixels", required=True, lo=1, hi=4096),
+)
 _op("grayscale", "image to one channel (ITU-R 601 luma)")
-_op("random_flip", "flips training images at random",
+_op(
+    "random_flip",
+    "flips training images at random",
     Param("mode", "str", "which flips", default="horizontal", choices=("horizontal", "vertical", "both")),
-    _seed(), deterministic=False)
-_op("random_rotation", "rotates training images by a random angle",
+    _seed(),
+    deterministic=False,
+)
+_op(
+    "random_rotation",
+    "rotates training images by a random angle",
     Param("max_degrees", "float", "largest rotation in degrees", required=True, lo=0, hi=180, lo_open=True),
-    _seed(), deterministic=False)
-_op("random_brightness", "shifts training image brightness at random",
-    Param("max_delta", "float", "largest offset, as a fraction of the pixel range", required=True, lo=0, hi=1,
-          lo_open=True),
-    _seed(), deterministic=False)
-_op("vectorize_text", "text to bag-of-words features or token id sequences",
+    _seed(),
+    deterministic=False,
+)
+_op(
+    "random_brightness",
+    "shifts training image brightness at random",
+    Param(
+        "max_delta",
+        "float",
+        "largest offset, as a fraction of the pixel range",
+        required=True,
+        lo=0,
+        hi=1,
+        lo_open=True,
+    ),
+    _seed(),
+    deterministic=False,
+)
+_op(
+    "vectorize_text",
+    "text to bag-of-words features or token id sequences",
     Param("max_tokens", "int", "largest vocabulary", default=10_000, lo=1, hi=1_000_000),
-    Param("mode", "str", "tf_idf, multi_hot, count (features) or int (tokens)", default="tf_idf",
-          choices=("tf_idf", "multi_hot", "count", "int")),
-    Param("sequence_length", "int", "tokens per row for mode int; longer texts are cut", default=64, lo=1,
-          hi=100_000))
-_op("shuffle", "shuffles rows through a bounded buffer",
+    Param(
+        "mode",
+        "str",
+        "tf_idf, multi_hot, count (features) or int (tokens)",
+        default="tf_idf",
+        choices=("tf_idf", "multi_hot", "count", "int"),
+    ),
+    Param("sequence_length", "int", "tokens per row for mode int; longer texts are cut", default=64, lo=1, hi=100_000),
+)
+_op(
+    "shuffle",
+    "shuffles rows through a bounded buffer",
     Param("buffer", "int", "rows held in the buffer; 1 means no shuffling", default=1000, lo=1, hi=10_000_000),
-    Param("seed", "int", "seed of the shuffle", default=0), deterministic=False)
+    Param("seed", "int", "seed of the shuffle", default=0),
+    deterministic=False,
+)
 
 
 def where(i: int, name: str) -> str:
@@ -88,8 +133,10 @@ def resolve(op, i: int = 0) -> dict:
         raise SpecError(f"process[{i}]: no op given (known ops: {', '.join(OPS.names())})", f"process[{i}]")
     plugin = op.WhichOneof("kind") == "plugin"
     if plugin and not kind:
-        raise SpecError(f"process[{i}].plugin.name: required (plugin ops: "
-                        f"{', '.join(c.name for c in OPS.plugins()) or 'none installed'})")
+        raise SpecError(
+            f"process[{i}].plugin.name: required (plugin ops: "
+            f"{', '.join(c.name for c in OPS.plugins()) or 'none installed'})"
+        )
     component = OPS.get(kind, f"process[{i}]")
     if plugin and not component.plugin:
         raise SpecError(f"process[{i}].plugin.name: {kind!r} is a built-in op; write it as `- {kind}: ...`")

@@ -8,6 +8,7 @@ register the same way, so a plugin's parameters validate like a built-in's.
 Unset follows proto3: 0, 0.0, "", False and an empty list or map mean "not given", and the
 Param's default (if any) stands in for it.
 """
+
 from __future__ import annotations
 
 import math
@@ -209,8 +210,10 @@ class Component:
             known = {p.name for p in self.params}
             for key in values:
                 if key not in known:
-                    raise SpecError(f"{where}: unknown field {key!r} (fields: {', '.join(sorted(known)) or 'none'})",
-                                    f"{where}.{key}")
+                    raise SpecError(
+                        f"{where}: unknown field {key!r} (fields: {', '.join(sorted(known)) or 'none'})",
+                        f"{where}.{key}",
+                    )
         out = {p.name: p.resolve(values.get(p.name), f"{where}.{p.name}", proto) for p in self.params}
         if self.check is not None:
             self.check(out, where)
@@ -258,8 +261,9 @@ class Registry:
             return self._items[name]
         except KeyError:
             where = where or self.field
-            raise SpecError(f"{where}: {name!r} is not supported (supported: {', '.join(self._items)})",
-                            where) from None
+            raise SpecError(
+                f"{where}: {name!r} is not supported (supported: {', '.join(self._items)})", where
+            ) from None
 
     def plugins(self) -> list[Component]:
         return [c for c in self._items.values() if c.plugin]

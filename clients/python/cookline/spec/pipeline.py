@@ -4,6 +4,7 @@ whole PipelineSpec (name, collect, process, split, train, evaluate, export).
 The proto is the schema, so an unknown key is reported with its path, and the
 file reference (docs/pipeline.md) and the proto comments describe the same thing.
 """
+
 from __future__ import annotations
 
 import os
@@ -105,11 +106,14 @@ def check_evaluate(evaluate: pipeline_pb2.EvaluateSpec) -> None:
         return
     metric = evaluate.metric or "accuracy"
     if metric not in GATE_METRICS:
-        raise SpecError(f"pipeline: evaluate.metric: {metric!r} is not one of {', '.join(GATE_METRICS)}",
-                        "evaluate.metric")
+        raise SpecError(
+            f"pipeline: evaluate.metric: {metric!r} is not one of {', '.join(GATE_METRICS)}", "evaluate.metric"
+        )
     if not 0 < evaluate.deploy_if_at_least <= 1:
-        raise SpecError(f"pipeline: evaluate.deploy_if_at_least: {evaluate.deploy_if_at_least} is not in (0, 1]",
-                        "evaluate.deploy_if_at_least")
+        raise SpecError(
+            f"pipeline: evaluate.deploy_if_at_least: {evaluate.deploy_if_at_least} is not in (0, 1]",
+            "evaluate.deploy_if_at_least",
+        )
 
 
 def _balanced_class_weights(data: dict) -> None:
@@ -119,8 +123,9 @@ def _balanced_class_weights(data: dict) -> None:
     if weights == "balanced":
         data["train"] = {k: v for k, v in train.items() if k != "class_weights"} | {"balance_classes": True}
     elif weights is not None and not isinstance(weights, dict):
-        raise SpecError(f"pipeline: train.class_weights: {weights!r} is neither balanced nor a mapping "
-                        "{class name: weight}")
+        raise SpecError(
+            f"pipeline: train.class_weights: {weights!r} is neither balanced nor a mapping {{class name: weight}}"
+        )
 
 
 def _plugin_spelling(data: dict) -> None:
@@ -134,13 +139,15 @@ def _plugin_spelling(data: dict) -> None:
     if isinstance(process, list):
         for i, op in enumerate(process):
             if isinstance(op, dict) and len(op) == 1:
-                (name, params), = op.items()
+                ((name, params),) = op.items()
                 if name not in op_fields and name in ops.OPS and ops.OPS.get(name).plugin:
                     if params is not None and not isinstance(params, dict):
                         raise SpecError(f"process[{i}].{name}: {params!r} is not a mapping of parameters")
                     process[i] = {"plugin": {"name": name, "params": params or {}}}
-    for section, registry, key, message in (("collect", sources.SOURCES, "format", pipeline_pb2.CollectSpec),
-                                            ("train", train.MODELS_REGISTRY, "model", pipeline_pb2.TrainSpec)):
+    for section, registry, key, message in (
+        ("collect", sources.SOURCES, "format", pipeline_pb2.CollectSpec),
+        ("train", train.MODELS_REGISTRY, "model", pipeline_pb2.TrainSpec),
+    ):
         block = data.get(section)
         if not isinstance(block, dict) or not isinstance(block.get(key), str) or block[key] not in registry:
             continue
@@ -148,8 +155,9 @@ def _plugin_spelling(data: dict) -> None:
         own = {p.name for p in component.params} - set(message.DESCRIPTOR.fields_by_name)
         if component.plugin and own & set(block):
             params = block.get("params") if isinstance(block.get("params"), dict) else {}
-            data[section] = {k: v for k, v in block.items() if k not in own} | \
-                {"params": params | {k: v for k, v in block.items() if k in own}}
+            data[section] = {k: v for k, v in block.items() if k not in own} | {
+                "params": params | {k: v for k, v in block.items() if k in own}
+            }
 
 
 def resolve_source(source: str, base_dir: str, roots: list[str] | None = None) -> str:

@@ -10,6 +10,7 @@ A plugin package declares each component in the spec's own terms (a `Component` 
 like any other (by the gateway before a run starts, by `cookline validate` offline). It
 imports the declarations only, never the implementations: those are the services' business.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,8 +51,11 @@ def load() -> list[Loaded]:
     global _loaded
     with _lock:
         if _loaded is None:
-            _loaded = [_register(group, registry, ep) for group, registry in GROUPS.items()
-                       for ep in metadata.entry_points(group=group)]
+            _loaded = [
+                _register(group, registry, ep)
+                for group, registry in GROUPS.items()
+                for ep in metadata.entry_points(group=group)
+            ]
         return list(_loaded)
 
 

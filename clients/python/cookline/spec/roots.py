@@ -7,6 +7,7 @@ symlink (the path itself, a folder on the way, or a file inside a source folder)
 leads out of them are PERMISSION_DENIED naming collect.source. Only the path's location is
 checked (realpath: lstat and readlink), never its contents.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,7 +34,9 @@ def _under(real: str, folder: str) -> bool:
 def store_folder() -> str:
     """The local object store's folder (COOKLINE_DATA_DIR): never a source, even inside a root, so no
     client can ingest another dataset's shards or a model's files through a path."""
-    return os.path.realpath(os.path.expanduser(os.environ.get("COOKLINE_DATA_DIR") or settings.default("COOKLINE_DATA_DIR")))
+    return os.path.realpath(
+        os.path.expanduser(os.environ.get("COOKLINE_DATA_DIR") or settings.default("COOKLINE_DATA_DIR"))
+    )
 
 
 def inside(path: str, roots: list[str]) -> bool:
@@ -47,12 +50,16 @@ def check(path: str, roots: list[str] | None = None, field: str = FIELD) -> str:
     """`path` (absolute, as collect reads it) if it stays inside the roots; PERMISSION_DENIED otherwise."""
     roots = config.source_roots() if roots is None else roots
     if has_parent_step(path):
-        raise denied(f"{field}: {path!r} has a '..' component; local sources must stay inside the source roots "
-                     "(COOKLINE_SOURCE_ROOTS); upload data from elsewhere")
+        raise denied(
+            f"{field}: {path!r} has a '..' component; local sources must stay inside the source roots "
+            "(COOKLINE_SOURCE_ROOTS); upload data from elsewhere"
+        )
     if not inside(path, roots):
-        raise denied(f"{field}: {path!r} is outside the source roots (COOKLINE_SOURCE_ROOTS: "
-                     f"{os.pathsep.join(roots)}), a symlink leads out of them, or it is in the object store's "
-                     "folder (train on a stored dataset with collect.dataset); upload data from elsewhere")
+        raise denied(
+            f"{field}: {path!r} is outside the source roots (COOKLINE_SOURCE_ROOTS: "
+            f"{os.pathsep.join(roots)}), a symlink leads out of them, or it is in the object store's "
+            "folder (train on a stored dataset with collect.dataset); upload data from elsewhere"
+        )
     return path
 
 
@@ -66,8 +73,10 @@ def check_tree(path: str, roots: list[str] | None = None, field: str = FIELD) ->
             full = os.path.join(dirpath, name)
             if not inside(full, roots):
                 rel = os.path.relpath(full, path)
-                raise denied(f"{field}: {rel!r} inside {path!r} is a symlink leading outside the source roots "
-                             "(COOKLINE_SOURCE_ROOTS)")
+                raise denied(
+                    f"{field}: {rel!r} inside {path!r} is a symlink leading outside the source roots "
+                    "(COOKLINE_SOURCE_ROOTS)"
+                )
 
 
 def resolve(source: str, base_dir: str, roots: list[str] | None = None) -> str:
@@ -103,6 +112,9 @@ def require(source: str, roots: list[str] | None = None) -> None:
     if not source or "://" in source:
         return
     if not os.path.lexists(source):
-        raise SourceNotFound(f"{FIELD}: {source!r} not found on the services' machine; a client on another "
-                             "machine uploads its data (cookline upload; cookline run does it by itself)", FIELD)
+        raise SourceNotFound(
+            f"{FIELD}: {source!r} not found on the services' machine; a client on another "
+            "machine uploads its data (cookline upload; cookline run does it by itself)",
+            FIELD,
+        )
     check_tree(source, roots)

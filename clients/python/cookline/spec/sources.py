@@ -4,6 +4,7 @@ The collect service implements them (services/collect/sources); this is what a p
 A field of collect that no parameter of the chosen source names is ignored, except those
 marked `only` below, which are an error elsewhere.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,22 +45,30 @@ _IMAGE_PARAMS = (
     Param("color", "str", "grayscale (1 channel) or rgb (3); unset: the first image's mode", choices=COLORS),
 )
 
-_source("csv", "rows of numeric, category and text columns plus one label column",
-        Param("label", "str", "name of the label column", required=True),
-        Param("no_header", "bool", "the file has no header row"),
-        Param("columns", "strs", "column names of a file with no header"),
-        Param("categorical", "strs", "columns holding category strings"),
-        Param("column_kinds", "strmap", "kind of a column by name; a column not named is inferred",
-              choices=COLUMN_KINDS),
-        Param("missing", "str", "what an empty cell does", default="error", choices=MISSING_POLICIES),
-        Param("fill_value", "float", "the value of an empty numeric cell (missing: fill)", default=0.0),
-        Param("numeric_label", "bool", "the label is a number to predict (regression)"))
+_source(
+    "csv",
+    "rows of numeric, category and text columns plus one label column",
+    Param("label", "str", "name of the label column", required=True),
+    Param("no_header", "bool", "the file has no header row"),
+    Param("columns", "strs", "column names of a file with no header"),
+    Param("categorical", "strs", "columns holding category strings"),
+    Param("column_kinds", "strmap", "kind of a column by name; a column not named is inferred", choices=COLUMN_KINDS),
+    Param("missing", "str", "what an empty cell does", default="error", choices=MISSING_POLICIES),
+    Param("fill_value", "float", "the value of an empty numeric cell (missing: fill)", default=0.0),
+    Param("numeric_label", "bool", "the label is a number to predict (regression)"),
+)
 _source("text-csv", "pipcook's text format: text,category rows with no header")
-_source("image-folder", "one sub-folder of PNG/JPEG images per class, optionally under train/validation/test",
-        *_IMAGE_PARAMS)
+_source(
+    "image-folder",
+    "one sub-folder of PNG/JPEG images per class, optionally under train/validation/test",
+    *_IMAGE_PARAMS,
+)
 _source("voc", "PascalVOC: annotations/*.xml + images/; the label is the first object's name", *_IMAGE_PARAMS)
-_source("npz", "a numpy .npz archive of named arrays sharing their first dimension",
-        Param("label", "str", "name of the label array", default="label"))
+_source(
+    "npz",
+    "a numpy .npz archive of named arrays sharing their first dimension",
+    Param("label", "str", "name of the label array", default="label"),
+)
 
 
 def __getattr__(name: str):
@@ -114,9 +123,13 @@ def plugin_values(collect) -> dict:
         elif param.name in given:
             values[param.name] = given.pop(param.name)
     for key in given:
-        raise SpecError(f"collect.params.{key}: not a parameter of source {component.name!r} "
-                        f"(parameters: {', '.join(p.name for p in component.params) or 'none'})")
+        raise SpecError(
+            f"collect.params.{key}: not a parameter of source {component.name!r} "
+            f"(parameters: {', '.join(p.name for p in component.params) or 'none'})"
+        )
     return component.resolve(values, "collect", strict=False, proto=False)
+
+
 # A dataset version id (collect.dataset's @VERSION): content-addressed hex.
 VERSION_RE = re.compile(r"[0-9a-f]{1,64}")
 
@@ -125,11 +138,14 @@ def dataset_ref(value: str) -> tuple[str, str]:
     """collect.dataset's NAME[@VERSION] as (name, version); an empty version means the newest."""
     name, _, version = value.partition("@")
     if not NAME_RE.fullmatch(name) or ".." in name:
-        raise SpecError(f"pipeline: collect.dataset: {value!r} is not NAME[@VERSION] (a name is {NAME_RULE})",
-                        "collect.dataset")
+        raise SpecError(
+            f"pipeline: collect.dataset: {value!r} is not NAME[@VERSION] (a name is {NAME_RULE})", "collect.dataset"
+        )
     if "@" in value and not VERSION_RE.fullmatch(version):
-        raise SpecError(f"pipeline: collect.dataset: version {version!r} of {value!r} is not a dataset version "
-                        "(hex digits)", "collect.dataset")
+        raise SpecError(
+            f"pipeline: collect.dataset: version {version!r} of {value!r} is not a dataset version (hex digits)",
+            "collect.dataset",
+        )
     return name, version
 
 
@@ -139,9 +155,11 @@ def check_dataset(collect) -> None:
     dataset_ref(collect.dataset)
     for field, _value in collect.ListFields():
         if field.name != "dataset":
-            raise SpecError(f"pipeline: collect.{field.name}: not allowed with collect.dataset (a stored dataset "
-                            "is trained on as it is; set either collect.source with its options or collect.dataset)",
-                            f"collect.{field.name}")
+            raise SpecError(
+                f"pipeline: collect.{field.name}: not allowed with collect.dataset (a stored dataset "
+                "is trained on as it is; set either collect.source with its options or collect.dataset)",
+                f"collect.{field.name}",
+            )
 
 
 def check(collect) -> None:
@@ -150,15 +168,16 @@ def check(collect) -> None:
         check_dataset(collect)
         return
     if not collect.source:
-        raise SpecError("collect.source is required (or collect.dataset: NAME[@VERSION], a dataset already in "
-                        "the store)", "collect.source")
+        raise SpecError(
+            "collect.source is required (or collect.dataset: NAME[@VERSION], a dataset already in the store)",
+            "collect.source",
+        )
     fmt = format_of(collect)
     component = source(fmt)
     for name in ONLY:
         if getattr(collect, name) and component.param(name) is None:
             owners = [s.name for s in SOURCES if s.param(name) is not None]
-            raise SpecError(f"collect.{name}: only for {' or '.join(owners)} sources, not {fmt!r}",
-                            f"collect.{name}")
+            raise SpecError(f"collect.{name}: only for {' or '.join(owners)} sources, not {fmt!r}", f"collect.{name}")
     if component.plugin:
         plugin_values(collect)
         return

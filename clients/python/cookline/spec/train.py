@@ -1,5 +1,6 @@
 """The train section: the model families (the zoo) and the training settings, with their
 defaults and ranges; free of TensorFlow (the gateway, train and the CLI use it)."""
+
 from __future__ import annotations
 
 from google.protobuf import json_format
@@ -12,51 +13,104 @@ MODELS_REGISTRY = Registry("model", "train.model")
 
 
 def _hidden(default) -> Param:
-    return Param("hidden_units", "ints", "width of each hidden dense layer", default=default, lo=1, hi=65_536,
-                 absent="a {model} model has no hidden dense layers; remove it")
+    return Param(
+        "hidden_units",
+        "ints",
+        "width of each hidden dense layer",
+        default=default,
+        lo=1,
+        hi=65_536,
+        absent="a {model} model has no hidden dense layers; remove it",
+    )
 
 
-def _model(name: str, doc: str, *params: Param, inputs: tuple[str, ...], regressor: bool = False,
-           tfjs: bool = False) -> Component:
-    return MODELS_REGISTRY.register(Component(name, "model", params, doc, inputs=inputs, regressor=regressor,
-                                              tfjs=tfjs))
+def _model(
+    name: str, doc: str, *params: Param, inputs: tuple[str, ...], regressor: bool = False, tfjs: bool = False
+) -> Component:
+    return MODELS_REGISTRY.register(
+        Component(name, "model", params, doc, inputs=inputs, regressor=regressor, tfjs=tfjs)
+    )
 
 
-_model("mlp", "dense classifier (or regressor) with ReLU hidden layers", _hidden((32,)),
-       inputs=("features", "image"), regressor=True, tfjs=True)
-_model("linear", "multinomial logistic (or linear) regression", inputs=("features", "image"), regressor=True,
-       tfjs=True)
-_model("cnn", "small conv net on image", _hidden((64,)),
-       Param("conv_filters", "ints", "output channels of each 3x3 convolution", default=(16, 32), lo=1, hi=4096),
-       inputs=("image",), tfjs=True)
-_model("mobilenet_v2", "MobileNetV2, randomly initialised, on image",
-       Param("alpha", "float", "width multiplier", default=1.0, lo=0, hi=2, lo_open=True),
-       Param("input_size", "int", "side the image is resized to in the model; unset: its own size (at least 32)",
-             lo=32, hi=1024),
-       inputs=("image",), tfjs=True)
-_model("text", "embedding + average pooling on tokens", _hidden(None),
-       Param("embedding_dim", "int", "size of the token embedding", default=32, lo=1, hi=4096),
-       inputs=("tokens",), tfjs=True)
+_model(
+    "mlp",
+    "dense classifier (or regressor) with ReLU hidden layers",
+    _hidden((32,)),
+    inputs=("features", "image"),
+    regressor=True,
+    tfjs=True,
+)
+_model("linear", "multinomial logistic (or linear) regression", inputs=("features", "image"), regressor=True, tfjs=True)
+_model(
+    "cnn",
+    "small conv net on image",
+    _hidden((64,)),
+    Param("conv_filters", "ints", "output channels of each 3x3 convolution", default=(16, 32), lo=1, hi=4096),
+    inputs=("image",),
+    tfjs=True,
+)
+_model(
+    "mobilenet_v2",
+    "MobileNetV2, randomly initialised, on image",
+    Param("alpha", "float", "width multiplier", default=1.0, lo=0, hi=2, lo_open=True),
+    Param(
+        "input_size",
+        "int",
+        "side the image is resized to in the model; unset: its own size (at least 32)",
+        lo=32,
+        hi=1024,
+    ),
+    inputs=("image",),
+    tfjs=True,
+)
+_model(
+    "text",
+    "embedding + average pooling on tokens",
+    _hidden(None),
+    Param("embedding_dim", "int", "size of the token embedding", default=32, lo=1, hi=4096),
+    inputs=("tokens",),
+    tfjs=True,
+)
 
 # The training settings every family shares (train.<name>).
 TRAIN_PARAMS = (
     Param("epochs", "int", "passes over the training split", default=10, lo=1, hi=10_000),
     Param("batch_size", "int", "rows per training step", default=32, lo=1, hi=65_536),
     Param("learning_rate", "float", "step size of the optimizer", default=0.001, lo=0, hi=10, lo_open=True),
-    Param("optimizer", "str", "the optimizer", default="adam", choices=("adam", "sgd", "rmsprop"),
-          choices_say="supported"),
+    Param(
+        "optimizer", "str", "the optimizer", default="adam", choices=("adam", "sgd", "rmsprop"), choices_say="supported"
+    ),
     Param("progress_every_batches", "int", "batches between progress updates", default=20, lo=1, hi=1_000_000),
     Param("seed", "int", "seed of the weight initialisation, the default shuffle and dropout", default=0),
-    Param("workers", "int", "train replicas that train together (MultiWorkerMirroredStrategy); batch_size is the "
-          "global batch, a multiple of workers", default=1, lo=1, hi=64),
-    Param("class_weights", "map", "weight of each class in the loss, by class name; unset classes weigh 1",
-          lo=0, hi=1e6, lo_open=True),
+    Param(
+        "workers",
+        "int",
+        "train replicas that train together (MultiWorkerMirroredStrategy); batch_size is the "
+        "global batch, a multiple of workers",
+        default=1,
+        lo=1,
+        hi=64,
+    ),
+    Param(
+        "class_weights",
+        "map",
+        "weight of each class in the loss, by class name; unset classes weigh 1",
+        lo=0,
+        hi=1e6,
+        lo_open=True,
+    ),
 )
 # Validation metrics early stopping can watch, and whether higher is better.
 STOPPING_METRICS = {"val_loss": False, "val_accuracy": True}
 EARLY_STOPPING = (
-    Param("metric", "str", "validation metric watched", default="val_loss", choices=tuple(STOPPING_METRICS),
-          choices_say="supported"),
+    Param(
+        "metric",
+        "str",
+        "validation metric watched",
+        default="val_loss",
+        choices=tuple(STOPPING_METRICS),
+        choices_say="supported",
+    ),
     Param("patience", "int", "epochs without improvement before stopping", required=True, lo=1, hi=10_000),
 )
 MIN_INPUT_SIZE = int(MODELS_REGISTRY.get("mobilenet_v2").param("input_size").lo)
@@ -81,8 +135,10 @@ def check_export(pipeline: pipeline_pb2.PipelineSpec) -> None:
     """SpecError when an export format is asked of a model that cannot have it."""
     if pipeline.export.tfjs and not MODELS_REGISTRY.get(pipeline.train.model).tfjs:
         available = [m.name for m in MODELS_REGISTRY if m.tfjs]
-        raise SpecError(f"export.tfjs: not available for model {pipeline.train.model!r} "
-                        f"(available for {', '.join(available)})", "export.tfjs")
+        raise SpecError(
+            f"export.tfjs: not available for model {pipeline.train.model!r} (available for {', '.join(available)})",
+            "export.tfjs",
+        )
 
 
 def _family_params() -> dict[str, list[Component]]:
@@ -114,16 +170,18 @@ def _set(out: pipeline_pb2.TrainSpec, name: str, value) -> None:
 def resolve(spec: pipeline_pb2.TrainSpec) -> pipeline_pb2.TrainSpec:
     """Validates a train spec and fills in its defaults; SpecError names the field."""
     if not spec.model:
-        raise SpecError("train.model: required (supported: " + ", ".join(MODELS_REGISTRY.names()) + ")",
-                        "train.model")
+        raise SpecError("train.model: required (supported: " + ", ".join(MODELS_REGISTRY.names()) + ")", "train.model")
     family = MODELS_REGISTRY.get(spec.model)
     out = pipeline_pb2.TrainSpec()
     out.CopyFrom(spec)
     for name, owners in _family_params().items():  # a family's own setting given to another family
         if family.param(name) is None and hasattr(spec, name) and _get(spec, name):
             template = next((p.absent for o in owners for p in o.params if p.name == name and p.absent), "")
-            message = template.format(model=spec.model) if template else \
-                f"applies to model {' or '.join(o.name for o in owners)}, not {spec.model!r}; remove it"
+            message = (
+                template.format(model=spec.model)
+                if template
+                else f"applies to model {' or '.join(o.name for o in owners)}, not {spec.model!r}; remove it"
+            )
             raise SpecError(f"train.{name}: {message}", f"train.{name}")
     for param in TRAIN_PARAMS + family.params:
         if hasattr(spec, name := param.name):
@@ -135,13 +193,15 @@ def resolve(spec: pipeline_pb2.TrainSpec) -> pipeline_pb2.TrainSpec:
         own = {p.name for p in family.params if not hasattr(spec, p.name)}
         for key in given:
             if key not in own:
-                raise SpecError(f"train.params.{key}: not a parameter of model {spec.model!r} "
-                                f"(parameters: {', '.join(sorted(own)) or 'none'})")
-        resolved = {p.name: p.resolve(given.get(p.name), f"train.{p.name}", proto=False)
-                    for p in family.params if p.name in own}
+                raise SpecError(
+                    f"train.params.{key}: not a parameter of model {spec.model!r} "
+                    f"(parameters: {', '.join(sorted(own)) or 'none'})"
+                )
+        resolved = {
+            p.name: p.resolve(given.get(p.name), f"train.{p.name}", proto=False) for p in family.params if p.name in own
+        }
         out.params.Clear()
-        out.params.update({k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items()
-                           if v is not None})
+        out.params.update({k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items() if v is not None})
     if spec.HasField("early_stopping"):
         for param in EARLY_STOPPING:
             value = param.resolve(getattr(spec.early_stopping, param.name), f"train.early_stopping.{param.name}")
@@ -151,8 +211,11 @@ def resolve(spec: pipeline_pb2.TrainSpec) -> pipeline_pb2.TrainSpec:
     if out.class_weights and out.balance_classes:
         raise SpecError("train.class_weights: give weights per class or balanced, not both", "train.class_weights")
     if out.batch_size % out.workers:
-        raise SpecError(f"train.batch_size: {out.batch_size} is not a multiple of train.workers ({out.workers}): "
-                        f"each worker takes batch_size / workers rows per step", "train.batch_size")
+        raise SpecError(
+            f"train.batch_size: {out.batch_size} is not a multiple of train.workers ({out.workers}): "
+            f"each worker takes batch_size / workers rows per step",
+            "train.batch_size",
+        )
     return out
 
 
@@ -173,8 +236,11 @@ def check_regression(spec: pipeline_pb2.TrainSpec) -> None:
     """SpecError when a setting of `spec` has no meaning for a regressor (a numeric label)."""
     if not MODELS_REGISTRY.get(spec.model).regressor:
         regressors = [m.name for m in MODELS_REGISTRY if m.regressor]
-        raise SpecError(f"train.model: {spec.model!r} is a classifier, but the dataset's label is numeric "
-                        f"(collect.numeric_label); regressors: {', '.join(regressors)}", "train.model")
+        raise SpecError(
+            f"train.model: {spec.model!r} is a classifier, but the dataset's label is numeric "
+            f"(collect.numeric_label); regressors: {', '.join(regressors)}",
+            "train.model",
+        )
     if spec.early_stopping.metric == "val_accuracy":
         raise SpecError("train.early_stopping.metric: 'val_accuracy' needs class labels; use val_loss for a regressor")
     if spec.class_weights or spec.balance_classes:
@@ -185,17 +251,19 @@ def check_class_weights(spec: pipeline_pb2.TrainSpec, class_names: list[str]) ->
     """SpecError when class_weights names a class the dataset does not have."""
     unknown = sorted(set(spec.class_weights) - set(class_names))
     if unknown:
-        raise SpecError(f"train.class_weights: {', '.join(map(repr, unknown))} not among the dataset's classes "
-                        f"({', '.join(class_names)})")
+        raise SpecError(
+            f"train.class_weights: {', '.join(map(repr, unknown))} not among the dataset's classes "
+            f"({', '.join(class_names)})"
+        )
 
 
-def class_weight_dict(spec: pipeline_pb2.TrainSpec, class_names: list[str],
-                      counts: dict[str, int]) -> dict[int, float] | None:
+def class_weight_dict(
+    spec: pipeline_pb2.TrainSpec, class_names: list[str], counts: dict[str, int]
+) -> dict[int, float] | None:
     """Keras' class_weight (class id -> weight), or None when every class weighs 1."""
     if spec.balance_classes:
         total, present = sum(counts.values()), [c for c in class_names if counts.get(c, 0) > 0]
-        return {i: (total / (len(present) * counts[c]) if counts.get(c, 0) else 1.0)
-                for i, c in enumerate(class_names)}
+        return {i: (total / (len(present) * counts[c]) if counts.get(c, 0) else 1.0) for i, c in enumerate(class_names)}
     if spec.class_weights:
         return {i: float(spec.class_weights.get(c, 1.0)) for i, c in enumerate(class_names)}
     return None
@@ -211,15 +279,20 @@ def model_input(model: str, processed: dict[str, tuple[str, list[int]]]) -> tupl
     name = next((n for n in inputs if n in processed), None)
     if inputs == ("image",):
         if name is None or len(processed["image"][1]) != 3:
-            raise SpecError(f"train.model: {model!r} is an image model and needs an 'image' tensor "
-                            f"[height, width, channels]; the data has {has}")
+            raise SpecError(
+                f"train.model: {model!r} is an image model and needs an 'image' tensor "
+                f"[height, width, channels]; the data has {has}"
+            )
     elif inputs == ("tokens",):
         if name is None:
-            raise SpecError(f"train.model: {model!r} needs 'tokens' (a vectorize_text op with mode: int); "
-                            f"the data has {has}")
+            raise SpecError(
+                f"train.model: {model!r} needs 'tokens' (a vectorize_text op with mode: int); the data has {has}"
+            )
     elif name is None:
-        raise SpecError(f"train.model: {model!r} needs {' or '.join(map(repr, inputs))} after the process ops; "
-                        f"the data has {has} (text needs a vectorize_text op)")
+        raise SpecError(
+            f"train.model: {model!r} needs {' or '.join(map(repr, inputs))} after the process ops; "
+            f"the data has {has} (text needs a vectorize_text op)"
+        )
     dtype, shape = processed[name]
     dtype = {"uint8": "uint8", "int64": "int32"}.get(dtype, "float32")
     return name, dtype, shape
