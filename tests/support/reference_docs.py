@@ -131,9 +131,14 @@ def default_text(param) -> str:
     return f"`{_value(param.default)}`" if param.default is not None else "unset"
 
 
+def _choice(text: str) -> str:
+    """A choice as a code span inside a table cell: a tab as \\t, a pipe escaped (GFM tables)."""
+    return "`" + text.replace("\t", "\\t").replace("|", "\\|") + "`"
+
+
 def limits_text(param) -> str:
     if param.choices:
-        return ", ".join(f"`{c}`" for c in param.choices)
+        return ", ".join(_choice(c) for c in param.choices)
     return f"`{param.range_text()}`" if param.range_text() else ""
 
 

@@ -151,6 +151,8 @@ def test_validate_checks_a_message_as_parse_checks_a_file():
         (pb.CollectSpec(source="d", format="npz", numeric_label=True), "collect.numeric_label: only for csv sources"),
         (pb.CollectSpec(source="d.csv", label="y", missing="skip"), "collect.missing: 'skip' is not one of error"),
         (pb.CollectSpec(source="d", format="parquet"), "collect.format: 'parquet' is not supported"),
+        (pb.CollectSpec(source="d.csv", label="y", delimiter=":"), "collect.delimiter: ':' is not one of ,, ;,"),
+        (pb.CollectSpec(source="d.csv", label="y", decimal=","), "collect.decimal: ',' is also collect.delimiter"),
     ],
 )
 def test_collect_rules(collect, message):

@@ -6,53 +6,56 @@ columns), a missing-value policy, a label column, with or without a header. A
 column's kind is set by collect.column_kinds (or collect.categorical), else inferred
 from the first INFER_ROWS rows (`infer_kind`; cookline.spec.sources holds the
 rule). text-csv: pipcook's text format, `text,category` rows with no header ->
-"text" str [n] and "label". Both stream the file in chunks.
+"text" str [n] and "label". Both stream the file in chunks: blocks of pyarrow.csv's reader,
+handing over to the row reader where that one does not take the file as it is (csvread.py).
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Iterator
 
 import numpy as np
+import pyarrow as pa
 
 from cookline.spec.sources import (
     CATEGORY_MAX_CHARS,
     CATEGORY_MAX_WORDS,
+    DELIMITERS,
     INFER_ROWS,
     MISSING_TEXTS,
     check_column_kinds,
+    check_dialect,
     check_missing,
     is_number,
+    number,
 )
-from services.collect.sources.base import CHUNK_ROWS, Chunk, Labels, Source, open_text, single_file
+from services.collect.sources import csvread
+from services.collect.sources.base import CHUNK_ROWS, Chunk, Labels, Source, single_file
+from services.collect.sources.csvread import Dialect
 from services.common.errors import invalid
 
 
-def _rows(path: str, skip_header: bool) -> Iterator[tuple[int, list[str]]]:
-    """(line number, cells) of every non-blank row."""
-    with open_text(path) as f:
-        reader = csv.reader(f)
-        for row in reader:
-            if skip_header:
-                skip_header = False
-                continue
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            yield reader.line_num, row
-
-
-def infer_kind(values: list[str]) -> str:
+def infer_kind(values: list[str], decimal: str = ".") -> str:
     """The kind of a column from its (stripped, present) values: "numeric" when every value is a
     number (or there is none), else "text" when a value is longer than CATEGORY_MAX_CHARS characters
     or has more than CATEGORY_MAX_WORDS words, else "category"."""
-    if all(is_number(v) for v in values):
+    if all(is_number(v, decimal) for v in values):
         return "numeric"
     if any(len(v) > CATEGORY_MAX_CHARS or len(v.split()) > CATEGORY_MAX_WORDS for v in values):
         return "text"
     return "category"
+
+
+def class_ids(labels: Labels, codes: np.ndarray, names: list[str]) -> np.ndarray:
+    """The class id of each row, from its code into `names` (a block's dictionary of label cells,
+    stripped); new names get ids in order of first appearance, as row by row."""
+    ids = np.zeros(len(names), np.int32)
+    seen, first = np.unique(codes, return_index=True)
+    for code in seen[np.argsort(first)]:
+        ids[code] = labels.id(names[code])
+    return ids[codes]
 
 
 class CsvSource(Source):
@@ -64,8 +67,8 @@ class CsvSource(Source):
         self.missing = check_missing(spec.missing)
         self.fill_value = spec.fill_value
         self.no_header = spec.no_header
-        with open_text(self.path) as f:
-            first = next(csv.reader(f), None)
+        self.dialect = Dialect(*check_dialect(spec.delimiter, spec.decimal))
+        first = csvread.first_row(self.path, self.dialect)
         if not first:
             raise invalid(f"collect.source: {self.file_name} is empty (no rows)")
         if spec.no_header:
@@ -73,7 +76,7 @@ class CsvSource(Source):
             if len(names) != len(first):
                 raise invalid(
                     f"collect.columns: {len(names)} names given, but line 1 of {self.file_name} "
-                    f"has {len(first)} columns"
+                    f"has {len(first)} columns{self._delimiter_hint(first, 'line 1')}"
                 )
         else:
             if spec.columns:
@@ -87,6 +90,7 @@ class CsvSource(Source):
             raise invalid(
                 f"collect.label: column {label!r} is not in the {'columns' if spec.no_header else 'header'} "
                 f"of {self.file_name} (columns: {', '.join(names)})"
+                + self._delimiter_hint(first, "the header" if not spec.no_header else "line 1")
             )
         for name in spec.categorical:
             if name not in names or name == label:
@@ -125,17 +129,56 @@ class CsvSource(Source):
         self.class_names = [] if self.numeric_label else self.labels.names
         self.image_shapes = {}
 
+    def _delimiter_hint(self, first: list[str], what: str) -> str:
+        """When the first row reads as one cell holding another delimiter: a hint naming collect.delimiter."""
+        if len(first) != 1:
+            return ""
+        found = [d for d in DELIMITERS if d != self.dialect.delimiter and d in first[0]]
+        if not found:
+            return ""
+        shown = {"\t": "'\\t' (tab)"}.get(found[0], repr(found[0]))
+        return (
+            f"; {what} reads as one column holding {shown} (collect.delimiter is {self.dialect.delimiter!r}): "
+            f"set collect.delimiter: {shown.split(' ')[0]}"
+        )
+
     def _infer(self, names: list[str], indices: list[int]) -> dict[str, str]:
-        """Kinds of the columns at `indices`, from their present values in the first INFER_ROWS rows."""
+        """Kinds of the columns at `indices`, from their present values in the first INFER_ROWS rows.
+
+        The block reader reads those rows as strings, and a column whose present cells all convert
+        there is numeric; the others (and every column, if the block reader stops) get the row rule."""
+        batches, count = [], 0
+        try:
+            for batch in csvread.blocks(self.path, self.dialect, len(names), not self.no_header, {}):
+                batches.append(batch.slice(0, INFER_ROWS - count))
+                count += batches[-1].num_rows
+                if count == INFER_ROWS:
+                    break
+        except pa.ArrowInvalid:
+            return self._infer_rows(names, indices)
+        kinds = {}
+        for i in indices:
+            column = pa.chunked_array([b.column(i) for b in batches], pa.string()).combine_chunks()
+            if csvread.present_numbers(column, self.dialect):
+                kinds[names[i]] = "numeric"
+            else:
+                values, missing = csvread.strings(column)
+                present = [v for v, m in zip(values, missing, strict=True) if not m]
+                kinds[names[i]] = infer_kind(present, self.dialect.decimal)
+        return kinds
+
+    def _infer_rows(self, names: list[str], indices: list[int]) -> dict[str, str]:
+        """_infer by the row reader."""
         seen: dict[int, list[str]] = {i: [] for i in indices}
-        for count, (_line, row) in enumerate(_rows(self.path, skip_header=not self.no_header)):
+        rows = csvread.rows(self.path, self.dialect, skip_header=not self.no_header)
+        for count, (_line, row) in enumerate(rows):
             if count == INFER_ROWS:
                 break
             for i in indices:
                 text = row[i].strip() if i < len(row) else ""
                 if text.lower() not in MISSING_TEXTS:
                     seen[i].append(text)
-        return {names[i]: infer_kind(values) for i, values in seen.items()}
+        return {names[i]: infer_kind(values, self.dialect.decimal) for i, values in seen.items()}
 
     def files(self):
         return [(self.file_name, self.path)]
@@ -155,13 +198,110 @@ class CsvSource(Source):
         return [("" if c.lower() in MISSING_TEXTS else c) for c in cells], self.missing == "drop"
 
     def chunks(self) -> Iterator[Chunk]:
+        types = {i: pa.float64() for i in self.numeric_index}
+        if self.numeric_label:
+            types[self.label_index] = pa.float64()
+        rows = consumed = 0  # rows yielded; rows of the file the block reader has turned into chunks
+        try:
+            for block in csvread.blocks(self.path, self.dialect, len(self.header), not self.no_header, types):
+                chunk = self._block(block)
+                if chunk is None:
+                    break
+                consumed += block.num_rows
+                if len(chunk["label"]):
+                    rows += len(chunk["label"])
+                    yield chunk
+            else:
+                consumed = -1  # the block reader read the whole file
+        except pa.ArrowInvalid:
+            pass  # the row reader takes over from row `consumed`, and says what is wrong
+        if consumed >= 0:
+            for chunk in self._row_chunks(consumed):
+                rows += len(chunk["label"])
+                yield chunk
+        if rows == 0:
+            raise invalid(f"collect.source: {self.file_name} has no data rows")
+
+    def _block(self, block: pa.RecordBatch) -> Chunk | None:
+        """The kept rows of one block of the file, or None where the row reader must take over: a
+        missing value that is an error, a number that is not finite (the row reader reports them
+        with their line)."""
+        n, drop = block.num_rows, self.missing == "drop"
+        keep = np.ones(n, bool)
+        column = block.column(self.label_index)
+        if self.numeric_label:
+            label = column.to_numpy(zero_copy_only=False)
+            if column.null_count:
+                if not drop:
+                    return None
+                keep &= ~column.is_null().to_numpy(zero_copy_only=False)
+            if not np.isfinite(label[keep]).all():
+                return None
+        else:
+            encoded = column.dictionary_encode()
+            codes = encoded.indices.to_numpy()
+            names, absent = csvread.strings(encoded.dictionary)
+            if absent.any():
+                if not drop:
+                    return None
+                keep &= ~absent[codes]
+        features = np.empty((n, len(self.numeric_index)), np.float32)
+        nulls = []
+        for j, i in enumerate(self.numeric_index):
+            column = block.column(i)
+            values = column.to_numpy(zero_copy_only=False)  # NaN where the cell is missing
+            if column.null_count:
+                if self.missing == "error":
+                    return None
+                null = column.is_null().to_numpy(zero_copy_only=False)
+                nulls.append((j, null))
+                if drop:
+                    keep &= ~null
+                elif self.missing == "fill":
+                    values = np.where(null, self.fill_value, values)
+            features[:, j] = values
+        finite = np.isfinite(features)
+        if not finite.all():
+            for j, null in nulls:
+                finite[:, j] |= null
+            if not finite.all():
+                return None
+        strings = []
+        for i in self.categorical_index + self.text_index:
+            values, absent = csvread.strings(block.column(i))
+            if absent.any():
+                if self.missing == "error":
+                    return None
+                if drop:
+                    keep &= ~absent
+                else:
+                    values = ["" if a else v for v, a in zip(values, absent, strict=True)]
+            strings.append(np.array(values, dtype=np.str_))
+        every = keep.all()
+        if self.numeric_label:
+            labels = (label if every else label[keep]).astype(np.float32)
+        else:
+            labels = class_ids(self.labels, codes if every else codes[keep], names)
+        chunk: Chunk = {"label": labels}
+        if self.columns:
+            chunk["features"] = features if every else features[keep]
+        if self.categorical_columns:
+            k = len(self.categorical_columns)
+            chunk["categorical"] = np.stack([s if every else s[keep] for s in strings[:k]], axis=1)
+        if self.text_columns:
+            texts = [s if every else s[keep] for s in strings[len(self.categorical_columns) :]]
+            chunk["text"] = texts[0] if len(texts) == 1 else np.stack(texts, axis=1)
+        return chunk
+
+    def _row_chunks(self, start: int) -> Iterator[Chunk]:
+        """The row reader's chunks, from the `start`-th data row of the file."""
         width = len(self.header)
         features = np.empty((CHUNK_ROWS, len(self.columns)), dtype=np.float32)
         categorical: list[list[str]] = []
         texts: list[list[str]] = []
         labels = np.empty(CHUNK_ROWS, dtype=np.float32 if self.numeric_label else np.int32)
-        n = rows = 0
-        for line_no, row in _rows(self.path, skip_header=not self.no_header):
+        n = 0
+        for line_no, row in csvread.rows(self.path, self.dialect, not self.no_header, start):
             if len(row) != width:
                 raise invalid(f"{self.file_name} line {line_no}: expected {width} columns, got {len(row)}")
             label = row[self.label_index].strip()
@@ -173,7 +313,7 @@ class CsvSource(Source):
                 )
             values = []
             dropped = False
-            for j, i in enumerate(self.numeric_index):
+            for i in self.numeric_index:
                 text = row[i].strip()
                 if text.lower() in MISSING_TEXTS:
                     if self.missing == "error":
@@ -187,12 +327,12 @@ class CsvSource(Source):
                     values.append(self.fill_value if self.missing == "fill" else math.nan)
                     continue
                 try:
-                    value = float(text)
+                    value = number(text, self.dialect.decimal)
                 except ValueError:
                     raise invalid(
                         f"{self.file_name} line {line_no}, column {self.header[i]!r}: "
                         "the value is not a number (the column is numeric; collect.column_kinds can "
-                        "make it category or text)"
+                        "make it category or text" + self._decimal_hint() + ")"
                     ) from None  # cells are never quoted back
                 if not math.isfinite(value):
                     raise invalid(
@@ -212,18 +352,18 @@ class CsvSource(Source):
             texts.append(words)
             labels[n] = self._number(label, line_no, self.label_index) if self.numeric_label else self.labels.id(label)
             n += 1
-            rows += 1
             if n == CHUNK_ROWS:
                 yield self._chunk(features, categorical, texts, labels, n)
                 n, categorical, texts = 0, [], []
-        if rows == 0:
-            raise invalid(f"collect.source: {self.file_name} has no data rows")
         if n:
             yield self._chunk(features, categorical, texts, labels, n)
 
+    def _decimal_hint(self) -> str:
+        return "; collect.decimal is ','" if self.dialect.decimal == "," else ""
+
     def _number(self, text: str, line_no: int, index: int) -> float:
         try:
-            value = float(text)
+            value = number(text, self.dialect.decimal)
         except ValueError:
             raise invalid(
                 f"{self.file_name} line {line_no}, column {self.header[index]!r}: the value is not a number"
@@ -263,10 +403,35 @@ class TextCsvSource(Source):
         return [(self.file_name, self.path)]
 
     def chunks(self) -> Iterator[Chunk]:
+        rows = consumed = 0  # as CsvSource.chunks
+        try:
+            for block in csvread.blocks(self.path, Dialect(), 2, False, {}):
+                encoded = block.column(1).dictionary_encode()
+                names = [name.strip() for name in encoded.dictionary.to_pylist()]
+                if not all(names):
+                    break  # a missing label: the row reader names its line
+                texts, _ = csvread.strings(block.column(0))
+                rows += block.num_rows
+                consumed += block.num_rows
+                yield {
+                    "text": np.array(texts, dtype=np.str_),
+                    "label": class_ids(self.labels, encoded.indices.to_numpy(), names),
+                }
+            else:
+                consumed = -1
+        except pa.ArrowInvalid:
+            pass
+        if consumed >= 0:
+            for chunk in self._row_chunks(consumed):
+                rows += len(chunk["label"])
+                yield chunk
+        if rows == 0:
+            raise invalid(f"collect.source: {self.file_name} has no data rows")
+
+    def _row_chunks(self, start: int) -> Iterator[Chunk]:
         texts: list[str] = []
         labels: list[int] = []
-        rows = 0
-        for line_no, row in _rows(self.path, skip_header=False):
+        for line_no, row in csvread.rows(self.path, Dialect(), False, start):
             if len(row) != 2:
                 raise invalid(f"{self.file_name} line {line_no}: expected 2 columns (text,category), got {len(row)}")
             text, label = row[0].strip(), row[1].strip()
@@ -274,11 +439,8 @@ class TextCsvSource(Source):
                 raise invalid(f"{self.file_name} line {line_no}, column 'category': the label is missing")
             texts.append(text)
             labels.append(self.labels.id(label))
-            rows += 1
             if len(texts) == CHUNK_ROWS:
                 yield {"text": np.array(texts, dtype=np.str_), "label": np.array(labels, dtype=np.int32)}
                 texts, labels = [], []
-        if rows == 0:
-            raise invalid(f"collect.source: {self.file_name} has no data rows")
         if texts:
             yield {"text": np.array(texts, dtype=np.str_), "label": np.array(labels, dtype=np.int32)}

@@ -31,6 +31,10 @@ CATEGORY_MAX_CHARS = 40
 CATEGORY_MAX_WORDS = 3
 # Rows a column's kind is inferred from (the file's first ones).
 INFER_ROWS = 4096
+# The characters a csv file's cells may be separated by (collect.delimiter), and its numbers'
+# decimal separators (collect.decimal).
+DELIMITERS = (",", ";", "\t", "|")
+DECIMALS = (".", ",")
 MAX_IMAGE_SIDE = 4096
 # Fields of collect that are an error for a source without them (the others are ignored there).
 ONLY = ("numeric_label",)
@@ -56,6 +60,8 @@ _source(
     Param("missing", "str", "what an empty cell does", default="error", choices=MISSING_POLICIES),
     Param("fill_value", "float", "the value of an empty numeric cell (missing: fill)", default=0.0),
     Param("numeric_label", "bool", "the label is a number to predict (regression)"),
+    Param("delimiter", "str", "the character between cells", default=",", choices=DELIMITERS),
+    Param("decimal", "str", "the decimal separator of numbers", default=".", choices=DECIMALS),
 )
 _source("text-csv", "pipcook's text format: text,category rows with no header")
 _source(
@@ -96,6 +102,20 @@ def check_missing(policy: str) -> str:
 def check_column_kinds(kinds) -> dict:
     """collect.column_kinds: column name -> kind; SpecError naming collect.column_kinds.<column>."""
     return SOURCES.get("csv").param("column_kinds").resolve(dict(kinds), "collect.column_kinds")
+
+
+def check_dialect(delimiter: str, decimal: str) -> tuple[str, str]:
+    """collect.delimiter and collect.decimal with their defaults; SpecError naming the field."""
+    csv = SOURCES.get("csv")
+    delimiter = csv.param("delimiter").resolve(delimiter, "collect.delimiter")
+    decimal = csv.param("decimal").resolve(decimal, "collect.decimal")
+    if decimal == delimiter:
+        raise SpecError(
+            f"collect.decimal: {decimal!r} is also collect.delimiter; a file with decimal commas separates "
+            "its cells by another character (collect.delimiter: ';')",
+            "collect.decimal",
+        )
+    return delimiter, decimal
 
 
 def check_image_options(color: str, image_size) -> None:
@@ -194,6 +214,8 @@ def check(collect) -> None:
         param.resolve(value, f"collect.{param.name}")
     if component.param("image_size") is not None:
         check_image_options(collect.color, collect.image_size)
+    if component.param("decimal") is not None:
+        check_dialect(collect.delimiter, collect.decimal)
 
 
 def walk_files(root: str) -> list[tuple[str, str]]:
@@ -210,10 +232,20 @@ def walk_files(root: str) -> list[tuple[str, str]]:
     return sorted(out)
 
 
-def is_number(text: str) -> bool:
-    """True when a CSV cell's text reads as a number (float's rule: "1e3", " 2 ", "nan" included)."""
+def number(text: str, decimal: str = ".") -> float:
+    """A CSV cell's text as a number, by float's rule ("1e3", " 2 ", "nan" included), with `decimal`
+    as the decimal separator (with ",", a "." makes it not a number); ValueError if it is not one."""
+    if decimal != ".":
+        if "." in text:
+            raise ValueError("not a number")
+        text = text.replace(decimal, ".")
+    return float(text)
+
+
+def is_number(text: str, decimal: str = ".") -> bool:
+    """True when a CSV cell's text reads as a number (see `number`)."""
     try:
-        float(text)
+        number(text, decimal)
         return True
     except ValueError:
         return False

@@ -1,0 +1,133 @@
+"""Reading CSV text two ways, with one dialect: a fast block reader and an exact row reader.
+
+The dialect: one delimiter character (collect.delimiter), '"' quoting with doubled quotes inside,
+quoted cells may span lines, a UTF-8 BOM skipped, blank rows skipped; numbers are read as
+Python's float() reads them, with collect.decimal as the decimal separator.
+
+- `blocks`: pyarrow.csv's streaming reader (`open_csv`), BLOCK_BYTES of the file at a time,
+  so memory stays bounded however large the file is. Numeric columns are converted in C.
+- `rows`: Python's csv module, row by row, with each row's line number.
+
+The CSV sources read with `blocks` and fall back to `rows`, from the first row not yet turned
+into a chunk, on anything the block reader does not take as it is: a malformed row, a cell
+that is not a number, a missing value where none is allowed, text with surrounding spaces,
+bytes that are not UTF-8. The row reader then reads on, or raises the precise error naming
+the line and column. So what is ingested, and every message, is what the row reader gives;
+the block reader makes the common case fast. Error messages never quote a cell.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+
+from cookline.spec.sources import MISSING_TEXTS
+from services.collect.sources.base import _STREAMS, open_binary, open_text
+
+# Bytes of the file the block reader parses at a time (a block, its parsed cells and its
+# converted columns are in memory at once, plus the reader's read-ahead).
+BLOCK_BYTES = 8 << 20
+
+
+def _case_variants(word: str) -> set[str]:
+    return {"".join(chars) for chars in itertools.product(*({c.lower(), c.upper()} for c in word))}
+
+
+# Cells the block reader reads as null in a numeric column: MISSING_TEXTS in every letter case.
+# (A missing text with spaces around it is not among them: that cell goes to the row reader.)
+NULLS = sorted(set().union(*(_case_variants(text) for text in MISSING_TEXTS)))
+
+
+@dataclass(frozen=True)
+class Dialect:
+    delimiter: str = ","
+    decimal: str = "."
+
+
+def first_row(path: str, dialect: Dialect) -> list[str] | None:
+    """The cells of the file's first row (the header, or the first data row), None for an empty file."""
+    with open_text(path) as f:
+        return next(csv.reader(f, delimiter=dialect.delimiter), None)
+
+
+def rows(path: str, dialect: Dialect, skip_header: bool, start: int = 0) -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) of every non-blank data row, from the `start`-th one (0: the first)."""
+    with open_text(path) as f:
+        reader = csv.reader(f, delimiter=dialect.delimiter)
+
+        def data_rows():
+            skip = skip_header
+            for row in reader:
+                if skip:
+                    skip = False
+                    continue
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue
+                yield reader.line_num, row
+
+        yield from itertools.islice(data_rows(), start, None)
+
+
+def _skip_blank(row) -> str:
+    """pyarrow's invalid-row handler: a row of spaces is blank (skipped, as the row reader does);
+    any other row with the wrong number of cells stops the block reader."""
+    return "skip" if not row.text.strip() else "error"
+
+
+def blocks(
+    path: str, dialect: Dialect, width: int, skip_header: bool, types: dict[int, pa.DataType]
+) -> Iterator[pa.RecordBatch]:
+    """The file's data rows as record batches of columns c0, c1, ... (cells of `width` columns):
+    column i typed types[i] (numeric ones null for a missing cell), else a string.
+    Raises pyarrow.ArrowInvalid where the block reader stops (see the module's doc)."""
+    names = [f"c{i}" for i in range(width)]
+    reader = pa_csv.open_csv(
+        path if path not in _STREAMS else open_binary(path),
+        read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1 if skip_header else 0, block_size=BLOCK_BYTES),
+        parse_options=pa_csv.ParseOptions(
+            delimiter=dialect.delimiter,
+            quote_char='"',
+            double_quote=True,
+            escape_char=False,
+            newlines_in_values=True,
+            ignore_empty_lines=True,
+            invalid_row_handler=_skip_blank,
+        ),
+        convert_options=pa_csv.ConvertOptions(
+            column_types={names[i]: types.get(i, pa.string()) for i in range(width)},
+            null_values=NULLS,
+            strings_can_be_null=False,
+            decimal_point=dialect.decimal,
+        ),
+    )
+    with reader:
+        yield from reader
+
+
+def strings(column: pa.Array) -> tuple[list[str], np.ndarray]:
+    """A string column's cells stripped, and which are missing (MISSING_TEXTS)."""
+    cells = [text.strip() for text in column.to_pylist()]
+    return cells, np.fromiter((c.lower() in MISSING_TEXTS for c in cells), bool, len(cells))
+
+
+def present_numbers(column: pa.Array, dialect: Dialect) -> bool:
+    """True when every present cell of a string column is a number as the block reader reads it
+    (False may still be numbers to Python's float(): the caller asks the row rule then)."""
+    trimmed = pc.utf8_trim_whitespace(column)
+    present = trimmed.filter(pc.invert(pc.is_in(pc.utf8_lower(trimmed), value_set=pa.array(sorted(MISSING_TEXTS)))))
+    if dialect.decimal != ".":
+        if pc.any(pc.match_substring(present, ".")).as_py():
+            return False
+        present = pc.replace_substring(present, dialect.decimal, ".")
+    try:
+        pc.cast(present, pa.float64())
+        return True
+    except pa.ArrowInvalid:
+        return False

@@ -1,0 +1,96 @@
+"""The csv source's two readers (services/collect/sources/csvread.py): pyarrow's block reader gives
+what the row reader gives, hands over to it mid-file, and the dialect settings (collect.delimiter,
+collect.decimal). In process: no server."""
+
+import numpy as np
+import pytest
+
+from cookline.v1 import pipeline_pb2
+from services.collect.sources import csvread
+from services.collect.sources.csv import CsvSource
+from services.common.errors import Fail
+
+
+def source(tmp_path, text: str, **spec) -> CsvSource:
+    path = tmp_path / "d.csv"
+    path.write_bytes(text.encode())
+    return CsvSource(pipeline_pb2.CollectSpec(label=spec.pop("label", "y"), **spec), str(path))
+
+
+def rows_of(chunks) -> dict[str, np.ndarray]:
+    chunks = list(chunks)
+    return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].dtype.kind == b[name].dtype.kind and a[name].shape == b[name].shape, name
+        if a[name].dtype.kind == "f":
+            np.testing.assert_array_equal(a[name], b[name])  # NaN equal to NaN
+        else:
+            assert a[name].tolist() == b[name].tolist(), name
+
+
+# A BOM, CRLF, a blank line, quoted cells holding the delimiter, a doubled quote and a line break,
+# spaces around cells, missing values in every kind of column.
+TRICKY = (
+    "\ufeffsize,colour,note,label\r\n"
+    '1.5,red,"arrived on time, well packed",a\r\n'
+    '2.5, blue ,"said ""fine""\r\nthen left",b\r\n'
+    "\r\n"
+    "NA,,box was crushed in transit,a\r\n"
+    '4,red,"",c\r\n'
+)
+
+
+@pytest.mark.parametrize("missing", ["keep", "fill", "drop"])
+def test_block_reader_gives_what_the_row_reader_gives(tmp_path, missing):
+    fast = source(tmp_path, TRICKY, label="label", missing=missing, fill_value=-1)
+    slow = source(tmp_path, TRICKY, label="label", missing=missing, fill_value=-1)
+    assert fast.kinds == {"size": "numeric", "colour": "category", "note": "text"}
+    assert_same(rows_of(fast.chunks()), rows_of(slow._row_chunks(0)))
+    assert fast.labels.names == slow.labels.names
+
+
+def test_the_row_reader_takes_over_mid_file_and_names_the_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(csvread, "BLOCK_BYTES", 64)  # a few rows per block
+    good = "".join(f"{i},{i / 2},c{i % 3}\n" for i in range(40))
+    # "1_000" is a number to Python's float() but not to pyarrow: the rows after it come from the row reader
+    text = "a,b,y\n" + good + "1_000,2,c1\n" + good
+    taken = source(tmp_path, text)
+    rows = rows_of(taken.chunks())
+    assert len(rows["label"]) == 81 and rows["features"][40].tolist() == [1000.0, 2.0]
+    assert_same(rows, rows_of(source(tmp_path, text)._row_chunks(0)))
+    bad = source(tmp_path, "a,b,y\n" + good + "3,oops,c1\n", column_kinds={"b": "numeric"})
+    with pytest.raises(Fail, match=r"d.csv line 42, column 'b': the value is not a number") as error:
+        list(bad.chunks())
+    assert "oops" not in str(error.value)  # cells are never quoted back
+
+
+def test_semicolons_and_decimal_commas(tmp_path):
+    text = "alpha;beta;out\n1,5;-2,25;x\n3;4,0;y\n"
+    rows = rows_of(source(tmp_path, text, label="out", delimiter=";", decimal=",").chunks())
+    assert rows["features"].tolist() == [[1.5, -2.25], [3.0, 4.0]]
+    tabs = rows_of(source(tmp_path, "a\tb\ty\n1.5\t2\tx\n", delimiter="\t").chunks())
+    assert tabs["features"].tolist() == [[1.5, 2.0]]
+    with pytest.raises(Fail, match=r"line 2, column 'alpha': the value is not a number .*collect.decimal is ','"):
+        list(
+            source(
+                tmp_path,
+                "alpha;out\n1.5;x\n",
+                label="out",
+                delimiter=";",
+                decimal=",",
+                column_kinds={"alpha": "numeric"},
+            ).chunks()
+        )
+
+
+def test_a_wrong_delimiter_is_named(tmp_path):
+    with pytest.raises(Fail) as error:
+        source(tmp_path, "alpha;beta;out\n1,5;2;x\n", label="out")
+    assert str(error.value.message) == (
+        "collect.label: column 'out' is not in the header of d.csv (columns: alpha;beta;out); the header reads "
+        "as one column holding ';' (collect.delimiter is ','): set collect.delimiter: ';'"
+    )
