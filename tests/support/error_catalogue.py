@@ -480,6 +480,22 @@ CASES = [
     ),
     Case(
         "collect",
+        "Ingest",
+        "semicolon-separated CSV read with the default delimiter",
+        INVALID,
+        "the header reads as one column holding ';' (collect.delimiter is ','): set collect.delimiter: ';'",
+        lambda c: _ingest(c, _csv(c, "semi.csv", "alpha;beta;out\n1,5;2;x\n"), "out"),
+    ),
+    Case(
+        "collect",
+        "Ingest",
+        "`collect.decimal` equal to `collect.delimiter`",
+        INVALID,
+        "collect.decimal: ',' is also collect.delimiter",
+        lambda c: _ingest(c, _csv(c, "dec.csv", "a,y\n1,x\n"), decimal=","),
+    ),
+    Case(
+        "collect",
         "GetDataset",
         "unknown dataset",
         NOT_FOUND,

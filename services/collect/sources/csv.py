@@ -145,26 +145,22 @@ class CsvSource(Source):
     def _infer(self, names: list[str], indices: list[int]) -> dict[str, str]:
         """Kinds of the columns at `indices`, from their present values in the first INFER_ROWS rows.
 
-        The block reader reads those rows as strings, and a column whose present cells all convert
-        there is numeric; the others (and every column, if the block reader stops) get the row rule."""
-        batches, count = [], 0
+        The block reader reads those rows as strings; a column whose present cells all convert to
+        numbers there is numeric, and the others get the row rule (`infer_kind`) on their cells.
+        If the block reader stops, the row reader reads them."""
         try:
-            for batch in csvread.blocks(self.path, self.dialect, len(names), not self.no_header, {}):
-                batches.append(batch.slice(0, INFER_ROWS - count))
-                count += batches[-1].num_rows
-                if count == INFER_ROWS:
-                    break
+            table = csvread.first_rows(self.path, self.dialect, len(names), not self.no_header, INFER_ROWS)
         except pa.ArrowInvalid:
             return self._infer_rows(names, indices)
+        numeric = csvread.numeric_columns([table.column(i) for i in indices], self.dialect)
         kinds = {}
-        for i in indices:
-            column = pa.chunked_array([b.column(i) for b in batches], pa.string()).combine_chunks()
-            if csvread.present_numbers(column, self.dialect):
+        for i, is_numeric in zip(indices, numeric, strict=True):
+            if is_numeric:
                 kinds[names[i]] = "numeric"
-            else:
-                values, missing = csvread.strings(column)
-                present = [v for v, m in zip(values, missing, strict=True) if not m]
-                kinds[names[i]] = infer_kind(present, self.dialect.decimal)
+                continue
+            values, missing = csvread.strings(table.column(i).combine_chunks())
+            present = [v for v, m in zip(values, missing, strict=True) if not m]
+            kinds[names[i]] = infer_kind(present, self.dialect.decimal)
         return kinds
 
     def _infer_rows(self, names: list[str], indices: list[int]) -> dict[str, str]:

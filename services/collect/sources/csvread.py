@@ -81,16 +81,15 @@ def _skip_blank(row) -> str:
     return "skip" if not row.text.strip() else "error"
 
 
-def blocks(
-    path: str, dialect: Dialect, width: int, skip_header: bool, types: dict[int, pa.DataType]
-) -> Iterator[pa.RecordBatch]:
-    """The file's data rows as record batches of columns c0, c1, ... (cells of `width` columns):
-    column i typed types[i] (numeric ones null for a missing cell), else a string.
-    Raises pyarrow.ArrowInvalid where the block reader stops (see the module's doc)."""
+def _reader(
+    path: str, dialect: Dialect, width: int, skip_header: bool, block_bytes: int, types, threads: bool = True
+) -> pa_csv.CSVStreamingReader:
     names = [f"c{i}" for i in range(width)]
-    reader = pa_csv.open_csv(
+    return pa_csv.open_csv(
         path if path not in _STREAMS else open_binary(path),
-        read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1 if skip_header else 0, block_size=BLOCK_BYTES),
+        read_options=pa_csv.ReadOptions(
+            column_names=names, skip_rows=1 if skip_header else 0, block_size=block_bytes, use_threads=threads
+        ),
         parse_options=pa_csv.ParseOptions(
             delimiter=dialect.delimiter,
             quote_char='"',
@@ -101,33 +100,69 @@ def blocks(
             invalid_row_handler=_skip_blank,
         ),
         convert_options=pa_csv.ConvertOptions(
-            column_types={names[i]: types.get(i, pa.string()) for i in range(width)},
+            column_types=None if types is None else {names[i]: types.get(i, pa.string()) for i in range(width)},
             null_values=NULLS,
             strings_can_be_null=False,
             decimal_point=dialect.decimal,
         ),
     )
-    with reader:
+
+
+def blocks(
+    path: str, dialect: Dialect, width: int, skip_header: bool, types: dict[int, pa.DataType]
+) -> Iterator[pa.RecordBatch]:
+    """The file's data rows as record batches of columns c0, c1, ... (cells of `width` columns):
+    column i typed types[i] (numeric ones null for a missing cell), else a string.
+    Raises pyarrow.ArrowInvalid where the block reader stops (see the module's doc)."""
+    with _reader(path, dialect, width, skip_header, BLOCK_BYTES, types) as reader:
         yield from reader
+
+
+def first_rows(path: str, dialect: Dialect, width: int, skip_header: bool, count: int) -> pa.Table:
+    """The file's first `count` data rows (or all, if fewer), every column a string. The first
+    block is sized to hold about `count` rows. Raises pyarrow.ArrowInvalid where the block reader
+    stops."""
+    with open_binary(path) as f:
+        sample = f.read(1 << 16)
+    row_bytes = len(sample) / max(1, sample.count(b"\n"))
+    block = int(min(max(row_bytes * count * 1.1, 1 << 20), 64 << 20))
+    batches, rows = [], 0
+    # no threads: nothing is read ahead beyond the rows asked for
+    with _reader(path, dialect, width, skip_header, block, {}, threads=False) as reader:
+        for batch in reader:
+            batches.append(batch.slice(0, count - rows))
+            rows += batches[-1].num_rows
+            if rows == count:
+                break
+        return pa.Table.from_batches(batches, reader.schema)
+
+
+def numeric_columns(columns: list[pa.ChunkedArray], dialect: Dialect) -> list[bool]:
+    """For each string column: True when every present cell (stripped; not one of MISSING_TEXTS) is a
+    number as pyarrow reads one. False may still be numbers to Python's float(): the caller applies
+    the row rule to those. Checked all at once, then by halves where that fails."""
+    if not columns:
+        return []
+    cells = pa.chunked_array([chunk for column in columns for chunk in column.chunks], pa.string())
+    trimmed = pc.utf8_trim_whitespace(cells)
+    present = trimmed.filter(pc.invert(pc.is_in(pc.utf8_lower(trimmed), value_set=pa.array(sorted(MISSING_TEXTS)))))
+    ok = True
+    if dialect.decimal != ".":
+        ok = not pc.any(pc.match_substring(present, ".")).as_py()
+        present = pc.replace_substring(present, dialect.decimal, ".")
+    if ok:
+        try:
+            pc.cast(present, pa.float64())
+            return [True] * len(columns)
+        except pa.ArrowInvalid:
+            pass
+    if len(columns) == 1:
+        return [False]
+    half = len(columns) // 2
+    return numeric_columns(columns[:half], dialect) + numeric_columns(columns[half:], dialect)
 
 
 def strings(column: pa.Array) -> tuple[list[str], np.ndarray]:
     """A string column's cells stripped, and which are missing (MISSING_TEXTS)."""
     cells = [text.strip() for text in column.to_pylist()]
     return cells, np.fromiter((c.lower() in MISSING_TEXTS for c in cells), bool, len(cells))
-
-
-def present_numbers(column: pa.Array, dialect: Dialect) -> bool:
-    """True when every present cell of a string column is a number as the block reader reads it
-    (False may still be numbers to Python's float(): the caller asks the row rule then)."""
-    trimmed = pc.utf8_trim_whitespace(column)
-    present = trimmed.filter(pc.invert(pc.is_in(pc.utf8_lower(trimmed), value_set=pa.array(sorted(MISSING_TEXTS)))))
-    if dialect.decimal != ".":
-        if pc.any(pc.match_substring(present, ".")).as_py():
-            return False
-        present = pc.replace_substring(present, dialect.decimal, ".")
-    try:
-        pc.cast(present, pa.float64())
-        return True
-    except pa.ArrowInvalid:
-        return False
