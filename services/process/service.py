@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from cookline import channels, tensors
+from cookline import channels, config, tensors
 from cookline.v1 import collect_pb2, collect_pb2_grpc, data_pb2, process_pb2, process_pb2_grpc
 from services.common import partition, splits
 from services.common.errors import invalid, remaining, rpc
@@ -22,7 +22,7 @@ PULL_BATCH = 1024
 
 class ProcessServicer(process_pb2_grpc.ProcessServiceServicer):
     def __init__(self):
-        channel = channels.channel("collect")
+        channel = channels.channel("collect", options=config.data_plane_options())
         self.collect = collect_pb2_grpc.CollectServiceStub(channel)
         # ReadDataset with the responses left as bytes, for forwarding them unchanged.
         self.read_raw = channel.unary_stream(

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
 
-from cookline import channels, tensors
+from cookline import channels, config, tensors
 from cookline.spec import ops as spec_ops
 from cookline.spec import train as train_spec
 from cookline.v1 import (
@@ -176,7 +176,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         self.store = store
         self.warm = warm.WarmModels()
         self.collect = collect_pb2_grpc.CollectServiceStub(channels.channel("collect"))
-        process_channel = channels.channel("process")
+        process_channel = channels.channel("process", options=config.data_plane_options())
         self.process = process_pb2_grpc.ProcessServiceStub(process_channel)
         # Process with the responses left as bytes: batches are decoded as views (tensors.decode_batch).
         self.process_raw = process_channel.unary_stream(

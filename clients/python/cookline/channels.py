@@ -58,10 +58,13 @@ def raw_channel(target: str, env: Mapping[str, str] | None = None, options=None)
     return grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=ca), options=options)
 
 
-def channel(service: str, env: Mapping[str, str] | None = None, target: str | None = None) -> grpc.Channel:
+def channel(
+    service: str, env: Mapping[str, str] | None = None, target: str | None = None, options=None
+) -> grpc.Channel:
     """A channel to `service` at its configured address (or `target`), over TLS when
-    COOKLINE_TLS_CA is set, carrying the bearer token when COOKLINE_AUTH_TOKEN is set."""
-    raw = raw_channel(target or config.address(service, env), env)
+    COOKLINE_TLS_CA is set, carrying the bearer token when COOKLINE_AUTH_TOKEN is set.
+    `options`: gRPC channel options (default: config.client_options)."""
+    raw = raw_channel(target or config.address(service, env), env, options)
     token = config.auth_token(env)
     return grpc.intercept_channel(raw, _BearerToken(token)) if token else raw
 

@@ -141,6 +141,20 @@ def client_options(env: Mapping[str, str] | None = None) -> list[tuple[str, obje
     return grpc_options(env) + [("grpc.enable_retries", 1), ("grpc.service_config", _RETRY_SERVICE_CONFIG)]
 
 
+# Receive window of one data-plane stream, in bytes: how far a producer may run ahead of the
+# consumer pulling from it. Fixed, so a puller's memory is bounded whatever the load.
+STREAM_WINDOW_BYTES = 8 << 20
+
+
+def data_plane_options(env: Mapping[str, str] | None = None) -> list[tuple[str, object]]:
+    """client_options for a channel that pulls data-plane streams (process from collect, train from
+    process): a fixed receive window of STREAM_WINDOW_BYTES per stream instead of gRPC's own, which
+    grows with its bandwidth-delay estimate. On a loaded machine the estimate's pings come back late
+    (seconds), the estimate and the window grow to tens of MB, and as much data then queues in the
+    puller whenever it is slower than its producer: its memory grew with the load, not the data."""
+    return client_options(env) + [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", STREAM_WINDOW_BYTES)]
+
+
 def shard_bytes(env: Mapping[str, str] | None = None) -> int:
     """Target size of one dataset shard in bytes of uncompressed rows (COOKLINE_SHARD_MB, default 32).
 

@@ -49,6 +49,11 @@ _IMAGE_PARAMS = (
     Param("color", "str", "grayscale (1 channel) or rgb (3); unset: the first image's mode", choices=COLORS),
 )
 
+_DIALECT_PARAMS = (
+    Param("delimiter", "str", "the character between cells", default=",", choices=DELIMITERS),
+    Param("decimal", "str", "the decimal separator of numbers", default=".", choices=DECIMALS),
+)
+
 _source(
     "csv",
     "rows of numeric, category and text columns plus one label column",
@@ -60,8 +65,7 @@ _source(
     Param("missing", "str", "what an empty cell does", default="error", choices=MISSING_POLICIES),
     Param("fill_value", "float", "the value of an empty numeric cell (missing: fill)", default=0.0),
     Param("numeric_label", "bool", "the label is a number to predict (regression)"),
-    Param("delimiter", "str", "the character between cells", default=",", choices=DELIMITERS),
-    Param("decimal", "str", "the decimal separator of numbers", default=".", choices=DECIMALS),
+    *_DIALECT_PARAMS,
 )
 _source("text-csv", "pipcook's text format: text,category rows with no header")
 _source(
@@ -106,9 +110,8 @@ def check_column_kinds(kinds) -> dict:
 
 def check_dialect(delimiter: str, decimal: str) -> tuple[str, str]:
     """collect.delimiter and collect.decimal with their defaults; SpecError naming the field."""
-    csv = SOURCES.get("csv")
-    delimiter = csv.param("delimiter").resolve(delimiter, "collect.delimiter")
-    decimal = csv.param("decimal").resolve(decimal, "collect.decimal")
+    delimiter = _DIALECT_PARAMS[0].resolve(delimiter, "collect.delimiter")
+    decimal = _DIALECT_PARAMS[1].resolve(decimal, "collect.decimal")
     if decimal == delimiter:
         raise SpecError(
             f"collect.decimal: {decimal!r} is also collect.delimiter; a file with decimal commas separates "
