@@ -148,7 +148,7 @@ class RunExecutor:
         """
         try:
             runs = self.runs.unfinished()
-        except Exception:  # noqa: BLE001 - the store is down: the runs stay as they are until the next start
+        except Exception:  # the store is down: the runs stay as they are until the next start
             log.exception("cannot look for runs left unfinished by a previous gateway")
             return
         for run in runs:
@@ -192,7 +192,7 @@ class RunExecutor:
             final = self.runs.finish(run_id, state=gateway_pb2.RUN_STATE_CANCELLED, reason=f"cancelled during {stage}")
         except _StageFailed as exc:
             final = self.runs.finish(run_id, state=gateway_pb2.RUN_STATE_FAILED, reason=str(exc))
-        except Exception as exc:  # noqa: BLE001 - a run never stays RUNNING
+        except Exception as exc:  # a run never stays RUNNING
             log.exception("run %s: gateway error", run_id)
             final = self.runs.finish(run_id, state=gateway_pb2.RUN_STATE_FAILED, reason=f"gateway error: {exc}")
         finally:

@@ -221,7 +221,7 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
             if spool.rows == 0:
                 raise invalid(f"upload of {name!r}: no rows (no batch carried any)")
             last = None
-            for last in self._ingest(name, spool.version(), spool, "upload", "upload", False, context):
+            for last in self._ingest(name, spool.version(), spool, "upload", "upload", False, context):  # noqa: B007 (drains the stream; the last message is read after the loop)
                 pass
         return collect_pb2.UploadDatasetResponse(dataset=last.dataset, reused=last.reused)
 
@@ -251,7 +251,7 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
         source = open_source(spec, path)
         version = content_version(source, spec)
         last = None
-        for last in self._ingest(name, version, source, where, fmt, False, context):
+        for last in self._ingest(name, version, source, where, fmt, False, context):  # noqa: B007 (drains the stream; the last message is read after the loop)
             pass
         log.info("upload of %s: %d files, %d bytes -> %s@%s", name, len(files.files), files.bytes, name, version)
         return collect_pb2.UploadDatasetResponse(dataset=last.dataset, reused=last.reused)

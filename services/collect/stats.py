@@ -99,11 +99,11 @@ class StatisticsBuilder:
                 continue  # a numeric label (regression): no class counts
             if name == "label":
                 ids, counts = np.unique(array, return_counts=True)
-                for i, c in zip(ids.tolist(), counts.tolist()):
+                for i, c in zip(ids.tolist(), counts.tolist(), strict=True):
                     self.label_counts[i] = self.label_counts.get(i, 0) + c
             elif name == "subset":
                 ids, counts = np.unique(array, return_counts=True)
-                for i, c in zip(ids.tolist(), counts.tolist()):
+                for i, c in zip(ids.tolist(), counts.tolist(), strict=True):
                     key = SUBSET_NAMES[i]
                     self.split_counts[key] = self.split_counts.get(key, 0) + c
             elif name == "categorical":
@@ -245,7 +245,8 @@ def anomalies(previous: data_pb2.DatasetInfo, current: data_pb2.DatasetInfo) -> 
             add(
                 "new_category",
                 f"categorical.{stats.name}",
-                f"column {stats.name!r} has values not seen in version {version}: {', '.join(map(repr, new_values[:5]))}",
+                f"column {stats.name!r} has values not seen in version {version}: "
+                f"{', '.join(map(repr, new_values[:5]))}",
             )
     return found
 

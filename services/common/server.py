@@ -233,7 +233,7 @@ class _ReflectionPool:
     def __getattr__(self, name):
         return getattr(self._pool, name)
 
-    def FindFileContainingSymbol(self, symbol: str):  # noqa: N802 - the pool's own method name
+    def FindFileContainingSymbol(self, symbol: str):  # the pool's own method name
         try:
             return self._pool.FindFileContainingSymbol(symbol)
         except KeyError:

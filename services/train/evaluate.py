@@ -39,7 +39,7 @@ def classification(
         confusion_matrix=confusion.reshape(-1).tolist(),
         classes=[
             train_pb2.ClassMetrics(name=name, precision=p, recall=r, f1=f, support=int(s))
-            for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, support, strict=True)
         ],
     )
 

@@ -158,7 +158,7 @@ class EpochFeed:
             self._ahead.put(_END)
         except Cancelled:
             pass
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the training thread
+        except BaseException as exc:  # re-raised on the training thread
             self._ahead.put(exc)
 
     def _read_ahead(self) -> None:
@@ -168,7 +168,7 @@ class EpochFeed:
             self._put(_END)
         except Cancelled:
             pass
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the training thread
+        except BaseException as exc:  # re-raised on the training thread
             self._put(exc)
 
     def _put(self, item) -> None:

@@ -321,7 +321,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                         callbacks=callbacks,
                         class_weight=class_weight,
                     )
-                except BaseException as exc:  # noqa: BLE001 - reported on the RPC
+                except BaseException as exc:  # reported on the RPC
                     outcome["error"] = exc
                 finally:
                     events.put(_DONE)

@@ -140,7 +140,7 @@ class FileSpool:
             self.close()
             full = os.path.join(self.folder, *parts)
             os.makedirs(os.path.dirname(full), exist_ok=True)
-            self._out = open(full, "xb")  # noqa: SIM115 - closed in close()
+            self._out = open(full, "xb")  # closed in close()
             self._current = path
             self.files.append(path)
         self._out.write(chunk.data)

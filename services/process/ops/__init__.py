@@ -112,7 +112,7 @@ def fit(
         out.ClearField("fitted")
         if out.WhichOneof("kind") in SCOPED:
             scope(out, _where(i, out), feature_columns)
-    stream_of = pull if callable(pull) else (lambda it=iter(pull): it)
+    stream_of = pull if callable(pull) else (lambda it=iter(pull): it)  # noqa: B008 (one iterator, bound once: a list is pulled once)
     rows = None
     for i, op in enumerate(fitted):
         fitter = kind_for(op).fitter(op, _where(i, op))

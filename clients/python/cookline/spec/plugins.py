@@ -76,7 +76,7 @@ def _register(group: str, registry: Registry, ep: metadata.EntryPoint) -> Loaded
             raise ValueError(f"{ep.value} declares no implementation ('module:attribute')")
         registry.register(dataclasses.replace(component, plugin=dist or "unknown"))
         return Loaded(registry.kind, ep.name, dist, version, params=tuple(p.name for p in component.params))
-    except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, never fatal
+    except Exception as exc:  # a broken plugin is reported, never fatal
         log.warning("plugin %s (%s) not loaded: %s", ep.name, dist, exc)
         return Loaded(registry.kind, ep.name, dist, version, error=f"{type(exc).__name__}: {exc}")
 
