@@ -45,6 +45,14 @@ class _Numeric:
         n = len(x)
         if n == 0:
             return
+        if x.dtype == np.uint8 and x.shape[1] == 1:  # image pixels: from their histogram, no float copy
+            counts = np.bincount(x.reshape(-1), minlength=256)
+            values = np.arange(256.0)
+            mean = counts @ values / n
+            seen = np.flatnonzero(counts)
+            m2 = counts @ (values - mean) ** 2
+            self._merge_all(n, np.array([mean]), np.array([m2]), values[seen[:1]], values[seen[-1:]])
+            return
         x64 = x.astype(np.float64, copy=False)
         mean = x64.mean(axis=0)
         m2 = ((x64 - mean) ** 2).sum(axis=0)

@@ -94,3 +94,15 @@ def test_a_wrong_delimiter_is_named(tmp_path):
         "collect.label: column 'out' is not in the header of d.csv (columns: alpha;beta;out); the header reads "
         "as one column holding ';' (collect.delimiter is ','): set collect.delimiter: ';'"
     )
+
+
+def test_image_pixel_statistics_from_the_histogram_match_numpy():
+    from services.collect.stats import StatisticsBuilder
+
+    images = np.random.default_rng(2).integers(3, 250, (40, 6, 5, 3), dtype=np.uint8)
+    builder = StatisticsBuilder()
+    for chunk in np.array_split(images, 3):
+        builder.add({"image": chunk}, [], [])
+    (stats,) = builder.build([], {}).numeric
+    assert (stats.count, stats.min, stats.max) == (images.size, images.min(), images.max())
+    assert stats.mean == pytest.approx(images.mean()) and stats.std == pytest.approx(images.std())
