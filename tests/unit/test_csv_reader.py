@@ -1,6 +1,6 @@
 """The csv source's two readers (services/collect/sources/csvread.py): pyarrow's block reader gives
 what the row reader gives, hands over to it mid-file, and the dialect settings (collect.delimiter,
-collect.decimal). In process: no server."""
+collect.decimal); and the pixel statistics of an image ingest. In process: no server."""
 
 import numpy as np
 import pytest
