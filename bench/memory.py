@@ -172,7 +172,7 @@ def folder_mb(path: str, only: str = "") -> float:
 
 def run_s3_csv(megabytes: float, keep: bool) -> dict:
     """Ingests an s3:// CSV of about `megabytes` MB from SeaweedFS; collect's RSS and scratch disk peaks."""
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "support"))
     from s3server import SeaweedS3
     from services.common.store import S3Store
 
