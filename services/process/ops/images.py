@@ -237,7 +237,7 @@ class RandomRotation(_Augmentation):
     def apply(self, op, where, batches, epoch, training):
         for batch in super().apply(op, where, batches, epoch, training):
             if training and "boxes" in batch:
-                raise invalid(f"{where}: random_rotation does not move boxes; use box_augment on detection data")
+                raise invalid(f"{where}: does not move boxes; use box_augment on detection data")
             yield batch
 
     def augment(self, op, image, draws):

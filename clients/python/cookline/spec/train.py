@@ -79,6 +79,8 @@ BACKBONES = ("cnn", "mobilenet_v2")
 def _check_detector(values: dict, where: str) -> None:
     if values.get("workers", 1) > 1:
         raise SpecError(f"{where}.workers: the detector family trains in one process (workers: 1)", f"{where}.workers")
+    if values.get("class_weights"):
+        raise SpecError(f"{where}.class_weights: the detector weighs no classes; remove it", f"{where}.class_weights")
     if values.get("backbone") == "mobilenet_v2" and values.get("conv_filters") != DETECTOR_FILTERS:
         raise SpecError(
             f"{where}.conv_filters: the mobilenet_v2 backbone has no conv_filters (backbone cnn has); remove it",
