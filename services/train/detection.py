@@ -60,21 +60,27 @@ def build(spec: pipeline_pb2.TrainSpec, input_shape, num_classes: int, input_dty
     x = backbone(inputs)
     while stride > STRIDE:  # upsample to the output grid
         x = keras.layers.UpSampling2D(2, interpolation="bilinear")(x)
-        x = keras.layers.Conv2D(HEAD_FILTERS, 3, padding="same", activation="relu")(x)
+        x = _conv(x)
         stride //= 2
     gh, gw = grid(shape[0], shape[1])
     if (int(x.shape[1]), int(x.shape[2])) != (gh, gw):
         x = keras.layers.Resizing(gh, gw, interpolation="bilinear")(x)
-    heat = keras.layers.Conv2D(HEAD_FILTERS, 3, padding="same", activation="relu")(x)
+    heat = _conv(x)
     heat = keras.layers.Conv2D(num_classes, 1, bias_initializer=keras.initializers.Constant(-2.19), name="heatmap")(
         heat
     )  # -2.19: a prior of 0.1 per cell, as CenterNet starts
-    box = keras.layers.Conv2D(HEAD_FILTERS, 3, padding="same", activation="relu")(x)
+    box = _conv(x)
     box = keras.layers.Conv2D(4, 1, name="box")(box)
     outputs = keras.layers.Concatenate(name="maps")([heat, box])
     model = keras.Model(inputs, outputs, name="detector")
     model.compile(optimizer=models.optimizer(spec), loss=DetectionLoss(num_classes))
     return model
+
+
+def _conv(x):
+    """A 3x3 convolution of the head, batch-normalised (the heads learn several times faster)."""
+    x = keras.layers.Conv2D(HEAD_FILTERS, 3, padding="same", use_bias=False)(x)
+    return keras.layers.ReLU()(keras.layers.BatchNormalization(momentum=0.9)(x))
 
 
 class DetectionLoss(keras.losses.Loss):
