@@ -75,7 +75,7 @@ class Batcher:
     def __init__(
         self,
         label: str,
-        predict: Callable[[dict[str, np.ndarray]], np.ndarray],
+        predict: Callable[[dict[str, np.ndarray]], np.ndarray | dict[str, np.ndarray]],
         max_batch_size: int,
         max_queue_delay_ms: int,
         stats: ModelStats,

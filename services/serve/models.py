@@ -140,15 +140,13 @@ class load_predict:  # noqa: N801 - used as a function: load_predict(dir)(inputs
         self._loaded = tf.saved_model.load(saved_model_dir)  # keeps the variables alive
         self._signature = self._loaded.signatures["serving_default"]
         self.input_names = sorted(self._signature.structured_input_signature[1])
-        if every_output:
-            self.__call__ = self._every_output  # type: ignore[method-assign]
+        self.every_output = every_output
 
-    def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        return self._signature(**{name: tf.constant(value) for name, value in inputs.items()})["scores"].numpy()
-
-    def _every_output(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
         out = self._signature(**{name: tf.constant(value) for name, value in inputs.items()})
-        return {name: tensor.numpy() for name, tensor in out.items()}
+        if self.every_output:
+            return {name: tensor.numpy() for name, tensor in out.items()}
+        return out["scores"].numpy()
 
 
 _DTYPES = {"float32": tensors.DataType.DATA_TYPE_FLOAT32, "string": tensors.DataType.DATA_TYPE_STRING}

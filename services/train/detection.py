@@ -192,7 +192,9 @@ def coco_metrics(truth: list[tuple], found: list[tuple], num_classes: int, heigh
         y0, x0, y1, x1 = (float(v) for v in box)
         return [x0 * width, y0 * height, (x1 - x0) * width, (y1 - y0) * height]
 
-    images, annotations, detections = [], [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
+    detections: list[dict] = []
     for image_id, ((boxes, kinds), (dboxes, dkinds, dscores)) in enumerate(zip(truth, found, strict=True), 1):
         images.append({"id": image_id, "width": width, "height": height})
         for box, kind in zip(boxes, kinds, strict=True):
@@ -257,11 +259,14 @@ class DetectionFeed(EpochFeed):
         )
 
 
-def evaluate(model, spec, batches: Iterable[dict], input_name: str, class_names: list[str], subset: int):
+def evaluate(model, spec, batches: Iterable[dict], input_name: str, class_names: list[str], subset):
     """Evaluation of held-out rows (batches of every tensor, after the deterministic ops) as served:
     the detections of `decode` with the pipeline's thresholds, against the true boxes, by COCOeval."""
     run = predict_fn(model, spec, len(class_names))
-    truth, found, height, width, shown = [], [], 0, 0, []
+    truth: list[tuple] = []
+    found: list[tuple] = []
+    shown: list[np.ndarray] = []
+    height = width = 0
     for batch in batches:
         images = batch[input_name]
         if len(shown) < EXAMPLES and images.dtype == np.uint8:

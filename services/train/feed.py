@@ -212,7 +212,7 @@ class EpochFeed:
         finally:
             call.cancel()
 
-    def rows(self) -> Iterator[dict[str, np.ndarray]]:
+    def full_batches(self) -> Iterator[dict[str, np.ndarray]]:
         """One pass over the subset streamed through process with every op, as whole rows (every tensor,
         not just the model's input and label): what the detector is evaluated on."""
         return self._stream(self.fixed_ops + self.random_ops, self.batch_size, self.epoch)

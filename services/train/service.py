@@ -430,7 +430,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         request = process_pb2.ProcessRequest(dataset=dataset, split=split, subset=subset, ops=fitted_ops)
         feed = EpochFeed(self.process_raw, request, EVAL_BATCH, source, cancelled, budget_bytes=0)
         if train_spec.is_detector(spec.model):
-            return detection.evaluate(model, spec, feed.rows(), source[0], class_names, subset)
+            return detection.evaluate(model, spec, feed.full_batches(), source[0], class_names, subset)
         return evaluate_model(model, feed.batches(), class_names, subset)
 
     def _feed(
