@@ -160,7 +160,7 @@ def training_ops(fitted_ops, spec, train_rows: int, row_bytes: int) -> list:
     sets the buffer and seed itself; `shuffle: {buffer: 1}` keeps the rows in dataset order."""
     if any(op.WhichOneof("kind") == "shuffle" for op in fitted_ops):
         return list(fitted_ops)
-    least = spec_ops.OPS.get("shuffle").param("buffer").default
+    least = spec_ops.OPS.get("shuffle").declared("buffer").default
     fits = feed_module.cache_budget_bytes() // max(row_bytes, 1)
     buffer = max(1, min(train_rows, max(least, fits)))
     return list(fitted_ops) + [pipeline_pb2.Op(shuffle=pipeline_pb2.ShuffleOp(buffer=buffer, seed=spec.seed))]
@@ -234,7 +234,8 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         try:
             resumed = checkpoints.latest() if checkpoints else None
         except BaseException:  # e.g. DATA_LOSS: the checkpoint's bytes are not the ones written
-            checkpoints.close()
+            if checkpoints is not None:
+                checkpoints.close()
             raise
         first_epoch, last_metrics = (resumed[0], resumed[2]) if resumed else (0, {})
         log.info(
@@ -298,22 +299,19 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                     feed_class,
                 )
             # built (or restored) while the first batches stream in
-            warm_key = warm.key(spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops))
-            if detector:
-                warm_key = None
+            if not detector:  # a detector is not kept warm: its loss is built for its classes
+                warm_key = warm.key(spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops))
+            if resumed:
+                model = resumed[1]
+            elif warm_key is None:
                 with _SEEDING:
                     keras.utils.set_random_seed(int(spec.seed) & 0xFFFFFFFF)
-                    built = detection.build(spec, input_shape, len(class_names), input_dtype)
-            model = (
-                resumed[1]
-                if resumed
-                else built
-                if detector
-                else self.warm.take(
+                    model = detection.build(spec, input_shape, len(class_names), input_dtype)
+            else:
+                model = self.warm.take(
                     warm_key,
                     _seeded_build(spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops)),
                 )
-            )
 
             # fit() runs on its own thread; this one streams its progress to the caller.
             events: queue.Queue = queue.Queue()
@@ -335,7 +333,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                         callbacks=callbacks,
                         class_weight=class_weight,
                     )
-                except BaseException as exc:  # noqa: BLE001 - reported on the RPC
+                except BaseException as exc:  # reported on the RPC
                     outcome["error"] = exc
                 finally:
                     events.put(_DONE)

@@ -46,10 +46,10 @@ class _ImageDecoder:
                 self.source_shapes[f"{img.height}x{img.width}x{channels}"] = (
                     self.source_shapes.get(f"{img.height}x{img.width}x{channels}", 0) + 1
                 )
-                img = img.convert("L" if self.color == "grayscale" else "RGB")
+                pixels = img.convert("L" if self.color == "grayscale" else "RGB")
                 if self.size:
-                    img = img.resize((self.size[1], self.size[0]), Image.BILINEAR)
-                array = np.asarray(img, dtype=np.uint8)
+                    pixels = pixels.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
+                array = np.asarray(pixels, dtype=np.uint8)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise invalid(f"collect.source: {name} is not a readable PNG or JPEG image ({exc})") from None
         if array.ndim == 2:
@@ -158,6 +158,8 @@ class _DetectionSource(Source):
     the label's class names; -1 pads) and "box_count" int32 [n], where max_boxes is the most objects
     one image of the source has. Every box is checked when the source opens, before anything is written."""
 
+    decoder: _ImageDecoder
+
     def _setup(self, items: list[tuple[str, str, list[str], list[list[float]]]], class_names: list[str]) -> None:
         """items: (image name, path, class names of its objects, normalised boxes)."""
         self.labels = Labels(class_names)
@@ -242,7 +244,7 @@ class VocSource(_DetectionSource):
                 label = (obj.findtext("name") or "").strip()
                 if not label:
                     raise invalid(f"{where} has no <name> (the class label)")
-                coords = []
+                coords: list[float] = []
                 for tag in ("xmin", "ymin", "xmax", "ymax"):
                     text = (obj.findtext(f"bndbox/{tag}") or "").strip()
                     try:
@@ -250,7 +252,8 @@ class VocSource(_DetectionSource):
                     except ValueError:
                         raise invalid(f"{where} <bndbox><{tag}>: {text!r} is not a number") from None
                 names.append(label)
-                boxes.append(_normalised(f"{where} <bndbox>", tuple(coords), width, height))
+                xmin, ymin, xmax, ymax = coords
+                boxes.append(_normalised(f"{where} <bndbox>", (xmin, ymin, xmax, ymax), width, height))
             items.append(("images/" + file_name, image, names, boxes))
         if not items:
             raise invalid(f"collect.source: {annotations!r} has no .xml annotations")
