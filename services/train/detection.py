@@ -83,6 +83,7 @@ def _conv(x):
     return keras.layers.ReLU()(keras.layers.BatchNormalization(momentum=0.9)(x))
 
 
+@keras.saving.register_keras_serializable(package="cookline")  # checkpoints reload it (a resumed run)
 class DetectionLoss(keras.losses.Loss):
     """CenterNet's loss: focal loss on the heatmap (normalised by the number of objects), L1 on the
     size and offset at object centres. y_true is `targets`' [gh, gw, classes + 5]."""

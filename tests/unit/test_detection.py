@@ -2,6 +2,7 @@
 non-max suppression, thresholds), pycocotools' mAP of perfect and of poor detections, and the rules
 of the pipeline file. (Training on the shapes data and serving: tests/e2e/test_detection.py.)"""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -75,3 +76,19 @@ def test_the_backbone_is_a_model_of_its_own_and_the_grid_has_stride_4(backbone):
     assert model.get_layer("backbone").count_params() > 0  # where a base model's weights would go
     out = detection.predict_fn(model, spec, 2)(tf.zeros([2, 32, 32, 3], tf.uint8))
     assert out[0].shape == (2, 20, 4)
+
+
+def test_a_checkpointed_detector_loads_with_its_loss(tmp_path):
+    """train's checkpoints (model.save / keras.models.load_model) resume a detector run."""
+    spec = train_spec.resolve(pb.TrainSpec(model="detector", conv_filters=[8, 8, 8]))
+    model = detection.build(spec, [16, 16, 3], 2)
+    images = np.random.default_rng(0).integers(0, 255, (2, 16, 16, 3)).astype(np.uint8)
+    model.fit(
+        images,
+        detection.targets(BOXES[:, :1].repeat(2, 0), np.zeros((2, 1), np.int32), np.ones(2, np.int32), 4, 4, 2),
+        verbose=0,
+    )
+    model.save(tmp_path / "checkpoint.keras")
+    loaded = keras.models.load_model(tmp_path / "checkpoint.keras")
+    assert isinstance(loaded.loss, detection.DetectionLoss) and loaded.loss.num_classes == 2
+    np.testing.assert_allclose(loaded(images), model(images), atol=1e-6)
