@@ -173,13 +173,15 @@ def model_metadata(
     )
 
 
-def metadata_from_store_record(meta: dict, limits: Limits | None = None) -> serve_pb2.ModelMetadata:
-    """ModelMetadata from a version's cookline.json."""
+def metadata_from_store_record(
+    record: records_pb2.ModelRecord, limits: Limits | None = None
+) -> serve_pb2.ModelMetadata:
+    """ModelMetadata from a version's record (cookline.json)."""
     return model_metadata(
-        meta["name"],
-        int(meta["version"]),
-        list(meta["class_names"]),
-        inputs_lib.specs_from_record(meta),
+        record.name,
+        record.version,
+        list(record.class_names),
+        inputs_lib.specs_from_record(record),
         limits or Limits(),
     )
 
@@ -266,8 +268,8 @@ class ModelManager:
 
     # --- deploy / unload -------------------------------------------------------
 
-    def resolve(self, name: str, version: int, alias: str) -> tuple[dict, str]:
-        """cookline.json of the version the policy names, and the policy's name."""
+    def resolve(self, name: str, version: int, alias: str) -> tuple[records_pb2.ModelRecord, str]:
+        """The record (cookline.json) of the version the policy names, and the policy's name."""
         layout.check_name("model.name", name)
         if alias:
             if version:
@@ -275,7 +277,7 @@ class ModelManager:
             version, policy = layout.read_alias(self.store, name, alias), f"alias:{alias}"
         else:
             policy = "version" if version else "latest"
-        return layout.read_model_metadata(self.store, name, version), policy
+        return layout.read_model_record(self.store, name, version), policy
 
     def deploy(
         self,
@@ -288,7 +290,7 @@ class ModelManager:
         writes the deployed marker (LoadModel does; start-up only reads it)."""
         batching = check_batching(batching)
         meta, policy = self.resolve(ref.name, ref.version, alias)
-        name, version = ref.name, int(meta["version"])
+        name, version = ref.name, meta.version
         with self._lock:
             deploy_lock = self._deploy_locks.setdefault(name, threading.Lock())
         with deploy_lock:
@@ -369,8 +371,8 @@ class ModelManager:
         finally:
             self.started.set()
 
-    def _load(self, meta: dict, batching: serve_pb2.BatchingConfig, policy: str) -> LoadedModel:
-        name, version = meta["name"], int(meta["version"])
+    def _load(self, meta: records_pb2.ModelRecord, batching: serve_pb2.BatchingConfig, policy: str) -> LoadedModel:
+        name, version = meta.name, meta.version
         with self._lock:
             self.loading[name] = version
         try:
@@ -409,7 +411,7 @@ class ModelManager:
             stats.ready = True
             with self._lock:
                 self.stats[(name, version)] = stats
-            return LoadedModel(name, version, list(meta["class_names"]), specs, batching, policy, batcher, self.limits)
+            return LoadedModel(name, version, list(meta.class_names), specs, batching, policy, batcher, self.limits)
         finally:
             with self._lock:
                 self.loading.pop(name, None)
@@ -435,7 +437,7 @@ class ModelManager:
         with self._lock:
             model = self.serving.get(ref.name)
             loading = self.loading.get(ref.name)
-        layout.read_model_metadata(self.store, ref.name, ref.version)  # NOT_FOUND when not in the store
+        layout.read_model_record(self.store, ref.name, ref.version)  # NOT_FOUND when not in the store
         what = f"model {ref.name!r}" + (f" version {ref.version}" if ref.version else "")
         if loading is not None and ref.version in (0, loading):
             raise unavailable(f"{what} is loading, not ready yet")

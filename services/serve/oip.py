@@ -158,8 +158,8 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         if model is not None:
             version, specs, classes = model.version, model.specs, len(model.class_names)
         else:
-            meta = await asyncio.to_thread(layout.read_model_metadata, self.models.store, ref.name, ref.version)
-            version, specs, classes = int(meta["version"]), inputs_lib.specs_from_record(meta), len(meta["class_names"])
+            record = await asyncio.to_thread(layout.read_model_record, self.models.store, ref.name, ref.version)
+            version, specs, classes = record.version, inputs_lib.specs_from_record(record), len(record.class_names)
         tensor = oip.ModelMetadataResponse.TensorMetadata
         # a regressor (no class names) returns its value as "scores" [rows, 1] and no label
         outputs = [tensor(name="scores", datatype="FP32", shape=[-1, classes or 1])]

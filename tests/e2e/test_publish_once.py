@@ -19,7 +19,7 @@ def published_by(store, name: str, run_id: str) -> list[int]:
     return [
         v
         for v in layout.model_versions(store, name)
-        if layout.read_model_metadata(store, name, v).get("run_id") == run_id
+        if layout.read_model_record(store, name, v).run_id == run_id
     ]
 
 
