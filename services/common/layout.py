@@ -223,7 +223,7 @@ class VersionClaim:
         try:
             if not self.store.exists(self.prefix + MODEL_METADATA):
                 self.store.delete(self.prefix + MODEL_CLAIM)
-        except Exception:  # noqa: BLE001 - the error that ended the publish matters more
+        except Exception:  # best effort: the error that ended the publish matters more
             log.warning("could not release the claim of model %s version %d", self.name, self.version)
 
 

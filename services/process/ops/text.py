@@ -5,8 +5,8 @@ cells are joined with a space) -> "features" (bag of words, appended to any nume
 Tokens are lowercased runs of word characters (the same as collect's text
 statistics; `graph_tokens` is the same rule in TensorFlow, for the exported model).
 The vocabulary is the most frequent tokens of the TRAIN rows (ties in token order).
-Layout as Keras' TextVectorization: for multi_hot, count and tf_idf, column 0 is the unknown-token column and vocabulary entry i
-is column i + 1; for int, 0 is padding, 1 unknown and entry i is id i + 2.
+Layout as Keras' TextVectorization: for multi_hot, count and tf_idf, column 0 is the unknown-token column and
+vocabulary entry i is column i + 1; for int, 0 is padding, 1 unknown and entry i is id i + 2.
 tf_idf weights a count by idf = log(1 + rows / (1 + rows containing the token)).
 """
 

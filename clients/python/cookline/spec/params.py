@@ -198,7 +198,15 @@ class Component:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def param(self, name: str) -> Param | None:
+        """The parameter called `name`, or None when the component has none."""
         return next((p for p in self.params if p.name == name), None)
+
+    def declared(self, name: str) -> Param:
+        """The parameter called `name`, which the component declares (KeyError otherwise)."""
+        found = self.param(name)
+        if found is None:
+            raise KeyError(f"{self.name} declares no parameter {name!r}")
+        return found
 
     def resolve(self, values: Mapping[str, Any], where: str, strict: bool = True, proto: bool = True) -> dict:
         """Every parameter checked, defaults filled in; SpecError naming `where`.<param>.

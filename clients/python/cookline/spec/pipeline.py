@@ -121,6 +121,7 @@ def _balanced_class_weights(data: dict) -> None:
     train = data.get("train")
     weights = train.get("class_weights") if isinstance(train, dict) else None
     if weights == "balanced":
+        assert isinstance(train, dict)  # weights came from it
         data["train"] = {k: v for k, v in train.items() if k != "class_weights"} | {"balance_classes": True}
     elif weights is not None and not isinstance(weights, dict):
         raise SpecError(
@@ -154,7 +155,8 @@ def _plugin_spelling(data: dict) -> None:
         component = registry.get(block[key])
         own = {p.name for p in component.params} - set(message.DESCRIPTOR.fields_by_name)
         if component.plugin and own & set(block):
-            params = block.get("params") if isinstance(block.get("params"), dict) else {}
+            given = block.get("params")
+            params = given if isinstance(given, dict) else {}
             data[section] = {k: v for k, v in block.items() if k not in own} | {
                 "params": params | {k: v for k, v in block.items() if k in own}
             }
