@@ -376,7 +376,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         feed = EpochFeed(self.process_raw, request, plan.source, plan.cancelled, FeedSize(EVAL_BATCH, budget_bytes=0))
         return evaluate_model(model, feed.batches(), plan.class_names, subset)
 
-    def _feed(self, plan: Plan, subset: int, fitted_ops, size: FeedSize) -> EpochFeed:
+    def _feed(self, plan: Plan, subset: data_pb2.Subset, fitted_ops, size: FeedSize) -> EpochFeed:
         """The epochs of one subset (from the first epoch the fit runs), already pulling the first."""
         request = process_pb2.ProcessRequest(dataset=plan.dataset, split=plan.split, subset=subset, ops=fitted_ops)
         size = dataclasses.replace(size, rows=plan.rows[subset])
