@@ -201,8 +201,8 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         checkpoints = Checkpoints(self.store, request.run_id) if request.run_id else None
         try:
             resume = self._resume(plan, checkpoints)
-            if spec.workers > 1:  # a distributed run: the workers fit (each in a fresh process), worker 0
-                fitted = yield from distributed.fit(plan, _training_ops(plan))  # checkpoints; this one publishes
+            if spec.workers > 1:  # distributed: worker processes fit, worker 0 checkpoints, this one publishes
+                fitted = yield from distributed.fit(plan, _training_ops(plan))
             else:
                 fitted = yield from self._fit(plan, resume)
         finally:
@@ -291,9 +291,11 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         # built (or restored) while the first batches stream in
         num_classes, vocabulary = len(plan.class_names), plan.vocabulary_size
         warm_key = warm.key(spec, plan.input_shape, num_classes, plan.input_dtype, vocabulary)
-        model = resume.model or self.warm.take(
-            warm_key, _seeded_build(spec, plan.input_shape, num_classes, plan.input_dtype, vocabulary)
-        )
+        model = resume.model
+        if model is None:
+            model = self.warm.take(
+                warm_key, _seeded_build(spec, plan.input_shape, num_classes, plan.input_dtype, vocabulary)
+            )
         events: queue.Queue = queue.Queue()
         outcome: dict = {}
         progress = _Progress(events, spec, plan.train_rows, plan.cancelled, resume)
@@ -331,7 +333,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             raise invalid(f"train: training diverged: {progress.diverged}; lower train.learning_rate")
         if "error" in outcome:
             raise outcome["error"]
-        return Fitted(model, last_metrics, warm_key if resume.model is None else None)
+        return Fitted(model, last_metrics, warm_key)
 
     def _published_by_run(self, name: str, run_id: str) -> train_pb2.TrainResponse | None:
         """The result of the version of `name` whose record carries `run_id`, or None: publishing is
