@@ -236,6 +236,12 @@ class Component:
         return out
 
 
+# Said after a name nothing registers: it may be a plugin that is not installed where the check ran.
+PLUGIN_HINT = (
+    "; a plugin's names exist once its package is installed beside the gateway and the services (docs/plugins.md)"
+)
+
+
 class Registry:
     """The components of one kind, by name, in registration order (built-ins first)."""
 
@@ -270,7 +276,7 @@ class Registry:
         except KeyError:
             where = where or self.field
             raise SpecError(
-                f"{where}: {name!r} is not supported (supported: {', '.join(self._items)})", where
+                f"{where}: {name!r} is not supported (supported: {', '.join(self._items)}){PLUGIN_HINT}", where
             ) from None
 
     def plugins(self) -> list[Component]:

@@ -17,6 +17,7 @@ from cookline.spec import ops, plugins, sources, train
 from cookline.spec import roots as source_roots
 from cookline.spec.errors import SpecError
 from cookline.spec.names import check_name
+from cookline.spec.params import PLUGIN_HINT
 from cookline.v1 import data_pb2, pipeline_pb2
 
 _UNKNOWN = re.compile(r'Message type "cookline\.v1\.(\w+)" has no field named "([^"]+)" at "([^"]*)"')
@@ -63,7 +64,10 @@ def parse(text: str, base_dir: str = "", roots: list[str] | None = None) -> pipe
         if match:
             where = _where(match.group(3))
             field = f"{where}.{match.group(2)}" if where else match.group(2)
-            raise SpecError(f"pipeline: unknown field {field!r}", field) from None
+            hint = ""
+            if re.fullmatch(r"process\[\d+\]\.[^.]+", field):  # an op's name: built-ins, or a plugin's
+                hint = f" (ops: {', '.join(op.name for op in ops.OPS)}){PLUGIN_HINT}"
+            raise SpecError(f"pipeline: unknown field {field!r}{hint}", field) from None
         raise SpecError(f"pipeline: {message}") from None
 
     validate(spec)
