@@ -122,7 +122,7 @@ def test_a_model_record_from_before_checksums_loads_unverified(local_store, tmp_
     assert (tmp_path / "saved_model.pb").read_bytes() == b"graph"
 
 
-def test_a_published_model_record_keeps_the_json_readers_know(local_store):
+def test_a_published_model_record_keeps_the_keys_its_readers_index(local_store):
     """The keys, number types and empty values of cookline.json as train wrote it by hand before
     records.proto: TF.js, Node, Go and docs readers index them."""
     record = records_pb2.ModelRecord(
