@@ -18,6 +18,7 @@ the block reader makes the common case fast. Error messages never quote a cell.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 from collections.abc import Iterator
@@ -81,31 +82,37 @@ def _skip_blank(row) -> str:
     return "skip" if not row.text.strip() else "error"
 
 
+@contextlib.contextmanager
 def _reader(
     path: str, dialect: Dialect, width: int, skip_header: bool, block_bytes: int, types, threads: bool = True
-) -> pa_csv.CSVStreamingReader:
+) -> Iterator[pa_csv.CSVStreamingReader]:
     names = [f"c{i}" for i in range(width)]
-    return pa_csv.open_csv(
-        path if path not in _STREAMS else open_binary(path),
-        read_options=pa_csv.ReadOptions(
-            column_names=names, skip_rows=1 if skip_header else 0, block_size=block_bytes, use_threads=threads
-        ),
-        parse_options=pa_csv.ParseOptions(
-            delimiter=dialect.delimiter,
-            quote_char='"',
-            double_quote=True,
-            escape_char=False,
-            newlines_in_values=True,
-            ignore_empty_lines=True,
-            invalid_row_handler=_skip_blank,
-        ),
-        convert_options=pa_csv.ConvertOptions(
-            column_types=None if types is None else {names[i]: types.get(i, pa.string()) for i in range(width)},
-            null_values=NULLS,
-            strings_can_be_null=False,
-            decimal_point=dialect.decimal,
-        ),
-    )
+    with contextlib.ExitStack() as opened:
+        # a local file is read by pyarrow itself; a stream (an s3:// object) through its Python file
+        source = path if path not in _STREAMS else opened.enter_context(open_binary(path))
+        reader = pa_csv.open_csv(
+            source,
+            read_options=pa_csv.ReadOptions(
+                column_names=names, skip_rows=1 if skip_header else 0, block_size=block_bytes, use_threads=threads
+            ),
+            parse_options=pa_csv.ParseOptions(
+                delimiter=dialect.delimiter,
+                quote_char='"',
+                double_quote=True,
+                escape_char=False,
+                newlines_in_values=True,
+                ignore_empty_lines=True,
+                invalid_row_handler=_skip_blank,
+            ),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=None if types is None else {names[i]: types.get(i, pa.string()) for i in range(width)},
+                null_values=NULLS,
+                strings_can_be_null=False,
+                decimal_point=dialect.decimal,
+            ),
+        )
+        with reader:
+            yield reader
 
 
 def blocks(
