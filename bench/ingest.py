@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 from common import data_plane, scratch
+from memory import PeakRss
 
 from cookline import channels
 from cookline.v1 import collect_pb2, collect_pb2_grpc, pipeline_pb2
@@ -90,13 +91,16 @@ def warm(path: str) -> None:
                 pass
 
 
-def collect_ingest(stub, pid: int, name: str, spec: pipeline_pb2.CollectSpec) -> tuple[float, float, int]:
-    """(wall seconds, collect's CPU seconds, rows) of one full Ingest."""
+def collect_ingest(stub, pid: int, name: str, spec: pipeline_pb2.CollectSpec, rss: dict) -> tuple[float, float, int]:
+    """(wall seconds, collect's CPU seconds, rows) of one full Ingest; rss["peak"]: collect's peak RSS
+    growth (MB) over its RSS before the call, the largest so far."""
     cpu, t0 = cpu_seconds(pid), time.perf_counter()
     last = None
-    for last in stub.Ingest(collect_pb2.IngestRequest(dataset=name, source=spec), timeout=3600):  # noqa: B007 - the last message counts
-        pass
+    with PeakRss({"collect": pid}) as peak:
+        for last in stub.Ingest(collect_pb2.IngestRequest(dataset=name, source=spec), timeout=3600):  # noqa: B007 - the last message counts
+            pass
     wall = time.perf_counter() - t0
+    rss["peak"] = max(rss.get("peak", 0.0), peak.peak["collect"] - peak.base["collect"])
     assert last is not None and not last.reused, "a fresh dataset name must not reuse a version"
     return wall, cpu_seconds(pid) - cpu, last.dataset.num_rows
 
@@ -164,7 +168,7 @@ def main() -> None:
             rows = write_csv(path, args.mb)
             size = os.path.getsize(path) / 1e6
             warm(path)
-            ours, theirs = [], []
+            ours, theirs, rss = [], [], {}
             for i in range(args.repeat):
                 theirs.append(timed(lambda: pandas_read(path)))
                 wall, cpu, got = collect_ingest(
@@ -181,15 +185,16 @@ def main() -> None:
                 "pandas.read_csv",
                 0.5,
             )
+            print(f"  collect's peak RSS growth during an ingest: +{rss['peak']:.0f} MB")
         if args.images:
             folder = os.path.join(root, "images")
             write_images(folder, args.images)
             warm(folder)
-            ours, theirs = [], []
+            ours, theirs, rss = [], [], {}
             for i in range(args.repeat):
                 theirs.append(timed(lambda: keras_iterate(folder, 64)))
                 spec = pipeline_pb2.CollectSpec(source=folder, format="image-folder")
-                wall, cpu, got = collect_ingest(stub, pid, f"img{i}", spec)
+                wall, cpu, got = collect_ingest(stub, pid, f"img{i}", spec, rss)
                 assert got == args.images, (got, args.images)
                 ours.append((wall, cpu))
             compare(
@@ -201,6 +206,7 @@ def main() -> None:
                 "Keras from dir",
                 1.0,
             )
+            print(f"  collect's peak RSS growth during an ingest: +{rss['peak']:.0f} MB")
         print(f"load average {os.getloadavg()[0]:.1f} at the end")
     finally:
         stack.stop_all()
