@@ -171,9 +171,8 @@ def main() -> None:
             ours, theirs, rss = [], [], {}
             for i in range(args.repeat):
                 theirs.append(timed(lambda: pandas_read(path)))
-                wall, cpu, got = collect_ingest(
-                    stub, pid, f"csv{i}", pipeline_pb2.CollectSpec(source=path, label="label")
-                )
+                spec = pipeline_pb2.CollectSpec(source=path, label="label")
+                wall, cpu, got = collect_ingest(stub, pid, f"csv{i}", spec, rss)
                 assert got == rows, (got, rows)
                 ours.append((wall, cpu))
             compare(
