@@ -125,6 +125,17 @@ def wait_oip_ready(target: str, timeout: float = 300.0, proc: subprocess.Popen |
 # --- the model ------------------------------------------------------------------
 
 
+def deployed_record(max_batch_size: int):
+    """The deployed marker of a bench model: version 1, latest, no queue delay."""
+    from cookline.v1 import records_pb2, serve_pb2
+
+    return records_pb2.DeployedRecord(
+        policy="latest",
+        version=1,
+        batching=serve_pb2.BatchingConfig(max_batch_size=max_batch_size, max_queue_delay_ms=0),
+    )
+
+
 def make_model(workdir: str) -> tuple[str, str]:
     """Trains the iris MLP in process, exports it, publishes it as iris version 1 in a
     local store and marks it deployed. Returns (SavedModel dir, store root)."""
@@ -164,16 +175,7 @@ def make_model(workdir: str) -> tuple[str, str]:
         "created_at": layout.now(),
     }
     store.publish(layout.model_prefix("iris", 1), files, layout.MODEL_METADATA, json.dumps(meta).encode())
-    layout.write_deployed(
-        store,
-        "iris",
-        {
-            "policy": "latest",
-            "version": 1,
-            "alias": "",
-            "batching": {"max_batch_size": MAX_BATCH, "max_queue_delay_ms": 0},
-        },
-    )
+    layout.write_deployed(store, "iris", deployed_record(MAX_BATCH))
     return saved, root
 
 
@@ -188,16 +190,7 @@ def make_raw_model(workdir: str, store_root: str) -> str:
     inputs = raw_models.digits_model(saved)
     store = LocalStore(os.path.join(store_root, "cookline"))
     raw_models.publish(store, RAW_MODEL, saved, inputs, [str(i) for i in range(10)])
-    layout.write_deployed(
-        store,
-        RAW_MODEL,
-        {
-            "policy": "latest",
-            "version": 1,
-            "alias": "",
-            "batching": {"max_batch_size": STREAM_ROWS, "max_queue_delay_ms": 0},
-        },
-    )
+    layout.write_deployed(store, RAW_MODEL, deployed_record(STREAM_ROWS))
     return saved
 
 
@@ -354,7 +347,7 @@ def closed_loop(calls: list, seconds: float) -> dict:
                 continue
             out.append(time.perf_counter() - t)
 
-    workers = [threading.Thread(target=caller, args=(call, out)) for call, out in zip(calls, latencies)]
+    workers = [threading.Thread(target=caller, args=(call, out)) for call, out in zip(calls, latencies, strict=True)]
     start = time.perf_counter()
     for w in workers:
         w.start()
@@ -599,7 +592,7 @@ def main(seconds: float, rounds: int, skip_others: bool) -> None:
             channels.wait_healthy(serve_addr, timeout=180, service="iris")
             channels.wait_healthy(serve_addr, timeout=180, service=RAW_MODEL)
             oip_targets = {"cookline": serve_addr, **oip_targets}
-            for name, target in oip_targets.items():
+            for target in oip_targets.values():
                 wait_oip_ready(target)
             rest_targets = {"cookline": f"127.0.0.1:{ports['serve_http']}", **KSERVE_HTTP}
             bare_calls = {}
