@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -81,13 +82,13 @@ class CompiledPredict:
             specs_of = [tf.TensorSpec([size, *self.widths[n]], tf.float32) for n in self.names]
             self._calls[size] = _flat_call(compiled.get_concrete_function(*specs_of))
 
-    def warm_up(self, check: Callable[[dict[str, np.ndarray]], np.ndarray]) -> None:
+    def warm_up(self, check: Callable[[dict[str, np.ndarray]], Any]) -> None:
         """Compiles every bucket, comparing its answers with `check` (the signature): raises
         ValueError when they differ by more than TOLERANCE."""
         rng = np.random.default_rng(0)
         for size in self.buckets:
             inputs = {n: rng.standard_normal([size, *self.widths[n]]).astype(np.float32) for n in self.names}
-            got, want = self(inputs), check(inputs)
+            got, want = self(inputs), np.asarray(check(inputs))
             if got.shape != want.shape or not np.allclose(got, want, rtol=TOLERANCE, atol=TOLERANCE):
                 worst = float(np.max(np.abs(got - want))) if got.shape == want.shape else float("inf")
                 raise ValueError(f"its answers differ from the signature's by {worst:.2g} at batch {size}")
@@ -122,7 +123,7 @@ def _flat_call(concrete) -> Callable[[list], tf.Tensor]:
 
 
 def compile_model(
-    signature, specs: dict[str, InputSpec], buckets: list[int], check: Callable[[dict[str, np.ndarray]], np.ndarray]
+    signature, specs: dict[str, InputSpec], buckets: list[int], check: Callable[[dict[str, np.ndarray]], Any]
 ) -> tuple[CompiledPredict | None, str]:
     """(the compiled model, "") when every input is numeric and XLA compiles the model
     for every bucket with answers equal to `check`'s; else (None, why not)."""
