@@ -185,19 +185,16 @@ def input_spec(spec: InputSpec, limits: Limits) -> serve_pb2.TensorSpec:
     return out
 
 
-def outputs_of(meta: dict) -> dict[str, dict]:
-    """cookline.json "outputs" (name -> {dtype, shape}); a record without them has a classifier's
-    (or, without class names, a regressor's)."""
-    if meta.get("outputs"):
-        return dict(meta["outputs"])
-    classes = len(meta.get("class_names") or [])
-    out = {"scores": {"dtype": "float32", "shape": [-1, classes or 1]}}
-    return out | ({"label": {"dtype": "string", "shape": [-1]}} if classes else {})
-
-
-def task_of(meta: dict) -> str:
-    """cookline.json "task", or what a record without it is."""
-    return meta.get("task") or ("classification" if meta.get("class_names") else "regression")
+def outputs_of(record: records_pb2.ModelRecord) -> dict[str, dict]:
+    """What the signature answers, name -> {dtype, shape}, in answer order: a detector's boxes, labels
+    and scores, else scores and (a classifier's) label. Reading the record filled in an older one's."""
+    outputs = record.outputs
+    names = ("boxes", "labels", "scores") if outputs.HasField("boxes") else ("scores", "label")
+    return {
+        name: {"dtype": getattr(outputs, name).dtype, "shape": list(getattr(outputs, name).shape)}
+        for name in names
+        if outputs.HasField(name)
+    }
 
 
 def model_metadata(
@@ -223,16 +220,18 @@ def model_metadata(
     )
 
 
-def metadata_from_store_record(meta: dict, limits: Limits | None = None) -> serve_pb2.ModelMetadata:
-    """ModelMetadata from a version's cookline.json."""
+def metadata_from_store_record(
+    record: records_pb2.ModelRecord, limits: Limits | None = None
+) -> serve_pb2.ModelMetadata:
+    """ModelMetadata from a version's record (cookline.json)."""
     return model_metadata(
-        meta["name"],
-        int(meta["version"]),
-        list(meta["class_names"]),
-        inputs_lib.specs_from_record(meta),
+        record.name,
+        record.version,
+        list(record.class_names),
+        inputs_lib.specs_from_record(record),
         limits or Limits(),
-        outputs_of(meta),
-        task_of(meta),
+        outputs_of(record),
+        record.task,
     )
 
 
@@ -334,8 +333,8 @@ class ModelManager:
 
     # --- deploy / unload -------------------------------------------------------
 
-    def resolve(self, name: str, version: int, alias: str) -> tuple[dict, str]:
-        """cookline.json of the version the policy names, and the policy's name."""
+    def resolve(self, name: str, version: int, alias: str) -> tuple[records_pb2.ModelRecord, str]:
+        """The record (cookline.json) of the version the policy names, and the policy's name."""
         layout.check_name("model.name", name)
         if alias:
             if version:
@@ -343,7 +342,7 @@ class ModelManager:
             version, policy = layout.read_alias(self.store, name, alias), f"alias:{alias}"
         else:
             policy = "version" if version else "latest"
-        return layout.read_model_metadata(self.store, name, version), policy
+        return layout.read_model_record(self.store, name, version), policy
 
     def deploy(
         self,
@@ -356,7 +355,7 @@ class ModelManager:
         writes the deployed marker (LoadModel does; start-up only reads it)."""
         batching = check_batching(batching)
         meta, policy = self.resolve(ref.name, ref.version, alias)
-        name, version = ref.name, int(meta["version"])
+        name, version = ref.name, meta.version
         with self._lock:
             deploy_lock = self._deploy_locks.setdefault(name, threading.Lock())
         with deploy_lock:
@@ -437,8 +436,8 @@ class ModelManager:
         finally:
             self.started.set()
 
-    def _load(self, meta: dict, batching: serve_pb2.BatchingConfig, policy: str) -> LoadedModel:
-        name, version = meta["name"], int(meta["version"])
+    def _load(self, meta: records_pb2.ModelRecord, batching: serve_pb2.BatchingConfig, policy: str) -> LoadedModel:
+        name, version = meta.name, meta.version
         with self._lock:
             self.loading[name] = version
         try:
@@ -453,7 +452,7 @@ class ModelManager:
                     raise
                 os.makedirs(os.path.dirname(local), exist_ok=True)
                 os.replace(partial, local)
-            task = task_of(meta)
+            task = meta.task
             predict = load_predict(local, every_output=task == "detection")
             specs = inputs_lib.specs_from_record(meta)
             if sorted(specs) != predict.input_names:
@@ -492,7 +491,7 @@ class ModelManager:
             return LoadedModel(
                 name,
                 version,
-                list(meta["class_names"]),
+                list(meta.class_names),
                 specs,
                 batching,
                 policy,
@@ -528,7 +527,7 @@ class ModelManager:
         with self._lock:
             model = self.serving.get(ref.name)
             loading = self.loading.get(ref.name)
-        layout.read_model_metadata(self.store, ref.name, ref.version)  # NOT_FOUND when not in the store
+        layout.read_model_record(self.store, ref.name, ref.version)  # NOT_FOUND when not in the store
         what = f"model {ref.name!r}" + (f" version {ref.version}" if ref.version else "")
         if loading is not None and ref.version in (0, loading):
             raise unavailable(f"{what} is loading, not ready yet")

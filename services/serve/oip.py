@@ -162,8 +162,8 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         if model is not None:
             version, specs, answers = model.version, model.specs, model.outputs
         else:
-            meta = await asyncio.to_thread(layout.read_model_metadata, self.models.store, ref.name, ref.version)
-            version, specs, answers = int(meta["version"]), inputs_lib.specs_from_record(meta), outputs_of(meta)
+            record = await asyncio.to_thread(layout.read_model_record, self.models.store, ref.name, ref.version)
+            version, specs, answers = record.version, inputs_lib.specs_from_record(record), outputs_of(record)
         tensor = oip.ModelMetadataResponse.TensorMetadata
         # a classifier "scores" and "label"; a regressor "scores" [rows, 1]; a detector boxes, labels, scores
         outputs = [

@@ -57,8 +57,8 @@ class ServeServicer(serve_pb2_grpc.ServeServiceServicer):
         if model is not None:
             return serve_pb2.GetModelMetadataResponse(metadata=model.metadata())
         ref = request.model
-        meta = await asyncio.to_thread(layout.read_model_metadata, self.models.store, ref.name, ref.version)
-        return serve_pb2.GetModelMetadataResponse(metadata=metadata_from_store_record(meta, self.models.limits))
+        record = await asyncio.to_thread(layout.read_model_record, self.models.store, ref.name, ref.version)
+        return serve_pb2.GetModelMetadataResponse(metadata=metadata_from_store_record(record, self.models.limits))
 
     @rpc
     async def GetStats(self, request, context) -> serve_pb2.GetStatsResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -10,7 +11,7 @@ import tensorflow as tf
 from cookline import tensors
 from cookline.spec import train as train_spec
 from cookline.v1 import pipeline_pb2
-from services.common import plugins
+from services.common import layout, plugins
 from services.process import ops as ops_lib
 
 
@@ -137,8 +138,8 @@ def _text(spec, inputs, _input_dtype, vocabulary_size):
 
 # The raw inputs of an exported model, in signature order (the contract serve, the clients and
 # TF.js share): numeric "features", "categorical" strings, "text" strings, encoded "image" bytes.
-RAW_KINDS = {"features": "numeric", "categorical": "category", "text": "text", "image": "image"}
-IMAGE_ENCODINGS = ["png", "jpeg", "gif", "bmp"]
+RAW_KINDS = layout.INPUT_KINDS
+IMAGE_ENCODINGS = list(layout.IMAGE_ENCODINGS)
 
 
 def raw_inputs(fields: dict, input_name: str, fitted_ops: list[pipeline_pb2.Op]) -> dict[str, dict]:
@@ -215,14 +216,18 @@ def decode_images(data, height: int, width: int, channels: int, dtype="uint8"):
     return tf.cast(images, dtype)
 
 
-def export(
-    model: keras.Model,
-    fitted_ops: list[pipeline_pb2.Op],
-    fields: dict,
-    input_name: str,
-    class_names: list[str],
-    path: str,
-) -> dict[str, dict]:
+@dataclass(frozen=True)
+class Trained:
+    """A trained network and what it was trained on: what an export needs."""
+
+    model: keras.Model
+    fitted_ops: list[pipeline_pb2.Op]  # the fitted ops its input went through, in pipeline order
+    fields: dict  # the dataset's schema: tensor name -> FieldSchema
+    input_name: str  # the processed tensor the network takes ("features", "image", "tokens")
+    class_names: list[str]  # in score order; empty for a regressor
+
+
+def export(trained: Trained, path: str) -> dict[str, dict]:
     """Writes a SavedModel whose serving_default takes the RAW collected tensors and returns "scores"
     (and, for a classifier, "label": the class name); returns cookline.json's "inputs".
 
@@ -231,6 +236,8 @@ def export(
     tf.saved_model.load) applies exactly what training did. Training-only ops (shuffle,
     augmentation) do nothing there.
     """
+    model, fitted_ops, fields = trained.model, trained.fitted_ops, trained.fields
+    input_name, class_names = trained.input_name, trained.class_names
     inputs = raw_inputs(fields, input_name, fitted_ops)
     names = list(inputs)
     steps = ops_lib.graph(fitted_ops)
