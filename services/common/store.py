@@ -266,12 +266,17 @@ class _RangeReader(io.RawIOBase):
         return count
 
 
+# Files whose verified identity LocalStore remembers (a few hundred bytes each); then it starts afresh.
+_VERIFIED_MAX = 100_000
+
+
 class LocalStore(ObjectStore):
     """Objects are files under `root`; each put is a temp file + os.replace (atomic)."""
 
     def __init__(self, root: str):
         self.root = os.path.abspath(os.path.expanduser(root))
         os.makedirs(self.root, exist_ok=True)
+        self._verified: dict[str, tuple] = {}  # path -> identity of the file when its sha256 matched
 
     def _path(self, key: str) -> str:
         return os.path.join(self.root, *_check_key(key).split("/"))
@@ -308,19 +313,37 @@ class LocalStore(ObjectStore):
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFoundError(f"object not found: {key}") from None
 
-    def _buffer(self, key: str):
-        """A read-only memory map of the file: pages come straight from the page cache."""
+    def get_buffer(self, key: str, sha256: str | None = None):
+        """A read-only memory map of the file: pages come straight from the page cache.
+
+        Verified once per file: a file whose bytes matched `sha256` is not hashed again while
+        its identity (device, inode, size, modification and change times) is the same. Any
+        write to the file changes its change time (a replace changes its inode too), so
+        changed bytes are still DATA_LOSS; reading a dataset again (every epoch) costs no
+        second hash of its shards.
+        """
+        path = self._path(key)
         try:
-            with open(self._path(key), "rb") as f:
-                if os.fstat(f.fileno()).st_size == 0:
-                    return b""
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, sha256)
                 # MAP_POPULATE: the pages are mapped now (on the prefetch thread), not faulted in one
                 # by one while the data streams.
-                return mmap.mmap(
-                    f.fileno(), 0, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ
+                buffer = (
+                    mmap.mmap(
+                        f.fileno(), 0, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ
+                    )
+                    if st.st_size
+                    else b""
                 )
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFoundError(f"object not found: {key}") from None
+        if sha256 is not None and self._verified.get(path) != identity:
+            verify(key, hashlib.sha256(buffer).hexdigest(), sha256)
+            if len(self._verified) >= _VERIFIED_MAX:
+                self._verified.clear()
+            self._verified[path] = identity
+        return buffer
 
     def open_stream(self, key: str):
         try:

@@ -794,6 +794,19 @@ CASES = [
     Case(
         "serve",
         "LoadModel",
+        "`batching.allowed_batch_sizes` not ascending",
+        INVALID,
+        "batching.allowed_batch_sizes[1]: 8 after 32; the sizes must be strictly ascending",
+        lambda c: c.serve.LoadModel(
+            serve_pb2.LoadModelRequest(
+                model=model_pb2.ModelRef(name="iris"), batching=serve_pb2.BatchingConfig(allowed_batch_sizes=[32, 8])
+            ),
+            timeout=60,
+        ),
+    ),
+    Case(
+        "serve",
+        "LoadModel",
         "a model file whose stored bytes changed (one byte flipped)",
         DATA_LOSS,
         "variables/variables.data-00000-of-00001 is corrupt",
