@@ -78,6 +78,7 @@ def pytest_collection_modifyitems(items):
 def pytest_configure(config):
     for kind, meaning in KINDS.items():
         config.addinivalue_line("markers", f"{kind}: {meaning}")
+    config.addinivalue_line("markers", "soak: the chaos soak (bench/soak.py --minutes 3), tests/e2e/test_soak.py")
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ The full disk is real: the stack (`cookline up`) runs in a user and mount namesp
 with ENOSPC as on a full disk. This module has its own SeaweedFS server, where a second identity (kept in
 the filer, so its actions can change while the server runs) is the one the services use."""
 
+import json
 import os
 import shutil
 import signal
@@ -19,10 +20,12 @@ import pytest
 from cookline import channels, config
 from cookline.client import Client
 from cookline.v1 import gateway_pb2
+from error_catalogue import FAULT_CASES
 from helpers import SERVICES, free_ports, iris_pipeline, unique_bucket, write_big_csv
 from s3server import SeaweedS3
-from services.common.store import S3Store, StoreDeniedError
+from services.common.store import S3Store, StoreDeniedError, store_from_env
 
+FULL_DISK, DENIED = FAULT_CASES[0], FAULT_CASES[1]  # their rows of docs/errors.md
 FULL_DISK_MB = 12
 BIG_ROWS = 1_000_000  # about 20 MB of shards: more than the full disk holds, many shards on S3
 WRITER = "cookline-writer"  # the identity the services of this module's stack use
@@ -85,8 +88,8 @@ def test_full_disk_fails_the_run_and_the_stack_serves_on(tmp_path):
             run, _ = client.run_and_wait(_big_pipeline("full", big))
             assert run.state == gateway_pb2.RUN_STATE_FAILED
             assert run.stage == gateway_pb2.STAGE_COLLECT
-            assert "collect failed: RESOURCE_EXHAUSTED" in run.reason and "no space left" in run.reason, run.reason
-            assert "ENOSPC" in run.reason
+            assert f"collect failed: {FULL_DISK.code.name}: {FULL_DISK.message}" in run.reason, run.reason
+            assert "no space left on the local store's disk (ENOSPC" in run.reason
             # nothing half-written: no dataset, and none of its shards left on the disk
             assert _dataset_missing(client, "full")
             assert not os.path.exists(f"{seen}/datasets/full")
@@ -154,13 +157,21 @@ def test_s3_write_revoked_mid_run_fails_the_run_and_the_stack_serves_on(stack, s
         final = client.get_run(run.run_id)
         assert revoked
         assert final.state == gateway_pb2.RUN_STATE_FAILED
-        assert "PERMISSION_DENIED" in final.reason and "AccessDenied" in final.reason, final.reason
-        assert "Write" in final.reason  # says which permission to look at
+        assert f"collect failed: {DENIED.code.name}: {DENIED.message}" in final.reason, final.reason
+        assert "AccessDenied" in final.reason and "Write" in final.reason  # says which permission to look at
         # nothing half-written is visible: no dataset version (the shards left behind have no manifest)
         assert _dataset_missing(client, "denied")
 
         s3_server.set_actions(WRITER, ("Write",), allowed=True)
         _wait_until_writes(s3_server, allowed=True)
+        # the gateway kept the run in memory while the store refused its record, and writes it now
+        store = store_from_env(env)
+        for _ in range(300):
+            if json.loads(store.get_bytes(f"runs/{run.run_id}/run.json"))["state"] == "RUN_STATE_FAILED":
+                break
+            s3_server.proc_wait(0.2)  # poll interval: the gateway retries every 2 s
+        else:
+            raise AssertionError("the failed run's record never reached the store")
         after, _ = client.run_and_wait(iris_pipeline("afterdenied", train="{model: mlp, epochs: 3}"))
         assert after.state == gateway_pb2.RUN_STATE_SUCCEEDED, after.reason
     assert services.exited() == {}
