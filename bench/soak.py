@@ -299,6 +299,8 @@ def audit(store, runs: list[gateway_pb2.Run]) -> dict:
     by_folder: dict[str, list[str]] = collections.defaultdict(list)
     for key in keys:
         parts = key.split("/")
+        if parts[0] == "models" and len(parts) >= 4 and parts[2] == "aliases":
+            continue  # serving state beside the versions (layout.alias_key)
         if parts[0] in ("datasets", "models") and len(parts) >= 4:
             by_folder["/".join(parts[:3]) + "/"].append(key)
         elif parts[0] == "runs" and len(parts) >= 3:
