@@ -8,6 +8,7 @@ the manifest last. Credentials never appear in messages, logs or reprs.
 from __future__ import annotations
 
 import abc
+import builtins
 import contextlib
 import errno
 import hashlib
@@ -176,7 +177,7 @@ class ObjectStore(abc.ABC):
     def _buffer(self, key: str):
         return self.get_bytes(key)
 
-    def list_dirs(self, prefix: str) -> list[str]:
+    def list_dirs(self, prefix: str) -> builtins.list[str]:  # `list` here is the method below
         """Immediate sub-folder names under prefix, e.g. "models/iris/" -> ["1", "2"].
 
         Derived from the keys themselves rather than S3 delimiter listings: some S3

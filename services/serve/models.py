@@ -251,7 +251,7 @@ class ModelManager:
 
     def _set_health(self, name: str, serving: bool) -> None:
         """Per-model health; callable from any thread (the health servicer lives on the loop)."""
-        if self._health is not None:
+        if self._health is not None and self.loop is not None:
             status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
             asyncio.run_coroutine_threadsafe(self._health.set(name, status), self.loop)
 
@@ -397,6 +397,7 @@ class ModelManager:
             for rows in sorted({1, batching.max_batch_size}):  # warm-up: trace and allocate before ready
                 predict(inputs_lib.warmup_inputs(specs, rows, png))
             stats = ModelStats(name, version, batching)
+            assert self.loop is not None, "models load after the server's loop is set"
             batcher = Batcher(
                 f"{name}-{version}",
                 predict,

@@ -87,7 +87,7 @@ def used_by(pipeline) -> list[tuple[str, str, tuple[str, ...]]]:
     A source runs in collect; an op in process, and in train (which builds its serving form
     into the exported model); a model family in train.
     """
-    found = []
+    found: list[tuple[str, str, tuple[str, ...]]] = []
     fmt = pipeline.collect.format
     if fmt in SOURCES and SOURCES.get(fmt).plugin:
         found.append(("source", fmt, ("collect",)))
