@@ -187,6 +187,11 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
 
     @rpc
     def Train(self, request: train_pb2.TrainRequest, context) -> Iterator[train_pb2.TrainResponse]:
+        # Response headers at once: they commit the call on the caller's side (gRPC's retry design, A6),
+        # so if this process dies before the first progress message the caller sees UNAVAILABLE (the
+        # gateway retries the stage) instead of the call waiting in a transparent retry. The chaos soak
+        # saw a Train call hang for ever when train was killed a second after it arrived, unanswered.
+        context.send_initial_metadata(())
         pipeline = request.pipeline
         name = layout.check_name("pipeline.name", pipeline.name)
         spec = train_spec.resolve(pipeline.train)
