@@ -33,7 +33,7 @@ def main(target: str, model: str, max_seconds: float) -> None:
     failures: dict[str, int] = {}
     labels: set[str] = set()
     deadline = time.monotonic() + max_seconds
-    with Client(serve=target, gateway=target) as client:
+    with Client(serve=target) as client:
         while time.monotonic() < deadline:
             try:
                 command = commands.get_nowait()
