@@ -80,12 +80,18 @@ def stack():
 
 
 def _service(name: str) -> str:
+    """The compose service of a container ("train-1_1" -> "train-1")."""
     return name.rsplit("_", 1)[0]
+
+
+def _runs(name: str) -> str:
+    """The cookline service a container runs ("train-1_1" -> "train")."""
+    return _service(name).split("-")[0]
 
 
 def _healthy(project: str, name: str, timeout: float = 300) -> None:
     """Waits (inside the container) until its service reports SERVING on gRPC health."""
-    podman(["exec", f"{project}_{name}", "cookline-entrypoint", "healthcheck", _service(name), str(timeout)])
+    podman(["exec", f"{project}_{name}", "cookline-entrypoint", "healthcheck", _runs(name), str(timeout)])
 
 
 def _logs(project: str) -> str:
