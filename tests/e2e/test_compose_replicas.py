@@ -30,7 +30,7 @@ from cookline.client import Client
 from cookline.spec import train as train_spec
 from cookline.v1 import gateway_pb2
 from cookline.v1 import pipeline_pb2 as pb
-from helpers import ROOT, free_ports, iris_pipeline
+from helpers import ROOT, SUPPORT, free_ports, iris_pipeline
 from reference_fit import fit_one, load_batches, max_difference
 from services.common.store import S3Store
 from tools import podman, run, tool
@@ -41,7 +41,6 @@ pytestmark = pytest.mark.timeout(1800)
 OVERRIDE = "deploy/compose.replicas.yaml"
 PUBLISHED = ("gateway", "collect", "train", "minio", "gateway_http")  # process and serve replicas publish none
 REPLICAS = {"train": ["train_1", "train-1_1"], "process": ["process_1", "process_2"], "serve": ["serve_1", "serve_2"]}
-SUPPORT = os.path.join(ROOT, "tests", "support")
 EPOCHS, BATCH, WORKERS = 3, 10, 2
 
 

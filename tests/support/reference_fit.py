@@ -8,7 +8,7 @@ trains the single-process reference; max_difference() compares weight lists.
 This file also runs as a script where only a process service is reachable (inside a container
 on the compose stack's network, tests/e2e/test_compose_replicas.py):
 
-    python - REQUEST_JSON < reference_fit.py       # writes the global batches as .npz to stdout
+    python -c "$(cat reference_fit.py)" REQUEST_JSON     # writes the global batches as .npz to stdout
 
 REQUEST_JSON: {"dataset": {"name", "version"}, "split": {...}, "ops": [...], "batch_size": B,
 "workers": N, "epochs": E} (split and ops as protobuf JSON). It needs the cookline package only.
