@@ -217,6 +217,11 @@ class EpochFeed:
         finally:
             call.cancel()
 
+    def full_batches(self) -> Iterator[dict[str, np.ndarray]]:
+        """One pass over the subset streamed through process with every op, as whole rows (every tensor,
+        not just the model's input and label): what the detector is evaluated on."""
+        return self._stream(self.fixed_ops + self.random_ops, self.batch_size, self.epoch)
+
     def _caching(self, stream) -> Iterator[dict[str, np.ndarray]]:
         """Passes a stream through, keeping it as the cache if it all fits the budget."""
         kept: list[dict[str, np.ndarray]] | None = []

@@ -3,6 +3,7 @@ streams progress, and publishes models/<name>/<version>/ (SavedModel + cookline.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ from services.common import layout, splits
 from services.common.errors import Fail, invalid, rpc
 from services.common.store import ObjectStore
 from services.process import ops as ops_lib
-from services.train import distributed, models, tfjs, warm
+from services.train import detection, distributed, models, tfjs, warm
 from services.train import feed as feed_module
 from services.train.checkpoints import Checkpoints
 from services.train.evaluate import evaluate_model
@@ -191,6 +192,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         name = layout.check_name("pipeline.name", pipeline.name)
         spec = train_spec.resolve(pipeline.train)
         train_spec.check_export(pipeline)
+        detector = train_spec.is_detector(spec.model)
         if request.run_id and (published := self._published_by_run(name, request.run_id)) is not None:
             # This run already published its model (the gateway that asked died before recording it):
             # answer with that version instead of training and publishing another one.
@@ -205,7 +207,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         class_names = list(fields["label"].class_names)
         if regression:
             train_spec.check_regression(spec)
-        elif len(class_names) < 2:
+        elif len(class_names) < (1 if detector else 2):
             raise invalid(f"dataset {info.ref.name!r}: a classifier needs at least 2 classes, found {len(class_names)}")
         dataset = info.ref  # pinned version: every epoch reads the same data
         split = pipeline.split
@@ -216,6 +218,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         # What the batches look like after the ops, and which tensor the model takes.
         schema = {f.name: (tensors.dtype_name(f.dtype), list(f.shape)) for f in info.fields}
         processed = ops_lib.output_fields(schema, fitted_ops)
+        train_spec.check_detection_data(spec.model, processed)
         input_name, input_dtype, input_shape = train_spec.model_input(spec.model, processed)
         source = (input_name, input_dtype, input_shape, "float32" if regression else "int32")
         rows = splits.subset_rows(info, split)
@@ -224,6 +227,8 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             raise invalid("train.early_stopping: needs validation rows (set split.validation > 0)")
         train_spec.check_class_weights(spec, class_names)
         class_weight = train_spec.class_weight_dict(spec, class_names, dict(info.statistics.label_counts))
+        # The detector's feed draws its training targets from the boxes of each batch.
+        feed_class = functools.partial(detection.DetectionFeed, num_classes=len(class_names)) if detector else EpochFeed
 
         checkpoints = Checkpoints(self.store, request.run_id) if request.run_id else None
         try:
@@ -277,6 +282,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                 cancelled,
                 first_epoch,
                 train_rows,
+                feed_class,
             )
             val_data = None
             if rows[data_pb2.SUBSET_VALIDATION] > 0:
@@ -290,17 +296,22 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                     cancelled,
                     first_epoch,
                     rows[data_pb2.SUBSET_VALIDATION],
+                    feed_class,
                 )
             # built (or restored) while the first batches stream in
-            warm_key = warm.key(spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops))
-            model = (
-                resumed[1]
-                if resumed
-                else self.warm.take(
+            if not detector:  # a detector is not kept warm: its loss is built for its classes
+                warm_key = warm.key(spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops))
+            if resumed:
+                model = resumed[1]
+            elif warm_key is None:
+                with _SEEDING:
+                    keras.utils.set_random_seed(int(spec.seed) & 0xFFFFFFFF)
+                    model = detection.build(spec, input_shape, len(class_names), input_dtype)
+            else:
+                model = self.warm.take(
                     warm_key,
                     _seeded_build(spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops)),
                 )
-            )
 
             # fit() runs on its own thread; this one streams its progress to the caller.
             events: queue.Queue = queue.Queue()
@@ -345,7 +356,9 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             if "error" in outcome:
                 raise outcome["error"]
 
-        evaluation = self._evaluate(model, dataset, split, rows, fitted_ops, source, class_names, cancelled)
+        evaluation = self._evaluate(model, spec, dataset, split, rows, fitted_ops, source, class_names, cancelled)
+        if detector and evaluation is not None:  # the held-out mAP is the detector's headline figure
+            last_metrics = {**last_metrics, **evaluation.metrics}
         version = self._publish(
             name,
             model,
@@ -401,7 +414,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
     def TrainWorker(self, request: train_pb2.TrainWorkerRequest, context) -> Iterator[train_pb2.TrainWorkerResponse]:
         yield from distributed.serve_worker(request, context)
 
-    def _evaluate(self, model, dataset, split, rows, fitted_ops, source, class_names, cancelled):
+    def _evaluate(self, model, spec, dataset, split, rows, fitted_ops, source, class_names, cancelled):
         """Evaluation on the test split, else the validation split; None when nothing is held out."""
         subset = (
             data_pb2.SUBSET_TEST
@@ -414,12 +427,16 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             return None
         request = process_pb2.ProcessRequest(dataset=dataset, split=split, subset=subset, ops=fitted_ops)
         feed = EpochFeed(self.process_raw, request, EVAL_BATCH, source, cancelled, budget_bytes=0)
+        if train_spec.is_detector(spec.model):
+            return detection.evaluate(model, spec, feed.full_batches(), source[0], class_names, subset)
         return evaluate_model(model, feed.batches(), class_names, subset)
 
-    def _feed(self, dataset, split, subset, fitted_ops, batch_size, source, cancelled, first_epoch, rows) -> EpochFeed:
+    def _feed(
+        self, dataset, split, subset, fitted_ops, batch_size, source, cancelled, first_epoch, rows, feed_class=EpochFeed
+    ) -> EpochFeed:
         """The epochs of one subset, already pulling the first."""
         request = process_pb2.ProcessRequest(dataset=dataset, split=split, subset=subset, ops=fitted_ops)
-        return EpochFeed(
+        return feed_class(
             self.process_raw, request, batch_size, source, cancelled, first_epoch=first_epoch, rows=rows
         ).start()
 
@@ -431,8 +448,14 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         existing = layout.model_versions(self.store, name, published_only=False)
         version = (existing[-1] if existing else 0) + 1
         prefix = layout.model_prefix(name, version)
+        spec = request.pipeline.train
+        detector = train_spec.is_detector(spec.model)
         with tempfile.TemporaryDirectory(prefix="cookline-export-") as tmp:
-            inputs = models.export(model, fitted_ops, fields, input_name, class_names, tmp)
+            if detector:
+                spec = train_spec.resolve(spec)  # the thresholds, defaults filled in
+                inputs = detection.export(model, spec, fitted_ops, fields, class_names, tmp)
+            else:
+                inputs = models.export(model, fitted_ops, fields, input_name, class_names, tmp)
             if request.pipeline.export.tfjs:
                 tfjs.write(model, fitted_ops, fields, class_names, name, version, os.path.join(tmp, "tfjs"))
             files = {}
@@ -448,12 +471,15 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                 "feature_columns": inputs.get("features", {}).get("columns", []),
                 # the raw collected tensors the model takes: name -> dtype, shape, kind, columns, ...
                 "inputs": inputs,
-                # a regressor (no class names) answers its value as "scores" [rows, 1]
-                "outputs": {
+                # a regressor (no class names) answers its value as "scores" [rows, 1]; a detector boxes,
+                # labels and scores per detection (docs/serving.md)
+                "outputs": detection.outputs(spec)
+                if detector
+                else {
                     "scores": {"dtype": "float32", "shape": [-1, len(class_names) or 1]},
                     **({"label": {"dtype": "string", "shape": [-1]}} if class_names else {}),
                 },
-                "task": "classification" if class_names else "regression",
+                "task": "detection" if detector else "classification" if class_names else "regression",
                 "metrics": metrics,
                 "evaluation": (
                     json_format.MessageToDict(evaluation, preserving_proto_field_name=True) if evaluation else None
