@@ -426,15 +426,19 @@ class ModelManager:
                 if record is None:
                     continue
                 try:
-                    version = int(record.version) if record.policy == "version" else 0
-                    alias = record.alias if record.policy == "alias" else ""
-                    self.deploy(model_pb2.ModelRef(name=name, version=version), alias, record.batching, record=False)
+                    self._deploy_record(name, record)
                 except Exception:  # one broken model must not stop the others
                     log.exception("could not load deployed model %s", name)
                     with self._lock:
                         self.expected.add(name)  # deployed but not serving: the server is not ready
         finally:
             self.started.set()
+
+    def _deploy_record(self, name: str, record: records_pb2.DeployedRecord) -> LoadedModel:
+        """Deploys what a deployed record in the store says (its policy and batching), recording nothing."""
+        version = int(record.version) if record.policy == "version" else 0
+        alias = record.alias if record.policy == "alias" else ""
+        return self.deploy(model_pb2.ModelRef(name=name, version=version), alias, record.batching, record=False)
 
     def _load(self, meta: records_pb2.ModelRecord, batching: serve_pb2.BatchingConfig, policy: str) -> LoadedModel:
         name, version = meta.name, meta.version
@@ -520,17 +524,29 @@ class ModelManager:
     def get(self, ref: model_pb2.ModelRef) -> LoadedModel:
         """The loaded version answering ref: NOT_FOUND if the store has no such model
         or version, UNAVAILABLE if it has but it is not loaded (or still loading).
-        Reads the store when ref is not loaded: call it off the event loop."""
+        Reads the store when ref is not loaded: call it off the event loop.
+
+        A model that this replica never loaded but the store marks deployed is loaded now, by the
+        call that asks for it: LoadModel reaches one serve replica, and the deployed record it
+        writes is the state every replica follows (as each does at start-up)."""
         model = self.loaded(ref)
         if model is not None:
             return model
         with self._lock:
             model = self.serving.get(ref.name)
             loading = self.loading.get(ref.name)
+            known = ref.name in self.expected
         layout.read_model_record(self.store, ref.name, ref.version)  # NOT_FOUND when not in the store
         what = f"model {ref.name!r}" + (f" version {ref.version}" if ref.version else "")
         if loading is not None and ref.version in (0, loading):
             raise unavailable(f"{what} is loading, not ready yet")
+        if model is None and not known and self.started.is_set():
+            record = layout.read_deployed(self.store, ref.name)
+            if record is not None:
+                log.info("model %s is deployed (by another replica): loading it here", ref.name)
+                model = self._deploy_record(ref.name, record)
+                if ref.version in (0, model.version):
+                    return model
         serving = f" (version {model.version} is deployed)" if model is not None else ""
         raise unavailable(f"{what} is not loaded{serving}; LoadModel deploys it")
 
