@@ -35,10 +35,11 @@ from services.collect.sources.base import _STREAMS, open_binary, open_text
 # Bytes of the file the block reader parses at a time: about BLOCK_ROWS rows, within
 # [MIN_BLOCK_BYTES, BLOCK_BYTES]. A block, its parsed cells and its converted columns are in
 # memory at once, plus the reader's read-ahead: for narrow rows that is many times the block's
-# bytes (a 512 MB CSV of 17 short columns grew collect by 278 MB with 8 MB blocks).
+# bytes (a 512 MB CSV of 17 short columns grew collect by 278 MB with 8 MB blocks, and one of
+# 785 columns by 500 MB; 2 MB blocks parse as fast).
 BLOCK_ROWS = 8192
 MIN_BLOCK_BYTES = 1 << 20
-BLOCK_BYTES = 8 << 20
+BLOCK_BYTES = 2 << 20
 
 
 def _case_variants(word: str) -> set[str]:
@@ -138,25 +139,28 @@ def row_bytes(path: str) -> float:
 
 
 def first_rows(path: str, dialect: Dialect, width: int, skip_header: bool, count: int) -> pa.Table:
-    """The file's first `count` data rows (or all, if fewer), every column a string. The first
-    block is sized to hold about `count` rows. Raises pyarrow.ArrowInvalid where the block reader
-    stops."""
-    block = int(min(max(row_bytes(path) * count * 1.1, MIN_BLOCK_BYTES), 64 << 20))
+    """The file's first `count` data rows (or all, if fewer), every column a string. Raises
+    pyarrow.ArrowInvalid where the block reader stops."""
     batches, rows = [], 0
-    # no threads: nothing is read ahead beyond the rows asked for
-    with _reader(path, dialect, width, skip_header, block, {}, threads=False) as reader:
-        for batch in reader:
-            batches.append(batch.slice(0, count - rows))
-            rows += batches[-1].num_rows
-            if rows == count:
-                break
-        return pa.Table.from_batches(batches, reader.schema)
+    for batch in blocks(path, dialect, width, skip_header, {}):
+        batches.append(batch.slice(0, count - rows))
+        rows += batches[-1].num_rows
+        if rows == count:
+            break
+    return (
+        pa.Table.from_batches(batches)
+        if batches
+        else pa.table({f"c{i}": pa.array([], pa.string()) for i in range(width)})
+    )
 
 
-def numeric_columns(columns: list[pa.ChunkedArray], dialect: Dialect) -> list[bool]:
+def numeric_columns(columns: list[pa.ChunkedArray], dialect: Dialect, group: int = 64) -> list[bool]:
     """For each string column: True when every present cell (stripped; not one of MISSING_TEXTS) is a
     number as pyarrow reads one. False may still be numbers to Python's float(): the caller applies
-    the row rule to those. Checked all at once, then by halves where that fails."""
+    the row rule to those. Checked `group` columns at once (bounding the copies), then by halves
+    where that fails."""
+    if len(columns) > group:
+        return [ok for lo in range(0, len(columns), group) for ok in numeric_columns(columns[lo : lo + group], dialect)]
     if not columns:
         return []
     cells = pa.chunked_array([chunk for column in columns for chunk in column.chunks], pa.string())
