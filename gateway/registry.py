@@ -59,6 +59,19 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             model.versions.append(_version_info(meta, named, version == deployed))
         return model
 
+    def _based_on(self, name: str, version: int) -> list[str]:
+        """The model versions ("NAME:VERSION") whose lineage names `name` version `version` as their base."""
+        found = []
+        for other in sorted(n for n in self.store.list_dirs("models/") if layout.NAME_RE.fullmatch(n)):
+            for number in layout.model_versions(self.store, other):
+                try:
+                    base = layout.read_model_metadata(self.store, other, number).get("base") or {}
+                except Fail:  # deleted meanwhile
+                    continue
+                if base.get("model") == name and int(base.get("version") or 0) == version:
+                    found.append(f"{other}:{number}")
+        return found
+
     @rpc
     def ListModels(self, request, context) -> registry_pb2.ListModelsResponse:
         names = [n for n in self.store.list_dirs("models/") if layout.NAME_RE.fullmatch(n)]
@@ -97,6 +110,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             raise Fail(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"model {name!r} version {version} is named by alias {', '.join(naming)}; move the alias first",
+            )
+        dependents = [] if request.force else self._based_on(name, version)
+        if dependents:
+            raise Fail(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"model {name!r} version {version} is the base (train.base) of {', '.join(dependents)}; "
+                "delete those first, or set force to delete it anyway (their lineage keeps naming it)",
             )
         prefix = layout.model_prefix(name, version)
         self.store.delete(prefix + layout.MODEL_METADATA)  # the version is gone from here on

@@ -13,11 +13,12 @@ import json
 import os
 import re
 
+import grpc
 from google.protobuf import json_format
 
 from cookline.spec.names import NAME_RE, check_name
 from cookline.v1 import data_pb2, records_pb2
-from services.common.errors import invalid, not_found
+from services.common.errors import Fail, invalid, not_found
 from services.common.store import ChecksumError, NotFoundError, ObjectStore, sha256_of
 
 DATASET_MANIFEST = "manifest.json"
@@ -135,6 +136,20 @@ def read_model_metadata(store: ObjectStore, name: str, version: int) -> dict:
         return json.loads(store.get_bytes(model_prefix(name, version) + MODEL_METADATA))
     except NotFoundError:
         raise not_found(f"model {name!r} version {version} not found") from None
+
+
+def base_version(store: ObjectStore, name: str, version: int = 0, alias: str = "") -> int:
+    """The published version a train.base names (NAME:VERSION, NAME@ALIAS or NAME: the newest);
+    NOT_FOUND naming train.base when there is none."""
+    check_name("train.base", name)
+    try:
+        if alias:
+            version = read_alias(store, name, alias)
+        return int(read_model_metadata(store, name, version)["version"])
+    except Fail as exc:
+        if exc.code != grpc.StatusCode.NOT_FOUND:
+            raise
+        raise not_found(f"train.base: {exc.message}; it names no published model version") from None
 
 
 # --- model serving state ---------------------------------------------------

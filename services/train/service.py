@@ -36,7 +36,7 @@ from services.common import layout, splits
 from services.common.errors import Fail, invalid, rpc
 from services.common.store import ObjectStore
 from services.process import ops as ops_lib
-from services.train import distributed, models, tfjs, warm
+from services.train import distributed, models, tfjs, transfer, warm
 from services.train import feed as feed_module
 from services.train.checkpoints import Checkpoints
 from services.train.evaluate import evaluate_model
@@ -218,6 +218,23 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         processed = ops_lib.output_fields(schema, fitted_ops)
         input_name, input_dtype, input_shape = train_spec.model_input(spec.model, processed)
         source = (input_name, input_dtype, input_shape, "float32" if regression else "int32")
+        if spec.weights:  # the weights file is there before anything streams (nothing is downloaded)
+            transfer.weights_file(spec, models.mobilenet_size(spec, input_shape))
+        base = transfer.load(self.store, spec) if spec.base else None
+        try:
+            if base is not None:
+                transfer.check_fits(base.network, spec, input_name, input_dtype, input_shape)
+            yield from self._train(
+                request, context, spec, info, fitted_ops, input_name, input_dtype, input_shape, source, base
+            )
+        finally:
+            if base is not None:
+                base.close()
+
+    def _train(self, request, context, spec, info, fitted_ops, input_name, input_dtype, input_shape, source, base):
+        """Train's body once the data and the base (if any) are known: fits, evaluates, publishes."""
+        name, dataset, split = request.pipeline.name, info.ref, request.pipeline.split
+        class_names = list(next(f for f in info.fields if f.name == "label").class_names)
         rows = splits.subset_rows(info, split)
         train_rows = rows[data_pb2.SUBSET_TRAIN]
         if spec.HasField("early_stopping") and rows[data_pb2.SUBSET_VALIDATION] == 0:
@@ -266,11 +283,12 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                 if checkpoints:
                     checkpoints.close()
         else:
+            train_ops = training_ops(fitted_ops, spec, train_rows, row_bytes)
             train_data = self._feed(
                 dataset,
                 split,
                 data_pb2.SUBSET_TRAIN,
-                training_ops(fitted_ops, spec, train_rows, row_bytes),
+                train_ops,
                 spec.batch_size,
                 source,
                 cancelled,
@@ -291,36 +309,76 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                     rows[data_pb2.SUBSET_VALIDATION],
                 )
             # built (or restored) while the first batches stream in
-            warm_key = warm.key(spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops))
-            model = (
-                resumed[1]
-                if resumed
-                else self.warm.take(
-                    warm_key,
-                    _seeded_build(spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops)),
-                )
-            )
+            shape_args = (input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops))
+            if spec.base or spec.weights:  # weights that are not fresh: no warm model stands in
+                model = resumed[1] if resumed else _seeded_build(spec, *shape_args, base.network if base else None)
+            else:
+                warm_key = warm.key(spec, *shape_args)
+                model = resumed[1] if resumed else self.warm.take(warm_key, _seeded_build(spec, *shape_args))
+            epochs = int(spec.epochs) + (int(spec.fine_tune.epochs) if spec.HasField("fine_tune") else 0)
 
             # fit() runs on its own thread; this one streams its progress to the caller.
             events: queue.Queue = queue.Queue()
             outcome: dict = {}
-            progress = _Progress(events, spec, train_rows, cancelled, checkpoints, first_epoch)
+            shown = pipeline_pb2.TrainSpec()  # progress counts the epochs of both phases
+            shown.CopyFrom(spec)
+            shown.epochs = epochs
+            progress = _Progress(events, shown, train_rows, cancelled, checkpoints, first_epoch)
             callbacks = [progress] + _early_stopping(spec)
+
+            def fit(train_feed, val_feed, start: int, end: int) -> None:
+                model.fit(
+                    train_feed.dataset(),
+                    steps_per_epoch=train_feed.steps(),
+                    epochs=end,
+                    validation_data=val_feed.dataset() if val_feed else None,
+                    validation_steps=val_feed.steps() if val_feed else None,
+                    initial_epoch=start,
+                    shuffle=False,  # process (or this feed) already shuffles
+                    verbose=0,
+                    callbacks=callbacks,
+                    class_weight=class_weight,
+                )
 
             def run_fit():
                 try:
-                    model.fit(
-                        train_data.dataset(),
-                        steps_per_epoch=train_data.steps(),
-                        epochs=int(spec.epochs),
-                        validation_data=val_data.dataset() if val_data else None,
-                        validation_steps=val_data.steps() if val_data else None,
-                        initial_epoch=first_epoch,
-                        shuffle=False,  # process (or this feed) already shuffles
-                        verbose=0,
-                        callbacks=callbacks,
-                        class_weight=class_weight,
-                    )
+                    start, feeds = first_epoch, (train_data, val_data)
+                    if start < spec.epochs:
+                        fit(*feeds, start, int(spec.epochs))
+                        start = int(spec.epochs)
+                        feeds = None  # those feeds have run ahead into the next epoch: new ones for the next phase
+                    if start < epochs and not cancelled.is_set() and not progress.diverged:  # train.fine_tune
+                        transfer.unfreeze(model, spec)
+                        models.compile_model(model, spec, len(class_names), spec.fine_tune.learning_rate)
+                        log.info("run %s: fine-tuning from epoch %d (%s)", request.run_id, start + 1, spec.fine_tune)
+                        if feeds is None:
+                            feeds = (
+                                self._feed(
+                                    dataset,
+                                    split,
+                                    data_pb2.SUBSET_TRAIN,
+                                    train_ops,
+                                    spec.batch_size,
+                                    source,
+                                    cancelled,
+                                    start,
+                                    train_rows,
+                                ),
+                                self._feed(
+                                    dataset,
+                                    split,
+                                    data_pb2.SUBSET_VALIDATION,
+                                    fitted_ops,
+                                    EVAL_BATCH,
+                                    source,
+                                    cancelled,
+                                    start,
+                                    rows[data_pb2.SUBSET_VALIDATION],
+                                )
+                                if val_data
+                                else None,
+                            )
+                        fit(*feeds, start, epochs)
                 except BaseException as exc:  # noqa: BLE001 - reported on the RPC
                     outcome["error"] = exc
                 finally:
@@ -345,6 +403,13 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                 raise outcome["error"]
 
         evaluation = self._evaluate(model, dataset, split, rows, fitted_ops, source, class_names, cancelled)
+        lineage_base = base.lineage if base else None
+        if spec.weights:  # pretrained weights are where the model started from too
+            lineage_base = {
+                "model": "",
+                "version": 0,
+                "uri": transfer.weights_file(spec, models.mobilenet_size(spec, input_shape)),
+            }
         version = self._publish(
             name,
             model,
@@ -356,6 +421,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             evaluation,
             dataset,
             request,
+            lineage_base,
         )
         if checkpoints:
             checkpoints.discard()
@@ -423,10 +489,11 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         ).start()
 
     def _publish(
-        self, name, model, input_name, fitted_ops, fields, class_names, metrics, evaluation, dataset, request
+        self, name, model, input_name, fitted_ops, fields, class_names, metrics, evaluation, dataset, request, base=None
     ) -> int:
         """Exports the model (raw inputs in, every fitted op built in) and publishes it as the next
-        version (cookline.json last)."""
+        version (cookline.json last), with its trainable network (transfer.NETWORK: what train.base
+        starts from). `base`: the lineage record of the model it started from, if any."""
         existing = layout.model_versions(self.store, name, published_only=False)
         version = (existing[-1] if existing else 0) + 1
         prefix = layout.model_prefix(name, version)
@@ -434,6 +501,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             inputs = models.export(model, fitted_ops, fields, input_name, class_names, tmp)
             if request.pipeline.export.tfjs:
                 tfjs.write(model, fitted_ops, fields, class_names, name, version, os.path.join(tmp, "tfjs"))
+            model.save(os.path.join(tmp, transfer.NETWORK))
             files = {}
             for root, _dirs, names in os.walk(tmp):
                 for file_name in names:
@@ -461,6 +529,9 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                 # and for exports that rebuild them (TF.js).
                 "process": [json_format.MessageToDict(op, preserving_proto_field_name=True) for op in fitted_ops],
                 "dataset": {"name": dataset.name, "version": dataset.version},
+                # the model it was fine-tuned from (train.base): registry name and version, and where it was
+                # read; the registry keeps a version that another one names here from being deleted
+                **({"base": base} if base else {}),
                 "run_id": request.run_id,
                 "pipeline": json_format.MessageToDict(request.pipeline, preserving_proto_field_name=True),
                 "formats": ["saved_model"] + (["tfjs"] if request.pipeline.export.tfjs else []),
