@@ -102,7 +102,7 @@ def _fetch(store: ObjectStore, base: str, into: str) -> tuple[str, dict]:
 
 def _load_path(path: str, base: str) -> keras.Model:
     """A .keras file, a folder holding NETWORK (a cookline model version), or a SavedModel folder
-    (wrapped as one layer, keras.layers.TFSMLayer, on its serving_default signature)."""
+    (wrapped as one frozen layer, keras.layers.TFSMLayer, on its serving_default signature)."""
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, NETWORK)):
         path = os.path.join(path, NETWORK)
     try:
@@ -120,7 +120,7 @@ def _load_path(path: str, base: str) -> keras.Model:
 
 
 def _saved_model(path: str, base: str) -> keras.Model:
-    layer = keras.layers.TFSMLayer(path, call_endpoint="serving_default", name="saved_model")
+    layer = keras.layers.TFSMLayer(path, call_endpoint="serving_default", trainable=False, name="saved_model")
     import tensorflow as tf
 
     function = tf.saved_model.load(path).signatures["serving_default"]
@@ -138,8 +138,11 @@ def _saved_model(path: str, base: str) -> keras.Model:
 
 def check_fits(network: keras.Model, spec: pipeline_pb2.TrainSpec, name: str, dtype: str, shape) -> None:
     """INVALID_ARGUMENT naming train.base unless the base takes one tensor of the data's per-row shape."""
-    if len(network.inputs) != 1:
-        raise invalid(f"train.base: {spec.base!r} takes {len(network.inputs)} inputs; a base takes one")
+    if len(network.inputs) != 1 or len(network.outputs) != 1:
+        raise invalid(
+            f"train.base: {spec.base!r} takes {len(network.inputs)} inputs and gives {len(network.outputs)} "
+            "outputs; a base takes one tensor and gives one"
+        )
     want = list(network.inputs[0].shape[1:])
     have = [int(d) for d in shape]
     if len(want) != len(have) or any(w is not None and int(w) != h for w, h in zip(want, have, strict=False)):
@@ -155,7 +158,7 @@ def body(network: keras.Model) -> keras.Model:
     layers = [layer for layer in network.layers if not isinstance(layer, keras.layers.InputLayer)]
     if len(layers) > 1 and isinstance(layers[-1], keras.layers.Dense):
         return keras.Model(network.inputs, network.layers[-2].output, name=BASE)
-    return keras.Model(network.inputs, network.outputs, name=BASE)
+    return keras.Model(network.inputs, network.outputs[0], name=BASE)
 
 
 def leaves(layer) -> list:
@@ -205,6 +208,14 @@ def check_counts(model: keras.Model, spec: pipeline_pb2.TrainSpec) -> None:
     if part is None:
         return
     layers, origin = len(leaves(part)), spec.base or spec.weights
+    if any(isinstance(layer, keras.layers.TFSMLayer) for layer in leaves(part)):
+        if spec.freeze != "base" or spec.HasField("fine_tune"):
+            field = "train.fine_tune" if spec.freeze == "base" else "train.freeze"
+            raise invalid(
+                f"{field}: the base {origin!r} is a SavedModel, which trains only as a frozen whole (its variables "
+                "cannot be updated layer by layer); keep train.freeze: base without fine_tune, or start from a "
+                ".keras file"
+            )
     if spec.freeze not in ("", "base", "none"):
         _count(spec.freeze, layers, "train.freeze", "freeze fewer, or base for all", origin)
     if spec.HasField("fine_tune") and spec.fine_tune.unfreeze != "all":

@@ -67,8 +67,8 @@ def test_fine_tuning_beats_training_from_scratch(client, store, shapes):
     assert "base" not in json.loads(store.get_bytes(layout.model_prefix("shapes-scratch", 1) + layout.MODEL_METADATA))
     # Both phases ran: progress counted 20 epochs.
     events = list(client.watch(tuned.run_id))
-    epochs = {e.progress.epoch for e in events if e.HasField("progress") and e.progress.epoch_finished}
-    assert max(epochs) == 20
+    progress = [e.train for e in events if e.HasField("train") and e.train.epoch_finished]
+    assert [p.epoch for p in progress] == list(range(1, 21)) and {p.epochs for p in progress} == {20}
 
     # A fine-tuned model exports like any other: raw PNG bytes in, a label out.
     with open(f"{new_folder}/test/diamond/0000.png", "rb") as f:

@@ -238,6 +238,10 @@ def _check_transfer(spec: pipeline_pb2.TrainSpec, out: pipeline_pb2.TrainSpec, f
             raise SpecError(
                 "train.fine_tune: train.freeze is none, so every layer trains already; remove one", "train.fine_tune"
             )
+        if out.workers > 1:
+            raise SpecError(
+                "train.fine_tune: not available with train.workers > 1 yet; train on one worker", "train.fine_tune"
+            )
         for param in FINE_TUNE:
             value = param.resolve(getattr(spec.fine_tune, param.name), f"train.fine_tune.{param.name}")
             setattr(out.fine_tune, param.name, value)
