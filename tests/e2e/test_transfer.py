@@ -3,6 +3,8 @@ fine-tuning phase; the gain over training from scratch is measured, not assumed;
 base, and the registry keeps a base from being deleted unless forced."""
 
 import json
+import subprocess
+import sys
 
 import grpc
 import pytest
@@ -76,7 +78,7 @@ def test_fine_tuning_beats_training_from_scratch(client, store, shapes):
     assert result["label"] in ("diamond", "ellipse")
 
 
-def test_a_base_is_kept_from_deletion_unless_forced(client):
+def test_a_base_is_kept_from_deletion_unless_forced(client, env):
     # A base that is neither deployed (its gate needs held-out rows it has none of) nor aliased.
     gate = "{deploy_if_at_least: 0.5}"
     _succeeded(client, iris_pipeline("iris-base", train="{model: mlp, epochs: 2}", evaluate=gate))
@@ -88,8 +90,15 @@ def test_a_base_is_kept_from_deletion_unless_forced(client):
     assert "iris-tuned:1" in info.value.details() and "force" in info.value.details()
     assert [v.version for v in client.registry.GetModel(registry_pb2.GetModelRequest(name="iris-base")).model.versions]
 
-    request.force = True
-    model = client.registry.DeleteModelVersion(request, timeout=30).model
-    assert list(model.versions) == []
+    # The CLI: refused the same way, then forced.
+    cli = [sys.executable, "-m", "cookline.cli", "delete-model", "iris-base", "1"]
+    refused = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "FAILED_PRECONDITION" in refused.stderr and "iris-tuned:1" in refused.stderr
+    forced = subprocess.run([*cli, "--force"], env=env, capture_output=True, text=True, timeout=120)
+    assert forced.returncode == 0, forced.stderr
+    assert "versions left: none" in forced.stderr
+    with pytest.raises(grpc.RpcError) as info:
+        client.registry.GetModel(registry_pb2.GetModelRequest(name="iris-base"), timeout=30)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
     # The dependent model still serves.
     assert client.predict("iris-tuned", {"features": [[5.1, 3.5, 1.4, 0.2]]})[0]["label"]

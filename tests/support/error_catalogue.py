@@ -733,7 +733,7 @@ CASES = [
         "`train.base` naming a model version stored without its Keras network",
         FAILED_PRECONDITION,
         "train.base: model 'pics' version 1 has no stored Keras network",
-        lambda c: _train(c, model="cnn", base="pics:1"),
+        lambda c: _train(c, model="mlp", base="pics:1"),
     ),
     # --- serve ------------------------------------------------------------------------
     Case(
