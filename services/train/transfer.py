@@ -75,7 +75,7 @@ def _fetch(store: ObjectStore, base: str, into: str) -> tuple[str, dict]:
             )
         path = os.path.join(into, NETWORK)
         store.get_file(prefix + NETWORK, path, sha256=recorded[NETWORK])  # DATA_LOSS when it changed
-        return path, {"model": name, "version": version, "uri": f"{store.describe()}/{prefix}"}
+        return path, {"model": name, "version": version, "uri": _uri(store, prefix)}
     if base.startswith("s3://"):
         from services.collect.sources.s3 import parse  # the one reading of s3://bucket/prefix
 
@@ -98,6 +98,12 @@ def _fetch(store: ObjectStore, base: str, into: str) -> tuple[str, dict]:
         raise not_found(f"train.base: {base!r} not found on the train service's machine")
     roots.check_tree(path, config.source_roots(), "train.base")
     return path, {"model": "", "version": 0, "uri": path}
+
+
+def _uri(store: ObjectStore, prefix: str) -> str:
+    """Where a model version lies, as train.base could name it: s3://bucket/prefix, or the local store's folder."""
+    bucket = getattr(store, "bucket", None)
+    return f"s3://{bucket}/{prefix}" if bucket else os.path.join(getattr(store, "root", ""), *prefix.split("/"))
 
 
 def _load_path(path: str, base: str) -> keras.Model:

@@ -44,7 +44,7 @@ def shapes(tmp_path_factory):
     return base, new
 
 
-def test_fine_tuning_beats_training_from_scratch(client, store, shapes):
+def test_fine_tuning_beats_training_from_scratch(client, env, store, shapes):
     base_folder, new_folder = shapes
     _succeeded(client, BASE.format(src=base_folder))
     client.registry.SetAlias(registry_pb2.SetAliasRequest(name="shapes-base", alias="production", version=1))
@@ -65,7 +65,7 @@ def test_fine_tuning_beats_training_from_scratch(client, store, shapes):
     assert tuned.pipeline.train.base == "shapes-base:1"
     meta = json.loads(store.get_bytes(layout.model_prefix("shapes-tuned", 1) + layout.MODEL_METADATA))
     assert meta["base"]["model"] == "shapes-base" and meta["base"]["version"] == 1
-    assert meta["base"]["uri"].endswith("models/shapes-base/1/")
+    assert meta["base"]["uri"] == f"s3://{env['COOKLINE_BUCKET']}/models/shapes-base/1/"
     assert "base" not in json.loads(store.get_bytes(layout.model_prefix("shapes-scratch", 1) + layout.MODEL_METADATA))
     # Both phases ran: progress counted 20 epochs.
     events = list(client.watch(tuned.run_id))
@@ -78,11 +78,22 @@ def test_fine_tuning_beats_training_from_scratch(client, store, shapes):
     assert result["label"] in ("diamond", "ellipse")
 
 
-def test_a_base_is_kept_from_deletion_unless_forced(client, env):
+def test_a_base_is_kept_from_deletion_unless_forced(client, env, store, tmp_path):
     # A base that is neither deployed (its gate needs held-out rows it has none of) nor aliased.
     gate = "{deploy_if_at_least: 0.5}"
     _succeeded(client, iris_pipeline("iris-base", train="{model: mlp, epochs: 2}", evaluate=gate))
     _succeeded(client, iris_pipeline("iris-tuned", train="{model: mlp, base: 'iris-base:1', epochs: 2}"))
+
+    # The same network as a .keras file: a local path (inside the source roots) and an s3:// URI.
+    network = store.get_bytes(layout.model_prefix("iris-base", 1) + "network.keras")
+    local = tmp_path / "iris-base.keras"
+    local.write_bytes(network)
+    store.put_bytes("nets/iris-base.keras", network)
+    for name, base in (("iris-file", str(local)), ("iris-s3", f"s3://{env['COOKLINE_BUCKET']}/nets/iris-base.keras")):
+        _succeeded(client, iris_pipeline(name, train=f"{{model: mlp, base: '{base}', freeze: 1, epochs: 2}}"))
+        lineage = json.loads(store.get_bytes(layout.model_prefix(name, 1) + layout.MODEL_METADATA))["base"]
+        assert lineage == {"model": "", "version": 0, "uri": base}
+
     request = registry_pb2.DeleteModelVersionRequest(name="iris-base", version=1)
     with pytest.raises(grpc.RpcError) as info:
         client.registry.DeleteModelVersion(request, timeout=30)
