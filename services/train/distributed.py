@@ -335,7 +335,7 @@ def main(argv: list[str]) -> int:
     except Fail as exc:
         frames.send(b"E", f"{exc.code.name} {exc}".encode())
         return 1
-    except BaseException as exc:  # noqa: BLE001 - reported to the chief, which ends the run
+    except BaseException as exc:  # reported to the chief, which ends the run
         import tensorflow as tf
 
         code = (

@@ -119,7 +119,7 @@ def _load_path(path: str, base: str) -> keras.Model:
         return keras.models.load_model(path, compile=False)
     except Fail:
         raise
-    except Exception as exc:  # noqa: BLE001 - any loading failure means the file is not a Keras model
+    except Exception as exc:  # any loading failure means the file is not a Keras model
         raise invalid(
             f"train.base: {base!r} could not be loaded as a Keras model: {type(exc).__name__}: {exc}"
         ) from None

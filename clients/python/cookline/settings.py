@@ -242,9 +242,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "COOKLINE_SOURCE_ROOTS",
         "Folders (separated by `:`) that local `collect.source` paths (and `train.base` / `train.weights` "
-        "files) must lie in, read by the gateway, collect and train. A `..` component, a path outside them, a symlink leading out, or the local store's "
-        "folder is PERMISSION_DENIED before anything is opened; clients elsewhere upload instead "
-        "([clients.md](clients.md#local-sources-and-the-source-roots)). Compose: "
+        "files) must lie in, read by the gateway, collect and train. A `..` component, a path outside them, "
+        "a symlink leading out, or the local store's folder is PERMISSION_DENIED before anything is opened; "
+        "clients elsewhere upload instead ([clients.md](clients.md#local-sources-and-the-source-roots)). Compose: "
         "`/srv/cookline/examples`; Kubernetes: `/srv/cookline/data`.",
         shown="the working directory",
     ),
