@@ -34,6 +34,7 @@ import grpc
 from cookline import channels
 from cookline.v1 import data_pb2, train_pb2, train_pb2_grpc
 from services.common.errors import Fail
+from services.train.plan import Fitted, Plan
 
 log = logging.getLogger("cookline.train")
 
@@ -57,21 +58,15 @@ def collective_address(peer: str) -> str:
 # --- the chief --------------------------------------------------------------------------------
 
 
-def fit(
-    request: train_pb2.TrainRequest,
-    spec,
-    fitted_ops,
-    source,
-    rows: dict[int, int],
-    num_classes: int,
-    vocabulary_size: int,
-    class_weight: dict | None,
-    cancelled: threading.Event,
-):
-    """Runs the distributed fit; yields worker 0's progress, returns (model, last epoch's metrics).
+def fit(plan: Plan, fitted_ops):
+    """Runs the distributed fit; yields worker 0's progress, returns a Fitted (the model, the last
+    epoch's metrics).
 
     `fitted_ops` are the ops the training rows go through (with the default shuffle, if any)."""
     from services.train import models
+
+    request, spec, source, rows, cancelled = plan.request, plan.spec, plan.source, plan.rows, plan.cancelled
+    num_classes, vocabulary_size, class_weight = len(plan.class_names), plan.vocabulary_size, plan.class_weight
 
     addresses = peers()
     workers = int(spec.workers)
@@ -128,7 +123,7 @@ def fit(
         model = models.build(spec, input_shape, num_classes, input_dtype, vocabulary_size)
         with _np_load(weights) as saved:
             model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
-        return model, last_metrics
+        return Fitted(model, last_metrics)
     finally:
         chief.kill()
         for call in calls:
@@ -260,7 +255,8 @@ def _work(job: train_pb2.TrainWorkerRequest, frames: _Frames, weights_path: str)
     from services.common.store import store_from_env
     from services.train import keras_fix, models
     from services.train.checkpoints import Checkpoints
-    from services.train.feed import EpochFeed
+    from services.train.feed import EpochFeed, FeedSize
+    from services.train.plan import Resume
     from services.train.service import EVAL_BATCH, _early_stopping, _Progress
 
     keras_fix.apply()
@@ -282,7 +278,7 @@ def _work(job: train_pb2.TrainWorkerRequest, frames: _Frames, weights_path: str)
         asked = process_pb2.ProcessRequest(
             dataset=request.dataset, split=request.pipeline.split, subset=subset, ops=job.fitted_ops, partition=part
         )
-        return EpochFeed(process_raw, asked, batch_size, source, never, rows=rows).start()
+        return EpochFeed(process_raw, asked, source, never, FeedSize(batch_size, rows=rows)).start()
 
     def distributed(data: EpochFeed):
         local = data.dataset()
@@ -302,7 +298,7 @@ def _work(job: train_pb2.TrainWorkerRequest, frames: _Frames, weights_path: str)
     keras_fix.build_from_spec(model, element_spec)
     checkpoints = Checkpoints(store_from_env(), request.run_id) if request.run_id and index == 0 else None
     # _Progress puts its messages on a queue; here they go straight down the pipe to the train service
-    progress = _Progress(cast(queue.Queue, frames), spec, int(job.train_rows), never, checkpoints, 0)
+    progress = _Progress(cast(queue.Queue, frames), spec, int(job.train_rows), never, Resume(checkpoints))
     try:
         model.fit(
             train_set,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 
 import grpc
 import keras
@@ -34,29 +35,24 @@ NETWORK = "network.keras"
 BASE = "base"
 
 
+@dataclass
 class Base:
-    """A loaded train.base: the Keras network, where it came from (the lineage record) and its
-    folder (kept until training ends: a SavedModel base is read from there)."""
+    """A loaded train.base: the Keras network, and where it came from (the lineage record,
+    records_pb2.BaseModel's fields)."""
 
-    def __init__(self, network: keras.Model, lineage: dict, folder: tempfile.TemporaryDirectory):
-        self.network, self.lineage, self._folder = network, lineage, folder
-
-    def close(self) -> None:
-        self._folder.cleanup()
+    network: keras.Model
+    lineage: dict
 
 
 def load(store: ObjectStore, spec: pipeline_pb2.TrainSpec) -> Base:
-    """The base model train.base names, downloaded and loaded. NOT_FOUND (no such model, version,
-    alias, file or object), FAILED_PRECONDITION (a model version stored without its network),
-    PERMISSION_DENIED (a path outside COOKLINE_SOURCE_ROOTS), INVALID_ARGUMENT (not a Keras model),
-    DATA_LOSS (stored bytes that changed); each names train.base."""
-    folder = tempfile.TemporaryDirectory(prefix="cookline-base-")
-    try:
-        path, lineage = _fetch(store, spec.base, folder.name)
-        return Base(_load_path(path, spec.base), lineage, folder)
-    except BaseException:
-        folder.cleanup()
-        raise
+    """The base model train.base names, downloaded and loaded (into memory: its files are gone once
+    this returns). NOT_FOUND (no such model, version, alias, file or object), FAILED_PRECONDITION (a
+    model version stored without its network), PERMISSION_DENIED (a path outside
+    COOKLINE_SOURCE_ROOTS), INVALID_ARGUMENT (not a Keras model), DATA_LOSS (stored bytes that
+    changed); each names train.base."""
+    with tempfile.TemporaryDirectory(prefix="cookline-base-") as folder:
+        path, lineage = _fetch(store, spec.base, folder)
+        return Base(_load_path(path, spec.base), lineage)
 
 
 def _fetch(store: ObjectStore, base: str, into: str) -> tuple[str, dict]:
@@ -64,9 +60,8 @@ def _fetch(store: ObjectStore, base: str, into: str) -> tuple[str, dict]:
     if not train_spec.is_path(base):  # the registry
         name, version, alias = train_spec.base_ref(base)
         version = layout.base_version(store, name, version, alias)
-        meta = layout.read_model_metadata(store, name, version)
+        recorded = layout.read_model_record(store, name, version).checksums
         prefix = layout.model_prefix(name, version)
-        recorded = meta.get(layout.CHECKSUMS) or {}
         if NETWORK not in recorded:
             raise Fail(
                 grpc.StatusCode.FAILED_PRECONDITION,

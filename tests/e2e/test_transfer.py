@@ -2,7 +2,6 @@
 fine-tuning phase; the gain over training from scratch is measured, not assumed; lineage records the
 base, and the registry keeps a base from being deleted unless forced."""
 
-import json
 import subprocess
 import sys
 
@@ -63,10 +62,12 @@ def test_fine_tuning_beats_training_from_scratch(client, env, store, shapes):
 
     # The gateway pinned the alias to the version it named, and lineage records the base.
     assert tuned.pipeline.train.base == "shapes-base:1"
-    meta = json.loads(store.get_bytes(layout.model_prefix("shapes-tuned", 1) + layout.MODEL_METADATA))
-    assert meta["base"]["model"] == "shapes-base" and meta["base"]["version"] == 1
-    assert meta["base"]["uri"] == f"s3://{env['COOKLINE_BUCKET']}/models/shapes-base/1/"
-    assert "base" not in json.loads(store.get_bytes(layout.model_prefix("shapes-scratch", 1) + layout.MODEL_METADATA))
+    base = layout.read_model_record(store, "shapes-tuned", 1).base
+    assert (base.model, base.version) == ("shapes-base", 1)
+    assert base.uri == f"s3://{env['COOKLINE_BUCKET']}/models/shapes-base/1/"
+    assert not layout.read_model_record(store, "shapes-scratch", 1).HasField("base")
+    version = client.registry.GetModel(registry_pb2.GetModelRequest(name="shapes-tuned")).model.versions[0]
+    assert version.lineage.base == base  # the registry shows it
     # Both phases ran: progress counted 20 epochs.
     events = list(client.watch(tuned.run_id))
     progress = [e.train for e in events if e.HasField("train") and e.train.epoch_finished]
@@ -91,8 +92,8 @@ def test_a_base_is_kept_from_deletion_unless_forced(client, env, store, tmp_path
     store.put_bytes("nets/iris-base.keras", network)
     for name, base in (("iris-file", str(local)), ("iris-s3", f"s3://{env['COOKLINE_BUCKET']}/nets/iris-base.keras")):
         _succeeded(client, iris_pipeline(name, train=f"{{model: mlp, base: '{base}', freeze: 1, epochs: 2}}"))
-        lineage = json.loads(store.get_bytes(layout.model_prefix(name, 1) + layout.MODEL_METADATA))["base"]
-        assert lineage == {"model": "", "version": 0, "uri": base}
+        lineage = layout.read_model_record(store, name, 1).base
+        assert (lineage.model, lineage.version, lineage.uri) == ("", 0, base)
 
     request = registry_pb2.DeleteModelVersionRequest(name="iris-base", version=1)
     with pytest.raises(grpc.RpcError) as info:
