@@ -17,12 +17,7 @@ from services.train import transfer
 
 
 def build(
-    spec: pipeline_pb2.TrainSpec,
-    input_shape,
-    num_classes: int,
-    input_dtype: str = "float32",
-    vocabulary_size: int = 0,
-    base: keras.Model | None = None,
+    spec: pipeline_pb2.TrainSpec, input_shape, num_classes: int, input_dtype: str = "float32", vocabulary_size: int = 0
 ) -> keras.Model:
     """The trainable network: it sees the input tensor already processed by the process service.
 
@@ -30,22 +25,29 @@ def build(
     [h, w, c] (uint8 pixels are scaled inside the network) or "tokens" [length] (int32 ids
     below `vocabulary_size`, 0 = padding). Every model ends in a softmax over the classes, or, with
     num_classes 0 (a regressor: mlp and linear), in one linear output trained on mean squared error.
-    With `base` (train.base, loaded), the body is the base without its old head (transfer.body), and
-    the input takes the base's dtype (export casts to it). train.freeze is applied.
     """
     shape = (input_shape,) if isinstance(input_shape, int) else tuple(int(d) for d in input_shape)
-    if base is not None:
-        inputs = keras.Input(shape=shape, name="features", dtype=base.inputs[0].dtype)
-        x = transfer.body(base)(inputs, training=False)  # frozen or not, batch norm keeps its statistics
-        if len(x.shape) > 2:
-            x = keras.layers.Flatten()(x)
-    else:
-        inputs = keras.Input(shape=shape, name="features", dtype=input_dtype)
-        plugin = train_spec.MODELS_REGISTRY.get(spec.model).plugin
-        body = (
-            _plugin if plugin else {"cnn": _cnn, "mobilenet_v2": _mobilenet_v2, "text": _text}.get(spec.model, _dense)
-        )
-        x = body(spec, inputs, input_dtype, vocabulary_size)
+    inputs = keras.Input(shape=shape, name="features", dtype=input_dtype)
+    plugin = train_spec.MODELS_REGISTRY.get(spec.model).plugin
+    body = _plugin if plugin else {"cnn": _cnn, "mobilenet_v2": _mobilenet_v2, "text": _text}.get(spec.model, _dense)
+    return _head(spec, inputs, body(spec, inputs, input_dtype, vocabulary_size), num_classes)
+
+
+def build_on(base: keras.Model, spec: pipeline_pb2.TrainSpec, input_shape, num_classes: int) -> keras.Model:
+    """The trainable network on train.base's network: the base without its old head (transfer.body),
+    nested as transfer.BASE, then the head of `build`. The input takes the base's dtype (export casts
+    to it); train.freeze is applied."""
+    shape = (input_shape,) if isinstance(input_shape, int) else tuple(int(d) for d in input_shape)
+    inputs = keras.Input(shape=shape, name="features", dtype=base.inputs[0].dtype)
+    x = transfer.body(base)(inputs, training=False)  # frozen or not, batch norm keeps its statistics
+    if len(x.shape) > 2:
+        x = keras.layers.Flatten()(x)
+    return _head(spec, inputs, x, num_classes)
+
+
+def _head(spec: pipeline_pb2.TrainSpec, inputs, x, num_classes: int) -> keras.Model:
+    """The hidden dense layers and the output on the body's features `x`, compiled; train.freeze applied
+    to what came from a base or pretrained weights."""
     for units in spec.hidden_units:
         x = keras.layers.Dense(int(units), activation="relu")(x)
     if num_classes == 0:  # a regressor: one linear output

@@ -142,11 +142,12 @@ def _early_stopping(spec) -> list[keras.callbacks.Callback]:
 _SEEDING = threading.Lock()
 
 
-def _seeded_build(spec, *args) -> keras.Model:
-    """models.build with weight initialisation (and dropout) seeded by train.seed."""
+def _seeded_build(spec, *args, base: keras.Model | None = None) -> keras.Model:
+    """models.build (models.build_on a base's network) with weight initialisation (and dropout) seeded
+    by train.seed."""
     with _SEEDING:
         keras.utils.set_random_seed(int(spec.seed) & 0xFFFFFFFF)
-        return models.build(spec, *args)
+        return models.build(spec, *args) if base is None else models.build_on(base, spec, *args[:2])
 
 
 def training_ops(fitted_ops, spec, train_rows: int, row_bytes: int) -> list:
@@ -309,7 +310,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         elif spec.base or spec.weights:  # weights that are not fresh: no warm model stands in
             if model is None:
                 base = plan.base.network if plan.base else None
-                model = _seeded_build(spec, plan.input_shape, num_classes, plan.input_dtype, vocabulary, base)
+                model = _seeded_build(spec, plan.input_shape, num_classes, plan.input_dtype, vocabulary, base=base)
         else:
             warm_key = warm.key(spec, plan.input_shape, num_classes, plan.input_dtype, vocabulary)
             if model is None:

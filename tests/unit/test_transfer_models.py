@@ -29,7 +29,7 @@ def network(tmp_path_factory) -> str:
 
 def _build(network: str, classes: int = 2, **fields) -> tuple[keras.Model, pipeline_pb2.TrainSpec]:
     spec = _spec(model="cnn", base="shapes:1", **fields)
-    return models.build(spec, [16, 16, 1], classes, "uint8", base=keras.models.load_model(network, compile=False)), spec
+    return models.build_on(keras.models.load_model(network, compile=False), spec, [16, 16, 1], classes), spec
 
 
 def _trainable(model: keras.Model) -> list[bool]:
@@ -91,11 +91,11 @@ def test_a_saved_model_folder_is_a_base(tmp_path):
     net = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Dense(6, activation="relu")(inputs)))
     net.export(str(tmp_path / "sm"), format="tf_saved_model", verbose=False)
     base = transfer._load_path(str(tmp_path / "sm"), "./sm")
-    model = models.build(_spec(model="mlp", base="./sm"), [4], 2, "float32", base=base)
+    model = models.build_on(base, _spec(model="mlp", base="./sm"), [4], 2)
     model.fit(np.ones((4, 4), "float32"), np.array([0, 1, 0, 1]), epochs=1, verbose=0)
     assert model.predict(np.ones((2, 4), "float32"), verbose=0).shape == (2, 2)
     with pytest.raises(Fail) as info:  # one opaque layer: trained only as a frozen whole
-        models.build(_spec(model="mlp", base="./sm", freeze="none"), [4], 2, "float32", base=base)
+        models.build_on(base, _spec(model="mlp", base="./sm", freeze="none"), [4], 2)
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT and "train.freeze: the base './sm' is a SavedModel" in (
         info.value.message
     )
