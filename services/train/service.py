@@ -423,7 +423,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         request = process_pb2.ProcessRequest(dataset=plan.dataset, split=plan.split, subset=subset, ops=plan.fitted_ops)
         feed = EpochFeed(self.process_raw, request, plan.source, plan.cancelled, FeedSize(EVAL_BATCH, budget_bytes=0))
         if train_spec.is_detector(plan.spec.model):
-            return detection.evaluate(model, plan.spec, feed.full_batches(), plan.input_name, plan.class_names, subset)
+            return detection.evaluate(model, plan, feed.full_batches(), subset)
         return evaluate_model(model, feed.batches(), plan.class_names, subset)
 
     def _feed(self, plan: Plan, subset: data_pb2.Subset, fitted_ops, size: FeedSize) -> EpochFeed:
@@ -447,7 +447,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             tempfile.TemporaryDirectory(prefix="cookline-export-") as tmp,
         ):
             if train_spec.is_detector(plan.spec.model):  # boxes, labels, scores; non-max suppression built in
-                inputs = detection.export(fitted.model, plan.spec, plan.fitted_ops, plan.fields, plan.class_names, tmp)
+                inputs = detection.export(trained, plan.spec, tmp)
             else:
                 inputs = models.export(trained, tmp)
                 fitted.model.save(os.path.join(tmp, transfer.NETWORK))  # what a later train.base starts from
