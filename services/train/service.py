@@ -188,6 +188,11 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         """A training run: resolve the spec, answer at once if this run already published, plan (the
         dataset, the fitted ops), resume from the run's checkpoint, fit (here, or on the workers),
         evaluate, then export and publish the model."""
+        # Response headers at once: they commit the call on the caller's side (gRPC's retry design, A6),
+        # so if this process dies before the first progress message the caller sees UNAVAILABLE (the
+        # gateway retries the stage) instead of the call waiting in a transparent retry. The chaos soak
+        # saw a Train call hang for ever when train was killed a second after it arrived, unanswered.
+        context.send_initial_metadata(())
         name = layout.check_name("pipeline.name", request.pipeline.name)
         spec = train_spec.resolve(request.pipeline.train)
         train_spec.check_export(request.pipeline)

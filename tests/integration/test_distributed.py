@@ -4,17 +4,16 @@ and end with the weights of one worker fed the same global batches."""
 
 import threading
 
-import keras
 import numpy as np
-import tensorflow as tf
 
-from cookline import channels, tensors
+from cookline import channels
 from cookline.spec import train as train_spec
 from cookline.v1 import data_pb2, process_pb2, process_pb2_grpc, train_pb2
 from cookline.v1 import pipeline_pb2 as pb
 from dataplane import ingest
 from helpers import IRIS_CSV, free_ports
-from services.train import distributed, models
+from reference_fit import fit_one, global_batches, max_difference
+from services.train import distributed
 
 SPLIT = data_pb2.SplitSpec(validation=0.0, seed=1)
 WORKERS, BATCH, EPOCHS, SEED = 2, 10, 3, 7  # 150 rows: 2 parts of 75, 15 steps of 2 x 5 rows
@@ -60,27 +59,6 @@ def _run_workers(job, env, weights_path):
     return progress
 
 
-def _global_batches(env, ref, fitted):
-    """What the two workers were fed, step by step, concatenated: the global batches."""
-    stub = process_pb2_grpc.ProcessServiceStub(channels.channel("process", env))
-    parts = []
-    for k in range(WORKERS):
-        request = process_pb2.ProcessRequest(
-            dataset=ref,
-            split=SPLIT,
-            subset=data_pb2.SUBSET_TRAIN,
-            ops=fitted,
-            batch_size=BATCH // WORKERS,
-            partition=data_pb2.Partition(index=k, count=WORKERS),
-        )
-        parts.append([tensors.batch_to_numpy(r.batch) for r in stub.Process(request, timeout=60)])
-    assert len(parts[0]) == len(parts[1]) == 15
-    return [
-        (np.concatenate([a["features"], b["features"]]), np.concatenate([a["label"], b["label"]]))
-        for a, b in zip(parts[0], parts[1], strict=True)
-    ]
-
-
 def test_two_workers_match_one_worker_fed_the_same_global_batches(data_plane, tmp_path):
     env = data_plane[1]
     ref = ingest(env, "iris-dist", IRIS_CSV, label="species").dataset.ref
@@ -111,15 +89,11 @@ def test_two_workers_match_one_worker_fed_the_same_global_batches(data_plane, tm
         distributed_weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
 
     # One process, no strategy, the same initial weights, fed the same global batches in the same order.
-    batches = _global_batches(env, ref, fitted)
-    keras.utils.set_random_seed(SEED)
-    model = models.build(spec, [4], 3)
-    initial = model.get_weights()
-    data = tf.data.Dataset.from_generator(
-        lambda: iter(batches), output_signature=(tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([None], tf.int32))
-    )
-    model.fit(data, epochs=EPOCHS, shuffle=False, verbose=0)
-    difference = max(float(np.abs(a - b).max()) for a, b in zip(distributed_weights, model.get_weights(), strict=True))
+    process = process_pb2_grpc.ProcessServiceStub(channels.channel("process", env))
+    batches = global_batches(process, ref, SPLIT, fitted, BATCH, WORKERS)
+    assert len(batches) == 15
+    initial, trained = fit_one(spec, [4], 3, SEED, [batches] * EPOCHS)
+    difference = max_difference(distributed_weights, trained)
     assert difference < 1e-5, difference
-    moved = max(float(np.abs(a - b).max()) for a, b in zip(initial, model.get_weights(), strict=True))
+    moved = max_difference(initial, trained)
     assert moved > 1e-2, moved  # the comparison is between trained weights
