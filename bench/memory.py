@@ -25,10 +25,11 @@ import time
 import zipfile
 
 import numpy as np
-from common import WIDTH, data_plane, rss_mb, scratch
+from common import WIDTH, data_plane, scratch
 
 from cookline import channels
 from cookline.v1 import collect_pb2, collect_pb2_grpc, pipeline_pb2, process_pb2, process_pb2_grpc
+from helpers import rss_mb
 
 CHUNK_ROWS = 8192
 # Peak RSS growth allowed to each service, in MB, at every dataset size.
