@@ -226,12 +226,18 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         class_weight = train_spec.class_weight_dict(spec, class_names, dict(info.statistics.label_counts))
 
         checkpoints = Checkpoints(self.store, request.run_id) if request.run_id else None
+        resumed = record = None
         try:
-            resumed = checkpoints.latest() if checkpoints else None
+            if spec.workers > 1:  # each worker downloads (and verifies) the checkpoint itself
+                record = checkpoints.record() if checkpoints else None
+            else:
+                resumed = checkpoints.latest() if checkpoints else None
         except BaseException:  # e.g. DATA_LOSS: the checkpoint's bytes are not the ones written
             checkpoints.close()
             raise
         first_epoch, last_metrics = (resumed[0], resumed[2]) if resumed else (0, {})
+        if record:
+            first_epoch = int(record["epoch"])
         log.info(
             "run %s: training %s on %s@%s (%d training rows, input %s %s %s)%s",
             request.run_id,
@@ -242,7 +248,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             input_name,
             input_dtype,
             input_shape,
-            f", resuming after epoch {first_epoch}" if resumed else "",
+            f", resuming after epoch {first_epoch}" if first_epoch else "",
         )
 
         cancelled = threading.Event()
@@ -261,6 +267,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                     _vocabulary_size(fitted_ops),
                     class_weight,
                     cancelled,
+                    record,
                 )
             finally:
                 if checkpoints:
