@@ -43,7 +43,7 @@ import grpc
 
 from cookline import channels
 from cookline.v1 import data_pb2, train_pb2, train_pb2_grpc
-from services.common.errors import Fail
+from services.common.errors import Fail, status_of
 
 log = logging.getLogger("cookline.train")
 
@@ -423,9 +423,20 @@ def _work(job: train_pb2.TrainWorkerRequest, frames: _Frames, weights_path: str)
         np.savez(weights_path, *model.get_weights())
 
 
-def _lifeline(stdin) -> None:
-    """Exits this worker process at once when the train service's end of stdin closes."""
-    while stdin.read(4096):
+def _read_exactly(fd: int, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            raise EOFError("the train service closed the worker's stdin before its job was read")
+        data += chunk
+    return data
+
+
+def _lifeline(fd: int) -> None:
+    """Exits this worker process at once when the train service's end of stdin closes. (The raw fd:
+    a thread blocked in sys.stdin's buffered reader would hold its lock into interpreter shutdown.)"""
+    while os.read(fd, 4096):
         pass
     os._exit(1)
 
@@ -434,25 +445,22 @@ def main(argv: list[str]) -> int:
     """python -m services.train.distributed FD WEIGHTS_PATH: one worker; the job (length-prefixed) on
     stdin, which stays open as the lifeline."""
     frames = _Frames(int(argv[0]))
-    stdin = sys.stdin.buffer
-    (size,) = struct.unpack(">I", stdin.read(4))
-    job = train_pb2.TrainWorkerRequest.FromString(stdin.read(size))
+    stdin = sys.stdin.fileno()
+    (size,) = struct.unpack(">I", _read_exactly(stdin, 4))
+    job = train_pb2.TrainWorkerRequest.FromString(_read_exactly(stdin, size))
     threading.Thread(target=_lifeline, args=(stdin,), name="lifeline", daemon=True).start()
     try:
         _work(job, frames, argv[1])
-    except Fail as exc:
-        frames.send(b"E", f"{exc.code.name} {exc}".encode())
-        return 1
     except BaseException as exc:  # noqa: BLE001 - reported to the chief, which ends the run
         import tensorflow as tf
 
-        code = (
-            "UNAVAILABLE"
-            if isinstance(exc, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError))
-            else "INTERNAL"
-        )
-        log.exception("worker %d failed", job.index)
-        frames.send(b"E", f"{code} worker {job.index}: {type(exc).__name__}: {exc}".encode())
+        if isinstance(exc, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError)):
+            code, message = grpc.StatusCode.UNAVAILABLE, f"worker {job.index}: {type(exc).__name__}: {exc}"
+        else:  # Fail, DATA_LOSS of a checkpoint, the store unavailable, ...
+            code, message = status_of(exc)
+        if code == grpc.StatusCode.INTERNAL:
+            log.exception("worker %d failed", job.index)
+        frames.send(b"E", f"{code.name} {message}".encode())
         return 1
     frames.send(b"W")
     return 0
