@@ -177,3 +177,17 @@ def test_two_workers_resumed_from_a_checkpoint_end_where_an_uninterrupted_fit_do
     model.fit(data, epochs=1, shuffle=False, verbose=0)
     difference = max(float(np.abs(a - b).max()) for a, b in zip(resumed, model.get_weights(), strict=True))
     assert difference < 1e-5, difference
+
+
+def test_a_worker_process_ends_with_the_train_service_that_started_it(data_plane):
+    """Worker 1 of 2 alone waits for its peer in its collectives; when the train service that started
+    it dies (the kernel closes its end of the worker's stdin, however it dies), the worker exits."""
+    env = data_plane[1]
+    ref = ingest(env, "iris-dist", IRIS_CSV, label="species").dataset.ref
+    spec = train_spec.resolve(pb.TrainSpec(model="mlp", epochs=EPOCHS, batch_size=BATCH, workers=WORKERS))
+    job = _job(ref, [], spec, [f"127.0.0.1:{p}" for p in free_ports(WORKERS)])
+    job.index = 1
+    worker = distributed.WorkerProcess(job, None, env)
+    assert worker.process.poll() is None
+    worker.lifeline.close()
+    assert worker.process.wait(timeout=120) == 1
