@@ -233,7 +233,8 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             else:
                 resumed = checkpoints.latest() if checkpoints else None
         except BaseException:  # e.g. DATA_LOSS: the checkpoint's bytes are not the ones written
-            checkpoints.close()
+            if checkpoints:
+                checkpoints.close()
             raise
         first_epoch, last_metrics = (resumed[0], resumed[2]) if resumed else (0, {})
         if record:
