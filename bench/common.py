@@ -10,11 +10,11 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from cookline import channels, tensors  # noqa: E402
-from cookline.stack import Stack  # noqa: E402
-from cookline.v1 import collect_pb2, collect_pb2_grpc  # noqa: E402
+from cookline import channels, tensors
+from cookline.stack import Stack
+from cookline.v1 import collect_pb2, collect_pb2_grpc
 
 ROWS, WIDTH = 256, 784  # one batch: 256 x 784 float32 = 784 KiB
 

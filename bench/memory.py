@@ -91,7 +91,7 @@ def run(gb: float, keep: bool) -> dict:
         with PeakRss(pids) as rss:
             t0 = time.perf_counter()
             last = None
-            for last in collect.Ingest(
+            for last in collect.Ingest(  # noqa: B007 (drains the stream; the last message is read after the loop)
                 collect_pb2.IngestRequest(dataset="big", source=pipeline_pb2.CollectSpec(source=source, format="npz")),
                 timeout=7200,
             ):
@@ -145,7 +145,11 @@ def write_csv(path: str, megabytes: float) -> int:
         while f.tell() < megabytes * 1e6:
             block = rng.random((CHUNK_ROWS, 16), dtype=np.float32)
             labels = rng.integers(0, 10, CHUNK_ROWS)
-            f.write("".join(",".join(f"{v:.5f}" for v in row) + f",c{label}\n" for row, label in zip(block, labels)))
+            f.write(
+                "".join(
+                    ",".join(f"{v:.5f}" for v in row) + f",c{label}\n" for row, label in zip(block, labels, strict=True)
+                )
+            )
             rows += CHUNK_ROWS
     return rows
 
@@ -205,7 +209,7 @@ def run_s3_csv(megabytes: float, keep: bool) -> dict:
                         dataset="big-csv",
                         source=pipeline_pb2.CollectSpec(source=f"s3://{bucket}/incoming/big.csv", label="label"),
                     )
-                    for last in collect.Ingest(request, timeout=7200):  # noqa: B007 - the last message counts
+                    for last in collect.Ingest(request, timeout=7200):  # noqa: B007 (drains the stream; the last message is read after the loop)
                         pass
                     ingested = time.perf_counter() - t0
                     stop.set()

@@ -354,7 +354,7 @@ def closed_loop(calls: list, seconds: float) -> dict:
                 continue
             out.append(time.perf_counter() - t)
 
-    workers = [threading.Thread(target=caller, args=(call, out)) for call, out in zip(calls, latencies)]
+    workers = [threading.Thread(target=caller, args=(call, out)) for call, out in zip(calls, latencies, strict=True)]
     start = time.perf_counter()
     for w in workers:
         w.start()
@@ -599,7 +599,7 @@ def main(seconds: float, rounds: int, skip_others: bool) -> None:
             channels.wait_healthy(serve_addr, timeout=180, service="iris")
             channels.wait_healthy(serve_addr, timeout=180, service=RAW_MODEL)
             oip_targets = {"cookline": serve_addr, **oip_targets}
-            for name, target in oip_targets.items():
+            for target in oip_targets.values():
                 wait_oip_ready(target)
             rest_targets = {"cookline": f"127.0.0.1:{ports['serve_http']}", **KSERVE_HTTP}
             bare_calls = {}
@@ -786,7 +786,8 @@ def report(r: dict, rounds: int) -> None:
             checks.append(
                 (
                     f"OIP throughput vs {name}, p99 not higher",
-                    f"{ours['req_per_s']:,.0f} vs {other['req_per_s']:,.0f} req/s; p99 {ours['p99']:.2f} vs {other['p99']:.2f} ms",
+                    f"{ours['req_per_s']:,.0f} vs {other['req_per_s']:,.0f} req/s; "
+                    f"p99 {ours['p99']:.2f} vs {other['p99']:.2f} ms",
                     ours["req_per_s"] / other["req_per_s"],
                     ">= 1.50",
                     ours["req_per_s"] >= 1.5 * other["req_per_s"] and ours["p99"] <= other["p99"],

@@ -32,9 +32,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "support"))
-from cookline import channels, config  # noqa: E402
-from cookline.stack import Stack  # noqa: E402
-from cookline.v1 import collect_pb2, collect_pb2_grpc, pipeline_pb2, train_pb2, train_pb2_grpc  # noqa: E402
+from cookline import channels, config
+from cookline.stack import Stack
+from cookline.v1 import collect_pb2, collect_pb2_grpc, pipeline_pb2, train_pb2, train_pb2_grpc
 from helpers import free_ports, train_peer_ports  # noqa: E402  (port helpers shared with the tests)
 
 
@@ -74,7 +74,7 @@ def stack_env(work: str) -> dict[str, str]:
     )  # the generated CSV is a source
     env.pop("MINIO_ENDPOINT", None)
     ports = free_ports(6, set())
-    for service, port in zip(config.SERVICES, ports):
+    for service, port in zip(config.SERVICES, ports, strict=True):
         env[f"COOKLINE_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
     env["COOKLINE_GATEWAY_HTTP_ADDR"] = f"127.0.0.1:{ports[5]}"
     return env

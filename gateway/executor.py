@@ -148,7 +148,7 @@ class RunExecutor:
         """
         try:
             runs = self.runs.unfinished()
-        except Exception:  # noqa: BLE001 - the store is down: the runs stay as they are until the next start
+        except Exception:  # the store is down: the runs stay as they are until the next start
             log.exception("cannot look for runs left unfinished by a previous gateway")
             return
         for run in runs:
@@ -164,7 +164,7 @@ class RunExecutor:
 
     # --- the run itself ------------------------------------------------------
 
-    def _stage(self, run_id: str, stage: int, finished: bool, message: str = "") -> None:
+    def _stage(self, run_id: str, stage: gateway_pb2.Stage, finished: bool, message: str = "") -> None:
         if not finished:
             self.runs.update(run_id, stage=stage, state=gateway_pb2.RUN_STATE_RUNNING)
         self.runs.append(run_id, stage=gateway_pb2.StageEvent(stage=stage, finished=finished, message=message))
@@ -192,7 +192,7 @@ class RunExecutor:
             final = self.runs.finish(run_id, state=gateway_pb2.RUN_STATE_CANCELLED, reason=f"cancelled during {stage}")
         except _StageFailed as exc:
             final = self.runs.finish(run_id, state=gateway_pb2.RUN_STATE_FAILED, reason=str(exc))
-        except Exception as exc:  # noqa: BLE001 - a run never stays RUNNING
+        except Exception as exc:  # a run never stays RUNNING
             log.exception("run %s: gateway error", run_id)
             final = self.runs.finish(run_id, state=gateway_pb2.RUN_STATE_FAILED, reason=f"gateway error: {exc}")
         finally:
@@ -228,7 +228,7 @@ class RunExecutor:
             return _Cancelled()
         return _StageFailed(stage, exc)
 
-    def _retrying(self, active: _Active, stage: int, start, on_response, unary: bool = False) -> None:
+    def _retrying(self, active: _Active, stage: gateway_pb2.Stage, start, on_response, unary: bool = False) -> None:
         """Runs a stage's call (streaming, or `unary`), again when it fails UNAVAILABLE (the service died, or
         the object store stayed unreachable through the service's own retries): up to
         COOKLINE_STAGE_RETRIES more attempts, each once the service reports SERVING again.
@@ -268,7 +268,7 @@ class RunExecutor:
             return self._use_stored(active, spec.collect.dataset)
         self._stage(run_id, gateway_pb2.STAGE_COLLECT, False, f"ingesting {spec.collect.source}")
         request = collect_pb2.IngestRequest(dataset=spec.name, source=spec.collect, strict=spec.strict)
-        last = []
+        last: list[collect_pb2.IngestResponse] = []
 
         def on_progress(progress):
             self.runs.append(run_id, ingest=progress)

@@ -33,8 +33,8 @@ class ServeProxy:
 
     service = SERVICE
     peer = "serve"
-    unary = UNARY
-    stream = STREAM
+    unary: tuple[str, ...] = UNARY
+    stream: tuple[str, ...] = STREAM
     client_stream: tuple[str, ...] = ()
 
     def __init__(self, channel: grpc.Channel | None = None):

@@ -117,7 +117,7 @@ class RunStore:
         for run_id in self.store.list_dirs("runs/"):
             try:
                 entry = self._entry(run_id)
-            except Exception:  # noqa: BLE001 - not a run folder, or a record being written
+            except Exception:  # not a run folder, or a record being written
                 continue
             with entry.changed:
                 if entry.run.state in (gateway_pb2.RUN_STATE_QUEUED, gateway_pb2.RUN_STATE_RUNNING):
@@ -140,7 +140,7 @@ class RunStore:
         for run_id in sorted(ids, reverse=True)[:limit]:
             try:
                 runs.append(self.get(run_id))
-            except Exception:  # noqa: BLE001 - a run being written right now
+            except Exception:  # a run being written right now
                 continue
         return runs
 

@@ -63,7 +63,7 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
 
     def _stored_dataset(self, value: str) -> str:
         """collect.dataset resolved to NAME@VERSION; NOT_FOUND naming collect.dataset when it is not stored."""
-        ref = data_pb2.DatasetRef(**dict(zip(("name", "version"), pipeline_spec.dataset_ref(value))))
+        ref = data_pb2.DatasetRef(**dict(zip(("name", "version"), pipeline_spec.dataset_ref(value), strict=True)))
         try:
             info = self.executor.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=ref), timeout=60).dataset
         except grpc.RpcError as exc:

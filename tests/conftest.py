@@ -23,18 +23,18 @@ os.environ.setdefault(
 _TESTS = os.path.dirname(os.path.abspath(__file__))
 _SUPPORT = os.path.join(_TESTS, "support")
 try:  # the project is normally installed editable; fall back to the checkout
-    import services  # noqa: F401
+    import services  # noqa: F401 (only probes that the project is importable)
 except ImportError:
     sys.path.insert(0, os.path.dirname(_TESTS))
 if _SUPPORT not in sys.path:
     sys.path.insert(0, _SUPPORT)
 
-import pytest  # noqa: E402
+import pytest
 
-from dataplane import start_data_plane  # noqa: E402
-from helpers import IRIS_YAML, free_ports, unique_bucket  # noqa: E402
-from s3server import SeaweedS3  # noqa: E402
-from services.common.store import LocalStore, S3Store  # noqa: E402
+from dataplane import start_data_plane
+from helpers import IRIS_YAML, free_ports, unique_bucket
+from s3server import SeaweedS3
+from services.common.store import LocalStore, S3Store
 
 KINDS = {
     "unit": "in-process code only: starts no server process",
@@ -93,7 +93,7 @@ def stack(s3_server, tmp_path_factory, request):
     ports = free_ports(7, set(s3_server.ports.values()))
     env = dict(os.environ)
     env.update(s3_server.env(unique_bucket("e2e")))
-    for service, port in zip(("gateway", "collect", "process", "train", "serve"), ports):
+    for service, port in zip(("gateway", "collect", "process", "train", "serve"), ports, strict=True):
         env[f"COOKLINE_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
     for service, port in zip(("serve", "gateway"), ports[5:], strict=True):  # the HTTP front doors
         env[f"COOKLINE_{service.upper()}_HTTP_ADDR"] = f"127.0.0.1:{port}"

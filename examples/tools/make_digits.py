@@ -14,7 +14,7 @@ from sklearn.datasets import load_digits
 
 def main(root: str) -> None:
     digits = load_digits()
-    for i, (image, target) in enumerate(zip(digits.images, digits.target)):
+    for i, (image, target) in enumerate(zip(digits.images, digits.target, strict=True)):
         folder = os.path.join(root, str(target))
         os.makedirs(folder, exist_ok=True)
         pixels = np.clip(np.rint(image * 255 / 16), 0, 255).astype(np.uint8)  # 0..16 -> 0..255

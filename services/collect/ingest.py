@@ -159,7 +159,7 @@ class DatasetWriter:
     def fields(self, columns, categorical_columns, class_names, text_columns=()) -> list[data_pb2.FieldSchema]:
         out = []
         # The label last, everything else in the source's order.
-        for name, (kind, shape) in sorted((self.schema or {}).items(), key=lambda item: item[0] == "label"):
+        for name, (_kind, shape) in sorted((self.schema or {}).items(), key=lambda item: item[0] == "label"):
             if name in HIDDEN:
                 continue
             field = data_pb2.FieldSchema(name=name, dtype=tensors.data_type(self.first_dtypes[name]), shape=shape)

@@ -3,6 +3,7 @@ with statistics; dataset versions -> streams of TensorBatch."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import itertools
@@ -220,9 +221,7 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
                 raise invalid("dataset: required in the first message (the stream was empty)")
             if spool.rows == 0:
                 raise invalid(f"upload of {name!r}: no rows (no batch carried any)")
-            last = None
-            for last in self._ingest(name, spool.version(), spool, "upload", "upload", False, context):
-                pass
+            last = _final(self._ingest(name, spool.version(), spool, "upload", "upload", False, context))
         return collect_pb2.UploadDatasetResponse(dataset=last.dataset, reused=last.reused)
 
     def _upload_files(self, name, first, request_iterator, scratch, context) -> collect_pb2.UploadDatasetResponse:
@@ -250,9 +249,7 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
         spec.source = where
         source = open_source(spec, path)
         version = content_version(source, spec)
-        last = None
-        for last in self._ingest(name, version, source, where, fmt, False, context):
-            pass
+        last = _final(self._ingest(name, version, source, where, fmt, False, context))
         log.info("upload of %s: %d files, %d bytes -> %s@%s", name, len(files.files), files.bytes, name, version)
         return collect_pb2.UploadDatasetResponse(dataset=last.dataset, reused=last.reused)
 
@@ -295,7 +292,7 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
     @rpc
     def ReadDataset(
         self, request: collect_pb2.ReadDatasetRequest, context
-    ) -> Iterator[collect_pb2.ReadDatasetResponse]:
+    ) -> Iterator[bytes]:  # pre-encoded ReadDatasetResponse messages (the serializer passes bytes through)
         manifest = layout.read_manifest(self.store, request.dataset)
         batch_size = request.batch_size or DEFAULT_BATCH
         if not 1 <= batch_size <= MAX_BATCH:
@@ -365,7 +362,16 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
         with futures.ThreadPoolExecutor(1, thread_name_prefix="shard-prefetch") as pool:
             following = pool.submit(fetch, shards[0]) if shards else None
             for i, shard in enumerate(shards):
+                assert following is not None  # submitted for this shard on the previous turn
                 buffer = following.result()
                 following = pool.submit(fetch, shards[i + 1]) if i + 1 < len(shards) else None
                 yield shard, buffer
                 del buffer  # at most this shard and the prefetched one are mapped at a time
+
+
+def _final(responses: Iterator[collect_pb2.IngestResponse]) -> collect_pb2.IngestResponse:
+    """The last message of an ingest's progress stream, which carries the dataset (the stream is drained)."""
+    tail = collections.deque(responses, maxlen=1)
+    if not tail:
+        raise RuntimeError("an ingest ended without its result message")
+    return tail[0]

@@ -99,11 +99,11 @@ class StatisticsBuilder:
                 continue  # a numeric label (regression): no class counts
             if name == "label":
                 ids, counts = np.unique(array, return_counts=True)
-                for i, c in zip(ids.tolist(), counts.tolist()):
+                for i, c in zip(ids.tolist(), counts.tolist(), strict=True):
                     self.label_counts[i] = self.label_counts.get(i, 0) + c
             elif name == "subset":
                 ids, counts = np.unique(array, return_counts=True)
-                for i, c in zip(ids.tolist(), counts.tolist()):
+                for i, c in zip(ids.tolist(), counts.tolist(), strict=True):
                     key = SUBSET_NAMES[i]
                     self.split_counts[key] = self.split_counts.get(key, 0) + c
             elif name == "categorical":
@@ -225,27 +225,28 @@ def anomalies(previous: data_pb2.DatasetInfo, current: data_pb2.DatasetInfo) -> 
             add("new_field", name, f"{name!r} is new since version {version}")
     old_numeric = {s.name: s for s in previous.statistics.numeric}
     for stats in current.statistics.numeric:
-        old = old_numeric.get(stats.name)
-        if old is None or not old.count or not stats.count:
+        old_num = old_numeric.get(stats.name)
+        if old_num is None or not old_num.count or not stats.count:
             continue
-        if stats.min < old.min or stats.max > old.max:
+        if stats.min < old_num.min or stats.max > old_num.max:
             add(
                 "out_of_range",
                 _numeric_field(stats.name),
                 f"{stats.name!r} ranges over [{stats.min:g}, {stats.max:g}]; version {version} saw "
-                f"[{old.min:g}, {old.max:g}]",
+                f"[{old_num.min:g}, {old_num.max:g}]",
             )
     old_categorical = {c.name: c for c in previous.statistics.categorical}
-    for stats in current.statistics.categorical:
-        old = old_categorical.get(stats.name)
-        if old is None or len(old.values) >= MAX_LISTED_VALUES:
+    for cat_stats in current.statistics.categorical:
+        old_cat = old_categorical.get(cat_stats.name)
+        if old_cat is None or len(old_cat.values) >= MAX_LISTED_VALUES:
             continue
-        new_values = [v for v in stats.values if v not in set(old.values)]
+        new_values = [v for v in cat_stats.values if v not in set(old_cat.values)]
         if new_values:
             add(
                 "new_category",
-                f"categorical.{stats.name}",
-                f"column {stats.name!r} has values not seen in version {version}: {', '.join(map(repr, new_values[:5]))}",
+                f"categorical.{cat_stats.name}",
+                f"column {cat_stats.name!r} has values not seen in version {version}: "
+                f"{', '.join(map(repr, new_values[:5]))}",
             )
     return found
 

@@ -79,7 +79,7 @@ def rpc(method):
             try:
                 async for response in method(self, request, context):
                     yield response
-            except Exception as exc:  # noqa: BLE001 - a cancelled call raises CancelledError, not this
+            except Exception as exc:  # a cancelled call raises CancelledError, not this
                 await context.abort(*_status_logged(exc, method.__qualname__))
 
         return async_stream
@@ -90,7 +90,7 @@ def rpc(method):
         async def async_unary(self, request, context):
             try:
                 return await method(self, request, context)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 await context.abort(*_status_logged(exc, method.__qualname__))
 
         return async_unary
@@ -101,7 +101,7 @@ def rpc(method):
         def stream(self, request, context):
             try:
                 yield from method(self, request, context)
-            except Exception as exc:  # noqa: BLE001 - every error becomes a status
+            except Exception as exc:  # every error becomes a status
                 if context.is_active():
                     _abort(context, exc, method.__qualname__)
 
@@ -111,7 +111,7 @@ def rpc(method):
     def unary(self, request, context):
         try:
             return method(self, request, context)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             _abort(context, exc, method.__qualname__)
 
     return unary

@@ -337,7 +337,7 @@ def serve_http_thread(
         async def start():
             try:
                 holder["server"] = await serve_http(app, service, env, public)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            except BaseException as exc:  # handed to the caller's thread
                 holder["error"] = exc
             finally:
                 started.set()

@@ -233,7 +233,7 @@ class _ReflectionPool:
     def __getattr__(self, name):
         return getattr(self._pool, name)
 
-    def FindFileContainingSymbol(self, symbol: str):  # noqa: N802 - the pool's own method name
+    def FindFileContainingSymbol(self, symbol: str):  # the pool's own method name
         try:
             return self._pool.FindFileContainingSymbol(symbol)
         except KeyError:
@@ -387,14 +387,13 @@ async def _serve_async(service, register, on_start, http_app=None) -> None:
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        log.info("%s: %s received, shutting down", service, signal.Signals(signum).name)
+        stopping.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(
-            signum,
-            lambda s=signum: (
-                log.info("%s: %s received, shutting down", service, signal.Signals(s).name),
-                stopping.set(),
-            ),
-        )
+        loop.add_signal_handler(signum, on_signal, signum)
     await stopping.wait()
     await health_servicer.enter_graceful_shutdown()  # peers see NOT_SERVING first
     if http_server is not None:

@@ -37,7 +37,7 @@ def subset_rows(info: data_pb2.DatasetInfo, split: data_pb2.SplitSpec) -> dict[i
     predefined split, else the seeded split's sizes."""
     if info.predefined_split:
         counts = info.statistics.split_counts
-        rows = {
+        rows: dict[int, int] = {
             data_pb2.SUBSET_TRAIN: counts.get("train", 0),
             data_pb2.SUBSET_VALIDATION: counts.get("validation", 0),
             data_pb2.SUBSET_TEST: counts.get("test", 0),

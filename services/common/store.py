@@ -8,6 +8,7 @@ the manifest last. Credentials never appear in messages, logs or reprs.
 from __future__ import annotations
 
 import abc
+import builtins
 import hashlib
 import io
 import logging
@@ -99,9 +100,9 @@ def _check_key(key: str) -> str:
     if not isinstance(key, str) or not key:
         raise ValueError("object key must be a non-empty string")
     if key.startswith("/") or "\\" in key:
-        raise ValueError("invalid object key %r: no leading '/' or backslash" % key)
+        raise ValueError(f"invalid object key {key!r}: no leading '/' or backslash")
     if any(seg in ("", ".", "..") for seg in key.split("/")) or key.endswith(_TMP_SUFFIX):
-        raise ValueError("invalid object key %r: empty, '.' or '..' segment" % key)
+        raise ValueError(f"invalid object key {key!r}: empty, '.' or '..' segment")
     return key
 
 
@@ -159,7 +160,7 @@ class ObjectStore(abc.ABC):
     def _buffer(self, key: str):
         return self.get_bytes(key)
 
-    def list_dirs(self, prefix: str) -> list[str]:
+    def list_dirs(self, prefix: str) -> builtins.list[str]:  # `list` here is the method below
         """Immediate sub-folder names under prefix, e.g. "models/iris/" -> ["1", "2"].
 
         Derived from the keys themselves rather than S3 delimiter listings: some S3
@@ -186,9 +187,9 @@ class ObjectStore(abc.ABC):
             prefix += "/"
         _check_prefix(prefix)
         if manifest_name in files:
-            raise ValueError("manifest %r must not also be listed in files" % manifest_name)
+            raise ValueError(f"manifest {manifest_name!r} must not also be listed in files")
         if self.is_published(prefix, manifest_name):
-            raise StoreError("%s%s already published; versions are immutable" % (prefix, manifest_name))
+            raise StoreError(f"{prefix}{manifest_name} already published; versions are immutable")
         written: list[str] = []
         try:
             for name, src in files.items():
@@ -226,7 +227,7 @@ class ObjectStore(abc.ABC):
         return self.exists(prefix + manifest_name)
 
     def __repr__(self) -> str:
-        return "%s(%s)" % (type(self).__name__, self.describe())
+        return f"{type(self).__name__}({self.describe()})"
 
 
 class _RangeReader(io.RawIOBase):
@@ -305,7 +306,7 @@ class LocalStore(ObjectStore):
             with open(self._path(key), "rb") as f:
                 return f.read()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise NotFoundError("object not found: %s" % key) from None
+            raise NotFoundError(f"object not found: {key}") from None
 
     def _buffer(self, key: str):
         """A read-only memory map of the file: pages come straight from the page cache."""
@@ -319,19 +320,19 @@ class LocalStore(ObjectStore):
                     f.fileno(), 0, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ
                 )
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise NotFoundError("object not found: %s" % key) from None
+            raise NotFoundError(f"object not found: {key}") from None
 
     def open_stream(self, key: str):
         try:
-            return open(self._path(key), "rb")  # noqa: SIM115 - the caller closes it
+            return open(self._path(key), "rb")  # the caller closes it
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise NotFoundError("object not found: %s" % key) from None
+            raise NotFoundError(f"object not found: {key}") from None
 
     def get_file(self, key: str, path: str, sha256: str | None = None) -> None:
         try:
             src = open(self._path(key), "rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise NotFoundError("object not found: %s" % key) from None
+            raise NotFoundError(f"object not found: {key}") from None
         with src:
             _atomic_write(path, _copier(key, src, sha256))
 
@@ -424,7 +425,7 @@ class S3Store(ObjectStore):
             endpoint = endpoint.split("://", 1)[1]
         endpoint = endpoint.rstrip("/")
         if not endpoint or "/" in endpoint:
-            raise ValueError("S3 endpoint must be host:port, got %r" % endpoint)
+            raise ValueError(f"S3 endpoint must be host:port, got {endpoint!r}")
         self.endpoint, self.bucket, self.secure = endpoint, bucket, secure
         # A call is tried at least `retries` times and, beyond that, until `retry_seconds` have
         # passed since its first attempt (an S3 server restarting takes a few seconds).
@@ -445,7 +446,7 @@ class S3Store(ObjectStore):
         self.retry_seconds = max(0.0, retry_seconds)
 
     def describe(self) -> str:
-        return "s3://%s at %s://%s" % (self.bucket, "https" if self.secure else "http", self.endpoint)
+        return "s3://{} at {}://{}".format(self.bucket, "https" if self.secure else "http", self.endpoint)
 
     def _call(self, what: str, fn, key: str | None = None):
         """Run fn() with retries on transient errors; map errors to StoreError types."""
@@ -456,17 +457,17 @@ class S3Store(ObjectStore):
                 return fn()
             except S3Error as e:
                 if e.code in _NOT_FOUND_CODES and key is not None:
-                    raise NotFoundError("object not found: %s" % key) from None
+                    raise NotFoundError(f"object not found: {key}") from None
                 status = getattr(e.response, "status", 0) or 0
                 if e.code not in _TRANSIENT_CODES and status not in _TRANSIENT_STATUS:
                     raise StoreError(
-                        self._scrub("%s failed on %s: %s: %s" % (what, self.describe(), e.code, e.message))
+                        self._scrub(f"{what} failed on {self.describe()}: {e.code}: {e.message}")
                     ) from None
                 err: Exception = e
             except (ServerError, InvalidResponseError) as e:
                 status = getattr(e, "status_code", None) or getattr(e, "_code", 0) or 0
                 if status not in _TRANSIENT_STATUS:
-                    raise StoreError(self._scrub("%s failed on %s: %s" % (what, self.describe(), e))) from None
+                    raise StoreError(self._scrub(f"{what} failed on {self.describe()}: {e}")) from None
                 err = e
             except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as e:
                 err = e  # network trouble; local-disk OSErrors are not retried
@@ -478,9 +479,8 @@ class S3Store(ObjectStore):
             delay = min(delay * 2, MAX_BACKOFF_S)
         raise StoreUnavailableError(
             self._scrub(
-                "%s: object store %s unavailable after %d "
-                "attempts in %.1f s: %s: %s"
-                % (what, self.describe(), attempt, time.monotonic() - started, type(err).__name__, err)
+                f"{what}: object store {self.describe()} unavailable after {attempt} "
+                f"attempts in {time.monotonic() - started:.1f} s: {type(err).__name__}: {err}"
             )
         ) from None
 
@@ -524,7 +524,7 @@ class S3Store(ObjectStore):
     def put_file(self, key: str, path: str) -> None:
         _check_key(key)
         if not os.path.isfile(path):
-            raise FileNotFoundError("no such file to upload: %s" % path)
+            raise FileNotFoundError(f"no such file to upload: {path}")
         # fput_object switches to multipart above part_size and aborts the upload on failure.
         self._call("put " + key, lambda: self._client.fput_object(self.bucket, key, path, part_size=PART_SIZE))
 
@@ -594,11 +594,12 @@ class S3Store(ObjectStore):
         keys = list(self.list(prefix))
         for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
             batch = [DeleteObject(k) for k in keys[i : i + 1000]]
-            errors = self._call("delete " + prefix, lambda: list(self._client.remove_objects(self.bucket, batch)))
+            errors = self._call(
+                "delete " + prefix, lambda batch=batch: list(self._client.remove_objects(self.bucket, batch))
+            )
             if errors:
                 raise StoreError(
-                    "delete %s failed for %d keys, first: %s: %s"
-                    % (prefix, len(errors), errors[0].name, errors[0].code)
+                    f"delete {prefix} failed for {len(errors)} keys, first: {errors[0].name}: {errors[0].code}"
                 )
 
 
@@ -609,9 +610,9 @@ def _env_secret(env: Mapping[str, str], name: str) -> str:
             with open(env[name + "_FILE"]) as f:
                 value = f.read().strip()
         except OSError as e:
-            raise ValueError("cannot read %s_FILE: %s" % (name, e.strerror)) from None
+            raise ValueError(f"cannot read {name}_FILE: {e.strerror}") from None
     if not value:
-        raise ValueError("%s (or %s_FILE) must be set when MINIO_ENDPOINT is set" % (name, name))
+        raise ValueError(f"{name} (or {name}_FILE) must be set when MINIO_ENDPOINT is set")
     return value
 
 

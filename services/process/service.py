@@ -75,7 +75,8 @@ class ProcessServicer(process_pb2_grpc.ProcessServiceServicer):
         return next((list(f.columns) for f in info.fields if f.name == "features"), [])
 
     @rpc
-    def Process(self, request: process_pb2.ProcessRequest, context) -> Iterator[process_pb2.ProcessResponse]:
+    def Process(self, request: process_pb2.ProcessRequest, context) -> Iterator[bytes]:
+        # Yields pre-encoded ProcessResponse messages (the server's serializer passes bytes through).
         ops_lib.validate(request.ops)
         batch_size = request.batch_size or DEFAULT_BATCH
         if not 1 <= batch_size <= MAX_BATCH:

@@ -6,20 +6,20 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter off unless asked for
 
-import asyncio  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
+import asyncio
+import sys
+import tempfile
+import threading
 
-from cookline.v1 import serve_pb2, serve_pb2_grpc  # noqa: E402
-from inference import grpc_service_pb2_grpc as oip_grpc  # noqa: E402
-from services.common.server import serve_async  # noqa: E402
-from services.common.store import store_from_env  # noqa: E402
-from services.serve import metrics, oip, rest  # noqa: E402
-from services.serve.inputs import Limits  # noqa: E402
-from services.serve.models import ModelManager  # noqa: E402
-from services.serve.service import ServeServicer  # noqa: E402
-from services.serve.streaming import ActiveStreams  # noqa: E402
+from cookline.v1 import serve_pb2, serve_pb2_grpc
+from inference import grpc_service_pb2_grpc as oip_grpc
+from services.common.server import serve_async
+from services.common.store import store_from_env
+from services.serve import metrics, oip, rest
+from services.serve.inputs import Limits
+from services.serve.models import ModelManager
+from services.serve.service import ServeServicer
+from services.serve.streaming import ActiveStreams
 
 GIL_SWITCH_INTERVAL_S = 0.0005
 

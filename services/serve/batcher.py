@@ -131,7 +131,7 @@ class Batcher:
                 if self.max_delay_s > 0:
                     await self._wait_for_more()
                 await self._execute(self._take_batch())
-        except Exception:  # noqa: BLE001 - never reached in normal operation; log rather than lose it
+        except Exception:  # never reached in normal operation; log rather than lose it
             log.exception("batcher stopped")
             raise
 
@@ -171,7 +171,7 @@ class Batcher:
                 scores = self.predict(inputs)
             else:
                 scores = await self.loop.run_in_executor(self._thread, self.predict, inputs)
-        except Exception as exc:  # noqa: BLE001 - answered per request below
+        except Exception as exc:  # answered per request below
             if len(batch) > 1:  # one request's bad value must not fail the others: each runs alone
                 for request in batch:
                     await self._execute([request])

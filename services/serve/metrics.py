@@ -53,9 +53,9 @@ class ServeCollector:
             buckets = [(str(bound), sum(n for size, n in sizes.items() if size <= bound)) for bound in BATCH_BUCKETS]
             batch.add_metric(key, buckets + [("+Inf", stats.batches)], sum_value=stats.rows)
             for family, p in ((delay, stats.queue_delay_ms), (latency, stats.latency_ms)):
-                family.add_sample(family.name + "_count", dict(zip(labels, key)), stats.requests)
+                family.add_sample(family.name + "_count", dict(zip(labels, key, strict=True)), stats.requests)
                 for quantile, value in (("0.5", p.p50), ("0.9", p.p90), ("0.99", p.p99)):
-                    family.add_sample(family.name, dict(zip(labels, key), quantile=quantile), value)
+                    family.add_sample(family.name, dict(zip(labels, key, strict=True), quantile=quantile), value)
         streams = GaugeMetricFamily("cookline_serve_active_streams", "Prediction streams open now")
         streams.add_metric([], self.streams.count)
         yield from (requests, failed, rows, ready, batch, delay, latency, streams)

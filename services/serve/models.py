@@ -111,7 +111,7 @@ class LoadedModel:
 MAX_ROWS = 1 << 20
 
 
-class load_predict:  # noqa: N801 - used as a function: load_predict(dir)(inputs) -> scores
+class load_predict:  # used as a function: load_predict(dir)(inputs) -> scores
     """The SavedModel's serving_default signature as named raw inputs -> scores (numpy).
     bench/serving.py times this same function in process, so serve's overhead is
     measured against the very call it makes. `input_names`: the signature's inputs, sorted.
@@ -251,7 +251,7 @@ class ModelManager:
 
     def _set_health(self, name: str, serving: bool) -> None:
         """Per-model health; callable from any thread (the health servicer lives on the loop)."""
-        if self._health is not None:
+        if self._health is not None and self.loop is not None:
             status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
             asyncio.run_coroutine_threadsafe(self._health.set(name, status), self.loop)
 
@@ -362,7 +362,7 @@ class ModelManager:
                     version = int(record.version) if record.policy == "version" else 0
                     alias = record.alias if record.policy == "alias" else ""
                     self.deploy(model_pb2.ModelRef(name=name, version=version), alias, record.batching, record=False)
-                except Exception:  # noqa: BLE001 - one broken model must not stop the others
+                except Exception:  # one broken model must not stop the others
                     log.exception("could not load deployed model %s", name)
                     with self._lock:
                         self.expected.add(name)  # deployed but not serving: the server is not ready
@@ -397,6 +397,7 @@ class ModelManager:
             for rows in sorted({1, batching.max_batch_size}):  # warm-up: trace and allocate before ready
                 predict(inputs_lib.warmup_inputs(specs, rows, png))
             stats = ModelStats(name, version, batching)
+            assert self.loop is not None, "models load after the server's loop is set"
             batcher = Batcher(
                 f"{name}-{version}",
                 predict,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from itertools import chain
+from typing import Any
 
 import numpy as np
 import orjson
@@ -171,7 +172,7 @@ def infer_request(name: str, version: str, request: Request, body: bytes) -> tup
 def infer_response(response: oip.ModelInferResponse, wanted: dict, binary_default: bool) -> Response:
     outputs, tail = [], []
     for tensor, raw in zip(response.outputs, response.raw_output_contents, strict=True):
-        out = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
+        out: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
         if wanted.get(tensor.name, binary_default):
             out["parameters"] = {"binary_data_size": len(raw)}
             tail.append(raw)

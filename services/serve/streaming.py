@@ -49,10 +49,10 @@ async def answer_in_order(
             async for message in requests:
                 try:
                     item = (message, *await submit(message))
-                except Exception as exc:  # noqa: BLE001 - answered in order, as an error
+                except Exception as exc:  # answered in order, as an error
                     item = (message, None, exc)
                 await pending.put(item)
-        except Exception:  # noqa: BLE001 - the call broke or ended: nothing more to read
+        except Exception:  # the call broke or ended: nothing more to read
             pass
         await pending.put(_END)  # the client half-closed: answer what was read, then end
 
@@ -65,7 +65,7 @@ async def answer_in_order(
                 if model is None:
                     raise outcome
                 response = answer(message, model, await outcome)
-            except Exception as exc:  # noqa: BLE001 - one bad message does not end the stream
+            except Exception as exc:  # one bad message does not end the stream
                 response = error(message, exc)
             yield response
     finally:

@@ -94,7 +94,7 @@ class Checkpoints:
                 if previous:
                     self.store.delete(previous)
                 previous = key
-            except BaseException as exc:  # noqa: BLE001 - a lost checkpoint must not stop training
+            except BaseException as exc:  # a lost checkpoint must not stop training
                 self.error = exc
                 log.warning("checkpoint of epoch %d not stored: %s", epoch, exc)
             finally:

@@ -451,7 +451,7 @@ def main(argv: list[str]) -> int:
     threading.Thread(target=_lifeline, args=(stdin,), name="lifeline", daemon=True).start()
     try:
         _work(job, frames, argv[1])
-    except BaseException as exc:  # noqa: BLE001 - reported to the chief, which ends the run
+    except BaseException as exc:  # reported to the chief, which ends the run
         import tensorflow as tf
 
         if isinstance(exc, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError)):

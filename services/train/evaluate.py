@@ -7,11 +7,15 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from cookline.v1 import train_pb2
+from cookline.v1 import data_pb2, train_pb2
 
 
 def classification(
-    predicted: np.ndarray, actual: np.ndarray, class_names: list[str], subset: int, loss: float | None = None
+    predicted: np.ndarray,
+    actual: np.ndarray,
+    class_names: list[str],
+    subset: data_pb2.Subset,
+    loss: float | None = None,
 ) -> train_pb2.Evaluation:
     """Evaluation from predicted and true class ids (int arrays of equal length)."""
     n = len(class_names)
@@ -39,12 +43,12 @@ def classification(
         confusion_matrix=confusion.reshape(-1).tolist(),
         classes=[
             train_pb2.ClassMetrics(name=name, precision=p, recall=r, f1=f, support=int(s))
-            for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, support, strict=True)
         ],
     )
 
 
-def regression(predicted: np.ndarray, actual: np.ndarray, subset: int) -> train_pb2.Evaluation:
+def regression(predicted: np.ndarray, actual: np.ndarray, subset: data_pb2.Subset) -> train_pb2.Evaluation:
     """Evaluation from predicted and true values (float arrays of equal length).
 
     R² is 1 - SSE / SST; 0 when the true values do not vary (no variance to explain).
@@ -63,7 +67,7 @@ def regression(predicted: np.ndarray, actual: np.ndarray, subset: int) -> train_
 
 
 def evaluate_model(
-    model, batches: Iterable[tuple[np.ndarray, np.ndarray]], class_names: list[str], subset: int
+    model, batches: Iterable[tuple[np.ndarray, np.ndarray]], class_names: list[str], subset: data_pb2.Subset
 ) -> train_pb2.Evaluation:
     """Runs `model` over (features, label) batches and evaluates its argmax predictions
     (its single output, for a regressor: no class names)."""

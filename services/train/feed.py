@@ -112,7 +112,8 @@ class EpochFeed:
     def gathers(self) -> bool:
         """True when the rows are kept in TensorFlow and each batch is gathered by index."""
         return (
-            bool(self.rows)
+            self.rows is not None
+            and self.rows > 0
             and self.rows * self._row_bytes() <= self.budget
             and all(ops_lib.kind_for(op).reorders_only for op in self.random_ops)
         )
@@ -121,6 +122,7 @@ class EpochFeed:
         """Starts pulling the first epoch now, so transport overlaps model building and tracing."""
         if self.budget > 0 and self._ahead is None:
             if self.gathers():
+                assert self.rows is not None  # gathers() needs the row count
                 self.store = (
                     _uninitialized([self.rows, *self.shape], self.dtype),
                     _uninitialized([self.rows], self.label_dtype),
@@ -135,6 +137,7 @@ class EpochFeed:
 
     def _fill_store(self) -> None:
         """Writes the first epoch's rows into the store as they arrive and queues their spans."""
+        assert self.store is not None and self._ahead is not None and self.rows is not None  # set by start()
         features, labels = self.store
         filled = 0
         try:
@@ -158,7 +161,7 @@ class EpochFeed:
             self._ahead.put(_END)
         except Cancelled:
             pass
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the training thread
+        except BaseException as exc:  # re-raised on the training thread
             self._ahead.put(exc)
 
     def _read_ahead(self) -> None:
@@ -168,11 +171,12 @@ class EpochFeed:
             self._put(_END)
         except Cancelled:
             pass
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the training thread
+        except BaseException as exc:  # re-raised on the training thread
             self._put(exc)
 
     def _put(self, item) -> None:
         """Queues an item for the training thread unless the call is cancelled (then nobody reads)."""
+        assert self._ahead is not None  # set by start()
         while not self.cancelled.is_set():
             try:
                 self._ahead.put(item, timeout=0.5)
@@ -184,6 +188,7 @@ class EpochFeed:
     def _from_read_ahead(self) -> Iterator:
         """What the read-ahead thread queued, until its end; Cancelled once the call is (that thread
         then stops without queuing anything more, so nothing else would wake this one)."""
+        assert self._ahead is not None  # set by start()
         while True:
             try:
                 item = self._ahead.get(timeout=0.5)
@@ -214,7 +219,8 @@ class EpochFeed:
 
     def _caching(self, stream) -> Iterator[dict[str, np.ndarray]]:
         """Passes a stream through, keeping it as the cache if it all fits the budget."""
-        kept, size = [], 0
+        kept: list[dict[str, np.ndarray]] | None = []
+        size = 0
         for batch in stream:
             if kept is not None:
                 size += sum(a.nbytes for a in batch.values())
@@ -284,7 +290,10 @@ class EpochFeed:
         each iteration of dataset() is one epoch."""
         if self.sizes is not None:
             return len(self.sizes)
-        return -(-self.rows // self.batch_size) if self.start().store is not None else None
+        if self.start().store is None:
+            return None
+        assert self.rows is not None  # the store is kept only when the row count is known
+        return -(-self.rows // self.batch_size)
 
     def dataset(self) -> tf.data.Dataset:
         """A tf.data pipeline of the epochs: endless when steps() says how long an epoch is, else
@@ -293,10 +302,11 @@ class EpochFeed:
         Python hands over whole chunks (of rows, or of row indices into the store) and tf.data
         cuts them into batch_size batches: a Python call per batch costs more than the training
         step of a small model."""
-        if self.start().store is not None:
+        store = self.start().store
+        if store is not None:
             # Endless, one pass per epoch (see steps()): one iterator serves every epoch, so the next
             # epoch's first batches are prefetched while the last one ends.
-            features, labels = self.store
+            features, labels = store
             spec = tf.TensorSpec([None], tf.int64)
             if self.sizes is None:
                 indices = tf.data.Dataset.from_generator(self.order, output_signature=spec).rebatch(self.batch_size)

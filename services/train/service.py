@@ -159,7 +159,7 @@ def training_ops(fitted_ops, spec, train_rows: int, row_bytes: int) -> list:
     sets the buffer and seed itself; `shuffle: {buffer: 1}` keeps the rows in dataset order."""
     if any(op.WhichOneof("kind") == "shuffle" for op in fitted_ops):
         return list(fitted_ops)
-    least = spec_ops.OPS.get("shuffle").param("buffer").default
+    least = spec_ops.OPS.get("shuffle").declared("buffer").default
     fits = feed_module.cache_budget_bytes() // max(row_bytes, 1)
     buffer = max(1, min(train_rows, max(least, fits)))
     return list(fitted_ops) + [pipeline_pb2.Op(shuffle=pipeline_pb2.ShuffleOp(buffer=buffer, seed=spec.seed))]
@@ -233,7 +233,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             else:
                 resumed = checkpoints.latest() if checkpoints else None
         except BaseException:  # e.g. DATA_LOSS: the checkpoint's bytes are not the ones written
-            if checkpoints:
+            if checkpoints is not None:
                 checkpoints.close()
             raise
         first_epoch, last_metrics = (resumed[0], resumed[2]) if resumed else (0, {})
@@ -329,7 +329,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                         callbacks=callbacks,
                         class_weight=class_weight,
                     )
-                except BaseException as exc:  # noqa: BLE001 - reported on the RPC
+                except BaseException as exc:  # reported on the RPC
                     outcome["error"] = exc
                 finally:
                     events.put(_DONE)

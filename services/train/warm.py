@@ -100,7 +100,9 @@ def _copy_state(fresh: keras.Model, warm: keras.Model) -> None:
     for model in (fresh, warm):
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-    pairs = list(zip(warm.weights, fresh.weights)) + list(zip(warm.optimizer.variables, fresh.optimizer.variables))
+    pairs = list(zip(warm.weights, fresh.weights, strict=True)) + list(
+        zip(warm.optimizer.variables, fresh.optimizer.variables, strict=True)
+    )
     if (
         len(warm.weights) != len(fresh.weights)
         or len(warm.optimizer.variables) != len(fresh.optimizer.variables)

@@ -23,7 +23,7 @@ GO_DIR = os.path.join(ROOT, "clients", "go")
 TOKEN = "clients-t0ken-for-tests"
 
 
-def STACK_ENV(tmp_path_factory):  # noqa: N802 - the stack fixture's hook
+def STACK_ENV(tmp_path_factory):  # the stack fixture's hook
     return dict(make_certificates(str(tmp_path_factory.mktemp("tls"))), COOKLINE_AUTH_TOKEN=TOKEN)
 
 

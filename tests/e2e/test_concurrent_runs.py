@@ -32,7 +32,7 @@ def test_four_runs_at_once_each_get_their_own_dataset_model_and_metrics(stack):
     def one(seed, client):
         try:
             finals[seed] = client.run_and_wait(pipeline(seed))
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
     with Client(env=env) as client:
@@ -61,6 +61,6 @@ def test_four_runs_at_once_each_get_their_own_dataset_model_and_metrics(stack):
             assert int(meta["evaluation"]["rows"]) == final.evaluation.rows > 0
             # each model answers for itself, and knows iris
             predicted = [row["label"] for row in client.predict(name, features)]
-            assert sum(p == s for p, s in zip(predicted, species)) / len(species) > 0.8
+            assert sum(p == s for p, s in zip(predicted, species, strict=True)) / len(species) > 0.8
         assert len({finals[s][0].run_id for s in SEEDS}) == 4
     assert services.exited() == {}

@@ -32,7 +32,10 @@ def ctx(stack, tmp_path_factory):
     env = stack[1]
     client = Client(env=env)
     assert client.run_file_and_wait(IRIS_YAML)[0].state == gateway_pb2.RUN_STATE_SUCCEEDED
-    channel = lambda service: grpc.insecure_channel(address(service, env))  # noqa: E731
+
+    def channel(service):
+        return grpc.insecure_channel(address(service, env))
+
     serve = serve_pb2_grpc.ServeServiceStub(channel("serve"))
     store = store_from_env(env)
     for name, inputs in (("raw", ("features", "categorical", "text", "image")), ("pics", ("image",))):

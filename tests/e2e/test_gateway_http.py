@@ -15,7 +15,7 @@ TOKEN = "gateway-http-test-token"
 ALLOWED = "https://app.example.com"
 
 
-def STACK_ENV(tmp_path_factory):  # noqa: N802 - the stack fixture's hook
+def STACK_ENV(tmp_path_factory):  # the stack fixture's hook
     return make_certificates(str(tmp_path_factory.mktemp("tls"))) | {
         "COOKLINE_AUTH_TOKEN": TOKEN,
         "COOKLINE_CORS_ORIGINS": f"{ALLOWED}, http://localhost:3000",

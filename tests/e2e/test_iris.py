@@ -129,7 +129,7 @@ def test_read_dataset_streams_the_split(env, iris_run):
 def test_served_model_takes_raw_features_unary(client, iris_run):
     features, labels = iris_rows()
     results = client.predict("iris", features)
-    accuracy = np.mean([r["label"] == y for r, y in zip(results, labels)])
+    accuracy = np.mean([r["label"] == y for r, y in zip(results, labels, strict=True)])
     assert accuracy >= 0.9
     assert all(abs(sum(r["scores"].values()) - 1) < 1e-4 for r in results)
 
@@ -140,7 +140,7 @@ def test_predict_stream_30_rows(client, iris_run):
     results = list(client.predict_stream("iris", [features[i] for i in picks]))
     assert [cid for cid, _, _ in results] == [str(i) for i in range(30)]
     assert all(error is None for _, _, error in results)
-    accuracy = np.mean([result["label"] == labels[i] for (_, result, _), i in zip(results, picks)])
+    accuracy = np.mean([result["label"] == labels[i] for (_, result, _), i in zip(results, picks, strict=True)])
     assert accuracy >= 0.9
 
 
@@ -168,7 +168,7 @@ def test_cli_run_and_predict_json(env, iris_run, tmp_path):
         rows = [json.loads(line) for line in done.stdout.splitlines()]
         assert len(rows) == 6
         expected = [line.rsplit(",", 1)[1] for line in lines[1:151:25]]
-        assert np.mean([r["label"] == y for r, y in zip(rows, expected)]) >= 0.8
+        assert np.mean([r["label"] == y for r, y in zip(rows, expected, strict=True)]) >= 0.8
         assert set(rows[0]["scores"]) == {"setosa", "versicolor", "virginica"}
 
 
@@ -328,7 +328,7 @@ def test_train_feed_streams_once_then_reads_its_cache(env, iris_run):
     assert not cached.gathers() and gathering.gathers() and not streamed.gathers()
     assert gathering.steps() == 8 and cached.steps() is None  # 120 rows in batches of 16
     assert cached.epochs_streamed == 1 and gathering.epochs_streamed == 1 and streamed.epochs_streamed == 3
-    for cached_epoch, gathered_epoch in zip(with_cache, gathered):  # the same rows in the same order
+    for cached_epoch, gathered_epoch in zip(with_cache, gathered, strict=True):  # the same rows in the same order
         np.testing.assert_array_equal(cached_epoch, gathered_epoch)
     # A row count that disagrees with what process sends is an error, never a silently short epoch.
     from services.common.errors import Fail

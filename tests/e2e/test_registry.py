@@ -28,7 +28,7 @@ def error(call, request) -> grpc.RpcError:
 def test_versions_carry_metrics_and_lineage(client, runs):
     model = client.registry.GetModel(registry_pb2.GetModelRequest(name="reg")).model
     assert [v.version for v in model.versions] == [1, 2]
-    for version, run in zip(model.versions, runs):
+    for version, run in zip(model.versions, runs, strict=True):
         assert version.lineage.run_id == run.run_id
         assert version.lineage.dataset == run.dataset  # same content -> same dataset version
         assert version.lineage.pipeline.name == "reg" and version.lineage.pipeline.train.epochs == 5

@@ -30,7 +30,7 @@ def allowed_folder(tmp_path_factory):
     return folder
 
 
-def STACK_ENV(tmp_path_factory):  # noqa: N802 - the conftest's name for a module's stack settings
+def STACK_ENV(tmp_path_factory):  # the conftest's name for a module's stack settings
     return {"COOKLINE_SOURCE_ROOTS": os.pathsep.join((EXAMPLES, str(allowed_folder(tmp_path_factory))))}
 
 

@@ -88,7 +88,7 @@ def test_calls_over_the_concurrency_cap_are_refused_not_queued(tmp_path, stack):
             streams.append(serve.PredictStream(iter(requests.get, None)))
             closers.append(requests)
         # each stream is open once it answered one message
-        for requests, stream in zip(closers, streams):
+        for requests, stream in zip(closers, streams, strict=True):
             requests.put(
                 serve_pb2.PredictStreamRequest(
                     correlation_id="a", request=serve_pb2.PredictRequest(model=model_pb2.ModelRef(name="nosuch"))

@@ -315,7 +315,7 @@ def _proc_status(pid: int) -> dict:
 def _cancel_streams(serve, count: int) -> None:
     """Opens `count` streams at once, gets one answer on each, then cancels them all."""
     gates, calls = [], []
-    for i in range(count):
+    for _ in range(count):
         gate = threading.Event()
 
         def messages(gate=gate):
@@ -327,7 +327,7 @@ def _cancel_streams(serve, count: int) -> None:
         calls.append(call)
     for call in calls:
         assert next(call).HasField("result")
-    for call, gate in zip(calls, gates):
+    for call, gate in zip(calls, gates, strict=True):
         call.cancel()
         gate.set()
 
@@ -345,13 +345,19 @@ def _wait_for(condition, timeout=60):
 def test_cancelled_streams_release_threads_and_memory(stack, serve, versions):
     load(serve)
     pid = stack[0].procs["serve"].pid
-    active = lambda: serve.GetStats(serve_pb2.GetStatsRequest(), timeout=10).active_streams  # noqa: E731
+
+    def active():
+        return serve.GetStats(serve_pb2.GetStatsRequest(), timeout=10).active_streams
+
     _cancel_streams(serve, 100)  # warm-up: grows gRPC's worker pool to its working size
     _wait_for(lambda: active() == 0)
     baseline = _proc_status(pid)
     _cancel_streams(serve, 100)
     _wait_for(lambda: active() == 0)  # the server stopped working for every cancelled stream
-    threads = lambda: int(_proc_status(pid)["Threads"])  # noqa: E731
+
+    def threads():
+        return int(_proc_status(pid)["Threads"])
+
     _wait_for(lambda: threads() <= int(baseline["Threads"]))
     rss_kb = int(_proc_status(pid)["VmRSS"].split()[0])
     assert rss_kb <= int(baseline["VmRSS"].split()[0]) + 32 * 1024, "memory did not return to baseline"

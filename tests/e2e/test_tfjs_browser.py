@@ -44,7 +44,7 @@ try {
 class _Handler(SimpleHTTPRequestHandler):
     """Serves the page's folder; POST /result hands the page's answer to the test."""
 
-    def do_POST(self):  # noqa: N802 - http.server's naming
+    def do_POST(self):  # http.server's naming
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.send_response(204)
         self.end_headers()

@@ -17,7 +17,7 @@ from cookline.v1 import gateway_pb2
 from helpers import IRIS_YAML, make_certificates
 
 
-def STACK_ENV(tmp_path_factory):  # noqa: N802 - the stack fixture's hook
+def STACK_ENV(tmp_path_factory):  # the stack fixture's hook
     return make_certificates(str(tmp_path_factory.mktemp("tls")))
 
 

@@ -123,7 +123,7 @@ def regression_csv(tmp_path_factory):
     a, b = rng.uniform(-1, 1, 400), rng.uniform(-1, 1, 400)
     y = 3 * a - 2 * b + 0.5 + rng.normal(0, 0.05, 400)
     path = tmp_path_factory.mktemp("regression") / "linear.csv"
-    path.write_text("a,b,y\n" + "".join(f"{p:.5f},{q:.5f},{t:.5f}\n" for p, q, t in zip(a, b, y)))
+    path.write_text("a,b,y\n" + "".join(f"{p:.5f},{q:.5f},{t:.5f}\n" for p, q, t in zip(a, b, y, strict=True)))
     return str(path)
 
 

@@ -51,7 +51,7 @@ def test_slow_reader_keeps_the_producers_bounded(s3_server, tmp_path):
         call = process.Process(process_pb2.ProcessRequest(dataset=info.ref, batch_size=rows), timeout=300)
         leads = []
         try:
-            for i, response in enumerate(call):
+            for i, _response in enumerate(call):
                 consumed = (i + 1) * rows
                 leads.append((shards_streamed() * rows_per_shard - consumed) * row_mb)
                 if i == 20:

@@ -62,7 +62,7 @@ def test_identical_ingests_on_two_replicas_publish_one_version_and_lose_no_shard
             try:
                 barrier.wait()
                 answers[i] = ingest(replicas[i], "twin", str(path), label="label")
-            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            except Exception as exc:  # reported by the assertion below
                 errors.append(exc)
 
         threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]

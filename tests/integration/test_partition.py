@@ -75,7 +75,7 @@ def test_each_part_shuffles_with_its_own_seed_and_still_holds_its_block(numbered
     again = _process(env, ref, shuffle, 2, 16)
     plain = _process(env, ref, [], 2, 16)
     assert parts == again  # deterministic for (seed, part, epoch)
-    for shuffled, ordered in zip(parts, plain):
+    for shuffled, ordered in zip(parts, plain, strict=True):
         assert sum(shuffled, []) != sum(ordered, []) and sorted(sum(shuffled, [])) == sum(ordered, [])
         assert len(shuffled) == len(ordered)
     # the two parts' permutations differ (positions within each block)

@@ -269,7 +269,7 @@ def test_publish_refuses_to_overwrite_a_published_version(store):
 
 
 def test_s3_describe_and_repr_hide_secret(s3_server, s3_store):
-    assert s3_store.describe() == "s3://%s at http://%s" % (s3_store.bucket, s3_server.endpoint)
+    assert s3_store.describe() == f"s3://{s3_store.bucket} at http://{s3_server.endpoint}"
     assert s3_server.secret_key not in repr(s3_store)
     assert s3_server.secret_key not in repr(s3_server)
 
@@ -284,12 +284,10 @@ def test_s3_bucket_creation_is_idempotent(s3_server):
 
 def test_s3_concurrent_bucket_creation(s3_server):
     bucket = unique_bucket()
-    make = lambda _: S3Store(
-        s3_server.endpoint,
-        s3_server.access_key,  # noqa: E731
-        s3_server.secret_key,
-        bucket,
-    )
+
+    def make(_):
+        return S3Store(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, bucket)
+
     with ThreadPoolExecutor(6) as pool:
         stores = list(pool.map(make, range(6)))
     stores[0].put_bytes("k", b"v")
@@ -311,9 +309,9 @@ def test_s3_unreachable_endpoint_is_unavailable(s3_server):
         port = s.getsockname()[1]  # closed once the with-block ends
     secret = "Secret-" + os.urandom(8).hex()
     with pytest.raises(StoreUnavailableError) as info:
-        S3Store("127.0.0.1:%d" % port, "ak", secret, "bucket", retries=2, backoff=0.01)
+        S3Store(f"127.0.0.1:{port}", "ak", secret, "bucket", retries=2, backoff=0.01)
     assert secret not in str(info.value)
-    assert "127.0.0.1:%d" % port in str(info.value)
+    assert f"127.0.0.1:{port}" in str(info.value)
 
 
 def test_s3_data_survives_server_restart():

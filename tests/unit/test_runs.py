@@ -21,7 +21,7 @@ def test_watchers_racing_the_end_of_a_run_always_get_every_event(local_store):
         run_id = new_run(runs)
         seen: list[list[int]] = [[] for _ in range(4)]
 
-        def watch(out):
+        def watch(out, run_id=run_id):
             out.extend(e.sequence for e in runs.watch(run_id, 0))
 
         watchers = [threading.Thread(target=watch, args=(out,)) for out in seen]

@@ -38,7 +38,7 @@ def test_cancelling_during_the_first_epoch_never_leaves_training_waiting():
         ).start()
         outcome = []
 
-        def read():
+        def read(feed=feed, rows=rows, outcome=outcome):
             try:
                 list(feed.order() if rows else feed.chunks())
             except Cancelled:

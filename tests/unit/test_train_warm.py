@@ -38,13 +38,13 @@ def test_a_warm_model_trains_exactly_like_a_fresh_one():
 
     reused = pool.take(key, fresh)
     assert reused is earlier and pool.reused == 1
-    for got, want in zip(reused.get_weights(), fresh.get_weights()):
+    for got, want in zip(reused.get_weights(), fresh.get_weights(), strict=True):
         np.testing.assert_array_equal(got, want)  # the run's own initial weights, not the earlier run's
     assert int(reused.optimizer.iterations.numpy()) == 0
     loss, weights = train(reused, x, y)
     assert reused.train_function is step  # the traced step was reused, not rebuilt
     np.testing.assert_allclose(loss, expected_loss, rtol=1e-5)
-    for got, want in zip(weights, expected_weights):
+    for got, want in zip(weights, expected_weights, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 

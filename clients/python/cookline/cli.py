@@ -130,7 +130,7 @@ def validate_summary(pipeline) -> list[str]:
     label = f", label {collect.label}" if collect.label else ""
     from cookline.spec.ops import kind_of
 
-    ops = ", ".join(kind_of(op) for op in pipeline.process) or "none"
+    ops = ", ".join(str(kind_of(op)) for op in pipeline.process) or "none"
     split = (
         ", ".join(f"{k} {getattr(pipeline.split, k):g}" for k in ("validation", "test") if getattr(pipeline.split, k))
         or "none"
@@ -208,7 +208,7 @@ def _local_source(file: str) -> tuple[str, dict, str] | None:
         data = yaml.safe_load(f)
     collect = data.get("collect") if isinstance(data, dict) else None
     source = collect.get("source") if isinstance(collect, dict) else None
-    if not isinstance(source, str) or "://" in source:
+    if not isinstance(collect, dict) or not isinstance(source, str) or "://" in source:
         return None
     for candidate in (os.path.join(os.path.dirname(os.path.abspath(file)), source), os.path.abspath(source)):
         if os.path.exists(candidate):

@@ -47,8 +47,8 @@ def rows_from_response(response: serve_pb2.PredictResponse) -> list[dict]:
     labels = tensors.to_numpy(response.outputs["label"])
     names = list(response.class_names)
     return [
-        {"label": label.decode(), "scores": {n: float(p) for n, p in zip(names, row)}}
-        for label, row in zip(labels, scores)
+        {"label": label.decode(), "scores": {n: float(p) for n, p in zip(names, row, strict=True)}}
+        for label, row in zip(labels, scores, strict=True)
     ]
 
 

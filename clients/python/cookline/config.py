@@ -238,7 +238,7 @@ def tls_server_credentials(env: Mapping[str, str] | None = None) -> tuple[bytes,
     key, cert = _read_file(env, "COOKLINE_TLS_KEY"), _read_file(env, "COOKLINE_TLS_CERT")
     if (key is None) != (cert is None):
         raise ValueError("COOKLINE_TLS_CERT and COOKLINE_TLS_KEY must be set together")
-    return (key, cert) if key is not None else None
+    return (key, cert) if key is not None and cert is not None else None
 
 
 def tls_server_files(env: Mapping[str, str] | None = None) -> tuple[str, str] | None:

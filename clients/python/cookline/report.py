@@ -10,11 +10,11 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")  # no display: render straight to PNG
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import MaxNLocator
 
-from cookline.v1 import data_pb2, gateway_pb2  # noqa: E402
+from cookline.v1 import data_pb2, gateway_pb2
 
 
 def epoch_metrics(events) -> dict[int, dict[str, float]]:

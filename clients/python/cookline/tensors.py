@@ -8,7 +8,8 @@ Strings travel as `string_values` and decode to a numpy object array of bytes.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any, cast
 
 import numpy as np
 
@@ -54,13 +55,13 @@ def numpy_dtype(code: int) -> np.dtype:
         raise TensorError(f"unsupported dtype {dtype_name(code)}") from None
 
 
-def data_type(dtype: np.dtype) -> int:
+def data_type(dtype: np.dtype) -> DataType:
     """The DataType enum value of a numpy dtype."""
     dtype = np.dtype(dtype)
     if dtype.kind in "OSU":
         return DataType.DATA_TYPE_STRING
     try:
-        return _FROM_KIND[(dtype.kind, dtype.itemsize)]
+        return cast("DataType", _FROM_KIND[(dtype.kind, dtype.itemsize)])  # an int of the enum
     except KeyError:
         raise TensorError(f"unsupported numpy dtype {dtype}") from None
 
@@ -161,7 +162,7 @@ def _tensor_parts(array: np.ndarray) -> list:
         body += [_field(4, len(v)) + v for v in values]
         return body
     little = array.astype(array.dtype.newbyteorder("<"), copy=False)
-    data = memoryview(np.ascontiguousarray(little).reshape(-1)).cast("B") if array.size else b""
+    data = np.ascontiguousarray(little).reshape(-1).data.cast("B") if array.size else b""
     head = b"\x08" + _varint(code)
     if array.shape:
         dims = b"".join(_varint(int(d)) for d in array.shape)
@@ -202,9 +203,10 @@ def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(view: memoryview, start: int, end: int):
+def _fields(view: memoryview, start: int, end: int) -> Iterator[tuple[int, int, Any]]:
     """(field number, wire type, value) of a message's fields; LEN values as (start, end)."""
     pos = start
+    value: Any
     while pos < end:
         key, pos = _read_varint(view, pos)
         number, wire = key >> 3, key & 7
@@ -224,7 +226,8 @@ def _fields(view: memoryview, start: int, end: int):
 
 
 def _decode_tensor(view: memoryview, start: int, end: int) -> np.ndarray:
-    dtype, shape, content, strings = DataType.DATA_TYPE_UNSPECIFIED, [], None, []
+    dtype, shape, strings = DataType.DATA_TYPE_UNSPECIFIED, [], []
+    content: tuple[int, int] | None = None
     for number, wire, value in _fields(view, start, end):
         if number == 1 and wire == 0:
             dtype = value
@@ -250,6 +253,7 @@ def _decode_tensor(view: memoryview, start: int, end: int) -> np.ndarray:
         raise TensorError(f"shape {shape} of {dtype_name(dtype)} needs {count * np_dtype.itemsize} bytes, got {size}")
     if count == 0:
         return np.empty(shape, dtype=np_dtype)
+    assert content is not None  # size matched a non-empty tensor
     return np.frombuffer(view, dtype=np_dtype, count=count, offset=content[0]).reshape(shape)
 
 

@@ -25,7 +25,7 @@ _STREAMS: dict[str, Callable[[], BinaryIO]] = {}
 def open_binary(path: str) -> BinaryIO:
     """The file at `path` opened for reading, or a fresh stream of the object standing behind it."""
     opener = _STREAMS.get(path)
-    return opener() if opener is not None else open(path, "rb")  # noqa: SIM115 - the caller closes it
+    return opener() if opener is not None else open(path, "rb")  # the caller closes it
 
 
 def open_text(path: str):

@@ -173,7 +173,7 @@ class CsvSource(Source):
                 )
             values = []
             dropped = False
-            for j, i in enumerate(self.numeric_index):
+            for i in self.numeric_index:
                 text = row[i].strip()
                 if text.lower() in MISSING_TEXTS:
                     if self.missing == "error":

@@ -45,10 +45,10 @@ class _ImageDecoder:
                 self.source_shapes[f"{img.height}x{img.width}x{channels}"] = (
                     self.source_shapes.get(f"{img.height}x{img.width}x{channels}", 0) + 1
                 )
-                img = img.convert("L" if self.color == "grayscale" else "RGB")
+                pixels = img.convert("L" if self.color == "grayscale" else "RGB")
                 if self.size:
-                    img = img.resize((self.size[1], self.size[0]), Image.BILINEAR)
-                array = np.asarray(img, dtype=np.uint8)
+                    pixels = pixels.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
+                array = np.asarray(pixels, dtype=np.uint8)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise invalid(f"collect.source: {name} is not a readable PNG or JPEG image ({exc})") from None
         if array.ndim == 2:

@@ -98,7 +98,7 @@ class NpzSource(Source):
         chunk_rows = max(1, CHUNK_BYTES // max(row_bytes, 1))
         streams = {}
         try:
-            for name, (member, dtype, shape, fortran) in self.arrays.items():
+            for name, (member, _dtype, shape, fortran) in self.arrays.items():
                 if fortran and len(shape) > 1:
                     raise invalid(f"{self.file_name}: array {name!r} is in Fortran order; save it C-ordered")
                 f = self.zip.open(member)
@@ -107,7 +107,7 @@ class NpzSource(Source):
             for lo in range(0, self.num_rows, chunk_rows):
                 n = min(chunk_rows, self.num_rows - lo)
                 chunk = {}
-                for name, (member, dtype, shape, _) in self.arrays.items():
+                for name, (_member, dtype, shape, _) in self.arrays.items():
                     count = n * int(np.prod(shape[1:], dtype=np.int64))
                     data = streams[name].read(count * dtype.itemsize)
                     chunk[name] = np.frombuffer(data, dtype=dtype).reshape((n,) + tuple(shape[1:]))

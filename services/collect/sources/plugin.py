@@ -27,21 +27,21 @@ class PluginSource(Source):
         yield from self.impl.chunks()
 
     @property
-    def columns(self) -> list[str]:
+    def columns(self) -> list[str]:  # type: ignore[override]  # read live: the plugin learns it while reading
         return list(getattr(self.impl, "columns", []))
 
     @property
-    def categorical_columns(self) -> list[str]:
+    def categorical_columns(self) -> list[str]:  # type: ignore[override]  # read live: the plugin learns it while reading
         return list(getattr(self.impl, "categorical_columns", []))
 
     @property
-    def class_names(self) -> list[str]:
+    def class_names(self) -> list[str]:  # type: ignore[override]  # read live: the plugin learns it while reading
         return list(getattr(self.impl, "class_names", []))
 
     @property
-    def image_shapes(self) -> dict[str, int]:
+    def image_shapes(self) -> dict[str, int]:  # type: ignore[override]  # read live: the plugin learns it while reading
         return dict(getattr(self.impl, "image_shapes", {}))
 
     @property
-    def predefined_split(self) -> bool:
+    def predefined_split(self) -> bool:  # type: ignore[override]  # read live: the plugin learns it while reading
         return bool(getattr(self.impl, "predefined_split", False))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 
@@ -76,7 +77,7 @@ class UploadSpool(Source):
             self.digest.update(f"{name}\0{a.dtype.kind}\0{a.shape[1:]}\0".encode())
             self.digest.update(a.tobytes() if a.dtype.kind != "U" else "\0".join(a.reshape(-1).tolist()).encode())
         with open(os.path.join(self.folder, f"{self.count:08d}.npz"), "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
         self.count += 1
         self.rows += rows.pop()
 
@@ -121,7 +122,7 @@ class FileSpool:
         self.files: list[str] = []
         self.bytes = 0
         self._current: str | None = None
-        self._out = None
+        self._out: BinaryIO | None = None
 
     def add(self, chunk, index: int) -> None:
         path = chunk.path
@@ -140,9 +141,10 @@ class FileSpool:
             self.close()
             full = os.path.join(self.folder, *parts)
             os.makedirs(os.path.dirname(full), exist_ok=True)
-            self._out = open(full, "xb")  # noqa: SIM115 - closed in close()
+            self._out = open(full, "xb")  # closed in close()
             self._current = path
             self.files.append(path)
+        assert self._out is not None  # opened above for this path
         self._out.write(chunk.data)
         self.bytes += len(chunk.data)
 

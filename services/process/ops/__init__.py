@@ -68,11 +68,12 @@ SCOPED = ("standardize", "min_max", "fill_missing")
 def kind_for(op: pipeline_pb2.Op) -> OpKind:
     """The implementation of an op: a built-in, or a plugin's (cookline.ops entry point)."""
     name = spec_ops.kind_of(op)
+    assert name is not None, "an Op message with no op set (the spec package refuses it)"
     return KINDS[name] if name in KINDS else PluginOpKind.of(spec_ops.OPS.get(name))
 
 
 def _where(i: int, op: pipeline_pb2.Op) -> str:
-    return spec_ops.where(i, spec_ops.kind_of(op))
+    return spec_ops.where(i, str(spec_ops.kind_of(op)))
 
 
 def validate(ops: Iterable[pipeline_pb2.Op]) -> None:
@@ -112,7 +113,7 @@ def fit(
         out.ClearField("fitted")
         if out.WhichOneof("kind") in SCOPED:
             scope(out, _where(i, out), feature_columns)
-    stream_of = pull if callable(pull) else (lambda it=iter(pull): it)
+    stream_of = pull if callable(pull) else (lambda it=iter(pull): it)  # noqa: B008 (one iterator, bound once: a list is pulled once)
     rows = None
     for i, op in enumerate(fitted):
         fitter = kind_for(op).fitter(op, _where(i, op))
@@ -213,11 +214,11 @@ def output_fields(
         kind = op.WhichOneof("kind")
         p = getattr(op, kind)
         if kind == "plugin":
-            out = kind_for(op).output_fields(op, out)
+            out = PluginOpKind.of(spec_ops.OPS.get(op.plugin.name)).output_fields(op, out)
             continue
         width = out["features"][1][0] if "features" in out else 0
         if kind in ("lookup", "one_hot"):
-            columns = tensors.to_numpy(op.fitted["columns"]) if "columns" in op.fitted else []
+            columns = tensors.to_numpy(op.fitted["columns"]) if "columns" in op.fitted else np.empty(0, np.int64)
             k = out.get("categorical", ("string", [0]))[1][0]
             added = k if kind == "lookup" else sum(int((columns == j).sum()) + 1 for j in range(k))
             out.pop("categorical", None)

@@ -36,7 +36,7 @@ class _VocabularyFitter:
             self.counts = [{} for _ in range(values.shape[1])]
         for j, counts in enumerate(self.counts):
             uniques, n = np.unique(values[:, j], return_counts=True)
-            for value, c in zip(uniques.tolist(), n.tolist()):
+            for value, c in zip(uniques.tolist(), n.tolist(), strict=True):
                 if value != "":  # a missing category is never a vocabulary entry
                     counts[value] = counts.get(value, 0) + c
 
@@ -56,7 +56,7 @@ def _tables(op, where) -> list[dict[str, int]]:
     if len(columns) == 0:
         return []  # nothing seen: every value maps to 0 ("unseen")
     tables: list[dict[str, int]] = [{} for _ in range(int(columns.max()) + 1)]
-    for value, column in zip(vocabulary.tolist(), columns.tolist()):
+    for value, column in zip(vocabulary.tolist(), columns.tolist(), strict=True):
         table = tables[column]
         table[value.decode() if isinstance(value, bytes) else value] = len(table) + 1  # 0 means unseen
     return tables

@@ -62,9 +62,9 @@ class PluginOpKind(OpKind):
         """The op's in-graph form: a function of a dict of TF tensors, built into the exported model
         (the implementation's `serving`); training-only ops leave the tensors as they are."""
         if not self.deterministic:
-            fn = lambda inputs: inputs  # noqa: E731
-        else:
-            impl = self.impl(op, where)
-            state = {name: tensors.to_numpy(t) for name, t in op.fitted.items()}
-            fn = lambda inputs: impl.serving(inputs, state)  # noqa: E731
-        return graph_fn(fn)  # no TF resources (lookup tables) the exporter must track
+            return graph_fn(lambda inputs: inputs)
+        impl = self.impl(op, where)
+        state = {name: tensors.to_numpy(t) for name, t in op.fitted.items()}
+        return graph_fn(
+            lambda inputs: impl.serving(inputs, state)
+        )  # no TF resources (lookup tables) the exporter must track

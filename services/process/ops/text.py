@@ -5,8 +5,9 @@ cells are joined with a space) -> "features" (bag of words, appended to any nume
 Tokens are lowercased runs of word characters (the same as collect's text
 statistics; `graph_tokens` is the same rule in TensorFlow, for the exported model).
 The vocabulary is the most frequent tokens of the TRAIN rows (ties in token order).
-Layout as Keras' TextVectorization: for multi_hot, count and tf_idf, column 0 is the unknown-token column and vocabulary entry i
-is column i + 1; for int, 0 is padding, 1 unknown and entry i is id i + 2.
+Layout as Keras' TextVectorization: for multi_hot, count and tf_idf, column 0 is the unknown-token column and
+vocabulary entry i is column i + 1; for int, 0 is padding, 1 unknown and entry i is id i + 2 (a text
+without any token is one unknown token, never padding alone).
 tf_idf weights a count by idf = log(1 + rows / (1 + rows containing the token)).
 """
 
@@ -26,6 +27,7 @@ def _texts(values: np.ndarray) -> list[str]:
 
 # A word character of Python's `re` (str.isalnum() or "_"), as RE2 writes it.
 _NOT_WORD = r"[^\p{L}\p{N}_]+"
+UNKNOWN_ID = 1  # mode int: the id of a token outside the vocabulary
 
 
 def graph_tokens(text):
@@ -81,7 +83,9 @@ class VectorizeText(OpKind):
             if mode == "int":
                 ids = np.zeros((len(texts), length), dtype=np.int64)
                 for r, text in enumerate(texts):
-                    row = [index.get(w, -1) + 2 for w in tokens(text)][:length]
+                    # a text without tokens is one unknown token: a sequence of padding alone would
+                    # leave the text model's masked average 0 / 0
+                    row = [index.get(w, -1) + 2 for w in tokens(text)][:length] or [UNKNOWN_ID]
                     ids[r, : len(row)] = row
                 out["tokens"] = ids
             else:
@@ -130,7 +134,9 @@ class VectorizeText(OpKind):
             )
             out = {k: v for k, v in tensors.items() if k != "text"}
             if mode == "int":
-                out["tokens"] = (index + 2).to_tensor(default_value=0, shape=[None, length])
+                ids = (index + 2).to_tensor(default_value=0, shape=[None, length])
+                first = tf.where(index.row_lengths() > 0, ids[:, 0], tf.constant(UNKNOWN_ID, tf.int64))
+                out["tokens"] = tf.concat([first[:, None], ids[:, 1:]], axis=1)  # as apply(): no all-padding row
                 return out
             rows = tf.shape(index.row_lengths(), out_type=tf.int64)[0]
             at = tf.stack([index.value_rowids(), index.flat_values + 1], axis=1)

@@ -309,6 +309,7 @@ function compile(pre) {
           if (step.mode === "int") {
             const ids = new Array(step.sequence_length).fill(0);
             words.slice(0, step.sequence_length).forEach((w, i) => { ids[i] = (step.index.has(w) ? step.index.get(w) : -1) + 2; });
+            if (words.length === 0) ids[0] = 1; // no tokens: one unknown token, as in training (never all padding)
             row.tokens = ids;
           } else {
             const counts = new Array(step.vocabulary.length + 1).fill(0);

@@ -122,7 +122,9 @@ def values(op) -> dict:
     """An Op message's parameters as a dict (a built-in's unset ones included, as proto3 zeros)."""
     if op.WhichOneof("kind") == "plugin":
         return json_format.MessageToDict(op.plugin.params)
-    params = getattr(op, kind_of(op))
+    kind = kind_of(op)
+    assert kind is not None, "an Op message with no op set"
+    params = getattr(op, kind)
     return {f.name: getattr(params, f.name) for f in params.DESCRIPTOR.fields}
 
 

@@ -198,7 +198,15 @@ class Component:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def param(self, name: str) -> Param | None:
+        """The parameter called `name`, or None when the component has none."""
         return next((p for p in self.params if p.name == name), None)
+
+    def declared(self, name: str) -> Param:
+        """The parameter called `name`, which the component declares (KeyError otherwise)."""
+        found = self.param(name)
+        if found is None:
+            raise KeyError(f"{self.name} declares no parameter {name!r}")
+        return found
 
     def resolve(self, values: Mapping[str, Any], where: str, strict: bool = True, proto: bool = True) -> dict:
         """Every parameter checked, defaults filled in; SpecError naming `where`.<param>.
@@ -226,6 +234,12 @@ class Component:
         if self.plugin:
             out["plugin"] = self.plugin
         return out
+
+
+# Said after a name nothing registers: it may be a plugin that is not installed where the check ran.
+PLUGIN_HINT = (
+    "; a plugin's names exist once its package is installed beside the gateway and the services (docs/plugins.md)"
+)
 
 
 class Registry:
@@ -262,7 +276,7 @@ class Registry:
         except KeyError:
             where = where or self.field
             raise SpecError(
-                f"{where}: {name!r} is not supported (supported: {', '.join(self._items)})", where
+                f"{where}: {name!r} is not supported (supported: {', '.join(self._items)}){PLUGIN_HINT}", where
             ) from None
 
     def plugins(self) -> list[Component]:

@@ -17,6 +17,7 @@ from cookline.spec import ops, plugins, sources, train
 from cookline.spec import roots as source_roots
 from cookline.spec.errors import SpecError
 from cookline.spec.names import check_name
+from cookline.spec.params import PLUGIN_HINT
 from cookline.v1 import data_pb2, pipeline_pb2
 
 _UNKNOWN = re.compile(r'Message type "cookline\.v1\.(\w+)" has no field named "([^"]+)" at "([^"]*)"')
@@ -63,7 +64,10 @@ def parse(text: str, base_dir: str = "", roots: list[str] | None = None) -> pipe
         if match:
             where = _where(match.group(3))
             field = f"{where}.{match.group(2)}" if where else match.group(2)
-            raise SpecError(f"pipeline: unknown field {field!r}", field) from None
+            hint = ""
+            if re.fullmatch(r"process\[\d+\]\.[^.]+", field):  # an op's name: built-ins, or a plugin's
+                hint = f" (ops: {', '.join(op.name for op in ops.OPS)}){PLUGIN_HINT}"
+            raise SpecError(f"pipeline: unknown field {field!r}{hint}", field) from None
         raise SpecError(f"pipeline: {message}") from None
 
     validate(spec)
@@ -121,6 +125,7 @@ def _balanced_class_weights(data: dict) -> None:
     train = data.get("train")
     weights = train.get("class_weights") if isinstance(train, dict) else None
     if weights == "balanced":
+        assert isinstance(train, dict)  # weights came from it
         data["train"] = {k: v for k, v in train.items() if k != "class_weights"} | {"balance_classes": True}
     elif weights is not None and not isinstance(weights, dict):
         raise SpecError(
@@ -154,7 +159,8 @@ def _plugin_spelling(data: dict) -> None:
         component = registry.get(block[key])
         own = {p.name for p in component.params} - set(message.DESCRIPTOR.fields_by_name)
         if component.plugin and own & set(block):
-            params = block.get("params") if isinstance(block.get("params"), dict) else {}
+            given = block.get("params")
+            params = given if isinstance(given, dict) else {}
             data[section] = {k: v for k, v in block.items() if k not in own} | {
                 "params": params | {k: v for k, v in block.items() if k in own}
             }

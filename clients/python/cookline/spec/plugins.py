@@ -76,7 +76,7 @@ def _register(group: str, registry: Registry, ep: metadata.EntryPoint) -> Loaded
             raise ValueError(f"{ep.value} declares no implementation ('module:attribute')")
         registry.register(dataclasses.replace(component, plugin=dist or "unknown"))
         return Loaded(registry.kind, ep.name, dist, version, params=tuple(p.name for p in component.params))
-    except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, never fatal
+    except Exception as exc:  # a broken plugin is reported, never fatal
         log.warning("plugin %s (%s) not loaded: %s", ep.name, dist, exc)
         return Loaded(registry.kind, ep.name, dist, version, error=f"{type(exc).__name__}: {exc}")
 
@@ -87,7 +87,7 @@ def used_by(pipeline) -> list[tuple[str, str, tuple[str, ...]]]:
     A source runs in collect; an op in process, and in train (which builds its serving form
     into the exported model); a model family in train.
     """
-    found = []
+    found: list[tuple[str, str, tuple[str, ...]]] = []
     fmt = pipeline.collect.format
     if fmt in SOURCES and SOURCES.get(fmt).plugin:
         found.append(("source", fmt, ("collect",)))

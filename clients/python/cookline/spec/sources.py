@@ -90,12 +90,12 @@ def source(fmt: str) -> Component:
 
 def check_missing(policy: str) -> str:
     """collect.missing with its default; SpecError for an unknown policy."""
-    return SOURCES.get("csv").param("missing").resolve(policy, "collect.missing")
+    return SOURCES.get("csv").declared("missing").resolve(policy, "collect.missing")
 
 
 def check_column_kinds(kinds) -> dict:
     """collect.column_kinds: column name -> kind; SpecError naming collect.column_kinds.<column>."""
-    return SOURCES.get("csv").param("column_kinds").resolve(dict(kinds), "collect.column_kinds")
+    return SOURCES.get("csv").declared("column_kinds").resolve(dict(kinds), "collect.column_kinds")
 
 
 def check_image_options(color: str, image_size) -> None:

@@ -113,7 +113,9 @@ EARLY_STOPPING = (
     ),
     Param("patience", "int", "epochs without improvement before stopping", required=True, lo=1, hi=10_000),
 )
-MIN_INPUT_SIZE = int(MODELS_REGISTRY.get("mobilenet_v2").param("input_size").lo)
+_INPUT_SIZE = MODELS_REGISTRY.get("mobilenet_v2").declared("input_size")
+assert _INPUT_SIZE.lo is not None  # declared with a lower bound above
+MIN_INPUT_SIZE = int(_INPUT_SIZE.lo)
 
 
 def __getattr__(name: str):
