@@ -93,7 +93,7 @@ def stack(s3_server, tmp_path_factory, request):
     ports = free_ports(7, set(s3_server.ports.values()))
     env = dict(os.environ)
     env.update(s3_server.env(unique_bucket("e2e")))
-    for service, port in zip(("gateway", "collect", "process", "train", "serve"), ports, strict=True):
+    for service, port in zip(("gateway", "collect", "process", "train", "serve"), ports[:5], strict=True):
         env[f"COOKLINE_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
     for service, port in zip(("serve", "gateway"), ports[5:], strict=True):  # the HTTP front doors
         env[f"COOKLINE_{service.upper()}_HTTP_ADDR"] = f"127.0.0.1:{port}"
