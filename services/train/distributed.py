@@ -133,7 +133,8 @@ def fit(
         threading.Thread(target=_drain, args=(0, addresses[0], chief.events(), events), daemon=True).start()
         for k in range(1, workers):
             stub = train_pb2_grpc.TrainServiceStub(channels.channel("train", target=addresses[k]))
-            call = stub.TrainWorker(_for_worker(job, k))
+            # wait_for_ready: a replica just restarted is SERVING, but this channel may still be in reconnect backoff
+            call = stub.TrainWorker(_for_worker(job, k), wait_for_ready=True)
             calls.append(call)
             threading.Thread(target=_drain, args=(k, addresses[k], call, events), daemon=True).start()
         log.info(

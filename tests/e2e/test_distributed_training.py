@@ -11,6 +11,7 @@ import os
 import select
 import signal
 import time
+from datetime import datetime
 
 import pytest
 
@@ -97,7 +98,7 @@ def test_more_workers_than_peers_fail_the_run_naming_the_field(client, peer):
     assert "train.workers: 3 needs 3 train replicas in COOKLINE_TRAIN_PEERS" in run.reason
 
 
-FAULT_EPOCHS = 30
+FAULT_EPOCHS = 12
 
 
 def test_a_killed_worker_ends_the_attempt_and_every_worker_resumes_from_the_checkpoint(client, store, stack, peer):
@@ -109,7 +110,7 @@ def test_a_killed_worker_ends_the_attempt_and_every_worker_resumes_from_the_chec
     def kill_the_peers_worker():
         (pid,) = _workers(stack, peer)["peer"]
         os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
+        killed.append(time.time())
 
     run = client.submit(text)
     events, killed_at = watch_and_kill_after_checkpoint(
@@ -122,6 +123,8 @@ def test_a_killed_worker_ends_the_attempt_and_every_worker_resumes_from_the_chec
     # the gateway retries UNAVAILABLE only: the attempt ended so, naming the lost worker
     retry = next(i for i, e in enumerate(events) if e.WhichOneof("event") == "stage" and "retrying" in e.stage.message)
     assert "train worker 1" in events[retry].stage.message and "exit status -9" in events[retry].stage.message
+    ended = datetime.fromisoformat(events[retry].time).timestamp()
+    print(f"the attempt ended {ended - killed[0]:.2f} s after the SIGKILL")  # not TF's ~8 s collective timeout
     before = [e.train.epoch for e in events[:retry] if e.WhichOneof("event") == "train" and e.train.epoch_finished]
     assert before == list(range(1, len(before) + 1)) and before[-1] >= killed_at[1]
     after = [e.train for e in events[retry:] if e.WhichOneof("event") == "train"]
