@@ -150,7 +150,7 @@ def make_model(workdir: str) -> tuple[str, str]:
             name="features", dtype=tensor_pb2.DATA_TYPE_FLOAT32, shape=[4], columns=columns
         )
     }
-    inputs = models.export(net, [], fields, "features", classes, saved)
+    inputs = models.export(models.Trained(net, [], fields, "features", classes), saved)
 
     root = os.path.join(workdir, "store")
     store = LocalStore(os.path.join(root, "cookline"))

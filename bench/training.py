@@ -74,7 +74,7 @@ def stack_env(work: str) -> dict[str, str]:
     )  # the generated CSV is a source
     env.pop("MINIO_ENDPOINT", None)
     ports = free_ports(6, set())
-    for service, port in zip(config.SERVICES, ports, strict=True):
+    for service, port in zip(config.SERVICES, ports[:5], strict=True):
         env[f"COOKLINE_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
     env["COOKLINE_GATEWAY_HTTP_ADDR"] = f"127.0.0.1:{ports[5]}"
     return env

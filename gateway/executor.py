@@ -214,7 +214,8 @@ class RunExecutor:
             )
         if metric not in evaluation.metrics:
             return False, (
-                f"not deployed: the evaluation has no {metric} (classifiers: accuracy, macro_*; regressors: r2)"
+                f"not deployed: the evaluation has no {metric} (classifiers: accuracy, macro_*; regressors: r2; "
+                "detectors: map50, map)"
             )
         value = evaluation.metrics[metric]
         subset = "test" if evaluation.subset == data_pb2.SUBSET_TEST else "validation"

@@ -1,7 +1,8 @@
 """RegistryService: the model registry over models/ in the object store.
 
-A version exists while its cookline.json does; deleting a version removes that
-file first, so the version disappears in one step, then the rest of its files.
+A version exists while its cookline.json (a ModelRecord, read through
+services/common/layout.py) does; deleting a version removes that file first, so the
+version disappears in one step, then the rest of its files, its claim last.
 """
 
 from __future__ import annotations
@@ -9,9 +10,8 @@ from __future__ import annotations
 import logging
 
 import grpc
-from google.protobuf import json_format
 
-from cookline.v1 import data_pb2, registry_pb2, registry_pb2_grpc
+from cookline.v1 import records_pb2, registry_pb2, registry_pb2_grpc
 from services.common import layout
 from services.common.errors import Fail, invalid, not_found, rpc
 from services.common.store import ObjectStore
@@ -19,23 +19,24 @@ from services.common.store import ObjectStore
 log = logging.getLogger("cookline.registry")
 
 
-def _version_info(meta: dict, aliases: list[str], deployed: bool) -> registry_pb2.ModelVersionInfo:
+def _version_info(record: records_pb2.ModelRecord, aliases: list[str], deployed: bool) -> registry_pb2.ModelVersionInfo:
     info = registry_pb2.ModelVersionInfo(
-        version=int(meta["version"]),
-        created_at=meta.get("created_at", ""),
-        metrics={k: float(v) for k, v in (meta.get("metrics") or {}).items()},
+        version=record.version,
+        created_at=record.created_at,
+        metrics=record.metrics,
         aliases=sorted(aliases),
         deployed=deployed,
-        formats=meta.get("formats", ["saved_model"]),
-        class_names=meta.get("class_names", []),
+        formats=record.formats,
+        class_names=record.class_names,
     )
-    if meta.get("evaluation"):
-        json_format.ParseDict(meta["evaluation"], info.evaluation, ignore_unknown_fields=True)
-    dataset = meta.get("dataset") or {}
-    info.lineage.dataset.CopyFrom(data_pb2.DatasetRef(name=dataset.get("name", ""), version=dataset.get("version", "")))
-    info.lineage.run_id = meta.get("run_id", "")
-    if meta.get("pipeline"):
-        json_format.ParseDict(meta["pipeline"], info.lineage.pipeline, ignore_unknown_fields=True)
+    if record.HasField("evaluation"):
+        info.evaluation.CopyFrom(record.evaluation)
+    info.lineage.dataset.CopyFrom(record.dataset)
+    info.lineage.run_id = record.run_id
+    if record.HasField("pipeline"):
+        info.lineage.pipeline.CopyFrom(record.pipeline)
+    if record.HasField("base"):
+        info.lineage.base.CopyFrom(record.base)
     return info
 
 
@@ -50,13 +51,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         model = registry_pb2.ModelInfo(name=name, aliases=aliases, deployed_version=deployed)
         for version in layout.model_versions(self.store, name):
             try:
-                meta = layout.read_model_metadata(self.store, name, version)
+                record = layout.read_model_record(self.store, name, version)
             except Fail as exc:
                 if exc.code != grpc.StatusCode.NOT_FOUND:
                     raise
                 continue  # deleted meanwhile
             named = [a for a, v in aliases.items() if v == version]
-            model.versions.append(_version_info(meta, named, version == deployed))
+            model.versions.append(_version_info(record, named, version == deployed))
         return model
 
     @rpc
@@ -86,7 +87,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         name, version = layout.check_name("name", request.name), int(request.version)
         if version < 1:
             raise invalid(f"version: {version} is not a version (from 1)")
-        layout.read_model_metadata(self.store, name, version)  # NOT_FOUND unless published
+        layout.read_model_record(self.store, name, version)  # NOT_FOUND unless published
         if layout.deployed_version(self.store, name) == version:
             raise Fail(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -98,8 +99,6 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"model {name!r} version {version} is named by alias {', '.join(naming)}; move the alias first",
             )
-        prefix = layout.model_prefix(name, version)
-        self.store.delete(prefix + layout.MODEL_METADATA)  # the version is gone from here on
-        self.store.delete_prefix(prefix)
+        layout.delete_model_version(self.store, name, version)
         log.info("model %s version %d deleted", name, version)
         return registry_pb2.DeleteModelVersionResponse(model=self._model(name))

@@ -62,10 +62,20 @@ type Client struct {
 	conns         []*grpc.ClientConn
 }
 
-// Row is one predicted row: the most probable class and every class's probability.
+// Row is one predicted row: the most probable class and every class's probability; for a
+// detector, the image's detections instead (best first).
 type Row struct {
-	Label  string             `json:"label"`
-	Scores map[string]float32 `json:"scores"`
+	Label      string             `json:"label"`
+	Scores     map[string]float32 `json:"scores"`
+	Detections []Detection        `json:"detections,omitempty"`
+}
+
+// Detection is one box a detector found: its class, score and box (ymin, xmin, ymax, xmax as
+// fractions of the image's height and width).
+type Detection struct {
+	Label string     `json:"label"`
+	Score float32    `json:"score"`
+	Box   [4]float32 `json:"box"`
 }
 
 // StreamAnswer is PredictStream's outcome for one row: a Row, or the per-row error.
@@ -446,6 +456,9 @@ func PredictRequest(model string, version int64, rows [][]float32) (*pb.PredictR
 
 // RowsFromResponse decodes a PredictResponse into one Row per input row.
 func RowsFromResponse(resp *pb.PredictResponse) ([]Row, error) {
+	if boxes, ok := resp.GetOutputs()["boxes"]; ok {
+		return detectionsFromResponse(resp, boxes)
+	}
 	scores, err := Float32Rows(resp.GetOutputs()["scores"])
 	if err != nil {
 		return nil, fmt.Errorf("outputs['scores']: %w", err)
@@ -550,4 +563,39 @@ func (c *Client) predictStream(ctx context.Context, count int, build func(int) (
 		answers = append(answers, answer)
 	}
 	return answers, <-sendErr
+}
+
+// detectionsFromResponse decodes a detector's "boxes" [rows, slots, 4], "labels" and "scores"
+// [rows, slots] into one Row of Detections per image; unused slots (label "") are left out.
+func detectionsFromResponse(resp *pb.PredictResponse, boxesTensor *pb.Tensor) ([]Row, error) {
+	boxes, err := Float32s(boxesTensor)
+	if err != nil {
+		return nil, fmt.Errorf("outputs['boxes']: %w", err)
+	}
+	scores, err := Float32s(resp.GetOutputs()["scores"])
+	if err != nil {
+		return nil, fmt.Errorf("outputs['scores']: %w", err)
+	}
+	labels, err := Strings(resp.GetOutputs()["labels"])
+	if err != nil {
+		return nil, fmt.Errorf("outputs['labels']: %w", err)
+	}
+	shape := boxesTensor.GetShape()
+	if len(shape) != 3 || len(boxes) != len(labels)*4 || len(scores) != len(labels) {
+		return nil, fmt.Errorf("outputs['boxes'] %v does not fit %d labels and %d scores", shape, len(labels), len(scores))
+	}
+	rows, slots := int(shape[0]), int(shape[1])
+	out := make([]Row, rows)
+	for i := range out {
+		for j := 0; j < slots; j++ {
+			k := i*slots + j
+			if labels[k] == "" {
+				continue
+			}
+			d := Detection{Label: labels[k], Score: scores[k]}
+			copy(d.Box[:], boxes[k*4:k*4+4])
+			out[i].Detections = append(out[i].Detections, d)
+		}
+	}
+	return out, nil
 }

@@ -42,3 +42,17 @@ func TestBadTensorsAreRefused(t *testing.T) {
 		t.Fatal("shape [2 2] with one value accepted")
 	}
 }
+
+func TestRowsFromResponseDecodesADetectorsBoxes(t *testing.T) {
+	boxes, _ := Float32Matrix([][]float32{{0.1, 0.2, 0.3, 0.4, 0, 0, 0, 0}})
+	boxes.Shape = []int64{1, 2, 4}
+	scores, _ := Float32Matrix([][]float32{{0.9, 0}})
+	resp := &pb.PredictResponse{Outputs: map[string]*pb.Tensor{
+		"boxes": boxes, "scores": scores, "labels": Texts("circle", ""),
+	}}
+	rows, err := RowsFromResponse(resp)
+	want := []Row{{Detections: []Detection{{Label: "circle", Score: 0.9, Box: [4]float32{0.1, 0.2, 0.3, 0.4}}}}}
+	if err != nil || !reflect.DeepEqual(rows, want) {
+		t.Fatalf("got %+v, %v; want %+v", rows, err, want)
+	}
+}

@@ -131,9 +131,14 @@ def request(model: model_pb2.ModelRef, metadata: serve_pb2.ModelMetadata, row) -
 
 
 def answer(response: serve_pb2.PredictResponse) -> dict:
-    """{"model", "label", "scores": {class: score}} of a one-row response (a regressor: "value")."""
-    scores = tensors.to_numpy(response.outputs["scores"])[0]
+    """{"model", "label", "scores": {class: score}} of a one-row response (a regressor: "value"; a
+    detector: "detections", [{"label", "score", "box"}, ...])."""
     result = {"model": {"name": response.model.name, "version": int(response.model.version)}}
+    if "boxes" in response.outputs:
+        from cookline.client import rows_from_response
+
+        return result | rows_from_response(response)[0]
+    scores = tensors.to_numpy(response.outputs["scores"])[0]
     if "label" not in response.outputs:
         return result | {"value": float(scores[0])}
     label = tensors.to_numpy(response.outputs["label"]).reshape(-1)[0]

@@ -169,7 +169,7 @@ class DatasetWriter:
                 field.columns[:] = categorical_columns
             elif name == "text":
                 field.columns[:] = text_columns
-            elif name == "label":
+            elif name in ("label", "box_labels"):  # box_labels: detection data's class ids
                 field.class_names[:] = class_names
             out.append(field)
         return out

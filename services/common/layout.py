@@ -2,7 +2,7 @@
 
 datasets/<name>/<version>/manifest.json   (written last; each shard's "sha256")
 datasets/<name>/<version>/shard-00000-<attempt>.npz
-models/<name>/<version>/saved_model.pb, variables/..., cookline.json (last; "checksums": file -> sha256)
+models/<name>/<version>/claim.json (first), saved_model.pb, variables/..., cookline.json (last; "checksums")
 runs/<run-id>/run.json, runs/<run-id>/events.jsonl
 """
 
@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
 import re
+from collections.abc import Mapping
 
+import grpc
 from google.protobuf import json_format
 
 from cookline.spec.names import NAME_RE, check_name
 from cookline.v1 import data_pb2, records_pb2
-from services.common.errors import invalid, not_found
-from services.common.store import ChecksumError, NotFoundError, ObjectStore, sha256_of
+from services.common.errors import Fail, invalid, not_found
+from services.common.store import AlreadyExistsError, ChecksumError, NotFoundError, ObjectStore, sha256_of
+
+log = logging.getLogger("cookline.store")
 
 DATASET_MANIFEST = "manifest.json"
 MODEL_METADATA = "cookline.json"
@@ -80,33 +85,44 @@ def dataset_info(manifest: dict) -> data_pb2.DatasetInfo:
 
 
 # --- models -----------------------------------------------------------------
+#
+#   models/<name>/<version>/claim.json      a ModelClaim, written create-only FIRST: one publisher per version
+#   models/<name>/<version>/...              the SavedModel (and tfjs/) files
+#   models/<name>/<version>/cookline.json   a ModelRecord, written create-only LAST: the version exists
+#
+# Both records are in protos/cookline/v1/records.proto.
 
 CHECKSUMS = "checksums"
+MODEL_CLAIM = "claim.json"
+# The raw inputs a model may take (ModelInputs' fields, in signature order) and the kind each holds.
+INPUT_KINDS = {"features": "numeric", "categorical": "category", "text": "text", "image": "image"}
+IMAGE_ENCODINGS = ("png", "jpeg", "gif", "bmp")
+# How many version numbers a publisher tries before giving up (each one lost went to another publisher).
+CLAIM_TRIES = 32
 
 
 def checksums(files) -> dict[str, str]:
     """The "checksums" of a model record: each file's path in the version folder -> hex sha256.
 
-    `files` is what store.publish takes (name -> local path or bytes); train records the result in
-    cookline.json, which publish writes last.
+    `files` is what store.publish takes (name -> local path or bytes); publish_model records the
+    result in cookline.json, which it writes last.
     """
     return {name: sha256_of(src) for name, src in sorted(files.items())}
 
 
-def download_model(store: ObjectStore, meta: dict, prefix: str, folder: str) -> None:
+def download_model(store: ObjectStore, record: records_pb2.ModelRecord, prefix: str, folder: str) -> None:
     """Copies a published model version into `folder`, verifying each file against the record.
 
-    A record with "checksums" gets exactly the files it lists, each hashed while it downloads
+    A record with checksums gets exactly the files it lists, each hashed while it downloads
     (ChecksumError names the first one that differs; a listed file that is missing is data loss too).
     A record without them (written before checksums existed) gets every file of the version,
     unverified.
     """
-    recorded = meta.get(CHECKSUMS)
-    if recorded is None:
+    if not record.checksums:
         for key in store.list(prefix):
             store.get_file(key, os.path.join(folder, *key[len(prefix) :].split("/")))
         return
-    for name, sha256 in sorted(recorded.items()):
+    for name, sha256 in sorted(record.checksums.items()):
         try:
             store.get_file(prefix + name, os.path.join(folder, *name.split("/")), sha256=sha256)
         except NotFoundError:
@@ -114,15 +130,63 @@ def download_model(store: ObjectStore, meta: dict, prefix: str, folder: str) -> 
 
 
 def model_versions(store: ObjectStore, name: str, published_only: bool = True) -> list[int]:
-    """Integer versions of a model, ascending; only published ones unless asked."""
+    """Integer versions of a model, ascending; only published ones unless asked (then also versions
+    claimed or being written, and abandoned ones: numbers a new version must not take)."""
     versions = sorted(int(v) for v in store.list_dirs(f"models/{name}/") if v.isdigit())
     if published_only:
         versions = [v for v in versions if store.exists(model_prefix(name, v) + MODEL_METADATA)]
     return versions
 
 
-def read_model_metadata(store: ObjectStore, name: str, version: int) -> dict:
-    """cookline.json of a model version (newest when version is 0); NOT_FOUND if absent."""
+def _json_dict(message) -> dict:
+    """A record as JSON: proto field names, every top-level field present (an empty one as its
+    JSON default, an unset message as null) in field order, nested messages as json_format writes them."""
+    have = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    empty = json_format.MessageToDict(
+        type(message)(), preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    return {f.name: have.get(f.name, empty.get(f.name)) for f in message.DESCRIPTOR.fields}
+
+
+def model_record_json(record: records_pb2.ModelRecord) -> bytes:
+    """The bytes of cookline.json for `record`."""
+    return json.dumps(_json_dict(record), indent=1).encode()
+
+
+def parse_model_record(data: bytes | str | dict) -> records_pb2.ModelRecord:
+    """A cookline.json (bytes, text or an already-decoded dict) as a ModelRecord, with the gaps of
+    records written by older versions filled as records.proto documents: inputs without kind or
+    dtype, "features" without columns, images without encodings, no formats, task or outputs.
+    Unknown fields are ignored; a null is an empty field (old records wrote "checksums": null)."""
+    raw = json.loads(data) if isinstance(data, (bytes, str)) else data
+    record = json_format.ParseDict(raw, records_pb2.ModelRecord(), ignore_unknown_fields=True)
+    for name, kind in INPUT_KINDS.items():
+        if not record.inputs.HasField(name):
+            continue
+        spec = getattr(record.inputs, name)
+        spec.kind = spec.kind or kind
+        spec.dtype = spec.dtype or ("float32" if spec.kind == "numeric" else "string")
+        if name == "features" and not spec.columns:
+            spec.columns.extend(record.feature_columns)
+        if spec.kind == "image" and not spec.encodings:
+            spec.encodings.extend(IMAGE_ENCODINGS)
+    if not record.formats:
+        record.formats.append("saved_model")
+    if not record.task:
+        record.task = "classification" if record.class_names else "regression"
+    if not record.HasField("outputs"):
+        record.outputs.scores.CopyFrom(
+            records_pb2.OutputRecord(dtype="float32", shape=[-1, len(record.class_names) or 1])
+        )
+        if record.class_names:
+            record.outputs.label.CopyFrom(records_pb2.OutputRecord(dtype="string", shape=[-1]))
+    return record
+
+
+def read_model_record(store: ObjectStore, name: str, version: int) -> records_pb2.ModelRecord:
+    """The record (cookline.json) of a published model version, newest when version is 0; NOT_FOUND
+    if absent. The one reader of model records: old records load with their gaps filled
+    (parse_model_record)."""
     check_name("model.name", name)
     if version < 0:
         raise invalid(f"model.version: {version} is negative")
@@ -132,9 +196,98 @@ def read_model_metadata(store: ObjectStore, name: str, version: int) -> dict:
             raise not_found(f"model {name!r} not found")
         version = versions[-1]
     try:
-        return json.loads(store.get_bytes(model_prefix(name, version) + MODEL_METADATA))
+        return parse_model_record(store.get_bytes(model_prefix(name, version) + MODEL_METADATA))
     except NotFoundError:
         raise not_found(f"model {name!r} version {version} not found") from None
+
+
+class VersionClaim:
+    """A model version number this publisher owns (claim_model_version): no other publisher writes
+    under its prefix. Used as a context manager: leaving it by an exception releases the claim
+    (unless the version got published), so an abandoned number does not stay taken."""
+
+    def __init__(self, store: ObjectStore, name: str, version: int, claim: records_pb2.ModelClaim):
+        self.store, self.name, self.version, self.claim = store, name, version, claim
+        self.prefix = model_prefix(name, version)
+
+    def __enter__(self) -> VersionClaim:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.release()
+
+    def release(self) -> None:
+        """Deletes the claim of a version that was not published (best effort: a claim left behind
+        only makes its number skipped)."""
+        try:
+            if not self.store.exists(self.prefix + MODEL_METADATA):
+                self.store.delete(self.prefix + MODEL_CLAIM)
+        except Exception:  # best effort: the error that ended the publish matters more
+            log.warning("could not release the claim of model %s version %d", self.name, self.version)
+
+
+def claim_model_version(store: ObjectStore, name: str, run_id: str = "") -> VersionClaim:
+    """Claims the next free version number of model `name`: its claim.json written create-only
+    (store.put_new), so of publishers racing for one number exactly one wins; the others take the
+    next number. ABORTED after CLAIM_TRIES numbers lost (as many other publishers at once)."""
+    check_name("model.name", name)
+    claim = records_pb2.ModelClaim(run_id=run_id, token=os.urandom(16).hex(), claimed_at=now())
+    data = json_format.MessageToJson(claim, preserving_proto_field_name=True, indent=1).encode()
+    version = 0
+    for _ in range(CLAIM_TRIES):
+        existing = model_versions(store, name, published_only=False)
+        version = max(version, existing[-1] if existing else 0) + 1  # never a number already lost
+        key = model_prefix(name, version) + MODEL_CLAIM
+        try:
+            store.put_new(key, data)
+        except AlreadyExistsError:
+            if _get_or_none(store, key) != data:  # not our own write retried after a lost response
+                continue
+        if store.exists(model_prefix(name, version) + MODEL_METADATA):
+            # published without a claim (by a version of cookline before claims): not ours to write
+            store.delete(key)
+            continue
+        return VersionClaim(store, name, version, claim)
+    raise Fail(
+        grpc.StatusCode.ABORTED,
+        f"model {name!r}: could not claim a version number in {CLAIM_TRIES} tries; "
+        "other publishers of this model took each one",
+    )
+
+
+def _get_or_none(store: ObjectStore, key: str) -> bytes | None:
+    try:
+        return store.get_bytes(key)
+    except NotFoundError:
+        return None
+
+
+def publish_model(
+    store: ObjectStore, claim: VersionClaim, record: records_pb2.ModelRecord, files: Mapping[str, str | bytes]
+) -> int:
+    """Publishes the claimed version: `files` (path in the version folder -> local path or bytes),
+    then `record` as cookline.json LAST, create-only, with its name, version, created_at and the
+    files' checksums filled in. Returns the version. On failure the files written are removed
+    (store.publish); the claim guarantees they were nobody else's."""
+    if MODEL_CLAIM in files:
+        raise ValueError(f"{MODEL_CLAIM} is the version's claim, not a model file")
+    record.name, record.version, record.created_at = claim.name, claim.version, now()
+    record.checksums.clear()
+    record.checksums.update(checksums(files))
+    store.publish(claim.prefix, files, MODEL_METADATA, model_record_json(record))
+    return claim.version
+
+
+def delete_model_version(store: ObjectStore, name: str, version: int) -> None:
+    """Deletes a version: cookline.json first (the version is gone from then on), then its files,
+    then its claim last, so no other publisher can claim the number while files of this one remain."""
+    prefix = model_prefix(name, version)
+    store.delete(prefix + MODEL_METADATA)
+    for key in list(store.list(prefix)):
+        if key != prefix + MODEL_CLAIM:
+            store.delete(key)
+    store.delete(prefix + MODEL_CLAIM)
 
 
 # --- model serving state ---------------------------------------------------
@@ -196,7 +349,7 @@ def deployed_models(store: ObjectStore) -> list[str]:
 def write_alias(store: ObjectStore, name: str, alias: str, version: int) -> None:
     """Points alias (e.g. "production") at a published version of a model."""
     check_name("alias", alias)
-    read_model_metadata(store, name, version)  # NOT_FOUND unless published
+    read_model_record(store, name, version)  # NOT_FOUND unless published
     _write_record(store, alias_key(name, alias), records_pb2.AliasRecord(version=version))
 
 

@@ -75,7 +75,7 @@ class Batcher:
     def __init__(
         self,
         label: str,
-        predict: Callable[[dict[str, np.ndarray]], np.ndarray],
+        predict: Callable[[dict[str, np.ndarray]], np.ndarray | dict[str, np.ndarray]],
         max_batch_size: int,
         max_queue_delay_ms: int,
         stats: ModelStats,
@@ -191,6 +191,9 @@ class Batcher:
         for request in batch:
             end = start + request.rows
             if not request.future.done():
-                request.future.set_result(scores[start:end])
+                # a detector's call returns a dict of outputs: each is cut by rows the same way
+                request.future.set_result(
+                    {k: v[start:end] for k, v in scores.items()} if isinstance(scores, dict) else scores[start:end]
+                )
             start = end
         self.stats.record_latencies([done - r.enqueued for r in batch])

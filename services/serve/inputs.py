@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cookline import config, tensors
+from cookline.v1 import records_pb2
+from services.common import layout
 from services.common.errors import invalid
 
 KINDS = ("numeric", "category", "text", "image")
-ENCODINGS = ("png", "jpeg", "gif", "bmp")
+ENCODINGS = layout.IMAGE_ENCODINGS
 
 
 @dataclass(frozen=True)
@@ -62,32 +64,32 @@ class InputSpec:
         return f"column {self.columns[j]!r}" if j < len(self.columns) else f"column {j}"
 
 
-def specs_from_record(meta: dict) -> dict[str, InputSpec]:
-    """The inputs of a cookline.json, in the record's order; old records are numeric "features"."""
-    fills = _fills_missing(meta)
+def specs_from_record(record: records_pb2.ModelRecord) -> dict[str, InputSpec]:
+    """The inputs of a model record, in signature order (old records, as layout.parse_model_record
+    completes them, are numeric "features")."""
+    fills = _fills_missing(record)
     specs = {}
-    for name, raw in meta["inputs"].items():
-        kind = raw.get("kind") or "numeric"
-        dtype = raw.get("dtype") or ("string" if kind != "numeric" else "float32")
-        columns = list(raw.get("columns") or (meta.get("feature_columns", []) if name == "features" else []))
-        encodings = list(raw.get("encodings") or (ENCODINGS if kind == "image" else []))
-        specs[name] = InputSpec(
-            name,
-            dtype,
-            [int(d) for d in raw["shape"]],
-            kind,
-            columns,
-            encodings,
-            raw.get("image"),
-            allow_nan=kind == "numeric" and fills,
+    for described, raw in record.inputs.ListFields():
+        image = raw.image
+        specs[described.name] = InputSpec(
+            described.name,
+            raw.dtype,
+            list(raw.shape),
+            raw.kind,
+            list(raw.columns),
+            list(raw.encodings),
+            {"height": image.height, "width": image.width, "channels": image.channels}
+            if raw.HasField("image")
+            else None,
+            allow_nan=raw.kind == "numeric" and fills,
         )
     return specs
 
 
-def _fills_missing(meta: dict) -> bool:
+def _fills_missing(record: records_pb2.ModelRecord) -> bool:
     """True when the exported model applies a fill_missing op (NaN is then a missing value it fills)."""
-    served = meta.get("process") or []
-    return any("fill_missing" in op for op in served[int(meta.get("served_from_op", 0)) :])
+    served = record.process[record.served_from_op :]
+    return any(op.WhichOneof("kind") == "fill_missing" for op in served)
 
 
 def _rows_error(spec: InputSpec, shape) -> str:

@@ -57,6 +57,9 @@ class LoadedModel:
     policy: str
     batcher: Batcher = field(repr=False)
     limits: Limits = field(default_factory=Limits, repr=False)
+    # cookline.json "outputs" (name -> dtype, shape) and "task"; see outputs_of
+    outputs: dict = field(default_factory=dict, repr=False)
+    task: str = "classification"
     class_array: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -67,7 +70,9 @@ class LoadedModel:
         return model_pb2.ModelRef(name=self.name, version=self.version)
 
     def metadata(self) -> serve_pb2.ModelMetadata:
-        meta = model_metadata(self.name, self.version, self.class_names, self.specs, self.limits)
+        meta = model_metadata(
+            self.name, self.version, self.class_names, self.specs, self.limits, self.outputs, self.task
+        )
         meta.batching.CopyFrom(self.batching)
         meta.version_policy = self.policy
         return meta
@@ -75,6 +80,15 @@ class LoadedModel:
     def labels(self, scores: np.ndarray) -> np.ndarray:
         """The most probable class name (bytes) of each row."""
         return self.class_array[scores.argmax(axis=1)]
+
+    def answer(self, result) -> dict[str, np.ndarray]:
+        """The outputs of one request, by name, from what the model call returned for its rows: a
+        classifier's scores (its label is picked here), a regressor's scores, a detector's dict of
+        "boxes", "labels" (bytes) and "scores"."""
+        if isinstance(result, dict):
+            return result
+        scores = result.astype(np.float32, copy=False)
+        return {"scores": scores, "label": self.labels(scores)} if self.class_names else {"scores": scores}
 
     def check(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The request's decoded inputs, checked row by row against the model's inputs
@@ -112,7 +126,8 @@ MAX_ROWS = 1 << 20
 
 
 class load_predict:  # used as a function: load_predict(dir)(inputs) -> scores
-    """The SavedModel's serving_default signature as named raw inputs -> scores (numpy).
+    """The SavedModel's serving_default signature as named raw inputs -> scores (numpy); with
+    `every_output` (a detector), -> a dict of every output (numpy; strings as bytes objects).
     bench/serving.py times this same function in process, so serve's overhead is
     measured against the very call it makes. `input_names`: the signature's inputs, sorted.
 
@@ -121,13 +136,17 @@ class load_predict:  # used as a function: load_predict(dir)(inputs) -> scores
     streaming ratio fell from 0.67 to 0.54 for 5% more unary requests/s. Not used.)
     """
 
-    def __init__(self, saved_model_dir: str):
+    def __init__(self, saved_model_dir: str, every_output: bool = False):
         self._loaded = tf.saved_model.load(saved_model_dir)  # keeps the variables alive
         self._signature = self._loaded.signatures["serving_default"]
         self.input_names = sorted(self._signature.structured_input_signature[1])
+        self.every_output = every_output
 
-    def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        return self._signature(**{name: tf.constant(value) for name, value in inputs.items()})["scores"].numpy()
+    def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
+        out = self._signature(**{name: tf.constant(value) for name, value in inputs.items()})
+        if self.every_output:
+            return {name: tensor.numpy() for name, tensor in out.items()}
+        return out["scores"].numpy()
 
 
 _DTYPES = {"float32": tensors.DataType.DATA_TYPE_FLOAT32, "string": tensors.DataType.DATA_TYPE_STRING}
@@ -161,8 +180,26 @@ def input_spec(spec: InputSpec, limits: Limits) -> serve_pb2.TensorSpec:
     return out
 
 
+def outputs_of(record: records_pb2.ModelRecord) -> dict[str, dict]:
+    """What the signature answers, name -> {dtype, shape}, in answer order: a detector's boxes, labels
+    and scores, else scores and (a classifier's) label. Reading the record filled in an older one's."""
+    outputs = record.outputs
+    names = ("boxes", "labels", "scores") if outputs.HasField("boxes") else ("scores", "label")
+    return {
+        name: {"dtype": getattr(outputs, name).dtype, "shape": list(getattr(outputs, name).shape)}
+        for name in names
+        if outputs.HasField(name)
+    }
+
+
 def model_metadata(
-    name: str, version: int, class_names: list[str], specs: dict[str, InputSpec], limits: Limits
+    name: str,
+    version: int,
+    class_names: list[str],
+    specs: dict[str, InputSpec],
+    limits: Limits,
+    outputs: dict[str, dict],
+    task: str,
 ) -> serve_pb2.ModelMetadata:
     features = specs.get("features")
     return serve_pb2.ModelMetadata(
@@ -170,17 +207,26 @@ def model_metadata(
         inputs={n: input_spec(s, limits) for n, s in specs.items()},
         class_names=class_names,
         feature_columns=features.columns if features else [],
+        outputs={
+            n: serve_pb2.TensorSpec(dtype=_DTYPES[o["dtype"]], shape=[int(d) for d in o["shape"]])
+            for n, o in outputs.items()
+        },
+        task=task,
     )
 
 
-def metadata_from_store_record(meta: dict, limits: Limits | None = None) -> serve_pb2.ModelMetadata:
-    """ModelMetadata from a version's cookline.json."""
+def metadata_from_store_record(
+    record: records_pb2.ModelRecord, limits: Limits | None = None
+) -> serve_pb2.ModelMetadata:
+    """ModelMetadata from a version's record (cookline.json)."""
     return model_metadata(
-        meta["name"],
-        int(meta["version"]),
-        list(meta["class_names"]),
-        inputs_lib.specs_from_record(meta),
+        record.name,
+        record.version,
+        list(record.class_names),
+        inputs_lib.specs_from_record(record),
         limits or Limits(),
+        outputs_of(record),
+        record.task,
     )
 
 
@@ -266,8 +312,8 @@ class ModelManager:
 
     # --- deploy / unload -------------------------------------------------------
 
-    def resolve(self, name: str, version: int, alias: str) -> tuple[dict, str]:
-        """cookline.json of the version the policy names, and the policy's name."""
+    def resolve(self, name: str, version: int, alias: str) -> tuple[records_pb2.ModelRecord, str]:
+        """The record (cookline.json) of the version the policy names, and the policy's name."""
         layout.check_name("model.name", name)
         if alias:
             if version:
@@ -275,7 +321,7 @@ class ModelManager:
             version, policy = layout.read_alias(self.store, name, alias), f"alias:{alias}"
         else:
             policy = "version" if version else "latest"
-        return layout.read_model_metadata(self.store, name, version), policy
+        return layout.read_model_record(self.store, name, version), policy
 
     def deploy(
         self,
@@ -288,7 +334,7 @@ class ModelManager:
         writes the deployed marker (LoadModel does; start-up only reads it)."""
         batching = check_batching(batching)
         meta, policy = self.resolve(ref.name, ref.version, alias)
-        name, version = ref.name, int(meta["version"])
+        name, version = ref.name, meta.version
         with self._lock:
             deploy_lock = self._deploy_locks.setdefault(name, threading.Lock())
         with deploy_lock:
@@ -369,8 +415,8 @@ class ModelManager:
         finally:
             self.started.set()
 
-    def _load(self, meta: dict, batching: serve_pb2.BatchingConfig, policy: str) -> LoadedModel:
-        name, version = meta["name"], int(meta["version"])
+    def _load(self, meta: records_pb2.ModelRecord, batching: serve_pb2.BatchingConfig, policy: str) -> LoadedModel:
+        name, version = meta.name, meta.version
         with self._lock:
             self.loading[name] = version
         try:
@@ -385,7 +431,8 @@ class ModelManager:
                     raise
                 os.makedirs(os.path.dirname(local), exist_ok=True)
                 os.replace(partial, local)
-            predict = load_predict(local)
+            task = meta.task
+            predict = load_predict(local, every_output=task == "detection")
             specs = inputs_lib.specs_from_record(meta)
             if sorted(specs) != predict.input_names:
                 raise Fail(
@@ -410,7 +457,18 @@ class ModelManager:
             stats.ready = True
             with self._lock:
                 self.stats[(name, version)] = stats
-            return LoadedModel(name, version, list(meta["class_names"]), specs, batching, policy, batcher, self.limits)
+            return LoadedModel(
+                name,
+                version,
+                list(meta.class_names),
+                specs,
+                batching,
+                policy,
+                batcher,
+                self.limits,
+                outputs_of(meta),
+                task,
+            )
         finally:
             with self._lock:
                 self.loading.pop(name, None)
@@ -436,7 +494,7 @@ class ModelManager:
         with self._lock:
             model = self.serving.get(ref.name)
             loading = self.loading.get(ref.name)
-        layout.read_model_metadata(self.store, ref.name, ref.version)  # NOT_FOUND when not in the store
+        layout.read_model_record(self.store, ref.name, ref.version)  # NOT_FOUND when not in the store
         what = f"model {ref.name!r}" + (f" version {ref.version}" if ref.version else "")
         if loading is not None and ref.version in (0, loading):
             raise unavailable(f"{what} is loading, not ready yet")

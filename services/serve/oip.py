@@ -22,7 +22,7 @@ from inference import grpc_service_pb2_grpc as oip_grpc
 from services.common import layout
 from services.common.errors import invalid, rpc, status_of
 from services.serve import inputs as inputs_lib
-from services.serve.models import LoadedModel, ModelManager
+from services.serve.models import LoadedModel, ModelManager, outputs_of
 from services.serve.streaming import ActiveStreams, answer_in_order
 
 # OIP datatype -> numpy dtype (little-endian), for decoding and error messages.
@@ -41,6 +41,10 @@ DATATYPES = {
     "FP64": "<f8",
     "BYTES": None,
 }
+
+
+# cookline.json output dtypes as OIP datatypes.
+_OIP_TYPES = {"float32": "FP32", "string": "BYTES"}
 
 
 def model_ref(name: str, version: str) -> model_pb2.ModelRef:
@@ -156,15 +160,16 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         ref = model_ref(request.name, request.version)
         model = self.models.loaded(ref)
         if model is not None:
-            version, specs, classes = model.version, model.specs, len(model.class_names)
+            version, specs, answers = model.version, model.specs, model.outputs
         else:
-            meta = await asyncio.to_thread(layout.read_model_metadata, self.models.store, ref.name, ref.version)
-            version, specs, classes = int(meta["version"]), inputs_lib.specs_from_record(meta), len(meta["class_names"])
+            record = await asyncio.to_thread(layout.read_model_record, self.models.store, ref.name, ref.version)
+            version, specs, answers = record.version, inputs_lib.specs_from_record(record), outputs_of(record)
         tensor = oip.ModelMetadataResponse.TensorMetadata
-        # a regressor (no class names) returns its value as "scores" [rows, 1] and no label
-        outputs = [tensor(name="scores", datatype="FP32", shape=[-1, classes or 1])]
-        if classes:
-            outputs.append(tensor(name="label", datatype="BYTES", shape=[-1]))
+        # a classifier "scores" and "label"; a regressor "scores" [rows, 1]; a detector boxes, labels, scores
+        outputs = [
+            tensor(name=name, datatype=_OIP_TYPES[o["dtype"]], shape=[int(d) for d in o["shape"]])
+            for name, o in answers.items()
+        ]
         return oip.ModelMetadataResponse(
             name=ref.name,
             versions=[str(version)],
@@ -194,26 +199,34 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
 
     async def _submit(self, request: oip.ModelInferRequest):
         wanted = {o.name for o in request.outputs}
-        unknown = sorted(wanted - {"scores", "label"})
+        unknown = sorted(wanted - {"scores", "label", "boxes", "labels"})
         if unknown:
-            raise invalid(f"outputs[{unknown[0]!r}]: unknown output (the model returns 'scores' and 'label')")
+            raise invalid(
+                f"outputs[{unknown[0]!r}]: unknown output (a classifier returns 'scores' and 'label', a detector "
+                "'boxes', 'labels' and 'scores')"
+            )
         return await self.models.submit(
             model_ref(request.model_name, request.model_version), lambda model: inputs_of(request, model)
         )
 
     @staticmethod
-    def _response(request: oip.ModelInferRequest, model: LoadedModel, scores: np.ndarray) -> oip.ModelInferResponse:
-        wanted = [o.name for o in request.outputs] or (["scores", "label"] if model.class_names else ["scores"])
-        if "label" in wanted and not model.class_names:
-            raise invalid("outputs['label']: the model is a regressor; it returns 'scores' only")
+    def _response(request: oip.ModelInferRequest, model: LoadedModel, result) -> oip.ModelInferResponse:
+        answers = model.answer(result)
+        wanted = [o.name for o in request.outputs] or list(answers)
+        for name in wanted:
+            if name not in answers:
+                has = " and ".join(repr(n) for n in answers)
+                kind = {"regression": "a regressor", "detection": "a detector"}.get(model.task, "a classifier")
+                raise invalid(f"outputs[{name!r}]: the model is {kind}; it returns {has}")
         response = oip.ModelInferResponse(model_name=model.name, model_version=str(model.version), id=request.id)
         for name in wanted:
-            if name == "scores":
-                response.outputs.add(name="scores", datatype="FP32", shape=scores.shape)
-                response.raw_output_contents.append(scores.astype("<f4", copy=False).tobytes())
+            value = answers[name]
+            if value.dtype.kind in "OSU":
+                response.outputs.add(name=name, datatype="BYTES", shape=value.shape)
+                response.raw_output_contents.append(_serialize_bytes(value.reshape(-1)))
             else:
-                response.outputs.add(name="label", datatype="BYTES", shape=[len(scores)])
-                response.raw_output_contents.append(_serialize_bytes(model.labels(scores)))
+                response.outputs.add(name=name, datatype="FP32", shape=value.shape)
+                response.raw_output_contents.append(value.astype("<f4", copy=False).tobytes())
         return response
 
     @rpc

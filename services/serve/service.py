@@ -57,8 +57,8 @@ class ServeServicer(serve_pb2_grpc.ServeServiceServicer):
         if model is not None:
             return serve_pb2.GetModelMetadataResponse(metadata=model.metadata())
         ref = request.model
-        meta = await asyncio.to_thread(layout.read_model_metadata, self.models.store, ref.name, ref.version)
-        return serve_pb2.GetModelMetadataResponse(metadata=metadata_from_store_record(meta, self.models.limits))
+        record = await asyncio.to_thread(layout.read_model_record, self.models.store, ref.name, ref.version)
+        return serve_pb2.GetModelMetadataResponse(metadata=metadata_from_store_record(record, self.models.limits))
 
     @rpc
     async def GetStats(self, request, context) -> serve_pb2.GetStatsResponse:
@@ -70,11 +70,10 @@ class ServeServicer(serve_pb2_grpc.ServeServiceServicer):
         return await self.models.submit(request.model, lambda model: inputs_of(request, model))
 
     @staticmethod
-    def response(model: LoadedModel, scores: np.ndarray) -> serve_pb2.PredictResponse:
+    def response(model: LoadedModel, result) -> serve_pb2.PredictResponse:
         response = serve_pb2.PredictResponse(model=model.ref, class_names=model.class_names)
-        tensors.from_numpy(scores.astype(np.float32, copy=False), out=response.outputs["scores"])
-        if model.class_names:  # a regressor answers its value as "scores" [rows, 1] only
-            tensors.from_numpy(model.labels(scores), out=response.outputs["label"])
+        for name, value in model.answer(result).items():  # a regressor answers "scores" [rows, 1] only
+            tensors.from_numpy(value, out=response.outputs[name])
         return response
 
     @rpc

@@ -44,6 +44,7 @@ import grpc
 from cookline import channels
 from cookline.v1 import data_pb2, train_pb2, train_pb2_grpc
 from services.common.errors import Fail, status_of
+from services.train.plan import Fitted, Plan
 
 log = logging.getLogger("cookline.train")
 
@@ -73,24 +74,17 @@ def collective_address(peer: str) -> str:
 # --- the chief --------------------------------------------------------------------------------
 
 
-def fit(
-    request: train_pb2.TrainRequest,
-    spec,
-    fitted_ops,
-    source,
-    rows: dict[int, int],
-    num_classes: int,
-    vocabulary_size: int,
-    class_weight: dict | None,
-    cancelled: threading.Event,
-    resume: dict | None = None,
-):
-    """Runs the distributed fit; yields worker 0's progress, returns (model, last epoch's metrics).
+def fit(plan: Plan, fitted_ops, resume: dict | None = None):
+    """Runs the distributed fit; yields worker 0's progress, returns a Fitted (the model, the last
+    epoch's metrics).
 
     `fitted_ops` are the ops the training rows go through (with the default shuffle, if any);
     `resume` is the record of the run's last checkpoint (Checkpoints.record()), which every worker
     starts from, or None for a fresh start."""
     from services.train import models
+
+    request, spec, source, rows, cancelled = plan.request, plan.spec, plan.source, plan.rows, plan.cancelled
+    num_classes, vocabulary_size, class_weight = len(plan.class_names), plan.vocabulary_size, plan.class_weight
 
     addresses = peers()
     workers = int(spec.workers)
@@ -163,7 +157,7 @@ def fit(
         model = models.build(spec, input_shape, num_classes, input_dtype, vocabulary_size)
         with _np_load(weights) as saved:
             model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
-        return model, last_metrics
+        return Fitted(model, last_metrics)
     finally:
         for call in calls:  # each replica kills its worker process as its call ends
             call.cancel()
@@ -343,7 +337,8 @@ def _work(job: train_pb2.TrainWorkerRequest, frames: _Frames, weights_path: str)
     from services.common.store import store_from_env
     from services.train import keras_fix, models
     from services.train.checkpoints import Checkpoints
-    from services.train.feed import EpochFeed
+    from services.train.feed import EpochFeed, FeedSize
+    from services.train.plan import Resume
     from services.train.service import EVAL_BATCH, _early_stopping, _Progress
 
     request, index, count = job.train, int(job.index), len(job.workers)
@@ -373,7 +368,7 @@ def _work(job: train_pb2.TrainWorkerRequest, frames: _Frames, weights_path: str)
             dataset=request.dataset, split=request.pipeline.split, subset=subset, ops=job.fitted_ops, partition=part
         )
         # random ops are seeded by epoch: a resumed fit continues the sequence, as a single worker's does
-        return EpochFeed(process_raw, asked, batch_size, source, never, first_epoch=first_epoch, rows=rows).start()
+        return EpochFeed(process_raw, asked, source, never, FeedSize(batch_size, first_epoch, rows=rows)).start()
 
     def distributed(data: EpochFeed):
         local = data.dataset()
@@ -397,9 +392,8 @@ def _work(job: train_pb2.TrainWorkerRequest, frames: _Frames, weights_path: str)
         log.info("worker %d: resuming after epoch %d from %s", index, first_epoch, job.resume.key)
     # _Progress puts its messages on a queue; here they go straight down the pipe to the train service.
     # Worker 0 alone writes the checkpoints.
-    progress = _Progress(
-        cast(queue.Queue, frames), spec, int(job.train_rows), never, checkpoints if index == 0 else None, first_epoch
-    )
+    saving = Resume(checkpoints if index == 0 else None, first_epoch)
+    progress = _Progress(cast(queue.Queue, frames), spec, int(job.train_rows), never, saving)
     try:
         model.fit(
             train_set,

@@ -23,6 +23,7 @@ import os
 import queue
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
@@ -59,32 +60,35 @@ class Cancelled(Exception):
     """The Train call was cancelled while a stream was being read."""
 
 
+@dataclass(frozen=True)
+class FeedSize:
+    """How an EpochFeed cuts its subset into epochs and batches."""
+
+    batch_size: int  # rows per batch
+    first_epoch: int = 0  # epochs a resumed run already did (random ops are seeded by epoch)
+    rows: int | None = None  # rows in the subset; None: not known (then required by a partitioned feed)
+    budget_bytes: int | None = None  # bytes the feed may cache; None: COOKLINE_TRAIN_CACHE_MB
+
+
 class EpochFeed:
     """A re-iterable source of (features, label) batches: one pass per epoch."""
 
     def __init__(
-        self,
-        process_call,
-        request: process_pb2.ProcessRequest,
-        batch_size: int,
-        source,
-        cancelled: threading.Event,
-        budget_bytes: int | None = None,
-        first_epoch: int = 0,
-        rows: int | None = None,
+        self, process_call, request: process_pb2.ProcessRequest, source, cancelled: threading.Event, size: FeedSize
     ):
         """`process_call` is ProcessService.Process with raw-bytes responses (decoded here as views);
         `source` is (tensor name, dtype, per-row shape) of what the model takes, and the label's dtype
-        (int32 class ids, float32 for a regressor); `rows`, when known, is how many rows the subset has.
-        With a request.partition (one worker of several), the feed streams that part only: `rows` (then
-        required) still counts the whole subset, and every epoch has the part's planned batches."""
+        (int32 class ids, float32 for a regressor); `size.rows`, when known, is how many rows the subset
+        has. With a request.partition (one worker of several), the feed streams that part only: `rows`
+        (then required) still counts the whole subset, and every epoch has the part's planned batches."""
+        batch_size, rows, first_epoch = size.batch_size, size.rows, size.first_epoch
         self.process = process_call
         self.request = request
         self.batch_size = batch_size
         self.input_name, self.dtype, self.shape, self.label_dtype = source
         self.training = request.subset == data_pb2.SUBSET_TRAIN  # augmentation runs on training rows only
         self.cancelled = cancelled
-        self.budget = cache_budget_bytes() if budget_bytes is None else budget_bytes
+        self.budget = cache_budget_bytes() if size.budget_bytes is None else size.budget_bytes
         self.rows = rows
         self.fixed_ops, self.random_ops = ops_lib.split_at_first_random(list(request.ops))
         self.sizes: list[int] | None = None  # the batch sizes of a part's epoch (None: batch_size each)
@@ -216,6 +220,11 @@ class EpochFeed:
                 yield tensors.decode_batch(response)[0]
         finally:
             call.cancel()
+
+    def full_batches(self) -> Iterator[dict[str, np.ndarray]]:
+        """One pass over the subset streamed through process with every op, as whole rows (every tensor,
+        not just the model's input and label): what the detector is evaluated on."""
+        return self._stream(self.fixed_ops + self.random_ops, self.batch_size, self.epoch)
 
     def _caching(self, stream) -> Iterator[dict[str, np.ndarray]]:
         """Passes a stream through, keeping it as the cache if it all fits the budget."""

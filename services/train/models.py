@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -10,7 +11,7 @@ import tensorflow as tf
 from cookline import tensors
 from cookline.spec import train as train_spec
 from cookline.v1 import pipeline_pb2
-from services.common import plugins
+from services.common import layout, plugins
 from services.process import ops as ops_lib
 
 
@@ -53,16 +54,23 @@ def _dense(spec, inputs, input_dtype, _vocabulary_size):
     return keras.layers.Flatten()(x) if len(inputs.shape) > 2 else x
 
 
-def _cnn(spec, inputs, input_dtype, _vocabulary_size):
-    """3x3 ReLU convolutions, each followed by 2x2 max pooling while the image is at least 2x2."""
+def cnn_features(spec, inputs, input_dtype):
+    """The cnn backbone: 3x3 ReLU convolutions (train.conv_filters), each followed by 2x2 max pooling
+    while the image is at least 2x2. Returns (feature map, its stride in pixels)."""
     x = keras.layers.Rescaling(1.0 / 255)(inputs) if input_dtype == "uint8" else inputs
     height, width = int(inputs.shape[1]), int(inputs.shape[2])
+    stride = 1
     for filters in spec.conv_filters:
         x = keras.layers.Conv2D(int(filters), 3, padding="same", activation="relu")(x)
         if height >= 2 and width >= 2:
             x = keras.layers.MaxPooling2D(2)(x)
-            height, width = height // 2, width // 2
-    return keras.layers.Flatten()(x)
+            height, width, stride = height // 2, width // 2, stride * 2
+    return x, stride
+
+
+def _cnn(spec, inputs, input_dtype, _vocabulary_size):
+    """The cnn backbone, flattened."""
+    return keras.layers.Flatten()(cnn_features(spec, inputs, input_dtype)[0])
 
 
 # MobileNetV2's batch-norm momentum is 0.999 (for ImageNet-length training); 0.9 lets the moving
@@ -81,17 +89,39 @@ def _mobilenet_v2(spec, inputs, input_dtype, _vocabulary_size):
     size = mobilenet_size(spec, inputs.shape[1:])
     if (int(inputs.shape[1]), int(inputs.shape[2])) != (size, size):
         x = keras.layers.Resizing(size, size, interpolation="bilinear")(x)
+    return _mobilenet(spec, size, int(inputs.shape[3]), pooling="avg")(x)
+
+
+def _mobilenet(spec, size: int, channels: int, pooling=None) -> keras.Model:
+    """MobileNetV2 without weights or top, its batch norms set to BATCH_NORM_MOMENTUM."""
     base = keras.applications.MobileNetV2(
-        input_shape=(size, size, int(inputs.shape[3])),
+        input_shape=(size, size, channels),
         alpha=float(spec.alpha),
         include_top=False,
         weights=None,
-        pooling="avg",
+        pooling=pooling,
     )
     for layer in base.layers:  # trained from scratch on small data: let the inference statistics keep up
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = BATCH_NORM_MOMENTUM
-    return base(x)
+    return base
+
+
+# The MobileNetV2 layer whose output is the detector's feature map (stride 8).
+MOBILENET_FEATURES = "block_6_expand_relu"
+
+
+def mobilenet_features(spec, inputs, input_dtype):
+    """The mobilenet_v2 backbone of the detector: MobileNetV2 up to MOBILENET_FEATURES, on the image
+    at its own size (at least 32 pixels a side). Returns (feature map, its stride in pixels)."""
+    height, width = int(inputs.shape[1]), int(inputs.shape[2])
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs) if input_dtype == "uint8" else inputs
+    size = max(train_spec.MIN_INPUT_SIZE, height, width)
+    if (height, width) != (size, size):
+        x = keras.layers.Resizing(size, size, interpolation="bilinear")(x)
+    base = _mobilenet(spec, size, int(inputs.shape[3]))
+    trunk = keras.Model(base.input, base.get_layer(MOBILENET_FEATURES).output, name="mobilenet_v2_trunk")
+    return trunk(x), max(1, 8 * max(height, width) // size)
 
 
 def _plugin(spec, inputs, input_dtype, _vocabulary_size):
@@ -108,8 +138,8 @@ def _text(spec, inputs, _input_dtype, vocabulary_size):
 
 # The raw inputs of an exported model, in signature order (the contract serve, the clients and
 # TF.js share): numeric "features", "categorical" strings, "text" strings, encoded "image" bytes.
-RAW_KINDS = {"features": "numeric", "categorical": "category", "text": "text", "image": "image"}
-IMAGE_ENCODINGS = ["png", "jpeg", "gif", "bmp"]
+RAW_KINDS = layout.INPUT_KINDS
+IMAGE_ENCODINGS = list(layout.IMAGE_ENCODINGS)
 
 
 def raw_inputs(fields: dict, input_name: str, fitted_ops: list[pipeline_pb2.Op]) -> dict[str, dict]:
@@ -186,14 +216,18 @@ def decode_images(data, height: int, width: int, channels: int, dtype="uint8"):
     return tf.cast(images, dtype)
 
 
-def export(
-    model: keras.Model,
-    fitted_ops: list[pipeline_pb2.Op],
-    fields: dict,
-    input_name: str,
-    class_names: list[str],
-    path: str,
-) -> dict[str, dict]:
+@dataclass(frozen=True)
+class Trained:
+    """A trained network and what it was trained on: what an export needs."""
+
+    model: keras.Model
+    fitted_ops: list[pipeline_pb2.Op]  # the fitted ops its input went through, in pipeline order
+    fields: dict  # the dataset's schema: tensor name -> FieldSchema
+    input_name: str  # the processed tensor the network takes ("features", "image", "tokens")
+    class_names: list[str]  # in score order; empty for a regressor
+
+
+def export(trained: Trained, path: str) -> dict[str, dict]:
     """Writes a SavedModel whose serving_default takes the RAW collected tensors and returns "scores"
     (and, for a classifier, "label": the class name); returns cookline.json's "inputs".
 
@@ -202,6 +236,8 @@ def export(
     tf.saved_model.load) applies exactly what training did. Training-only ops (shuffle,
     augmentation) do nothing there.
     """
+    model, fitted_ops, fields = trained.model, trained.fitted_ops, trained.fields
+    input_name, class_names = trained.input_name, trained.class_names
     inputs = raw_inputs(fields, input_name, fitted_ops)
     names = list(inputs)
     steps = ops_lib.graph(fitted_ops)

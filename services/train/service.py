@@ -1,9 +1,12 @@
 """TrainService: trains on batches streamed through process from collect, every epoch,
-streams progress, and publishes models/<name>/<version>/ (SavedModel + cookline.json)."""
+streams progress, and publishes models/<name>/<version>/ (SavedModel + cookline.json).
+
+TrainServicer.Train reads as the steps of a run; each step is a method taking the run's Plan
+(services/train/plan.py)."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import os
 import queue
@@ -29,6 +32,7 @@ from cookline.v1 import (
     pipeline_pb2,
     process_pb2,
     process_pb2_grpc,
+    records_pb2,
     train_pb2,
     train_pb2_grpc,
 )
@@ -36,11 +40,12 @@ from services.common import layout, splits
 from services.common.errors import Fail, invalid, rpc
 from services.common.store import ObjectStore
 from services.process import ops as ops_lib
-from services.train import distributed, models, tfjs, warm
+from services.train import detection, distributed, models, tfjs, warm
 from services.train import feed as feed_module
 from services.train.checkpoints import Checkpoints
 from services.train.evaluate import evaluate_model
-from services.train.feed import EpochFeed
+from services.train.feed import EpochFeed, FeedSize
+from services.train.plan import Fitted, Plan, Resume
 
 log = logging.getLogger("cookline.train")
 
@@ -52,18 +57,11 @@ _DONE = object()
 class _Progress(keras.callbacks.Callback):
     """Runs on the fit thread: streams progress, checkpoints each epoch, stops on cancel or NaN."""
 
-    def __init__(
-        self,
-        events: queue.Queue,
-        spec,
-        train_rows: int,
-        cancelled: threading.Event,
-        checkpoints: Checkpoints | None,
-        first_epoch: int,
-    ):
+    def __init__(self, events: queue.Queue, spec, train_rows: int, cancelled: threading.Event, resume: Resume):
+        """`resume` says the epoch the fit starts after and the checkpoints to save each epoch to."""
         super().__init__()
         self.events, self.spec, self.train_rows = events, spec, train_rows
-        self.cancelled, self.checkpoints, self.first_epoch = cancelled, checkpoints, first_epoch
+        self.cancelled, self.checkpoints, self.first_epoch = cancelled, resume.checkpoints, resume.first_epoch
         self.started = time.monotonic()
         self.diverged: str | None = None
         self.announced = False
@@ -165,10 +163,9 @@ def training_ops(fitted_ops, spec, train_rows: int, row_bytes: int) -> list:
     return list(fitted_ops) + [pipeline_pb2.Op(shuffle=pipeline_pb2.ShuffleOp(buffer=buffer, seed=spec.seed))]
 
 
-def _vocabulary_size(fitted_ops) -> int:
-    """Token ids a text model embeds: padding, unknown and the last vectorize_text op's vocabulary."""
-    texts = [op for op in fitted_ops if op.WhichOneof("kind") == "vectorize_text"]
-    return len(texts[-1].fitted["vocabulary"].string_values) + 2 if texts else 0
+def _training_ops(plan: Plan) -> list:
+    """training_ops for a planned run."""
+    return training_ops(plan.fitted_ops, plan.spec, plan.train_rows, plan.row_bytes)
 
 
 class TrainServicer(train_pb2_grpc.TrainServiceServicer):
@@ -187,16 +184,49 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
 
     @rpc
     def Train(self, request: train_pb2.TrainRequest, context) -> Iterator[train_pb2.TrainResponse]:
-        pipeline = request.pipeline
-        name = layout.check_name("pipeline.name", pipeline.name)
-        spec = train_spec.resolve(pipeline.train)
-        train_spec.check_export(pipeline)
+        """A training run: resolve the spec, answer at once if this run already published, plan (the
+        dataset, the fitted ops), resume from the run's checkpoint, fit (here, or on the workers),
+        evaluate, then export and publish the model."""
+        name = layout.check_name("pipeline.name", request.pipeline.name)
+        spec = train_spec.resolve(request.pipeline.train)
+        train_spec.check_export(request.pipeline)
         if request.run_id and (published := self._published_by_run(name, request.run_id)) is not None:
             # This run already published its model (the gateway that asked died before recording it):
             # answer with that version instead of training and publishing another one.
             self.store.delete_prefix(layout.run_prefix(request.run_id) + "checkpoints/")
             yield published
             return
+        plan = self._plan(request, name, spec)
+        context.add_callback(plan.cancelled.set)
+        checkpoints = Checkpoints(self.store, request.run_id) if request.run_id else None
+        try:
+            if spec.workers > 1:  # distributed: worker processes fit, worker 0 checkpoints, this one publishes;
+                # every worker resumes from the run's last checkpoint (downloading and verifying it itself)
+                record = checkpoints.record() if checkpoints else None
+                fitted = yield from distributed.fit(plan, _training_ops(plan), record)
+            else:
+                fitted = yield from self._fit(plan, self._resume(plan, checkpoints))
+        finally:
+            if checkpoints:
+                checkpoints.close()
+        evaluation = self._evaluate(plan, fitted.model)
+        if train_spec.is_detector(spec.model) and evaluation is not None:  # held-out mAP: a detector's headline
+            fitted.metrics = {**fitted.metrics, **evaluation.metrics}
+        version = self._publish(plan, fitted, evaluation)
+        if checkpoints:
+            checkpoints.discard()
+        if fitted.warm_key is not None:
+            self.warm.give(fitted.warm_key, fitted.model)  # the run ended cleanly: the next one like it skips tracing
+        yield train_pb2.TrainResponse(
+            result=train_pb2.TrainResult(
+                model=model_pb2.ModelRef(name=name, version=version), metrics=fitted.metrics, evaluation=evaluation
+            )
+        )
+
+    def _plan(self, request: train_pb2.TrainRequest, name: str, spec) -> Plan:
+        """Resolves the dataset (its version pinned), checks it fits the spec, and has process fit the
+        pipeline's ops on the training rows. INVALID_ARGUMENT names what does not fit."""
+        pipeline = request.pipeline
         info = self.collect.GetDataset(collect_pb2.GetDatasetRequest(dataset=request.dataset), timeout=30).dataset
         fields = {f.name: f for f in info.fields}
         if "label" not in fields:
@@ -205,201 +235,137 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         class_names = list(fields["label"].class_names)
         if regression:
             train_spec.check_regression(spec)
-        elif len(class_names) < 2:
+        elif len(class_names) < (1 if train_spec.is_detector(spec.model) else 2):
             raise invalid(f"dataset {info.ref.name!r}: a classifier needs at least 2 classes, found {len(class_names)}")
-        dataset = info.ref  # pinned version: every epoch reads the same data
-        split = pipeline.split
-
         fitted_ops = list(
-            self.process.Fit(process_pb2.FitRequest(dataset=dataset, split=split, ops=pipeline.process)).ops
+            self.process.Fit(process_pb2.FitRequest(dataset=info.ref, split=pipeline.split, ops=pipeline.process)).ops
         )
         # What the batches look like after the ops, and which tensor the model takes.
         schema = {f.name: (tensors.dtype_name(f.dtype), list(f.shape)) for f in info.fields}
         processed = ops_lib.output_fields(schema, fitted_ops)
+        train_spec.check_detection_data(spec.model, processed)
         input_name, input_dtype, input_shape = train_spec.model_input(spec.model, processed)
-        source = (input_name, input_dtype, input_shape, "float32" if regression else "int32")
-        rows = splits.subset_rows(info, split)
-        train_rows = rows[data_pb2.SUBSET_TRAIN]
+        rows = splits.subset_rows(info, pipeline.split)
         if spec.HasField("early_stopping") and rows[data_pb2.SUBSET_VALIDATION] == 0:
             raise invalid("train.early_stopping: needs validation rows (set split.validation > 0)")
         train_spec.check_class_weights(spec, class_names)
-        class_weight = train_spec.class_weight_dict(spec, class_names, dict(info.statistics.label_counts))
+        return Plan(
+            request=request,
+            name=name,
+            spec=spec,
+            info=info,
+            fitted_ops=fitted_ops,
+            source=(input_name, input_dtype, list(input_shape), "float32" if regression else "int32"),
+            rows=rows,
+            class_weight=train_spec.class_weight_dict(spec, class_names, dict(info.statistics.label_counts)),
+        )
 
-        checkpoints = Checkpoints(self.store, request.run_id) if request.run_id else None
-        resumed = record = None
-        try:
-            if spec.workers > 1:  # each worker downloads (and verifies) the checkpoint itself
-                record = checkpoints.record() if checkpoints else None
-            else:
-                resumed = checkpoints.latest() if checkpoints else None
-        except BaseException:  # e.g. DATA_LOSS: the checkpoint's bytes are not the ones written
-            if checkpoints is not None:
-                checkpoints.close()
-            raise
-        first_epoch, last_metrics = (resumed[0], resumed[2]) if resumed else (0, {})
-        if record:
-            first_epoch = int(record["epoch"])
+    def _resume(self, plan: Plan, checkpoints: Checkpoints | None) -> Resume:
+        """Where the fit starts: after the run's last checkpoint (DATA_LOSS when its bytes are not the
+        ones written), else at epoch 0."""
+        resumed = checkpoints.latest() if checkpoints else None
+        resume = Resume(checkpoints)
+        if resumed:
+            resume.first_epoch, resume.model, resume.metrics = resumed
         log.info(
             "run %s: training %s on %s@%s (%d training rows, input %s %s %s)%s",
-            request.run_id,
-            spec.model,
-            dataset.name,
-            dataset.version,
-            train_rows,
-            input_name,
-            input_dtype,
-            input_shape,
-            f", resuming after epoch {first_epoch}" if first_epoch else "",
+            plan.request.run_id,
+            plan.spec.model,
+            plan.dataset.name,
+            plan.dataset.version,
+            plan.train_rows,
+            plan.input_name,
+            plan.input_dtype,
+            plan.input_shape,
+            f", resuming after epoch {resume.first_epoch}" if resumed else "",
         )
+        return resume
 
-        cancelled = threading.Event()
-        context.add_callback(cancelled.set)
-        row_bytes = int(np.prod(input_shape, dtype=np.int64)) * np.dtype(input_dtype).itemsize
+    def _fit(self, plan: Plan, resume: Resume):
+        """Fits in this process: opens the feeds, builds the model (or takes the restored one), and
+        runs model.fit on its own thread while this one yields its progress. Returns a Fitted."""
+        spec, first_epoch = plan.spec, resume.first_epoch
+        train_data = self._feed(
+            plan, data_pb2.SUBSET_TRAIN, _training_ops(plan), FeedSize(spec.batch_size, first_epoch)
+        )
+        val_data = None
+        if plan.validation_rows > 0:
+            size = FeedSize(EVAL_BATCH, first_epoch)
+            val_data = self._feed(plan, data_pb2.SUBSET_VALIDATION, plan.fitted_ops, size)
+        # built (or restored) while the first batches stream in
+        num_classes, vocabulary = len(plan.class_names), plan.vocabulary_size
         warm_key = None
-        if spec.workers > 1:  # a distributed run: the workers fit (each in a fresh process), this one publishes
-            try:  # worker 0 writes the checkpoints
-                model, last_metrics = yield from distributed.fit(
-                    request,
-                    spec,
-                    training_ops(fitted_ops, spec, train_rows, row_bytes),
-                    source,
-                    rows,
-                    len(class_names),
-                    _vocabulary_size(fitted_ops),
-                    class_weight,
-                    cancelled,
-                    record,
-                )
-            finally:
-                if checkpoints:
-                    checkpoints.close()
+        model = resume.model
+        if train_spec.is_detector(spec.model):  # not kept warm: its loss is built for its classes
+            if model is None:
+                with _SEEDING:
+                    keras.utils.set_random_seed(int(spec.seed) & 0xFFFFFFFF)
+                    model = detection.build(spec, plan.input_shape, num_classes, plan.input_dtype)
         else:
-            train_data = self._feed(
-                dataset,
-                split,
-                data_pb2.SUBSET_TRAIN,
-                training_ops(fitted_ops, spec, train_rows, row_bytes),
-                spec.batch_size,
-                source,
-                cancelled,
-                first_epoch,
-                train_rows,
-            )
-            val_data = None
-            if rows[data_pb2.SUBSET_VALIDATION] > 0:
-                val_data = self._feed(
-                    dataset,
-                    split,
-                    data_pb2.SUBSET_VALIDATION,
-                    fitted_ops,
-                    EVAL_BATCH,
-                    source,
-                    cancelled,
-                    first_epoch,
-                    rows[data_pb2.SUBSET_VALIDATION],
+            warm_key = warm.key(spec, plan.input_shape, num_classes, plan.input_dtype, vocabulary)
+            if model is None:
+                model = self.warm.take(
+                    warm_key, _seeded_build(spec, plan.input_shape, num_classes, plan.input_dtype, vocabulary)
                 )
-            # built (or restored) while the first batches stream in
-            warm_key = warm.key(spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops))
-            model = (
-                resumed[1]
-                if resumed
-                else self.warm.take(
-                    warm_key,
-                    _seeded_build(spec, input_shape, len(class_names), input_dtype, _vocabulary_size(fitted_ops)),
-                )
-            )
+        events: queue.Queue = queue.Queue()
+        outcome: dict = {}
+        progress = _Progress(events, spec, plan.train_rows, plan.cancelled, resume)
 
-            # fit() runs on its own thread; this one streams its progress to the caller.
-            events: queue.Queue = queue.Queue()
-            outcome: dict = {}
-            progress = _Progress(events, spec, train_rows, cancelled, checkpoints, first_epoch)
-            callbacks = [progress] + _early_stopping(spec)
-
-            def run_fit():
-                try:
-                    model.fit(
-                        train_data.dataset(),
-                        steps_per_epoch=train_data.steps(),
-                        epochs=int(spec.epochs),
-                        validation_data=val_data.dataset() if val_data else None,
-                        validation_steps=val_data.steps() if val_data else None,
-                        initial_epoch=first_epoch,
-                        shuffle=False,  # process (or this feed) already shuffles
-                        verbose=0,
-                        callbacks=callbacks,
-                        class_weight=class_weight,
-                    )
-                except BaseException as exc:  # reported on the RPC
-                    outcome["error"] = exc
-                finally:
-                    events.put(_DONE)
-
-            worker = threading.Thread(target=run_fit, name=f"fit-{request.run_id}", daemon=True)
-            worker.start()
+        def run_fit():
             try:
-                while (event := events.get()) is not _DONE:
-                    if event.progress.epoch_finished:
-                        last_metrics = dict(event.progress.metrics)
-                    yield event
-                worker.join()
+                model.fit(
+                    train_data.dataset(),
+                    steps_per_epoch=train_data.steps(),
+                    epochs=int(spec.epochs),
+                    validation_data=val_data.dataset() if val_data else None,
+                    validation_steps=val_data.steps() if val_data else None,
+                    initial_epoch=first_epoch,
+                    shuffle=False,  # process (or this feed) already shuffles
+                    verbose=0,
+                    callbacks=[progress] + _early_stopping(spec),
+                    class_weight=plan.class_weight,
+                )
+            except BaseException as exc:  # reported on the RPC
+                outcome["error"] = exc
             finally:
-                if checkpoints:
-                    checkpoints.close()
-            if cancelled.is_set():
-                raise Fail(grpc.StatusCode.CANCELLED, "training cancelled")
-            if progress.diverged:
-                raise invalid(f"train: training diverged: {progress.diverged}; lower train.learning_rate")
-            if "error" in outcome:
-                raise outcome["error"]
+                events.put(_DONE)
 
-        evaluation = self._evaluate(model, dataset, split, rows, fitted_ops, source, class_names, cancelled)
-        version = self._publish(
-            name,
-            model,
-            input_name,
-            fitted_ops,
-            {f.name: f for f in info.fields},
-            class_names,
-            last_metrics,
-            evaluation,
-            dataset,
-            request,
-        )
-        if checkpoints:
-            checkpoints.discard()
-        if warm_key is not None:
-            self.warm.give(warm_key, model)  # the run ended cleanly: the next one like it skips tracing
-        yield train_pb2.TrainResponse(
-            result=train_pb2.TrainResult(
-                model=model_pb2.ModelRef(name=name, version=version), metrics=last_metrics, evaluation=evaluation
-            )
-        )
+        worker = threading.Thread(target=run_fit, name=f"fit-{plan.request.run_id}", daemon=True)
+        worker.start()
+        last_metrics = resume.metrics
+        while (event := events.get()) is not _DONE:
+            if event.progress.epoch_finished:
+                last_metrics = dict(event.progress.metrics)
+            yield event
+        worker.join()
+        if plan.cancelled.is_set():
+            raise Fail(grpc.StatusCode.CANCELLED, "training cancelled")
+        if progress.diverged:
+            raise invalid(f"train: training diverged: {progress.diverged}; lower train.learning_rate")
+        if "error" in outcome:
+            raise outcome["error"]
+        return Fitted(model, last_metrics, warm_key)
 
     def _published_by_run(self, name: str, run_id: str) -> train_pb2.TrainResponse | None:
         """The result of the version of `name` whose record carries `run_id`, or None: publishing is
         idempotent per run. Reads the records newest first (a model has few versions)."""
         for version in reversed(layout.model_versions(self.store, name)):
             try:
-                meta = layout.read_model_metadata(self.store, name, version)
+                record = layout.read_model_record(self.store, name, version)
             except Fail:  # deleted meanwhile
                 continue
-            if meta.get("run_id") == run_id:
+            if record.run_id == run_id:
                 log.info(
                     "run %s: model %s version %d is already published by this run; not training again",
                     run_id,
                     name,
                     version,
                 )
-                evaluation = (
-                    json_format.ParseDict(meta["evaluation"], train_pb2.Evaluation(), ignore_unknown_fields=True)
-                    if meta.get("evaluation")
-                    else None
-                )
                 return train_pb2.TrainResponse(
                     result=train_pb2.TrainResult(
                         model=model_pb2.ModelRef(name=name, version=version),
-                        metrics=meta.get("metrics") or {},
-                        evaluation=evaluation,
+                        metrics=record.metrics,
+                        evaluation=record.evaluation if record.HasField("evaluation") else None,
                     )
                 )
         return None
@@ -408,75 +374,91 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
     def TrainWorker(self, request: train_pb2.TrainWorkerRequest, context) -> Iterator[train_pb2.TrainWorkerResponse]:
         yield from distributed.serve_worker(request, context)
 
-    def _evaluate(self, model, dataset, split, rows, fitted_ops, source, class_names, cancelled):
+    def _evaluate(self, plan: Plan, model) -> train_pb2.Evaluation | None:
         """Evaluation on the test split, else the validation split; None when nothing is held out."""
         subset = (
             data_pb2.SUBSET_TEST
-            if rows[data_pb2.SUBSET_TEST] > 0
+            if plan.rows[data_pb2.SUBSET_TEST] > 0
             else data_pb2.SUBSET_VALIDATION
-            if rows[data_pb2.SUBSET_VALIDATION] > 0
+            if plan.validation_rows > 0
             else None
         )
         if subset is None:
             return None
-        request = process_pb2.ProcessRequest(dataset=dataset, split=split, subset=subset, ops=fitted_ops)
-        feed = EpochFeed(self.process_raw, request, EVAL_BATCH, source, cancelled, budget_bytes=0)
-        return evaluate_model(model, feed.batches(), class_names, subset)
+        request = process_pb2.ProcessRequest(dataset=plan.dataset, split=plan.split, subset=subset, ops=plan.fitted_ops)
+        feed = EpochFeed(self.process_raw, request, plan.source, plan.cancelled, FeedSize(EVAL_BATCH, budget_bytes=0))
+        if train_spec.is_detector(plan.spec.model):
+            return detection.evaluate(model, plan.spec, feed.full_batches(), plan.input_name, plan.class_names, subset)
+        return evaluate_model(model, feed.batches(), plan.class_names, subset)
 
-    def _feed(self, dataset, split, subset, fitted_ops, batch_size, source, cancelled, first_epoch, rows) -> EpochFeed:
-        """The epochs of one subset, already pulling the first."""
-        request = process_pb2.ProcessRequest(dataset=dataset, split=split, subset=subset, ops=fitted_ops)
-        return EpochFeed(
-            self.process_raw, request, batch_size, source, cancelled, first_epoch=first_epoch, rows=rows
-        ).start()
+    def _feed(self, plan: Plan, subset: data_pb2.Subset, fitted_ops, size: FeedSize) -> EpochFeed:
+        """The epochs of one subset (from the first epoch the fit runs), already pulling the first."""
+        request = process_pb2.ProcessRequest(dataset=plan.dataset, split=plan.split, subset=subset, ops=fitted_ops)
+        size = dataclasses.replace(size, rows=plan.rows[subset])
+        if train_spec.is_detector(plan.spec.model):  # its targets are drawn from each batch's boxes
+            feed = detection.DetectionFeed(
+                self.process_raw, request, plan.source, plan.cancelled, size, num_classes=len(plan.class_names)
+            )
+            return feed.start()
+        return EpochFeed(self.process_raw, request, plan.source, plan.cancelled, size).start()
 
-    def _publish(
-        self, name, model, input_name, fitted_ops, fields, class_names, metrics, evaluation, dataset, request
-    ) -> int:
-        """Exports the model (raw inputs in, every fitted op built in) and publishes it as the next
-        version (cookline.json last)."""
-        existing = layout.model_versions(self.store, name, published_only=False)
-        version = (existing[-1] if existing else 0) + 1
-        prefix = layout.model_prefix(name, version)
-        with tempfile.TemporaryDirectory(prefix="cookline-export-") as tmp:
-            inputs = models.export(model, fitted_ops, fields, input_name, class_names, tmp)
+    def _publish(self, plan: Plan, fitted: Fitted, evaluation: train_pb2.Evaluation | None) -> int:
+        """Claims the next version of the model (create-only: one publisher per number), exports the
+        model into it (raw inputs in, every fitted op built in), and publishes it, cookline.json last."""
+        request, name = plan.request, plan.name
+        trained = models.Trained(fitted.model, plan.fitted_ops, plan.fields, plan.input_name, plan.class_names)
+        with (
+            layout.claim_model_version(self.store, name, request.run_id) as claim,
+            tempfile.TemporaryDirectory(prefix="cookline-export-") as tmp,
+        ):
+            if train_spec.is_detector(plan.spec.model):  # boxes, labels, scores; non-max suppression built in
+                inputs = detection.export(fitted.model, plan.spec, plan.fitted_ops, plan.fields, plan.class_names, tmp)
+            else:
+                inputs = models.export(trained, tmp)
             if request.pipeline.export.tfjs:
-                tfjs.write(model, fitted_ops, fields, class_names, name, version, os.path.join(tmp, "tfjs"))
+                tfjs.write(trained, name, claim.version, os.path.join(tmp, "tfjs"))
             files = {}
             for root, _dirs, names in os.walk(tmp):
                 for file_name in names:
                     path = os.path.join(root, file_name)
                     files[os.path.relpath(path, tmp).replace(os.sep, "/")] = path
-            metadata = {
-                "name": name,
-                "version": version,
-                "class_names": class_names,
-                # the numeric columns, as before raw inputs (readers of older records look here)
-                "feature_columns": inputs.get("features", {}).get("columns", []),
-                # the raw collected tensors the model takes: name -> dtype, shape, kind, columns, ...
-                "inputs": inputs,
-                # a regressor (no class names) answers its value as "scores" [rows, 1]
-                "outputs": {
-                    "scores": {"dtype": "float32", "shape": [-1, len(class_names) or 1]},
-                    **({"label": {"dtype": "string", "shape": [-1]}} if class_names else {}),
-                },
-                "task": "classification" if class_names else "regression",
-                "metrics": metrics,
-                "evaluation": (
-                    json_format.MessageToDict(evaluation, preserving_proto_field_name=True) if evaluation else None
-                ),
-                # The fitted ops (means, vocabularies, lookups), all built into the SavedModel: for lineage
-                # and for exports that rebuild them (TF.js).
-                "process": [json_format.MessageToDict(op, preserving_proto_field_name=True) for op in fitted_ops],
-                "dataset": {"name": dataset.name, "version": dataset.version},
-                "run_id": request.run_id,
-                "pipeline": json_format.MessageToDict(request.pipeline, preserving_proto_field_name=True),
-                "formats": ["saved_model"] + (["tfjs"] if request.pipeline.export.tfjs else []),
-                "framework": {"tensorflow": tf.__version__, "keras": keras.__version__},
-                "created_at": layout.now(),
-                # every file's sha256, verified by serve as it downloads the version
-                layout.CHECKSUMS: layout.checksums(files),
-            }
-            self.store.publish(prefix, files, layout.MODEL_METADATA, json.dumps(metadata, indent=1).encode())
+            record = _model_record(plan, inputs, fitted.metrics, evaluation)
+            version = layout.publish_model(self.store, claim, record, files)
         log.info("model %s version %d published", name, version)
         return version
+
+
+def _model_record(plan: Plan, inputs: dict, metrics: dict, evaluation) -> records_pb2.ModelRecord:
+    """The model record (cookline.json) of a trained model; publish_model fills in its name, version,
+    created_at and checksums."""
+    class_names, pipeline = plan.class_names, plan.request.pipeline
+    record = records_pb2.ModelRecord(
+        class_names=class_names,
+        # the numeric columns, as before raw inputs (readers of older records look here)
+        feature_columns=inputs.get("features", {}).get("columns", []),
+        task="detection"
+        if train_spec.is_detector(plan.spec.model)
+        else "classification"
+        if class_names
+        else "regression",
+        metrics=metrics,
+        evaluation=evaluation,
+        # The fitted ops (means, vocabularies, lookups), all built into the SavedModel: for lineage
+        # and for exports that rebuild them (TF.js).
+        process=plan.fitted_ops,
+        dataset=data_pb2.DatasetRef(name=plan.dataset.name, version=plan.dataset.version),
+        run_id=plan.request.run_id,
+        pipeline=pipeline,
+        formats=["saved_model"] + (["tfjs"] if pipeline.export.tfjs else []),
+        framework={"tensorflow": tf.__version__, "keras": keras.__version__},
+    )
+    # the raw collected tensors the model takes: name -> dtype, shape, kind, columns, ...
+    json_format.ParseDict(inputs, record.inputs)
+    if train_spec.is_detector(plan.spec.model):  # boxes, labels and scores per detection (docs/serving.md)
+        json_format.ParseDict(detection.outputs(plan.spec), record.outputs)
+        return record
+    # a regressor (no class names) answers its value as "scores" [rows, 1]
+    record.outputs.scores.CopyFrom(records_pb2.OutputRecord(dtype="float32", shape=[-1, len(class_names) or 1]))
+    if class_names:
+        record.outputs.label.CopyFrom(records_pb2.OutputRecord(dtype="string", shape=[-1]))
+    return record

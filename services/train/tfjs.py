@@ -398,11 +398,11 @@ def preprocessing(model: keras.Model, fitted_ops, fields: dict, class_names: lis
 # --- the folder --------------------------------------------------------------------------------
 
 
-def write(
-    model: keras.Model, fitted_ops, fields: dict, class_names: list[str], name: str, version: int, directory: str
-) -> list[str]:
-    """Writes the TF.js folder for `model` (trained on `fitted_ops`' output of the dataset whose field
-    schemas are `fields`, name -> FieldSchema) into `directory`; returns the file names."""
+def write(trained: models.Trained, name: str, version: int, directory: str) -> list[str]:
+    """Writes the TF.js folder of version `version` of model `name` for `trained.model` (trained on
+    its fitted ops' output of the dataset whose field schemas are `trained.fields`) into `directory`;
+    returns the file names."""
+    model, fitted_ops, fields, class_names = trained.model, trained.fitted_ops, trained.fields, trained.class_names
     model_topology, weights = topology(model, name)
     manifest = {
         "format": "layers-model",

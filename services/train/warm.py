@@ -100,14 +100,12 @@ def _copy_state(fresh: keras.Model, warm: keras.Model) -> None:
     for model in (fresh, warm):
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
+    if len(warm.weights) != len(fresh.weights) or len(warm.optimizer.variables) != len(fresh.optimizer.variables):
+        raise ValueError("the models' variables differ")
     pairs = list(zip(warm.weights, fresh.weights, strict=True)) + list(
         zip(warm.optimizer.variables, fresh.optimizer.variables, strict=True)
     )
-    if (
-        len(warm.weights) != len(fresh.weights)
-        or len(warm.optimizer.variables) != len(fresh.optimizer.variables)
-        or any(tuple(w.shape) != tuple(f.shape) for w, f in pairs)
-    ):
+    if any(tuple(w.shape) != tuple(f.shape) for w, f in pairs):
         raise ValueError("the models' variables differ")
     for target, source in pairs:
         target.assign(np.asarray(source))

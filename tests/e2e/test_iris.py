@@ -290,7 +290,7 @@ def test_train_feed_streams_once_then_reads_its_cache(env, iris_run):
     import threading
 
     from cookline.v1 import process_pb2, process_pb2_grpc
-    from services.train.feed import EpochFeed
+    from services.train.feed import EpochFeed, FeedSize
 
     run, _ = iris_run
     channel = grpc.insecure_channel(address("process", env))
@@ -306,11 +306,9 @@ def test_train_feed_streams_once_then_reads_its_cache(env, iris_run):
         feed = EpochFeed(
             process_raw,
             request,
-            16,
             ("features", "float32", [4], "int32"),
             threading.Event(),
-            budget_bytes=budget,
-            rows=rows,
+            FeedSize(16, rows=rows, budget_bytes=budget),
         ).start()
         # what model.fit iterates: steps() batches per epoch of one endless iterator, or one pass per epoch
         orders, data, steps = [], feed.dataset(), feed.steps()
@@ -337,11 +335,9 @@ def test_train_feed_streams_once_then_reads_its_cache(env, iris_run):
         feed = EpochFeed(
             process_raw,
             request,
-            16,
             ("features", "float32", [4], "int32"),
             threading.Event(),
-            budget_bytes=1 << 30,
-            rows=rows,
+            FeedSize(16, rows=rows, budget_bytes=1 << 30),
         ).start()
         with pytest.raises(Fail, match=message):
             list(feed.order())

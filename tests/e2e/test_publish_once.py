@@ -16,11 +16,7 @@ PUBLISH_WAIT_S = 300  # how long train may take to finish and publish while the 
 
 
 def published_by(store, name: str, run_id: str) -> list[int]:
-    return [
-        v
-        for v in layout.model_versions(store, name)
-        if layout.read_model_metadata(store, name, v).get("run_id") == run_id
-    ]
+    return [v for v in layout.model_versions(store, name) if layout.read_model_record(store, name, v).run_id == run_id]
 
 
 def test_gateway_killed_between_publish_and_record_resumes_without_a_second_version(stack):

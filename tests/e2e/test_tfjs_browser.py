@@ -60,15 +60,8 @@ def test_the_module_predicts_png_bytes_and_blobs_in_chromium(tmp_path):
     model = models.build(spec, [8, 8, 1], 3, "uint8")
     randomize(model)
     site = tmp_path / "site"
-    tfjs.write(
-        model,
-        [],
-        {"image": field("image", "uint8", [8, 8, 1]), "label": field("label", "int32", [])},
-        ["a", "b", "c"],
-        "web",
-        1,
-        str(site / "model"),
-    )
+    fields = {"image": field("image", "uint8", [8, 8, 1]), "label": field("label", "int32", [])}
+    tfjs.write(models.Trained(model, [], fields, "image", ["a", "b", "c"]), "web", 1, str(site / "model"))
     os.symlink(TFJS_BUNDLE, site / "tf.js")
     os.symlink(DIGIT, site / "digit.png")
     (site / "index.html").write_text(PAGE)

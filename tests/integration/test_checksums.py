@@ -101,11 +101,11 @@ def test_a_flipped_model_variables_byte_is_data_loss_and_the_model_is_not_served
         rm.publish_mixed(store, name, inputs=("features",))
     rm.publish_mixed(store, "old", inputs=("features",), old_record=True)  # no checksums in its record
     prefix = layout.model_prefix("bad", 1)
-    meta = layout.read_model_metadata(store, "bad", 1)
+    record = layout.read_model_record(store, "bad", 1)
     files = sorted(store.list(prefix))
     # every file of the version but the record itself has its sha256 in the record
-    assert sorted(prefix + name for name in meta[layout.CHECKSUMS]) == [
-        k for k in files if not k.endswith(layout.MODEL_METADATA)
+    assert sorted(prefix + name for name in record.checksums) == [
+        k for k in files if not k.endswith((layout.MODEL_METADATA, layout.MODEL_CLAIM))
     ]
     variables = next(k for k in files if "/variables/variables.data" in k)
     flip_byte(store, variables)

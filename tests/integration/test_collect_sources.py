@@ -251,25 +251,94 @@ def test_corrupt_image_names_the_file(env, store, tmp_path):
     assert "dog/z.png is 9x9" in error.details() and "collect.image_size" in error.details()
 
 
-def test_voc_labels_come_from_object_name(env, tmp_path):
+def voc_file(file_name, objects):
+    """A PascalVOC annotation: objects are (name, xmin, ymin, xmax, ymax)."""
+    body = "".join(
+        f"<object><name>{n}</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax>"
+        "</bndbox></object>"
+        for n, x0, y0, x1, y1 in objects
+    )
+    return f"<annotation><filename>{file_name}</filename>{body}</annotation>"
+
+
+def test_voc_keeps_every_box_and_class(env, tmp_path):
     root = tmp_path / "voc"
     (root / "annotations").mkdir(parents=True)
     (root / "images").mkdir()
-    for i, label in enumerate(["car", "person", "car"]):
-        Image.fromarray(np.full((4, 4, 3), i * 40, np.uint8)).save(root / "images" / f"{i}.jpg")
-        (root / "annotations" / f"{i}.xml").write_text(
-            f"<annotation><filename>{i}.jpg</filename><object><name>{label}</name>"
-            f"<bndbox><xmin>0</xmin></bndbox></object></annotation>"
-        )
+    scenes = [[("car", 0, 0, 4, 2)], [("person", 1, 1, 3, 4), ("car", 2, 0, 8, 4)], [("car", 4, 2, 8, 4)]]
+    for i, objects in enumerate(scenes):
+        Image.fromarray(np.full((4, 8, 3), i * 40, np.uint8)).save(root / "images" / f"{i}.jpg")
+        (root / "annotations" / f"{i}.xml").write_text(voc_file(f"{i}.jpg", objects))
     info = ingest(env, "voc", str(root), format="voc").dataset
-    assert list({f.name: f for f in info.fields}["label"].class_names) == ["car", "person"]
-    assert read_all(env, info.ref)["label"].tolist() == [0, 1, 0]
-    (root / "annotations" / "3.xml").write_text("<annotation><filename>3.jpg</filename></annotation>")
-    error = ingest_error(env, "voc2", str(root), format="voc")
-    assert (
-        error.code() == grpc.StatusCode.INVALID_ARGUMENT
-        and "annotations/3.xml has no <object><name>" in error.details()
-    )
+    fields = {f.name: f for f in info.fields}
+    assert list(fields["label"].class_names) == ["car", "person"] == list(fields["box_labels"].class_names)
+    assert list(fields["boxes"].shape) == [2, 4] and fields["boxes"].dtype == tensors.DataType.DATA_TYPE_FLOAT32
+    rows = read_all(env, info.ref)
+    assert rows["label"].tolist() == [0, 1, 0]  # the first object's class: image classifiers train on it
+    assert rows["box_count"].tolist() == [1, 2, 1]
+    assert rows["box_labels"].tolist() == [[0, -1], [1, 0], [0, -1]]
+    # ymin, xmin, ymax, xmax as fractions of the 4x8 image
+    np.testing.assert_allclose(rows["boxes"][1], [[0.25, 0.125, 1.0, 0.375], [0.0, 0.25, 1.0, 1.0]])
+    np.testing.assert_allclose(rows["boxes"][0], [[0.0, 0.0, 0.5, 0.5], [0, 0, 0, 0]])
+
+
+@pytest.mark.parametrize(
+    "objects, expected",
+    [
+        ([], "annotations/3.xml has no <object> (every image needs at least one)"),
+        ([("car", 0, 0, 9, 4)], "annotations/3.xml <object> 1 <bndbox>: the box (xmin 0, ymin 0, xmax 9, ymax 4)"),
+        ([("car", 2, 3, 2, 4)], "is empty or outside the 8x4 image"),
+        ([("", 0, 0, 2, 2)], "annotations/3.xml <object> 1 has no <name> (the class label)"),
+    ],
+)
+def test_voc_bad_objects_name_the_file_and_box(env, store, tmp_path, objects, expected):
+    root = tmp_path / "voc"
+    (root / "annotations").mkdir(parents=True)
+    (root / "images").mkdir()
+    for i in range(4):
+        Image.fromarray(np.zeros((4, 8, 3), np.uint8)).save(root / "images" / f"{i}.png")
+        (root / "annotations" / f"{i}.xml").write_text(
+            voc_file(f"{i}.png", [("car", 0, 0, 2, 2)] if i < 3 else objects)
+        )
+    error = ingest_error(env, "voc-bad", str(root), format="voc")
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and expected in error.details()
+    assert nothing_visible(env, store, "voc-bad")
+
+
+def coco_folder(root, annotations, categories=((1, "cat"), (7, "dog"))):
+    (root / "images").mkdir(parents=True)
+    images = []
+    for i in range(2):
+        Image.fromarray(np.full((10, 20, 3), 50 * i, np.uint8)).save(root / "images" / f"{i}.png")
+        images.append({"id": 10 + i, "file_name": f"{i}.png", "width": 20, "height": 10})
+    doc = {"images": images, "annotations": annotations, "categories": [{"id": c, "name": n} for c, n in categories]}
+    (root / "instances.json").write_text(__import__("json").dumps(doc))
+    return str(root)
+
+
+def test_coco_json_boxes_and_categories(env, store, tmp_path):
+    annotations = [
+        {"id": 1, "image_id": 10, "category_id": 7, "bbox": [0, 0, 10, 5]},
+        {"id": 2, "image_id": 11, "category_id": 1, "bbox": [5, 5, 15, 5]},
+        {"id": 3, "image_id": 10, "category_id": 1, "bbox": [10, 0, 10, 10]},
+    ]
+    info = ingest(env, "coco", coco_folder(tmp_path / "coco", annotations), format="coco").dataset
+    fields = {f.name: f for f in info.fields}
+    assert list(fields["box_labels"].class_names) == ["cat", "dog"]  # in category id order
+    rows = read_all(env, info.ref)
+    assert rows["box_labels"].tolist() == [[1, 0], [0, -1]] and rows["label"].tolist() == [1, 0]
+    np.testing.assert_allclose(rows["boxes"][0], [[0, 0, 0.5, 0.5], [0, 0.5, 1, 1]])
+    np.testing.assert_allclose(rows["boxes"][1][0], [0.5, 0.25, 1, 1])
+    # a category id the file does not declare: named by its annotation
+    annotations[2]["category_id"] = 3
+    error = ingest_error(env, "coco-bad", coco_folder(tmp_path / "bad", annotations), format="coco")
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "instances.json annotations[2].category_id: 3 is not a category of the file" in error.details()
+    assert nothing_visible(env, store, "coco-bad")
+    annotations[2].update(category_id=1, bbox=[15, 0, 10, 10])  # x + width = 25 > 20
+    error = ingest_error(env, "coco-bad", coco_folder(tmp_path / "bad2", annotations), format="coco")
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "annotations[2].bbox: the box (xmin 15, ymin 0, xmax 25, ymax 10) is empty or outside" in error.details()
 
 
 # --- npz, s3 -----------------------------------------------------------------

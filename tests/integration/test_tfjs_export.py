@@ -33,7 +33,8 @@ def export(tmp_path, model, fitted_ops, fields, class_names):
     tmp_path.mkdir(parents=True, exist_ok=True)
     os.symlink(NODE_MODULES, tmp_path / "node_modules")
     folder = tmp_path / "model"
-    tfjs.write(model, fitted_ops, {f.name: f for f in fields}, class_names, "zoo", 1, str(folder))
+    trained = models.Trained(model, fitted_ops, {f.name: f for f in fields}, "", class_names)
+    tfjs.write(trained, "zoo", 1, str(folder))
     return folder
 
 

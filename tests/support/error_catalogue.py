@@ -73,6 +73,33 @@ def _csv(ctx, name: str, text: str) -> str:
     return path
 
 
+def _detection_data(ctx, fmt: str, objects=(), category_id: int = 1) -> str:
+    """A one-image voc or coco folder in the scratch folder (an 8x8 PNG); objects: (name, x0, y0, x1, y1)."""
+    from PIL import Image
+
+    root = os.path.join(ctx.scratch, f"{fmt}-{len(os.listdir(ctx.scratch))}")
+    os.makedirs(os.path.join(root, "images"))
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(os.path.join(root, "images", "0.png"))
+    if fmt == "coco":
+        doc = {
+            "images": [{"id": 1, "file_name": "0.png", "width": 8, "height": 8}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": category_id, "bbox": [0, 0, 4, 4]}],
+            "categories": [{"id": 1, "name": "square"}],
+        }
+        with open(os.path.join(root, "instances.json"), "w") as f:
+            json.dump(doc, f)
+        return root
+    os.makedirs(os.path.join(root, "annotations"))
+    body = "".join(
+        f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax><ymax>{d}</ymax>"
+        "</bndbox></object>"
+        for n, a, b, c, d in objects
+    )
+    with open(os.path.join(root, "annotations", "0.xml"), "w") as f:
+        f.write(f"<annotation><filename>0.png</filename>{body}</annotation>")
+    return root
+
+
 def _ingest(ctx, path: str, label: str = "y", dataset: str = "bad", **spec):
     return list(
         ctx.collect.Ingest(
@@ -490,6 +517,30 @@ CASES = [
         INVALID,
         "collect.source: empty.csv has no data rows",
         lambda c: _ingest(c, _csv(c, "empty.csv", "a,b,y\n")),
+    ),
+    Case(
+        "collect",
+        "Ingest",
+        "VOC annotation with no objects",
+        INVALID,
+        "collect.source: annotations/0.xml has no <object>",
+        lambda c: _ingest(c, _detection_data(c, "voc"), label="", format="voc"),
+    ),
+    Case(
+        "collect",
+        "Ingest",
+        "VOC box outside the image",
+        INVALID,
+        "annotations/0.xml <object> 1 <bndbox>: the box (xmin 2, ymin 2, xmax 12, ymax 6) is empty or outside the 8x8",
+        lambda c: _ingest(c, _detection_data(c, "voc", [("square", 2, 2, 12, 6)]), label="", format="voc"),
+    ),
+    Case(
+        "collect",
+        "Ingest",
+        "COCO annotation of an unknown category",
+        INVALID,
+        "instances.json annotations[0].category_id: 9 is not a category of the file",
+        lambda c: _ingest(c, _detection_data(c, "coco", category_id=9), label="", format="coco"),
     ),
     Case(
         "collect",

@@ -157,8 +157,8 @@ def publish(store, name: str, saved_dir: str, inputs: dict, class_names: list[st
     """Publishes a SavedModel folder as the next version of `name`, cookline.json last (as train does)."""
     from services.common import layout
 
-    existing = layout.model_versions(store, name, published_only=False)
-    version = (existing[-1] if existing else 0) + 1
+    claim = layout.claim_model_version(store, name)  # as train does: one publisher per version number
+    version = claim.version
     files = {
         os.path.relpath(os.path.join(d, f), saved_dir).replace(os.sep, "/"): os.path.join(d, f)
         for d, _, names in os.walk(saved_dir)
@@ -179,7 +179,8 @@ def publish(store, name: str, saved_dir: str, inputs: dict, class_names: list[st
         layout.CHECKSUMS: layout.checksums(files),  # as train records them
         **extra,
     }
-    store.publish(layout.model_prefix(name, version), files, layout.MODEL_METADATA, json.dumps(meta).encode())
+    with claim:  # the record is written as given (old_record: as older versions wrote it)
+        store.publish(claim.prefix, files, layout.MODEL_METADATA, json.dumps(meta).encode())
     return version
 
 

@@ -65,7 +65,7 @@ def export_and_compare(tmp_path, model_name, op_list, batch, fields, raw, class_
     vocabulary = len(texts[-1].fitted["vocabulary"].string_values) + 2 if texts else 0
     spec = pb.TrainSpec(model=model_name, learning_rate=0.01, **train)
     model = models.build(spec, shape, len(class_names), dtype, vocabulary)
-    inputs = models.export(model, fitted, fields, input_name, list(class_names), str(tmp_path))
+    inputs = models.export(models.Trained(model, fitted, fields, input_name, list(class_names)), str(tmp_path))
     fixed = [op for op in fitted if ops.KINDS[op.WhichOneof("kind")].deterministic]  # rows in order
     streamed = next(ops.chain(fixed, iter([batch]), 0, training=False))
     expected = model(tf.cast(streamed[input_name], dtype), training=False).numpy()
@@ -158,7 +158,7 @@ def test_text_model_tokenizes_sentences_in_the_graph(tmp_path, mode):
     network = models.build(
         pb.TrainSpec(model=model, embedding_dim=4 if model == "text" else 0, learning_rate=0.01), shape, 3, dtype, size
     )
-    inputs = models.export(network, fitted, fields, name, ["x", "y", "z"], str(tmp_path))
+    inputs = models.export(models.Trained(network, fitted, fields, name, ["x", "y", "z"]), str(tmp_path))
     assert inputs == {"text": {"dtype": "string", "shape": [-1], "kind": "text"}}
     streamed = next(ops.chain(fitted, iter([batch_raw]), 0, training=False))
     expected = network(tf.cast(streamed[name], dtype), training=False).numpy()

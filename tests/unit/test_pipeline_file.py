@@ -135,7 +135,7 @@ def test_unknown_fields_are_named(text, field):
         ),
         (
             MINIMAL.replace("model: mlp", "model: mlp, conv_filters: [8]"),
-            "train.conv_filters: applies to model cnn, not 'mlp'",
+            "train.conv_filters: applies to model cnn or detector, not 'mlp'",
         ),
         (MINIMAL.replace("model: mlp", "model: cnn, conv_filters: [8, 0]"), "train.conv_filters[1]: 0 is not in"),
         (

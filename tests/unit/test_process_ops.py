@@ -10,7 +10,7 @@ from cookline.spec import SpecError
 from cookline.v1 import pipeline_pb2 as pb
 from services.common.errors import Fail, status_of
 from services.process import ops
-from services.process.ops.images import resize_bilinear
+from services.process.ops.images import BoxAugment, resize_bilinear
 
 
 def op(**kind):
@@ -182,3 +182,55 @@ def test_output_fields_predict_the_processed_batches():
         "float32",
         [out["features"].shape[1]],
     )
+
+
+def _scene_batch():
+    """Two 8x8 images with one bright 2x4 block each, and its box (ymin, xmin, ymax, xmax fractions)."""
+    image = np.zeros((2, 8, 8, 1), np.uint8)
+    image[:, 2:4, 0:4] = 200
+    boxes = np.zeros((2, 2, 4), np.float32)
+    boxes[:, 0] = [0.25, 0.0, 0.5, 0.5]
+    labels = np.array([[1, -1], [1, -1]], np.int32)
+    return {"image": image, "boxes": boxes, "box_labels": labels, "box_count": np.array([1, 1], np.int32)}
+
+
+def _box_of_pixels(image) -> list[float]:
+    """The box around the bright pixels of one [h, w, 1] image, as fractions."""
+    ys, xs = np.nonzero(image[..., 0] > 100)
+    h, w = image.shape[:2]
+    return [ys.min() / h, xs.min() / w, (ys.max() + 1) / h, (xs.max() + 1) / w]
+
+
+def test_box_augment_and_random_flip_move_the_boxes_with_the_pixels():
+    batch = _scene_batch()
+    flip = op(box_augment=pb.BoxAugmentOp(flip="both", min_scale=1.0, max_scale=1.0, seed=3))
+    for epoch in range(4):  # flips drawn afresh: every outcome keeps boxes on the pixels
+        out = next(ops.chain([flip], [batch], epoch, training=True))
+        for i in range(2):
+            np.testing.assert_allclose(out["boxes"][i, 0], _box_of_pixels(out["image"][i]), atol=1e-6)
+        assert out["box_labels"].tolist() == [[1, -1], [1, -1]] and out["box_count"].tolist() == [1, 1]
+    plain = next(ops.chain([op(random_flip=pb.RandomFlipOp(mode="both", seed=1))], [batch], 0, training=True))
+    for i in range(2):
+        np.testing.assert_allclose(plain["boxes"][i, 0], _box_of_pixels(plain["image"][i]), atol=1e-6)
+    # shrinking by a half: the block is 1x2 pixels somewhere in the canvas, and its box says where
+    for seed in range(3):
+        pixels, box = BoxAugment._rescale(batch["image"][0], batch["boxes"][0, :1], 0.5, np.random.default_rng(seed))
+        assert box[0, 2] - box[0, 0] == pytest.approx(0.125) and box[0, 3] - box[0, 1] == pytest.approx(0.25)
+        np.testing.assert_allclose(box[0], _box_of_pixels(pixels), atol=1e-6)
+    # outside TRAIN nothing moves
+    assert next(ops.chain([flip], [batch], 0, training=False)) is batch
+
+
+def test_box_augment_drops_boxes_cropped_away_and_rotation_refuses_boxes():
+    batch = _scene_batch()
+    batch["boxes"][:, 1], batch["box_labels"][:, 1], batch["box_count"][:] = [0.0, 0.9, 0.05, 1.0], 2, 2
+    zoom = op(box_augment=pb.BoxAugmentOp(flip="none", min_scale=1.0, max_scale=4.0, seed=0))
+    out = next(ops.chain([zoom], [batch], 0, training=True))
+    for i in range(2):  # enlarged and cropped: boxes cut away are dropped, the rest close up
+        n = out["box_count"][i]
+        assert (out["box_labels"][i, n:] == -1).all() and (out["boxes"][i, n:] == 0).all()
+        assert ((out["boxes"][i, :n] >= 0) & (out["boxes"][i, :n] <= 1)).all()
+    rotate = op(random_rotation=pb.RandomRotationOp(max_degrees=10))
+    with pytest.raises(Fail) as error:
+        next(ops.chain([rotate], [batch], 0, training=True))
+    assert "process[0].random_rotation: does not move boxes; use box_augment" in str(error.value)

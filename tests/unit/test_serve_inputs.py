@@ -1,6 +1,6 @@
 """Serve's per-row input checks in process (services/serve/inputs.py): reading the input
-specs of old and new cookline.json records, image format and size from real file headers
-(PNG, JPEG, GIF, BMP, each also decoded by TensorFlow to show it is a real file), the
+specs of old and new cookline.json records (layout.parse_model_record), image format and
+size from real file headers (PNG, JPEG, GIF, BMP, each also decoded by TensorFlow to show it is a real file), the
 byte and pixel limits, numbers, NaN and strings."""
 
 import struct
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from services.common import layout
 from services.common.errors import Fail
 from services.serve import inputs
 from services.serve.inputs import Limits
@@ -93,33 +94,39 @@ def test_numbers_nan_infinity_and_strings():
 
 def test_specs_of_an_old_record_and_a_raw_one():
     old = inputs.specs_from_record(
-        {"inputs": {"features": {"dtype": "float32", "shape": [-1, 4]}}, "feature_columns": ["a", "b", "c", "d"]}
+        layout.parse_model_record(
+            {"inputs": {"features": {"dtype": "float32", "shape": [-1, 4]}}, "feature_columns": ["a", "b", "c", "d"]}
+        )
     )
     assert list(old) == ["features"] and old["features"].kind == "numeric" and old["features"].columns == list("abcd")
     assert not old["features"].allow_nan
     raw = inputs.specs_from_record(
-        {
-            "inputs": {
-                "features": {"dtype": "float32", "shape": [-1, 2], "kind": "numeric", "columns": ["x", "y"]},
-                "image": {
-                    "dtype": "string",
-                    "shape": [-1],
-                    "kind": "image",
-                    "encodings": ["png"],
-                    "image": {"height": 8, "width": 8, "channels": 1},
+        layout.parse_model_record(
+            {
+                "inputs": {
+                    "features": {"dtype": "float32", "shape": [-1, 2], "kind": "numeric", "columns": ["x", "y"]},
+                    "image": {
+                        "dtype": "string",
+                        "shape": [-1],
+                        "kind": "image",
+                        "encodings": ["png"],
+                        "image": {"height": 8, "width": 8, "channels": 1},
+                    },
                 },
-            },
-            "process": [{"fill_missing": {"strategy": "mean"}}, {"standardize": {}}],
-            "served_from_op": 0,
-        }
+                "process": [{"fill_missing": {"strategy": "mean"}}, {"standardize": {}}],
+                "served_from_op": 0,
+            }
+        )
     )
     assert raw["features"].allow_nan and raw["image"].encodings == ["png"] and raw["image"].image["height"] == 8
     # a fill_missing op before the served part does not fill what the model gets
     before = inputs.specs_from_record(
-        {
-            "inputs": {"features": {"dtype": "float32", "shape": [-1, 2]}},
-            "process": [{"fill_missing": {}}, {"standardize": {}}],
-            "served_from_op": 1,
-        }
+        layout.parse_model_record(
+            {
+                "inputs": {"features": {"dtype": "float32", "shape": [-1, 2]}},
+                "process": [{"fill_missing": {}}, {"standardize": {}}],
+                "served_from_op": 1,
+            }
+        )
     )
     assert not before["features"].allow_nan

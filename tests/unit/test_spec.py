@@ -80,7 +80,7 @@ def test_a_component_checks_unknown_keys_and_fills_defaults():
 
 def test_every_builtin_is_declared():
     described = spec.describe()
-    assert [s["name"] for s in described["sources"]] == ["csv", "text-csv", "image-folder", "voc", "npz"]
+    assert [s["name"] for s in described["sources"]] == ["csv", "text-csv", "image-folder", "voc", "coco", "npz"]
     assert [o["name"] for o in described["ops"]] == [
         "standardize",
         "min_max",
@@ -92,10 +92,11 @@ def test_every_builtin_is_declared():
         "random_flip",
         "random_rotation",
         "random_brightness",
+        "box_augment",
         "vectorize_text",
         "shuffle",
     ]
-    assert [m["name"] for m in described["models"]] == ["mlp", "linear", "cnn", "mobilenet_v2", "text"]
+    assert [m["name"] for m in described["models"]] == ["mlp", "linear", "cnn", "mobilenet_v2", "detector", "text"]
     json.dumps(described)  # JSON-able, for docs and listings
     # every op message field is a declared parameter, and the reverse
     for component in spec.OPS:
@@ -110,9 +111,10 @@ def test_every_builtin_is_declared():
     assert {p.name for s in spec.SOURCES for p in s.params} <= collect_fields
     assert spec_ops.deterministic("standardize") and not spec_ops.deterministic("shuffle")
     assert not spec_ops.deterministic("random_flip")
-    assert sources.FORMATS == ("csv", "text-csv", "image-folder", "voc", "npz")
-    assert train.MODELS == ("mlp", "linear", "cnn", "mobilenet_v2", "text")
-    assert train.IMAGE_MODELS == ("cnn", "mobilenet_v2") and train.TFJS_MODELS == train.MODELS
+    assert sources.FORMATS == ("csv", "text-csv", "image-folder", "voc", "coco", "npz")
+    assert train.MODELS == ("mlp", "linear", "cnn", "mobilenet_v2", "detector", "text")
+    assert train.IMAGE_MODELS == ("cnn", "mobilenet_v2")
+    assert train.TFJS_MODELS == ("mlp", "linear", "cnn", "mobilenet_v2", "text")
     assert train.REGRESSION_MODELS == ("mlp", "linear") and train.MIN_INPUT_SIZE == 32
 
 

@@ -10,7 +10,7 @@ def test_cancelling_during_the_first_epoch_never_leaves_training_waiting():
     from cookline import tensors
     from cookline.v1 import data_pb2, process_pb2
     from cookline.v1 import pipeline_pb2 as pb
-    from services.train.feed import Cancelled, EpochFeed
+    from services.train.feed import Cancelled, EpochFeed, FeedSize
 
     cancelled = threading.Event()
 
@@ -27,15 +27,9 @@ def test_cancelling_during_the_first_epoch_never_leaves_training_waiting():
         subset=data_pb2.SUBSET_TRAIN, ops=[pb.Op(shuffle=pb.ShuffleOp(buffer=100, seed=1))]
     )
     for rows in (100, None):  # rows kept in TensorFlow, and rows kept as NumPy batches
-        feed = EpochFeed(
-            lambda _request: Call(),
-            request,
-            2,
-            ("features", "float32", [2], "int32"),
-            cancelled,
-            budget_bytes=1 << 20,
-            rows=rows,
-        ).start()
+        size = FeedSize(2, rows=rows, budget_bytes=1 << 20)
+        feed = EpochFeed(lambda _request: Call(), request, ("features", "float32", [2], "int32"), cancelled, size)
+        feed = feed.start()
         outcome = []
 
         def read(feed=feed, rows=rows, outcome=outcome):

@@ -68,12 +68,26 @@ function uploadFiles(source) {
   return out.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
 }
 
-/** Prediction rows as {label, scores: {class: probability}} from a PredictResponse. */
+/** Prediction rows as {label, scores: {class: probability}} from a PredictResponse; a detector's as
+ * {detections: [{label, score, box: [ymin, xmin, ymax, xmax]}, ...]} per image, best first. */
 function rowsFromResponse(response) {
+  if (response.outputs.boxes) return detectionsFromResponse(response);
   const labels = tensor.toStrings(response.outputs.label);
   return tensor.toRows(response.outputs.scores).map((scores, i) => ({
     label: labels[i],
     scores: Object.fromEntries(response.class_names.map((name, j) => [name, scores[j]])),
+  }));
+}
+
+function detectionsFromResponse(response) {
+  const [rows, slots] = response.outputs.boxes.shape.map(Number);
+  const boxes = tensor.toFloat32Array(response.outputs.boxes);
+  const scores = tensor.toFloat32Array(response.outputs.scores);
+  const labels = tensor.toStrings(response.outputs.labels);
+  return Array.from({ length: rows }, (_, i) => ({
+    detections: Array.from({ length: slots }, (_, j) => i * slots + j)
+      .filter((k) => labels[k] !== '') // unused slots have label ""
+      .map((k) => ({ label: labels[k], score: scores[k], box: Array.from(boxes.subarray(k * 4, k * 4 + 4)) })),
   }));
 }
 

@@ -28,3 +28,18 @@ test('ragged rows and wrong dtypes are refused', () => {
   assert.throws(() => tensor.float32Matrix([[1, 2], [3]]), /row 1 has 1 values, expected 2/);
   assert.throws(() => tensor.toFloat32Array({ dtype: 'DATA_TYPE_INT32', content: Buffer.alloc(4) }), /expected DATA_TYPE_FLOAT32/);
 });
+
+test("a detector's boxes, labels and scores become detections per image, unused slots left out", () => {
+  const { rowsFromResponse } = require('../src/client');
+  const boxes = tensor.float32Matrix([[0.1, 0.2, 0.3, 0.4, 0, 0, 0, 0]]);
+  const rows = rowsFromResponse({
+    outputs: {
+      boxes: { ...boxes, shape: [1, 2, 4] },
+      scores: tensor.float32Matrix([[0.5, 0]]),
+      labels: tensor.stringTensor(['circle', '']),
+    },
+    class_names: ['circle'],
+  });
+  assert.deepEqual(rows.map((r) => r.detections.map((d) => [d.label, d.score])), [[['circle', 0.5]]]);
+  assert.deepEqual(rows[0].detections[0].box.map((v) => Math.round(v * 10) / 10), [0.1, 0.2, 0.3, 0.4]);
+});

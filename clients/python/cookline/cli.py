@@ -442,6 +442,12 @@ def cmd_predict(args) -> int:
             print(f"row {result['row']}: error: {result['error']}{tail}")
         elif "value" in result:  # a regressor
             print(f"{result['value']:.6g}{tail}")
+        elif "detections" in result:  # a detector: one line per box (ymin xmin ymax xmax, fractions)
+            for found in result["detections"]:
+                box = " ".join(f"{v:.3f}" for v in found["box"])
+                print(f"{found['label']:20} {found['score']:.3f}  {box}{tail}")
+            if not result["detections"]:
+                print(f"{'(no objects)':20} {'':5}  {'':23}{tail}")
         else:
             best = result["scores"][result["label"]]
             print(f"{result['label']:20} {best:.3f}{tail}")

@@ -40,7 +40,20 @@ TERMINAL = (gateway_pb2.RUN_STATE_SUCCEEDED, gateway_pb2.RUN_STATE_FAILED, gatew
 
 def rows_from_response(response: serve_pb2.PredictResponse) -> list[dict]:
     """A PredictResponse as one {"label", "scores": {class: probability}} dict per row
-    (a regressor's: one {"value": number} dict per row)."""
+    (a regressor's: one {"value": number} dict per row; a detector's: one {"detections": [{"label",
+    "score", "box": [ymin, xmin, ymax, xmax]}, ...]} dict per image, best first)."""
+    if "boxes" in response.outputs:
+        boxes, labels, scores = (tensors.to_numpy(response.outputs[n]) for n in ("boxes", "labels", "scores"))
+        return [
+            {
+                "detections": [
+                    {"label": label.decode(), "score": float(score), "box": [float(v) for v in box]}
+                    for box, label, score in zip(row_boxes, row_labels, row_scores, strict=True)
+                    if label  # unused slots have label ""
+                ]
+            }
+            for row_boxes, row_labels, row_scores in zip(boxes, labels, scores, strict=True)
+        ]
     scores = tensors.to_numpy(response.outputs["scores"])
     if "label" not in response.outputs:
         return [{"value": float(row[0])} for row in scores]

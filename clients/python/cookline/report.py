@@ -1,5 +1,6 @@
 """`cookline report RUN`: one self-contained HTML page about a run, with PNG plots
-embedded: loss and metric curves per epoch, the confusion matrix, the key figures."""
+embedded: loss and metric curves per epoch, the confusion matrix, the key figures, and for a
+detector held-out images with their true and predicted boxes."""
 
 from __future__ import annotations
 
@@ -82,6 +83,40 @@ def confusion_png(evaluation) -> str | None:
     return _png(figure)
 
 
+def detections_png(evaluation) -> str | None:
+    """A detector's evaluated example images: true boxes dashed green, predicted boxes red with their
+    label and score."""
+    examples = list(evaluation.examples)
+    if not examples:
+        return None
+    from PIL import Image  # matplotlib's own dependency
+
+    figure, axes = plt.subplots(1, len(examples), figsize=(2.6 * len(examples), 2.9), squeeze=False)
+    for ax, example in zip(axes[0], examples, strict=True):
+        image = np.asarray(Image.open(io.BytesIO(example.image)))
+        height, width = image.shape[:2]
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
+        for boxes, colour, style in ((example.truth, "#2ca02c", "--"), (example.found, "#d62728", "-")):
+            for found in boxes:
+                y0, x0, y1, x1 = found.box
+                ax.add_patch(
+                    plt.Rectangle(
+                        (x0 * width - 0.5, y0 * height - 0.5),
+                        (x1 - x0) * width,
+                        (y1 - y0) * height,
+                        fill=False,
+                        edgecolor=colour,
+                        linestyle=style,
+                        linewidth=1.5,
+                    )
+                )
+                if style == "-":
+                    ax.text(x0 * width, y0 * height - 1, f"{found.label} {found.score:.2f}", color=colour, fontsize=7)
+        ax.set_axis_off()
+    figure.suptitle("held-out images: true boxes (dashed green), predicted (red)", fontsize=9)
+    return _png(figure)
+
+
 def _table(rows: list[tuple[str, str]]) -> str:
     return (
         "<table>"
@@ -133,9 +168,12 @@ def render(run: gateway_pb2.Run, events) -> str:
         )
         overall = _table([(k, f"{v:.4f}") for k, v in sorted(evaluation.metrics.items())])
         matrix = confusion_png(evaluation)
-        body = f"<p>{evaluation.rows} {subset} rows</p>{overall}{per_class}"
+        body = f"<p>{evaluation.rows} {subset} rows</p>{overall}{per_class if evaluation.classes else ''}"
         if matrix:
             body += f'<img alt="confusion matrix" src="data:image/png;base64,{matrix}">'
+        boxes = detections_png(evaluation)
+        if boxes:
+            body += f'<img alt="predicted and true boxes" src="data:image/png;base64,{boxes}">'
         figures.append(("evaluation", body))
     sections = "".join(f"<h2>{html.escape(title)}</h2>{body}" for title, body in figures)
     return f"""<!doctype html>

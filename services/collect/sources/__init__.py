@@ -37,6 +37,10 @@ def open_source(spec, path: str) -> Source:
         from services.collect.sources.images import VocSource
 
         return VocSource(spec, path)
+    if fmt == "coco":
+        from services.collect.sources.images import CocoSource
+
+        return CocoSource(spec, path)
     if fmt == "npz":
         from services.collect.sources.npz import NpzSource
 

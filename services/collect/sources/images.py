@@ -1,13 +1,14 @@
-"""Image sources: a folder of class folders (image-folder) and PascalVOC (voc).
+"""Image sources: a folder of class folders (image-folder), PascalVOC (voc) and COCO JSON (coco).
 
-Both yield "image" uint8 [n, height, width, channels] and "label" int32 [n];
+All yield "image" uint8 [n, height, width, channels] and "label" int32 [n];
 image-folder with train/, validation/, test/ folders also yields "subset"
-(a predefined split). Images are decoded one at a time with Pillow, so memory
-holds one chunk of decoded images.
+(a predefined split); voc and coco add every object's box and class (_DetectionSource).
+Images are decoded one at a time with Pillow, so memory holds one chunk of decoded images.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -126,8 +127,82 @@ class ImageFolderSource(Source):
         return _chunks(self.items, self.decoder, self.labels)
 
 
-class VocSource(Source):
-    """PascalVOC: annotations/*.xml (filename, object/name) + images/<filename>."""
+def _pixel_size(name: str, path: str) -> tuple[int, int]:
+    """(width, height) of an image file, from its header (nothing decoded)."""
+    try:
+        with open_binary(path) as f, Image.open(f) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise invalid(f"collect.source: {name} is not a readable PNG or JPEG image ({exc})") from None
+
+
+def _normalised(where: str, box: tuple[float, float, float, float], width: int, height: int) -> list[float]:
+    """A pixel box (xmin, ymin, xmax, ymax), 0 <= xmin < xmax <= width and the same for y, as
+    [ymin, xmin, ymax, xmax] fractions of the image; INVALID_ARGUMENT naming `where` otherwise."""
+    xmin, ymin, xmax, ymax = box
+    if not all(np.isfinite(v) for v in box):
+        raise invalid(f"{where}: the box has a coordinate that is not a finite number")
+    if not (0 <= xmin < xmax <= width and 0 <= ymin < ymax <= height):
+        raise invalid(
+            f"{where}: the box (xmin {xmin:g}, ymin {ymin:g}, xmax {xmax:g}, ymax {ymax:g}) is empty or "
+            f"outside the {width}x{height} image"
+        )
+    return [ymin / height, xmin / width, ymax / height, xmax / width]
+
+
+class _DetectionSource(Source):
+    """A source of images with boxes. Its chunks have "image", "label" (the first object's class:
+    image classifiers train on the same data), and the boxes (cookline.spec.train.DETECTION_TENSORS):
+    "boxes" float32 [n, max_boxes, 4] (ymin, xmin, ymax, xmax as fractions of the image's height
+    and width, so resizing the image keeps them), "box_labels" int32 [n, max_boxes] (class ids into
+    the label's class names; -1 pads) and "box_count" int32 [n], where max_boxes is the most objects
+    one image of the source has. Every box is checked when the source opens, before anything is written."""
+
+    decoder: _ImageDecoder
+
+    def _setup(self, items: list[tuple[str, str, list[str], list[list[float]]]], class_names: list[str]) -> None:
+        """items: (image name, path, class names of its objects, normalised boxes)."""
+        self.labels = Labels(class_names)
+        self.class_names = self.labels.names
+        self.items = items
+        self.max_boxes = max(len(boxes) for _, _, _, boxes in items)
+
+    @property
+    def image_shapes(self):
+        return self.decoder.source_shapes
+
+    def chunks(self) -> Iterator[Chunk]:
+        rows: list[tuple] = []
+        for item in self.items:
+            rows.append(item)
+            if len(rows) == IMAGES_PER_CHUNK:
+                yield self._chunk(rows)
+                rows = []
+        if rows:
+            yield self._chunk(rows)
+
+    def _chunk(self, rows) -> Chunk:
+        n = len(rows)
+        boxes = np.zeros((n, self.max_boxes, 4), np.float32)
+        box_labels = np.full((n, self.max_boxes), -1, np.int32)
+        counts = np.zeros(n, np.int32)
+        images = []
+        for i, (name, path, names, coords) in enumerate(rows):
+            images.append(self.decoder.decode(name, path))
+            boxes[i, : len(coords)] = coords
+            box_labels[i, : len(names)] = [self.labels.ids[c] for c in names]
+            counts[i] = len(coords)
+        return {
+            "image": np.stack(images),
+            "label": box_labels[:, 0].copy(),
+            "boxes": boxes,
+            "box_labels": box_labels,
+            "box_count": counts,
+        }
+
+
+class VocSource(_DetectionSource):
+    """PascalVOC: annotations/*.xml (filename, object/name, object/bndbox) + images/<filename>."""
 
     format = "voc"
 
@@ -141,7 +216,7 @@ class VocSource(Source):
                     f"annotations/*.xml and images/)"
                 )
         self.decoder = _ImageDecoder(spec)
-        self.items = []
+        items = []
         self.xml_files = []
         for rel, full in walk_files(annotations):
             if not rel.lower().endswith(".xml"):
@@ -154,26 +229,129 @@ class VocSource(Source):
             except ET.ParseError as exc:
                 raise invalid(f"collect.source: {name} is not valid XML ({exc})") from None
             file_name = (root.findtext("filename") or "").strip()
-            label = (root.findtext("object/name") or "").strip()
             if not file_name:
                 raise invalid(f"collect.source: {name} has no <filename>")
-            if not label:
-                raise invalid(f"collect.source: {name} has no <object><name> (the class label)")
+            objects = root.findall("object")
+            if not objects:
+                raise invalid(f"collect.source: {name} has no <object> (every image needs at least one)")
             image = os.path.join(images, file_name)
             if os.path.basename(file_name) != file_name or not os.path.isfile(image):
                 raise not_found(f"collect.source: images/{file_name} named by {name} not found")
-            self.items.append(("images/" + file_name, image, label, None))
-        if not self.items:
+            width, height = _pixel_size("images/" + file_name, image)
+            names, boxes = [], []
+            for k, obj in enumerate(objects):
+                where = f"collect.source: {name} <object> {k + 1}"
+                label = (obj.findtext("name") or "").strip()
+                if not label:
+                    raise invalid(f"{where} has no <name> (the class label)")
+                coords: list[float] = []
+                for tag in ("xmin", "ymin", "xmax", "ymax"):
+                    text = (obj.findtext(f"bndbox/{tag}") or "").strip()
+                    try:
+                        coords.append(float(text))
+                    except ValueError:
+                        raise invalid(f"{where} <bndbox><{tag}>: {text!r} is not a number") from None
+                names.append(label)
+                xmin, ymin, xmax, ymax = coords
+                boxes.append(_normalised(f"{where} <bndbox>", (xmin, ymin, xmax, ymax), width, height))
+            items.append(("images/" + file_name, image, names, boxes))
+        if not items:
             raise invalid(f"collect.source: {annotations!r} has no .xml annotations")
-        self.labels = Labels(sorted({item[2] for item in self.items}))
-        self.class_names = self.labels.names
-
-    @property
-    def image_shapes(self):
-        return self.decoder.source_shapes
+        self._setup(items, sorted({c for _, _, names, _ in items for c in names}))
 
     def files(self):
         return self.xml_files + [(name, path) for name, path, _, _ in self.items]
 
-    def chunks(self) -> Iterator[Chunk]:
-        return _chunks(self.items, self.decoder, self.labels)
+
+class CocoSource(_DetectionSource):
+    """COCO object detection JSON: one *.json file beside images/ (file_name relative to images/, else
+    to the folder). Boxes are [x, y, width, height] in pixels; class ids follow the categories in
+    the file's order of category id."""
+
+    format = "coco"
+
+    def __init__(self, spec, path: str):
+        if not os.path.isdir(path):
+            raise invalid(f"collect.source: {path!r} is not a folder (coco needs one *.json file and images/)")
+        found = sorted(n for n in os.listdir(path) if n.lower().endswith(".json") and not n.startswith("."))
+        if len(found) != 1:
+            raise invalid(
+                f"collect.source: coco needs exactly one .json annotation file in {path!r}, found {len(found)}"
+            )
+        self.json_name, self.json_path = found[0], os.path.join(path, found[0])
+        try:
+            with open_binary(self.json_path) as f:
+                doc = json.load(f)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise invalid(f"collect.source: {self.json_name} is not valid JSON ({exc})") from None
+        if not isinstance(doc, dict):
+            raise invalid(f"collect.source: {self.json_name} is not a COCO object (images, annotations, categories)")
+        self.decoder = _ImageDecoder(spec)
+        where = f"collect.source: {self.json_name}"
+        categories = _list(doc, "categories", where)
+        names_by_id: dict[int, str] = {}
+        for i, cat in enumerate(categories):
+            cid, cname = (
+                _get(cat, "id", int, f"{where} categories[{i}]"),
+                _get(cat, "name", str, f"{where} categories[{i}]"),
+            )
+            names_by_id[cid] = cname.strip()
+        class_names = [names_by_id[c] for c in sorted(names_by_id)]
+        if len(set(class_names)) != len(class_names) or not all(class_names):
+            raise invalid(f"{where} categories: names must be unique and non-empty")
+        images: dict[int, tuple[str, str, int, int]] = {}
+        for i, img in enumerate(_list(doc, "images", where)):
+            at = f"{where} images[{i}]"
+            iid, file_name = _get(img, "id", int, at), _get(img, "file_name", str, at)
+            candidates = [os.path.join(path, "images", file_name), os.path.join(path, file_name)]
+            full = next((c for c in candidates if os.path.isfile(c)), None)
+            if ".." in file_name.replace("\\", "/").split("/") or os.path.isabs(file_name) or full is None:
+                raise not_found(f"{at}.file_name: images/{file_name} not found")
+            rel = os.path.relpath(full, path).replace(os.sep, "/")
+            width, height = _pixel_size(rel, full)
+            images[iid] = (rel, full, width, height)
+        objects: dict[int, tuple[list[str], list[list[float]]]] = {}
+        for i, ann in enumerate(_list(doc, "annotations", where)):
+            at = f"{where} annotations[{i}]"
+            iid, cid = _get(ann, "image_id", int, at), _get(ann, "category_id", int, at)
+            if cid not in names_by_id:
+                raise invalid(
+                    f"{at}.category_id: {cid} is not a category of the file (categories: "
+                    f"{', '.join(f'{k} {names_by_id[k]}' for k in sorted(names_by_id))})"
+                )
+            if iid not in images:
+                raise invalid(f"{at}.image_id: {iid} is not an image of the file")
+            bbox = ann.get("bbox")
+            if not isinstance(bbox, list) or len(bbox) != 4 or not all(isinstance(v, (int, float)) for v in bbox):
+                raise invalid(f"{at}.bbox: expected [x, y, width, height] in pixels")
+            x, y, w, h = (float(v) for v in bbox)
+            _, _, width, height = images[iid]
+            names, boxes = objects.setdefault(iid, ([], []))
+            names.append(names_by_id[cid])
+            boxes.append(_normalised(f"{at}.bbox", (x, y, x + w, y + h), width, height))
+        items = []
+        for iid, (rel, full, _, _) in images.items():
+            if iid not in objects:
+                raise invalid(f"{where}: image {iid} ({rel}) has no annotations (every image needs at least one box)")
+            names, boxes = objects[iid]
+            items.append((rel, full, names, boxes))
+        if not items:
+            raise invalid(f"{where}: no images")
+        self._setup(items, class_names)
+
+    def files(self):
+        return [(self.json_name, self.json_path)] + [(name, path) for name, path, _, _ in self.items]
+
+
+def _list(doc: dict, key: str, where: str) -> list:
+    value = doc.get(key)
+    if not isinstance(value, list):
+        raise invalid(f"{where}: {key!r} is missing or not a list")
+    return value
+
+
+def _get(obj, key: str, kind, where: str):
+    value = obj.get(key) if isinstance(obj, dict) else None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise invalid(f"{where}.{key}: missing or not a{'n' if kind is int else ''} {kind.__name__}")
+    return value

@@ -4,7 +4,7 @@
 rows, `apply` transforms a stream. All of it streams: memory is bounded by one
 batch plus a shuffle buffer, however large the dataset. One module per family:
 scaling (standardize, min_max, fill_missing), categorical (lookup, one_hot),
-images (resize, grayscale, random_flip, random_rotation, random_brightness),
+images (resize, grayscale, random_flip, random_rotation, random_brightness, box_augment),
 text (vectorize_text), order (shuffle, rebatch). `graph` composes the fitted ops'
 in-graph forms, which the exported model runs on the raw collected tensors.
 """
@@ -22,7 +22,7 @@ from cookline.v1 import pipeline_pb2
 from services.common.errors import Fail
 from services.process.ops.base import Batch, OpKind, graph_fn
 from services.process.ops.categorical import Lookup, OneHot
-from services.process.ops.images import Grayscale, RandomBrightness, RandomFlip, RandomRotation, Resize
+from services.process.ops.images import BoxAugment, Grayscale, RandomBrightness, RandomFlip, RandomRotation, Resize
 from services.process.ops.order import Shuffle, rebatch
 from services.process.ops.plugin import PluginOpKind
 from services.process.ops.scaling import FillMissing, MinMax, Standardize, scope
@@ -41,6 +41,7 @@ KINDS: dict[str, OpKind] = {
         RandomFlip(),
         RandomRotation(),
         RandomBrightness(),
+        BoxAugment(),
         VectorizeText(),
         Shuffle(),
     )

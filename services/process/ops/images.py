@@ -134,23 +134,111 @@ class _Augmentation(OpKind):
         raise NotImplementedError
 
 
+def _flip_boxes(boxes: np.ndarray, counts: np.ndarray, rows: np.ndarray, axis: int) -> None:
+    """Mirrors the used boxes of `rows` in place: axis 1 flips x (xmin, xmax), axis 0 flips y."""
+    lo, hi = (1, 3) if axis == 1 else (0, 2)
+    for i in np.flatnonzero(rows):
+        used = boxes[i, : counts[i]]
+        used[:, lo], used[:, hi] = 1.0 - used[:, hi], 1.0 - used[:, lo].copy()
+
+
 class RandomFlip(_Augmentation):
+    """Flips images; detection data's boxes ("boxes", with "box_count") move with them."""
+
     name = "random_flip"
 
-    def augment(self, op, image, draws):
-        mode = self.settings(op, self.name)["mode"]
-        out = image.copy()
-        if mode in ("horizontal", "both"):
-            flip = draws.random(len(image)) < 0.5
-            out[flip] = out[flip][:, :, ::-1]
-        if mode in ("vertical", "both"):
-            flip = draws.random(len(image)) < 0.5
-            out[flip] = out[flip][:, ::-1]
-        return out
+    def apply(self, op, where, batches, epoch, training):
+        if not training:
+            yield from batches
+            return
+        draws = rng(self.params(op).seed, epoch, int(where.split("[")[1].split("]")[0]))
+        mode = self.settings(op, where)["mode"]
+        for batch in batches:
+            image = _images(batch, where)
+            out, boxes = image.copy(), None
+            if "boxes" in batch:
+                boxes, counts = batch["boxes"].copy(), need(batch, "box_count", where)
+            for axis, modes in ((2, ("horizontal", "both")), (1, ("vertical", "both"))):
+                if mode in modes:
+                    flip = draws.random(len(image)) < 0.5
+                    out[flip] = np.flip(out[flip], axis=axis)
+                    if boxes is not None:
+                        _flip_boxes(boxes, counts, flip, 1 if axis == 2 else 0)
+            yield {**batch, "image": out} if boxes is None else {**batch, "image": out, "boxes": boxes}
+
+
+# A box keeps at least this fraction of its area inside the image after box_augment, or is dropped.
+MIN_KEPT_AREA = 0.25
+
+
+class BoxAugment(_Augmentation):
+    """Flips and rescales each training image with its boxes (detection data: "boxes", "box_labels",
+    "box_count"). Scaling by s < 1 shrinks the scene into a canvas of the image's size, filled with
+    its mean colour; s > 1 enlarges it and keeps a random window. Boxes move with the pixels; a box
+    with less than MIN_KEPT_AREA of its area left inside is dropped (the rest close up)."""
+
+    name = "box_augment"
+
+    def apply(self, op, where, batches, epoch, training):
+        if not training:
+            yield from batches
+            return
+        draws = rng(self.params(op).seed, epoch, int(where.split("[")[1].split("]")[0]))
+        settings = self.settings(op, where)
+        for batch in batches:
+            image = _images(batch, where)
+            boxes, labels, counts = (need(batch, n, where) for n in ("boxes", "box_labels", "box_count"))
+            out_images, out_boxes = np.empty_like(image), np.zeros_like(boxes)
+            out_labels, out_counts = np.full_like(labels, -1), np.zeros_like(counts)
+            for i in range(len(image)):
+                pixels, used = image[i], boxes[i, : counts[i]].astype(np.float64)
+                kinds = labels[i, : counts[i]]
+                if settings["flip"] in ("horizontal", "both") and draws.random() < 0.5:
+                    pixels, used = pixels[:, ::-1], used[:, [0, 3, 2, 1]] * [1, -1, 1, -1] + [0, 1, 0, 1]
+                if settings["flip"] in ("vertical", "both") and draws.random() < 0.5:
+                    pixels, used = pixels[::-1], used[:, [2, 1, 0, 3]] * [-1, 1, -1, 1] + [1, 0, 1, 0]
+                pixels, used = self._rescale(
+                    pixels, used, draws.uniform(settings["min_scale"], settings["max_scale"]), draws
+                )
+                out_images[i] = pixels
+                kept = np.clip(used, 0, 1)
+                area = lambda b: np.maximum(b[:, 2] - b[:, 0], 0) * np.maximum(b[:, 3] - b[:, 1], 0)  # noqa: E731 - local helper
+                keep = (area(kept) > 0) & (area(kept) >= MIN_KEPT_AREA * area(used))
+                n = int(keep.sum())
+                out_boxes[i, :n], out_labels[i, :n], out_counts[i] = kept[keep], kinds[keep], n
+            yield {**batch, "image": out_images, "boxes": out_boxes, "box_labels": out_labels, "box_count": out_counts}
+
+    @staticmethod
+    def _rescale(pixels: np.ndarray, boxes: np.ndarray, scale: float, draws) -> tuple[np.ndarray, np.ndarray]:
+        """The image scaled by `scale` about a random point, at its own size, and its boxes moved."""
+        h, w = pixels.shape[:2]
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        if (nh, nw) == (h, w):
+            return pixels, boxes
+        resized = resize_bilinear(np.ascontiguousarray(pixels)[None], nh, nw)[0]
+        if nh <= h and nw <= w:
+            oy, ox = int(draws.integers(0, h - nh + 1)), int(draws.integers(0, w - nw + 1))
+            canvas = np.empty_like(pixels)
+            canvas[...] = _like(pixels.reshape(-1, pixels.shape[2]).mean(axis=0), pixels)
+            canvas[oy : oy + nh, ox : ox + nw] = resized
+            dy, dx = oy, ox
+        else:
+            nh, nw = max(nh, h), max(nw, w)
+            resized = resize_bilinear(np.ascontiguousarray(pixels)[None], nh, nw)[0]
+            oy, ox = int(draws.integers(0, nh - h + 1)), int(draws.integers(0, nw - w + 1))
+            canvas, dy, dx = resized[oy : oy + h, ox : ox + w], -oy, -ox
+        moved = boxes * [nh / h, nw / w, nh / h, nw / w] + [dy / h, dx / w, dy / h, dx / w]
+        return canvas, moved
 
 
 class RandomRotation(_Augmentation):
     name = "random_rotation"
+
+    def apply(self, op, where, batches, epoch, training):
+        for batch in super().apply(op, where, batches, epoch, training):
+            if training and "boxes" in batch:
+                raise invalid(f"{where}: does not move boxes; use box_augment on detection data")
+            yield batch
 
     def augment(self, op, image, draws):
         n, h, w, _ = image.shape

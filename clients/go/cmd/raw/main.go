@@ -56,6 +56,10 @@ func run(textModel, sentence, imageModel, imageFile string) error {
 }
 
 func printAnswer(input string, row cookline.Row) {
-	line, _ := json.Marshal(map[string]any{"input": input, "label": row.Label, "scores": row.Scores})
+	answer := map[string]any{"input": input, "label": row.Label, "scores": row.Scores}
+	if row.Detections != nil { // a detector: its boxes instead
+		answer = map[string]any{"input": input, "detections": row.Detections}
+	}
+	line, _ := json.Marshal(answer)
 	fmt.Println(string(line))
 }

@@ -86,6 +86,23 @@ _op(
     deterministic=False,
 )
 _op(
+    "box_augment",
+    "flips and rescales training images with their boxes at random (detection data)",
+    Param("flip", "str", "which flips", default="horizontal", choices=("horizontal", "vertical", "both", "none")),
+    Param(
+        "min_scale",
+        "float",
+        "smallest scale factor (below 1 shrinks the scene)",
+        default=0.75,
+        lo=0,
+        hi=1,
+        lo_open=True,
+    ),
+    Param("max_scale", "float", "largest scale factor (above 1 enlarges it and crops)", default=1.25, lo=1, hi=4),
+    _seed(),
+    deterministic=False,
+)
+_op(
     "vectorize_text",
     "text to bag-of-words features or token id sequences",
     Param("max_tokens", "int", "largest vocabulary", default=10_000, lo=1, hi=1_000_000),

@@ -28,8 +28,9 @@ def _where(path: str) -> str:
     return path.split(".", 1)[1] if "." in path else ""
 
 
-# Metrics the deploy gate can compare (all in [0, 1], higher is better; r2 for regressors).
-GATE_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "r2")
+# Metrics the deploy gate can compare (all in [0, 1], higher is better; r2 for regressors; map50 and
+# map, COCO's mAP@0.5 and mAP@[.5:.95], for detectors).
+GATE_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "r2", "map50", "map")
 
 
 def parse(text: str, base_dir: str = "", roots: list[str] | None = None) -> pipeline_pb2.PipelineSpec:

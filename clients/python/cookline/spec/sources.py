@@ -63,7 +63,16 @@ _source(
     "one sub-folder of PNG/JPEG images per class, optionally under train/validation/test",
     *_IMAGE_PARAMS,
 )
-_source("voc", "PascalVOC: annotations/*.xml + images/; the label is the first object's name", *_IMAGE_PARAMS)
+_source(
+    "voc",
+    "PascalVOC: annotations/*.xml + images/; every object's box and class (the label: the first object's)",
+    *_IMAGE_PARAMS,
+)
+_source(
+    "coco",
+    "COCO JSON: one *.json file (images, annotations, categories) + images/; every box and class",
+    *_IMAGE_PARAMS,
+)
 _source(
     "npz",
     "a numpy .npz archive of named arrays sharing their first dimension",

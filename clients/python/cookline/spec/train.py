@@ -25,10 +25,16 @@ def _hidden(default) -> Param:
 
 
 def _model(
-    name: str, doc: str, *params: Param, inputs: tuple[str, ...], regressor: bool = False, tfjs: bool = False
+    name: str,
+    doc: str,
+    *params: Param,
+    inputs: tuple[str, ...],
+    regressor: bool = False,
+    tfjs: bool = False,
+    check=None,
 ) -> Component:
     return MODELS_REGISTRY.register(
-        Component(name, "model", params, doc, inputs=inputs, regressor=regressor, tfjs=tfjs)
+        Component(name, "model", params, doc, check=check, inputs=inputs, regressor=regressor, tfjs=tfjs)
     )
 
 
@@ -62,6 +68,54 @@ _model(
     ),
     inputs=("image",),
     tfjs=True,
+)
+# The tensors a detection dataset has (the voc and coco sources): "boxes" float32 [max_boxes, 4]
+# (ymin, xmin, ymax, xmax, as fractions of the image's height and width), "box_labels" int32
+# [max_boxes] (class ids into the label's class names; -1 pads), "box_count" int32 (boxes used).
+DETECTION_TENSORS = ("boxes", "box_labels", "box_count")
+BACKBONES = ("cnn", "mobilenet_v2")
+
+
+def _check_detector(values: dict, where: str) -> None:
+    if values.get("workers", 1) > 1:
+        raise SpecError(f"{where}.workers: the detector family trains in one process (workers: 1)", f"{where}.workers")
+    if values.get("class_weights"):
+        raise SpecError(f"{where}.class_weights: the detector weighs no classes; remove it", f"{where}.class_weights")
+    if values.get("backbone") == "mobilenet_v2" and values.get("conv_filters") != DETECTOR_FILTERS:
+        raise SpecError(
+            f"{where}.conv_filters: the mobilenet_v2 backbone has no conv_filters (backbone cnn has); remove it",
+            f"{where}.conv_filters",
+        )
+
+
+DETECTOR_FILTERS = [32, 64, 128]
+_model(
+    "detector",
+    "single-stage object detector (CenterNet-style heatmap and box-size heads) on image; answers boxes, "
+    "labels and scores",
+    Param("backbone", "str", "the network the heads sit on", default="cnn", choices=BACKBONES),
+    Param(
+        "conv_filters",
+        "ints",
+        "backbone cnn: output channels of each 3x3 convolution",
+        default=tuple(DETECTOR_FILTERS),
+        lo=1,
+        hi=4096,
+    ),
+    Param("alpha", "float", "backbone mobilenet_v2: width multiplier", default=1.0, lo=0, hi=2, lo_open=True),
+    Param("score_threshold", "float", "detections scoring below this are dropped", default=0.3, lo=0, hi=0.999),
+    Param(
+        "iou_threshold",
+        "float",
+        "non-max suppression: overlap (IoU) above which the lower-scoring box of a class goes",
+        default=0.5,
+        lo=0,
+        hi=1,
+        lo_open=True,
+    ),
+    Param("max_detections", "int", "most boxes answered per image", default=20, lo=1, hi=1000),
+    inputs=("image",),
+    check=_check_detector,
 )
 _model(
     "text",
@@ -124,8 +178,8 @@ def __getattr__(name: str):
     families = list(MODELS_REGISTRY)
     if name == "MODELS":
         return tuple(m.name for m in families)
-    if name == "IMAGE_MODELS":
-        return tuple(m.name for m in families if m.inputs == ("image",))
+    if name == "IMAGE_MODELS":  # image classifiers
+        return tuple(m.name for m in families if m.inputs == ("image",) and m.name != "detector")
     if name == "TFJS_MODELS":
         return tuple(m.name for m in families if m.tfjs)
     if name == "REGRESSION_MODELS":
@@ -269,6 +323,24 @@ def class_weight_dict(
     if spec.class_weights:
         return {i: float(spec.class_weights.get(c, 1.0)) for i, c in enumerate(class_names)}
     return None
+
+
+def is_detector(model: str) -> bool:
+    """True for the detector family (boxes out, trained on detection data)."""
+    return model == "detector"
+
+
+def check_detection_data(model: str, processed: dict[str, tuple[str, list[int]]]) -> None:
+    """SpecError naming train.model when a detector's data has no boxes, or a classifier is asked of
+    nothing but boxes (never: detection data keeps the first object's class as "label")."""
+    if is_detector(model):
+        missing = [n for n in DETECTION_TENSORS if n not in processed]
+        if missing:
+            raise SpecError(
+                f"train.model: 'detector' needs boxes ({', '.join(DETECTION_TENSORS)}: collect.format voc or "
+                f"coco); the data has no {missing[0]!r}",
+                "train.model",
+            )
 
 
 def model_input(model: str, processed: dict[str, tuple[str, list[int]]]) -> tuple[str, str, list[int]]:

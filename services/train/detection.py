@@ -1,0 +1,341 @@
+"""The detector family: a single-stage, CenterNet-style object detector on the cnn or mobilenet_v2
+backbone, its training targets, its in-model decoding (peaks, boxes, non-max suppression) and its
+evaluation with pycocotools.
+
+The network maps an image to a grid at STRIDE pixels per cell with, per cell, one heatmap logit per
+class (is an object's centre here?), the object's height and width (fractions of the image) and the
+centre's offset inside the cell. Training compares it with targets drawn from the boxes (a Gaussian
+peak at each centre; `targets`); serving and evaluation decode it the same way (`decode`): heatmap
+peaks become boxes, and tf.image.combined_non_max_suppression keeps the best per class, within the
+score and IoU thresholds and max_detections of the pipeline file (train.score_threshold, ...).
+
+The backbone is built by the same functions as the cnn and mobilenet_v2 classifiers
+(models.cnn_features, models.mobilenet_features), as a model of its own named "backbone", so the
+weights of a base model's backbone can be loaded into it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cookline.v1 import pipeline_pb2, train_pb2
+from services.train.feed import EpochFeed
+
+# Pixels per heatmap cell.
+STRIDE = 4
+# Channels of the upsampling and head convolutions.
+HEAD_FILTERS = 64
+# Heatmap peaks considered per image before non-max suppression.
+CANDIDATES = 100
+# Held-out images kept with their boxes in the evaluation (drawn by `cookline report`).
+EXAMPLES = 6
+# Weights of the box-size and centre-offset losses beside the heatmap's focal loss.
+SIZE_WEIGHT, OFFSET_WEIGHT = 5.0, 1.0
+
+
+def grid(height: int, width: int) -> tuple[int, int]:
+    """Rows and columns of the output grid of an image of height x width."""
+    return -(-height // STRIDE), -(-width // STRIDE)
+
+
+def build(spec: pipeline_pb2.TrainSpec, input_shape, num_classes: int, input_dtype: str = "uint8") -> keras.Model:
+    """The trainable detector: image [h, w, c] -> "maps" [gh, gw, classes + 4] (heatmap logits, then
+    height, width, offset y, offset x), compiled with its loss."""
+    from services.train import models
+
+    shape = tuple(int(d) for d in input_shape)
+    inputs = keras.Input(shape=shape, name="features", dtype=input_dtype)
+    image = keras.Input(shape=shape, dtype=input_dtype)
+    if spec.backbone == "mobilenet_v2":
+        features, stride = models.mobilenet_features(spec, image, input_dtype)
+    else:
+        features, stride = models.cnn_features(spec, image, input_dtype)
+    backbone = keras.Model(image, features, name="backbone")
+    x = backbone(inputs)
+    while stride > STRIDE:  # upsample to the output grid
+        x = keras.layers.UpSampling2D(2, interpolation="bilinear")(x)
+        x = _conv(x)
+        stride //= 2
+    gh, gw = grid(shape[0], shape[1])
+    if (int(x.shape[1]), int(x.shape[2])) != (gh, gw):
+        x = keras.layers.Resizing(gh, gw, interpolation="bilinear")(x)
+    heat = _conv(x)
+    heat = keras.layers.Conv2D(num_classes, 1, bias_initializer=keras.initializers.Constant(-2.19), name="heatmap")(
+        heat
+    )  # -2.19: a prior of 0.1 per cell, as CenterNet starts
+    box = _conv(x)
+    box = keras.layers.Conv2D(4, 1, name="box")(box)
+    outputs = keras.layers.Concatenate(name="maps")([heat, box])
+    model = keras.Model(inputs, outputs, name="detector")
+    model.compile(optimizer=models.optimizer(spec), loss=DetectionLoss(num_classes))
+    return model
+
+
+def _conv(x):
+    """A 3x3 convolution of the head, batch-normalised (the heads learn several times faster)."""
+    x = keras.layers.Conv2D(HEAD_FILTERS, 3, padding="same", use_bias=False)(x)
+    return keras.layers.ReLU()(keras.layers.BatchNormalization(momentum=0.9)(x))
+
+
+@keras.saving.register_keras_serializable(package="cookline")  # checkpoints reload it (a resumed run)
+class DetectionLoss(keras.losses.Loss):
+    """CenterNet's loss: focal loss on the heatmap (normalised by the number of objects), L1 on the
+    size and offset at object centres. y_true is `targets`' [gh, gw, classes + 5]."""
+
+    def __init__(self, num_classes: int, name: str = "detection_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_classes = num_classes
+
+    def call(self, y_true, y_pred):
+        c = self.num_classes
+        heat_true, size_true, offset_true, mask = (
+            y_true[..., :c],
+            y_true[..., c : c + 2],
+            y_true[..., c + 2 : c + 4],
+            y_true[..., c + 4 :],
+        )
+        heat = tf.clip_by_value(tf.sigmoid(y_pred[..., :c]), 1e-4, 1 - 1e-4)
+        peak = tf.cast(tf.equal(heat_true, 1.0), tf.float32)
+        positive = -tf.math.log(heat) * (1 - heat) ** 2 * peak
+        negative = -tf.math.log(1 - heat) * heat**2 * (1 - heat_true) ** 4 * (1 - peak)
+        per_image = tf.maximum(tf.reduce_sum(mask, axis=[1, 2, 3]), 1.0)
+        focal = tf.reduce_sum(positive + negative, axis=[1, 2, 3]) / per_image
+        size = tf.reduce_sum(tf.abs(y_pred[..., c : c + 2] - size_true) * mask, axis=[1, 2, 3]) / per_image
+        offset = tf.reduce_sum(tf.abs(y_pred[..., c + 2 : c + 4] - offset_true) * mask, axis=[1, 2, 3]) / per_image
+        return focal + SIZE_WEIGHT * size + OFFSET_WEIGHT * offset
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
+def targets(boxes: np.ndarray, box_labels: np.ndarray, counts: np.ndarray, gh: int, gw: int, num_classes: int):
+    """The training targets of a batch: [n, gh, gw, classes + 5] float32 holding, per cell, the class
+    heatmaps (a Gaussian around each centre, 1 at the centre's cell), the height and width (fractions
+    of the image) and centre offset in the cell at centre cells, and a 1 marking centre cells."""
+    out = np.zeros((len(boxes), gh, gw, num_classes + 5), np.float32)
+    ys, xs = np.arange(gh, dtype=np.float32)[:, None], np.arange(gw, dtype=np.float32)[None, :]
+    for i in range(len(boxes)):
+        for (y0, x0, y1, x1), k in zip(boxes[i, : counts[i]], box_labels[i, : counts[i]], strict=True):
+            cy, cx = (y0 + y1) / 2 * gh, (x0 + x1) / 2 * gw
+            row, col = min(int(cy), gh - 1), min(int(cx), gw - 1)
+            sy, sx = max((y1 - y0) * gh / 6, 0.4), max((x1 - x0) * gw / 6, 0.4)
+            blob = np.exp(-((ys - row) ** 2) / (2 * sy * sy) - (xs - col) ** 2 / (2 * sx * sx))
+            out[i, :, :, k] = np.maximum(out[i, :, :, k], blob)
+            out[i, row, col, k] = 1.0
+            out[i, row, col, num_classes : num_classes + 5] = [y1 - y0, x1 - x0, cy - row, cx - col, 1.0]
+    return out
+
+
+def decode(maps, num_classes: int, score_threshold: float, iou_threshold: float, max_detections: int):
+    """The detections of the network's output maps [rows, gh, gw, classes + 4] (TensorFlow): boxes
+    [rows, max_detections, 4] (ymin, xmin, ymax, xmax fractions, clipped to the image), class ids and
+    scores [rows, max_detections], and how many of each row's slots hold a detection (the rest are
+    zeros). Peaks of the heatmap (cells not below their 3x3 neighbours) are the candidates; non-max
+    suppression runs per class."""
+    maps = tf.cast(maps, tf.float32)
+    gh, gw = int(maps.shape[1]), int(maps.shape[2])
+    heat = tf.sigmoid(maps[..., :num_classes])
+    peaks = heat * tf.cast(tf.equal(heat, tf.nn.max_pool2d(heat, 3, 1, "SAME")), tf.float32)
+    rows = tf.shape(maps)[0]
+    k = min(CANDIDATES, gh * gw * num_classes)
+    scores, index = tf.math.top_k(tf.reshape(peaks, [rows, -1]), k=k)
+    cell, kind = index // num_classes, index % num_classes
+    row, col = cell // gw, cell % gw
+    values = tf.gather(tf.reshape(maps[..., num_classes:], [rows, gh * gw, 4]), cell, batch_dims=1)
+    cy = (tf.cast(row, tf.float32) + values[..., 2]) / gh
+    cx = (tf.cast(col, tf.float32) + values[..., 3]) / gw
+    half_h, half_w = tf.maximum(values[..., 0], 0.0) / 2, tf.maximum(values[..., 1], 0.0) / 2
+    boxes = tf.clip_by_value(tf.stack([cy - half_h, cx - half_w, cy + half_h, cx + half_w], axis=-1), 0.0, 1.0)
+    per_class = tf.one_hot(kind, num_classes) * scores[..., None]
+    nms = tf.image.combined_non_max_suppression(
+        boxes[:, :, None, :],
+        per_class,
+        max_output_size_per_class=max_detections,
+        max_total_size=max_detections,
+        iou_threshold=iou_threshold,
+        score_threshold=score_threshold,
+        clip_boxes=False,
+    )
+    return nms.nmsed_boxes, tf.cast(nms.nmsed_classes, tf.int32), nms.nmsed_scores, nms.valid_detections
+
+
+def thresholds(spec: pipeline_pb2.TrainSpec) -> tuple[float, float, int]:
+    """(score_threshold, iou_threshold, max_detections) of a resolved train spec."""
+    return float(spec.score_threshold), float(spec.iou_threshold), int(spec.max_detections)
+
+
+def predict_fn(model: keras.Model, spec: pipeline_pb2.TrainSpec, num_classes: int):
+    """images -> (boxes, class ids, scores, valid) as the exported model computes them."""
+    score, iou, most = thresholds(spec)
+
+    @tf.function(reduce_retracing=True, autograph=False)
+    def run(images):
+        return decode(model(images, training=False), num_classes, score, iou, most)
+
+    return run
+
+
+def coco_metrics(truth: list[tuple], found: list[tuple], num_classes: int, height: int, width: int) -> dict:
+    """mAP@[.5:.95] ("map"), mAP@0.5 ("map50") and mAP@0.75 ("map75") by pycocotools' COCOeval.
+
+    truth: per image (boxes [k, 4] normalised, class ids [k]); found: per image (boxes, class ids,
+    scores). Boxes are measured in pixels of a height x width image."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    def xywh(box):
+        y0, x0, y1, x1 = (float(v) for v in box)
+        return [x0 * width, y0 * height, (x1 - x0) * width, (y1 - y0) * height]
+
+    images: list[dict] = []
+    annotations: list[dict] = []
+    detections: list[dict] = []
+    for image_id, ((boxes, kinds), (dboxes, dkinds, dscores)) in enumerate(zip(truth, found, strict=True), 1):
+        images.append({"id": image_id, "width": width, "height": height})
+        for box, kind in zip(boxes, kinds, strict=True):
+            b = xywh(box)
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(kind) + 1,
+                    "bbox": b,
+                    "area": b[2] * b[3],
+                    "iscrowd": 0,
+                }
+            )
+        for box, kind, score in zip(dboxes, dkinds, dscores, strict=True):
+            detections.append(
+                {"image_id": image_id, "category_id": int(kind) + 1, "bbox": xywh(box), "score": float(score)}
+            )
+    if not annotations or not detections:
+        return {"map": 0.0, "map50": 0.0, "map75": 0.0}
+    with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints its progress and table
+        gt = COCO()
+        gt.dataset = {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": k + 1, "name": str(k)} for k in range(num_classes)],
+        }
+        gt.createIndex()
+        evaluator = COCOeval(gt, gt.loadRes(detections), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    stats = [max(float(v), 0.0) for v in evaluator.stats[:3]]  # -1: no ground truth in that bucket
+    return {"map": stats[0], "map50": stats[1], "map75": stats[2]}
+
+
+class DetectionFeed(EpochFeed):
+    """EpochFeed for the detector: (images, targets) batches, the targets drawn from each batch's
+    boxes after the ops (box_augment moves them) and before the batch is handed to model.fit."""
+
+    def __init__(self, *args, num_classes: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.num_classes = num_classes
+        self.grid = grid(int(self.shape[0]), int(self.shape[1]))
+
+    def gathers(self) -> bool:
+        return False  # the boxes travel with the rows: always the batches themselves
+
+    def _pair(self, batch) -> tuple[np.ndarray, np.ndarray]:
+        boxes, labels, counts = (batch[n] for n in ("boxes", "box_labels", "box_count"))
+        return batch[self.input_name].astype(self.dtype, copy=False), targets(
+            boxes, labels, counts, *self.grid, self.num_classes
+        )
+
+    def dataset(self) -> tf.data.Dataset:
+        signature = (
+            tf.TensorSpec([None, *self.shape], self.dtype),
+            tf.TensorSpec([None, *self.grid, self.num_classes + 5], tf.float32),
+        )
+        return (
+            tf.data.Dataset.from_generator(self.chunks, output_signature=signature).rebatch(self.batch_size).prefetch(2)
+        )
+
+
+def evaluate(model, spec, batches: Iterable[dict], input_name: str, class_names: list[str], subset):
+    """Evaluation of held-out rows (batches of every tensor, after the deterministic ops) as served:
+    the detections of `decode` with the pipeline's thresholds, against the true boxes, by COCOeval."""
+    run = predict_fn(model, spec, len(class_names))
+    truth: list[tuple] = []
+    found: list[tuple] = []
+    shown: list[np.ndarray] = []
+    height = width = 0
+    for batch in batches:
+        images = batch[input_name]
+        if len(shown) < EXAMPLES and images.dtype == np.uint8:
+            shown += list(images[: EXAMPLES - len(shown)])
+        height, width = int(images.shape[1]), int(images.shape[2])
+        boxes, kinds, scores, valid = (t.numpy() for t in run(tf.cast(images, model.inputs[0].dtype)))
+        for i in range(len(images)):
+            n, v = int(batch["box_count"][i]), int(valid[i])
+            truth.append((batch["boxes"][i, :n], batch["box_labels"][i, :n]))
+            found.append((boxes[i, :v], kinds[i, :v], scores[i, :v]))
+    metrics = coco_metrics(truth, found, len(class_names), height, width)
+    evaluation = train_pb2.Evaluation(subset=subset, rows=len(truth), metrics=metrics)
+    for image, (boxes, kinds), (dboxes, dkinds, dscores) in zip(shown, truth, found, strict=False):
+        evaluation.examples.add(
+            image=tf.io.encode_png(image).numpy(),
+            truth=[
+                train_pb2.Detection(label=class_names[k], score=1.0, box=b.tolist())
+                for b, k in zip(boxes, kinds, strict=True)
+            ],
+            found=[
+                train_pb2.Detection(label=class_names[k], score=float(s), box=b.tolist())
+                for b, k, s in zip(dboxes, dkinds, dscores, strict=True)
+            ],
+        )
+    return evaluation
+
+
+def outputs(spec: pipeline_pb2.TrainSpec) -> dict[str, dict]:
+    """cookline.json "outputs" of a detector."""
+    most = int(spec.max_detections)
+    return {
+        "boxes": {"dtype": "float32", "shape": [-1, most, 4]},
+        "labels": {"dtype": "string", "shape": [-1, most]},
+        "scores": {"dtype": "float32", "shape": [-1, most]},
+    }
+
+
+def export(model, spec, fitted_ops, fields: dict, class_names: list[str], path: str) -> dict[str, dict]:
+    """Writes a SavedModel whose serving_default takes encoded images ("image" string [rows]) and
+    returns "boxes" float32 [rows, max_detections, 4] (ymin, xmin, ymax, xmax as fractions of the
+    image), "labels" string [rows, max_detections] (class names; "" in unused slots) and "scores"
+    float32 [rows, max_detections] (0 in unused slots), best first; returns cookline.json's "inputs".
+    The fitted ops run in the model as for the classifiers (models.export); non-max suppression too."""
+    from cookline import tensors
+    from services.process import ops as ops_lib
+    from services.train import models
+
+    inputs = models.raw_inputs(fields, "image", fitted_ops)
+    image = inputs["image"]["image"]
+    image_dtype = tensors.dtype_name(fields["image"].dtype)
+    steps = ops_lib.graph(fitted_ops)
+    names = tf.constant(class_names, tf.string)
+    score, iou, most = thresholds(spec)
+    target = model.inputs[0].dtype
+
+    def serve(data):
+        raw = {"image": models.decode_images(data, image["height"], image["width"], image["channels"], image_dtype)}
+        maps = model(tf.cast(steps(raw)["image"], target), training=False)
+        boxes, kinds, scores, valid = decode(maps, len(class_names), score, iou, most)
+        used = tf.range(most)[None, :] < valid[:, None]
+        return {"boxes": boxes, "labels": tf.where(used, tf.gather(names, kinds), ""), "scores": scores}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for resource in steps.resources:
+        archive.track(resource)
+    archive.add_endpoint(
+        name="serving_default", fn=serve, input_signature=[tf.TensorSpec([None], tf.string, name="image")]
+    )
+    archive.write_out(path, verbose=False)
+    return inputs
