@@ -9,6 +9,7 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
 
 import numpy as np
 
@@ -74,15 +75,6 @@ def upload(env: dict, name: str, total_bytes: int, distinct: int = 16) -> collec
 
     stub = collect_pb2_grpc.CollectServiceStub(channels.channel("collect", env))
     return stub.UploadDataset(messages(), timeout=3600)
-
-
-def rss_mb(pid: int) -> float:
-    """Resident set size of a process, in MB (from /proc)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def scratch(prefix: str) -> str:

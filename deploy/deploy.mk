@@ -17,7 +17,10 @@ BUILD_FLAGS     := --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg PIP_CERT=/ru
                    --volume $(HOST_CA):/run/host-ca.crt:ro
 # Set before COMPOSE, which is expanded at once (`:=`): an empty name made `-p  up -d` fail.
 COMPOSE_PROJECT ?= cookline
-COMPOSE         := $(BIN)/podman-compose -f deploy/docker-compose.yml -p $(COMPOSE_PROJECT)
+# Compose files over deploy/docker-compose.yml, e.g. COMPOSE_OVERRIDES=deploy/compose.replicas.yaml
+# (give the same to compose-down).
+COMPOSE_OVERRIDES ?=
+COMPOSE         := $(BIN)/podman-compose -f deploy/docker-compose.yml $(COMPOSE_OVERRIDES:%=-f %) -p $(COMPOSE_PROJECT)
 
 .PHONY: deploy-tools base-image images compose-up compose-down
 

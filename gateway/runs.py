@@ -5,6 +5,7 @@ so a watcher (or a restarted gateway) can replay a run from any sequence number.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import threading
 import time
@@ -15,10 +16,14 @@ from google.protobuf import json_format
 from cookline.v1 import gateway_pb2
 from services.common import layout
 from services.common.errors import invalid, not_found
-from services.common.store import NotFoundError, ObjectStore
+from services.common.store import NotFoundError, ObjectStore, StoreError
+
+log = logging.getLogger("cookline.gateway")
 
 RUN_FILE = "run.json"
 EVENTS_FILE = "events.jsonl"
+# Seconds between attempts to write the records the store refused (full, denied, unreachable).
+FLUSH_INTERVAL_S = 2.0
 
 
 def _to_json(message) -> str:
@@ -32,6 +37,7 @@ class _Entry:
         self.run = run
         self.events = events
         self.changed = threading.Condition(threading.RLock())  # re-entered by finish()
+        self.unsaved: set[bool] = set()  # what the store refused so far: False the record, True the events too
 
 
 class RunStore:
@@ -39,6 +45,7 @@ class RunStore:
         self.store = store
         self.entries: dict[str, _Entry] = {}
         self.lock = threading.Lock()
+        self.flusher: threading.Thread | None = None
 
     @staticmethod
     def new_id() -> str:
@@ -47,9 +54,9 @@ class RunStore:
 
     def create(self, run: gateway_pb2.Run) -> None:
         entry = _Entry(run, [])
+        self._write(entry, events=True)  # a run the store cannot record is refused (the RPC fails)
         with self.lock:
             self.entries[run.run_id] = entry
-        self._persist(entry, events=True)
 
     def get(self, run_id: str) -> gateway_pb2.Run:
         entry = self._entry(run_id)
@@ -165,7 +172,43 @@ class RunStore:
             return self.entries.setdefault(run_id, _Entry(run, events))
 
     def _persist(self, entry: _Entry, events: bool) -> None:
+        """Writes the record (and the events) to the store. When the store refuses (full disk, write
+        permission revoked, unreachable past its retries) the run goes on in memory, so it still ends and
+        its watchers see it end: a background thread writes it again every FLUSH_INTERVAL_S until the
+        store takes it."""
+        entry.unsaved.add(events)
+        try:
+            self._write(entry, events=True in entry.unsaved)
+        except StoreError as exc:
+            log.warning("run %s: record not stored yet (%s); kept in memory, retrying", entry.run.run_id, exc)
+            self._start_flusher()
+            return
+        entry.unsaved.clear()
+
+    def _write(self, entry: _Entry, events: bool) -> None:
         prefix = layout.run_prefix(entry.run.run_id)
         if events:
             self.store.put_bytes(prefix + EVENTS_FILE, "".join(_to_json(e) + "\n" for e in entry.events).encode())
         self.store.put_bytes(prefix + RUN_FILE, json.dumps(json.loads(_to_json(entry.run)), indent=1).encode())
+
+    def _start_flusher(self) -> None:
+        with self.lock:
+            if self.flusher is None:
+                self.flusher = threading.Thread(target=self._flush_loop, name="run-records", daemon=True)
+                self.flusher.start()
+
+    def _flush_loop(self) -> None:
+        while True:
+            time.sleep(FLUSH_INTERVAL_S)  # the interval between attempts
+            with self.lock:
+                pending = [entry for entry in self.entries.values() if entry.unsaved]
+            for entry in pending:
+                with entry.changed:
+                    if not entry.unsaved:
+                        continue
+                    try:
+                        self._write(entry, events=True in entry.unsaved)
+                    except StoreError:
+                        continue
+                    entry.unsaved.clear()
+                    log.info("run %s: record stored", entry.run.run_id)

@@ -32,7 +32,7 @@ if _SUPPORT not in sys.path:
 import pytest
 
 from dataplane import start_data_plane
-from helpers import IRIS_YAML, free_ports, unique_bucket
+from helpers import IRIS_YAML, stack_env, unique_bucket
 from s3server import SeaweedS3
 from services.common.store import LocalStore, S3Store
 
@@ -78,6 +78,7 @@ def pytest_collection_modifyitems(items):
 def pytest_configure(config):
     for kind, meaning in KINDS.items():
         config.addinivalue_line("markers", f"{kind}: {meaning}")
+    config.addinivalue_line("markers", "soak: the chaos soak (bench/soak.py --minutes 3), tests/e2e/test_soak.py")
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +91,7 @@ def stack(s3_server, tmp_path_factory, request):
     """
     from cookline.stack import Stack
 
-    ports = free_ports(7, set(s3_server.ports.values()))
-    env = dict(os.environ)
-    env.update(s3_server.env(unique_bucket("e2e")))
-    for service, port in zip(("gateway", "collect", "process", "train", "serve"), ports[:5], strict=True):
-        env[f"COOKLINE_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
-    for service, port in zip(("serve", "gateway"), ports[5:], strict=True):  # the HTTP front doors
-        env[f"COOKLINE_{service.upper()}_HTTP_ADDR"] = f"127.0.0.1:{port}"
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env = stack_env(os.environ, s3_server.env(unique_bucket("e2e")), s3_server.ports.values())
     extra = getattr(request.module, "STACK_ENV", {})  # a test module's extra settings,
     env.update(extra(tmp_path_factory) if callable(extra) else extra)  # or a function making them
     log_dir = str(tmp_path_factory.mktemp("logs"))

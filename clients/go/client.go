@@ -32,8 +32,10 @@ import (
 	healthpb "cookline/client/gen/healthv1"
 )
 
-// Same policy as the Python client: transparently retry calls that never reached the peer.
-const retryServiceConfig = `{"methodConfig": [{"name": [{}], "retryPolicy": {
+// Same service config as the Python client (docs/scaling.md "Replicas and retries"): round robin
+// over every address a target resolves to, and UNAVAILABLE retried with backoff.
+const retryServiceConfig = `{"loadBalancingConfig": [{"round_robin": {}}],
+  "methodConfig": [{"name": [{}], "retryPolicy": {
   "maxAttempts": 5, "initialBackoff": "0.2s", "maxBackoff": "3s", "backoffMultiplier": 2,
   "retryableStatusCodes": ["UNAVAILABLE"]}}]}`
 

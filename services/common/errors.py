@@ -16,7 +16,13 @@ import logging
 import grpc
 
 from cookline.spec import SpecError
-from services.common.store import ChecksumError, NotFoundError, StoreUnavailableError
+from services.common.store import (
+    ChecksumError,
+    NotFoundError,
+    StoreDeniedError,
+    StoreFullError,
+    StoreUnavailableError,
+)
 
 log = logging.getLogger("cookline.errors")
 
@@ -52,6 +58,10 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.NOT_FOUND, str(exc)
     if isinstance(exc, ChecksumError):
         return grpc.StatusCode.DATA_LOSS, str(exc)
+    if isinstance(exc, StoreFullError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, f"object store full: {exc}"
+    if isinstance(exc, StoreDeniedError):
+        return grpc.StatusCode.PERMISSION_DENIED, f"object store denied the call: {exc}"
     if isinstance(exc, StoreUnavailableError):
         return grpc.StatusCode.UNAVAILABLE, f"object store unavailable: {exc}"
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"

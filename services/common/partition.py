@@ -78,15 +78,23 @@ def _rows(batch: Batch) -> int:
 def cut(batches: Iterable[Batch], sizes: Iterable[int]) -> Iterator[Batch]:
     """Regroups a stream into batches of the given sizes in turn; what is left at the end comes last.
 
-    A batch that already has the next size passes through untouched (no copy)."""
+    A batch that already has the next size passes through untouched (no copy). Rows left over
+    from one input batch are joined only with the rows of the next one that complete their
+    output batch (the input batches are whole shards: copying the next shard whole to join a
+    few carried rows cost a fifth of collect's ReadDataset time)."""
     sizes = iter(sizes)
     want = next(sizes, None)
     carry: Batch | None = None
     for batch in batches:
-        if carry is not None:
-            batch = {k: np.concatenate([carry[k], v]) for k, v in batch.items()}
-            carry = None
         rows, start = _rows(batch), 0
+        if carry is not None:
+            need = None if want is None else want - _rows(carry)
+            if need is None or rows < need:  # still short of a batch (or no sizes left): keep carrying
+                carry = {k: np.concatenate([carry[k], v]) for k, v in batch.items()}
+                continue
+            yield {k: np.concatenate([carry[k], v[:need]]) for k, v in batch.items()}
+            carry, start = None, need
+            want = next(sizes, None)
         while want is not None and rows - start >= want:
             yield batch if (start == 0 and want == rows) else {k: v[start : start + want] for k, v in batch.items()}
             start += want

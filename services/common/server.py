@@ -31,6 +31,10 @@ log = logging.getLogger("cookline.server")
 SHUTDOWN_GRACE_S = 5.0
 
 
+# Most glibc malloc arenas a service uses (bound_malloc).
+MALLOC_ARENAS = 2
+
+
 def bound_malloc() -> None:
     """Makes freed large buffers go back to the OS at once (glibc malloc).
 
@@ -40,14 +44,22 @@ def bound_malloc() -> None:
     threshold keeps the largest buffers (whole pulled batches, shards) mmap-allocated and
     returned on free, while batch-sized buffers are reused from the heap (a 1 MiB threshold
     halves the stream's throughput: every buffer then costs fresh zeroed pages).
+
+    At most MALLOC_ARENAS arenas: glibc gives each thread that allocates an arena of its own (up to
+    8 per core), and what a thread freed stays in its arena. A sync gRPC server reads concurrent
+    streams on many threads, so a burst of oversized messages (refused, but read while their
+    flow-control windows were open) left each burst's buffers behind in fresh arenas: RSS ratcheted
+    up (+390 MB after 8 bursts of 8 streams of 80 MB messages); with 2 arenas it stays at the first
+    burst's level (docs/configuration.md, COOKLINE_MAX_MESSAGE_MB).
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc: nothing to tune
         return
-    m_mmap_threshold, m_trim_threshold = -3, -1
+    m_mmap_threshold, m_trim_threshold, m_arena_max = -3, -1, -8
     libc.mallopt(m_mmap_threshold, 16 << 20)
     libc.mallopt(m_trim_threshold, 4 << 20)
+    libc.mallopt(m_arena_max, MALLOC_ARENAS)
 
 
 def setup_logging(service: str) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import abc
 import builtins
+import contextlib
+import errno
 import hashlib
 import io
 import logging
@@ -38,6 +40,11 @@ _TMP_SUFFIX = ".cookline-tmp"
 _NOT_FOUND_CODES = {"NoSuchKey", "NoSuchObject", "NotFound"}
 _TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
 _TRANSIENT_STATUS = {500, 502, 503, 504}
+# S3 error codes of a write refused for room: MinIO's full disk and bucket quota, SeaweedFS' and others' quota.
+_FULL_CODES = {"XMinioStorageFull", "XMinioAdminBucketQuotaExceeded", "QuotaExceeded", "StorageFull"}
+_DENIED_CODES = {"AccessDenied", "AllAccessDisabled", "AccountProblem"}
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+_DENIED_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 class StoreError(Exception):
@@ -50,6 +57,16 @@ class NotFoundError(StoreError):
 
 class StoreUnavailableError(StoreError):
     """The store cannot be reached (after retries)."""
+
+
+class StoreFullError(StoreError):
+    """The store has no room for a write: the local disk is full (ENOSPC, EDQUOT) or an S3 server refused it
+    over a quota or a full disk (RESOURCE_EXHAUSTED)."""
+
+
+class StoreDeniedError(StoreError):
+    """The store refused the call: the S3 access key lacks the permission (AccessDenied), or the local
+    store's folder is read-only (PERMISSION_DENIED)."""
 
 
 class AlreadyExistsError(StoreError):
@@ -266,24 +283,53 @@ class _RangeReader(io.RawIOBase):
         return count
 
 
+# Files whose verified identity LocalStore remembers (a few hundred bytes each); then it starts afresh.
+_VERIFIED_MAX = 100_000
+
+
 class LocalStore(ObjectStore):
     """Objects are files under `root`; each put is a temp file + os.replace (atomic)."""
 
     def __init__(self, root: str):
         self.root = os.path.abspath(os.path.expanduser(root))
         os.makedirs(self.root, exist_ok=True)
+        self._verified: dict[str, tuple] = {}  # path -> identity of the file when its sha256 matched
 
     def _path(self, key: str) -> str:
         return os.path.join(self.root, *_check_key(key).split("/"))
 
+    @contextlib.contextmanager
+    def _writing(self, key: str):
+        """A full disk (ENOSPC, EDQUOT) as StoreFullError, a read-only folder as StoreDeniedError, each
+        naming the key and the store's folder."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno in _FULL_ERRNOS:
+                raise StoreFullError(
+                    f"put {key}: no space left on the local store's disk ({errno.errorcode[exc.errno]}: "
+                    f"{os.strerror(exc.errno)}) under {self.root}"
+                ) from None
+            if exc.errno in _DENIED_ERRNOS and exc.filename is not None and str(exc.filename).startswith(self.root):
+                raise StoreDeniedError(
+                    f"put {key}: the local store's folder {self.root} is not writable "
+                    f"({errno.errorcode[exc.errno]}: {os.strerror(exc.errno)})"
+                ) from None
+            raise
+
     def put_bytes(self, key: str, data: bytes) -> None:
-        _atomic_write(self._path(key), lambda f: f.write(data))
+        with self._writing(key):
+            _atomic_write(self._path(key), lambda f: f.write(data))
 
     def put_file(self, key: str, path: str) -> None:
-        with open(path, "rb") as src:  # opened first: a missing source writes nothing
+        with open(path, "rb") as src, self._writing(key):  # opened first: a missing source writes nothing
             _atomic_write(self._path(key), lambda f: shutil.copyfileobj(src, f, 1 << 20))
 
     def put_new(self, key: str, data: bytes) -> None:
+        with self._writing(key):
+            self._put_new(key, data)
+
+    def _put_new(self, key: str, data: bytes) -> None:
         """A temp file, fsynced, then link(2) to the key: link refuses an existing name atomically."""
         path = self._path(key)
         parent = os.path.dirname(path)
@@ -308,19 +354,37 @@ class LocalStore(ObjectStore):
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFoundError(f"object not found: {key}") from None
 
-    def _buffer(self, key: str):
-        """A read-only memory map of the file: pages come straight from the page cache."""
+    def get_buffer(self, key: str, sha256: str | None = None):
+        """A read-only memory map of the file: pages come straight from the page cache.
+
+        Verified once per file: a file whose bytes matched `sha256` is not hashed again while
+        its identity (device, inode, size, modification and change times) is the same. Any
+        write to the file changes its change time (a replace changes its inode too), so
+        changed bytes are still DATA_LOSS; reading a dataset again (every epoch) costs no
+        second hash of its shards.
+        """
+        path = self._path(key)
         try:
-            with open(self._path(key), "rb") as f:
-                if os.fstat(f.fileno()).st_size == 0:
-                    return b""
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, sha256)
                 # MAP_POPULATE: the pages are mapped now (on the prefetch thread), not faulted in one
                 # by one while the data streams.
-                return mmap.mmap(
-                    f.fileno(), 0, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ
+                buffer = (
+                    mmap.mmap(
+                        f.fileno(), 0, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ
+                    )
+                    if st.st_size
+                    else b""
                 )
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFoundError(f"object not found: {key}") from None
+        if sha256 is not None and self._verified.get(path) != identity:
+            verify(key, hashlib.sha256(buffer).hexdigest(), sha256)
+            if len(self._verified) >= _VERIFIED_MAX:
+                self._verified.clear()
+            self._verified[path] = identity
+        return buffer
 
     def open_stream(self, key: str):
         try:
@@ -459,6 +523,17 @@ class S3Store(ObjectStore):
                 if e.code in _NOT_FOUND_CODES and key is not None:
                     raise NotFoundError(f"object not found: {key}") from None
                 status = getattr(e.response, "status", 0) or 0
+                if e.code in _FULL_CODES:
+                    raise StoreFullError(
+                        self._scrub(f"{what}: {self.describe()} refused the write for room: {e.code}: {e.message}")
+                    ) from None
+                if e.code in _DENIED_CODES:
+                    raise StoreDeniedError(
+                        self._scrub(
+                            f"{what}: {self.describe()} denied it: {e.code}: {e.message} (the access key lacks "
+                            "the permission, e.g. Write on the bucket)"
+                        )
+                    ) from None
                 if e.code not in _TRANSIENT_CODES and status not in _TRANSIENT_STATUS:
                     raise StoreError(
                         self._scrub(f"{what} failed on {self.describe()}: {e.code}: {e.message}")

@@ -29,6 +29,7 @@ from cookline.v1 import model_pb2, records_pb2, serve_pb2
 from services.common import layout
 from services.common.errors import Fail, invalid
 from services.common.store import ObjectStore
+from services.serve import compiled
 from services.serve import inputs as inputs_lib
 from services.serve.batcher import Batcher
 from services.serve.inputs import InputSpec, Limits
@@ -60,6 +61,8 @@ class LoadedModel:
     # cookline.json "outputs" (name -> dtype, shape) and "task"; see outputs_of
     outputs: dict = field(default_factory=dict, repr=False)
     task: str = "classification"
+    execution: int = serve_pb2.EXECUTION_PATH_SIGNATURE  # serve_pb2.ExecutionPath
+    execution_detail: str = ""  # why the signature runs
     class_array: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -75,6 +78,8 @@ class LoadedModel:
         )
         meta.batching.CopyFrom(self.batching)
         meta.version_policy = self.policy
+        meta.execution = self.execution  # type: ignore[assignment]
+        meta.execution_detail = self.execution_detail
         return meta
 
     def labels(self, scores: np.ndarray) -> np.ndarray:
@@ -138,12 +143,12 @@ class load_predict:  # used as a function: load_predict(dir)(inputs) -> scores
 
     def __init__(self, saved_model_dir: str, every_output: bool = False):
         self._loaded = tf.saved_model.load(saved_model_dir)  # keeps the variables alive
-        self._signature = self._loaded.signatures["serving_default"]
-        self.input_names = sorted(self._signature.structured_input_signature[1])
+        self.signature = self._loaded.signatures["serving_default"]
+        self.input_names = sorted(self.signature.structured_input_signature[1])
         self.every_output = every_output
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
-        out = self._signature(**{name: tf.constant(value) for name, value in inputs.items()})
+        out = self.signature(**{name: tf.constant(value) for name, value in inputs.items()})
         if self.every_output:
             return {name: tensor.numpy() for name, tensor in out.items()}
         return out["scores"].numpy()
@@ -260,15 +265,31 @@ def explain_failure(predict, specs: dict[str, InputSpec], arrays: dict[str, np.n
 
 
 def check_batching(batching: serve_pb2.BatchingConfig | None) -> serve_pb2.BatchingConfig:
-    """The batching settings with defaults filled in; INVALID_ARGUMENT naming a bad one."""
-    size = batching.max_batch_size if batching is not None else 0
-    delay = batching.max_queue_delay_ms if batching is not None else 0
-    size = size or DEFAULT_MAX_BATCH_SIZE
+    """The batching settings with defaults filled in (the compiled path's buckets too);
+    INVALID_ARGUMENT naming a bad one."""
+    batching = batching or serve_pb2.BatchingConfig()
+    allowed = list(batching.allowed_batch_sizes)
+    delay = batching.max_queue_delay_ms
+    for i, bucket in enumerate(allowed):
+        if not 1 <= bucket <= MAX_BATCH_SIZE:
+            raise invalid(f"batching.allowed_batch_sizes[{i}]: {bucket} is not in [1, {MAX_BATCH_SIZE}]")
+        if i and bucket <= allowed[i - 1]:
+            raise invalid(
+                f"batching.allowed_batch_sizes[{i}]: {bucket} after {allowed[i - 1]}; "
+                "the sizes must be strictly ascending"
+            )
+    size = batching.max_batch_size or (allowed[-1] if allowed else DEFAULT_MAX_BATCH_SIZE)
     if not 1 <= size <= MAX_BATCH_SIZE:
         raise invalid(f"batching.max_batch_size: {size} is not in [1, {MAX_BATCH_SIZE}]")
+    if allowed and allowed[-1] > size:
+        raise invalid(
+            f"batching.allowed_batch_sizes[{len(allowed) - 1}]: {allowed[-1]} is larger than max_batch_size {size}"
+        )
     if not 0 <= delay <= MAX_QUEUE_DELAY_MS:
         raise invalid(f"batching.max_queue_delay_ms: {delay} is not in [0, {MAX_QUEUE_DELAY_MS}]")
-    return serve_pb2.BatchingConfig(max_batch_size=size, max_queue_delay_ms=delay)
+    return serve_pb2.BatchingConfig(
+        max_batch_size=size, max_queue_delay_ms=delay, allowed_batch_sizes=compiled.buckets_for(size, allowed)
+    )
 
 
 class ModelManager:
@@ -405,15 +426,19 @@ class ModelManager:
                 if record is None:
                     continue
                 try:
-                    version = int(record.version) if record.policy == "version" else 0
-                    alias = record.alias if record.policy == "alias" else ""
-                    self.deploy(model_pb2.ModelRef(name=name, version=version), alias, record.batching, record=False)
+                    self._deploy_record(name, record)
                 except Exception:  # one broken model must not stop the others
                     log.exception("could not load deployed model %s", name)
                     with self._lock:
                         self.expected.add(name)  # deployed but not serving: the server is not ready
         finally:
             self.started.set()
+
+    def _deploy_record(self, name: str, record: records_pb2.DeployedRecord) -> LoadedModel:
+        """Deploys what a deployed record in the store says (its policy and batching), recording nothing."""
+        version = int(record.version) if record.policy == "version" else 0
+        alias = record.alias if record.policy == "alias" else ""
+        return self.deploy(model_pb2.ModelRef(name=name, version=version), alias, record.batching, record=False)
 
     def _load(self, meta: records_pb2.ModelRecord, batching: serve_pb2.BatchingConfig, policy: str) -> LoadedModel:
         name, version = meta.name, meta.version
@@ -440,14 +465,24 @@ class ModelManager:
                     f"model {name!r} version {version}: cookline.json lists inputs {sorted(specs)}, "
                     f"its SavedModel takes {predict.input_names}",
                 )
-            png = tf.io.encode_png(tf.zeros([8, 8, 3], tf.uint8)).numpy()
-            for rows in sorted({1, batching.max_batch_size}):  # warm-up: trace and allocate before ready
-                predict(inputs_lib.warmup_inputs(specs, rows, png))
+            # the compiled path when the model compiles (every bucket compiled and checked against the
+            # signature here, before the version answers); else the signature, warmed up too
+            if predict.every_output:
+                fast, why_not = None, "a detector answers several outputs; the compiled path answers scores only"
+            else:
+                fast, why_not = compiled.compile_model(
+                    predict.signature, specs, list(batching.allowed_batch_sizes), predict
+                )
+            if fast is None:
+                png = tf.io.encode_png(tf.zeros([8, 8, 3], tf.uint8)).numpy()
+                for rows in sorted({1, batching.max_batch_size}):  # warm-up: trace and allocate before ready
+                    predict(inputs_lib.warmup_inputs(specs, rows, png))
+                log.info("model %s version %d runs on its signature: %s", name, version, why_not)
             stats = ModelStats(name, version, batching)
             assert self.loop is not None, "models load after the server's loop is set"
             batcher = Batcher(
                 f"{name}-{version}",
-                predict,
+                fast or predict,
                 batching.max_batch_size,
                 batching.max_queue_delay_ms,
                 stats,
@@ -468,6 +503,8 @@ class ModelManager:
                 self.limits,
                 outputs_of(meta),
                 task,
+                serve_pb2.EXECUTION_PATH_XLA if fast is not None else serve_pb2.EXECUTION_PATH_SIGNATURE,
+                why_not,
             )
         finally:
             with self._lock:
@@ -487,17 +524,29 @@ class ModelManager:
     def get(self, ref: model_pb2.ModelRef) -> LoadedModel:
         """The loaded version answering ref: NOT_FOUND if the store has no such model
         or version, UNAVAILABLE if it has but it is not loaded (or still loading).
-        Reads the store when ref is not loaded: call it off the event loop."""
+        Reads the store when ref is not loaded: call it off the event loop.
+
+        A model that this replica never loaded but the store marks deployed is loaded now, by the
+        call that asks for it: LoadModel reaches one serve replica, and the deployed record it
+        writes is the state every replica follows (as each does at start-up)."""
         model = self.loaded(ref)
         if model is not None:
             return model
         with self._lock:
             model = self.serving.get(ref.name)
             loading = self.loading.get(ref.name)
+            known = ref.name in self.expected
         layout.read_model_record(self.store, ref.name, ref.version)  # NOT_FOUND when not in the store
         what = f"model {ref.name!r}" + (f" version {ref.version}" if ref.version else "")
         if loading is not None and ref.version in (0, loading):
             raise unavailable(f"{what} is loading, not ready yet")
+        if model is None and not known and self.started.is_set():
+            record = layout.read_deployed(self.store, ref.name)
+            if record is not None:
+                log.info("model %s is deployed (by another replica): loading it here", ref.name)
+                model = self._deploy_record(ref.name, record)
+                if ref.version in (0, model.version):
+                    return model
         serving = f" (version {model.version} is deployed)" if model is not None else ""
         raise unavailable(f"{what} is not loaded{serving}; LoadModel deploys it")
 

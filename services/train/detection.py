@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -26,6 +27,10 @@ import tensorflow as tf
 
 from cookline.v1 import pipeline_pb2, train_pb2
 from services.train.feed import EpochFeed
+
+if TYPE_CHECKING:  # models imports this module's callers; plan is only a type here
+    from services.train import models
+    from services.train.plan import Plan
 
 # Pixels per heatmap cell.
 STRIDE = 4
@@ -114,10 +119,13 @@ class DetectionLoss(keras.losses.Loss):
         return {**super().get_config(), "num_classes": self.num_classes}
 
 
-def targets(boxes: np.ndarray, box_labels: np.ndarray, counts: np.ndarray, gh: int, gw: int, num_classes: int):
-    """The training targets of a batch: [n, gh, gw, classes + 5] float32 holding, per cell, the class
+def targets(batch: dict[str, np.ndarray], cells: tuple[int, int], num_classes: int) -> np.ndarray:
+    """The training targets of a batch (its "boxes", "box_labels" and "box_count"), on a grid of
+    `cells` (rows, columns): [n, rows, columns, classes + 5] float32 holding, per cell, the class
     heatmaps (a Gaussian around each centre, 1 at the centre's cell), the height and width (fractions
     of the image) and centre offset in the cell at centre cells, and a 1 marking centre cells."""
+    boxes, box_labels, counts = batch["boxes"], batch["box_labels"], batch["box_count"]
+    gh, gw = cells
     out = np.zeros((len(boxes), gh, gw, num_classes + 5), np.float32)
     ys, xs = np.arange(gh, dtype=np.float32)[:, None], np.arange(gw, dtype=np.float32)[None, :]
     for i in range(len(boxes)):
@@ -245,10 +253,7 @@ class DetectionFeed(EpochFeed):
         return False  # the boxes travel with the rows: always the batches themselves
 
     def _pair(self, batch) -> tuple[np.ndarray, np.ndarray]:
-        boxes, labels, counts = (batch[n] for n in ("boxes", "box_labels", "box_count"))
-        return batch[self.input_name].astype(self.dtype, copy=False), targets(
-            boxes, labels, counts, *self.grid, self.num_classes
-        )
+        return batch[self.input_name].astype(self.dtype, copy=False), targets(batch, self.grid, self.num_classes)
 
     def dataset(self) -> tf.data.Dataset:
         signature = (
@@ -260,9 +265,10 @@ class DetectionFeed(EpochFeed):
         )
 
 
-def evaluate(model, spec, batches: Iterable[dict], input_name: str, class_names: list[str], subset):
+def evaluate(model, plan: Plan, batches: Iterable[dict], subset) -> train_pb2.Evaluation:
     """Evaluation of held-out rows (batches of every tensor, after the deterministic ops) as served:
     the detections of `decode` with the pipeline's thresholds, against the true boxes, by COCOeval."""
+    spec, input_name, class_names = plan.spec, plan.input_name, plan.class_names
     run = predict_fn(model, spec, len(class_names))
     truth: list[tuple] = []
     found: list[tuple] = []
@@ -305,7 +311,7 @@ def outputs(spec: pipeline_pb2.TrainSpec) -> dict[str, dict]:
     }
 
 
-def export(model, spec, fitted_ops, fields: dict, class_names: list[str], path: str) -> dict[str, dict]:
+def export(trained: models.Trained, spec: pipeline_pb2.TrainSpec, path: str) -> dict[str, dict]:
     """Writes a SavedModel whose serving_default takes encoded images ("image" string [rows]) and
     returns "boxes" float32 [rows, max_detections, 4] (ymin, xmin, ymax, xmax as fractions of the
     image), "labels" string [rows, max_detections] (class names; "" in unused slots) and "scores"
@@ -315,6 +321,7 @@ def export(model, spec, fitted_ops, fields: dict, class_names: list[str], path: 
     from services.process import ops as ops_lib
     from services.train import models
 
+    model, fitted_ops, fields, class_names = trained.model, trained.fitted_ops, trained.fields, trained.class_names
     inputs = models.raw_inputs(fields, "image", fitted_ops)
     image = inputs["image"]["image"]
     image_dtype = tensors.dtype_name(fields["image"].dtype)

@@ -233,6 +233,9 @@ def _drain(index: int, address: str, stream, events: queue.Queue) -> None:
 
 def serve_worker(request: train_pb2.TrainWorkerRequest, context) -> Iterator[train_pb2.TrainWorkerResponse]:
     """TrainWorker: one fresh worker process, its progress streamed back; killed with the call."""
+    # Headers at once, as Train does: the call is committed, so a replica that dies under it is
+    # UNAVAILABLE to the chief (which ends the attempt) rather than retried into a second worker.
+    context.send_initial_metadata(())
     if not 0 < request.index < len(request.workers):
         raise Fail(
             grpc.StatusCode.INVALID_ARGUMENT,

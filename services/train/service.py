@@ -187,6 +187,11 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         """A training run: resolve the spec, answer at once if this run already published, plan (the
         dataset, the fitted ops), resume from the run's checkpoint, fit (here, or on the workers),
         evaluate, then export and publish the model."""
+        # Response headers at once: they commit the call on the caller's side (gRPC's retry design, A6),
+        # so if this process dies before the first progress message the caller sees UNAVAILABLE (the
+        # gateway retries the stage) instead of the call waiting in a transparent retry. The chaos soak
+        # saw a Train call hang for ever when train was killed a second after it arrived, unanswered.
+        context.send_initial_metadata(())
         name = layout.check_name("pipeline.name", request.pipeline.name)
         spec = train_spec.resolve(request.pipeline.train)
         train_spec.check_export(request.pipeline)
@@ -388,7 +393,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         request = process_pb2.ProcessRequest(dataset=plan.dataset, split=plan.split, subset=subset, ops=plan.fitted_ops)
         feed = EpochFeed(self.process_raw, request, plan.source, plan.cancelled, FeedSize(EVAL_BATCH, budget_bytes=0))
         if train_spec.is_detector(plan.spec.model):
-            return detection.evaluate(model, plan.spec, feed.full_batches(), plan.input_name, plan.class_names, subset)
+            return detection.evaluate(model, plan, feed.full_batches(), subset)
         return evaluate_model(model, feed.batches(), plan.class_names, subset)
 
     def _feed(self, plan: Plan, subset: data_pb2.Subset, fitted_ops, size: FeedSize) -> EpochFeed:
@@ -412,7 +417,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             tempfile.TemporaryDirectory(prefix="cookline-export-") as tmp,
         ):
             if train_spec.is_detector(plan.spec.model):  # boxes, labels, scores; non-max suppression built in
-                inputs = detection.export(fitted.model, plan.spec, plan.fitted_ops, plan.fields, plan.class_names, tmp)
+                inputs = detection.export(trained, plan.spec, tmp)
             else:
                 inputs = models.export(trained, tmp)
             if request.pipeline.export.tfjs:

@@ -13,7 +13,7 @@ from rest_client import http_call
 
 from cookline import channels
 from helpers import ROOT, free_ports, remote_data
-from tools import run, tool
+from tools import podman, run, tool
 
 # On a fresh machine the first image build (debootstrap, pip installing TensorFlow) takes minutes.
 pytestmark = pytest.mark.timeout(1800)
@@ -50,12 +50,9 @@ def compose_stack():
 
 
 def _logs(project: str) -> str:
-    env = dict(os.environ, CONTAINERS_CONF=os.path.join(ROOT, "deploy", "containers.conf"))
     out = []
     for service in ("minio",) + SERVICES:
-        proc = subprocess.run(
-            [tool("podman"), "logs", "--tail", "30", f"{project}_{service}_1"], env=env, capture_output=True, text=True
-        )
+        proc = podman(["logs", "--tail", "30", f"{project}_{service}_1"], check=False)
         out.append(f"--- {service}\n{proc.stdout}{proc.stderr}")
     return "\n".join(out)
 
@@ -91,9 +88,8 @@ def test_cookline_run_quick_start_against_the_compose_stack(compose_stack):
 
 def test_every_container_passes_its_grpc_healthcheck(compose_stack):
     project, _ = compose_stack
-    env = dict(os.environ, CONTAINERS_CONF=os.path.join(ROOT, "deploy", "containers.conf"))
     for service in SERVICES:
-        run([tool("podman"), "healthcheck", "run", f"{project}_{service}_1"], env=env)
+        podman(["healthcheck", "run", f"{project}_{service}_1"])
 
 
 def test_serve_rest_is_published(compose_stack):

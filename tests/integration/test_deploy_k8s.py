@@ -110,3 +110,27 @@ def test_train_is_a_parallel_statefulset_with_worker_addresses_and_a_chief_servi
     peers = config["COOKLINE_TRAIN_PEERS"].split(",")
     service = train["spec"]["serviceName"]
     assert peers == [f"train-{k}.{service}:50053" for k in range(train["spec"]["replicas"])]
+
+
+def test_the_platform_restarts_every_service_and_keeps_replicas_through_disruptions(tmp_path):
+    """The supervisor story (docs/deploy.md "Restarts"): pods restart, probes decide when, and
+    voluntary disruptions leave a process and a serve replica answering."""
+    _, docs = rendered(tmp_path)
+    workloads = _workloads(docs)
+    for name, workload in workloads.items():
+        pod = workload["spec"]["template"]["spec"]
+        assert pod.get("restartPolicy", "Always") == "Always", name
+        (container,) = pod["containers"]
+        start, live = container["startupProbe"], container["livenessProbe"]
+        assert start["periodSeconds"] * start["failureThreshold"] >= 120, name  # TensorFlow's import on a busy node
+        assert live.get("timeoutSeconds", 1) >= 5, name  # a replica busy training answers late
+        assert live["periodSeconds"] * live.get("failureThreshold", 3) >= 60, name
+    (minio,) = [d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "minio"]
+    (container,) = minio["spec"]["template"]["spec"]["containers"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/minio/health/live"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/minio/health/ready"
+    budgets = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "PodDisruptionBudget"}
+    assert set(budgets) == {"process", "serve"}
+    for name, budget in budgets.items():
+        assert budget["minAvailable"] == 1 and workloads[name]["spec"]["replicas"] > 1, name
+        assert budget["selector"]["matchLabels"] == workloads[name]["spec"]["selector"]["matchLabels"], name

@@ -5,18 +5,17 @@ chief's checkpoint end where an uninterrupted fit would."""
 
 import threading
 
-import keras
 import numpy as np
-import tensorflow as tf
 
-from cookline import channels, tensors
+from cookline import channels
 from cookline.spec import train as train_spec
 from cookline.v1 import data_pb2, process_pb2, process_pb2_grpc, train_pb2
 from cookline.v1 import pipeline_pb2 as pb
 from dataplane import ingest
 from helpers import IRIS_CSV, free_ports
+from reference_fit import fit_one, global_batches, max_difference
 from services.common.store import store_from_env
-from services.train import distributed, models
+from services.train import distributed
 from services.train.checkpoints import Checkpoints
 
 SPLIT = data_pb2.SplitSpec(validation=0.0, seed=1)
@@ -63,28 +62,6 @@ def _run_workers(job, env, weights_path):
     return progress
 
 
-def _global_batches(env, ref, fitted, epoch=0):
-    """What the two workers were fed in `epoch` (from 0), step by step, concatenated: the global batches."""
-    stub = process_pb2_grpc.ProcessServiceStub(channels.channel("process", env))
-    parts = []
-    for k in range(WORKERS):
-        request = process_pb2.ProcessRequest(
-            dataset=ref,
-            split=SPLIT,
-            subset=data_pb2.SUBSET_TRAIN,
-            ops=fitted,
-            batch_size=BATCH // WORKERS,
-            partition=data_pb2.Partition(index=k, count=WORKERS),
-            epoch=epoch,
-        )
-        parts.append([tensors.batch_to_numpy(r.batch) for r in stub.Process(request, timeout=60)])
-    assert len(parts[0]) == len(parts[1]) == 15
-    return [
-        (np.concatenate([a["features"], b["features"]]), np.concatenate([a["label"], b["label"]]))
-        for a, b in zip(parts[0], parts[1], strict=True)
-    ]
-
-
 def test_two_workers_match_one_worker_fed_the_same_global_batches(data_plane, tmp_path):
     env = data_plane[1]
     ref = ingest(env, "iris-dist", IRIS_CSV, label="species").dataset.ref
@@ -115,17 +92,13 @@ def test_two_workers_match_one_worker_fed_the_same_global_batches(data_plane, tm
         distributed_weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
 
     # One process, no strategy, the same initial weights, fed the same global batches in the same order.
-    batches = _global_batches(env, ref, fitted)
-    keras.utils.set_random_seed(SEED)
-    model = models.build(spec, [4], 3)
-    initial = model.get_weights()
-    data = tf.data.Dataset.from_generator(
-        lambda: iter(batches), output_signature=(tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([None], tf.int32))
-    )
-    model.fit(data, epochs=EPOCHS, shuffle=False, verbose=0)
-    difference = max(float(np.abs(a - b).max()) for a, b in zip(distributed_weights, model.get_weights(), strict=True))
+    process = process_pb2_grpc.ProcessServiceStub(channels.channel("process", env))
+    batches = global_batches(process, ref, SPLIT, fitted, BATCH, WORKERS)
+    assert len(batches) == 15
+    initial, trained = fit_one(spec, [4], 3, SEED, [batches] * EPOCHS)
+    difference = max_difference(distributed_weights, trained)
     assert difference < 1e-5, difference
-    moved = max(float(np.abs(a - b).max()) for a, b in zip(initial, model.get_weights(), strict=True))
+    moved = max_difference(initial, trained)
     assert moved > 1e-2, moved  # the comparison is between trained weights
 
 
@@ -167,15 +140,10 @@ def test_two_workers_resumed_from_a_checkpoint_end_where_an_uninterrupted_fit_do
     with np.load(weights_path) as saved:
         resumed = [saved[f"arr_{i}"] for i in range(len(saved.files))]
 
-    batches = _global_batches(env, ref, fitted, 0) + _global_batches(env, ref, fitted, 1)
-    assert not np.array_equal(batches[0][1], batches[15][1])  # each epoch its own order
-    keras.utils.set_random_seed(SEED)
-    model = models.build(spec(2), [4], 3)
-    data = tf.data.Dataset.from_generator(
-        lambda: iter(batches), output_signature=(tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([None], tf.int32))
-    )
-    model.fit(data, epochs=1, shuffle=False, verbose=0)
-    difference = max(float(np.abs(a - b).max()) for a, b in zip(resumed, model.get_weights(), strict=True))
+    epochs = [global_batches(process, ref, SPLIT, fitted, BATCH, WORKERS, epoch) for epoch in (0, 1)]
+    assert not np.array_equal(epochs[0][0][1], epochs[1][0][1])  # each epoch its own order
+    _initial, trained = fit_one(spec(2), [4], 3, SEED, epochs)
+    difference = max_difference(resumed, trained)
     assert difference < 1e-5, difference
 
 

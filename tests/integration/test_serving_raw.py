@@ -242,6 +242,72 @@ def test_nan_is_a_missing_value_when_the_model_fills_it(served):
     assert "row 0, column 'b': infinity is not accepted" in error.details()
 
 
+def metadata(stub, name: str) -> serve_pb2.ModelMetadata:
+    return stub.GetModelMetadata(
+        serve_pb2.GetModelMetadataRequest(model=model_pb2.ModelRef(name=name)), timeout=30
+    ).metadata
+
+
+def test_numeric_models_run_xla_compiled_and_answer_as_the_signature(served):
+    """A numbers-only model runs as XLA functions per batch-size bucket: every row count
+    (padded to its bucket, or cut into chunks of the largest) answers as the signature."""
+    _, stub, local = served
+    meta = metadata(stub, "filled")
+    assert meta.execution == serve_pb2.EXECUTION_PATH_XLA and meta.execution_detail == ""
+    assert list(meta.batching.allowed_batch_sizes) == [1, 8, 32, 128, 256]  # the defaults up to max_batch_size
+    rng = np.random.default_rng(3)
+    for rows in (1, 2, 8, 9, 200, 256, 600):  # 600: more than the largest bucket (256)
+        features = rng.normal(size=(rows, 3)).astype(np.float32)
+        features[rows // 2, 1] = np.nan  # a missing value the model fills
+        scores = tensors.to_numpy(stub.Predict(request("filled", {"features": features}), timeout=60).outputs["scores"])
+        assert scores.shape == (rows, 2)
+        np.testing.assert_allclose(scores, in_process(local["filled"], {"features": features}), atol=1e-5)
+
+
+def test_allowed_batch_sizes_per_model_and_their_checks(served):
+    _, stub, local = served
+
+    def load(batching):
+        return stub.LoadModel(
+            serve_pb2.LoadModelRequest(model=model_pb2.ModelRef(name="old"), batching=batching), timeout=180
+        ).metadata
+
+    try:
+        meta = load(serve_pb2.BatchingConfig(allowed_batch_sizes=[2, 16]))  # max_batch_size: the largest
+        assert (meta.batching.max_batch_size, list(meta.batching.allowed_batch_sizes)) == (16, [2, 16])
+        assert meta.execution == serve_pb2.EXECUTION_PATH_XLA
+        features = np.random.default_rng(4).normal(size=(37, 3)).astype(np.float32)
+        for rows in (1, 3, 16, 37):
+            got = stub.Predict(request("old", {"features": features[:rows]}), timeout=60).outputs["scores"]
+            want = in_process(local["old"], {"features": features[:rows]})
+            np.testing.assert_allclose(tensors.to_numpy(got), want, atol=1e-5)
+        for batching, message in (
+            (serve_pb2.BatchingConfig(allowed_batch_sizes=[8, 4]), "allowed_batch_sizes[1]: 4 after 8"),
+            (serve_pb2.BatchingConfig(allowed_batch_sizes=[0, 4]), "allowed_batch_sizes[0]: 0 is not in [1, 65536]"),
+            (
+                serve_pb2.BatchingConfig(max_batch_size=8, allowed_batch_sizes=[4, 16]),
+                "allowed_batch_sizes[1]: 16 is larger than max_batch_size 8",
+            ),
+        ):
+            error = rpc_error(load, batching)
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and message in error.details(), error.details()
+        assert list(metadata(stub, "old").batching.allowed_batch_sizes) == [2, 16]  # a refused load changes nothing
+    finally:
+        load(serve_pb2.BatchingConfig())
+
+
+def test_models_with_string_inputs_run_on_their_signature_and_say_why(served):
+    _, stub, _ = served
+    for name, detail in (
+        ("raw", "inputs['categorical'] is a string input (category)"),
+        ("texts", "inputs['text'] is a string input (text)"),
+        ("pics", "inputs['image'] is a string input (image)"),
+    ):
+        meta = metadata(stub, name)
+        assert meta.execution == serve_pb2.EXECUTION_PATH_SIGNATURE, name
+        assert meta.execution_detail.startswith(detail), meta.execution_detail
+
+
 def test_missing_unknown_and_mismatched_inputs(served):
     _, stub, _ = served
     partial = {k: v for k, v in ROWS.items() if k != "text"}

@@ -825,6 +825,19 @@ CASES = [
     Case(
         "serve",
         "LoadModel",
+        "`batching.allowed_batch_sizes` not ascending",
+        INVALID,
+        "batching.allowed_batch_sizes[1]: 8 after 32; the sizes must be strictly ascending",
+        lambda c: c.serve.LoadModel(
+            serve_pb2.LoadModelRequest(
+                model=model_pb2.ModelRef(name="iris"), batching=serve_pb2.BatchingConfig(allowed_batch_sizes=[32, 8])
+            ),
+            timeout=60,
+        ),
+    ),
+    Case(
+        "serve",
+        "LoadModel",
         "a model file whose stored bytes changed (one byte flipped)",
         DATA_LOSS,
         "variables/variables.data-00000-of-00001 is corrupt",
@@ -1158,6 +1171,49 @@ HTTP_CASES = [
 ]
 
 
+@dataclass(frozen=True)
+class FaultCase:
+    """A resource running out, rather than a bad input: tested by `test` in its own set-up (a full disk, a
+    revoked permission), which checks the status and that the message contains `message`."""
+
+    service: str
+    rpc: str
+    condition: str
+    code: grpc.StatusCode
+    message: str
+    test: str
+
+
+RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
+FAULT_CASES = [
+    FaultCase(
+        "collect",
+        "Ingest (a run's collect stage: the run ends FAILED with this reason)",
+        "the local store's disk fills up mid-ingest (ENOSPC); the shards written are removed",
+        RESOURCE_EXHAUSTED,
+        "object store full: put datasets/",
+        "tests/e2e/test_resource_exhaustion.py::test_full_disk_fails_the_run_and_the_stack_serves_on",
+    ),
+    FaultCase(
+        "collect",
+        "Ingest (a run's collect stage: the run ends FAILED with this reason)",
+        "the S3 access key loses its Write permission mid-run; the shards written stay invisible (no manifest)",
+        PERMISSION_DENIED,
+        "object store denied the call: put datasets/",
+        "tests/e2e/test_resource_exhaustion.py::test_s3_write_revoked_mid_run_fails_the_run_and_the_stack_serves_on",
+    ),
+    FaultCase(
+        "collect, serve (every service)",
+        "UploadDataset, PredictStream (any call)",
+        "a stream of messages over COOKLINE_MAX_MESSAGE_MB; the server's memory stays within the bound in "
+        "configuration.md",
+        RESOURCE_EXHAUSTED,
+        "larger than max",
+        "tests/integration/test_lifecycle.py::test_streams_of_oversized_messages_are_refused_within_the_memory_bound",
+    ),
+]
+
+
 def render() -> str:
     """docs/errors.md: one row per case."""
     lines = [
@@ -1189,6 +1245,21 @@ def render() -> str:
         message = case.message.replace("|", "\\|")
         lines.append(
             f"| {i} | {case.service} | {case.method} `{case.path}` | {case.bad_input} | {case.status} | `{message}` |"
+        )
+    lines += [
+        "",
+        "## Resources running out",
+        "",
+        "Not a bad input but a limit reached: each row is checked by the test it names, in a set-up of its",
+        "own. The services stay up and the next run succeeds.",
+        "",
+        "| # | service | RPC | condition | status | message contains | test |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for i, case in enumerate(FAULT_CASES, start=1):
+        message = case.message.replace("|", "\\|")
+        lines.append(
+            f"| {i} | {case.service} | {case.rpc} | {case.condition} | {case.code.name} | `{message}` | `{case.test}` |"
         )
     return "\n".join(lines) + "\n"
 

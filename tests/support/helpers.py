@@ -13,7 +13,7 @@ import os
 import socket
 import subprocess
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -58,6 +58,32 @@ def train_peer_ports(n: int, exclude=()) -> list[int]:
             if len(ports) < n and port + COLLECTIVE_OFFSET <= 65535:
                 ports.append(port)
     return ports
+
+
+SERVICES = ("gateway", "collect", "process", "train", "serve")
+
+
+def stack_env(base: Mapping[str, str], s3_env: Mapping[str, str], exclude=()) -> dict[str, str]:
+    """Settings for the five services on free ports (gRPC, and HTTP for serve and the gateway), on top of
+    `base` (os.environ) and an S3 server's settings (SeaweedS3.env): what `cookline.stack.Stack` takes."""
+    ports = free_ports(7, set(exclude))
+    env = dict(base)
+    env.update(s3_env)
+    for service, port in zip(SERVICES, ports[:5], strict=True):
+        env[f"COOKLINE_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
+    for service, port in zip(("serve", "gateway"), ports[5:], strict=True):  # the HTTP front doors
+        env[f"COOKLINE_{service.upper()}_HTTP_ADDR"] = f"127.0.0.1:{port}"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    return env
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process, in MB (from /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def unique_bucket(stem: str = "t") -> str:

@@ -162,6 +162,50 @@ class SeaweedS3:
         self._spawn()
         self._wait_ready()
 
+    def shell(self, command: str) -> str:
+        """Runs one `weed shell` command against this server (master and filer by their HTTP.gRPC ports);
+        returns its output."""
+        done = subprocess.run(
+            [
+                self.weed,
+                "shell",
+                f"-master=127.0.0.1:{self.ports['master.port']}.{self.ports['master.port.grpc']}",
+                f"-filer=127.0.0.1:{self.ports['filer.port']}.{self.ports['filer.port.grpc']}",
+            ],
+            input=command + "\nexit\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return done.stdout
+
+    def add_identity(self, name: str, actions: tuple[str, ...] = ("Read", "Write", "List")) -> dict[str, str]:
+        """A second identity, kept in the filer (the one of the identities file is static), whose actions
+        can change while the server runs (set_actions). Returns its MINIO_ACCESS_KEY / MINIO_SECRET_KEY.
+        Without "Admin" it cannot create buckets: make them with client()."""
+        keys = {"MINIO_ACCESS_KEY": "AK" + secrets.token_hex(8).upper(), "MINIO_SECRET_KEY": secrets.token_urlsafe(30)}
+        self.shell(
+            f"s3.configure -user={name} -access_key={keys['MINIO_ACCESS_KEY']} "
+            f"-secret_key={keys['MINIO_SECRET_KEY']} -actions={','.join(actions)} -apply"
+        )
+        return keys
+
+    def set_actions(self, name: str, actions: tuple[str, ...], allowed: bool) -> None:
+        """Grants (allowed) or revokes `actions` of an identity made by add_identity. The S3 gateway picks
+        the change up from the filer within a few seconds: callers wait for its effect."""
+        self.shell(f"s3.configure -user={name} -actions={','.join(actions)}{'' if allowed else ' -delete'} -apply")
+
+    def kill(self) -> None:
+        """SIGKILL the process (a crash: nothing is flushed); start() brings it back on the same ports and data."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
     def stop(self) -> None:
         self._terminate()
         # weed puts unix sockets at fixed /tmp/seaweedfs-<role>-<port>.sock paths; ours are

@@ -53,3 +53,12 @@ def published_model(store, name: str, version: int, dest: str):
         return {k: v.numpy() for k, v in out.items()}
 
     return answer, meta
+
+
+def podman(args: list[str], check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`podman ARGS` with the repository's deploy/containers.conf (as `make` runs it); asserts
+    exit code 0 unless `check` is False."""
+    env = dict(os.environ, CONTAINERS_CONF=os.path.join(ROOT, "deploy", "containers.conf"))
+    if check:
+        return run([tool("podman"), *args], env=env, timeout=timeout)
+    return subprocess.run([tool("podman"), *args], env=env, capture_output=True, text=True, timeout=timeout)

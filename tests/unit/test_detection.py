@@ -24,7 +24,7 @@ def _maps_from_targets(target, classes):
 
 
 def test_targets_decode_back_to_the_boxes():
-    target = detection.targets(BOXES, LABELS, COUNTS, 16, 16, 3)
+    target = detection.targets({"boxes": BOXES, "box_labels": LABELS, "box_count": COUNTS}, (16, 16), 3)
     assert target.shape == (1, 16, 16, 8) and target[..., 7].sum() == 2  # two centre cells
     boxes, kinds, scores, valid = (t.numpy() for t in detection.decode(_maps_from_targets(target, 3), 3, 0.5, 0.5, 5))
     assert valid.tolist() == [2] and sorted(kinds[0, :2].tolist()) == [0, 2]
@@ -85,7 +85,15 @@ def test_a_checkpointed_detector_loads_with_its_loss(tmp_path):
     images = np.random.default_rng(0).integers(0, 255, (2, 16, 16, 3)).astype(np.uint8)
     model.fit(
         images,
-        detection.targets(BOXES[:, :1].repeat(2, 0), np.zeros((2, 1), np.int32), np.ones(2, np.int32), 4, 4, 2),
+        detection.targets(
+            {
+                "boxes": BOXES[:, :1].repeat(2, 0),
+                "box_labels": np.zeros((2, 1), np.int32),
+                "box_count": np.ones(2, np.int32),
+            },
+            (4, 4),
+            2,
+        ),
         verbose=0,
     )
     model.save(tmp_path / "checkpoint.keras")

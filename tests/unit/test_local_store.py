@@ -34,3 +34,25 @@ def test_store_from_env_missing_credentials():
         store_from_env({"MINIO_ENDPOINT": "127.0.0.1:9", "MINIO_ACCESS_KEY": "ak"})
     with pytest.raises(ValueError, match="MINIO_ACCESS_KEY"):
         store_from_env({"MINIO_ENDPOINT": "127.0.0.1:9", "MINIO_SECRET_KEY": "sk"})
+
+
+def test_a_verified_file_is_hashed_once_and_any_later_write_is_caught(local_store, monkeypatch):
+    from services.common import store as store_module
+
+    data = os.urandom(1 << 16)
+    local_store.put_bytes("d/shard", data)
+    digest = store_module.sha256_of(data)
+    hashed = []
+    real = store_module.hashlib.sha256
+    monkeypatch.setattr(store_module.hashlib, "sha256", lambda b=b"": hashed.append(1) or real(b))
+    assert bytes(local_store.get_buffer("d/shard", sha256=digest)) == data
+    assert bytes(local_store.get_buffer("d/shard", sha256=digest)) == data  # the same file: not hashed again
+    assert len(hashed) == 1
+    with open(os.path.join(local_store.root, "d", "shard"), "r+b") as f:  # bitrot written in place: same inode
+        f.seek(100)
+        f.write(bytes([data[100] ^ 0xFF]))
+    with pytest.raises(store_module.ChecksumError, match="d/shard is corrupt"):
+        local_store.get_buffer("d/shard", sha256=digest)
+    local_store.put_bytes("d/shard", data)  # replaced by the original bytes: verified afresh, and good
+    assert bytes(local_store.get_buffer("d/shard", sha256=digest)) == data
+    assert len(hashed) == 3

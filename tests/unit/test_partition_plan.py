@@ -39,3 +39,19 @@ def test_cut_follows_the_plan_across_incoming_batches_and_passes_exact_ones_thro
     assert [b["x"].tolist() for b in out] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11], [12]]
     exact = {"x": np.arange(4)}
     assert next(partition.cut(iter([exact]), [4])) is exact  # no copy
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_cut_keeps_every_row_in_order_whatever_the_incoming_and_planned_sizes(seed):
+    rng = np.random.default_rng(seed)
+    incoming_sizes = rng.integers(1, 40, size=rng.integers(1, 12))
+    start, incoming = 0, []
+    for n in incoming_sizes:
+        incoming.append({"x": np.arange(start, start + n), "y": -np.arange(start, start + n)})
+        start += n
+    plan = list(rng.integers(1, 30, size=rng.integers(1, 10)))
+    out = list(partition.cut(iter(incoming), plan))
+    assert np.concatenate([b["x"] for b in out]).tolist() == list(range(start))  # every row once, in order
+    assert all((b["y"] == -b["x"]).all() for b in out)
+    sizes = [len(b["x"]) for b in out]
+    assert sizes[:-1] == plan[: len(sizes) - 1]  # the plan's sizes in turn; the last is what is left

@@ -23,8 +23,10 @@ const tensor = require('./tensor');
 const PROTO_DIR = path.resolve(__dirname, '..', '..', '..', 'protos');
 const TERMINAL_STATES = new Set(['RUN_STATE_SUCCEEDED', 'RUN_STATE_FAILED', 'RUN_STATE_CANCELLED']);
 
-// Same policy as the Python client: transparently retry calls that never reached the peer.
+// Same service config as the Python client (docs/scaling.md "Replicas and retries"): round robin
+// over every address a target resolves to, and UNAVAILABLE retried with backoff.
 const RETRY_SERVICE_CONFIG = JSON.stringify({
+  loadBalancingConfig: [{ round_robin: {} }],
   methodConfig: [{
     name: [{}],
     retryPolicy: {

@@ -113,7 +113,8 @@ def keepalive_seconds(env: Mapping[str, str] | None = None) -> float:
     return seconds
 
 
-# Transparent retries of calls that never reached the peer (peer starting or
+# The service config of every channel (docs/scaling.md "Replicas and retries"; the Node.js and
+# Go clients use the same). Transparent retries of calls that never reached the peer (peer starting or
 # restarting): safe for every RPC because no response was received. round_robin: a
 # target naming several replicas (a headless Service, dns:///process:50052) spreads
 # calls over every ready one; one address behaves as before.

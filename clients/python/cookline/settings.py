@@ -100,7 +100,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "COOKLINE_MAX_MESSAGE_MB",
         "Largest gRPC message sent or received, one setting for servers and clients alike; 1 to 2047. A "
-        "larger message is refused with RESOURCE_EXHAUSTED.",
+        "larger message is refused with RESOURCE_EXHAUSTED, at a bounded memory cost (see [Limits and a full "
+        "store](#limits-and-a-full-store)).",
         64,
     ),
     Setting(
