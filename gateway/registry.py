@@ -60,6 +60,19 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             model.versions.append(_version_info(record, named, version == deployed))
         return model
 
+    def _based_on(self, name: str, version: int) -> list[str]:
+        """The model versions ("NAME:VERSION") whose lineage names `name` version `version` as their base."""
+        found = []
+        for other in sorted(n for n in self.store.list_dirs("models/") if layout.NAME_RE.fullmatch(n)):
+            for number in layout.model_versions(self.store, other):
+                try:
+                    base = layout.read_model_record(self.store, other, number).base
+                except Fail:  # deleted meanwhile
+                    continue
+                if base.model == name and base.version == version:
+                    found.append(f"{other}:{number}")
+        return found
+
     @rpc
     def ListModels(self, request, context) -> registry_pb2.ListModelsResponse:
         names = [n for n in self.store.list_dirs("models/") if layout.NAME_RE.fullmatch(n)]
@@ -98,6 +111,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             raise Fail(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"model {name!r} version {version} is named by alias {', '.join(naming)}; move the alias first",
+            )
+        dependents = [] if request.force else self._based_on(name, version)
+        if dependents:
+            raise Fail(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"model {name!r} version {version} is the base (train.base) of {', '.join(dependents)}; "
+                "delete those first, or set force to delete it anyway (their lineage keeps naming it)",
             )
         layout.delete_model_version(self.store, name, version)
         log.info("model %s version %d deleted", name, version)

@@ -11,6 +11,7 @@ import grpc
 from cookline import config
 from cookline import spec as pipeline_spec
 from cookline.spec import roots as source_roots
+from cookline.spec import train as train_spec
 from cookline.v1 import collect_pb2, data_pb2, gateway_pb2, gateway_pb2_grpc, pipeline_pb2
 from gateway.executor import RunExecutor
 from gateway.runs import RunStore
@@ -42,6 +43,11 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
             pipeline_spec.validate(spec)
             if spec.collect.source:
                 spec.collect.source = pipeline_spec.resolve_source(spec.collect.source, request.base_dir, roots)
+            for field in train_spec.local_paths(spec.train):
+                path = pipeline_spec.resolve_source(
+                    getattr(spec.train, field), request.base_dir, roots, f"train.{field}"
+                )
+                setattr(spec.train, field, path)
         elif form == "pipeline":
             if len(request.pipeline.encode()) > MAX_PIPELINE_BYTES:
                 raise invalid(f"pipeline: {len(request.pipeline)} bytes, at most {MAX_PIPELINE_BYTES}")
@@ -52,6 +58,11 @@ class PipelineServicer(gateway_pb2_grpc.PipelineServiceServicer):
         source_roots.require(spec.collect.source, roots)  # NOT_FOUND at once, not when collect runs
         if spec.collect.dataset:  # pinned now: a resumed run trains on the same version
             spec.collect.dataset = self._stored_dataset(spec.collect.dataset)
+        for field in train_spec.local_paths(spec.train):
+            source_roots.require(getattr(spec.train, field), roots, f"train.{field}")
+        if spec.train.base and not train_spec.is_path(spec.train.base):  # pinned: NAME:VERSION
+            name, version, alias = train_spec.base_ref(spec.train.base)
+            spec.train.base = f"{name}:{layout.base_version(self.runs.store, name, version, alias)}"
         now = layout.now()
         run = gateway_pb2.Run(
             run_id=RunStore.new_id(), pipeline=spec, state=gateway_pb2.RUN_STATE_QUEUED, created_at=now, updated_at=now

@@ -201,6 +201,20 @@ def read_model_record(store: ObjectStore, name: str, version: int) -> records_pb
         raise not_found(f"model {name!r} version {version} not found") from None
 
 
+def base_version(store: ObjectStore, name: str, version: int = 0, alias: str = "") -> int:
+    """The published version a train.base names (NAME:VERSION, NAME@ALIAS or NAME: the newest);
+    NOT_FOUND naming train.base when there is none."""
+    check_name("train.base", name)
+    try:
+        if alias:
+            version = read_alias(store, name, alias)
+        return read_model_record(store, name, version).version
+    except Fail as exc:
+        if exc.code != grpc.StatusCode.NOT_FOUND:
+            raise
+        raise not_found(f"train.base: {exc.message}; it names no published model version") from None
+
+
 class VersionClaim:
     """A model version number this publisher owns (claim_model_version): no other publisher writes
     under its prefix. Used as a context manager: leaving it by an exception releases the claim

@@ -13,6 +13,7 @@ from cookline.spec import train as train_spec
 from cookline.v1 import pipeline_pb2
 from services.common import layout, plugins
 from services.process import ops as ops_lib
+from services.train import transfer
 
 
 def build(
@@ -29,23 +30,50 @@ def build(
     inputs = keras.Input(shape=shape, name="features", dtype=input_dtype)
     plugin = train_spec.MODELS_REGISTRY.get(spec.model).plugin
     body = _plugin if plugin else {"cnn": _cnn, "mobilenet_v2": _mobilenet_v2, "text": _text}.get(spec.model, _dense)
-    x = body(spec, inputs, input_dtype, vocabulary_size)
+    return _head(spec, inputs, body(spec, inputs, input_dtype, vocabulary_size), num_classes)
+
+
+def build_on(base: keras.Model, spec: pipeline_pb2.TrainSpec, input_shape, num_classes: int) -> keras.Model:
+    """The trainable network on train.base's network: the base without its old head (transfer.body),
+    nested as transfer.BASE, then the head of `build`. The input takes the base's dtype (export casts
+    to it); train.freeze is applied."""
+    shape = (input_shape,) if isinstance(input_shape, int) else tuple(int(d) for d in input_shape)
+    inputs = keras.Input(shape=shape, name="features", dtype=base.inputs[0].dtype)
+    x = transfer.body(base)(inputs, training=False)  # frozen or not, batch norm keeps its statistics
+    if len(x.shape) > 2:
+        x = keras.layers.Flatten()(x)
+    return _head(spec, inputs, x, num_classes)
+
+
+def _head(spec: pipeline_pb2.TrainSpec, inputs, x, num_classes: int) -> keras.Model:
+    """The hidden dense layers and the output on the body's features `x`, compiled; train.freeze applied
+    to what came from a base or pretrained weights."""
     for units in spec.hidden_units:
         x = keras.layers.Dense(int(units), activation="relu")(x)
     if num_classes == 0:  # a regressor: one linear output
         outputs = keras.layers.Dense(1, name="scores")(x)
-        loss, metrics = "mean_squared_error", ["mae"]
     else:
         outputs = keras.layers.Dense(num_classes, activation="softmax", name="scores")(x)
-        loss, metrics = "sparse_categorical_crossentropy", ["accuracy"]
     model = keras.Model(inputs, outputs, name=spec.model)
-    model.compile(optimizer=optimizer(spec), loss=loss, metrics=metrics)
+    transfer.check_counts(model, spec)
+    transfer.freeze(model, spec)
+    compile_model(model, spec, num_classes, spec.learning_rate)
     return model
 
 
-def optimizer(spec: pipeline_pb2.TrainSpec) -> keras.optimizers.Optimizer:
+def compile_model(model: keras.Model, spec: pipeline_pb2.TrainSpec, num_classes: int, learning_rate: float) -> None:
+    """Compiles with train.optimizer at `learning_rate`: cross-entropy for classes, mean squared error for
+    a regressor (num_classes 0). Again after train.fine_tune changes which layers train."""
+    if num_classes == 0:
+        loss, metrics = "mean_squared_error", ["mae"]
+    else:
+        loss, metrics = "sparse_categorical_crossentropy", ["accuracy"]
+    model.compile(optimizer=optimizer(spec, learning_rate), loss=loss, metrics=metrics)
+
+
+def optimizer(spec: pipeline_pb2.TrainSpec, learning_rate: float = 0.0) -> keras.optimizers.Optimizer:
     kind = {"sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}.get(spec.optimizer, keras.optimizers.Adam)
-    return kind(learning_rate=spec.learning_rate)
+    return kind(learning_rate=learning_rate or spec.learning_rate)
 
 
 def _dense(spec, inputs, input_dtype, _vocabulary_size):
@@ -84,23 +112,33 @@ def mobilenet_size(spec: pipeline_pb2.TrainSpec, image_shape) -> int:
 
 
 def _mobilenet_v2(spec, inputs, input_dtype, _vocabulary_size):
-    """MobileNetV2 without weights, on the image resized in-model, globally average-pooled."""
+    """MobileNetV2 on the image resized in-model, globally average-pooled: randomly initialised, or
+    with train.weights (ImageNet's, from a local file: transfer.weights_file), nested as transfer.BASE."""
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs) if input_dtype == "uint8" else inputs
     size = mobilenet_size(spec, inputs.shape[1:])
     if (int(inputs.shape[1]), int(inputs.shape[2])) != (size, size):
         x = keras.layers.Resizing(size, size, interpolation="bilinear")(x)
-    return _mobilenet(spec, size, int(inputs.shape[3]), pooling="avg")(x)
+    channels = int(inputs.shape[3])
+    if spec.weights and channels == 1:  # ImageNet weights take colour: gray repeated in three channels
+        x, channels = keras.layers.Concatenate(name="gray_to_rgb")([x, x, x]), 3
+    base = _mobilenet(spec, size, channels, pooling="avg")
+    return base(x, training=False) if spec.weights else base(x)  # pretrained: batch norm keeps its statistics
 
 
 def _mobilenet(spec, size: int, channels: int, pooling=None) -> keras.Model:
-    """MobileNetV2 without weights or top, its batch norms set to BATCH_NORM_MOMENTUM."""
+    """MobileNetV2 without top: with train.weights (ImageNet's, from a local file: transfer.weights_file;
+    nested as transfer.BASE, batch norms as stored), else randomly initialised with its batch norms set to
+    BATCH_NORM_MOMENTUM."""
     base = keras.applications.MobileNetV2(
         input_shape=(size, size, channels),
         alpha=float(spec.alpha),
         include_top=False,
-        weights=None,
+        weights=transfer.weights_file(spec, size) if spec.weights else None,
         pooling=pooling,
+        **({"name": transfer.BASE} if spec.weights else {}),
     )
+    if spec.weights:
+        return base
     for layer in base.layers:  # trained from scratch on small data: let the inference statistics keep up
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = BATCH_NORM_MOMENTUM

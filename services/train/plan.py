@@ -33,6 +33,7 @@ class Plan:
     rows: dict[int, int]  # rows per subset (data_pb2.SUBSET_*)
     class_weight: dict | None  # class id -> weight (train.class_weights); None: equal
     cancelled: threading.Event = field(default_factory=threading.Event)  # set when the call is cancelled
+    base: Any = None  # the loaded train.base (transfer.Base: its network and lineage record); None: no base
 
     @property
     def dataset(self) -> data_pb2.DatasetRef:

@@ -40,7 +40,7 @@ from services.common import layout, splits
 from services.common.errors import Fail, invalid, rpc
 from services.common.store import ObjectStore
 from services.process import ops as ops_lib
-from services.train import detection, distributed, models, tfjs, warm
+from services.train import detection, distributed, models, tfjs, transfer, warm
 from services.train import feed as feed_module
 from services.train.checkpoints import Checkpoints
 from services.train.evaluate import evaluate_model
@@ -142,11 +142,12 @@ def _early_stopping(spec) -> list[keras.callbacks.Callback]:
 _SEEDING = threading.Lock()
 
 
-def _seeded_build(spec, *args) -> keras.Model:
-    """models.build with weight initialisation (and dropout) seeded by train.seed."""
+def _seeded_build(spec, *args, base: keras.Model | None = None) -> keras.Model:
+    """models.build (models.build_on a base's network) with weight initialisation (and dropout) seeded
+    by train.seed."""
     with _SEEDING:
         keras.utils.set_random_seed(int(spec.seed) & 0xFFFFFFFF)
-        return models.build(spec, *args)
+        return models.build(spec, *args) if base is None else models.build_on(base, spec, *args[:2])
 
 
 def training_ops(fitted_ops, spec, train_rows: int, row_bytes: int) -> list:
@@ -254,6 +255,11 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         if spec.HasField("early_stopping") and rows[data_pb2.SUBSET_VALIDATION] == 0:
             raise invalid("train.early_stopping: needs validation rows (set split.validation > 0)")
         train_spec.check_class_weights(spec, class_names)
+        if spec.weights:  # the weights file is there before anything streams (nothing is downloaded)
+            transfer.weights_file(spec, models.mobilenet_size(spec, input_shape))
+        base = transfer.load(self.store, spec) if spec.base else None
+        if base is not None:
+            transfer.check_fits(base.network, spec, input_name, input_dtype, input_shape)
         return Plan(
             request=request,
             name=name,
@@ -263,6 +269,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             source=(input_name, input_dtype, list(input_shape), "float32" if regression else "int32"),
             rows=rows,
             class_weight=train_spec.class_weight_dict(spec, class_names, dict(info.statistics.label_counts)),
+            base=base,
         )
 
     def _resume(self, plan: Plan, checkpoints: Checkpoints | None) -> Resume:
@@ -306,30 +313,59 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                 with _SEEDING:
                     keras.utils.set_random_seed(int(spec.seed) & 0xFFFFFFFF)
                     model = detection.build(spec, plan.input_shape, num_classes, plan.input_dtype)
+        elif spec.base or spec.weights:  # weights that are not fresh: no warm model stands in
+            if model is None:
+                base = plan.base.network if plan.base else None
+                model = _seeded_build(spec, plan.input_shape, num_classes, plan.input_dtype, vocabulary, base=base)
         else:
             warm_key = warm.key(spec, plan.input_shape, num_classes, plan.input_dtype, vocabulary)
             if model is None:
                 model = self.warm.take(
                     warm_key, _seeded_build(spec, plan.input_shape, num_classes, plan.input_dtype, vocabulary)
                 )
+        epochs = int(spec.epochs) + (int(spec.fine_tune.epochs) if spec.HasField("fine_tune") else 0)
         events: queue.Queue = queue.Queue()
         outcome: dict = {}
-        progress = _Progress(events, spec, plan.train_rows, plan.cancelled, resume)
+        shown = pipeline_pb2.TrainSpec()  # progress counts the epochs of both phases
+        shown.CopyFrom(spec)
+        shown.epochs = epochs
+        progress = _Progress(events, shown, plan.train_rows, plan.cancelled, resume)
+        callbacks = [progress] + _early_stopping(spec)
+
+        def fit(train_feed: EpochFeed, val_feed: EpochFeed | None, start: int, end: int) -> None:
+            model.fit(
+                train_feed.dataset(),
+                steps_per_epoch=train_feed.steps(),
+                epochs=end,
+                validation_data=val_feed.dataset() if val_feed else None,
+                validation_steps=val_feed.steps() if val_feed else None,
+                initial_epoch=start,
+                shuffle=False,  # process (or this feed) already shuffles
+                verbose=0,
+                callbacks=callbacks,
+                class_weight=plan.class_weight,
+            )
 
         def run_fit():
             try:
-                model.fit(
-                    train_data.dataset(),
-                    steps_per_epoch=train_data.steps(),
-                    epochs=int(spec.epochs),
-                    validation_data=val_data.dataset() if val_data else None,
-                    validation_steps=val_data.steps() if val_data else None,
-                    initial_epoch=first_epoch,
-                    shuffle=False,  # process (or this feed) already shuffles
-                    verbose=0,
-                    callbacks=[progress] + _early_stopping(spec),
-                    class_weight=plan.class_weight,
-                )
+                start, feeds = first_epoch, (train_data, val_data)
+                if start < spec.epochs:
+                    fit(*feeds, start, int(spec.epochs))
+                    start, feeds = int(spec.epochs), None  # those feeds ran ahead: new ones for the next phase
+                if start < epochs and not plan.cancelled.is_set() and not progress.diverged:  # train.fine_tune
+                    transfer.unfreeze(model, spec)
+                    models.compile_model(model, spec, num_classes, spec.fine_tune.learning_rate)
+                    log.info("run %s: fine-tuning from epoch %d", plan.request.run_id, start + 1)
+                    if feeds is None:
+                        feeds = (
+                            self._feed(
+                                plan, data_pb2.SUBSET_TRAIN, _training_ops(plan), FeedSize(spec.batch_size, start)
+                            ),
+                            self._feed(plan, data_pb2.SUBSET_VALIDATION, plan.fitted_ops, FeedSize(EVAL_BATCH, start))
+                            if val_data
+                            else None,
+                        )
+                    fit(*feeds, start, epochs)
             except BaseException as exc:  # reported on the RPC
                 outcome["error"] = exc
             finally:
@@ -420,6 +456,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                 inputs = detection.export(trained, plan.spec, tmp)
             else:
                 inputs = models.export(trained, tmp)
+                fitted.model.save(os.path.join(tmp, transfer.NETWORK))  # what a later train.base starts from
             if request.pipeline.export.tfjs:
                 tfjs.write(trained, name, claim.version, os.path.join(tmp, "tfjs"))
             files = {}
@@ -457,6 +494,13 @@ def _model_record(plan: Plan, inputs: dict, metrics: dict, evaluation) -> record
         formats=["saved_model"] + (["tfjs"] if pipeline.export.tfjs else []),
         framework={"tensorflow": tf.__version__, "keras": keras.__version__},
     )
+    # lineage: the model it was fine-tuned from (train.base; the registry keeps that version from being
+    # deleted), or the pretrained weights file it started from (train.weights)
+    if plan.base is not None:
+        record.base.CopyFrom(records_pb2.BaseModel(**plan.base.lineage))
+    elif plan.spec.weights:
+        path = transfer.weights_file(plan.spec, models.mobilenet_size(plan.spec, plan.input_shape))
+        record.base.CopyFrom(records_pb2.BaseModel(uri=path))
     # the raw collected tensors the model takes: name -> dtype, shape, kind, columns, ...
     json_format.ParseDict(inputs, record.inputs)
     if train_spec.is_detector(plan.spec.model):  # boxes, labels and scores per detection (docs/serving.md)

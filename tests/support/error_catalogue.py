@@ -151,6 +151,35 @@ def _rotten_model(ctx):
     return ctx.serve.LoadModel(serve_pb2.LoadModelRequest(model=model_pb2.ModelRef(name="rotten")), timeout=180)
 
 
+def _train(ctx, dataset=IRIS, **train):
+    """Train on `dataset` with the TrainSpec fields `train`."""
+    spec = pipeline_pb2.PipelineSpec(name="t", train=pipeline_pb2.TrainSpec(**train))
+    return list(ctx.train.Train(train_pb2.TrainRequest(dataset=dataset, pipeline=spec), timeout=120))
+
+
+def _wide_base(ctx):
+    """Train on iris (4 features) from a .keras base that takes 8."""
+    import keras  # TensorFlow loads only when a case runs
+
+    inputs = keras.Input((8,))
+    base = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Dense(5)(inputs)))
+    path = os.path.join(ctx.scratch, "wide.keras")
+    base.save(path)
+    return _train(ctx, model="mlp", base=path)
+
+
+def _imagenet_absent(ctx):
+    """mobilenet_v2 with ImageNet weights on a small image folder, where no weights file is placed."""
+    from PIL import Image
+
+    for kind, shade in (("dark", 30), ("light", 220)):
+        os.makedirs(os.path.join(ctx.scratch, "pics", kind), exist_ok=True)
+        for i in range(2):
+            Image.new("RGB", (32, 32), (shade + i,) * 3).save(os.path.join(ctx.scratch, "pics", kind, f"{i}.png"))
+    info = _ingest(ctx, os.path.join(ctx.scratch, "pics"), "", "tiny-pics", format="image-folder")[-1].dataset
+    return _train(ctx, info.ref, model="mobilenet_v2", weights="imagenet", input_size=96)
+
+
 def _rot_checkpoint(ctx, run_id: str) -> dict:
     """A run's checkpoint whose stored bytes differ from the sha256 its record says; the record."""
     import hashlib
@@ -229,6 +258,38 @@ CASES = [
         INVALID,
         "train.model: 'gpt' is not supported",
         lambda c: _submit(c, GOOD.replace("model: mlp", "model: gpt")),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "`train.base` naming no model in the registry",
+        NOT_FOUND,
+        "train.base: model 'nosuch' version 2 not found",
+        lambda c: _submit(c, GOOD.replace("model: mlp", "model: mlp, base: 'nosuch:2'")),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "`train.base` naming an alias that does not exist",
+        NOT_FOUND,
+        "train.base: alias 'gone' of model 'iris' not found",
+        lambda c: _submit(c, GOOD.replace("model: mlp", "model: mlp, base: iris@gone")),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "`train.base` file that does not exist",
+        NOT_FOUND,
+        "nosuch.keras' not found on the services' machine",
+        lambda c: _submit(c, GOOD.replace("model: mlp", f"model: mlp, base: {c.scratch}/nosuch.keras")),
+    ),
+    Case(
+        "gateway",
+        "SubmitRun",
+        "`train.freeze` without a base",
+        INVALID,
+        "train.freeze: needs train.base or train.weights",
+        lambda c: _submit(c, GOOD.replace("model: mlp", "model: mlp, freeze: 2")),
     ),
     Case(
         "gateway",
@@ -714,6 +775,47 @@ CASES = [
         DATA_LOSS,
         "object runs/20990101-000000-000010/checkpoints/epoch-00001.keras is corrupt",
         _rotten_worker_checkpoint,
+    ),
+    Case(
+        "train",
+        "Train",
+        "`train.base` whose input does not fit the data (takes 8 features, iris has 4)",
+        INVALID,
+        "wide.keras' takes input of shape [8] per row, but the data gives 'features' float32 [4]",
+        _wide_base,
+    ),
+    Case(
+        "train",
+        "Train",
+        "`train.freeze` counting more layers than the base has",
+        INVALID,
+        "train.freeze: 50 is more than the",
+        lambda c: _train(c, model="mlp", base="iris:1", freeze="50"),
+    ),
+    Case(
+        "train",
+        "Train",
+        "`train.fine_tune.unfreeze` counting more layers than the base has",
+        INVALID,
+        "train.fine_tune.unfreeze: 40 is more than the",
+        lambda c: _train(c, model="mlp", base="iris:1", fine_tune=pipeline_pb2.FineTune(epochs=1, unfreeze="40")),
+    ),
+    Case(
+        "train",
+        "Train",
+        "`train.weights: imagenet` without Keras' weights file in KERAS_HOME/models",
+        FAILED_PRECONDITION,
+        "train.weights: imagenet needs Keras' weights file "
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5",
+        _imagenet_absent,
+    ),
+    Case(
+        "train",
+        "Train",
+        "`train.base` naming a model version stored without its Keras network",
+        FAILED_PRECONDITION,
+        "train.base: model 'pics' version 1 has no stored Keras network",
+        lambda c: _train(c, model="mlp", base="pics:1"),
     ),
     # --- serve ------------------------------------------------------------------------
     Case(

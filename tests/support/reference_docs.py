@@ -23,7 +23,7 @@ from google.protobuf import descriptor_pb2
 
 from cookline import settings, spec
 from cookline.spec.params import number
-from cookline.spec.train import EARLY_STOPPING, TRAIN_PARAMS
+from cookline.spec.train import EARLY_STOPPING, FINE_TUNE, TRAIN_PARAMS, TRANSFER_PARAMS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMMAND = ".venv/bin/python tests/support/reference_docs.py (or make docs)"
@@ -205,7 +205,7 @@ def render_pipeline() -> str:
     messages = proto_messages()
     m = {name.rsplit(".", 1)[-1]: msg for name, msg in messages.items() if name.startswith(".cookline.v1.")}
     sources, ops, models = _builtins(spec.SOURCES), _builtins(spec.OPS), _builtins(spec.MODELS)
-    train_params = {p.name: p for p in TRAIN_PARAMS} | shared_params(models)
+    train_params = {p.name: p for p in TRAIN_PARAMS + TRANSFER_PARAMS} | shared_params(models)
     lines = [
         "# Pipeline file reference",
         "",
@@ -231,6 +231,7 @@ def render_pipeline() -> str:
     lines += section(
         "`train.early_stopping` (`EarlyStopping`)", m["EarlyStopping"], messages, {p.name: p for p in EARLY_STOPPING}
     )
+    lines += section("`train.fine_tune` (`FineTune`)", m["FineTune"], messages, {p.name: p for p in FINE_TUNE})
     lines += section("`evaluate` (`EvaluateSpec`)", m["EvaluateSpec"], messages, {})
     lines += section("`export` (`ExportSpec`)", m["ExportSpec"], messages, {})
 

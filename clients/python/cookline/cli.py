@@ -20,7 +20,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from cookline import channels, config
 from cookline.client import TERMINAL, Client
 from cookline.spec.sources import is_number
-from cookline.v1 import data_pb2, gateway_pb2, pipeline_pb2
+from cookline.v1 import data_pb2, gateway_pb2, pipeline_pb2, registry_pb2
 
 console = Console(stderr=True, soft_wrap=True)  # long paths and messages stay on one line (copy-pasteable)
 
@@ -454,6 +454,18 @@ def cmd_predict(args) -> int:
     return 1 if any("error" in r for r in results) else 0
 
 
+def cmd_delete_model(args) -> int:
+    request = registry_pb2.DeleteModelVersionRequest(name=args.model, version=args.version, force=args.force)
+    with Client(gateway=args.gateway) as client:
+        try:
+            model = client.registry.DeleteModelVersion(request, timeout=60).model
+        except grpc.RpcError as exc:
+            return _fail(exc)
+    left = ", ".join(str(v.version) for v in model.versions) or "none"
+    console.print(f"deleted model {escape(args.model)} version {args.version} (versions left: {left})")
+    return 0
+
+
 def cmd_report(args) -> int:
     from cookline import report  # matplotlib loads only for this command
 
@@ -559,6 +571,15 @@ def main(argv=None) -> int:
     )
     predict.add_argument("--serve", help="serve host:port (default COOKLINE_SERVE_ADDR or localhost:50054)")
     predict.set_defaults(func=cmd_predict)
+
+    delete = sub.add_parser("delete-model", help="delete a model version from the registry")
+    delete.add_argument("model", help="model name")
+    delete.add_argument("version", type=int, help="version to delete")
+    delete.add_argument(
+        "--force", action="store_true", help="delete it even though other models were trained from it (train.base)"
+    )
+    delete.add_argument("--gateway", help="gateway host:port (default COOKLINE_GATEWAY_ADDR or localhost:50050)")
+    delete.set_defaults(func=cmd_delete_model)
 
     report = sub.add_parser("report", help="write an HTML report of a finished run (curves, confusion matrix)")
     report.add_argument("run", help="the run id")

@@ -233,13 +233,19 @@ SETTINGS: tuple[Setting, ...] = (
         shown="off",
     ),
     Setting("MINIO_REGION", "Region given to the S3 client."),
+    Setting(
+        "KERAS_HOME",
+        "Keras' own folder (read by train): `train.weights: imagenet` reads Keras' standard weights file from "
+        "its `models/` subfolder, and nothing is downloaded ([pipeline.md](pipeline.md), Starting from a model).",
+        shown="`~/.keras` (`/tmp/.keras` when the home folder is not writable)",
+    ),
     Setting("SSL_CERT_FILE", "CA bundle used to verify an HTTPS S3 endpoint.", shown="certifi's bundle"),
     Setting(
         "COOKLINE_SOURCE_ROOTS",
-        "Folders (separated by `:`) that local `collect.source` paths must lie in, read by the gateway and "
-        "collect. A `..` component, a path outside them, a symlink leading out, or the local store's "
-        "folder is PERMISSION_DENIED before anything is opened; clients elsewhere upload instead "
-        "([clients.md](clients.md#local-sources-and-the-source-roots)). Compose: "
+        "Folders (separated by `:`) that local `collect.source` paths (and `train.base` / `train.weights` "
+        "files) must lie in, read by the gateway, collect and train. A `..` component, a path outside them, "
+        "a symlink leading out, or the local store's folder is PERMISSION_DENIED before anything is opened; "
+        "clients elsewhere upload instead ([clients.md](clients.md#local-sources-and-the-source-roots)). Compose: "
         "`/srv/cookline/examples`; Kubernetes: `/srv/cookline/data`.",
         shown="the working directory",
     ),

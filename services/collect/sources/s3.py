@@ -23,14 +23,14 @@ from services.common.store import store_from_env
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
-def parse(url: str) -> tuple[str, str]:
-    """('bucket', 'prefix') of s3://bucket/prefix."""
+def parse(url: str, field: str = "collect.source") -> tuple[str, str]:
+    """('bucket', 'prefix') of s3://bucket/prefix; INVALID_ARGUMENT naming `field` when it is not one."""
     rest = url[len("s3://") :]
     bucket, _, prefix = rest.partition("/")
-    if not BUCKET.fullmatch(bucket):
-        raise invalid(f"collect.source: {url!r} does not name a valid bucket (s3://bucket/prefix)")
+    if not url.startswith("s3://") or not BUCKET.fullmatch(bucket):
+        raise invalid(f"{field}: {url!r} does not name a valid bucket (s3://bucket/prefix)")
     if ".." in prefix.split("/") or prefix.startswith("/"):
-        raise invalid(f"collect.source: {url!r}: the prefix must not contain '..' or start with '/'")
+        raise invalid(f"{field}: {url!r}: the prefix must not contain '..' or start with '/'")
     return bucket, prefix
 
 

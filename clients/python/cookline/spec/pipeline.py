@@ -54,6 +54,7 @@ def parse(text: str, base_dir: str = "", roots: list[str] | None = None) -> pipe
     if not isinstance(data, dict):
         raise SpecError("pipeline: expected a mapping with name, collect, process, split and train")
     _balanced_class_weights(data)
+    _layer_counts(data)
     plugins.load()
     _plugin_spelling(data)
     spec = pipeline_pb2.PipelineSpec()
@@ -74,6 +75,8 @@ def parse(text: str, base_dir: str = "", roots: list[str] | None = None) -> pipe
     validate(spec)
     if spec.collect.source:
         spec.collect.source = resolve_source(spec.collect.source, base_dir, roots)
+    for field in train.local_paths(spec.train):
+        setattr(spec.train, field, resolve_source(getattr(spec.train, field), base_dir, roots, f"train.{field}"))
     return spec
 
 
@@ -134,6 +137,16 @@ def _balanced_class_weights(data: dict) -> None:
         )
 
 
+def _layer_counts(data: dict) -> None:
+    """`train.freeze: 3` and `train.fine_tune.unfreeze: 2` are numbers in a file, strings in the proto."""
+    train = data.get("train")
+    if not isinstance(train, dict):
+        return
+    for block, key in ((train, "freeze"), (train.get("fine_tune"), "unfreeze")):
+        if isinstance(block, dict) and isinstance(block.get(key), int) and not isinstance(block[key], bool):
+            block[key] = str(block[key])
+
+
 def _plugin_spelling(data: dict) -> None:
     """Plugins are written like built-ins; this moves them where the proto keeps them.
 
@@ -167,11 +180,12 @@ def _plugin_spelling(data: dict) -> None:
             }
 
 
-def resolve_source(source: str, base_dir: str, roots: list[str] | None = None) -> str:
-    """Absolute path of a source: as given, else under base_dir, else under the working directory;
-    with `roots`, inside them (cookline.spec.roots.resolve)."""
+def resolve_source(source: str, base_dir: str, roots: list[str] | None = None, field: str = "collect.source") -> str:
+    """Absolute path of a source (or of another local path setting, `field`, such as train.base): as
+    given, else under base_dir, else under the working directory; with `roots`, inside them
+    (cookline.spec.roots.resolve)."""
     if roots is not None:
-        return source_roots.resolve(source, base_dir, roots)
+        return source_roots.resolve(source, base_dir, roots, field)
     if "://" in source or os.path.isabs(source):
         return source
     candidates = [os.path.join(base_dir, source)] if base_dir else []

@@ -18,8 +18,8 @@ from cookline.spec.errors import SourceDenied, SourceNotFound
 FIELD = "collect.source"
 
 
-def denied(message: str) -> SourceDenied:
-    return SourceDenied(message, FIELD)
+def denied(message: str, field: str = FIELD) -> SourceDenied:
+    return SourceDenied(message, field)
 
 
 def has_parent_step(source: str) -> bool:
@@ -52,13 +52,15 @@ def check(path: str, roots: list[str] | None = None, field: str = FIELD) -> str:
     if has_parent_step(path):
         raise denied(
             f"{field}: {path!r} has a '..' component; local sources must stay inside the source roots "
-            "(COOKLINE_SOURCE_ROOTS); upload data from elsewhere"
+            "(COOKLINE_SOURCE_ROOTS); upload data from elsewhere",
+            field,
         )
     if not inside(path, roots):
         raise denied(
             f"{field}: {path!r} is outside the source roots (COOKLINE_SOURCE_ROOTS: "
             f"{os.pathsep.join(roots)}), a symlink leads out of them, or it is in the object store's "
-            "folder (train on a stored dataset with collect.dataset); upload data from elsewhere"
+            "folder (train on a stored dataset with collect.dataset); upload data from elsewhere",
+            field,
         )
     return path
 
@@ -75,17 +77,18 @@ def check_tree(path: str, roots: list[str] | None = None, field: str = FIELD) ->
                 rel = os.path.relpath(full, path)
                 raise denied(
                     f"{field}: {rel!r} inside {path!r} is a symlink leading outside the source roots "
-                    "(COOKLINE_SOURCE_ROOTS)"
+                    "(COOKLINE_SOURCE_ROOTS)",
+                    field,
                 )
 
 
-def resolve(source: str, base_dir: str, roots: list[str] | None = None) -> str:
+def resolve(source: str, base_dir: str, roots: list[str] | None = None, field: str = FIELD) -> str:
     """Absolute path of a local source, inside the source roots (`roots`, default COOKLINE_SOURCE_ROOTS).
 
     An absolute path must lie inside the roots, existing or not. A relative one resolves against
     base_dir first, then the working directory; a candidate folder outside the roots is passed
     over without looking at it, so no answer tells whether a path outside them exists.
-    SourceDenied (PERMISSION_DENIED) naming collect.source for a '..' component, an absolute path
+    SourceDenied (PERMISSION_DENIED) naming collect.source (or `field`) for a '..' component, an absolute path
     outside the roots, or a symlink leading out of them. Nothing is opened. A source that exists
     nowhere resolves under the working directory (`require` reports it NOT_FOUND).
     """
@@ -93,7 +96,7 @@ def resolve(source: str, base_dir: str, roots: list[str] | None = None) -> str:
         return source
     allowed = config.source_roots() if roots is None else roots
     if has_parent_step(source) or os.path.isabs(source):
-        return check(os.path.abspath(source) if os.path.isabs(source) else source, allowed)
+        return check(os.path.abspath(source) if os.path.isabs(source) else source, allowed, field)
     candidates = [os.path.abspath(os.path.join(base_dir, source))] if base_dir else []
     candidates.append(os.path.abspath(source))
     for candidate in candidates:
@@ -101,20 +104,21 @@ def resolve(source: str, base_dir: str, roots: list[str] | None = None) -> str:
         if not any(_under(candidate, root) or _under(os.path.realpath(folder), root) for root in allowed):
             continue  # not looked at
         if os.path.lexists(candidate):
-            return check(candidate, allowed)
+            return check(candidate, allowed, field)
     return candidates[-1]
 
 
-def require(source: str, roots: list[str] | None = None) -> None:
+def require(source: str, roots: list[str] | None = None, field: str = FIELD) -> None:
     """SourceNotFound (NOT_FOUND) naming collect.source when a local source does not exist on this
     machine, so SubmitRun answers at once and a client elsewhere knows to upload instead; SourceDenied
-    when a symlink inside a source folder leads out of the roots."""
+    when a symlink inside a source folder leads out of the roots. `field`: the setting named (train.base
+    is a local path too)."""
     if not source or "://" in source:
         return
     if not os.path.lexists(source):
         raise SourceNotFound(
-            f"{FIELD}: {source!r} not found on the services' machine; a client on another "
+            f"{field}: {source!r} not found on the services' machine; a client on another "
             "machine uploads its data (cookline upload; cookline run does it by itself)",
-            FIELD,
+            field,
         )
-    check_tree(source, roots)
+    check_tree(source, roots, field)

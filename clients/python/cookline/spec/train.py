@@ -3,9 +3,12 @@ defaults and ranges; free of TensorFlow (the gateway, train and the CLI use it).
 
 from __future__ import annotations
 
+import re
+
 from google.protobuf import json_format
 
 from cookline.spec.errors import SpecError
+from cookline.spec.names import NAME_RE, NAME_RULE
 from cookline.spec.params import Component, Param, Registry
 from cookline.v1 import pipeline_pb2
 
@@ -57,7 +60,7 @@ _model(
 )
 _model(
     "mobilenet_v2",
-    "MobileNetV2, randomly initialised, on image",
+    "MobileNetV2, randomly initialised or from ImageNet weights, on image",
     Param("alpha", "float", "width multiplier", default=1.0, lo=0, hi=2, lo_open=True),
     Param(
         "input_size",
@@ -65,6 +68,12 @@ _model(
         "side the image is resized to in the model; unset: its own size (at least 32)",
         lo=32,
         hi=1024,
+    ),
+    Param(
+        "weights",
+        "str",
+        "initial weights: imagenet (Keras' standard file, from the Keras cache folder) or a weights file's path",
+        absent="only mobilenet_v2 starts from stored weights; start another family from a model with train.base",
     ),
     inputs=("image",),
     tfjs=True,
@@ -154,6 +163,149 @@ TRAIN_PARAMS = (
         lo_open=True,
     ),
 )
+# Transfer learning: the settings of train.base (start from a model) and train.fine_tune.
+TRANSFER_PARAMS = (
+    Param(
+        "base",
+        "str",
+        "model to start from: NAME:VERSION or NAME@ALIAS in the registry, a .keras file or SavedModel "
+        "directory (path or s3:// URI)",
+    ),
+    Param(
+        "freeze",
+        "str",
+        "layers of the base that stay frozen: base (all), none, or the first N",
+    ),
+)
+FINE_TUNE = (
+    Param("epochs", "int", "epochs of the second phase", required=True, lo=1, hi=10_000),
+    Param(
+        "learning_rate",
+        "float",
+        "step size of the second phase; unset: train.learning_rate / 10",
+        lo=0,
+        hi=10,
+        lo_open=True,
+    ),
+    Param("unfreeze", "str", "layers that become trainable: all, or the last N of the base", default="all"),
+)
+# The family settings a base model brings with it (they describe its architecture).
+ARCHITECTURE = ("conv_filters", "embedding_dim", "alpha", "input_size")
+# The Keras ImageNet weights of MobileNetV2 exist for these widths and input sizes (Keras'
+# keras.applications.MobileNetV2; another input size uses the 224 file).
+IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+IMAGENET_SIZES = (96, 128, 160, 192, 224)
+_MODEL_REF = re.compile(r"(?P<name>[^:@/]+)(?::(?P<version>[^:@/]*)|@(?P<alias>[^:@/]*))?")
+
+
+def is_path(base: str) -> bool:
+    """True when train.base names a file, folder or s3:// URI rather than a registry model."""
+    return "/" in base or base.endswith(".keras") or base.startswith(".") or "://" in base
+
+
+def local_base(spec: pipeline_pb2.TrainSpec) -> bool:
+    """True when train.base is a path on the services' machine."""
+    return bool(spec.base) and is_path(spec.base) and "://" not in spec.base
+
+
+def local_paths(spec: pipeline_pb2.TrainSpec) -> list[str]:
+    """The train settings that are paths on the services' machine (inside COOKLINE_SOURCE_ROOTS):
+    train.base when it is one, train.weights when it is a file rather than imagenet."""
+    fields = ["base"] if local_base(spec) else []
+    return fields + (["weights"] if spec.weights and spec.weights != "imagenet" else [])
+
+
+def base_ref(base: str) -> tuple[str, int, str]:
+    """(name, version, alias) of a registry train.base: NAME:VERSION, NAME@ALIAS or NAME (version 0:
+    the newest). SpecError naming train.base when it is not one."""
+    match = _MODEL_REF.fullmatch(base)
+    if match is None or not NAME_RE.fullmatch(match["name"]) or ".." in match["name"]:
+        raise SpecError(
+            f"train.base: {base!r} is neither a registry model (NAME:VERSION, NAME@ALIAS or NAME, a name is "
+            f"{NAME_RULE}) nor a path (a .keras file or a folder: it contains a '/') or an s3:// URI",
+            "train.base",
+        )
+    version, alias = match["version"], match["alias"]
+    if version is not None and not (version.isdigit() and int(version) >= 1):
+        raise SpecError(f"train.base: version {version!r} of {base!r} is not a version (a whole number from 1)")
+    if alias is not None and not NAME_RE.fullmatch(alias):
+        raise SpecError(f"train.base: alias {alias!r} of {base!r} is not an alias name ({NAME_RULE})")
+    return match["name"], int(version or 0), alias or ""
+
+
+def layer_count(value: str, where: str) -> int:
+    """The N of a freeze or unfreeze setting that is a number of layers (0 for a word); SpecError naming
+    `where` for anything else. Whether N fits the base is checked once the base is loaded."""
+    words = {"train.freeze": ("base", "none"), "train.fine_tune.unfreeze": ("all",)}[where]
+    if value in words:
+        return 0
+    if not value.isdigit() or int(value) < 1:
+        raise SpecError(
+            f"{where}: {value!r} is not {', '.join(words)} or a number of layers (a whole number from 1)", where
+        )
+    return int(value)
+
+
+def imagenet_weights_file(alpha: float, size: int) -> str:
+    """The file name Keras gives MobileNetV2's ImageNet weights without the classifier top, for a width
+    multiplier and a (square) input side: the name keras.applications.MobileNetV2 looks for in
+    KERAS_HOME/models."""
+    rows = size if size in IMAGENET_SIZES else 224
+    return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
+
+
+def _check_transfer(spec: pipeline_pb2.TrainSpec, out: pipeline_pb2.TrainSpec, family: Component) -> None:
+    """train.base, freeze, fine_tune and weights: what can be checked without the base model."""
+    if spec.base:
+        if is_detector(spec.model):
+            raise SpecError("train.base: the detector family does not start from a base model yet", "train.base")
+        if spec.weights:
+            raise SpecError(
+                "train.weights: not with train.base (the base brings its weights); remove one", "train.weights"
+            )
+        if not is_path(spec.base):
+            base_ref(spec.base)
+        for name in ARCHITECTURE:
+            if hasattr(spec, name) and _get(spec, name):
+                raise SpecError(
+                    f"train.{name}: the architecture comes from train.base ({spec.base!r}); remove it", f"train.{name}"
+                )
+        if out.workers > 1:
+            raise SpecError("train.base: not available with train.workers > 1 yet; train on one worker", "train.base")
+    if spec.weights == "imagenet" and out.alpha not in IMAGENET_ALPHAS:
+        raise SpecError(
+            f"train.alpha: {out.alpha} has no ImageNet weights (train.weights: imagenet needs one of "
+            f"{', '.join(map(str, IMAGENET_ALPHAS))})",
+            "train.alpha",
+        )
+    starts = bool(spec.base or spec.weights)
+    if spec.freeze:
+        if not starts:
+            raise SpecError(
+                "train.freeze: needs train.base or train.weights (there is nothing to freeze)", "train.freeze"
+            )
+        layer_count(spec.freeze, "train.freeze")
+    elif starts:
+        out.freeze = "base"
+    if spec.HasField("fine_tune"):
+        if not starts:
+            raise SpecError("train.fine_tune: needs train.base or train.weights", "train.fine_tune")
+        if out.freeze == "none":
+            raise SpecError(
+                "train.fine_tune: train.freeze is none, so every layer trains already; remove one", "train.fine_tune"
+            )
+        if out.workers > 1:
+            raise SpecError(
+                "train.fine_tune: not available with train.workers > 1 yet; train on one worker", "train.fine_tune"
+            )
+        for param in FINE_TUNE:
+            value = param.resolve(getattr(spec.fine_tune, param.name), f"train.fine_tune.{param.name}")
+            setattr(out.fine_tune, param.name, value)
+        if not out.fine_tune.learning_rate:
+            out.fine_tune.learning_rate = out.learning_rate / 10
+        layer_count(out.fine_tune.unfreeze, "train.fine_tune.unfreeze")
+
+
 # Validation metrics early stopping can watch, and whether higher is better.
 STOPPING_METRICS = {"val_loss": False, "val_accuracy": True}
 EARLY_STOPPING = (
@@ -239,9 +391,12 @@ def resolve(spec: pipeline_pb2.TrainSpec) -> pipeline_pb2.TrainSpec:
                 else f"applies to model {' or '.join(o.name for o in owners)}, not {spec.model!r}; remove it"
             )
             raise SpecError(f"train.{name}: {message}", f"train.{name}")
-    for param in TRAIN_PARAMS + family.params:
+    for param in TRAIN_PARAMS + TRANSFER_PARAMS + family.params:
+        if spec.base and param.name in ARCHITECTURE + ("hidden_units",) and not _get(spec, param.name):
+            continue  # the architecture is the base's, and the new head has no hidden layers unless given
         if hasattr(spec, name := param.name):
             _set(out, name, param.resolve(_get(spec, name), f"train.{name}"))
+    _check_transfer(spec, out, family)
     given = json_format.MessageToDict(spec.params)
     if given and not family.plugin:
         raise SpecError(f"train.params: only for plugin model families, not {spec.model!r}", "train.params")
