@@ -20,9 +20,11 @@ import queue
 import tempfile
 import threading
 
+import grpc
 import keras
 
 from services.common import layout
+from services.common.errors import Fail
 from services.common.store import NotFoundError, ObjectStore, sha256_file
 
 log = logging.getLogger("cookline.train")
@@ -39,15 +41,36 @@ class Checkpoints:
         self.uploader = threading.Thread(target=self._upload_loop, name="checkpoint-upload", daemon=True)
         self.uploader.start()
 
-    def latest(self) -> tuple[int, keras.Model, dict] | None:
-        """(epochs done, model with optimizer state, that epoch's metrics) of the newest checkpoint, or None."""
+    def record(self) -> dict | None:
+        """The newest checkpoint's record ({"epoch", "key", "sha256", "metrics"}), or None."""
         try:
-            info = json.loads(self.store.get_bytes(self.prefix + LATEST))
+            return json.loads(self.store.get_bytes(self.prefix + LATEST))
         except NotFoundError:
             return None
-        path = os.path.join(self.tmp, "resume.keras")
-        self.store.get_file(info["key"], path, sha256=info.get("sha256"))
+
+    def latest(self) -> tuple[int, keras.Model, dict] | None:
+        """(epochs done, model with optimizer state, that epoch's metrics) of the newest checkpoint, or None."""
+        info = self.record()
+        if info is None:
+            return None
+        path = self.download(info["key"], info.get("sha256"))
         return int(info["epoch"]), keras.models.load_model(path), info.get("metrics", {})
+
+    def download(self, key: str, sha256: str | None) -> str:
+        """A local copy of checkpoint `key`, verified against `sha256` when given (DATA_LOSS naming the
+        key when its bytes differ); it stays until close()."""
+        if not key.startswith(self.prefix):
+            raise Fail(grpc.StatusCode.INVALID_ARGUMENT, f"checkpoint {key!r} is not one of this run's ({self.prefix})")
+        path = os.path.join(self.tmp, "resume.keras")
+        self.store.get_file(key, path, sha256=sha256 or None)
+        return path
+
+    @staticmethod
+    def restore(model: keras.Model, path: str) -> None:
+        """Loads a downloaded checkpoint's weights and optimizer state into `model`, whose state
+        (optimizer included) must be built already: a distributed worker's model, built under its
+        strategy, keeps its distributed variables."""
+        model.load_weights(path)
 
     def save(self, model: keras.Model, epoch: int, metrics) -> None:
         """Saves the state after `epoch` epochs; the upload happens in the background."""

@@ -10,6 +10,15 @@ the gradients are all-reduced, so the replicas stay identical. Worker 0 streams 
 writes the per-epoch checkpoints and, at the end, its weights, from which the chief builds
 the model and publishes it exactly as a single-worker run does.
 
+Faults: a worker that fails or dies ends the attempt at once (a lost worker process or replica
+is UNAVAILABLE: its TrainWorker stream breaks, so the chief does not wait for TensorFlow's own
+collective timeout), and the chief kills the other workers. A retried run (the gateway retries
+UNAVAILABLE) hands every worker the chief's last checkpoint: each one downloads it, verifies its
+sha256 and loads its weights and optimizer state, and the fit continues at the next epoch with
+that epoch's shuffle. A worker process also dies with the train service that started it: it
+holds the read end of its stdin pipe, the "lifeline", and exits when the service's end closes.
+A replica runs one worker at a time (its collective port is fixed).
+
 A worker's collective endpoint is its train service's host with port + COLLECTIVE_OFFSET
 (50053 -> 51053). Worker processes talk to their train service through a pipe of frames:
 b"P" + a TrainResponse (progress), b"E" + "CODE message" (an error), b"W" (weights written).
@@ -26,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from typing import cast
 
@@ -33,7 +43,7 @@ import grpc
 
 from cookline import channels
 from cookline.v1 import data_pb2, train_pb2, train_pb2_grpc
-from services.common.errors import Fail
+from services.common.errors import Fail, status_of
 from services.train.plan import Fitted, Plan
 
 log = logging.getLogger("cookline.train")
@@ -41,6 +51,12 @@ log = logging.getLogger("cookline.train")
 PEERS_ENV = "COOKLINE_TRAIN_PEERS"
 COLLECTIVE_OFFSET = 1000
 _HEADER = struct.Struct(">cI")
+# Seconds the chief waits for a peer replica to report SERVING (a supervisor restarting it), and a
+# replica waits for its previous worker process to be gone, before the attempt fails UNAVAILABLE.
+PEER_WAIT = 120.0
+SLOT_WAIT = 60.0
+# This replica's one worker process at a time: its collective endpoint (port + 1000) is fixed.
+_SLOT = threading.Lock()
 
 
 def peers(env=None) -> list[str]:
@@ -58,11 +74,13 @@ def collective_address(peer: str) -> str:
 # --- the chief --------------------------------------------------------------------------------
 
 
-def fit(plan: Plan, fitted_ops):
+def fit(plan: Plan, fitted_ops, resume: dict | None = None):
     """Runs the distributed fit; yields worker 0's progress, returns a Fitted (the model, the last
     epoch's metrics).
 
-    `fitted_ops` are the ops the training rows go through (with the default shuffle, if any)."""
+    `fitted_ops` are the ops the training rows go through (with the default shuffle, if any);
+    `resume` is the record of the run's last checkpoint (Checkpoints.record()), which every worker
+    starts from, or None for a fresh start."""
     from services.train import models
 
     request, spec, source, rows, cancelled = plan.request, plan.spec, plan.source, plan.rows, plan.cancelled
@@ -90,20 +108,36 @@ def fit(plan: Plan, fitted_ops):
         class_weight=class_weight or {},
         seed=int(spec.seed) & 0xFFFFFFFF,
     )
+    last_metrics: dict = {}
+    if resume:
+        job.resume.CopyFrom(
+            train_pb2.TrainCheckpoint(epoch=int(resume["epoch"]), key=resume["key"], sha256=resume.get("sha256", ""))
+        )
+        last_metrics = dict(resume.get("metrics") or {})  # what the run reports if no epoch is left
+    for k in range(1, workers):  # a replica a supervisor is restarting: wait for it, as the gateway does
+        _wait_healthy(addresses[k], cancelled)
     events: queue.Queue = queue.Queue()
+    _take_slot(lambda: not cancelled.is_set())
     scratch = tempfile.mkdtemp(prefix="cookline-workers-")
     weights = os.path.join(scratch, "weights.npz")
-    chief = WorkerProcess(_for_worker(job, 0), weights)
+    chief = None
     calls = []
     try:
+        chief = WorkerProcess(_for_worker(job, 0), weights)
         threading.Thread(target=_drain, args=(0, addresses[0], chief.events(), events), daemon=True).start()
         for k in range(1, workers):
             stub = train_pb2_grpc.TrainServiceStub(channels.channel("train", target=addresses[k]))
-            call = stub.TrainWorker(_for_worker(job, k))
+            # wait_for_ready: a replica just restarted is SERVING, but this channel may still be in reconnect backoff
+            call = stub.TrainWorker(_for_worker(job, k), wait_for_ready=True)
             calls.append(call)
             threading.Thread(target=_drain, args=(k, addresses[k], call, events), daemon=True).start()
-        log.info("run %s: distributed fit on %d workers (%s)", request.run_id, workers, ", ".join(job.workers))
-        last_metrics: dict = {}
+        log.info(
+            "run %s: distributed fit on %d workers (%s)%s",
+            request.run_id,
+            workers,
+            ", ".join(job.workers),
+            f", every one resuming after epoch {job.resume.epoch}" if resume else "",
+        )
         running = workers
         while running:
             if cancelled.is_set():
@@ -125,12 +159,47 @@ def fit(plan: Plan, fitted_ops):
             model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
         return Fitted(model, last_metrics)
     finally:
-        chief.kill()
-        for call in calls:
+        for call in calls:  # each replica kills its worker process as its call ends
             call.cancel()
+        if chief is not None:
+            chief.kill()
+        _SLOT.release()
         if os.path.exists(weights):
             os.remove(weights)
         os.rmdir(scratch)
+
+
+def _wait_healthy(address: str, cancelled: threading.Event) -> None:
+    """Waits up to PEER_WAIT s for the train replica at `address` to report SERVING (UNAVAILABLE
+    naming it when it does not; CANCELLED as soon as the run is)."""
+    deadline = time.monotonic() + PEER_WAIT
+    while True:
+        if cancelled.is_set():
+            raise Fail(grpc.StatusCode.CANCELLED, "training cancelled")
+        try:
+            channels.wait_healthy(address, timeout=1.0)
+            return
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise Fail(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"train replica {address} (in {PEERS_ENV}) did not report SERVING within {PEER_WAIT:.0f} s",
+                ) from None
+
+
+def _take_slot(active) -> None:
+    """Takes this replica's worker slot, waiting up to SLOT_WAIT s (while `active()`) for the previous
+    worker process to be gone: after a failed attempt the chief's retry can arrive while that
+    process is still being killed."""
+    deadline = time.monotonic() + SLOT_WAIT
+    while not _SLOT.acquire(timeout=0.2):
+        if not active():
+            raise Fail(grpc.StatusCode.CANCELLED, "training cancelled")
+        if time.monotonic() > deadline:
+            raise Fail(
+                grpc.StatusCode.UNAVAILABLE,
+                f"this train replica still runs another distributed training's worker after {SLOT_WAIT:.0f} s",
+            )
 
 
 def _np_load(path):
@@ -164,22 +233,32 @@ def _drain(index: int, address: str, stream, events: queue.Queue) -> None:
 
 def serve_worker(request: train_pb2.TrainWorkerRequest, context) -> Iterator[train_pb2.TrainWorkerResponse]:
     """TrainWorker: one fresh worker process, its progress streamed back; killed with the call."""
+    # Headers at once, as Train does: the call is committed, so a replica that dies under it is
+    # UNAVAILABLE to the chief (which ends the attempt) rather than retried into a second worker.
+    context.send_initial_metadata(())
     if not 0 < request.index < len(request.workers):
         raise Fail(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"index: {request.index} is not in [1, {len(request.workers)}) (worker 0 is the chief's)",
         )
-    worker = WorkerProcess(request, None)
-    context.add_callback(worker.kill)
+    _take_slot(context.is_active)
     try:
-        for event in worker.events():
-            yield train_pb2.TrainWorkerResponse(progress=event.progress)
+        worker = WorkerProcess(request, None)
+        context.add_callback(worker.kill)
+        try:
+            for event in worker.events():
+                yield train_pb2.TrainWorkerResponse(progress=event.progress)
+        finally:
+            worker.kill()
     finally:
-        worker.kill()
+        _SLOT.release()
 
 
 class WorkerProcess:
-    """One worker of a distributed fit, in a fresh Python process with TF_CONFIG set."""
+    """One worker of a distributed fit, in a fresh Python process with TF_CONFIG set.
+
+    The job goes down its stdin (length-prefixed), which then stays open as the worker's lifeline:
+    the worker exits when it closes (kill(), or the end of this process however it ends)."""
 
     def __init__(self, job: train_pb2.TrainWorkerRequest, weights_path: str | None, env=None):
         read, write = os.pipe()
@@ -197,8 +276,10 @@ class WorkerProcess:
         self.pipe = os.fdopen(read, "rb")
         stdin = self.process.stdin
         assert stdin is not None  # stdin=PIPE
-        stdin.write(job.SerializeToString())
-        stdin.close()
+        payload = job.SerializeToString()
+        stdin.write(struct.pack(">I", len(payload)) + payload)
+        stdin.flush()
+        self.lifeline = stdin
 
     def events(self) -> Iterator[train_pb2.TrainResponse]:
         """The worker's progress until it ends; Fail when it reports an error or dies."""
@@ -225,6 +306,10 @@ class WorkerProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        try:
+            self.lifeline.close()
+        except (OSError, ValueError):  # the worker is gone (nothing reads the pipe), or closed meanwhile
+            pass
 
 
 # --- inside a worker process ------------------------------------------------------------------
@@ -259,9 +344,16 @@ def _work(job: train_pb2.TrainWorkerRequest, frames: _Frames, weights_path: str)
     from services.train.plan import Resume
     from services.train.service import EVAL_BATCH, _early_stopping, _Progress
 
+    request, index, count = job.train, int(job.index), len(job.workers)
+    checkpoints = Checkpoints(store_from_env(), request.run_id) if request.run_id else None
+    first_epoch, resume_path = 0, None
+    if job.HasField("resume"):  # verified before any collective starts: bad bytes fail this worker at once
+        if checkpoints is None:
+            raise Fail(grpc.StatusCode.INVALID_ARGUMENT, "resume: needs train.run_id (checkpoints are a run's)")
+        first_epoch = int(job.resume.epoch)
+        resume_path = checkpoints.download(job.resume.key, job.resume.sha256)
     keras_fix.apply()
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    request, index, count = job.train, int(job.index), len(job.workers)
     spec = train_spec.resolve(request.pipeline.train)
     per_worker = int(spec.batch_size) // count
     part = data_pb2.Partition(index=index, count=count)
@@ -278,7 +370,8 @@ def _work(job: train_pb2.TrainWorkerRequest, frames: _Frames, weights_path: str)
         asked = process_pb2.ProcessRequest(
             dataset=request.dataset, split=request.pipeline.split, subset=subset, ops=job.fitted_ops, partition=part
         )
-        return EpochFeed(process_raw, asked, source, never, FeedSize(batch_size, rows=rows)).start()
+        # random ops are seeded by epoch: a resumed fit continues the sequence, as a single worker's does
+        return EpochFeed(process_raw, asked, source, never, FeedSize(batch_size, first_epoch, rows=rows)).start()
 
     def distributed(data: EpochFeed):
         local = data.dataset()
@@ -296,14 +389,20 @@ def _work(job: train_pb2.TrainWorkerRequest, frames: _Frames, weights_path: str)
             spec, list(job.input_shape), int(job.num_classes), job.input_dtype, int(job.vocabulary_size)
         )
     keras_fix.build_from_spec(model, element_spec)
-    checkpoints = Checkpoints(store_from_env(), request.run_id) if request.run_id and index == 0 else None
-    # _Progress puts its messages on a queue; here they go straight down the pipe to the train service
-    progress = _Progress(cast(queue.Queue, frames), spec, int(job.train_rows), never, Resume(checkpoints))
+    if resume_path:  # every worker loads the same weights and optimizer state into its distributed variables
+        model._maybe_symbolic_build()  # the optimizer's variables exist only once built
+        Checkpoints.restore(model, resume_path)
+        log.info("worker %d: resuming after epoch %d from %s", index, first_epoch, job.resume.key)
+    # _Progress puts its messages on a queue; here they go straight down the pipe to the train service.
+    # Worker 0 alone writes the checkpoints.
+    saving = Resume(checkpoints if index == 0 else None, first_epoch)
+    progress = _Progress(cast(queue.Queue, frames), spec, int(job.train_rows), never, saving)
     try:
         model.fit(
             train_set,
             steps_per_epoch=train_data.steps(),
             epochs=int(spec.epochs),
+            initial_epoch=first_epoch,
             validation_data=val_set,
             validation_steps=val_data.steps() if val_data else None,
             verbose=0,
@@ -322,25 +421,44 @@ def _work(job: train_pb2.TrainWorkerRequest, frames: _Frames, weights_path: str)
         np.savez(weights_path, *model.get_weights())
 
 
+def _read_exactly(fd: int, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            raise EOFError("the train service closed the worker's stdin before its job was read")
+        data += chunk
+    return data
+
+
+def _lifeline(fd: int) -> None:
+    """Exits this worker process at once when the train service's end of stdin closes. (The raw fd:
+    a thread blocked in sys.stdin's buffered reader would hold its lock into interpreter shutdown.)"""
+    while os.read(fd, 4096):
+        pass
+    os._exit(1)
+
+
 def main(argv: list[str]) -> int:
-    """python -m services.train.distributed FD WEIGHTS_PATH: one worker; the job on stdin."""
+    """python -m services.train.distributed FD WEIGHTS_PATH: one worker; the job (length-prefixed) on
+    stdin, which stays open as the lifeline."""
     frames = _Frames(int(argv[0]))
-    job = train_pb2.TrainWorkerRequest.FromString(sys.stdin.buffer.read())
+    stdin = sys.stdin.fileno()
+    (size,) = struct.unpack(">I", _read_exactly(stdin, 4))
+    job = train_pb2.TrainWorkerRequest.FromString(_read_exactly(stdin, size))
+    threading.Thread(target=_lifeline, args=(stdin,), name="lifeline", daemon=True).start()
     try:
         _work(job, frames, argv[1])
-    except Fail as exc:
-        frames.send(b"E", f"{exc.code.name} {exc}".encode())
-        return 1
     except BaseException as exc:  # reported to the chief, which ends the run
         import tensorflow as tf
 
-        code = (
-            "UNAVAILABLE"
-            if isinstance(exc, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError))
-            else "INTERNAL"
-        )
-        log.exception("worker %d failed", job.index)
-        frames.send(b"E", f"{code} worker {job.index}: {type(exc).__name__}: {exc}".encode())
+        if isinstance(exc, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError)):
+            code, message = grpc.StatusCode.UNAVAILABLE, f"worker {job.index}: {type(exc).__name__}: {exc}"
+        else:  # Fail, DATA_LOSS of a checkpoint, the store unavailable, ...
+            code, message = status_of(exc)
+        if code == grpc.StatusCode.INTERNAL:
+            log.exception("worker %d failed", job.index)
+        frames.send(b"E", f"{code.name} {message}".encode())
         return 1
     frames.send(b"W")
     return 0

@@ -206,11 +206,12 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         context.add_callback(plan.cancelled.set)
         checkpoints = Checkpoints(self.store, request.run_id) if request.run_id else None
         try:
-            resume = self._resume(plan, checkpoints)
-            if spec.workers > 1:  # distributed: worker processes fit, worker 0 checkpoints, this one publishes
-                fitted = yield from distributed.fit(plan, _training_ops(plan))
+            if spec.workers > 1:  # distributed: worker processes fit, worker 0 checkpoints, this one publishes;
+                # every worker resumes from the run's last checkpoint (downloading and verifying it itself)
+                record = checkpoints.record() if checkpoints else None
+                fitted = yield from distributed.fit(plan, _training_ops(plan), record)
             else:
-                fitted = yield from self._fit(plan, resume)
+                fitted = yield from self._fit(plan, self._resume(plan, checkpoints))
         finally:
             if checkpoints:
                 checkpoints.close()

@@ -15,12 +15,13 @@ import pytest
 
 import raw_models as rm
 from cookline import channels, tensors
-from cookline.v1 import collect_pb2, model_pb2, serve_pb2, serve_pb2_grpc
+from cookline.v1 import collect_pb2, model_pb2, serve_pb2, serve_pb2_grpc, train_pb2
 from dataplane import collect_stub, ingest, read_all
 from helpers import flip_byte, free_ports, unique_bucket, write_big_csv
 from services.common import layout
 from services.common.errors import status_of
 from services.common.store import ChecksumError, sha256_of, store_from_env
+from services.train import distributed
 from services.train.checkpoints import Checkpoints
 
 ROWS = 6000  # several ~50 KB shards
@@ -151,3 +152,27 @@ def test_a_flipped_checkpoint_byte_is_data_loss_and_the_run_does_not_resume_from
     del record["sha256"]
     store.put_bytes("runs/run-sums/checkpoints/latest.json", json.dumps(record).encode())
     assert Checkpoints(store, "run-sums").latest()[0] == 1
+
+
+def test_a_flipped_checkpoint_byte_fails_a_resuming_distributed_worker_with_data_loss(backend, tmp_path):
+    """A retried distributed run: every worker downloads the chief's checkpoint itself and verifies it
+    before any collective starts, so bad bytes end the worker (and the attempt) with DATA_LOSS."""
+    store = store_from_env(backend)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("adam", "mse")
+    saving = Checkpoints(store, "run-dist-sums")
+    saving.save(model, 2, {"loss": 0.5})
+    saving.close()
+    record = json.loads(store.get_bytes("runs/run-dist-sums/checkpoints/latest.json"))
+    flip_byte(store, record["key"])
+    job = train_pb2.TrainWorkerRequest(
+        train=train_pb2.TrainRequest(run_id="run-dist-sums"),
+        workers=[f"127.0.0.1:{p}" for p in free_ports(2)],
+        index=1,
+        resume=train_pb2.TrainCheckpoint(epoch=2, key=record["key"], sha256=record["sha256"]),
+    )
+    backend.pop("_PORTS_TAKEN", None)
+    with pytest.raises(Exception) as error:
+        list(distributed.WorkerProcess(job, None, backend).events())
+    assert status_of(error.value)[0] == grpc.StatusCode.DATA_LOSS
+    assert record["key"] in str(error.value)

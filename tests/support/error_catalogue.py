@@ -114,6 +114,17 @@ def _submit(ctx, text: str):
     return ctx.pipelines.SubmitRun(gateway_pb2.SubmitRunRequest(pipeline=text), timeout=30)
 
 
+def _rotten_worker_checkpoint(ctx):
+    record = _rot_checkpoint(ctx, "20990101-000000-000010")
+    request = train_pb2.TrainWorkerRequest(
+        train=train_pb2.TrainRequest(run_id="20990101-000000-000010"),
+        workers=["127.0.0.1:1", "127.0.0.1:2"],  # the worker fails before it reaches any collective
+        index=1,
+        resume=train_pb2.TrainCheckpoint(epoch=1, key=record["key"], sha256=record["sha256"]),
+    )
+    return list(ctx.train.TrainWorker(request, timeout=180))
+
+
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
 FAILED_PRECONDITION, DATA_LOSS = grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.DATA_LOSS
 
@@ -169,19 +180,21 @@ def _imagenet_absent(ctx):
     return _train(ctx, info.ref, model="mobilenet_v2", weights="imagenet", input_size=96)
 
 
-def _rotten_checkpoint(ctx):
+def _rot_checkpoint(ctx, run_id: str) -> dict:
+    """A run's checkpoint whose stored bytes differ from the sha256 its record says; the record."""
     import hashlib
     import json
 
-    prefix = "runs/20990101-000000-000009/checkpoints/"
+    prefix = f"runs/{run_id}/checkpoints/"
     data = b"a checkpoint that rotted after it was written"
     ctx.store.put_bytes(prefix + "epoch-00001.keras", data[:-1] + b"!")
-    ctx.store.put_bytes(
-        prefix + "latest.json",
-        json.dumps(
-            {"epoch": 1, "key": prefix + "epoch-00001.keras", "sha256": hashlib.sha256(data).hexdigest()}
-        ).encode(),
-    )
+    record = {"epoch": 1, "key": prefix + "epoch-00001.keras", "sha256": hashlib.sha256(data).hexdigest()}
+    ctx.store.put_bytes(prefix + "latest.json", json.dumps(record).encode())
+    return record
+
+
+def _rotten_checkpoint(ctx):
+    _rot_checkpoint(ctx, "20990101-000000-000009")
     return list(
         ctx.train.Train(
             train_pb2.TrainRequest(
@@ -760,6 +773,24 @@ CASES = [
         DATA_LOSS,
         "object runs/20990101-000000-000009/checkpoints/epoch-00001.keras is corrupt",
         _rotten_checkpoint,
+    ),
+    Case(
+        "train",
+        "TrainWorker",
+        "worker index 0 (the chief's own)",
+        INVALID,
+        "index: 0 is not in [1, 2)",
+        lambda c: list(
+            c.train.TrainWorker(train_pb2.TrainWorkerRequest(workers=["127.0.0.1:1", "127.0.0.1:2"]), timeout=30)
+        ),
+    ),
+    Case(
+        "train",
+        "TrainWorker",
+        "resuming a distributed worker from a checkpoint whose stored bytes changed",
+        DATA_LOSS,
+        "object runs/20990101-000000-000010/checkpoints/epoch-00001.keras is corrupt",
+        _rotten_worker_checkpoint,
     ),
     Case(
         "train",

@@ -198,26 +198,49 @@ def watch_and_kill_mid_ingest(client, run_id: str, kill: Callable[[], None], sha
 
 
 def watch_and_kill_after_checkpoint(
-    client, run_id: str, store, kill: Callable[[], None], epoch: int = 3
+    client, run_id: str, store, kill: Callable[[], None], epoch: int = 3, mid_epoch: bool = False
 ) -> tuple[list, tuple[int, int] | None]:
     """Watches a run to its end; once a finished epoch finds the run's checkpoint at `epoch` or later,
-    calls kill() once (it stops a service and starts it again, as a supervisor would).
+    calls kill() once (it stops a service and starts it again, as a supervisor would). With `mid_epoch`,
+    the kill waits for the next mid-epoch progress event instead (training is between two checkpoints).
 
     Returns every event and, if kill() ran, (the event's sequence, the checkpointed epoch)."""
     from services.common.store import NotFoundError
 
-    events, killed_at = [], None
+    events, killed_at, due = [], None, None
     for event in client.watch(run_id):
         events.append(event)
-        if killed_at is None and event.WhichOneof("event") == "train" and event.train.epoch_finished:
+        if killed_at is not None or event.WhichOneof("event") != "train":
+            continue
+        if due is None and event.train.epoch_finished:
             try:
                 checkpoint = json.loads(store.get_bytes(f"runs/{run_id}/checkpoints/latest.json"))
             except NotFoundError:
                 continue
             if checkpoint["epoch"] >= epoch:
-                kill()
-                killed_at = (event.sequence, checkpoint["epoch"])
+                due = checkpoint["epoch"]
+        if due is not None and (not mid_epoch or (not event.train.epoch_finished and event.train.batch > 0)):
+            kill()
+            killed_at = (event.sequence, due)
     return events, killed_at
+
+
+def child_processes(pid: int, marker: str) -> list[int]:
+    """The live (not zombie) child processes of `pid` whose command line contains `marker` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                state, parent = f.read().rpartition(")")[2].split()[:2]
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # ended meanwhile
+            continue
+        if int(parent) == pid and state != "Z" and marker in command:
+            found.append(int(entry))
+    return found
 
 
 def flip_byte(store, key: str, offset: int | None = None) -> None:
