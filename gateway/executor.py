@@ -9,6 +9,7 @@ import os
 import threading
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cookline import channels, config, settings
 from cookline import spec as pipeline_spec
@@ -88,9 +89,11 @@ class RunExecutor:
 
     def __init__(self, runs: RunStore):
         self.runs = runs
-        self.collect = collect_pb2_grpc.CollectServiceStub(channels.channel("collect"))
-        self.train = train_pb2_grpc.TrainServiceStub(channels.channel("train"))
-        self.serve = serve_pb2_grpc.ServeServiceStub(channels.channel("serve"))
+        # one channel per stage service: its calls, and the health check that a retry waits on
+        self.stage_channels = {service: channels.channel(service) for service in ("collect", "train", "serve")}
+        self.collect = collect_pb2_grpc.CollectServiceStub(self.stage_channels["collect"])
+        self.train = train_pb2_grpc.TrainServiceStub(self.stage_channels["train"])
+        self.serve = serve_pb2_grpc.ServeServiceStub(self.stage_channels["serve"])
         # Asked which plugins they loaded, for pipelines that use plugins (collect, process, train run them).
         self.plugin_stubs = {
             service: plugins_pb2_grpc.PluginServiceStub(channels.channel(service))
@@ -261,7 +264,12 @@ class RunExecutor:
                 )
                 try:
                     channels.wait_healthy(config.address(service), timeout=120)
-                except TimeoutError:
+                    # ... and on the stage's own channel, which may still be in reconnect backoff from
+                    # the lost connection: the retried call then goes out on a ready connection.
+                    health_pb2_grpc.HealthStub(self.stage_channels[service]).Check(
+                        health_pb2.HealthCheckRequest(), timeout=30, wait_for_ready=True
+                    )
+                except (TimeoutError, grpc.RpcError):
                     raise failure from None
 
     def _collect(self, run_id, spec, active: _Active):
