@@ -31,3 +31,12 @@ def test_no_helper_takes_more_than_five_parameters():
         if count > MAX_PARAMETERS:
             too_many.append(f"{source}:{node.lineno} {node.name} takes {count}")
     assert not too_many, too_many
+
+
+def test_no_two_test_files_share_a_name():
+    # pytest imports test files by basename (rootdir-relative packages are not used): two files of one
+    # name in different folders stop the whole collection with "import file mismatch".
+    seen: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        seen.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    assert not {name: paths for name, paths in seen.items() if len(paths) > 1}
