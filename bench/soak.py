@@ -22,7 +22,9 @@ file against its record; it exits 1 when a target is missed:
   published as two dataset versions; one run's model published as two versions; a published model no
   run recorded);
 - 0 orphaned objects: objects of an unpublished dataset or model version, objects of a published one
-  that its record does not list, checkpoints of finished runs;
+  that its record does not list, checkpoints of finished runs. A model version folder holding only
+  its claim.json (the publish died after claiming the number, before its first file) is a skipped
+  version number, printed apart: the claim is what keeps the number from being reused;
 - every object with a recorded checksum matches it;
 - 0 predictions failed (every one answered within the retry window).
 
@@ -283,7 +285,14 @@ class Chaos:
 
 def audit(store, runs: list[gateway_pb2.Run]) -> dict:
     """The store against the runs' records: datasets, models, orphans, checksums."""
-    report: dict = {"datasets": {}, "models": {}, "orphans": [], "checksums_checked": 0, "checksum_failures": []}
+    report: dict = {
+        "datasets": {},
+        "models": {},
+        "orphans": [],
+        "skipped_versions": [],
+        "checksums_checked": 0,
+        "checksum_failures": [],
+    }
 
     def check(key: str, expected: str) -> None:
         try:
@@ -318,7 +327,12 @@ def audit(store, runs: list[gateway_pb2.Run]) -> dict:
             continue
         record_name = layout.DATASET_MANIFEST if kind == "datasets" else layout.MODEL_METADATA
         if prefix + record_name not in objects:
-            report["orphans"] += objects  # an unpublished version: nothing may reference it
+            if kind == "models" and objects == [prefix + layout.MODEL_CLAIM]:
+                # a publish that died after claiming its number and before its first file: the claim
+                # alone stays, so the number is never reused (records.proto, ModelClaim)
+                report["skipped_versions"].append(prefix)
+            else:
+                report["orphans"] += objects  # an unpublished version: nothing may reference it
             continue
         record = json.loads(store.get_bytes(prefix + record_name))
         if kind == "datasets":
@@ -329,8 +343,8 @@ def audit(store, runs: list[gateway_pb2.Run]) -> dict:
             report["models"].setdefault(name, []).append((int(prefix.split("/")[2]), record.get("run_id", "")))
         for key in objects:
             rest = key[len(prefix) :]
-            if rest == record_name:
-                continue
+            if rest == record_name or (kind == "models" and rest == layout.MODEL_CLAIM):
+                continue  # the record itself; a published version's claim is part of the version
             if rest not in listed:
                 report["orphans"].append(key)
         for rest, sha256 in listed.items():
@@ -491,6 +505,11 @@ def main(argv=None) -> int:
         print(f"  duplicated: {item}")
     for key in found["orphans"][:20]:
         print(f"  orphaned: {key}")
+    if found["skipped_versions"]:
+        print(
+            f"  {len(found['skipped_versions'])} model version numbers skipped (a claim alone: the publish died "
+            f"before its first file): {', '.join(found['skipped_versions'][:10])}"
+        )
     print(f"checksums: {found['checksums_checked']} objects verified, {len(found['checksum_failures'])} bad")
     for item in found["checksum_failures"][:20]:
         print(f"  bad: {item}")
@@ -524,6 +543,7 @@ def main(argv=None) -> int:
                         "failed": predictions.failed,
                     },
                     "orphans": found["orphans"],
+                    "skipped_versions": found["skipped_versions"],
                     "lost": [str(x) for x in lost],
                     "duplicated": duplicated,
                     "checksums": {"checked": found["checksums_checked"], "bad": found["checksum_failures"]},
