@@ -75,7 +75,9 @@ def test_stream_infer_equals_cookline_predict_and_survives_a_bad_message(triton_
     assert "INVALID_ARGUMENT" in stream[1]["error"] and "inputs['features']" in stream[1]["error"]
     good = [stream[0]] + stream[2:]
     assert [s["id"] for s in good] == [str(i) for i in range(len(ROWS))]
-    assert np.array_equal(np.asarray([s["scores"][0] for s in good], np.float32), scores)
+    # A stream's rows are batched with whatever else is queued, so they may run in another XLA batch bucket
+    # than the 4-row call (docs/serving.md, compiled path): equal to float32 rounding, not bit for bit.
+    np.testing.assert_allclose(np.asarray([s["scores"][0] for s in good], np.float32), scores, rtol=1e-5, atol=1e-7)
     assert [s["label"][0] for s in good] == labels
 
 
