@@ -19,7 +19,7 @@ from rest_client import http_call
 
 from cookline import channels
 from cookline.v1 import gateway_pb2, model_pb2, serve_pb2
-from helpers import EXAMPLES
+from helpers import EXAMPLES, report_page
 from inference import grpc_service_pb2 as oip
 from inference import grpc_service_pb2_grpc as oip_grpc
 from tools import published_model
@@ -166,16 +166,7 @@ def test_cli_prints_one_line_per_box_and_report_draws_boxes(trained, env, scenes
         label, score, *box, path = line.split()
         assert label in ("circle", "square", "triangle") and 0.3 <= float(score) <= 1 and path == str(image)
         assert len(box) == 4 and all(0 <= float(v) <= 1 for v in box)
-    out = tmp_path / "report.html"
-    done = subprocess.run(
-        [sys.executable, "-m", "cookline.cli", "report", run.run_id, "--out", str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    page = out.read_text()
+    page = report_page(run.run_id, env, tmp_path / "report.html")
     assert "map50" in page and 'alt="predicted and true boxes"' in page
     drawn = page.split('alt="predicted and true boxes" src="data:image/png;base64,')[1].split('"')[0]
     figure = Image.open(io.BytesIO(base64.b64decode(drawn)))

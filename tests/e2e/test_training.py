@@ -7,7 +7,7 @@ import grpc
 import pytest
 
 from cookline.v1 import data_pb2, gateway_pb2
-from helpers import IRIS_CSV, iris_pipeline
+from helpers import IRIS_CSV, iris_pipeline, report_page
 
 
 def pipeline(name: str, train: str, split: str = "{validation: 0.2, seed: 7}", evaluate: str = "") -> str:
@@ -147,16 +147,7 @@ def test_report_is_one_html_page_with_embedded_plots(client, env, tmp_path):
             split="{validation: 0.2, test: 0.2, seed: 2}",
         )
     )
-    out = tmp_path / "report.html"
-    done = subprocess.run(
-        [sys.executable, "-m", "cookline.cli", "report", run.run_id, "--out", str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    page = out.read_text()
+    page = report_page(run.run_id, env, tmp_path / "report.html")
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == 2  # curves and confusion matrix, nothing linked from outside
     assert all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)

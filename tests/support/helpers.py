@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Mapping
 
@@ -262,3 +263,17 @@ def remote_data(folder) -> tuple[str, str]:
         for name in sorted(os.listdir(os.path.join(examples, "digits", digit)))[:15]:
             shutil.copy(os.path.join(examples, "digits", digit, name), folder / "digits" / digit / name)
     return str(folder / "flowers.csv"), str(folder / "digits")
+
+
+def report_page(run_id: str, env: Mapping[str, str], out) -> str:
+    """`cookline report RUN --out OUT` run as a user runs it; the HTML page it wrote."""
+    done = subprocess.run(
+        [sys.executable, "-m", "cookline.cli", "report", run_id, "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    with open(out, encoding="utf-8") as f:
+        return f.read()
