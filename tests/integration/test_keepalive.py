@@ -5,6 +5,7 @@ them with GOAWAY "too_many_pings": the connection is closed once its open stream
 client halves its ping rate."""
 
 import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -57,8 +58,8 @@ SERVER_PING_POLICY = "grpc.http2.min_ping_interval_without_data_ms"
 def test_pings_of_an_idle_stream_get_goaway_too_many_pings_only_without_the_server_ping_policy(policy, tmp_path, capfd):
     """The same idle upload against a collect server with cookline's options, and with the same options
     minus the server ping policy (gRPC's default: one ping per 5 minutes without data). Without it the
-    server answers the keepalive pings with GOAWAY "too_many_pings" (ENHANCE_YOUR_CALM) and the client
-    connection leaves READY; with it the connection stays READY and no GOAWAY is sent."""
+    server answers the keepalive pings with GOAWAY "too_many_pings" (ENHANCE_YOUR_CALM);
+    with it the connection stays READY and no GOAWAY is sent."""
     env = {"COOKLINE_KEEPALIVE_S": str(KEEPALIVE_S)}
     options = config.grpc_options(env)
     if policy == "grpc-default":
@@ -80,8 +81,14 @@ def test_pings_of_an_idle_stream_get_goaway_too_many_pings_only_without_the_serv
         info = collect_pb2_grpc.CollectServiceStub(channel).UploadDataset(_idle_upload(), timeout=120).dataset
         assert info.num_rows == 2 * ROWS  # an open stream is let finish either way
         if policy == "grpc-default":
-            assert left_ready.wait(30), f"the connection stayed READY: {states}"
-            assert "too_many_pings" in capfd.readouterr().err
+            # The GOAWAY is the behaviour; gRPC core logs it. The connection's leaving READY is not
+            # asserted: Python samples connectivity states, and on a quick reconnect it can miss the
+            # moment between READY and READY.
+            err, deadline = "", time.monotonic() + 30
+            while "too_many_pings" not in err and time.monotonic() < deadline:
+                left_ready.wait(0.5)
+                err += capfd.readouterr().err
+            assert "too_many_pings" in err, f"no GOAWAY too_many_pings; states {states}"
         else:
             assert not left_ready.is_set(), f"the connection left READY: {states}"
             assert "too_many_pings" not in capfd.readouterr().err
