@@ -5,13 +5,14 @@
 3. tf.data service, dispatcher + worker in another process.
 
 Prints MB/s of each and the ratios (targets: >= 1.0x tf.data service, >= 0.55x raw gRPC), best of
---repeat. The first cookline measurement reads every shard for the first time (each one hashed
-against its sha256); the repeats read the same files again, as a second epoch does (verified
-once per file: services/common/store.py, LocalStore.get_buffer): both are printed.
+--repeat rounds, each round measuring every path once. The first cookline measurement reads every
+shard for the first time (each one hashed against its sha256); the repeats read the same files
+again, as a second epoch does (verified once per file: services/common/store.py,
+LocalStore.get_buffer): both are printed.
 
 It also prints the CPU seconds each process of the cookline and raw paths spent per GB streamed
-(median of the runs after the first, Linux /proc): on a machine shared with other work the MB/s follow the
-CPU the streams get, while the CPU cost per GB moves much less.
+(median of the runs after the first, Linux /proc): on a machine shared with other work the MB/s
+follow the CPU the streams get, while the CPU cost per GB moves much less.
 
     .venv/bin/python bench/data_plane.py [--mb 512] [--repeat 3]
 """
@@ -155,20 +156,26 @@ def main() -> None:
     try:
         ref = upload(env, "bench", count * ROWS * WIDTH * 4).dataset.ref
         pids = {service: proc.pid for service, proc in stack.procs.items()}
-        results, first, cpu = {}, {}, {}
-        for name, fn in (
-            ("cookline collect->process->consumer", lambda used: _timed(cookline_stream, pids, used, env, ref)),
-            ("raw one-hop gRPC bytes stream", lambda used: raw_stream(count, used)),
-            ("tf.data service (worker in another process)", lambda used: tf_data_service(count)),
-        ):
-            runs, used_per_gb = [], []
-            for _ in range(args.repeat):
+        paths = {
+            "cookline collect->process->consumer": lambda used: _timed(cookline_stream, pids, used, env, ref),
+            "raw one-hop gRPC bytes stream": lambda used: raw_stream(count, used),
+            "tf.data service (worker in another process)": lambda used: tf_data_service(count),
+        }
+        runs: dict[str, list[float]] = {name: [] for name in paths}
+        used_per_gb: dict[str, list[dict]] = {name: [] for name in paths}
+        # Round by round (each path once per round), so a change in the machine's load between
+        # the measurements falls on every path alike rather than on one.
+        for _ in range(args.repeat):
+            for name, fn in paths.items():
                 used: dict[str, float] = {}
                 received, elapsed = fn(used)
-                runs.append(received / elapsed / MB)
-                used_per_gb.append({k: v / (received / 1e9) for k, v in used.items()})
-            results[name], first[name] = max(runs), runs[0]
-            repeats = used_per_gb[1:] or used_per_gb  # after the first: cookline's shards already verified
+                runs[name].append(received / elapsed / MB)
+                used_per_gb[name].append({k: v / (received / 1e9) for k, v in used.items()})
+        results = {name: max(r) for name, r in runs.items()}
+        first = {name: r[0] for name, r in runs.items()}
+        cpu = {}
+        for name, per_run in used_per_gb.items():
+            repeats = per_run[1:] or per_run  # after the first: cookline's shards already verified
             if repeats[0]:
                 cpu[name] = {k: statistics.median(u[k] for u in repeats) for k in repeats[0]}
     finally:
