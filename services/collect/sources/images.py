@@ -3,7 +3,10 @@
 All yield "image" uint8 [n, height, width, channels] and "label" int32 [n];
 image-folder with train/, validation/, test/ folders also yields "subset"
 (a predefined split); voc and coco add every object's box and class (_DetectionSource).
-Images are decoded one at a time with Pillow, so memory holds one chunk of decoded images.
+Images are decoded with Pillow on DECODE_THREADS threads (its decoders release the GIL), in file
+order: the first image alone (it fixes the color mode), then at most DECODE_AHEAD images in flight,
+so memory holds about one chunk of decoded images beyond the chunk being written. Checks that
+depend on order (one shape for all, the first failing file named) run as the images come back.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import json
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -24,6 +29,11 @@ from services.common.errors import invalid, not_found
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 SPLIT_FOLDERS = {"train": data_pb2.SUBSET_TRAIN, "validation": data_pb2.SUBSET_VALIDATION, "test": data_pb2.SUBSET_TEST}
 IMAGES_PER_CHUNK = 256
+# Pillow decodes with the GIL released, but opening and parsing a file is Python: beyond a few
+# threads the GIL is the limit, so a larger machine gains little from more.
+DECODE_THREADS = min(4, max(2, len(os.sched_getaffinity(0))))
+# Images decoded ahead of the one being consumed: one chunk's worth.
+DECODE_AHEAD = IMAGES_PER_CHUNK
 
 
 class _ImageDecoder:
@@ -37,21 +47,52 @@ class _ImageDecoder:
         self.source_shapes: dict[str, int] = {}
 
     def decode(self, name: str, path: str) -> np.ndarray:
+        """One image, checked against the images before it."""
+        return self._accept(name, *self._read(name, path))
+
+    def decode_all(self, files: Iterable[tuple[str, str]]) -> Iterator[np.ndarray]:
+        """decode() of every (name, path), in order, the files read and decoded on DECODE_THREADS
+        threads: the first error in file order is the one raised, as one at a time would."""
+        files = iter(files)
+        first = next(files, None)
+        if first is None:
+            return
+        yield self.decode(*first)  # before any thread: it sets the color mode when none is given
+        pending: deque[tuple[str, Future]] = deque()
+        with ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="collect-decode") as pool:
+            try:
+                for name, path in files:
+                    pending.append((name, pool.submit(self._read, name, path)))
+                    if len(pending) > DECODE_AHEAD:
+                        done, future = pending.popleft()
+                        yield self._accept(done, *future.result())
+                while pending:
+                    done, future = pending.popleft()
+                    yield self._accept(done, *future.result())
+            finally:  # an error or a closed generator (a cancelled ingest): nothing more is decoded
+                for _, future in pending:
+                    future.cancel()
+
+    def _read(self, name: str, path: str) -> tuple[np.ndarray, str]:
+        """The pixels of one file and its source shape ("HxWxC"); reads no state but the color mode."""
         try:
             with open_binary(path) as f, Image.open(f) as img:
                 img.load()
-                if not self.color:
-                    self.color = "grayscale" if img.mode in ("L", "1", "I", "I;16", "F") else "rgb"
-                channels = len(img.getbands())
-                self.source_shapes[f"{img.height}x{img.width}x{channels}"] = (
-                    self.source_shapes.get(f"{img.height}x{img.width}x{channels}", 0) + 1
-                )
-                pixels = img.convert("L" if self.color == "grayscale" else "RGB")
+                color = self.color or ("grayscale" if img.mode in ("L", "1", "I", "I;16", "F") else "rgb")
+                source_shape = f"{img.height}x{img.width}x{len(img.getbands())}"
+                pixels = img.convert("L" if color == "grayscale" else "RGB")
                 if self.size:
                     pixels = pixels.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
                 array = np.asarray(pixels, dtype=np.uint8)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise invalid(f"collect.source: {name} is not a readable PNG or JPEG image ({exc})") from None
+        if not self.color:
+            self.color = color
+        return array, source_shape
+
+    def _accept(self, name: str, array: np.ndarray, source_shape: str) -> np.ndarray:
+        """Counts the source shape and checks the decoded shape against the earlier images'."""
+        self.source_shapes[source_shape] = self.source_shapes.get(source_shape, 0) + 1
         if array.ndim == 2:
             array = array[:, :, None]
         if self.shape is None:
@@ -67,8 +108,9 @@ class _ImageDecoder:
 def _chunks(items, decoder: _ImageDecoder, labels: Labels) -> Iterator[Chunk]:
     """items: (name, path, class name, subset or None) -> chunks of decoded images."""
     images, ids, subsets = [], [], []
-    for name, path, class_name, subset in items:
-        images.append(decoder.decode(name, path))
+    decoded = decoder.decode_all((name, path) for name, path, _, _ in items)
+    for (_, _, class_name, subset), image in zip(items, decoded, strict=True):
+        images.append(image)
         ids.append(labels.id(class_name))
         subsets.append(subset)
         if len(images) == IMAGES_PER_CHUNK:
@@ -173,22 +215,23 @@ class _DetectionSource(Source):
 
     def chunks(self) -> Iterator[Chunk]:
         rows: list[tuple] = []
-        for item in self.items:
+        images: list[np.ndarray] = []
+        decoded = self.decoder.decode_all((name, path) for name, path, _, _ in self.items)
+        for item, image in zip(self.items, decoded, strict=True):
             rows.append(item)
+            images.append(image)
             if len(rows) == IMAGES_PER_CHUNK:
-                yield self._chunk(rows)
-                rows = []
+                yield self._chunk(rows, images)
+                rows, images = [], []
         if rows:
-            yield self._chunk(rows)
+            yield self._chunk(rows, images)
 
-    def _chunk(self, rows) -> Chunk:
+    def _chunk(self, rows, images) -> Chunk:
         n = len(rows)
         boxes = np.zeros((n, self.max_boxes, 4), np.float32)
         box_labels = np.full((n, self.max_boxes), -1, np.int32)
         counts = np.zeros(n, np.int32)
-        images = []
-        for i, (name, path, names, coords) in enumerate(rows):
-            images.append(self.decoder.decode(name, path))
+        for i, (_, _, names, coords) in enumerate(rows):
             boxes[i, : len(coords)] = coords
             box_labels[i, : len(names)] = [self.labels.ids[c] for c in names]
             counts[i] = len(coords)
