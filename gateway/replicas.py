@@ -79,6 +79,8 @@ def resolve(target: str) -> list[tuple[str, str]]:
 def _on_each(call: Callable[[serve_pb2_grpc.ServeServiceStub], object], target: str | None = None):
     """`call(stub)` on every replica at once: [(address, response or None, code, message)]."""
     replicas = resolve(target or config.address("serve"))
+    if not replicas:
+        raise Fail(grpc.StatusCode.UNAVAILABLE, "COOKLINE_SERVE_ADDR names no serve replica")
 
     def one(replica: tuple[str, str]):
         address, host = replica
