@@ -343,6 +343,8 @@ def sweep_abandoned_versions(
     for name in sorted(n for n in store.list_dirs("models/") if NAME_RE.fullmatch(n)):
         for version in model_versions(store, name, published_only=False):
             prefix = model_prefix(name, version)
+            if store.exists(prefix + MODEL_METADATA):
+                continue  # published: never touched
             keys = list(store.list(prefix))
             if prefix + MODEL_METADATA in keys or not keys:
                 continue
