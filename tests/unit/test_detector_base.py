@@ -129,9 +129,3 @@ def test_a_base_without_convolutions_is_refused(tmp_path):
         detection.backbone_of(mlp, "flat:1")
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.message.startswith("train.base: 'flat:1' has no convolutional layers a detector can sit on")
-
-
-def test_the_backbone_setting_comes_from_the_base():
-    with pytest.raises(train_spec.SpecError) as info:
-        _spec(model="detector", base="shapes:1", backbone="cnn")
-    assert info.value.field == "train.backbone" and "the architecture comes from train.base" in str(info.value)

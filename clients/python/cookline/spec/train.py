@@ -169,12 +169,12 @@ TRANSFER_PARAMS = (
         "base",
         "str",
         "model to start from: NAME:VERSION or NAME@ALIAS in the registry, a .keras file or SavedModel "
-        "directory (path or s3:// URI)",
+        "directory (path or s3:// URI); a detector starts from a cnn, mobilenet_v2 or detector model",
     ),
     Param(
         "freeze",
         "str",
-        "layers of the base that stay frozen: base (all), none, or the first N",
+        "layers of the base that stay frozen: base (all), none, or the first N (a detector: of its backbone)",
     ),
 )
 FINE_TUNE = (
