@@ -123,3 +123,15 @@ def test_imagenet_weights_come_from_keras_home_or_nowhere(tmp_path, monkeypatch)
     part = transfer.based_part(model)
     assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(part.weights, stored.weights, strict=True))
     assert not any(layer.trainable for layer in transfer.leaves(part))  # freeze: base by default
+
+
+def test_a_base_saved_with_frozen_layers_trains_them_when_freeze_says_none(network, tmp_path):
+    """A loaded network keeps the trainable flags it was saved with; freeze decides them anew."""
+    saved = keras.models.load_model(network, compile=False)
+    for layer in saved.layers[:4]:
+        layer.trainable = False
+    path = str(tmp_path / transfer.NETWORK)
+    saved.save(path)
+    spec = _spec(model="cnn", base="shapes:2", freeze="none")
+    model = models.build_on(keras.models.load_model(path, compile=False), spec, [16, 16, 1], 2)
+    assert all(layer.trainable for layer in transfer.leaves(transfer.based_part(model)))
