@@ -127,6 +127,11 @@ def test_a_detector_starts_from_a_classifier_then_from_that_detector(services, c
     record = layout.read_model_record(store, "det2", 1)
     assert (record.base.model, record.base.version) == ("det", 1)
     assert list(record.class_names) == ["corner", "round"] and record.task == "detection"
+    # the registry's guard against deleting a base (gateway DeleteModelVersion, force unset) sees both
+    from gateway.registry import RegistryServicer
+
+    registry = RegistryServicer(store)
+    assert registry._based_on("cls", 1) == ["det:1"] and registry._based_on("det", 1) == ["det2:1"]
 
     # Served: PNG bytes in, boxes with the new class names out.
     from cookline.client import Client
