@@ -10,8 +10,10 @@ peaks become boxes, and tf.image.combined_non_max_suppression keeps the best per
 score and IoU thresholds and max_detections of the pipeline file (train.score_threshold, ...).
 
 The backbone is built by the same functions as the cnn and mobilenet_v2 classifiers
-(models.cnn_features, models.mobilenet_features), as a model of its own named "backbone", so the
-weights of a base model's backbone can be loaded into it.
+(models.cnn_features, models.mobilenet_features), as a model of its own named "backbone". A
+detector started from train.base (`build_on`) takes that model from a detector base, or cuts it
+from a classifier base at its deepest feature map (`backbone_of`); train.freeze and
+train.fine_tune count its layers.
 """
 
 from __future__ import annotations

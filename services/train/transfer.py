@@ -6,7 +6,8 @@ A base is a Keras network that takes the tensor the process ops produce. A cookl
 version stores its network as NETWORK beside the SavedModel (the SavedModel takes raw inputs and
 has the preprocessing built in, so it is not what a new network is built on). A base's last
 layer, when it is a dense layer (a classifier's output), is dropped; models.build puts the new
-head on what is left, nested as one layer named BASE.
+head on what is left, nested as one layer named BASE. A detector keeps only the base's
+convolutions, nested as BACKBONE (services/train/detection.py, build_on).
 """
 
 from __future__ import annotations
