@@ -1002,6 +1002,45 @@ CASES = [
             registry_pb2.DeleteModelVersionRequest(name="iris", version=1), timeout=10
         ),
     ),
+    Case(
+        "gateway",
+        "DeployModel",
+        "a version that is not published (checked before any serve replica is called)",
+        NOT_FOUND,
+        "model 'iris' version 99 not found",
+        lambda c: c.registry.DeployModel(
+            registry_pb2.DeployModelRequest(model=model_pb2.ModelRef(name="iris", version=99)), timeout=10
+        ),
+    ),
+    Case(
+        "gateway",
+        "DeployModel",
+        "both `model.version` and `alias`",
+        INVALID,
+        "model.version: 1 given together with alias 'production'",
+        lambda c: c.registry.DeployModel(
+            registry_pb2.DeployModelRequest(model=model_pb2.ModelRef(name="iris", version=1), alias="production"),
+            timeout=10,
+        ),
+    ),
+    Case(
+        "gateway",
+        "UndeployModel",
+        "unknown model",
+        NOT_FOUND,
+        "model 'nomodel' not found",
+        lambda c: c.registry.UndeployModel(registry_pb2.UndeployModelRequest(name="nomodel"), timeout=30),
+    ),
+    Case(
+        "gateway",
+        "SweepAbandonedVersions",
+        "a negative `older_than_seconds`",
+        INVALID,
+        "older_than_seconds: -1 is negative",
+        lambda c: c.registry.SweepAbandonedVersions(
+            registry_pb2.SweepAbandonedVersionsRequest(older_than_seconds=-1), timeout=10
+        ),
+    ),
     # --- partitioned streams (one training worker's share) --------------------------------
     Case(
         "collect",
