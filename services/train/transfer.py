@@ -162,7 +162,9 @@ def body(network: keras.Model) -> keras.Model:
     """The layers of the base a new head goes on: all but its last layer when that is a dense layer."""
     layers = [layer for layer in network.layers if not isinstance(layer, keras.layers.InputLayer)]
     if len(layers) > 1 and isinstance(layers[-1], keras.layers.Dense):
-        return keras.Model(network.inputs, network.layers[-2].output, name=BASE)
+        # The head's input in this graph: a nested model's own .output (a base fine-tuned from a
+        # base) would lead back into the nested graph and its own input layer.
+        return keras.Model(network.inputs, layers[-1].input, name=BASE)
     return keras.Model(network.inputs, network.outputs[0], name=BASE)
 
 
