@@ -168,6 +168,20 @@ def _wide_base(ctx):
     return _train(ctx, model="mlp", base=path)
 
 
+def _flat_detector_base(ctx):
+    """A detector on a one-image voc data set (8x8 scenes) from a .keras mlp that takes them: it has
+    no convolution for the detector's backbone."""
+    import keras  # TensorFlow loads only when a case runs
+
+    source = _detection_data(ctx, "voc", [("square", 1, 1, 5, 5)])
+    info = _ingest(ctx, source, "", "one-scene", format="voc")[-1].dataset
+    inputs = keras.Input((8, 8, 3), dtype="uint8")
+    flat = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    path = os.path.join(ctx.scratch, "flat.keras")
+    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(flat)).save(path)
+    return _train(ctx, dataset=info.ref, model="detector", base=path)
+
+
 def _imagenet_absent(ctx):
     """mobilenet_v2 with ImageNet weights on a small image folder, where no weights file is placed."""
     from PIL import Image
@@ -815,6 +829,14 @@ CASES = [
         INVALID,
         "train.fine_tune.unfreeze: 40 is more than the",
         lambda c: _train(c, model="mlp", base="iris:1", fine_tune=pipeline_pb2.FineTune(epochs=1, unfreeze="40")),
+    ),
+    Case(
+        "train",
+        "Train",
+        "`train.base` of a detector without convolutions (an mlp)",
+        INVALID,
+        "flat.keras' has no convolutional layers a detector can sit on",
+        _flat_detector_base,
     ),
     Case(
         "train",
