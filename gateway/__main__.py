@@ -1,10 +1,11 @@
 """python -m gateway: the gateway (PipelineService, RegistryService, and the proxies to serve and collect)
-on its gRPC port, the dashboard and JSON API on its HTTP port."""
+on its gRPC port, the dashboard and JSON API on its HTTP port, and, when COOKLINE_GATEWAY_PREDICT_ADDR
+is set, the TCP relay to serve on that port (gateway/relay.py)."""
 
 import threading
 
 from cookline.v1 import gateway_pb2, gateway_pb2_grpc, registry_pb2, registry_pb2_grpc
-from gateway import web
+from gateway import relay, web
 from gateway.proxy import SERVICE as SERVE_SERVICE
 from gateway.proxy import CollectProxy, ServeProxy
 from gateway.registry import RegistryServicer
@@ -22,6 +23,7 @@ def register(server):
     threading.Thread(target=pipelines.executor.recover, name="recover-runs", daemon=True).start()
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(store), server)
     server.add_generic_rpc_handlers((ServeProxy().handler(), CollectProxy().handler()))
+    relay.start_from_env()  # a taken port stops the start-up here, naming the setting
     return [
         gateway_pb2.DESCRIPTOR.services_by_name["PipelineService"].full_name,
         registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,

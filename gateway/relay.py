@@ -1,0 +1,206 @@
+"""The gateway's prediction relay: a second port (COOKLINE_GATEWAY_PREDICT_ADDR) whose TCP
+connections are relayed byte for byte to a serve replica.
+
+The proxy on the gateway's main port (gateway/proxy.py) runs every call through Python gRPC
+twice, as a server and as a client, with a hand-off between threads each way; that costs
+0.4-0.9 ms per unary call on a 2-core machine. The relay never parses HTTP/2: per connection
+it opens one connection to serve and two threads move the bytes, each direction in the kernel
+with os.splice through a pipe (Linux), or recv_into/sendall on one preallocated buffer
+elsewhere. So:
+
+- TLS (COOKLINE_TLS_*) is end to end between the client and serve: the bytes pass as they
+  are, and the client verifies serve's certificate against the name it dialled (the
+  gateway's);
+- serve checks the bearer token itself (COOKLINE_AUTH_TOKEN, services.common.server);
+- every gRPC method of serve is reachable, cookline's and OIP's, operator calls
+  (LoadModel, UnloadModel) included;
+- balancing across serve replicas is per connection: each new connection goes to the next
+  address COOKLINE_SERVE_ADDR resolves to (DNS resolved anew per connection), skipping one
+  that refuses. A client's calls on one connection all reach the same replica.
+
+When either side closes or fails, both sockets are shut down and closed, and the
+connection's threads and pipes end with them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import threading
+from collections.abc import Mapping
+
+from cookline import config
+
+log = logging.getLogger("cookline.gateway.relay")
+
+# Most connections relayed at once (two threads each); one more is closed at once.
+MAX_CONNECTIONS = 512
+# Seconds a connection to a serve replica may take to open before the next address is tried.
+CONNECT_TIMEOUT_S = 5.0
+# Bytes moved per splice or recv: one pipe's default capacity.
+CHUNK = 1 << 16
+SPLICE = hasattr(os, "splice")
+
+
+def upstream_addresses(target: str) -> list[tuple[str, int]]:
+    """The (host, port) pairs of a gRPC target as COOKLINE_SERVE_ADDR names it: host:port,
+    dns:[//authority/]host:port, ipv4:a:p,b:p or ipv6:[a]:p,... Host names are resolved per
+    connection. Raises ValueError for a target the relay cannot dial (unix:, xds:, ...)."""
+    scheme, _, rest = target.partition(":")
+    if scheme == "dns":
+        names = [rest.split("/")[-1] if rest.startswith("//") else rest.lstrip("/")]
+    elif scheme in ("ipv4", "ipv6"):
+        names = rest.split(",")
+    elif "/" in target or scheme in ("unix", "unix-abstract", "vsock", "xds"):
+        raise ValueError(f"COOKLINE_SERVE_ADDR: the prediction relay dials TCP host:port, got {target!r}")
+    else:
+        names = [target]
+    out = []
+    for name in names:
+        host, sep, port = name.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"COOKLINE_SERVE_ADDR: {name!r} in {target!r} is not host:port")
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
+class Relay:
+    """Listens on `bind` and relays each connection to one of `upstream`'s addresses."""
+
+    def __init__(self, bind: tuple[str, int], upstream: str):
+        self.targets = upstream_addresses(upstream)
+        self.upstream = upstream
+        self.turn = itertools.count()
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        family = socket.AF_INET6 if ":" in bind[0] else socket.AF_INET
+        try:
+            self.listener = socket.create_server(bind, family=family, backlog=256)
+        except OSError as exc:
+            raise SystemExit(
+                f"gateway: cannot listen on {bind[0]}:{bind[1]} (COOKLINE_GATEWAY_PREDICT_ADDR): {exc.strerror}"
+            ) from None
+        self.address = self.listener.getsockname()[:2]
+        self.thread = threading.Thread(target=self._accept, name="relay-accept", daemon=True)
+
+    def start(self) -> Relay:
+        self.thread.start()
+        log.info("relaying predictions from %s:%d to serve at %s", *self.address, self.upstream)
+        return self
+
+    def close(self) -> None:
+        """Stops accepting (connections being relayed carry on until either side closes)."""
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
+        except OSError:
+            pass
+        self.listener.close()
+        self.thread.join()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # the listener was closed
+                return
+            if not self.slots.acquire(blocking=False):
+                log.warning("relay: %d connections already open; closing a new one", MAX_CONNECTIONS)
+                client.close()
+                continue
+            threading.Thread(target=self._connection, args=(client,), name="relay-conn", daemon=True).start()
+
+    def _dial(self) -> socket.socket | None:
+        """A connection to the next serve address in turn, trying each once; None when none answers."""
+        addresses: list[tuple] = []
+        for host, port in self.targets:
+            try:
+                addresses += [info[4] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+            except OSError as exc:
+                log.warning("relay: cannot resolve %s: %s", host, exc)
+        start = next(self.turn)
+        for i in range(len(addresses)):
+            address = addresses[(start + i) % len(addresses)]
+            family = socket.AF_INET6 if len(address) == 4 else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(CONNECT_TIMEOUT_S)
+                sock.connect(address)
+                sock.settimeout(None)
+                return sock
+            except OSError as exc:
+                log.warning("relay: serve at %s refused: %s", address[:2], exc)
+                sock.close()
+        return None
+
+    def _connection(self, client: socket.socket) -> None:
+        try:
+            upstream = self._dial()
+            if upstream is None:
+                return  # closing the client's connection: it sees UNAVAILABLE and may retry
+            try:
+                for sock in (client, upstream):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                back = threading.Thread(target=_pump, args=(upstream, client), name="relay-back", daemon=True)
+                back.start()
+                _pump(client, upstream)
+                back.join()
+            finally:
+                upstream.close()
+        finally:
+            client.close()
+            self.slots.release()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    """Moves src's bytes to dst until src ends or either fails; then shuts both down, which
+    ends the other direction's pump too."""
+    try:
+        (_splice if SPLICE else _copy)(src, dst)
+    except OSError:  # reset, broken pipe, or shut down by the other pump
+        pass
+    finally:
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already shut down or never connected
+                pass
+
+
+def _splice(src: socket.socket, dst: socket.socket) -> None:
+    """socket -> pipe -> socket in the kernel: the bytes never enter Python."""
+    read_end, write_end = os.pipe()
+    source, sink = src.fileno(), dst.fileno()
+    try:
+        while True:
+            n = os.splice(source, write_end, CHUNK)
+            if not n:
+                return
+            while n:
+                n -= os.splice(read_end, sink, n)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def _copy(src: socket.socket, dst: socket.socket) -> None:
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    while True:
+        n = src.recv_into(buffer)
+        if not n:
+            return
+        dst.sendall(view[:n])
+
+
+def start_from_env(env: Mapping[str, str] | None = None) -> Relay | None:
+    """The relay COOKLINE_GATEWAY_PREDICT_ADDR asks for, started; None when it is unset.
+    A taken port, or an address the relay cannot use, is SystemExit naming the setting."""
+    try:
+        bind = config.predict_relay_bind_address(env)
+        if bind is None:
+            return None
+        return Relay(bind, config.address("serve", env)).start()
+    except ValueError as exc:
+        raise SystemExit(f"gateway: {exc}") from None
