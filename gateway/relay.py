@@ -20,6 +20,11 @@ elsewhere. So:
 
 When either side closes or fails, both sockets are shut down and closed, and the
 connection's threads and pipes end with them.
+
+The relay runs in a process of its own (python -m gateway.relay), started by the gateway with
+the listening socket it bound: sharing the gateway's interpreter (its GIL, its gRPC server's
+threads) cost it half its speed. Its stdin is a pipe from the gateway, its lifeline: when the
+gateway ends, however it ends, the pipe closes and the relay exits.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import itertools
 import logging
 import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Mapping
 
@@ -66,39 +73,30 @@ def upstream_addresses(target: str) -> list[tuple[str, int]]:
     return out
 
 
-class Relay:
-    """Listens on `bind` and relays each connection to one of `upstream`'s addresses."""
+def listen(bind: tuple[str, int]) -> socket.socket:
+    """The relay's listening socket; a taken port is SystemExit naming the setting."""
+    family = socket.AF_INET6 if ":" in bind[0] else socket.AF_INET
+    try:
+        return socket.create_server(bind, family=family, backlog=256)
+    except OSError as exc:
+        raise SystemExit(
+            f"gateway: cannot listen on {bind[0]}:{bind[1]} (COOKLINE_GATEWAY_PREDICT_ADDR): {exc.strerror}"
+        ) from None
 
-    def __init__(self, bind: tuple[str, int], upstream: str):
+
+class Relay:
+    """Relays each connection `listener` accepts to one of `upstream`'s addresses."""
+
+    def __init__(self, listener: socket.socket, upstream: str):
         self.targets = upstream_addresses(upstream)
         self.upstream = upstream
         self.turn = itertools.count()
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        family = socket.AF_INET6 if ":" in bind[0] else socket.AF_INET
-        try:
-            self.listener = socket.create_server(bind, family=family, backlog=256)
-        except OSError as exc:
-            raise SystemExit(
-                f"gateway: cannot listen on {bind[0]}:{bind[1]} (COOKLINE_GATEWAY_PREDICT_ADDR): {exc.strerror}"
-            ) from None
-        self.address = self.listener.getsockname()[:2]
-        self.thread = threading.Thread(target=self._accept, name="relay-accept", daemon=True)
+        self.listener = listener
 
-    def start(self) -> Relay:
-        self.thread.start()
-        log.info("relaying predictions from %s:%d to serve at %s", *self.address, self.upstream)
-        return self
-
-    def close(self) -> None:
-        """Stops accepting (connections being relayed carry on until either side closes)."""
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
-        except OSError:
-            pass
-        self.listener.close()
-        self.thread.join()
-
-    def _accept(self) -> None:
+    def run(self) -> None:
+        """Accepts connections until the listener is closed."""
+        log.info("relaying predictions from %s:%d to serve at %s", *self.listener.getsockname()[:2], self.upstream)
         while True:
             try:
                 client, _ = self.listener.accept()
@@ -194,13 +192,43 @@ def _copy(src: socket.socket, dst: socket.socket) -> None:
         dst.sendall(view[:n])
 
 
-def start_from_env(env: Mapping[str, str] | None = None) -> Relay | None:
-    """The relay COOKLINE_GATEWAY_PREDICT_ADDR asks for, started; None when it is unset.
+def start_from_env(env: Mapping[str, str] | None = None) -> subprocess.Popen | None:
+    """The relay COOKLINE_GATEWAY_PREDICT_ADDR asks for, started in its own process; None when the
+    setting is unset. The caller keeps the returned process (its stdin is the relay's lifeline).
     A taken port, or an address the relay cannot use, is SystemExit naming the setting."""
     try:
         bind = config.predict_relay_bind_address(env)
         if bind is None:
             return None
-        return Relay(bind, config.address("serve", env)).start()
+        upstream = config.address("serve", env)
+        upstream_addresses(upstream)
     except ValueError as exc:
         raise SystemExit(f"gateway: {exc}") from None
+    with listen(bind) as listener:  # bound here, so a taken port stops the gateway's start-up
+        return subprocess.Popen(
+            [sys.executable, "-m", "gateway.relay", str(listener.fileno()), upstream],
+            stdin=subprocess.PIPE,
+            pass_fds=(listener.fileno(),),
+            env=None if env is None else dict(env),
+        )
+
+
+def _lifeline(fd: int) -> None:
+    """Exits this process at once when the gateway's end of stdin closes."""
+    while os.read(fd, 4096):
+        pass
+    os._exit(0)
+
+
+def main(argv: list[str]) -> None:
+    """python -m gateway.relay FD UPSTREAM: relays the connections of listening socket FD to UPSTREAM
+    (a COOKLINE_SERVE_ADDR) until the gateway's end of stdin closes."""
+    from services.common.server import setup_logging
+
+    setup_logging("gateway-relay")
+    threading.Thread(target=_lifeline, args=(sys.stdin.fileno(),), name="lifeline", daemon=True).start()
+    Relay(socket.socket(fileno=int(argv[0])), argv[1]).run()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

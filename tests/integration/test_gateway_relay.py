@@ -3,10 +3,12 @@ serve and the gateway on one S3 store (SeaweedFS), with a bearer token.
 
 - a Predict, a PredictStream and GetModelMetadata through the relay answer as serve does directly;
 - serve checks the token itself: a call through the relay without it is UNAUTHENTICATED;
-- a client that closes, cancels or resets its connection, and a serve that dies, leave the gateway
-  with no relayed socket, and as many fds and threads as before (/proc/<gateway pid>/fd and task);
+- a client that closes, cancels or resets its connection, and a serve that dies, leave the relay
+  (the gateway's child process) with no relayed socket, and as many fds and threads as before
+  (/proc/<pid>/fd and task);
   with serve down a new connection is closed at once (UNAVAILABLE), and once serve is back the same
   client answers again;
+- the relay ends with the gateway, even a SIGKILLed one;
 - a taken port, or a serve address the relay cannot dial, is a start-up error naming the setting."""
 
 import os
@@ -25,7 +27,7 @@ from cookline import channels, tensors
 from cookline.client import Client
 from cookline.v1 import model_pb2, serve_pb2, serve_pb2_grpc
 from gateway import relay
-from helpers import free_ports, stack_env, unique_bucket
+from helpers import child_processes, free_ports, stack_env, unique_bucket
 from services.common.store import store_from_env
 
 ROWS = {"features": [[1.0, 2.0, 0.5], [0.0, -1.0, -3.0]]}
@@ -68,7 +70,7 @@ def _inodes(pid: int) -> set[str]:
 
 
 def _relayed_sockets(pid: int, env) -> int:
-    """The gateway's relayed TCP connections: accepted on the relay port, or opened to serve."""
+    """The relay's TCP connections: accepted on the relay port, or opened to serve."""
     relay_port = int(env["COOKLINE_GATEWAY_PREDICT_ADDR"].rsplit(":", 1)[1])
     serve_port = int(env["COOKLINE_SERVE_ADDR"].rsplit(":", 1)[1])
     mine, count = _inodes(pid), 0
@@ -88,7 +90,7 @@ def _counts(pid: int) -> tuple[int, int]:
 
 
 def _settled(pid: int, env, baseline: tuple[int, int], timeout: float = 30.0) -> tuple[int, int, int]:
-    """Waits until the gateway holds no relayed connection and its fd and thread counts are back to
+    """Waits until the relay holds no relayed connection and its fd and thread counts are back to
     `baseline` (closing is asynchronous); returns (relayed sockets, fds, threads) as last seen."""
     deadline = time.monotonic() + timeout
     while True:
@@ -98,11 +100,16 @@ def _settled(pid: int, env, baseline: tuple[int, int], timeout: float = 30.0) ->
         time.sleep(0.05)  # poll interval
 
 
+def _relay_pid(stack) -> int:
+    (pid,) = child_processes(stack.procs["gateway"].pid, "gateway.relay")
+    return pid
+
+
 @pytest.fixture
 def baseline(relayed):
-    """The gateway's pid and its (fds, threads) with no relayed connection open."""
+    """The relay process's pid and its (fds, threads) with no relayed connection open."""
     stack, env, _ = relayed
-    pid = stack.procs["gateway"].pid
+    pid = _relay_pid(stack)
     deadline = time.monotonic() + 30
     while _relayed_sockets(pid, env) and time.monotonic() < deadline:
         time.sleep(0.05)  # poll interval: an earlier test's connections closing
@@ -180,6 +187,27 @@ def test_serve_going_away_closes_relayed_connections_and_they_come_back(relayed,
         channels.wait_healthy(env["COOKLINE_SERVE_ADDR"], timeout=180, service=MODEL, env=env)
         assert [r["label"] for r in client.predict(MODEL, ROWS)] == ["pos", "neg"]  # the same client, reconnected
     assert _settled(pid, env, before) == (0, *before)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"  # a zombie has exited (init reaps it)
+    except FileNotFoundError:
+        return False
+
+
+def test_the_relay_ends_with_the_gateway(relayed):
+    stack, env, address = relayed
+    pid = _relay_pid(stack)
+    stack.stop("gateway", signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)  # poll interval
+    assert not _running(pid)
+    host, port = address.rsplit(":", 1)
+    with pytest.raises(ConnectionRefusedError):  # the port is free: nobody listens
+        socket.create_connection((host, int(port)), timeout=10).close()
 
 
 def test_a_taken_port_is_a_clear_start_up_error():
