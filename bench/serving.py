@@ -12,7 +12,8 @@ Measures, on this machine (client and servers share its cores):
     gateway's proxy (its main port) and through the gateway's TCP relay
     (COOKLINE_GATEWAY_PREDICT_ADDR), the three measured call by call in turn so the
     machine's load falls on each alike; PredictStream rows/s with dynamic batching,
-    directly, through the proxy and through the relay;
+    directly, through the proxy and through the relay, taken in turn in short slices
+    for the same reason;
   - raw inputs: a small CNN whose SavedModel decodes PNG bytes itself
     (tests/support/raw_models.py), fed the PNG files of examples/data/digits: cookline
     PredictStream of the bytes against the same bytes decoded and predicted in
@@ -54,6 +55,7 @@ CACHE = os.path.join(ROOT, ".cache", "bench")
 IRIS_CSV = os.path.join(ROOT, "examples", "data", "iris.csv")
 CONCURRENCY = 8  # OIP callers: the peers' calibration load (docs/benchmarks.md)
 STREAMS, STREAM_ROWS = 4, 256  # streaming load: streams x rows per message (merged up to MAX_BATCH)
+STREAM_SLICES = 4  # direct, proxy and relay streaming taken in turn, in this many slices per round
 BIG_MESSAGE_ROWS = 1024  # the same load with larger messages (less per-message overhead)
 MAX_BATCH = 1024  # serve's max_batch_size for the model
 REST_BATCH_ROWS = 256  # rows of the larger REST request
@@ -428,23 +430,32 @@ def rest_client(target: str, threads: int, rows: int, seconds: float) -> dict:
     return result | {"rows_per_s": result["req_per_s"] * rows}
 
 
-def stream_client(target: str, streams: int, rows: int, seconds: float, model: str = "iris") -> dict:
-    """`streams` PredictStreams, each sending messages of `rows` rows as fast as flow control allows
-    (iris feature rows, or for the raw model PNG files)."""
-    import grpc
-
+def stream_message(rows: int, model: str = "iris"):
+    """One PredictStream message of `rows` rows (iris feature rows, or for the raw model PNG files)."""
     from cookline import tensors
-    from cookline.v1 import model_pb2, serve_pb2, serve_pb2_grpc
+    from cookline.v1 import model_pb2, serve_pb2
 
     request = serve_pb2.PredictRequest(model=model_pb2.ModelRef(name=model))
     if model == RAW_MODEL:
         tensors.from_numpy(digit_pngs(rows), out=request.inputs["image"])
     else:
         tensors.from_numpy(np.repeat(ROW, rows, axis=0), out=request.inputs["features"])
-    message = serve_pb2.PredictStreamRequest(request=request)
-    stub = serve_pb2_grpc.ServeServiceStub(
+    return serve_pb2.PredictStreamRequest(request=request)
+
+
+def stream_stub(target: str):
+    import grpc
+
+    from cookline.v1 import serve_pb2_grpc
+
+    return serve_pb2_grpc.ServeServiceStub(
         grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
     )
+
+
+def stream_for(stub, message, streams: int, rows: int, seconds: float) -> tuple[int, float, int]:
+    """`streams` PredictStreams on `stub`, each sending `message` as fast as flow control allows
+    for `seconds`: (rows answered, seconds taken, error answers)."""
     end = time.perf_counter() + seconds
     answered = [0] * streams
     errors = [0]
@@ -466,10 +477,33 @@ def stream_client(target: str, streams: int, rows: int, seconds: float, model: s
         w.start()
     for w in workers:
         w.join()
-    return {"rows_per_s": sum(answered) / (time.perf_counter() - start), "errors": errors[0]}
+    return sum(answered), time.perf_counter() - start, errors[0]
 
 
-def run_client(*args: str) -> dict:
+def stream_client(target: str, streams: int, rows: int, seconds: float, model: str = "iris") -> dict:
+    """`streams` PredictStreams, each sending messages of `rows` rows as fast as flow control allows
+    (iris feature rows, or for the raw model PNG files)."""
+    answered, took, errors = stream_for(stream_stub(target), stream_message(rows, model), streams, rows, seconds)
+    return {"rows_per_s": answered / took, "errors": errors}
+
+
+def paired_stream_client(targets: list[str], streams: int, rows: int, seconds: float, slices: int) -> list[dict]:
+    """stream_client for each of `targets`, taken in turn in `slices` slices of seconds/slices each
+    (one channel per target, connected and warmed up first): every target meets the same load at
+    the same moments, so their rows/s differ by what the targets cost, not by when each ran."""
+    message = stream_message(rows)
+    stubs = [stream_stub(target) for target in targets]
+    for stub in stubs:
+        stream_for(stub, message, streams, rows, 0.2)
+    totals = [[0, 0.0, 0] for _ in targets]
+    for _ in range(slices):
+        for stub, total in zip(stubs, totals, strict=True):
+            for k, value in enumerate(stream_for(stub, message, streams, rows, seconds / slices)):
+                total[k] += value
+    return [{"rows_per_s": answered / took, "errors": errors} for answered, took, errors in totals]
+
+
+def run_client(*args: str) -> dict | list:
     done = subprocess.run([sys.executable, __file__, "--client", *args], capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
 
@@ -675,10 +709,16 @@ def main(seconds: float, rounds: int, skip_others: bool) -> None:
                 r.add("in_process_xla.rows_per_s", baseline.xla_rows_per_s(seconds))
                 for name, stub in oip_stubs.items():  # one caller, the same client for every server
                     r.latency(f"{name}_oip_unary", lambda stub=stub: stub.ModelInfer(oip_request, timeout=10), seconds)
-                for name, target in (("cookline", serve_addr), ("gateway", gateway_addr), ("relay", relay_addr)):
-                    r.add(
-                        f"{name}_stream.run", run_client("stream", target, str(STREAMS), str(STREAM_ROWS), str(seconds))
-                    )
+                paired = run_client(
+                    "paired-stream",
+                    ",".join((serve_addr, gateway_addr, relay_addr)),
+                    str(STREAMS),
+                    str(STREAM_ROWS),
+                    str(seconds),
+                    str(STREAM_SLICES),
+                )
+                for name, result in zip(("cookline", "gateway", "relay"), paired, strict=True):
+                    r.add(f"{name}_stream.run", result)
                 r.add(
                     "cookline_stream_big.run",
                     run_client("stream", serve_addr, str(STREAMS), str(BIG_MESSAGE_ROWS), str(seconds)),
@@ -901,6 +941,12 @@ if __name__ == "__main__":
         kind, args = sys.argv[2], sys.argv[3:]
         if kind == "oip":
             print(json.dumps(oip_client(args[0], int(args[1]), float(args[2]))))
+        elif kind == "paired-stream":
+            print(
+                json.dumps(
+                    paired_stream_client(args[0].split(","), int(args[1]), int(args[2]), float(args[3]), int(args[4]))
+                )
+            )
         elif kind == "rest":
             print(json.dumps(rest_client(args[0], int(args[1]), int(args[2]), float(args[3]))))
         else:
