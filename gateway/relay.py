@@ -15,8 +15,8 @@ elsewhere. So:
 - every gRPC method of serve is reachable, cookline's and OIP's, operator calls
   (LoadModel, UnloadModel) included;
 - balancing across serve replicas is per connection: each new connection goes to the next
-  address COOKLINE_SERVE_ADDR resolves to (DNS resolved anew per connection), skipping one
-  that refuses. A client's calls on one connection all reach the same replica.
+  address COOKLINE_SERVE_ADDR resolves to (resolved anew per connection, as
+  gateway.replicas.resolve does for deploying), skipping one that refuses. A client's calls on one connection all reach the same replica.
 
 When either side closes or fails, both sockets are shut down and closed, and the
 connection's threads and pipes end with them.
@@ -39,6 +39,8 @@ import threading
 from collections.abc import Mapping
 
 from cookline import config
+from gateway import replicas
+from services.common.errors import Fail
 
 log = logging.getLogger("cookline.gateway.relay")
 
@@ -51,26 +53,14 @@ CHUNK = 1 << 16
 SPLICE = hasattr(os, "splice")
 
 
-def upstream_addresses(target: str) -> list[tuple[str, int]]:
-    """The (host, port) pairs of a gRPC target as COOKLINE_SERVE_ADDR names it: host:port,
-    dns:[//authority/]host:port, ipv4:a:p,b:p or ipv6:[a]:p,... Host names are resolved per
-    connection. Raises ValueError for a target the relay cannot dial (unix:, xds:, ...)."""
-    scheme, _, rest = target.partition(":")
-    if scheme == "dns":
-        names = [rest.split("/")[-1] if rest.startswith("//") else rest.lstrip("/")]
-    elif scheme in ("ipv4", "ipv6"):
-        names = rest.split(",")
-    elif "/" in target or scheme in ("unix", "unix-abstract", "vsock", "xds"):
+def check_upstream(target: str) -> None:
+    """ValueError for a COOKLINE_SERVE_ADDR the relay cannot dial over TCP (unix:, vsock:, xds:, ...).
+    Names are resolved per connection (gateway.replicas.resolve, as deploying to every replica does)."""
+    if target.startswith(("dns:", "ipv4:", "ipv6:")):
+        return
+    host, sep, port = target.rpartition(":")
+    if not sep or "/" in target or not host or not port.isdigit():
         raise ValueError(f"COOKLINE_SERVE_ADDR: the prediction relay dials TCP host:port, got {target!r}")
-    else:
-        names = [target]
-    out = []
-    for name in names:
-        host, sep, port = name.rpartition(":")
-        if not sep or not port.isdigit():
-            raise ValueError(f"COOKLINE_SERVE_ADDR: {name!r} in {target!r} is not host:port")
-        out.append((host.strip("[]"), int(port)))
-    return out
 
 
 def listen(bind: tuple[str, int]) -> socket.socket:
@@ -88,7 +78,7 @@ class Relay:
     """Relays each connection `listener` accepts to one of `upstream`'s addresses."""
 
     def __init__(self, listener: socket.socket, upstream: str):
-        self.targets = upstream_addresses(upstream)
+        check_upstream(upstream)
         self.upstream = upstream
         self.turn = itertools.count()
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
@@ -111,11 +101,17 @@ class Relay:
     def _dial(self) -> socket.socket | None:
         """A connection to the next serve address in turn, trying each once; None when none answers."""
         addresses: list[tuple] = []
-        for host, port in self.targets:
+        try:
+            found = replicas.resolve(self.upstream)
+        except Fail as exc:
+            log.warning("relay: %s", exc.message)
+            return None
+        for replica, _ in found:
+            host, _, port = replica.rpartition(":")
             try:
-                addresses += [info[4] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+                addresses += [info[4] for info in socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)]
             except OSError as exc:
-                log.warning("relay: cannot resolve %s: %s", host, exc)
+                log.warning("relay: cannot resolve %s: %s", replica, exc)
         start = next(self.turn)
         for i in range(len(addresses)):
             address = addresses[(start + i) % len(addresses)]
@@ -201,7 +197,7 @@ def start_from_env(env: Mapping[str, str] | None = None) -> subprocess.Popen | N
         if bind is None:
             return None
         upstream = config.address("serve", env)
-        upstream_addresses(upstream)
+        check_upstream(upstream)
     except ValueError as exc:
         raise SystemExit(f"gateway: {exc}") from None
     with listen(bind) as listener:  # bound here, so a taken port stops the gateway's start-up
