@@ -16,7 +16,8 @@ elsewhere. So:
   (LoadModel, UnloadModel) included;
 - balancing across serve replicas is per connection: each new connection goes to the next
   address COOKLINE_SERVE_ADDR resolves to (resolved anew per connection, as
-  gateway.replicas.resolve does for deploying), skipping one that refuses. A client's calls on one connection all reach the same replica.
+  gateway.replicas.resolve does for deploying), skipping one that refuses. A client's calls
+  on one connection all reach the same replica.
 
 When either side closes or fails, both sockets are shut down and closed, and the
 connection's threads and pipes end with them.
