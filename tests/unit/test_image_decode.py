@@ -1,13 +1,14 @@
-"""The image-folder source's decoding (services/collect/sources/images.py): libspng's pixels for plain
-PNGs and the threads give exactly what Pillow alone gives (convert + resize of each image), and damaged
-files, mixed sizes and the first failing file are reported as Pillow one at a time reports them.
-In process: no server."""
+"""The image-folder source's decoding (services/collect/sources/images.py, services/collect/decode.py):
+libspng's pixels for plain PNGs and the decoding processes give exactly what Pillow alone gives
+(convert + resize of each image), and damaged files, mixed sizes and the first failing file are
+reported as Pillow one at a time reports them. No server (the decoding processes are spawned)."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from cookline.v1 import pipeline_pb2
+from services.collect import decode
 from services.collect.sources import images
 from services.collect.sources.images import ImageFolderSource
 from services.common.errors import Fail
@@ -72,9 +73,6 @@ def pillow_alone(root, color: str, size=None) -> tuple[np.ndarray, dict[str, int
 )
 def test_pixels_equal_pillow_alone(tmp_path, monkeypatch, options):
     root = make_folder(tmp_path / "imgs")
-    libspng = []
-    load = images.pyspng.load
-    monkeypatch.setattr(images.pyspng, "load", lambda data: libspng.append(1) or load(data))
     monkeypatch.setattr(images, "DECODE_BATCH", 7)  # several batches in flight, a short last one
     rows, source = ingest(root, **options)
     expected, shapes = pillow_alone(root, options.get("color", ""), options.get("image_size"))
@@ -82,7 +80,25 @@ def test_pixels_equal_pillow_alone(tmp_path, monkeypatch, options):
     assert np.array_equal(rows["image"], expected)
     assert rows["label"].tolist() == [int(p.parent.name[1:]) for p in sorted(root.glob("*/*"))]
     assert source.image_shapes == shapes and list(source.image_shapes) == list(shapes)
-    assert 60 < len(libspng) < 150  # the plain PNGs went to libspng, the others to Pillow
+    # What the workers run, here: the plain PNGs go to libspng, the others to Pillow.
+    libspng = []
+    load = decode.pyspng.load
+    monkeypatch.setattr(decode.pyspng, "load", lambda data: libspng.append(1) or load(data))
+    for path in sorted(root.glob("*/*")):
+        with open(path, "rb") as f:
+            decode.read_image(f, options.get("color", "rgb"), tuple(options.get("image_size", ())))
+    assert 60 < len(libspng) < 150
+
+
+def test_decoding_processes_load_no_grpc_nor_tensorflow(tmp_path):
+    ingest(make_folder(tmp_path / "imgs", count=80))
+    pids = list(images._workers()._processes)
+    assert pids
+    for pid in pids:
+        with open(f"/proc/{pid}/maps") as f:
+            maps = f.read()
+        assert "pyspng" in maps and "PIL" in maps  # what they decode with
+        assert "cygrpc" not in maps and "tensorflow" not in maps and "pyarrow" not in maps
 
 
 def test_damaged_png_is_refused_as_pillow_refuses_it(tmp_path):
