@@ -2,20 +2,20 @@
 
 This module imports only numpy, Pillow and pyspng: it is what a worker process loads (the workers are
 spawned, never forked from the service, whose gRPC threads a fork would copy in a broken state). A
-worker gets batches of files (a local path, or the bytes of an s3:// object) and returns, for each, the
-pixels and source shape, or the reason it cannot be read as a string (an exception may not survive
-pickling), up to the first failure of the batch.
+worker gets batches of files (a local path, or the bytes of an s3:// object) on a pipe and sends back,
+for each, the pixels and source shape, or why it cannot be read as a string (an exception may not
+survive pickling), up to the first failure of the batch. Plain pipes, read and written by the
+ingest's own thread: a pool's hand-overs between threads cost more than the decoding.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import select
+import queue
 import struct
 import threading
-import time
 import zlib
+from multiprocessing.connection import Connection
 
 import numpy as np
 import pyspng
@@ -48,34 +48,42 @@ def read_image(f, color: str, size: tuple[int, ...]) -> tuple[np.ndarray, str, s
 
 def read_batch(files: list, color: str, size: tuple[int, ...]) -> list:
     """read_image() of each file (a path, or the bytes of the file) as (pixels, source shape), up to
-    the first that is unreadable: the reason (a string) ends the list. Runs in a worker process."""
+    the first that fails: ("unreadable", reason) for a file that is not a readable image, or
+    ("failed", what was raised) for any other error, ends the list."""
     out: list = []
     for file in files:
         try:
             with open(file, "rb") if isinstance(file, str) else io.BytesIO(file) as f:
                 pixels, source_shape, _ = read_image(f, color, size)
         except UNREADABLE as exc:
-            out.append(str(exc))
+            out.append(("unreadable", str(exc)))
+            break
+        except Exception as exc:  # whatever it is, reported by the service for this file
+            out.append(("failed", f"{type(exc).__name__}: {exc}"))
             break
         out.append((pixels, source_shape))
     return out
 
 
-def watch_parent(parent: int) -> None:
-    """Worker initializer: the worker exits when the service process `parent` ends, however it ends
-    (a stopped service leaves with os._exit, a killed one with no cleanup at all)."""
+def serve(tasks: Connection, results: Connection) -> None:
+    """A worker process: for each (files, color, size) received on `tasks`, read_batch() sent on
+    `results`, in order. A thread receives the tasks while the batches decode, so the service never
+    waits to send one. The worker ends when the service closes its end of `tasks`, or ends itself."""
+    queued: queue.SimpleQueue = queue.SimpleQueue()
 
-    def wait() -> None:
+    def receive() -> None:
         try:
-            fd = os.pidfd_open(parent)
-        except (AttributeError, OSError):  # no pidfd (before Linux 5.3): look now and then
-            while os.getppid() == parent:
-                time.sleep(1.0)
-        else:
-            select.select([fd], [], [])
-        os._exit(0)
+            while True:
+                queued.put(tasks.recv())
+        except (EOFError, OSError):
+            queued.put(None)
 
-    threading.Thread(target=wait, name="collect-decode-parent", daemon=True).start()
+    threading.Thread(target=receive, name="collect-decode-tasks", daemon=True).start()
+    while (task := queued.get()) is not None:
+        try:
+            results.send(read_batch(*task))
+        except (BrokenPipeError, OSError):
+            break
 
 
 def _png_samples(img: ImageFile.ImageFile, f) -> np.ndarray | None:

@@ -3,11 +3,17 @@ libspng's pixels for plain PNGs and the decoding processes give exactly what Pil
 (convert + resize of each image), and damaged files, mixed sizes and the first failing file are
 reported as Pillow one at a time reports them. No server (the decoding processes are spawned)."""
 
+import os
+import select
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from cookline.v1 import pipeline_pb2
+from helpers import ROOT
 from services.collect import decode
 from services.collect.sources import images
 from services.collect.sources.images import ImageFolderSource
@@ -92,7 +98,7 @@ def test_pixels_equal_pillow_alone(tmp_path, monkeypatch, options):
 
 def test_decoding_processes_load_no_grpc_nor_tensorflow(tmp_path):
     ingest(make_folder(tmp_path / "imgs", count=80))
-    pids = list(images._workers()._processes)
+    pids = [worker.process.pid for worker in images._idle]
     assert pids
     for pid in pids:
         with open(f"/proc/{pid}/maps") as f:
@@ -132,3 +138,33 @@ def test_the_first_failure_in_file_order_is_the_one_reported(tmp_path, monkeypat
     with pytest.raises(Fail) as caught:
         ingest(root)
     assert caught.value.message.startswith("collect.source: a/06.png is not a readable PNG or JPEG image")
+
+
+# Ingests the folder argv[1] with decoding processes, prints their ids, and ends as a stopped service
+# does: os._exit, no cleanup.
+ENDS_ABRUPTLY = """
+import os, sys
+from cookline.v1 import pipeline_pb2
+from services.collect.sources import images
+spec = pipeline_pb2.CollectSpec(source=sys.argv[1], format="image-folder")
+list(images.ImageFolderSource(spec, sys.argv[1]).chunks())
+print(*(worker.process.pid for worker in images._idle), flush=True)
+os._exit(0)
+"""
+
+
+def test_decoding_processes_end_with_the_process_that_started_them(tmp_path):
+    root = make_folder(tmp_path / "imgs", count=80)
+    done = subprocess.run(
+        [sys.executable, "-c", ENDS_ABRUPTLY, str(root)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    pids = [int(pid) for pid in done.stdout.split()]
+    assert pids
+    for pid in pids:
+        try:
+            ended = os.pidfd_open(pid)
+        except ProcessLookupError:  # already gone
+            continue
+        assert select.select([ended], [], [], 120)[0], f"decoding process {pid} outlived its service"
+        os.close(ended)

@@ -20,8 +20,6 @@ import threading
 import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -40,7 +38,7 @@ IMAGES_PER_CHUNK = 256
 # shards and statistics.
 DECODE_PROCESSES = min(4, max(2, len(os.sched_getaffinity(0))))
 # Images decoded ahead of the one being consumed: one chunk's worth, in tasks of DECODE_BATCH images
-# (one hand-over per task, not per image: that costs more than the decoding on a busy machine).
+# (a hand-over per image would cost more than the decoding on a busy machine).
 DECODE_AHEAD = IMAGES_PER_CHUNK
 DECODE_BATCH = 32
 
@@ -68,37 +66,40 @@ class _ImageDecoder:
 
     def decode_all(self, files: Iterable[tuple[str, str]]) -> Iterator[np.ndarray]:
         """decode() of every (name, path), in order: the first here, the rest DECODE_BATCH at a time in
-        the worker processes, at most DECODE_AHEAD images ahead of the one consumed. The first error
-        in file order is the one raised, as one at a time would."""
+        DECODE_PROCESSES worker processes (batch i to worker i mod n), at most DECODE_AHEAD images
+        ahead of the one consumed. The first error in file order is the one raised, as one at a time
+        would."""
         files = iter(files)
         first = next(files, None)
         if first is None:
             return
         yield self.decode(*first)  # before any worker: it sets the color mode when none is given
-        workers = _workers()
-        pending: deque[tuple[list[str], Future]] = deque()
+        workers = _check_out(DECODE_PROCESSES)
+        pending: deque[tuple[list[str], _Worker]] = deque()
         try:
-            while batch := list(itertools.islice(files, DECODE_BATCH)):
-                names = [name for name, _ in batch]
-                # A local file by its path (the worker reads it); an s3:// object's bytes.
-                sent = [path if is_local(path) else _read_all(path) for _, path in batch]
-                pending.append((names, workers.submit(decode.read_batch, sent, self.color, self.size)))
-                if len(pending) * DECODE_BATCH > DECODE_AHEAD:
+            for i in itertools.count():
+                while len(pending) * DECODE_BATCH > DECODE_AHEAD:
                     yield from self._accept_batch(*pending.popleft())
+                batch = list(itertools.islice(files, DECODE_BATCH))
+                if not batch:
+                    break
+                worker = workers[i % len(workers)]
+                # A local file by its path (the worker reads it); an s3:// object's bytes.
+                worker.send([path if is_local(path) else _read_all(path) for _, path in batch], self)
+                pending.append(([name for name, _ in batch], worker))
             while pending:
                 yield from self._accept_batch(*pending.popleft())
-        except BrokenProcessPool:
-            _drop_workers(workers)  # a worker died (killed, out of memory): the next ingest starts anew
-            raise
-        finally:  # an error or a closed generator (a cancelled ingest): nothing more is decoded
-            for _, future in pending:
-                future.cancel()
+        finally:  # done, an error or a closed generator (a cancelled ingest)
+            _check_in(workers)
 
-    def _accept_batch(self, names: list[str], future: Future) -> Iterator[np.ndarray]:
-        for name, outcome in zip(names, future.result(), strict=False):
-            if isinstance(outcome, str):
-                raise _unreadable(name, outcome)
-            yield self._accept(name, *outcome)
+    def _accept_batch(self, names: list[str], worker: _Worker) -> Iterator[np.ndarray]:
+        for name, outcome in zip(names, worker.receive(), strict=False):
+            first, second = outcome
+            if isinstance(first, str):  # ("unreadable" or "failed", why)
+                if first == "unreadable":
+                    raise _unreadable(name, second)
+                raise RuntimeError(f"collect.source: decoding {name} failed: {second}")
+            yield self._accept(name, first, second)
 
     def _accept(self, name: str, array: np.ndarray, source_shape: str) -> np.ndarray:
         """Counts the source shape and checks the decoded shape against the earlier images'."""
@@ -124,32 +125,70 @@ def _read_all(path: str) -> bytes:
         return f.read()
 
 
-_workers_lock = threading.Lock()
-_workers_pool: ProcessPoolExecutor | None = None
+class _Worker:
+    """A decoding process (services/collect/decode.py serve) and its two pipes; `owed` counts the
+    batches sent whose results are not yet received."""
+
+    def __init__(self):
+        context = multiprocessing.get_context("spawn")
+        tasks_in, self.tasks = context.Pipe(duplex=False)
+        self.results, results_out = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=decode.serve, args=(tasks_in, results_out), name="collect-decode", daemon=True
+        )
+        self.process.start()
+        tasks_in.close()
+        results_out.close()
+        self.owed = 0
+
+    def send(self, files: list, decoder: _ImageDecoder) -> None:
+        self.tasks.send((files, decoder.color, decoder.size))
+        self.owed += 1
+
+    def receive(self) -> list:
+        try:
+            outcomes = self.results.recv()
+        except (EOFError, OSError):
+            raise RuntimeError(
+                f"collect.source: a decoding process ended (exit code {self.process.exitcode})"
+            ) from None
+        self.owed -= 1
+        return outcomes
+
+    def close(self) -> None:
+        self.tasks.close()  # the worker sees the end of its tasks and leaves
+        self.results.close()
+        self.process.join(timeout=0)
 
 
-def _workers() -> ProcessPoolExecutor:
-    """The decoding processes, started on first use and kept for the life of the service (shared by
-    concurrent ingests). Spawned, never forked: a fork would copy the service's gRPC threads' state.
-    They load only services.collect.decode (numpy, Pillow, pyspng) and leave when the service ends."""
-    global _workers_pool
-    with _workers_lock:
-        if _workers_pool is None:
-            _workers_pool = ProcessPoolExecutor(
-                DECODE_PROCESSES,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=decode.watch_parent,
-                initargs=(os.getpid(),),
-            )
-        return _workers_pool
+_idle_lock = threading.Lock()
+_idle: list[_Worker] = []
 
 
-def _drop_workers(pool: ProcessPoolExecutor) -> None:
-    global _workers_pool
-    with _workers_lock:
-        if _workers_pool is pool:
-            _workers_pool = None
-    pool.shutdown(wait=False, cancel_futures=True)
+def _check_out(n: int) -> list[_Worker]:
+    """n decoding processes for one ingest: idle ones first, new ones (spawned, never forked: a fork
+    would copy the service's gRPC threads' state) for the rest. They load only
+    services/collect/decode.py (numpy, Pillow, pyspng), stay for the next ingest, and leave when the
+    service ends (their task pipe closes)."""
+    with _idle_lock:
+        taken = _idle[:n]
+        del _idle[:n]
+    return taken + [_Worker() for _ in range(n - len(taken))]
+
+
+def _check_in(workers: list[_Worker]) -> None:
+    """Back to the idle ones, once every result owed is received (a cancelled or failed ingest leaves
+    a few batches in flight); a worker that ended is closed instead."""
+    kept = []
+    for worker in workers:
+        try:
+            while worker.owed:
+                worker.receive()
+            kept.append(worker)
+        except RuntimeError:
+            worker.close()
+    with _idle_lock:
+        _idle.extend(kept)
 
 
 def _chunks(items, decoder: _ImageDecoder, labels: Labels) -> Iterator[Chunk]:
