@@ -1,20 +1,13 @@
-"""The image-folder source's decoding (services/collect/sources/images.py, services/collect/decode.py):
-libspng's pixels for plain PNGs and the decoding processes give exactly what Pillow alone gives
-(convert + resize of each image), and damaged files, mixed sizes and the first failing file are
-reported as Pillow one at a time reports them. No server (the decoding processes are spawned)."""
-
-import os
-import select
-import subprocess
-import sys
+"""The image-folder source's decoding (services/collect/sources/images.py): libspng's pixels for plain
+PNGs and the threads give exactly what Pillow alone gives (convert + resize of each image), and damaged
+files, mixed sizes and the first failing file are reported as Pillow one at a time reports them.
+In process: no server."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from cookline.v1 import pipeline_pb2
-from helpers import ROOT
-from services.collect import decode
 from services.collect.sources import images
 from services.collect.sources.images import ImageFolderSource
 from services.common.errors import Fail
@@ -79,6 +72,9 @@ def pillow_alone(root, color: str, size=None) -> tuple[np.ndarray, dict[str, int
 )
 def test_pixels_equal_pillow_alone(tmp_path, monkeypatch, options):
     root = make_folder(tmp_path / "imgs")
+    libspng = []
+    load = images.pyspng.load
+    monkeypatch.setattr(images.pyspng, "load", lambda data: libspng.append(1) or load(data))
     monkeypatch.setattr(images, "DECODE_BATCH", 7)  # several batches in flight, a short last one
     rows, source = ingest(root, **options)
     expected, shapes = pillow_alone(root, options.get("color", ""), options.get("image_size"))
@@ -86,25 +82,7 @@ def test_pixels_equal_pillow_alone(tmp_path, monkeypatch, options):
     assert np.array_equal(rows["image"], expected)
     assert rows["label"].tolist() == [int(p.parent.name[1:]) for p in sorted(root.glob("*/*"))]
     assert source.image_shapes == shapes and list(source.image_shapes) == list(shapes)
-    # What the workers run, here: the plain PNGs go to libspng, the others to Pillow.
-    libspng = []
-    load = decode.pyspng.load
-    monkeypatch.setattr(decode.pyspng, "load", lambda data: libspng.append(1) or load(data))
-    for path in sorted(root.glob("*/*")):
-        with open(path, "rb") as f:
-            decode.read_image(f, options.get("color", "rgb"), tuple(options.get("image_size", ())))
-    assert 60 < len(libspng) < 150
-
-
-def test_decoding_processes_load_no_grpc_nor_tensorflow(tmp_path):
-    ingest(make_folder(tmp_path / "imgs", count=80))
-    pids = [worker.process.pid for worker in images._idle]
-    assert pids
-    for pid in pids:
-        with open(f"/proc/{pid}/maps") as f:
-            maps = f.read()
-        assert "pyspng" in maps and "PIL" in maps  # what they decode with
-        assert "cygrpc" not in maps and "tensorflow" not in maps and "pyarrow" not in maps
+    assert 60 < len(libspng) < 150  # the plain PNGs went to libspng, the others to Pillow
 
 
 def test_damaged_png_is_refused_as_pillow_refuses_it(tmp_path):
@@ -138,33 +116,3 @@ def test_the_first_failure_in_file_order_is_the_one_reported(tmp_path, monkeypat
     with pytest.raises(Fail) as caught:
         ingest(root)
     assert caught.value.message.startswith("collect.source: a/06.png is not a readable PNG or JPEG image")
-
-
-# Ingests the folder argv[1] with decoding processes, prints their ids, and ends as a stopped service
-# does: os._exit, no cleanup.
-ENDS_ABRUPTLY = """
-import os, sys
-from cookline.v1 import pipeline_pb2
-from services.collect.sources import images
-spec = pipeline_pb2.CollectSpec(source=sys.argv[1], format="image-folder")
-list(images.ImageFolderSource(spec, sys.argv[1]).chunks())
-print(*(worker.process.pid for worker in images._idle), flush=True)
-os._exit(0)
-"""
-
-
-def test_decoding_processes_end_with_the_process_that_started_them(tmp_path):
-    root = make_folder(tmp_path / "imgs", count=80)
-    done = subprocess.run(
-        [sys.executable, "-c", ENDS_ABRUPTLY, str(root)], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
-    pids = [int(pid) for pid in done.stdout.split()]
-    assert pids
-    for pid in pids:
-        try:
-            ended = os.pidfd_open(pid)
-        except ProcessLookupError:  # already gone
-            continue
-        assert select.select([ended], [], [], 120)[0], f"decoding process {pid} outlived its service"
-        os.close(ended)

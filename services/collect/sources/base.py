@@ -28,11 +28,6 @@ def open_binary(path: str) -> BinaryIO:
     return opener() if opener is not None else open(path, "rb")  # the caller closes it
 
 
-def is_local(path: str) -> bool:
-    """True when `path` is a file of this machine (not an s3:// object read as a stream)."""
-    return path not in _STREAMS
-
-
 def open_text(path: str):
     """open_binary as CSV text (UTF-8, a BOM skipped, newlines left to the csv module)."""
     return io.TextIOWrapper(open_binary(path), encoding="utf-8-sig", newline="")

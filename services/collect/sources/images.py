@@ -4,43 +4,46 @@ All yield "image" uint8 [n, height, width, channels] and "label" int32 [n];
 image-folder with train/, validation/, test/ folders also yields "subset"
 (a predefined split); voc and coco add every object's box and class (_DetectionSource).
 Images are decoded with Pillow (8-bit PNGs without a palette by libspng: the same values at less
-than half the cost) in DECODE_PROCESSES worker processes (services/collect/decode.py), in file
-order: the first image here (it fixes the color mode), then at most DECODE_AHEAD images in flight,
-so memory holds about one chunk of decoded images beyond the chunk being written. Checks that
-depend on order (one shape for all, the first failing file named) run as the images come back.
+than half the cost) on DECODE_THREADS threads, in file order: the first image alone (it fixes the
+color mode), then at most DECODE_AHEAD images in flight, so memory holds about one chunk of decoded
+images beyond the chunk being written. Checks that depend on order (one shape for all, the first
+failing file named) run as the images come back.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import multiprocessing
 import os
-import threading
+import struct
 import xml.etree.ElementTree as ET
+import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+import pyspng
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from cookline.spec.sources import check_image_options, walk_files
 from cookline.v1 import data_pb2
-from services.collect import decode
-from services.collect.sources.base import Chunk, Labels, Source, is_local, open_binary
+from services.collect.sources.base import Chunk, Labels, Source, open_binary
 from services.common.errors import invalid, not_found
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 SPLIT_FOLDERS = {"train": data_pb2.SUBSET_TRAIN, "validation": data_pb2.SUBSET_VALIDATION, "test": data_pb2.SUBSET_TEST}
 IMAGES_PER_CHUNK = 256
-# Decoding processes (services/collect/decode.py). Pillow and libspng hold the GIL, so threads would
-# decode on about one core; processes decode on every core while the ingest's own thread writes the
-# shards and statistics.
-DECODE_PROCESSES = min(4, max(2, len(os.sched_getaffinity(0))))
+# Decoding threads. Much of decoding holds the GIL (Pillow's parsing in Python, libspng), so they
+# mostly overlap reading and decoding with the shards and statistics of the ingest's own thread, and
+# a larger machine gains little from more.
+DECODE_THREADS = min(4, max(2, len(os.sched_getaffinity(0))))
 # Images decoded ahead of the one being consumed: one chunk's worth, in tasks of DECODE_BATCH images
-# (a hand-over per image would cost more than the decoding on a busy machine).
+# (one hand-over between threads per image costs more than the decoding on a busy machine).
 DECODE_AHEAD = IMAGES_PER_CHUNK
 DECODE_BATCH = 32
+# Pillow modes of the PNGs whose samples libspng decodes (_png_samples).
+PNG_MODES = ("L", "LA", "RGB", "RGBA")
 
 
 class _ImageDecoder:
@@ -54,52 +57,70 @@ class _ImageDecoder:
         self.source_shapes: dict[str, int] = {}
 
     def decode(self, name: str, path: str) -> np.ndarray:
-        """One image, in this process, checked against the images before it; the first image sets
-        the color mode when none is given."""
-        try:
-            with open_binary(path) as f:
-                array, source_shape, color = decode.read_image(f, self.color, self.size)
-        except decode.UNREADABLE as exc:
-            raise _unreadable(name, str(exc)) from None
-        self.color = self.color or color
-        return self._accept(name, array, source_shape)
+        """One image, checked against the images before it."""
+        return self._accept(name, *self._read(name, path))
 
     def decode_all(self, files: Iterable[tuple[str, str]]) -> Iterator[np.ndarray]:
-        """decode() of every (name, path), in order: the first here, the rest DECODE_BATCH at a time in
-        DECODE_PROCESSES worker processes (batch i to worker i mod n), at most DECODE_AHEAD images
-        ahead of the one consumed. The first error in file order is the one raised, as one at a time
+        """decode() of every (name, path), in order, the files read and decoded DECODE_BATCH at a time
+        on DECODE_THREADS threads: the first error in file order is the one raised, as one at a time
         would."""
         files = iter(files)
         first = next(files, None)
         if first is None:
             return
-        yield self.decode(*first)  # before any worker: it sets the color mode when none is given
-        workers = _check_out(DECODE_PROCESSES)
-        pending: deque[tuple[list[str], _Worker]] = deque()
-        try:
-            for i in itertools.count():
-                while len(pending) * DECODE_BATCH > DECODE_AHEAD:
+        yield self.decode(*first)  # before any thread: it sets the color mode when none is given
+        pending: deque[tuple[list[tuple[str, str]], Future]] = deque()
+        with ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="collect-decode") as pool:
+            try:
+                while batch := list(itertools.islice(files, DECODE_BATCH)):
+                    pending.append((batch, pool.submit(self._read_batch, batch)))
+                    if len(pending) * DECODE_BATCH > DECODE_AHEAD:
+                        yield from self._accept_batch(*pending.popleft())
+                while pending:
                     yield from self._accept_batch(*pending.popleft())
-                batch = list(itertools.islice(files, DECODE_BATCH))
-                if not batch:
-                    break
-                worker = workers[i % len(workers)]
-                # A local file by its path (the worker reads it); an s3:// object's bytes.
-                worker.send([path if is_local(path) else _read_all(path) for _, path in batch], self)
-                pending.append(([name for name, _ in batch], worker))
-            while pending:
-                yield from self._accept_batch(*pending.popleft())
-        finally:  # done, an error or a closed generator (a cancelled ingest)
-            _check_in(workers)
+            finally:  # an error or a closed generator (a cancelled ingest): nothing more is decoded
+                for _, future in pending:
+                    future.cancel()
 
-    def _accept_batch(self, names: list[str], worker: _Worker) -> Iterator[np.ndarray]:
-        for name, outcome in zip(names, worker.receive(), strict=False):
-            first, second = outcome
-            if isinstance(first, str):  # ("unreadable" or "failed", why)
-                if first == "unreadable":
-                    raise _unreadable(name, second)
-                raise RuntimeError(f"collect.source: decoding {name} failed: {second}")
-            yield self._accept(name, first, second)
+    def _read_batch(self, batch: list[tuple[str, str]]) -> list:
+        """_read() of each file, up to the first that fails: its exception ends the list."""
+        out: list = []
+        for name, path in batch:
+            try:
+                out.append(self._read(name, path))
+            except Exception as exc:  # whatever it is, raised in file order by _accept_batch
+                out.append(exc)
+                break
+        return out
+
+    def _accept_batch(self, batch: list[tuple[str, str]], future: Future) -> Iterator[np.ndarray]:
+        for (name, _), outcome in zip(batch, future.result(), strict=False):
+            if isinstance(outcome, Exception):
+                raise outcome
+            yield self._accept(name, *outcome)
+
+    def _read(self, name: str, path: str) -> tuple[np.ndarray, str]:
+        """The pixels of one file and its source shape ("HxWxC"); reads no state but the color mode."""
+        try:
+            with open_binary(path) as f, Image.open(f) as img:
+                samples = _png_samples(img, f)
+                if samples is None:
+                    img.load()
+                color = self.color or ("grayscale" if img.mode in ("L", "1", "I", "I;16", "F") else "rgb")
+                source_shape = f"{img.height}x{img.width}x{len(img.getbands())}"
+                mode = "L" if color == "grayscale" else "RGB"
+                if samples is not None and img.mode == mode and (not self.size or self.size == samples.shape[:2]):
+                    array = samples  # what convert() and resize() would copy unchanged
+                else:
+                    pixels = (img if samples is None else Image.fromarray(samples)).convert(mode)
+                    if self.size:
+                        pixels = pixels.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
+                    array = np.asarray(pixels, dtype=np.uint8)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise invalid(f"collect.source: {name} is not a readable PNG or JPEG image ({exc})") from None
+        if not self.color:
+            self.color = color
+        return array, source_shape
 
     def _accept(self, name: str, array: np.ndarray, source_shape: str) -> np.ndarray:
         """Counts the source shape and checks the decoded shape against the earlier images'."""
@@ -116,79 +137,42 @@ class _ImageDecoder:
         return array
 
 
-def _unreadable(name: str, reason: str):
-    return invalid(f"collect.source: {name} is not a readable PNG or JPEG image ({reason})")
+def _png_samples(img: ImageFile.ImageFile, f) -> np.ndarray | None:
+    """The pixels of an 8-bit PNG without a palette (Pillow mode L, LA, RGB or RGBA) that Pillow has
+    opened (signature, header and the chunks before the image data checked, the pixel limit
+    applied), decoded by libspng: the values img.load() gives, at less than half its cost. None for
+    any other image, or when libspng refuses the file: Pillow then decodes it and names the fault."""
+    if img.format != "PNG" or img.mode not in PNG_MODES or len(img.tile) != 1 or img.tile[0].args != img.mode:
+        return None  # a palette, 16-bit or 1/2/4-bit samples, or JPEG: Pillow's own conversions
+    f.seek(0)
+    data = f.read()
+    if not _chunks_intact(data):
+        return None
+    try:
+        samples = pyspng.load(data)
+    except (RuntimeError, ValueError):
+        return None
+    if samples.dtype != np.uint8 or samples.shape[:2] != (img.height, img.width):
+        return None
+    return samples
 
 
-def _read_all(path: str) -> bytes:
-    with open_binary(path) as f:
-        return f.read()
-
-
-class _Worker:
-    """A decoding process (services/collect/decode.py serve) and its two pipes; `owed` counts the
-    batches sent whose results are not yet received."""
-
-    def __init__(self):
-        context = multiprocessing.get_context("spawn")
-        tasks_in, self.tasks = context.Pipe(duplex=False)
-        self.results, results_out = context.Pipe(duplex=False)
-        self.process = context.Process(
-            target=decode.serve, args=(tasks_in, results_out), name="collect-decode", daemon=True
-        )
-        self.process.start()
-        tasks_in.close()
-        results_out.close()
-        self.owed = 0
-
-    def send(self, files: list, decoder: _ImageDecoder) -> None:
-        self.tasks.send((files, decoder.color, decoder.size))
-        self.owed += 1
-
-    def receive(self) -> list:
-        try:
-            outcomes = self.results.recv()
-        except (EOFError, OSError):
-            raise RuntimeError(
-                f"collect.source: a decoding process ended (exit code {self.process.exitcode})"
-            ) from None
-        self.owed -= 1
-        return outcomes
-
-    def close(self) -> None:
-        self.tasks.close()  # the worker sees the end of its tasks and leaves
-        self.results.close()
-        self.process.join(timeout=0)
-
-
-_idle_lock = threading.Lock()
-_idle: list[_Worker] = []
-
-
-def _check_out(n: int) -> list[_Worker]:
-    """n decoding processes for one ingest: idle ones first, new ones (spawned, never forked: a fork
-    would copy the service's gRPC threads' state) for the rest. They load only
-    services/collect/decode.py (numpy, Pillow, pyspng), stay for the next ingest, and leave when the
-    service ends (their task pipe closes)."""
-    with _idle_lock:
-        taken = _idle[:n]
-        del _idle[:n]
-    return taken + [_Worker() for _ in range(n - len(taken))]
-
-
-def _check_in(workers: list[_Worker]) -> None:
-    """Back to the idle ones, once every result owed is received (a cancelled or failed ingest leaves
-    a few batches in flight); a worker that ended is closed instead."""
-    kept = []
-    for worker in workers:
-        try:
-            while worker.owed:
-                worker.receive()
-            kept.append(worker)
-        except RuntimeError:
-            worker.close()
-    with _idle_lock:
-        _idle.extend(kept)
+def _chunks_intact(data: bytes) -> bool:
+    """True when every chunk of a PNG up to IEND is whole and matches its CRC. libspng is used without
+    CRC (nor zlib Adler-32) checks, so a damaged file must not reach it: Pillow decodes those and
+    refuses the ones its zlib finds broken, as before libspng was used."""
+    at = 8  # past the signature
+    while at + 12 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, at)
+        end = at + 8 + length
+        if end + 4 > len(data):
+            return False
+        if zlib.crc32(memoryview(data)[at + 4 : end]) != struct.unpack_from(">I", data, end)[0]:
+            return False
+        if kind == b"IEND":
+            return True
+        at = end + 4
+    return False
 
 
 def _chunks(items, decoder: _ImageDecoder, labels: Labels) -> Iterator[Chunk]:
