@@ -11,8 +11,7 @@
    Target: >= 1.0x Keras' images/s.
 
 Both sides alternate --repeat times on a warm page cache; the medians are compared. Each side's
-CPU seconds are printed too (collect's from /proc, its decoding processes included; this process's
-for pandas and Keras): on a
+CPU seconds are printed too (collect's from /proc, this process's for pandas and Keras): on a
 shared machine the wall-clock ratio moves with the load, the CPU figures less so.
 
     .venv/bin/python bench/ingest.py [--mb 330] [--images 5000] [--repeat 3]
@@ -27,7 +26,7 @@ import statistics
 import time
 
 import numpy as np
-from common import data_plane, scratch
+from common import cpu_seconds, data_plane, scratch
 from memory import PeakRss
 
 from cookline import channels
@@ -75,21 +74,6 @@ def write_images(root: str, count: int, size: int = 64, classes: int = 10) -> No
 
 def folder_bytes(root: str) -> int:
     return sum(os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(root) for n in names)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds so far of a process (all its threads) and of its living descendants
-    (collect's image decoding processes)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                total += sum(cpu_seconds(int(child)) for child in f.read().split())
-        except (FileNotFoundError, ProcessLookupError):  # a thread or child that just ended
-            pass
-    return total
 
 
 def warm(path: str) -> None:
