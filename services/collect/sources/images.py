@@ -154,15 +154,16 @@ def _plain_png(f) -> tuple[np.ndarray, str] | None:
     as Pillow's open checks it (signature, IHDR, the pixel limit) and further (every chunk whole and
     matching its CRC). None for any other file, or any doubt: Pillow then opens and decodes it, and
     names the fault of a damaged one."""
-    data = f.read()
-    if len(data) < 33 or data[:8] != PNG_SIGNATURE or data[8:16] != b"\x00\x00\x00\rIHDR":
+    head = f.read(33)  # signature and IHDR: a JPEG or another PNG is not read further here
+    if len(head) < 33 or head[:8] != PNG_SIGNATURE or head[8:16] != b"\x00\x00\x00\rIHDR":
         return None
-    width, height, depth, color_type, compression, filtering, interlace = struct.unpack_from(">IIBBBBB", data, 16)
+    width, height, depth, color_type, compression, filtering, interlace = struct.unpack_from(">IIBBBBB", head, 16)
     mode = PNG_MODES.get(color_type)
     if mode is None or depth != 8 or compression or filtering or interlace > 1 or not width or not height:
         return None  # a palette, 16-bit or 1/2/4-bit samples, or a header Pillow refuses
     if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
         return None  # Pillow's decompression-bomb warning or error
+    data = head + f.read()
     if not _chunks_intact(data):
         return None
     try:
