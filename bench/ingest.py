@@ -26,7 +26,7 @@ import statistics
 import time
 
 import numpy as np
-from common import data_plane, scratch
+from common import cpu_seconds, data_plane, scratch
 from memory import PeakRss
 
 from cookline import channels
@@ -74,13 +74,6 @@ def write_images(root: str, count: int, size: int = 64, classes: int = 10) -> No
 
 def folder_bytes(root: str) -> int:
     return sum(os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(root) for n in names)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (all its threads)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def warm(path: str) -> None:

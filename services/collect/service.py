@@ -303,7 +303,7 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
             raise invalid(f"batch_size: {batch_size} is not in [1, {MAX_BATCH}]")
         index, count = partition.check(request.partition)
         split = request.split if request.subset != data_pb2.SUBSET_UNSPECIFIED else data_pb2.SplitSpec()
-        subset_rows = splits.subset_rows(layout.dataset_info(manifest), split)[request.subset]
+        subset_rows = splits.subset_rows(layout.dataset_counts(manifest), split)[request.subset]
         sizes = partition.plan(subset_rows, request.partition, batch_size)
         # this part's positions among the subset's rows (the whole subset: whatever the shards hold)
         lo, hi = partition.bounds(subset_rows, index, count) if count > 1 else (0, sys.maxsize)

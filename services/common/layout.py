@@ -87,6 +87,16 @@ def dataset_info(manifest: dict) -> data_pb2.DatasetInfo:
     return json_format.ParseDict(manifest, data_pb2.DatasetInfo(), ignore_unknown_fields=True)
 
 
+def dataset_counts(manifest: dict) -> data_pb2.DatasetInfo:
+    """The DatasetInfo of a manifest with only what its subsets' row counts need (num_rows,
+    predefined_split, statistics.split_counts; splits.subset_rows). A read parses this instead of
+    the whole: the per-column statistics of a 784-column dataset took ~30 ms on every stream."""
+    slim = {k: v for k, v in manifest.items() if k not in ("statistics", "fields", "shards")}
+    statistics = manifest.get("statistics") or {}
+    slim["statistics"] = {k: v for k, v in statistics.items() if k in ("split_counts", "splitCounts")}
+    return dataset_info(slim)
+
+
 # --- models -----------------------------------------------------------------
 #
 #   models/<name>/<version>/claim.json      a ModelClaim, written create-only FIRST: one publisher per version
