@@ -77,6 +77,15 @@ def upload(env: dict, name: str, total_bytes: int, distinct: int = 16) -> collec
     return stub.UploadDataset(messages(), timeout=3600)
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process so far, all its threads (None: this process)."""
+    if pid is None:
+        return sum(os.times()[:2])
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def scratch(prefix: str) -> str:
     """A fresh folder for a benchmark's store and data, under $TMPDIR (tempfile's rules)."""
     return tempfile.mkdtemp(prefix=prefix)

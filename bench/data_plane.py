@@ -5,9 +5,14 @@
 3. tf.data service, dispatcher + worker in another process.
 
 Prints MB/s of each and the ratios (targets: >= 1.0x tf.data service, >= 0.55x raw gRPC), best of
---repeat. The first cookline measurement reads every shard for the first time (each one hashed
-against its sha256); the repeats read the same files again, as a second epoch does (verified
-once per file: services/common/store.py, LocalStore.get_buffer): both are printed.
+--repeat rounds, each round measuring every path once. The first cookline measurement reads every
+shard for the first time (each one hashed against its sha256); the repeats read the same files
+again, as a second epoch does (verified once per file: services/common/store.py,
+LocalStore.get_buffer): both are printed.
+
+It also prints the CPU seconds each process of the cookline and raw paths spent per GB streamed
+(median of the runs after the first, Linux /proc): on a machine shared with other work the MB/s
+follow the CPU the streams get, while the CPU cost per GB moves much less.
 
     .venv/bin/python bench/data_plane.py [--mb 512] [--repeat 3]
 """
@@ -17,10 +22,11 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import shutil
+import statistics
 import time
 
 import grpc
-from common import ROWS, WIDTH, batch, data_plane, free_ports, scratch, upload
+from common import ROWS, WIDTH, batch, cpu_seconds, data_plane, free_ports, scratch, upload
 
 from cookline import channels, config, tensors
 from cookline.v1 import process_pb2
@@ -76,7 +82,8 @@ def _raw_server(port: int, count: int, ready) -> None:
     server.wait_for_termination()
 
 
-def raw_stream(count: int) -> tuple[int, float]:
+def raw_stream(count: int, cpu: dict | None = None) -> tuple[int, float]:
+    """(bytes, seconds) of one raw stream; `cpu`: gets each side's CPU seconds of the stream."""
     port = free_ports(1)[0]
     ready = mp.get_context("spawn").Event()
     proc = mp.get_context("spawn").Process(target=_raw_server, args=(port, count, ready), daemon=True)
@@ -84,9 +91,12 @@ def raw_stream(count: int) -> tuple[int, float]:
     ready.wait(60)
     with grpc.insecure_channel(f"127.0.0.1:{port}", options=config.grpc_options()) as ch:
         call = ch.unary_stream("/bench.Raw/Stream", request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        before = {"server": cpu_seconds(proc.pid), "client": cpu_seconds()}
         start = time.perf_counter()
         received = sum(len(m) for m in call(b"", timeout=3600))
         elapsed = time.perf_counter() - start
+        if cpu is not None:
+            cpu.update(server=cpu_seconds(proc.pid) - before["server"], client=cpu_seconds() - before["client"])
     proc.terminate()
     proc.join()
     return received, elapsed
@@ -145,17 +155,29 @@ def main() -> None:
     stack, env = data_plane(store)
     try:
         ref = upload(env, "bench", count * ROWS * WIDTH * 4).dataset.ref
-        results, first = {}, {}
-        for name, fn in (
-            ("cookline collect->process->consumer", lambda: _timed(cookline_stream, env, ref)),
-            ("raw one-hop gRPC bytes stream", lambda: raw_stream(count)),
-            ("tf.data service (worker in another process)", lambda: tf_data_service(count)),
-        ):
-            runs = []
-            for _ in range(args.repeat):
-                received, elapsed = fn()
-                runs.append(received / elapsed / MB)
-            results[name], first[name] = max(runs), runs[0]
+        pids = {service: proc.pid for service, proc in stack.procs.items()}
+        paths = {
+            "cookline collect->process->consumer": lambda used: _timed(cookline_stream, pids, used, env, ref),
+            "raw one-hop gRPC bytes stream": lambda used: raw_stream(count, used),
+            "tf.data service (worker in another process)": lambda used: tf_data_service(count),
+        }
+        runs: dict[str, list[float]] = {name: [] for name in paths}
+        used_per_gb: dict[str, list[dict]] = {name: [] for name in paths}
+        # Round by round (each path once per round), so a change in the machine's load between
+        # the measurements falls on every path alike rather than on one.
+        for _ in range(args.repeat):
+            for name, fn in paths.items():
+                used: dict[str, float] = {}
+                received, elapsed = fn(used)
+                runs[name].append(received / elapsed / MB)
+                used_per_gb[name].append({k: v / (received / 1e9) for k, v in used.items()})
+        results = {name: max(r) for name, r in runs.items()}
+        first = {name: r[0] for name, r in runs.items()}
+        cpu = {}
+        for name, per_run in used_per_gb.items():
+            repeats = per_run[1:] or per_run  # after the first: cookline's shards already verified
+            if repeats[0]:
+                cpu[name] = {k: statistics.median(u[k] for u in repeats) for k in repeats[0]}
     finally:
         stack.stop_all()
         shutil.rmtree(store, ignore_errors=True)
@@ -177,12 +199,22 @@ def main() -> None:
         f"  first cookline run (every shard hashed): {first['cookline collect->process->consumer']:.0f} MB/s, "
         f"{first['cookline collect->process->consumer'] / raw:.2f}x raw (info)"
     )
+    print("  CPU seconds per GB streamed (median of the runs after the first; info):")
+    for name, used in cpu.items():
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in used.items())
+        print(f"    {name:46s} {sum(used.values()):5.2f}  ({parts})")
 
 
-def _timed(fn, *args):
+def _timed(fn, pids: dict[str, int], used: dict, *args):
+    """Runs fn(*args) -> bytes; (bytes, seconds), and `used` gets each process's CPU seconds of the run
+    (the services in `pids`, and this process as the consumer)."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()} | {"consumer": cpu_seconds()}
     start = time.perf_counter()
     received = fn(*args)
-    return received, time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    after = {name: cpu_seconds(pid) for name, pid in pids.items()} | {"consumer": cpu_seconds()}
+    used.update({name: after[name] - before[name] for name in before})
+    return received, elapsed
 
 
 if __name__ == "__main__":

@@ -22,11 +22,11 @@ from cookline.v1 import (
     model_pb2,
     plugins_pb2,
     plugins_pb2_grpc,
-    serve_pb2,
-    serve_pb2_grpc,
+    registry_pb2,
     train_pb2,
     train_pb2_grpc,
 )
+from gateway import replicas
 from gateway.runs import RunStore
 from services.common.errors import Fail, status_of
 
@@ -90,10 +90,9 @@ class RunExecutor:
     def __init__(self, runs: RunStore):
         self.runs = runs
         # one channel per stage service: its calls, and the health check that a retry waits on
-        self.stage_channels = {service: channels.channel(service) for service in ("collect", "train", "serve")}
+        self.stage_channels = {service: channels.channel(service) for service in ("collect", "train")}
         self.collect = collect_pb2_grpc.CollectServiceStub(self.stage_channels["collect"])
         self.train = train_pb2_grpc.TrainServiceStub(self.stage_channels["train"])
-        self.serve = serve_pb2_grpc.ServeServiceStub(self.stage_channels["serve"])
         # Asked which plugins they loaded, for pipelines that use plugins (collect, process, train run them).
         self.plugin_stubs = {
             service: plugins_pb2_grpc.PluginServiceStub(channels.channel(service))
@@ -350,14 +349,30 @@ class RunExecutor:
         return result.model, metrics, evaluation
 
     def _serve(self, run_id, model: model_pb2.ModelRef, active: _Active):
+        """Deploys the run's version on every serve replica (gateway/replicas.py). When none could
+        take it because serve was down (UNAVAILABLE), tried again like any stage; a replica that
+        failed while others deployed it is named in the stage's message."""
         if active.cancelled.is_set():
             raise _Cancelled()
-        self._stage(run_id, gateway_pb2.STAGE_SERVE, False, f"loading {model.name} version {model.version}")
-        self._retrying(
-            active,
-            gateway_pb2.STAGE_SERVE,
-            lambda: self.serve.LoadModel.future(serve_pb2.LoadModelRequest(model=model), timeout=300),
-            lambda _response: None,
-            unary=True,
-        )
-        self._stage(run_id, gateway_pb2.STAGE_SERVE, True, f"serving {model.name} version {model.version}")
+        stage = gateway_pb2.STAGE_SERVE
+        self._stage(run_id, stage, False, f"loading {model.name} version {model.version}")
+        request = registry_pb2.DeployModelRequest(model=model)
+        for attempt in range(1, stage_retries() + 2):
+            try:
+                response = replicas.deploy(self.runs.store, request)
+                break
+            except Fail as exc:
+                if active.cancelled.is_set():
+                    raise _Cancelled() from None
+                if exc.code != grpc.StatusCode.UNAVAILABLE or attempt > stage_retries():
+                    raise _StageFailed(stage, exc) from None
+                self._stage(run_id, stage, False, f"attempt {attempt} lost the serve service ({exc.message}); retrying")
+                try:
+                    channels.wait_healthy(config.address("serve"), timeout=120)
+                except TimeoutError:
+                    raise _StageFailed(stage, exc) from None
+        failed = [r for r in response.replicas if r.code != "OK"]
+        where = f"on {len(response.replicas) - len(failed)} of {len(response.replicas)} serve replicas"
+        if failed:
+            where += " (not on " + "; ".join(f"{r.address}: {r.code} {r.message}" for r in failed) + ")"
+        self._stage(run_id, stage, True, f"serving {model.name} version {model.version} {where}")

@@ -8,7 +8,9 @@ extra hop and no (de)serialisation. The caller's deadline is passed on,
 cancelling the caller's call cancels the call to serve, and serve's status
 codes reach the caller unchanged. The other ServeService RPCs (LoadModel,
 UnloadModel, GetStats) are operator calls made to serve directly; on the
-gateway they answer UNIMPLEMENTED.
+gateway they answer UNIMPLEMENTED. Its RegistryService's DeployModel and
+UndeployModel make LoadModel and UnloadModel on every serve replica
+(gateway/replicas.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 A version exists while its cookline.json (a ModelRecord, read through
 services/common/layout.py) does; deleting a version removes that file first, so the
-version disappears in one step, then the rest of its files, its claim last.
+version disappears in one step, then the rest of its files, its claim last. Deploying and
+undeploying reach every serve replica (gateway/replicas.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import logging
 
 import grpc
 
+from cookline import config
 from cookline.v1 import records_pb2, registry_pb2, registry_pb2_grpc
+from gateway import replicas
 from services.common import layout
 from services.common.errors import Fail, invalid, not_found, rpc
 from services.common.store import ObjectStore
@@ -122,3 +125,29 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         layout.delete_model_version(self.store, name, version)
         log.info("model %s version %d deleted", name, version)
         return registry_pb2.DeleteModelVersionResponse(model=self._model(name))
+
+    @rpc
+    def DeployModel(self, request, context) -> registry_pb2.DeployModelResponse:
+        return replicas.deploy(self.store, request)
+
+    @rpc
+    def UndeployModel(self, request, context) -> registry_pb2.UndeployModelResponse:
+        return replicas.undeploy(self.store, request.name)
+
+    @rpc
+    def SweepAbandonedVersions(self, request, context) -> registry_pb2.SweepAbandonedVersionsResponse:
+        seconds = (
+            request.older_than_seconds
+            if request.HasField("older_than_seconds")
+            else int(config.abandoned_version_seconds())
+        )
+        found = layout.sweep_abandoned_versions(self.store, seconds, dry_run=request.dry_run)
+        return registry_pb2.SweepAbandonedVersionsResponse(
+            older_than_seconds=seconds,
+            versions=[
+                registry_pb2.AbandonedVersion(
+                    name=a.name, version=a.version, files=a.files, bytes=a.bytes, idle_seconds=int(a.idle_seconds)
+                )
+                for a in found
+            ],
+        )

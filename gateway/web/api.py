@@ -231,26 +231,30 @@ class Api:
         return JSONResponse({"model": as_dict(response.model)})
 
     async def deploy(self, request: Request):
-        """{"version": n} or {"alias": "a"}; neither deploys the newest version."""
+        """{"version": n} or {"alias": "a"}; neither deploys the newest version. On every serve replica
+        (RegistryService.DeployModel): {"metadata": ..., "replicas": [each replica's answer]}."""
         body = await json_body(request)
         version = _int(body.get("version") or 0, "version")
         alias = body.get("alias") or ""
         if not isinstance(alias, str):
             raise HTTPFail(400, f"alias: {alias!r} is not a string")
         response = await _call(
-            self.serve.LoadModel,
-            serve_pb2.LoadModelRequest(
+            self.registry.DeployModel,
+            registry_pb2.DeployModelRequest(
                 model=model_pb2.ModelRef(name=request.path_params["name"], version=version), alias=alias
             ),
             timeout=LOAD_TIMEOUT_S,
         )
-        return JSONResponse({"metadata": as_dict(response.metadata)})
+        return JSONResponse(as_dict(response))
 
     async def undeploy(self, request: Request):
+        """On every serve replica (RegistryService.UndeployModel): {"model": ..., "replicas": [...]}."""
         response = await _call(
-            self.serve.UnloadModel, serve_pb2.UnloadModelRequest(name=request.path_params["name"]), timeout=TIMEOUT_S
+            self.registry.UndeployModel,
+            registry_pb2.UndeployModelRequest(name=request.path_params["name"]),
+            timeout=LOAD_TIMEOUT_S,
         )
-        return JSONResponse({"model": as_dict(response.model)})
+        return JSONResponse(as_dict(response))
 
     async def set_alias(self, request: Request):
         body = await json_body(request)

@@ -19,7 +19,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import NamedTuple
 
 import certifi
 import urllib3
@@ -130,6 +131,13 @@ def _check_prefix(prefix: str) -> str:
     return prefix
 
 
+class ObjectStat(NamedTuple):
+    """What ObjectStore.stat tells of one object."""
+
+    size: int  # bytes
+    modified: float  # when it was last written, seconds since the epoch
+
+
 class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def put_bytes(self, key: str, data: bytes) -> None: ...
@@ -151,6 +159,10 @@ class ObjectStore(abc.ABC):
     def exists(self, key: str) -> bool: ...
     @abc.abstractmethod
     def list(self, prefix: str) -> Iterator[str]: ...
+    @abc.abstractmethod
+    def stat(self, key: str) -> ObjectStat:
+        """The object's size and when it was last written; NotFoundError if absent."""
+
     @abc.abstractmethod
     def delete(self, key: str) -> None: ...
     @abc.abstractmethod
@@ -192,8 +204,17 @@ class ObjectStore(abc.ABC):
         for key in list(self.list(prefix)):
             self.delete(key)
 
-    def publish(self, prefix: str, files: Mapping[str, str | bytes], manifest_name: str, manifest: bytes) -> None:
-        """Write `files` under `prefix`, then the manifest LAST; undo on failure.
+    def publish(
+        self,
+        prefix: str,
+        files: Mapping[str, str | bytes],
+        manifest_name: str,
+        manifest: bytes,
+        before_manifest: Callable[[], None] | None = None,
+    ) -> None:
+        """Write `files` under `prefix`, then the manifest LAST; undo on failure. `before_manifest`
+        runs between the two: an exception from it undoes the files too (a model version's publisher
+        checks there that its claim is still its own).
 
         Versions are immutable, so publishing over a published prefix is refused (and a
         failed re-publish must not clean up files the existing manifest refers to). The manifest
@@ -216,6 +237,8 @@ class ObjectStore(abc.ABC):
                     self.put_bytes(key, bytes(src))
                 else:
                     self.put_file(key, src)
+            if before_manifest is not None:
+                before_manifest()
             try:  # create-only: two publishers of one prefix cannot both win
                 self.put_new(prefix + manifest_name, manifest)
             except AlreadyExistsError:
@@ -402,6 +425,13 @@ class LocalStore(ObjectStore):
 
     def exists(self, key: str) -> bool:
         return os.path.isfile(self._path(key))
+
+    def stat(self, key: str) -> ObjectStat:
+        try:
+            found = os.stat(self._path(key))
+            return ObjectStat(found.st_size, found.st_mtime)
+        except FileNotFoundError:
+            raise NotFoundError(f"object not found: {key}") from None
 
     def list(self, prefix: str) -> Iterator[str]:
         _check_prefix(prefix)
@@ -651,6 +681,11 @@ class S3Store(ObjectStore):
             return True
         except NotFoundError:
             return False
+
+    def stat(self, key: str) -> ObjectStat:
+        _check_key(key)
+        found = self._call("stat " + key, lambda: self._client.stat_object(self.bucket, key), key=key)
+        return ObjectStat(int(found.size or 0), found.last_modified.timestamp() if found.last_modified else 0.0)
 
     def list(self, prefix: str) -> Iterator[str]:
         _check_prefix(prefix)

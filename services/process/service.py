@@ -44,9 +44,10 @@ class ProcessServicer(process_pb2_grpc.ProcessServiceServicer):
         return call
 
     def _pull(self, dataset, split, subset, context, part=None) -> Iterator[dict]:
-        """Batches of one subset (or part of it), streamed from collect, decoded without copying."""
-        for response in self._call(dataset, split, subset, PULL_BATCH, context, part=part):
-            yield tensors.batch_to_numpy(response.batch)
+        """Batches of one subset (or part of it), streamed from collect: views of the messages' bytes
+        (tensors.decode_batch; parsing them as protobuf messages first would copy every tensor)."""
+        for message in self._call(dataset, split, subset, PULL_BATCH, context, raw=True, part=part):
+            yield tensors.decode_batch(message)[0]
 
     @rpc
     def Fit(self, request: process_pb2.FitRequest, context) -> process_pb2.FitResponse:

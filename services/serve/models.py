@@ -545,8 +545,9 @@ class ModelManager:
         Reads the store when ref is not loaded: call it off the event loop.
 
         A model that this replica never loaded but the store marks deployed is loaded now, by the
-        call that asks for it: LoadModel reaches one serve replica, and the deployed record it
-        writes is the state every replica follows (as each does at start-up)."""
+        call that asks for it: a LoadModel sent to serve's address reaches one replica (the gateway's
+        DeployModel reaches each), and the deployed record it writes is the state every replica
+        follows (as each does at start-up)."""
         model = self.loaded(ref)
         if model is not None:
             return model

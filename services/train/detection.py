@@ -10,8 +10,10 @@ peaks become boxes, and tf.image.combined_non_max_suppression keeps the best per
 score and IoU thresholds and max_detections of the pipeline file (train.score_threshold, ...).
 
 The backbone is built by the same functions as the cnn and mobilenet_v2 classifiers
-(models.cnn_features, models.mobilenet_features), as a model of its own named "backbone", so the
-weights of a base model's backbone can be loaded into it.
+(models.cnn_features, models.mobilenet_features), as a model of its own named "backbone". A
+detector started from train.base (`build_on`) takes that model from a detector base, or cuts it
+from a classifier base at its deepest feature map (`backbone_of`); train.freeze and
+train.fine_tune count its layers.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import numpy as np
 import tensorflow as tf
 
 from cookline.v1 import pipeline_pb2, train_pb2
+from services.common.errors import invalid
+from services.train import transfer
 from services.train.feed import EpochFeed
 
 if TYPE_CHECKING:  # models imports this module's callers; plan is only a type here
@@ -42,6 +46,8 @@ CANDIDATES = 100
 EXAMPLES = 6
 # Weights of the box-size and centre-offset losses beside the heatmap's focal loss.
 SIZE_WEIGHT, OFFSET_WEIGHT = 5.0, 1.0
+# Name of the heatmap's output layer (new in a detector started from a detector).
+HEATMAP = "heatmap"
 
 
 def grid(height: int, width: int) -> tuple[int, int]:
@@ -61,25 +67,120 @@ def build(spec: pipeline_pb2.TrainSpec, input_shape, num_classes: int, input_dty
         features, stride = models.mobilenet_features(spec, image, input_dtype)
     else:
         features, stride = models.cnn_features(spec, image, input_dtype)
-    backbone = keras.Model(image, features, name="backbone")
-    x = backbone(inputs)
+    backbone = keras.Model(image, features, name=transfer.BACKBONE)
+    model = _heads(inputs, backbone(inputs), stride, num_classes)
+    compile_model(model, spec, num_classes, spec.learning_rate)
+    return model
+
+
+def build_on(base: keras.Model, spec: pipeline_pb2.TrainSpec, input_shape, num_classes: int) -> keras.Model:
+    """The trainable detector on train.base's network (`backbone_of`: a classifier's convolutions, or
+    a detector's backbone), compiled, train.freeze applied to the backbone. A detector base also
+    gives its head layers wherever their weights' shapes fit; the heatmap's output layer is always
+    new (one channel per class of the new data). The input takes the base's dtype (export casts to it)."""
+    shape = tuple(int(d) for d in input_shape)
+    backbone = backbone_of(base, spec.base)
+    inputs = keras.Input(shape=shape, name="features", dtype=base.inputs[0].dtype)
+    features = backbone(inputs, training=False)  # frozen or not, batch norm keeps its statistics
+    stride = max(1, round(shape[0] / int(features.shape[1])))
+    model = _heads(inputs, features, stride, num_classes)
+    if _is_detector(base):
+        _keep_heads(base, model)
+    transfer.check_counts(model, spec)
+    transfer.freeze(model, spec)
+    compile_model(model, spec, num_classes, spec.learning_rate)
+    return model
+
+
+def compile_model(model: keras.Model, spec: pipeline_pb2.TrainSpec, num_classes: int, learning_rate: float) -> None:
+    """Compiles the detector with its loss and train.optimizer at `learning_rate` (again after
+    train.fine_tune changes which layers train)."""
+    from services.train import models
+
+    model.compile(optimizer=models.optimizer(spec, learning_rate), loss=DetectionLoss(num_classes))
+
+
+def _heads(inputs, features, stride: int, num_classes: int) -> keras.Model:
+    """The detector on a backbone's feature map (`stride` pixels per cell): upsampled to STRIDE, then
+    the heatmap and box heads."""
+    x = features
     while stride > STRIDE:  # upsample to the output grid
         x = keras.layers.UpSampling2D(2, interpolation="bilinear")(x)
         x = _conv(x)
         stride //= 2
-    gh, gw = grid(shape[0], shape[1])
+    gh, gw = grid(int(inputs.shape[1]), int(inputs.shape[2]))
     if (int(x.shape[1]), int(x.shape[2])) != (gh, gw):
         x = keras.layers.Resizing(gh, gw, interpolation="bilinear")(x)
     heat = _conv(x)
-    heat = keras.layers.Conv2D(num_classes, 1, bias_initializer=keras.initializers.Constant(-2.19), name="heatmap")(
+    heat = keras.layers.Conv2D(num_classes, 1, bias_initializer=keras.initializers.Constant(-2.19), name=HEATMAP)(
         heat
     )  # -2.19: a prior of 0.1 per cell, as CenterNet starts
     box = _conv(x)
     box = keras.layers.Conv2D(4, 1, name="box")(box)
     outputs = keras.layers.Concatenate(name="maps")([heat, box])
-    model = keras.Model(inputs, outputs, name="detector")
-    model.compile(optimizer=models.optimizer(spec), loss=DetectionLoss(num_classes))
-    return model
+    return keras.Model(inputs, outputs, name="detector")
+
+
+def _is_detector(network: keras.Model) -> bool:
+    """True for a detector's network (a nested transfer.BACKBONE and the "maps" output), as published."""
+    names = {layer.name for layer in network.layers}
+    return transfer.BACKBONE in names and "maps" in names
+
+
+def backbone_of(network: keras.Model, base: str) -> keras.Model:
+    """The part of train.base's network a detector sits on, sharing its layers (and weights): a
+    detector's transfer.BACKBONE; else the network up to its deepest feature map [h, w, channels] (a cnn's
+    last pooling; inside a nested MobileNetV2, models.MOBILENET_FEATURES as the detector's own
+    mobilenet_v2 backbone has), its flattening and dense layers dropped. INVALID_ARGUMENT naming
+    train.base when it has none (an mlp, a linear or a text model)."""
+    if _is_detector(network):
+        return network.get_layer(transfer.BACKBONE)
+    features = _feature_map(network)
+    backbone = None if features is None else keras.Model(network.inputs, features, name=transfer.BACKBONE)
+    if backbone is None or not any("Conv" in type(layer).__name__ for layer in transfer.leaves(backbone)):
+        raise invalid(
+            f"train.base: {base!r} has no convolutional layers a detector can sit on (no layer gives a feature "
+            "map [height, width, channels] after a convolution); start a detector from a cnn, mobilenet_v2 or "
+            "detector model"
+        )
+    return backbone
+
+
+def _feature_map(model: keras.Model):
+    """The symbolic tensor of `model`'s deepest feature map (rank 4), reached from model.inputs; None
+    when it has none. Nested models are searched too (a classifier started from a base nests it, and
+    mobilenet_v2 nests MobileNetV2)."""
+    from services.train import models
+
+    if any(layer.name == models.MOBILENET_FEATURES for layer in model.layers):
+        return model.get_layer(models.MOBILENET_FEATURES).output
+    for layer in reversed(model.layers):
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if isinstance(layer, keras.Model):
+            inner = _feature_map(layer)
+            if inner is None:
+                continue
+            # the tensor this model feeds the nested one (Keras keeps a node per call; published
+            # networks call each nested model once)
+            source = layer._inbound_nodes[0].input_tensors[0]
+            return keras.Model(layer.inputs, inner, name=f"{layer.name}_features")(source)
+        if len(layer.output.shape) == 4:
+            return layer.output
+    return None
+
+
+def _keep_heads(base: keras.Model, model: keras.Model) -> None:
+    """Copies the weights of a detector base's head layers into `model`'s where the layers match in
+    order, kind and weight shapes; the heatmap output layer stays new."""
+    mine = [layer for layer in model.layers if layer.name != transfer.BACKBONE and layer.weights]
+    theirs = [layer for layer in base.layers if layer.name != transfer.BACKBONE and layer.weights]
+    for new, old in zip(mine, theirs, strict=False):
+        if new.name == HEATMAP or type(new) is not type(old):
+            continue
+        weights = old.get_weights()
+        if [w.shape for w in weights] == [tuple(w.shape) for w in new.weights]:
+            new.set_weights(weights)
 
 
 def _conv(x):

@@ -260,6 +260,8 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         base = transfer.load(self.store, spec) if spec.base else None
         if base is not None:
             transfer.check_fits(base.network, spec, input_name, input_dtype, input_shape)
+            if train_spec.is_detector(spec.model):  # the backbone it gives, and the layer counts on it
+                transfer.check_part(detection.backbone_of(base.network, spec.base), spec)
         return Plan(
             request=request,
             name=name,
@@ -312,7 +314,10 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             if model is None:
                 with _SEEDING:
                     keras.utils.set_random_seed(int(spec.seed) & 0xFFFFFFFF)
-                    model = detection.build(spec, plan.input_shape, num_classes, plan.input_dtype)
+                    if plan.base is None:
+                        model = detection.build(spec, plan.input_shape, num_classes, plan.input_dtype)
+                    else:
+                        model = detection.build_on(plan.base.network, spec, plan.input_shape, num_classes)
         elif spec.base or spec.weights:  # weights that are not fresh: no warm model stands in
             if model is None:
                 base = plan.base.network if plan.base else None
@@ -354,7 +359,10 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                     start, feeds = int(spec.epochs), None  # those feeds ran ahead: new ones for the next phase
                 if start < epochs and not plan.cancelled.is_set() and not progress.diverged:  # train.fine_tune
                     transfer.unfreeze(model, spec)
-                    models.compile_model(model, spec, num_classes, spec.fine_tune.learning_rate)
+                    compile_model = (
+                        detection.compile_model if train_spec.is_detector(spec.model) else models.compile_model
+                    )
+                    compile_model(model, spec, num_classes, spec.fine_tune.learning_rate)
                     log.info("run %s: fine-tuning from epoch %d", plan.request.run_id, start + 1)
                     if feeds is None:
                         feeds = (
@@ -456,7 +464,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                 inputs = detection.export(trained, plan.spec, tmp)
             else:
                 inputs = models.export(trained, tmp)
-                fitted.model.save(os.path.join(tmp, transfer.NETWORK))  # what a later train.base starts from
+            fitted.model.save(os.path.join(tmp, transfer.NETWORK))  # what a later train.base starts from
             if request.pipeline.export.tfjs:
                 tfjs.write(trained, name, claim.version, os.path.join(tmp, "tfjs"))
             files = {}

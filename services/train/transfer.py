@@ -6,7 +6,8 @@ A base is a Keras network that takes the tensor the process ops produce. A cookl
 version stores its network as NETWORK beside the SavedModel (the SavedModel takes raw inputs and
 has the preprocessing built in, so it is not what a new network is built on). A base's last
 layer, when it is a dense layer (a classifier's output), is dropped; models.build puts the new
-head on what is left, nested as one layer named BASE.
+head on what is left, nested as one layer named BASE. A detector keeps only the base's
+convolutions, nested as BACKBONE (services/train/detection.py, build_on).
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ log = logging.getLogger("cookline.train")
 NETWORK = "network.keras"
 # Name of the nested model that holds the layers taken from the base (or the pretrained weights).
 BASE = "base"
+# Name of a detector's nested backbone (services/train/detection.py): what train.freeze and
+# train.fine_tune.unfreeze count in a detector started from a base.
+BACKBONE = "backbone"
 
 
 @dataclass
@@ -158,7 +162,9 @@ def body(network: keras.Model) -> keras.Model:
     """The layers of the base a new head goes on: all but its last layer when that is a dense layer."""
     layers = [layer for layer in network.layers if not isinstance(layer, keras.layers.InputLayer)]
     if len(layers) > 1 and isinstance(layers[-1], keras.layers.Dense):
-        return keras.Model(network.inputs, network.layers[-2].output, name=BASE)
+        # The head's input in this graph: a nested model's own .output (a base fine-tuned from a
+        # base) would lead back into the nested graph and its own input layer.
+        return keras.Model(network.inputs, layers[-1].input, name=BASE)
     return keras.Model(network.inputs, network.outputs[0], name=BASE)
 
 
@@ -174,8 +180,21 @@ def leaves(layer) -> list:
 
 
 def based_part(model: keras.Model) -> keras.Model | None:
-    """The nested model holding what came from the base or the pretrained weights, if any."""
-    return next((layer for layer in model.layers if layer.name == BASE and isinstance(layer, keras.Model)), None)
+    """The nested model holding what came from the base or the pretrained weights (a detector's
+    backbone), if any."""
+    return next(
+        (layer for layer in model.layers if layer.name in (BASE, BACKBONE) and isinstance(layer, keras.Model)), None
+    )
+
+
+def _set_trainable(layer, value: bool) -> None:
+    """Sets `layer` and every layer nested in it trainable or not. Keras' own setter leaves the layers
+    alone when a model cut from another's tensors has not listed them yet, and a loaded base keeps
+    the trainable flags it was saved with."""
+    layer.trainable = value
+    if isinstance(layer, keras.Model):
+        for inner in layer.layers:
+            _set_trainable(inner, value)
 
 
 def _count(value: str, layers: int, where: str, what: str, spec_value: str) -> int:
@@ -190,11 +209,11 @@ def freeze(model: keras.Model, spec: pipeline_pb2.TrainSpec) -> None:
     part = based_part(model)
     if part is None:
         return
-    part.trainable = True  # every layer, then those that stay frozen
+    _set_trainable(part, True)  # every layer, then those that stay frozen
     if spec.freeze in ("", "none"):
         return
     if spec.freeze == "base":
-        part.trainable = False
+        _set_trainable(part, False)
         return
     layers = leaves(part)
     origin = spec.base or spec.weights
@@ -206,8 +225,12 @@ def freeze(model: keras.Model, spec: pipeline_pb2.TrainSpec) -> None:
 def check_counts(model: keras.Model, spec: pipeline_pb2.TrainSpec) -> None:
     """INVALID_ARGUMENT before training when freeze or fine_tune.unfreeze counts more layers than the base has."""
     part = based_part(model)
-    if part is None:
-        return
+    if part is not None:
+        check_part(part, spec)
+
+
+def check_part(part: keras.Model, spec: pipeline_pb2.TrainSpec) -> None:
+    """check_counts on the part taken from the base (or the pretrained weights)."""
     layers, origin = len(leaves(part)), spec.base or spec.weights
     if any(isinstance(layer, keras.layers.TFSMLayer) for layer in leaves(part)):
         if spec.freeze != "base" or spec.HasField("fine_tune"):
@@ -231,7 +254,7 @@ def unfreeze(model: keras.Model, spec: pipeline_pb2.TrainSpec) -> None:
         return
     layers = leaves(part)
     trained = [layer.trainable for layer in layers]
-    part.trainable = True  # sets every layer below it
+    _set_trainable(part, True)
     if spec.fine_tune.unfreeze == "all":
         return
     count = train_spec.layer_count(spec.fine_tune.unfreeze, "train.fine_tune.unfreeze")

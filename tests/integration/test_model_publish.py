@@ -1,19 +1,24 @@
 """Publishing model versions (services/common/layout.py: claim_model_version, publish_model) on the
 local store and on S3 (SeaweedFS): publishers racing for one version number each end with a
 version of their own, every published version keeps exactly the files its record lists (their
-sha256 verify), and a publisher that fails cleans up only what it wrote."""
+sha256 verify), a publisher that fails cleans up only what it wrote, and the files of a publish that
+died (a claim with no record, idle for longer than the sweep's age) are swept while published and
+recent ones are kept."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+import grpc
 import pytest
 from google.protobuf import json_format
 
 from cookline.v1 import records_pb2
 from services.common import layout
+from services.common.errors import Fail
 from services.common.store import LocalStore, ObjectStore, S3Store
 
 PUBLISHERS = 3
@@ -109,3 +114,54 @@ def test_a_failed_publish_removes_only_its_own_objects(backend, tmp_path):
     assert layout.model_versions(store, "raced") == [2]
     assert check_published(store, written, tmp_path) == {"run-1": 2}
     assert layout.claim_model_version(store, "raced").version == 3  # never a published number
+
+
+def read_claim(store: ObjectStore, version: int) -> records_pb2.ModelClaim:
+    claim = records_pb2.ModelClaim()
+    json_format.Parse(store.get_bytes(layout.model_prefix("raced", version) + layout.MODEL_CLAIM), claim)
+    return claim
+
+
+def test_abandoned_versions_are_swept_and_published_or_recent_ones_kept(backend, tmp_path):
+    store = backend()
+    written = {"run-1": model_files(1)}
+    assert publish(store, 1, written["run-1"]) == 1
+    killed = layout.claim_model_version(store, "raced", "run-2")  # killed mid-upload: two files written
+    partial = model_files(2)
+    for name in ("saved_model.pb", "variables/variables.index"):
+        store.put_bytes(killed.prefix + name, partial[name])
+    layout.claim_model_version(store, "raced", "run-3")  # killed before its first file: the claim alone
+    now = time.time()
+
+    assert layout.sweep_abandoned_versions(store, 3600, at=now) == []  # written just now: in progress
+    later = now + 7200
+    dry = layout.sweep_abandoned_versions(store, 3600, dry_run=True, at=later)
+    size = len(partial["saved_model.pb"]) + len(partial["variables/variables.index"])
+    assert [(a.version, a.files, a.bytes) for a in dry] == [(2, 2, size), (3, 0, 0)]
+    assert len(list(store.list(killed.prefix))) == 3  # a dry run changes nothing
+
+    swept = layout.sweep_abandoned_versions(store, 3600, at=later)
+    assert [(a.version, a.files) for a in swept] == [(2, 2), (3, 0)]
+    for version, run_id in ((2, "run-2"), (3, "run-3")):
+        assert list(store.list(layout.model_prefix("raced", version))) == [
+            layout.model_prefix("raced", version) + layout.MODEL_CLAIM
+        ]
+        claim = read_claim(store, version)
+        assert claim.run_id == run_id and claim.token == "" and claim.abandoned_at
+    assert check_published(store, written, tmp_path) == {"run-1": 1}  # untouched, its sha256 verify
+    assert layout.sweep_abandoned_versions(store, 3600, at=later) == []  # swept once
+    assert layout.claim_model_version(store, "raced").version == 4  # swept numbers stay skipped
+
+
+def test_a_stalled_publisher_cannot_publish_into_a_swept_version(backend, tmp_path):
+    store = backend()
+    stalled = layout.claim_model_version(store, "raced", "run-1")
+    swept = layout.sweep_abandoned_versions(store, 0)  # age 0: even a publish in progress
+    assert [a.version for a in swept] == [1]
+    with pytest.raises(Fail) as failed, stalled:  # it wakes up and publishes
+        layout.publish_model(store, stalled, records_pb2.ModelRecord(run_id="run-1"), model_files(1))
+    assert failed.value.code == grpc.StatusCode.ABORTED and "swept as abandoned" in failed.value.message
+    # its files were undone, and its release left the sweeper's claim: the number stays skipped
+    assert list(store.list(stalled.prefix)) == [stalled.prefix + layout.MODEL_CLAIM]
+    assert read_claim(store, 1).abandoned_at
+    assert layout.model_versions(store, "raced") == []

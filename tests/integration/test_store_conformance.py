@@ -7,6 +7,7 @@ import hashlib
 import os
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -94,6 +95,17 @@ def test_list_dirs(store):
     assert store.list_dirs("models/none/") == []
     store.delete("models/iris/1/saved_model.pb")  # a folder with no objects is gone
     assert store.list_dirs("models/iris/") == ["10", "2"]
+
+
+def test_stat_gives_size_and_time_of_last_write(store):
+    before = time.time()
+    store.put_bytes("models/m/1/a.bin", b"x" * 1234)
+    found = store.stat("models/m/1/a.bin")
+    assert found.size == 1234
+    # S3 keeps whole seconds (Last-Modified), so the write may show up to 1 s before `before`
+    assert before - 1 <= found.modified <= time.time()
+    with pytest.raises(NotFoundError):
+        store.stat("models/m/1/missing.bin")
 
 
 def test_delete_and_delete_missing(store):

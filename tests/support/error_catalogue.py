@@ -168,6 +168,20 @@ def _wide_base(ctx):
     return _train(ctx, model="mlp", base=path)
 
 
+def _flat_detector_base(ctx):
+    """A detector on a one-image voc data set (8x8 scenes) from a .keras mlp that takes them: it has
+    no convolution for the detector's backbone."""
+    import keras  # TensorFlow loads only when a case runs
+
+    source = _detection_data(ctx, "voc", [("square", 1, 1, 5, 5)])
+    info = _ingest(ctx, source, "", "one-scene", format="voc")[-1].dataset
+    inputs = keras.Input((8, 8, 3), dtype="uint8")
+    flat = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    path = os.path.join(ctx.scratch, "flat.keras")
+    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(flat)).save(path)
+    return _train(ctx, dataset=info.ref, model="detector", base=path)
+
+
 def _imagenet_absent(ctx):
     """mobilenet_v2 with ImageNet weights on a small image folder, where no weights file is placed."""
     from PIL import Image
@@ -819,6 +833,14 @@ CASES = [
     Case(
         "train",
         "Train",
+        "`train.base` of a detector without convolutions (an mlp)",
+        INVALID,
+        "flat.keras' has no convolutional layers a detector can sit on",
+        _flat_detector_base,
+    ),
+    Case(
+        "train",
+        "Train",
         "`train.weights: imagenet` without Keras' weights file in KERAS_HOME/models",
         FAILED_PRECONDITION,
         "train.weights: imagenet needs Keras' weights file "
@@ -978,6 +1000,45 @@ CASES = [
         "is deployed",
         lambda c: c.registry.DeleteModelVersion(
             registry_pb2.DeleteModelVersionRequest(name="iris", version=1), timeout=10
+        ),
+    ),
+    Case(
+        "gateway",
+        "DeployModel",
+        "a version that is not published (checked before any serve replica is called)",
+        NOT_FOUND,
+        "model 'iris' version 99 not found",
+        lambda c: c.registry.DeployModel(
+            registry_pb2.DeployModelRequest(model=model_pb2.ModelRef(name="iris", version=99)), timeout=10
+        ),
+    ),
+    Case(
+        "gateway",
+        "DeployModel",
+        "both `model.version` and `alias`",
+        INVALID,
+        "model.version: 1 given together with alias 'production'",
+        lambda c: c.registry.DeployModel(
+            registry_pb2.DeployModelRequest(model=model_pb2.ModelRef(name="iris", version=1), alias="production"),
+            timeout=10,
+        ),
+    ),
+    Case(
+        "gateway",
+        "UndeployModel",
+        "unknown model",
+        NOT_FOUND,
+        "model 'nomodel' not found",
+        lambda c: c.registry.UndeployModel(registry_pb2.UndeployModelRequest(name="nomodel"), timeout=30),
+    ),
+    Case(
+        "gateway",
+        "SweepAbandonedVersions",
+        "a negative `older_than_seconds`",
+        INVALID,
+        "older_than_seconds: -1 is negative",
+        lambda c: c.registry.SweepAbandonedVersions(
+            registry_pb2.SweepAbandonedVersionsRequest(older_than_seconds=-1), timeout=10
         ),
     ),
     # --- partitioned streams (one training worker's share) --------------------------------

@@ -265,15 +265,16 @@ def remote_data(folder) -> tuple[str, str]:
     return str(folder / "flowers.csv"), str(folder / "digits")
 
 
+def cli(*args: str, env: Mapping[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """`cookline ARGS...` run as a user runs it (a subprocess); its exit code, stdout and stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "cookline.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def report_page(run_id: str, env: Mapping[str, str], out) -> str:
     """`cookline report RUN --out OUT` run as a user runs it; the HTML page it wrote."""
-    done = subprocess.run(
-        [sys.executable, "-m", "cookline.cli", "report", run_id, "--out", str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = cli("report", run_id, "--out", str(out), env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     with open(out, encoding="utf-8") as f:
         return f.read()

@@ -164,3 +164,25 @@ def test_a_published_model_record_keeps_the_keys_its_readers_index(local_store):
         "uri": "models/houses/1/",
     }
     assert layout.read_model_record(local_store, "houses", version).base.version == 1
+
+
+def test_a_read_counts_the_rows_of_a_manifest_without_its_column_statistics():
+    """layout.dataset_counts (what ReadDataset parses) gives every subset the rows the whole
+    DatasetInfo gives, for a seeded split and a predefined one."""
+    from cookline.v1 import data_pb2
+    from services.collect.ingest import manifest_bytes
+    from services.common import splits
+
+    stats = data_pb2.DatasetStatistics(
+        numeric=[data_pb2.NumericStatistics(name=f"c{i}", mean=i) for i in range(50)],
+        label_counts={"a": 70, "b": 30},
+        split_counts={"train": 60, "validation": 25, "test": 15},
+    )
+    split = data_pb2.SplitSpec(validation=0.2, test=0.1, seed=3)
+    for predefined in (False, True):
+        info = data_pb2.DatasetInfo(num_rows=100, predefined_split=predefined, statistics=stats)
+        manifest = json.loads(manifest_bytes(info, [{"key": "shard-0.npz", "rows": 100}]))
+        slim = layout.dataset_counts(manifest)
+        assert not slim.statistics.numeric  # the column statistics are not parsed
+        assert splits.subset_rows(slim, split) == splits.subset_rows(layout.dataset_info(manifest), split)
+    assert splits.subset_rows(slim, split)[data_pb2.SUBSET_VALIDATION] == 25  # the predefined folders' counts

@@ -123,3 +123,29 @@ def test_imagenet_weights_come_from_keras_home_or_nowhere(tmp_path, monkeypatch)
     part = transfer.based_part(model)
     assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(part.weights, stored.weights, strict=True))
     assert not any(layer.trainable for layer in transfer.leaves(part))  # freeze: base by default
+
+
+def test_a_base_saved_with_frozen_layers_trains_them_when_freeze_says_none(network, tmp_path):
+    """A loaded network keeps the trainable flags it was saved with; freeze decides them anew."""
+    saved = keras.models.load_model(network, compile=False)
+    for layer in saved.layers[:4]:
+        layer.trainable = False
+    path = str(tmp_path / transfer.NETWORK)
+    saved.save(path)
+    spec = _spec(model="cnn", base="shapes:2", freeze="none")
+    model = models.build_on(keras.models.load_model(path, compile=False), spec, [16, 16, 1], 2)
+    assert all(layer.trainable for layer in transfer.leaves(transfer.based_part(model)))
+
+
+def test_a_model_fine_tuned_from_a_base_is_a_base_again(network, tmp_path):
+    """A fine-tuned classifier (its own base nested in it) saved and built on once more: its body is
+    everything but its head, the same features the first fine-tuned model computed."""
+    first, _ = _build(network, classes=2)
+    path = str(tmp_path / transfer.NETWORK)
+    first.save(path)
+    second, _ = _build(path, classes=4)
+    assert second.output.shape[-1] == 4
+    # the first model's base (7 layers) is kept whole; only its 2-class head is dropped
+    assert len(transfer.leaves(transfer.based_part(second))) == 7
+    x = np.random.default_rng(1).integers(0, 255, (4, 16, 16, 1)).astype("uint8")
+    np.testing.assert_allclose(transfer.body(second)(x), transfer.body(first)(x), rtol=1e-6)

@@ -37,6 +37,8 @@ def test_defaults_with_a_base():
     assert train.freeze == "base"  # only the new head trains at first
     assert list(train.hidden_units) == [] and list(train.conv_filters) == []  # the base's architecture
     assert train.fine_tune.unfreeze == "all" and train.fine_tune.learning_rate == pytest.approx(0.001)
+    detector = parse("model: detector, base: 'shapes:1', fine_tune: {epochs: 2, unfreeze: 3}")
+    assert detector.freeze == "base" and detector.backbone == "" and list(detector.conv_filters) == []
 
 
 def test_layer_counts_are_numbers_in_a_file():
@@ -51,6 +53,7 @@ def test_layer_counts_are_numbers_in_a_file():
         ("model: cnn, base: 'Shapes@prod'", "train.base: 'Shapes@prod' is neither a registry model"),
         ("model: cnn, base: 'shapes@Prod'", "train.base: alias 'Prod' of 'shapes@Prod' is not an alias name"),
         ("model: cnn, base: 'shapes:1', conv_filters: [8]", "train.conv_filters: the architecture comes from"),
+        ("model: detector, base: 'shapes:1', backbone: cnn", "train.backbone: the architecture comes from"),
         ("model: cnn, freeze: base", "train.freeze: needs train.base or train.weights"),
         ("model: cnn, base: 'a:1', freeze: 0", "train.freeze: '0' is not base, none or a number of layers"),
         ("model: cnn, base: 'a:1', freeze: some", "train.freeze: 'some' is not base, none or a number"),

@@ -1,4 +1,5 @@
-"""The `cookline` command: up, health, validate, upload, run, predict, report. Never imports TensorFlow."""
+"""The `cookline` command: up, health, validate, upload, run, predict, report, and the model registry
+(models, alias, deploy, undeploy, delete-model, gc). Never imports TensorFlow."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from cookline import channels, config
 from cookline.client import TERMINAL, Client
 from cookline.spec.sources import is_number
-from cookline.v1 import data_pb2, gateway_pb2, pipeline_pb2, registry_pb2
+from cookline.v1 import data_pb2, gateway_pb2, model_pb2, pipeline_pb2, registry_pb2
 
 console = Console(stderr=True, soft_wrap=True)  # long paths and messages stay on one line (copy-pasteable)
 
@@ -466,6 +467,180 @@ def cmd_delete_model(args) -> int:
     return 0
 
 
+# The metric `cookline models` shows per version: the first of these it has.
+HEADLINE_EVALUATION = ("accuracy", "r2", "map50")
+HEADLINE_TRAINING = ("val_accuracy", "accuracy", "val_loss", "loss")
+
+
+def headline(version: registry_pb2.ModelVersionInfo) -> str:
+    """A version's one metric: its held-out evaluation's (accuracy, r2 or map50) when it has one,
+    else its final training metric; "-" when it has neither."""
+    evaluation = version.evaluation.metrics
+    for name in HEADLINE_EVALUATION:
+        if name in evaluation:
+            subset = "test" if version.evaluation.subset == data_pb2.SUBSET_TEST else "validation"
+            return f"{name} {evaluation[name]:.4f} ({subset})"
+    for name in HEADLINE_TRAINING:
+        if name in version.metrics:
+            return f"{name} {version.metrics[name]:.4f}"
+    return "-"
+
+
+def version_ranges(versions: list[int]) -> str:
+    """1,2,3,5 -> "1-3, 5"."""
+    parts: list[str] = []
+    for v in versions:
+        if parts and parts[-1].split("-")[-1] == str(v - 1):
+            parts[-1] = f"{parts[-1].split('-')[0]}-{v}"
+        else:
+            parts.append(str(v))
+    return ", ".join(parts) or "-"
+
+
+def _aliases_text(aliases) -> str:
+    return ", ".join(f"{a}={v}" for a, v in sorted(aliases.items())) or "-"
+
+
+def _table(rows: list[list[str]]) -> None:
+    """Columns padded to their widest cell (the last column is not padded), on stdout."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+
+
+def cmd_models(args) -> int:
+    """Every model (name, versions, deployed version, aliases, metric), or one model's versions."""
+    with Client(gateway=args.gateway) as client:
+        try:
+            if args.model:
+                models = [client.registry.GetModel(registry_pb2.GetModelRequest(name=args.model), timeout=60).model]
+            else:
+                models = list(client.registry.ListModels(registry_pb2.ListModelsRequest(), timeout=60).models)
+        except grpc.RpcError as exc:
+            return _fail(exc)
+    if args.output == "json":
+        for model in models:
+            print(json_format.MessageToJson(model, preserving_proto_field_name=True, indent=None))
+        return 0
+    if not models:
+        console.print("no models yet: a run publishes one (cookline run PIPELINE.yaml)")
+        return 0
+    if not args.model:
+        rows = [["NAME", "VERSIONS", "DEPLOYED", "ALIASES", "METRIC"]]
+        for model in models:
+            shown = next((v for v in model.versions if v.deployed), model.versions[-1])
+            rows.append(
+                [
+                    model.name,
+                    version_ranges([v.version for v in model.versions]),
+                    str(model.deployed_version or "-"),
+                    _aliases_text(model.aliases),
+                    f"{headline(shown)}, version {shown.version}",
+                ]
+            )
+        _table(rows)
+        return 0
+    model = models[0]
+    rows = [["VERSION", "CREATED", "DEPLOYED", "ALIASES", "DATASET", "METRIC"]]
+    for v in model.versions:
+        dataset = f"{v.lineage.dataset.name}@{v.lineage.dataset.version[:12]}" if v.lineage.dataset.name else "-"
+        rows.append(
+            [
+                str(v.version),
+                v.created_at,
+                "yes" if v.deployed else "",
+                ", ".join(v.aliases) or "-",
+                dataset,
+                headline(v),
+            ]
+        )
+    _table(rows)
+    return 0
+
+
+def cmd_alias(args) -> int:
+    request = registry_pb2.SetAliasRequest(name=args.model, alias=args.alias, version=args.version)
+    with Client(gateway=args.gateway) as client:
+        try:
+            client.registry.SetAlias(request, timeout=60)
+        except grpc.RpcError as exc:
+            return _fail(exc)
+    console.print(f"alias {escape(args.alias)} of model {escape(args.model)} -> version {args.version}")
+    return 0
+
+
+def _replica_lines(replicas, ok: tuple[str, ...], done: str) -> int:
+    """Prints each serve replica's answer; 1 when one failed (an answer not in `ok`), else 0."""
+    failed = 0
+    for r in replicas:
+        if r.code == "OK":
+            console.print(f"  {escape(r.address)}: {done} version {r.version}")
+        elif r.code in ok:
+            console.print(f"  {escape(r.address)}: did not serve it")
+        else:
+            failed += 1
+            console.print(f"  {escape(r.address)}: [red]{r.code}[/red] {escape(r.message)}")
+    if failed:
+        console.print(
+            f"[red]error[/red] {failed} of {len(replicas)} serve replicas failed; run the command again "
+            "once they are back (each replica also follows the store's deployed record when it starts)"
+        )
+    return 1 if failed else 0
+
+
+def cmd_deploy(args) -> int:
+    if args.version and args.alias:
+        console.print("[red]error[/red] give --version or --alias, not both")
+        return 2
+    request = registry_pb2.DeployModelRequest(
+        model=model_pb2.ModelRef(name=args.model, version=args.version or 0), alias=args.alias or ""
+    )
+    with Client(gateway=args.gateway) as client:
+        try:
+            response = client.registry.DeployModel(request, timeout=600)
+        except grpc.RpcError as exc:
+            return _fail(exc)
+    deployed = response.metadata.model.version
+    console.print(
+        f"model {escape(args.model)} version {deployed} deployed "
+        f"({escape(response.metadata.version_policy)}) on "
+        f"{sum(r.code == 'OK' for r in response.replicas)} of {len(response.replicas)} serve replicas"
+    )
+    return _replica_lines(response.replicas, (), "serves")
+
+
+def cmd_undeploy(args) -> int:
+    with Client(gateway=args.gateway) as client:
+        try:
+            response = client.registry.UndeployModel(registry_pb2.UndeployModelRequest(name=args.model), timeout=120)
+        except grpc.RpcError as exc:
+            return _fail(exc)
+    was = f" version {response.model.version}" if response.model.version else ""
+    console.print(f"model {escape(args.model)}{was} undeployed")
+    return _replica_lines(response.replicas, ("NOT_FOUND",), "stopped serving")
+
+
+def cmd_gc(args) -> int:
+    """Sweeps abandoned model versions (RegistryService.SweepAbandonedVersions); lists what it swept."""
+    request = registry_pb2.SweepAbandonedVersionsRequest(dry_run=args.dry_run)
+    if args.older_than is not None:
+        request.older_than_seconds = args.older_than
+    with Client(gateway=args.gateway) as client:
+        try:
+            response = client.registry.SweepAbandonedVersions(request, timeout=600)
+        except grpc.RpcError as exc:
+            return _fail(exc)
+    verb = "would remove" if args.dry_run else "removed"
+    for v in response.versions:
+        print(f"{v.name} version {v.version}: {verb} {v.files} files ({v.bytes} bytes), idle {v.idle_seconds} s")
+    total = sum(v.bytes for v in response.versions)
+    console.print(
+        f"{len(response.versions)} abandoned model versions (unpublished, idle over {response.older_than_seconds} s): "
+        f"{verb} {total} bytes; their version numbers stay skipped"
+    )
+    return 0
+
+
 def cmd_report(args) -> int:
     from cookline import report  # matplotlib loads only for this command
 
@@ -580,6 +755,46 @@ def main(argv=None) -> int:
     )
     delete.add_argument("--gateway", help="gateway host:port (default COOKLINE_GATEWAY_ADDR or localhost:50050)")
     delete.set_defaults(func=cmd_delete_model)
+
+    gateway_help = "gateway host:port (default COOKLINE_GATEWAY_ADDR or localhost:50050)"
+    models = sub.add_parser("models", help="list models (versions, deployed version, aliases, metric)")
+    models.add_argument("model", nargs="?", help="one model: list its versions with lineage and metric")
+    models.add_argument(
+        "--output", choices=["text", "json"], default="text", help="json: one JSON object (ModelInfo) per model"
+    )
+    models.add_argument("--gateway", help=gateway_help)
+    models.set_defaults(func=cmd_models)
+
+    alias = sub.add_parser("alias", help="point an alias (e.g. production) at a model version, creating or moving it")
+    alias.add_argument("model", help="model name")
+    alias.add_argument("alias", help="alias name, e.g. production")
+    alias.add_argument("version", type=int, help="the published version it names")
+    alias.add_argument("--gateway", help=gateway_help)
+    alias.set_defaults(func=cmd_alias)
+
+    deploy = sub.add_parser("deploy", help="serve a model version on every serve replica")
+    deploy.add_argument("model", help="model name")
+    deploy.add_argument("--version", type=int, help="this version (default: the newest)")
+    deploy.add_argument("--alias", help="the version this alias names (serve follows it at restart)")
+    deploy.add_argument("--gateway", help=gateway_help)
+    deploy.set_defaults(func=cmd_deploy)
+
+    undeploy = sub.add_parser("undeploy", help="stop serving a model on every serve replica")
+    undeploy.add_argument("model", help="model name")
+    undeploy.add_argument("--gateway", help=gateway_help)
+    undeploy.set_defaults(func=cmd_undeploy)
+
+    gc = sub.add_parser("gc", help="remove the files of model versions whose publish died (unpublished, idle)")
+    gc.add_argument(
+        "--older-than",
+        type=int,
+        metavar="SECONDS",
+        help="idle time after which an unpublished version is abandoned (default COOKLINE_ABANDONED_VERSION_S "
+        "on the gateway, 3600); 0 also removes publishes in progress",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    gc.add_argument("--gateway", help=gateway_help)
+    gc.set_defaults(func=cmd_gc)
 
     report = sub.add_parser("report", help="write an HTML report of a finished run (curves, confusion matrix)")
     report.add_argument("run", help="the run id")

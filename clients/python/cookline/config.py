@@ -190,6 +190,15 @@ def store_retry_seconds(env: Mapping[str, str] | None = None) -> float:
     return seconds
 
 
+def abandoned_version_seconds(env: Mapping[str, str] | None = None) -> float:
+    """COOKLINE_ABANDONED_VERSION_S: idle seconds after which an unpublished model version is
+    abandoned (its files swept); 0 turns train's start-up sweep off. Default 3600."""
+    seconds = float(_env(env).get("COOKLINE_ABANDONED_VERSION_S") or default("COOKLINE_ABANDONED_VERSION_S"))
+    if seconds < 0:
+        raise ValueError("COOKLINE_ABANDONED_VERSION_S must be 0 or more")
+    return seconds
+
+
 def auth_token(env: Mapping[str, str] | None = None) -> str:
     """Bearer token every call carries and every service demands (COOKLINE_AUTH_TOKEN, or the
     file named by COOKLINE_AUTH_TOKEN_FILE). Empty: no authentication."""

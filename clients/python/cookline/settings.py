@@ -74,7 +74,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "COOKLINE_SERVE_ADDR",
-        "Where the gateway and clients reach serve. Serve listens on this port.",
+        "Where the gateway and clients reach serve. Serve listens on this port. The gateway deploys and "
+        "undeploys on every replica this resolves to (each DNS record; each address of an `ipv4:a:p,b:p` list); "
+        "see [scaling.md](scaling.md#replicas-and-retries).",
         f"localhost:{DEFAULT_PORTS['serve']}",
     ),
     Setting(
@@ -197,6 +199,15 @@ SETTINGS: tuple[Setting, ...] = (
         "writes the same version; training continues from the run's last checkpoint; loading a model "
         "again is harmless.",
         3,
+    ),
+    Setting(
+        "COOKLINE_ABANDONED_VERSION_S",
+        "Seconds after its last write that an unpublished model version (a claim with no `cookline.json`: "
+        "its train was killed mid-publish) counts as abandoned: each train service sweeps such versions' "
+        "files when it starts, and `cookline gc` (RegistryService.SweepAbandonedVersions) does on demand. "
+        "Keep it well above the longest model export and upload; 0 turns the start-up sweep off. See "
+        "[registry.md](registry.md#abandoned-versions).",
+        3600,
     ),
     Setting(
         "COOKLINE_SHARD_MB",

@@ -7,8 +7,10 @@ Strings travel as `string_values` and decode to a numpy object array of bytes.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterator, Mapping
+import sys
+from collections.abc import Mapping
 from typing import Any, cast
 
 import numpy as np
@@ -16,6 +18,9 @@ import numpy as np
 from cookline.v1 import tensor_pb2
 
 DataType = tensor_pb2.DataType
+# Read once: each attribute lookup on a protobuf enum wrapper costs microseconds (per tensor, per batch).
+_STRING = DataType.DATA_TYPE_STRING
+_UNSPECIFIED = DataType.DATA_TYPE_UNSPECIFIED
 
 # dtype enum <-> little-endian numpy dtype. Strings are handled apart.
 _TO_NUMPY: dict[int, np.dtype] = {
@@ -30,6 +35,7 @@ _TO_NUMPY: dict[int, np.dtype] = {
     DataType.DATA_TYPE_BOOL: np.dtype("?"),
 }
 _FROM_KIND = {(dt.kind, dt.itemsize): code for code, dt in _TO_NUMPY.items()}
+_LITTLE = sys.byteorder == "little"
 
 
 # Most elements a decoded tensor may describe (far above any message size limit).
@@ -47,7 +53,7 @@ def dtype_name(code: int) -> str:
 
 def numpy_dtype(code: int) -> np.dtype:
     """The numpy dtype a DataType decodes to (object for strings)."""
-    if code == DataType.DATA_TYPE_STRING:
+    if code == _STRING:
         return np.dtype(object)
     try:
         return _TO_NUMPY[code]
@@ -59,7 +65,7 @@ def data_type(dtype: np.dtype) -> DataType:
     """The DataType enum value of a numpy dtype."""
     dtype = np.dtype(dtype)
     if dtype.kind in "OSU":
-        return DataType.DATA_TYPE_STRING
+        return _STRING
     try:
         return cast("DataType", _FROM_KIND[(dtype.kind, dtype.itemsize)])  # an int of the enum
     except KeyError:
@@ -75,7 +81,7 @@ def from_numpy(array, out: tensor_pb2.Tensor | None = None) -> tensor_pb2.Tensor
     tensor = tensor_pb2.Tensor() if out is None else out
     tensor.dtype = data_type(array.dtype)
     tensor.shape[:] = array.shape
-    if tensor.dtype == DataType.DATA_TYPE_STRING:
+    if tensor.dtype == _STRING:
         tensor.string_values[:] = [v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1)]
     else:
         little = array.astype(array.dtype.newbyteorder("<"), copy=False)
@@ -95,7 +101,7 @@ def to_numpy(tensor: tensor_pb2.Tensor) -> np.ndarray:
         raise TensorError(f"shape {list(shape)} is too large (more than {MAX_ELEMENTS} elements)")
     count = math.prod(shape)
     dtype = numpy_dtype(tensor.dtype)
-    if tensor.dtype == DataType.DATA_TYPE_STRING:
+    if tensor.dtype == _STRING:
         if len(tensor.string_values) != count:
             raise TensorError(f"shape {list(shape)} needs {count} strings, got {len(tensor.string_values)}")
         values = np.empty(count, dtype=object)
@@ -149,25 +155,45 @@ def _field(number: int, payload_len: int) -> bytes:
     return _varint(number << 3 | 2) + _varint(payload_len)
 
 
-def _tensor_parts(array: np.ndarray) -> list:
-    """Wire-format pieces of one Tensor message (numeric tensors only)."""
+@functools.lru_cache(maxsize=1024)
+def _entry_head(name: str, code: int, shape: tuple[int, ...], nbytes: int) -> bytes:
+    """Wire format of a TensorBatch map entry up to its tensor's content: entry tag and length, key,
+    tensor tag and length, dtype, shape and the content's tag and length. The same for every batch
+    of one shape, so built once (a stream's batches share their shape, bar the last)."""
+    head = b"\x08" + _varint(code)
+    if shape:
+        dims = b"".join(_varint(d) for d in shape)
+        head += _field(2, len(dims)) + dims
+    if nbytes:
+        head += _field(3, nbytes)
+    key = name.encode()
+    tensor_len = len(head) + nbytes
+    entry = _field(1, len(key)) + key + _field(2, tensor_len)
+    return _field(1, len(entry) + tensor_len) + entry + head
+
+
+def _entry_parts(name: str, array) -> list:
+    """Wire-format pieces of one map entry of a TensorBatch: headers, and a numeric tensor's own memory."""
     array = np.asarray(array)
-    code = data_type(array.dtype)
-    if code == DataType.DATA_TYPE_STRING:
+    dtype = array.dtype
+    if dtype.kind in "OSU":
         values = [v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1)]
-        body = [b"\x08" + _varint(code)]
+        body = [b"\x08" + _varint(_STRING)]
         if array.shape:
             dims = b"".join(_varint(int(d)) for d in array.shape)
             body.append(_field(2, len(dims)) + dims)
         body += [_field(4, len(v)) + v for v in values]
-        return body
-    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
-    data = np.ascontiguousarray(little).reshape(-1).data.cast("B") if array.size else b""
-    head = b"\x08" + _varint(code)
-    if array.shape:
-        dims = b"".join(_varint(int(d)) for d in array.shape)
-        head += _field(2, len(dims)) + dims
-    return [head + _field(3, len(data)), data] if len(data) else [head]
+        tensor_len = sum(len(p) for p in body)
+        key = name.encode()
+        entry = _field(1, len(key)) + key + _field(2, tensor_len)
+        return [_field(1, len(entry) + tensor_len) + entry, *body]
+    code = data_type(dtype)
+    if dtype.byteorder == ">" or (dtype.byteorder == "=" and not _LITTLE):
+        array = array.astype(dtype.newbyteorder("<"))
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)
+    head = _entry_head(name, code, tuple(int(d) for d in array.shape), array.nbytes)
+    return [head, array.reshape(-1).data.cast("B")] if array.nbytes else [head]
 
 
 def encode_batch(arrays: Mapping[str, np.ndarray], sequence: int = 0, field: int | None = 1) -> bytes:
@@ -178,12 +204,7 @@ def encode_batch(arrays: Mapping[str, np.ndarray], sequence: int = 0, field: int
     """
     parts: list = []
     for name, array in arrays.items():
-        tensor = _tensor_parts(array)
-        tensor_len = sum(len(p) for p in tensor)
-        key = name.encode()
-        entry_head = _field(1, len(key)) + key + _field(2, tensor_len)
-        parts.append(_field(1, len(entry_head) + tensor_len) + entry_head)
-        parts += tensor
+        parts += _entry_parts(name, array)
     if sequence:
         parts.append(b"\x10" + _varint(sequence))
     if field is not None:
@@ -193,40 +214,44 @@ def encode_batch(arrays: Mapping[str, np.ndarray], sequence: int = 0, field: int
 
 
 def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
-    result = shift = 0
+    byte = view[pos]
+    if byte < 0x80:  # the usual case: tags, small lengths and dimensions
+        return byte, pos + 1
+    result, shift = byte & 0x7F, 7
     while True:
-        byte = view[pos]
         pos += 1
+        byte = view[pos]
         result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
+        if byte < 0x80:
+            return result, pos + 1
         shift += 7
 
 
-def _fields(view: memoryview, start: int, end: int) -> Iterator[tuple[int, int, Any]]:
+def _fields(view: memoryview, start: int, end: int) -> list[tuple[int, int, Any]]:
     """(field number, wire type, value) of a message's fields; LEN values as (start, end)."""
-    pos = start
+    pos, found = start, []
     value: Any
     while pos < end:
         key, pos = _read_varint(view, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _read_varint(view, pos)
-        elif wire == 2:
+        wire = key & 7
+        if wire == 2:
             length, pos = _read_varint(view, pos)
             value = (pos, pos + length)
             pos += length
+        elif wire == 0:
+            value, pos = _read_varint(view, pos)
         elif wire == 1:
             value, pos = None, pos + 8
         elif wire == 5:
             value, pos = None, pos + 4
         else:
             raise TensorError(f"unsupported protobuf wire type {wire}")
-        yield number, wire, value
+        found.append((key >> 3, wire, value))
+    return found
 
 
 def _decode_tensor(view: memoryview, start: int, end: int) -> np.ndarray:
-    dtype, shape, strings = DataType.DATA_TYPE_UNSPECIFIED, [], []
+    dtype, shape, strings = _UNSPECIFIED, [], []
     content: tuple[int, int] | None = None
     for number, wire, value in _fields(view, start, end):
         if number == 1 and wire == 0:
@@ -242,11 +267,11 @@ def _decode_tensor(view: memoryview, start: int, end: int) -> np.ndarray:
             content = value
         elif number == 4 and wire == 2:
             strings.append(bytes(view[value[0] : value[1]]))
-    tensor = tensor_pb2.Tensor(dtype=dtype, shape=shape)
-    if dtype == DataType.DATA_TYPE_STRING:
+    if dtype == _STRING:
+        tensor = tensor_pb2.Tensor(dtype=dtype, shape=shape)
         tensor.string_values[:] = strings
         return to_numpy(tensor)
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)  # exact: a huge (or negative, as a varint) dimension fails the size check below
     np_dtype = numpy_dtype(dtype)
     size = 0 if content is None else content[1] - content[0]
     if size != count * np_dtype.itemsize:

@@ -70,10 +70,21 @@ def check_tree(path: str, roots: list[str] | None = None, field: str = FIELD) ->
     roots = config.source_roots() if roots is None else roots
     if not os.path.isdir(path):
         return
+    # Only symlinks are resolved one by one: below the folder's own real path, every other entry's real
+    # path is that path plus the entry's relative path (symlinked folders are not walked into), so it
+    # is inside the roots when the folder is, unless it lies in the object store's folder.
+    real_root = os.path.realpath(path)
+    root_inside = any(_under(real_root, root) for root in roots)
+    store = store_folder()
     for dirpath, dirs, files in os.walk(path):  # symlinked folders are entries, not walked into
+        real_dir = os.path.normpath(os.path.join(real_root, os.path.relpath(dirpath, path)))
         for name in dirs + files:
             full = os.path.join(dirpath, name)
-            if not inside(full, roots):
+            if os.path.islink(full):
+                ok = inside(full, roots)
+            else:
+                ok = root_inside and not _under(os.path.join(real_dir, name), store)
+            if not ok:
                 rel = os.path.relpath(full, path)
                 raise denied(
                     f"{field}: {rel!r} inside {path!r} is a symlink leading outside the source roots "

@@ -169,12 +169,12 @@ TRANSFER_PARAMS = (
         "base",
         "str",
         "model to start from: NAME:VERSION or NAME@ALIAS in the registry, a .keras file or SavedModel "
-        "directory (path or s3:// URI)",
+        "directory (path or s3:// URI); a detector starts from a cnn, mobilenet_v2 or detector model",
     ),
     Param(
         "freeze",
         "str",
-        "layers of the base that stay frozen: base (all), none, or the first N",
+        "layers of the base that stay frozen: base (all), none, or the first N (a detector: of its backbone)",
     ),
 )
 FINE_TUNE = (
@@ -189,8 +189,9 @@ FINE_TUNE = (
     ),
     Param("unfreeze", "str", "layers that become trainable: all, or the last N of the base", default="all"),
 )
-# The family settings a base model brings with it (they describe its architecture).
-ARCHITECTURE = ("conv_filters", "embedding_dim", "alpha", "input_size")
+# The family settings a base model brings with it (they describe its architecture; a detector's
+# backbone is the base's).
+ARCHITECTURE = ("conv_filters", "embedding_dim", "alpha", "input_size", "backbone")
 # The Keras ImageNet weights of MobileNetV2 exist for these widths and input sizes (Keras'
 # keras.applications.MobileNetV2; another input size uses the 224 file).
 IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
@@ -257,8 +258,6 @@ def imagenet_weights_file(alpha: float, size: int) -> str:
 def _check_transfer(spec: pipeline_pb2.TrainSpec, out: pipeline_pb2.TrainSpec, family: Component) -> None:
     """train.base, freeze, fine_tune and weights: what can be checked without the base model."""
     if spec.base:
-        if is_detector(spec.model):
-            raise SpecError("train.base: the detector family does not start from a base model yet", "train.base")
         if spec.weights:
             raise SpecError(
                 "train.weights: not with train.base (the base brings its weights); remove one", "train.weights"
