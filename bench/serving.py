@@ -8,9 +8,12 @@ Measures, on this machine (client and servers share its cores):
     XLA-compiled functions (services/serve/compiled.py: the ceiling);
   - bare Python gRPC servers, one caller, the same request bytes: an echo and two that
     only decode, call the signature and encode, on threads and on grpc.aio (info);
-  - cookline serve: unary Predict p50/p99 (one row, one caller), directly and
-    through the gateway's proxy; PredictStream rows/s with dynamic batching,
-    directly and through the gateway;
+  - cookline serve: unary Predict p50/p99 (one row, one caller), directly, through the
+    gateway's proxy (its main port) and through the gateway's TCP relay
+    (COOKLINE_GATEWAY_PREDICT_ADDR), the three measured call by call in turn so the
+    machine's load falls on each alike; PredictStream rows/s with dynamic batching,
+    directly, through the proxy and through the relay, taken in turn in short slices
+    for the same reason;
   - raw inputs: a small CNN whose SavedModel decodes PNG bytes itself
     (tests/support/raw_models.py), fed the PNG files of examples/data/digits: cookline
     PredictStream of the bytes against the same bytes decoded and predicted in
@@ -52,6 +55,7 @@ CACHE = os.path.join(ROOT, ".cache", "bench")
 IRIS_CSV = os.path.join(ROOT, "examples", "data", "iris.csv")
 CONCURRENCY = 8  # OIP callers: the peers' calibration load (docs/benchmarks.md)
 STREAMS, STREAM_ROWS = 4, 256  # streaming load: streams x rows per message (merged up to MAX_BATCH)
+STREAM_SLICES = 4  # direct, proxy and relay streaming taken in turn, in this many slices per round
 BIG_MESSAGE_ROWS = 1024  # the same load with larger messages (less per-message overhead)
 MAX_BATCH = 1024  # serve's max_batch_size for the model
 REST_BATCH_ROWS = 256  # rows of the larger REST request
@@ -426,23 +430,32 @@ def rest_client(target: str, threads: int, rows: int, seconds: float) -> dict:
     return result | {"rows_per_s": result["req_per_s"] * rows}
 
 
-def stream_client(target: str, streams: int, rows: int, seconds: float, model: str = "iris") -> dict:
-    """`streams` PredictStreams, each sending messages of `rows` rows as fast as flow control allows
-    (iris feature rows, or for the raw model PNG files)."""
-    import grpc
-
+def stream_message(rows: int, model: str = "iris"):
+    """One PredictStream message of `rows` rows (iris feature rows, or for the raw model PNG files)."""
     from cookline import tensors
-    from cookline.v1 import model_pb2, serve_pb2, serve_pb2_grpc
+    from cookline.v1 import model_pb2, serve_pb2
 
     request = serve_pb2.PredictRequest(model=model_pb2.ModelRef(name=model))
     if model == RAW_MODEL:
         tensors.from_numpy(digit_pngs(rows), out=request.inputs["image"])
     else:
         tensors.from_numpy(np.repeat(ROW, rows, axis=0), out=request.inputs["features"])
-    message = serve_pb2.PredictStreamRequest(request=request)
-    stub = serve_pb2_grpc.ServeServiceStub(
+    return serve_pb2.PredictStreamRequest(request=request)
+
+
+def stream_stub(target: str):
+    import grpc
+
+    from cookline.v1 import serve_pb2_grpc
+
+    return serve_pb2_grpc.ServeServiceStub(
         grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
     )
+
+
+def stream_for(stub, message, streams: int, rows: int, seconds: float) -> tuple[int, float, int]:
+    """`streams` PredictStreams on `stub`, each sending `message` as fast as flow control allows
+    for `seconds`: (rows answered, seconds taken, error answers)."""
     end = time.perf_counter() + seconds
     answered = [0] * streams
     errors = [0]
@@ -464,10 +477,33 @@ def stream_client(target: str, streams: int, rows: int, seconds: float, model: s
         w.start()
     for w in workers:
         w.join()
-    return {"rows_per_s": sum(answered) / (time.perf_counter() - start), "errors": errors[0]}
+    return sum(answered), time.perf_counter() - start, errors[0]
 
 
-def run_client(*args: str) -> dict:
+def stream_client(target: str, streams: int, rows: int, seconds: float, model: str = "iris") -> dict:
+    """`streams` PredictStreams, each sending messages of `rows` rows as fast as flow control allows
+    (iris feature rows, or for the raw model PNG files)."""
+    answered, took, errors = stream_for(stream_stub(target), stream_message(rows, model), streams, rows, seconds)
+    return {"rows_per_s": answered / took, "errors": errors}
+
+
+def paired_stream_client(targets: list[str], streams: int, rows: int, seconds: float, slices: int) -> list[dict]:
+    """stream_client for each of `targets`, taken in turn in `slices` slices of seconds/slices each
+    (one channel per target, connected and warmed up first): every target meets the same load at
+    the same moments, so their rows/s differ by what the targets cost, not by when each ran."""
+    message = stream_message(rows)
+    stubs = [stream_stub(target) for target in targets]
+    for stub in stubs:
+        stream_for(stub, message, streams, rows, 0.2)
+    totals = [[0, 0.0, 0] for _ in targets]
+    for _ in range(slices):
+        for stub, total in zip(stubs, totals, strict=True):
+            for k, value in enumerate(stream_for(stub, message, streams, rows, seconds / slices)):
+                total[k] += value
+    return [{"rows_per_s": answered / took, "errors": errors} for answered, took, errors in totals]
+
+
+def run_client(*args: str) -> dict | list:
     done = subprocess.run([sys.executable, __file__, "--client", *args], capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
 
@@ -561,6 +597,24 @@ class Rounds:
         self.add(key + ".p50", pct(lat, 50))
         self.add(key + ".samples", lat)
 
+    def paired_latency(self, calls: dict, seconds: float) -> None:
+        """Latencies of one caller calling each of `calls` in turn, one call each, for
+        `seconds` per call (after a warm-up): every target meets the same load at the same
+        moments, so their p50s differ by what the targets cost, not by when each ran."""
+        for call in calls.values():
+            for _ in range(50):
+                call()
+        out: dict[str, list[float]] = {key: [] for key in calls}
+        end = time.perf_counter() + seconds * len(calls)
+        while time.perf_counter() < end:
+            for key, call in calls.items():
+                t = time.perf_counter()
+                call()
+                out[key].append(time.perf_counter() - t)
+        for key, lat in out.items():
+            self.add(key + ".p50", pct(lat, 50))
+            self.add(key + ".samples", lat)
+
     def result(self) -> dict:
         out: dict = {}
         for key, values in self.values.items():
@@ -594,11 +648,11 @@ def main(seconds: float, rounds: int, skip_others: bool) -> None:
     payload = request.SerializeToString()
     oip_request = one_row_oip_request()
 
-    ports = dict(zip(("serve", "gateway", "serve_http", "gateway_http"), free_ports(4), strict=True))
+    ports = dict(zip(("serve", "gateway", "serve_http", "gateway_http", "gateway_predict"), free_ports(5), strict=True))
     env = dict(os.environ, COOKLINE_DATA_DIR=store_root, TF_CPP_MIN_LOG_LEVEL="2", COOKLINE_LOG_LEVEL="WARNING")
     env.pop("MINIO_ENDPOINT", None)
-    for service, port in ports.items():
-        env[f"COOKLINE_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"  # and COOKLINE_SERVE_HTTP_ADDR, ...
+    for service, port in ports.items():  # and COOKLINE_SERVE_HTTP_ADDR, COOKLINE_GATEWAY_PREDICT_ADDR, ...
+        env[f"COOKLINE_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
     servers: list[subprocess.Popen] = []
     try:
         bare_addrs = {}
@@ -614,7 +668,9 @@ def main(seconds: float, rounds: int, skip_others: bool) -> None:
             stack.start("serve")
             stack.start("gateway")
             stack.wait_healthy(timeout=180)
-            serve_addr, gateway_addr = (f"127.0.0.1:{ports[s]}" for s in ("serve", "gateway"))
+            serve_addr, gateway_addr, relay_addr = (
+                f"127.0.0.1:{ports[s]}" for s in ("serve", "gateway", "gateway_predict")
+            )
             channels.wait_healthy(serve_addr, timeout=180, service="iris")
             channels.wait_healthy(serve_addr, timeout=180, service=RAW_MODEL)
             oip_targets = {"cookline": serve_addr, **oip_targets}
@@ -632,6 +688,7 @@ def main(seconds: float, rounds: int, skip_others: bool) -> None:
                 for name, target in oip_targets.items()
             }
             proxied = serve_pb2_grpc.ServeServiceStub(grpc.insecure_channel(gateway_addr))
+            relayed = serve_pb2_grpc.ServeServiceStub(grpc.insecure_channel(relay_addr))
             r = Rounds()
             for i in range(rounds):
                 print(f"round {i + 1}/{rounds} ...", file=sys.stderr)
@@ -640,17 +697,28 @@ def main(seconds: float, rounds: int, skip_others: bool) -> None:
                 r.add("in_process_spaced.p50", pct(spaced, 50))
                 for kind, call in bare_calls.items():
                     r.latency(f"bare_{kind}", lambda call=call: call(payload, timeout=10), seconds)
-                r.latency("cookline_unary", lambda: direct.Predict(request, timeout=10), seconds)
-                r.latency("gateway_unary", lambda: proxied.Predict(request, timeout=10), seconds)
+                r.paired_latency(
+                    {
+                        f"{name}_unary": lambda stub=stub: stub.Predict(request, timeout=10)
+                        for name, stub in (("cookline", direct), ("gateway", proxied), ("relay", relayed))
+                    },
+                    seconds,
+                )
                 r.add("in_process.rows_per_s", baseline.batched_rows_per_s(seconds))
                 r.latency("in_process_xla", baseline.xla_one_row, seconds)
                 r.add("in_process_xla.rows_per_s", baseline.xla_rows_per_s(seconds))
                 for name, stub in oip_stubs.items():  # one caller, the same client for every server
                     r.latency(f"{name}_oip_unary", lambda stub=stub: stub.ModelInfer(oip_request, timeout=10), seconds)
-                for name, target in (("cookline", serve_addr), ("gateway", gateway_addr)):
-                    r.add(
-                        f"{name}_stream.run", run_client("stream", target, str(STREAMS), str(STREAM_ROWS), str(seconds))
-                    )
+                paired = run_client(
+                    "paired-stream",
+                    ",".join((serve_addr, gateway_addr, relay_addr)),
+                    str(STREAMS),
+                    str(STREAM_ROWS),
+                    str(seconds),
+                    str(STREAM_SLICES),
+                )
+                for name, result in zip(("cookline", "gateway", "relay"), paired, strict=True):
+                    r.add(f"{name}_stream.run", result)
                 r.add(
                     "cookline_stream_big.run",
                     run_client("stream", serve_addr, str(STREAMS), str(BIG_MESSAGE_ROWS), str(seconds)),
@@ -697,6 +765,7 @@ def report(r: dict, rounds: int) -> None:
             f"p50 {r['cookline_unary']['p50']:.3f} ms  p99 {r['cookline_unary']['p99']:.3f} ms",
         ),
         ("  via gateway proxy", f"p50 {r['gateway_unary']['p50']:.3f} ms  p99 {r['gateway_unary']['p99']:.3f} ms"),
+        ("  via gateway relay", f"p50 {r['relay_unary']['p50']:.3f} ms  p99 {r['relay_unary']['p99']:.3f} ms"),
     ]
     for name in ("cookline", "kserve", "mlserver"):
         if f"{name}_oip_unary" in r:
@@ -708,6 +777,7 @@ def report(r: dict, rounds: int) -> None:
             f"{r['cookline_stream']['rows_per_s']:,.0f} rows/s",
         ),
         ("  via gateway proxy", f"{r['gateway_stream']['rows_per_s']:,.0f} rows/s"),
+        ("  via gateway relay", f"{r['relay_stream']['rows_per_s']:,.0f} rows/s"),
         (
             f"cookline PredictStream, {STREAMS} streams x {BIG_MESSAGE_ROWS} rows/msg",
             f"{r['cookline_stream_big']['rows_per_s']:,.0f} rows/s",
@@ -750,6 +820,8 @@ def report(r: dict, rounds: int) -> None:
 
     stream, gateway_stream = r["cookline_stream"]["rows_per_s"], r["gateway_stream"]["rows_per_s"]
     proxy_ms = r["gateway_unary"]["p50"] - r["cookline_unary"]["p50"]
+    relay_ms = r["relay_unary"]["p50"] - r["cookline_unary"]["p50"]
+    relay_stream = r["relay_stream"]["rows_per_s"]
     checks = []
     ours = r["cookline_oip_unary"]
     for name in ("kserve", "mlserver"):
@@ -815,18 +887,32 @@ def report(r: dict, rounds: int) -> None:
             r["cookline_raw_stream"]["rows_per_s"] >= 0.5 * r["in_process_raw"]["rows_per_s"],
         ),
         (
-            "gateway proxy overhead, unary p50 <= +0.15 ms",
+            "gateway proxy (main port) overhead, unary p50 <= +0.15 ms",
             f"{proxy_ms:+.3f} ms ({r['gateway_unary']['p50']:.3f} vs {r['cookline_unary']['p50']:.3f} ms)",
             r["gateway_unary"]["p50"] / r["cookline_unary"]["p50"],
             "<= +0.15 ms",
             proxy_ms <= 0.15,
         ),
         (
-            "gateway proxy, streaming rows/s vs direct",
+            "gateway proxy (main port), streaming rows/s vs direct",
             f"{gateway_stream:,.0f} vs {stream:,.0f} rows/s",
             gateway_stream / stream,
             ">= 0.90",
             gateway_stream >= 0.9 * stream,
+        ),
+        (
+            "gateway relay (predict port) overhead, unary p50 <= +0.15 ms",
+            f"{relay_ms:+.3f} ms ({r['relay_unary']['p50']:.3f} vs {r['cookline_unary']['p50']:.3f} ms)",
+            r["relay_unary"]["p50"] / r["cookline_unary"]["p50"],
+            "<= +0.15 ms",
+            relay_ms <= 0.15,
+        ),
+        (
+            "gateway relay (predict port), streaming rows/s vs direct",
+            f"{relay_stream:,.0f} vs {stream:,.0f} rows/s",
+            relay_stream / stream,
+            ">= 0.90",
+            relay_stream >= 0.9 * stream,
         ),
     ]
     for n in (1, REST_BATCH_ROWS):
@@ -855,6 +941,12 @@ if __name__ == "__main__":
         kind, args = sys.argv[2], sys.argv[3:]
         if kind == "oip":
             print(json.dumps(oip_client(args[0], int(args[1]), float(args[2]))))
+        elif kind == "paired-stream":
+            print(
+                json.dumps(
+                    paired_stream_client(args[0].split(","), int(args[1]), int(args[2]), float(args[3]), int(args[4]))
+                )
+            )
         elif kind == "rest":
             print(json.dumps(rest_client(args[0], int(args[1]), int(args[2]), float(args[3]))))
         else:

@@ -47,12 +47,14 @@ class _Numeric:
 
     def add(self, x: np.ndarray) -> None:
         x = x.reshape(len(x), -1) if x.ndim != 2 else x
-        if x.dtype.kind == "f":
+        if x.dtype.kind == "f" and np.isnan(x.sum(dtype=np.float64)):  # one pass when nothing is NaN
             nan = np.isnan(x)
             if nan.any():
                 self.missing += nan.sum(axis=0)
-                for j in range(x.shape[1]):
+                gaps = nan.any(axis=0)
+                for j in np.flatnonzero(gaps).tolist():  # columns with a NaN, one by one
                     self._merge(j, x[~nan[:, j], j])
+                self._merge_columns(np.flatnonzero(~gaps), x[:, ~gaps])  # the others at once
                 return
         n = len(x)
         if n == 0:
@@ -65,10 +67,33 @@ class _Numeric:
             m2 = counts @ (values - mean) ** 2
             self._merge_all(n, np.array([mean]), np.array([m2]), values[seen[:1]], values[seen[-1:]])
             return
-        x64 = x.astype(np.float64, copy=False)
+        self._merge_all(n, *self._moments(x))
+
+    @staticmethod
+    def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(mean, m2, min, max) of the columns of a [n, k] array (n > 0), in float64."""
+        lo, hi = x.min(axis=0), x.max(axis=0)  # in x's own dtype: the same values, fewer bytes read
+        x64 = x.astype(np.float64)  # a copy, made into the squared deviations in place
         mean = x64.mean(axis=0)
-        m2 = ((x64 - mean) ** 2).sum(axis=0)
-        self._merge_all(n, mean, m2, x64.min(axis=0), x64.max(axis=0))
+        np.subtract(x64, mean, out=x64)
+        np.square(x64, out=x64)
+        return mean, x64.sum(axis=0), lo.astype(np.float64), hi.astype(np.float64)
+
+    def _merge_columns(self, columns: np.ndarray, x: np.ndarray) -> None:
+        """_merge of each column at `columns` (indices) with its values in x [n, len(columns)], all at
+        once and to the same bits: each column's sums run along it, as _merge's do."""
+        if not len(columns) or not len(x):
+            return
+        v = np.ascontiguousarray(x.T, dtype=np.float64)  # a row per column: sums along a row, as of one array
+        mean = v.mean(axis=1)
+        m2 = ((v - mean[:, None]) ** 2).sum(axis=1)
+        lo, hi = v.min(axis=1), v.max(axis=1)
+        self.count[columns], self.mean[columns], self.m2[columns] = merge(
+            (self.count[columns], self.mean[columns], self.m2[columns]), (len(x), mean, m2)
+        )
+        low, high = self.min[columns], self.max[columns]  # and as _merge's min() and max() pick
+        self.min[columns] = np.where(lo < low, lo, low)
+        self.max[columns] = np.where(hi > high, hi, high)
 
     def _merge(self, j: int, values: np.ndarray) -> None:
         if len(values) == 0:

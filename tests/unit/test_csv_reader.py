@@ -106,3 +106,38 @@ def test_image_pixel_statistics_from_the_histogram_match_numpy():
     (stats,) = builder.build([], {}).numeric
     assert (stats.count, stats.min, stats.max) == (images.size, images.min(), images.max())
     assert stats.mean == pytest.approx(images.mean()) and stats.std == pytest.approx(images.std())
+
+
+# Cells around the edges of what a number is: the one typed read that infers kinds at once must call
+# no column numeric that the cell-by-cell rule would not.
+EDGE_CELLS = ["1.5", " 1.5", "1.5\t", "+1", ".5", "5.", "1e3", "1e", "0x1F", "1_000", "inf", "-nan", "NA", " NA "]
+EDGE_CELLS += ["", "  ", "n/a", '"1.5"', '""', "1.5.1", "1\u00a0", "0001", "1e400", "true", "2020-01-01"]
+
+
+@pytest.mark.parametrize("decimal", [".", ","])
+def test_the_typed_kind_read_is_never_more_numeric_than_the_cell_rule(tmp_path, decimal):
+    dialect = csvread.Dialect(";", decimal)
+    for cell in EDGE_CELLS:
+        cell = cell.replace(".", decimal)
+        path = tmp_path / "k.csv"
+        path.write_text(f"a;y\n{cell};z\n1;z\n")
+        typed = csvread.all_numeric(str(path), dialect, 2, True, [0], 4096)
+        table = csvread.first_rows(str(path), dialect, 2, True, 4096)
+        assert typed <= csvread.numeric_columns([table.column(0)], dialect)[0], cell
+
+
+def test_statistics_of_columns_without_nan_taken_at_once_equal_column_by_column():
+    from services.collect.stats import _Numeric
+
+    rng = np.random.default_rng(3)
+    x = (rng.normal(0, 50, (700, 9)) * [1, 1e-4, 1e5, 1, 1, 1, 1, 1, 1]).astype(np.float32)
+    x[rng.random(x.shape) < 0.01] = np.nan
+    x[:, 3] = rng.normal(size=700)  # no NaN: taken with the others at once
+    at_once, one_by_one = _Numeric([f"c{j}" for j in range(9)]), _Numeric([f"c{j}" for j in range(9)])
+    for part in np.array_split(x, 3):
+        at_once.add(part)
+        nan = np.isnan(part)
+        one_by_one.missing += nan.sum(axis=0)
+        for j in range(9):
+            one_by_one._merge(j, part[~nan[:, j], j])
+    assert at_once.messages() == one_by_one.messages()  # to the bit

@@ -116,3 +116,41 @@ def test_the_first_failure_in_file_order_is_the_one_reported(tmp_path, monkeypat
     with pytest.raises(Fail) as caught:
         ingest(root)
     assert caught.value.message.startswith("collect.source: a/06.png is not a readable PNG or JPEG image")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "header crc", "no iend", "data crc"])
+def test_plain_png_checks_hold_without_pillows_open(tmp_path, damage):
+    """libspng decodes plain PNGs without Pillow opening them: a damaged one still goes to Pillow,
+    so the outcome is Pillow's alone: refused with its reason, or the same pixels."""
+    root = tmp_path / "imgs"
+    (root / "a").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), i * 50, np.uint8)).save(root / "a" / f"{i}.png")
+    path = root / "a" / "1.png"
+    data = bytearray(path.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) - 40]
+    elif damage == "header crc":
+        data[29] ^= 0xFF  # IHDR's CRC
+    elif damage == "no iend":
+        data = data[:-12]
+    else:
+        data[-13] ^= 0xFF  # the last byte of IDAT's CRC
+    path.write_bytes(bytes(data))
+    try:
+        expected, _ = pillow_alone(root, "")
+    except (OSError, SyntaxError, ValueError):
+        with pytest.raises(Fail) as caught:
+            ingest(root)
+        assert caught.value.message.startswith("collect.source: a/1.png is not a readable PNG or JPEG image (")
+    else:
+        assert np.array_equal(ingest(root)[0]["image"], expected)
+
+
+def test_pillows_pixel_limit_applies_to_plain_pngs(tmp_path, monkeypatch):
+    root = tmp_path / "imgs"
+    (root / "a").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "a" / "0.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20)  # 64 pixels: over twice the limit
+    with pytest.raises(Image.DecompressionBombError):
+        ingest(root)

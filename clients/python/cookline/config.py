@@ -46,6 +46,18 @@ def http_bind_address(service: str, env: Mapping[str, str] | None = None) -> tup
     return (_env(env).get("COOKLINE_BIND_HOST") or default("COOKLINE_BIND_HOST")).strip("[]"), int(port)
 
 
+def predict_relay_bind_address(env: Mapping[str, str] | None = None) -> tuple[str, int] | None:
+    """(host, port) the gateway's prediction relay listens on: COOKLINE_BIND_HOST and the port of
+    COOKLINE_GATEWAY_PREDICT_ADDR; None when that is unset (no relay)."""
+    value = (_env(env).get("COOKLINE_GATEWAY_PREDICT_ADDR") or "").strip()
+    if not value:
+        return None
+    port = value.rsplit(":", 1)[-1]
+    if ":" not in value or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"COOKLINE_GATEWAY_PREDICT_ADDR must be host:port, got {value!r}")
+    return (_env(env).get("COOKLINE_BIND_HOST") or default("COOKLINE_BIND_HOST")).strip("[]"), int(port)
+
+
 def cors_origins(env: Mapping[str, str] | None = None) -> list[str]:
     """COOKLINE_CORS_ORIGINS: comma-separated origins (scheme://host[:port], or *) whose web pages
     may call the HTTP endpoints from a browser. Empty (the default): no cross-origin calls."""

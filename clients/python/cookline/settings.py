@@ -52,6 +52,15 @@ SETTINGS: tuple[Setting, ...] = (
         f"localhost:{DEFAULT_HTTP_PORTS['gateway']}",
     ),
     Setting(
+        "COOKLINE_GATEWAY_PREDICT_ADDR",
+        "Where clients reach serve through the gateway's TCP relay for predictions ([serving.md]"
+        "(serving.md#the-gateways-relay-port)): when set, the gateway also listens on this port and relays "
+        "each connection's bytes untouched to a serve replica (`COOKLINE_SERVE_ADDR`), picked per connection "
+        "in turn; TLS and the token are serve's own. Faster than the proxy on the gateway's main port; it "
+        "reaches all of serve's gRPC API (cookline and OIP), operator calls included.",
+        shown="unset (off)",
+    ),
+    Setting(
         "COOKLINE_CORS_ORIGINS",
         "Comma-separated origins (`https://app.example.com`, or `*`) whose web pages may call the "
         "gateway's `/api/` from a browser.",

@@ -145,11 +145,15 @@ class CsvSource(Source):
     def _infer(self, names: list[str], indices: list[int]) -> dict[str, str]:
         """Kinds of the columns at `indices`, from their present values in the first INFER_ROWS rows.
 
-        The block reader reads those rows as strings; a column whose present cells all convert to
-        numbers there is numeric, and the others get the row rule (`infer_kind`) on their cells.
-        If the block reader stops, the row reader reads them."""
+        When the block reader reads every one of them as numbers, they are all numeric. Else it reads
+        those rows as strings; a column whose present cells all convert to numbers there is numeric,
+        and the others get the row rule (`infer_kind`) on their cells. If the block reader stops, the
+        row reader reads them."""
+        skip_header = not self.no_header
+        if csvread.all_numeric(self.path, self.dialect, len(names), skip_header, indices, INFER_ROWS):
+            return {names[i]: "numeric" for i in indices}
         try:
-            table = csvread.first_rows(self.path, self.dialect, len(names), not self.no_header, INFER_ROWS)
+            table = csvread.first_rows(self.path, self.dialect, len(names), skip_header, INFER_ROWS)
         except pa.ArrowInvalid:
             return self._infer_rows(names, indices)
         numeric = csvread.numeric_columns([table.column(i) for i in indices], self.dialect)
@@ -241,27 +245,9 @@ class CsvSource(Source):
                 if not drop:
                     return None
                 keep &= ~absent[codes]
-        features = np.empty((n, len(self.numeric_index)), np.float32)
-        nulls = []
-        for j, i in enumerate(self.numeric_index):
-            column = block.column(i)
-            values = column.to_numpy(zero_copy_only=False)  # NaN where the cell is missing
-            if column.null_count:
-                if self.missing == "error":
-                    return None
-                null = column.is_null().to_numpy(zero_copy_only=False)
-                nulls.append((j, null))
-                if drop:
-                    keep &= ~null
-                elif self.missing == "fill":
-                    values = np.where(null, self.fill_value, values)
-            features[:, j] = values
-        finite = np.isfinite(features)
-        if not finite.all():
-            for j, null in nulls:
-                finite[:, j] |= null
-            if not finite.all():
-                return None
+        features = self._features(block, keep)
+        if features is None:
+            return None
         strings = []
         for i in self.categorical_index + self.text_index:
             values, absent = csvread.strings(block.column(i))
@@ -288,6 +274,29 @@ class CsvSource(Source):
             texts = [s if every else s[keep] for s in strings[len(self.categorical_columns) :]]
             chunk["text"] = texts[0] if len(texts) == 1 else np.stack(texts, axis=1)
         return chunk
+
+    def _features(self, block: pa.RecordBatch, keep: np.ndarray) -> np.ndarray | None:
+        """The numeric columns of a block as float32 [n, d], missing cells per collect.missing (fill:
+        the fill value; keep: NaN; drop: their rows cleared in `keep`), or None where the row reader
+        must take over: a missing value that is an error, a number that is not finite."""
+        if not self.numeric_index:
+            return np.empty((block.num_rows, 0), np.float32)
+        # one row-major copy in C (NaN where a cell is missing), then float32 as the row reader stores them
+        features = block.select(self.numeric_index).to_tensor(null_to_nan=True).to_numpy().astype(np.float32)
+        if np.isfinite(features.sum(dtype=np.float64)):
+            return features  # every cell present and finite: the common case, no column by column work
+        nulls = [(j, column) for j, column in enumerate(block.select(self.numeric_index).columns) if column.null_count]
+        if nulls and self.missing == "error":
+            return None
+        finite = np.isfinite(features)
+        for j, column in nulls:
+            null = column.is_null().to_numpy(zero_copy_only=False)
+            finite[:, j] |= null
+            if self.missing == "drop":
+                keep &= ~null
+            elif self.missing == "fill":
+                features[null, j] = self.fill_value
+        return features if finite.all() else None
 
     def _row_chunks(self, start: int) -> Iterator[Chunk]:
         """The row reader's chunks, from the `start`-th data row of the file."""

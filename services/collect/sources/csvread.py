@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import itertools
+import mmap
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -34,9 +36,7 @@ from services.collect.sources.base import _STREAMS, open_binary, open_text
 
 # Bytes of the file the block reader parses at a time: about BLOCK_ROWS rows, within
 # [MIN_BLOCK_BYTES, BLOCK_BYTES]. A block, its parsed cells and its converted columns are in
-# memory at once, plus the reader's read-ahead: for narrow rows that is many times the block's
-# bytes (a 512 MB CSV of 17 short columns grew collect by 278 MB with 8 MB blocks, and one of
-# 785 columns by 500 MB; 2 MB blocks parse as fast).
+# memory at once; the blocks pyarrow reads ahead are views of a local file (`_Mapped`).
 BLOCK_ROWS = 8192
 MIN_BLOCK_BYTES = 1 << 20
 BLOCK_BYTES = 2 << 20
@@ -87,16 +87,50 @@ def _skip_blank(row) -> str:
     return "skip" if not row.text.strip() else "error"
 
 
+class _Mapped:
+    """A local file as pyarrow's reader reads it: a memory map, so each block it reads, and the up
+    to 32 blocks it reads ahead on its own (a queue of that length, not an option), are views of the
+    file instead of copies (with 8 MB blocks those copies were 256 MB of collect's memory). The
+    pages of the blocks whose batches have been taken are dropped from the process as it goes
+    (`took`): they stay in the page cache, and are read again from there if touched again."""
+
+    def __init__(self, path: str, block_bytes: int):
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        self.block_bytes, self.taken, self.dropped = block_bytes, 0, 0
+        self.source = pa.BufferReader(pa.py_buffer(self.map) if self.map is not None else b"")
+
+    def took(self) -> None:
+        """After a batch is taken: the pages before the block of the batch before it are dropped."""
+        self.taken += 1
+        end = (self.taken - 1) * self.block_bytes // mmap.PAGESIZE * mmap.PAGESIZE
+        if self.map is not None and end > self.dropped:
+            self.map.madvise(mmap.MADV_DONTNEED, self.dropped, end - self.dropped)
+            self.dropped = end
+
+
+class _Streamed:
+    """A stream (an s3:// object) as pyarrow's reader reads it, through its Python file."""
+
+    def __init__(self, raw):
+        self.source = raw
+
+    def took(self) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def _reader(
     path: str, dialect: Dialect, width: int, skip_header: bool, block_bytes: int, types, threads: bool = True
-) -> Iterator[pa_csv.CSVStreamingReader]:
+) -> Iterator[tuple[pa_csv.CSVStreamingReader, _Mapped | _Streamed]]:
     names = [f"c{i}" for i in range(width)]
     with contextlib.ExitStack() as opened:
-        # a local file is read by pyarrow itself; a stream (an s3:// object) through its Python file
-        source = path if path not in _STREAMS else opened.enter_context(open_binary(path))
+        source = (
+            _Mapped(path, block_bytes) if path not in _STREAMS else _Streamed(opened.enter_context(open_binary(path)))
+        )
         reader = pa_csv.open_csv(
-            source,
+            source.source,
             read_options=pa_csv.ReadOptions(
                 column_names=names, skip_rows=1 if skip_header else 0, block_size=block_bytes, use_threads=threads
             ),
@@ -117,7 +151,7 @@ def _reader(
             ),
         )
         with reader:
-            yield reader
+            yield reader, source
 
 
 def blocks(
@@ -127,8 +161,10 @@ def blocks(
     column i typed types[i] (numeric ones null for a missing cell), else a string.
     Raises pyarrow.ArrowInvalid where the block reader stops (see the module's doc)."""
     block = int(min(max(row_bytes(path) * BLOCK_ROWS, MIN_BLOCK_BYTES), BLOCK_BYTES))
-    with _reader(path, dialect, width, skip_header, block, types) as reader:
-        yield from reader
+    with _reader(path, dialect, width, skip_header, block, types) as (reader, source):
+        for batch in reader:
+            source.took()
+            yield batch
 
 
 def row_bytes(path: str) -> float:
@@ -152,6 +188,22 @@ def first_rows(path: str, dialect: Dialect, width: int, skip_header: bool, count
         if batches
         else pa.table({f"c{i}": pa.array([], pa.string()) for i in range(width)})
     )
+
+
+def all_numeric(path: str, dialect: Dialect, width: int, skip_header: bool, indices: list[int], count: int) -> bool:
+    """True when the block reader reads the columns at `indices` of the file's first `count` data rows
+    as numbers, every cell a number or one of NULLS: then each of those columns is numeric by the rule
+    of `numeric_columns` too, without reading their cells as strings. False says nothing about any
+    one column (the reader stops at the first cell it cannot take, and may read past `count` rows)."""
+    rows = 0
+    try:
+        for batch in blocks(path, dialect, width, skip_header, {i: pa.float64() for i in indices}):
+            rows += batch.num_rows
+            if rows >= count:
+                break
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 def numeric_columns(columns: list[pa.ChunkedArray], dialect: Dialect, group: int = 64) -> list[bool]:

@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pyspng
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from cookline.spec.sources import check_image_options, walk_files
 from cookline.v1 import data_pb2
@@ -42,8 +42,9 @@ DECODE_THREADS = min(4, max(2, len(os.sched_getaffinity(0))))
 # (one hand-over between threads per image costs more than the decoding on a busy machine).
 DECODE_AHEAD = IMAGES_PER_CHUNK
 DECODE_BATCH = 32
-# Pillow modes of the PNGs whose samples libspng decodes (_png_samples).
-PNG_MODES = ("L", "LA", "RGB", "RGBA")
+# PNG color types whose 8-bit samples libspng decodes (_plain_png), as Pillow's modes.
+PNG_MODES = {0: "L", 2: "RGB", 4: "LA", 6: "RGBA"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class _ImageDecoder:
@@ -102,25 +103,35 @@ class _ImageDecoder:
     def _read(self, name: str, path: str) -> tuple[np.ndarray, str]:
         """The pixels of one file and its source shape ("HxWxC"); reads no state but the color mode."""
         try:
-            with open_binary(path) as f, Image.open(f) as img:
-                samples = _png_samples(img, f)
-                if samples is None:
-                    img.load()
-                color = self.color or ("grayscale" if img.mode in ("L", "1", "I", "I;16", "F") else "rgb")
-                source_shape = f"{img.height}x{img.width}x{len(img.getbands())}"
-                mode = "L" if color == "grayscale" else "RGB"
-                if samples is not None and img.mode == mode and (not self.size or self.size == samples.shape[:2]):
-                    array = samples  # what convert() and resize() would copy unchanged
+            with open_binary(path) as f:
+                plain = _plain_png(f)
+                if plain is not None:
+                    samples, source_mode = plain
+                    color = self.color or ("grayscale" if source_mode == "L" else "rgb")
+                    source_shape = f"{samples.shape[0]}x{samples.shape[1]}x{len(source_mode)}"
+                    mode = "L" if color == "grayscale" else "RGB"
+                    if source_mode == mode and (not self.size or self.size == samples.shape[:2]):
+                        array = samples  # what convert() and resize() would copy unchanged
+                    else:
+                        array = self._converted(Image.fromarray(samples), mode)
                 else:
-                    pixels = (img if samples is None else Image.fromarray(samples)).convert(mode)
-                    if self.size:
-                        pixels = pixels.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
-                    array = np.asarray(pixels, dtype=np.uint8)
+                    f.seek(0)
+                    with Image.open(f) as img:
+                        img.load()
+                        color = self.color or ("grayscale" if img.mode in ("L", "1", "I", "I;16", "F") else "rgb")
+                        source_shape = f"{img.height}x{img.width}x{len(img.getbands())}"
+                        array = self._converted(img, "L" if color == "grayscale" else "RGB")
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise invalid(f"collect.source: {name} is not a readable PNG or JPEG image ({exc})") from None
         if not self.color:
             self.color = color
         return array, source_shape
+
+    def _converted(self, img: Image.Image, mode: str) -> np.ndarray:
+        pixels = img.convert(mode)
+        if self.size:
+            pixels = pixels.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
+        return np.asarray(pixels, dtype=np.uint8)
 
     def _accept(self, name: str, array: np.ndarray, source_shape: str) -> np.ndarray:
         """Counts the source shape and checks the decoded shape against the earlier images'."""
@@ -137,24 +148,32 @@ class _ImageDecoder:
         return array
 
 
-def _png_samples(img: ImageFile.ImageFile, f) -> np.ndarray | None:
-    """The pixels of an 8-bit PNG without a palette (Pillow mode L, LA, RGB or RGBA) that Pillow has
-    opened (signature, header and the chunks before the image data checked, the pixel limit
-    applied), decoded by libspng: the values img.load() gives, at less than half its cost. None for
-    any other image, or when libspng refuses the file: Pillow then decodes it and names the fault."""
-    if img.format != "PNG" or img.mode not in PNG_MODES or len(img.tile) != 1 or img.tile[0].args != img.mode:
-        return None  # a palette, 16-bit or 1/2/4-bit samples, or JPEG: Pillow's own conversions
-    f.seek(0)
-    data = f.read()
+def _plain_png(f) -> tuple[np.ndarray, str] | None:
+    """(pixels, Pillow's mode) of an 8-bit PNG without a palette (mode L, LA, RGB or RGBA), decoded by
+    libspng without Pillow's open: the values Pillow gives, at less than half its cost. Checked first
+    as Pillow's open checks it (signature, IHDR, the pixel limit) and further (every chunk whole and
+    matching its CRC). None for any other file, or any doubt: Pillow then opens and decodes it, and
+    names the fault of a damaged one."""
+    head = f.read(33)  # signature and IHDR: a JPEG or another PNG is not read further here
+    if len(head) < 33 or head[:8] != PNG_SIGNATURE or head[8:16] != b"\x00\x00\x00\rIHDR":
+        return None
+    width, height, depth, color_type, compression, filtering, interlace = struct.unpack_from(">IIBBBBB", head, 16)
+    mode = PNG_MODES.get(color_type)
+    if mode is None or depth != 8 or compression or filtering or interlace > 1 or not width or not height:
+        return None  # a palette, 16-bit or 1/2/4-bit samples, or a header Pillow refuses
+    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+        return None  # Pillow's decompression-bomb warning or error
+    data = head + f.read()
     if not _chunks_intact(data):
         return None
     try:
         samples = pyspng.load(data)
     except (RuntimeError, ValueError):
         return None
-    if samples.dtype != np.uint8 or samples.shape[:2] != (img.height, img.width):
+    channels = samples.shape[2] if samples.ndim == 3 else 1
+    if samples.dtype != np.uint8 or samples.shape[:2] != (height, width) or channels != len(mode):
         return None
-    return samples
+    return samples, mode
 
 
 def _chunks_intact(data: bytes) -> bool:
