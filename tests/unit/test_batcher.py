@@ -113,7 +113,7 @@ def test_queue_delay_waits_for_more_requests():
     asyncio.run(main())
 
 
-def test_full_batches_of_quick_models_run_on_the_loop_all_else_on_the_models_thread():
+def test_a_quick_models_batches_run_on_the_loop_once_timed_a_slow_models_on_its_thread():
     async def main():
         threads = []
 
@@ -123,15 +123,17 @@ def test_full_batches_of_quick_models_run_on_the_loop_all_else_on_the_models_thr
             return features
 
         loop_thread = threading.current_thread()
-        quick, _ = batcher(model, max_batch_size=8, inline_max_ms=1000.0)  # every call counts as quick
-        future = quick.submit(rows(8))
+        quick, _ = batcher(model, max_batch_size=8, inline_max_ms=1000.0)  # every timed call counts as quick
+        future = quick.submit(rows(1))
         assert not future.done()  # queued even though the model is idle
-        assert (await future) is not None and threads[-1] is loop_thread  # full: on the loop
-        assert (await quick.submit(rows(1))) is not None and threads[-1] is not loop_thread  # not full: thread
+        assert (await future) is not None and threads[-1] is not loop_thread  # untimed: the model's thread
+        assert (await quick.submit(rows(1))) is not None and threads[-1] is loop_thread  # a lone row: on the loop
+        assert (await quick.submit(rows(8))) is not None and threads[-1] is loop_thread  # a full batch too
         await close(quick)
 
         slow, _ = batcher(model, max_batch_size=8, inline_max_ms=0.0)  # every call counts as slow
-        assert (await slow.submit(rows(8))) is not None and threads[-1] is not loop_thread
+        for n in (1, 8, 1):
+            assert (await slow.submit(rows(n))) is not None and threads[-1] is not loop_thread
         await close(slow)
 
     asyncio.run(main())
@@ -148,6 +150,7 @@ def test_a_model_that_turns_slow_moves_off_the_loop():
             return features
 
         b, _ = batcher(model, max_batch_size=8, inline_max_ms=20.0)
+        await b.submit(rows(8))  # untimed: on the model's thread; timed quick from here on
         await b.submit(rows(8))
         assert threads[-1] is threading.current_thread()
         delay[0] = 0.5  # calls now take far over 20 ms: after a few the average says slow
