@@ -108,9 +108,9 @@ class Relay:
             log.warning("relay: %s", exc.message)
             return None
         for replica, _ in found:
-            host, _, port = replica.rpartition(":")
+            host, port = replicas.split_host_port(replica)
             try:
-                addresses += [info[4] for info in socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)]
+                addresses += [info[4] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
             except OSError as exc:
                 log.warning("relay: cannot resolve %s: %s", replica, exc)
         start = next(self.turn)

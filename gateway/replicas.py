@@ -37,7 +37,8 @@ LOAD_TIMEOUT_S = 300
 UNLOAD_TIMEOUT_S = 60
 
 
-def _split_host_port(address: str) -> tuple[str, str]:
+def split_host_port(address: str) -> tuple[str, str]:
+    """ "host:port" or "[v6]:port" -> (host without brackets, port)."""
     host, _, port = address.rpartition(":")
     return host.strip("[]"), port
 
@@ -56,7 +57,7 @@ def resolve(target: str) -> list[tuple[str, str]]:
         name = target  # host:port, resolved by DNS as gRPC does
     else:
         return [(target, "")]
-    host, port = _split_host_port(name)
+    host, port = split_host_port(name)
     if not host or not port.isdigit():
         return [(target, "")]
     try:

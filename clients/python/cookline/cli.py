@@ -23,6 +23,7 @@ from cookline.client import TERMINAL, Client
 from cookline.spec.sources import is_number
 from cookline.v1 import data_pb2, gateway_pb2, model_pb2, pipeline_pb2, registry_pb2
 
+GATEWAY_HELP = "gateway host:port (default COOKLINE_GATEWAY_ADDR or localhost:50050)"
 console = Console(stderr=True, soft_wrap=True)  # long paths and messages stay on one line (copy-pasteable)
 
 
@@ -682,7 +683,7 @@ def main(argv=None) -> int:
     run.add_argument(
         "--output", choices=["text", "json"], default="text", help="json: print the final run record as one JSON object"
     )
-    run.add_argument("--gateway", help="gateway host:port (default COOKLINE_GATEWAY_ADDR or localhost:50050)")
+    run.add_argument("--gateway", help=GATEWAY_HELP)
     run.add_argument(
         "--upload",
         choices=["auto", "always", "never"],
@@ -719,7 +720,7 @@ def main(argv=None) -> int:
         help="image-folder, voc: resize every image at ingest",
     )
     upload.add_argument("--color", choices=["grayscale", "rgb"], help="image-folder, voc: channels")
-    upload.add_argument("--gateway", help="gateway host:port (default COOKLINE_GATEWAY_ADDR or localhost:50050)")
+    upload.add_argument("--gateway", help=GATEWAY_HELP)
     upload.set_defaults(func=cmd_upload)
 
     validate = sub.add_parser("validate", help="check a pipeline file offline (no stack needed)")
@@ -753,35 +754,34 @@ def main(argv=None) -> int:
     delete.add_argument(
         "--force", action="store_true", help="delete it even though other models were trained from it (train.base)"
     )
-    delete.add_argument("--gateway", help="gateway host:port (default COOKLINE_GATEWAY_ADDR or localhost:50050)")
+    delete.add_argument("--gateway", help=GATEWAY_HELP)
     delete.set_defaults(func=cmd_delete_model)
 
-    gateway_help = "gateway host:port (default COOKLINE_GATEWAY_ADDR or localhost:50050)"
     models = sub.add_parser("models", help="list models (versions, deployed version, aliases, metric)")
     models.add_argument("model", nargs="?", help="one model: list its versions with lineage and metric")
     models.add_argument(
         "--output", choices=["text", "json"], default="text", help="json: one JSON object (ModelInfo) per model"
     )
-    models.add_argument("--gateway", help=gateway_help)
+    models.add_argument("--gateway", help=GATEWAY_HELP)
     models.set_defaults(func=cmd_models)
 
     alias = sub.add_parser("alias", help="point an alias (e.g. production) at a model version, creating or moving it")
     alias.add_argument("model", help="model name")
     alias.add_argument("alias", help="alias name, e.g. production")
     alias.add_argument("version", type=int, help="the published version it names")
-    alias.add_argument("--gateway", help=gateway_help)
+    alias.add_argument("--gateway", help=GATEWAY_HELP)
     alias.set_defaults(func=cmd_alias)
 
     deploy = sub.add_parser("deploy", help="serve a model version on every serve replica")
     deploy.add_argument("model", help="model name")
     deploy.add_argument("--version", type=int, help="this version (default: the newest)")
     deploy.add_argument("--alias", help="the version this alias names (serve follows it at restart)")
-    deploy.add_argument("--gateway", help=gateway_help)
+    deploy.add_argument("--gateway", help=GATEWAY_HELP)
     deploy.set_defaults(func=cmd_deploy)
 
     undeploy = sub.add_parser("undeploy", help="stop serving a model on every serve replica")
     undeploy.add_argument("model", help="model name")
-    undeploy.add_argument("--gateway", help=gateway_help)
+    undeploy.add_argument("--gateway", help=GATEWAY_HELP)
     undeploy.set_defaults(func=cmd_undeploy)
 
     gc = sub.add_parser("gc", help="remove the files of model versions whose publish died (unpublished, idle)")
@@ -793,13 +793,13 @@ def main(argv=None) -> int:
         "on the gateway, 3600); 0 also removes publishes in progress",
     )
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
-    gc.add_argument("--gateway", help=gateway_help)
+    gc.add_argument("--gateway", help=GATEWAY_HELP)
     gc.set_defaults(func=cmd_gc)
 
     report = sub.add_parser("report", help="write an HTML report of a finished run (curves, confusion matrix)")
     report.add_argument("run", help="the run id")
     report.add_argument("--out", help="output file (default cookline-report-RUN.html)")
-    report.add_argument("--gateway", help="gateway host:port (default COOKLINE_GATEWAY_ADDR or localhost:50050)")
+    report.add_argument("--gateway", help=GATEWAY_HELP)
     report.set_defaults(func=cmd_report)
 
     args = parser.parse_args(argv)

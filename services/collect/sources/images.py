@@ -194,8 +194,9 @@ def _chunks_intact(data: bytes) -> bool:
     return False
 
 
-def _chunks(items, decoder: _ImageDecoder, labels: Labels) -> Iterator[Chunk]:
-    """items: (name, path, class name, subset or None) -> chunks of decoded images."""
+def _chunks(items: list[tuple], decoder: _ImageDecoder, labels: Labels) -> Iterator[Chunk]:
+    """items: (name, path, class name, subset or None) -> chunks of decoded images. A list: it is
+    walked twice at once (the decoder's files ahead, the labels in step)."""
     images, ids, subsets = [], [], []
     decoded = decoder.decode_all((name, path) for name, path, _, _ in items)
     for (_, _, class_name, subset), image in zip(items, decoded, strict=True):
