@@ -42,6 +42,7 @@ from services.common.store import ObjectStore
 from services.process import ops as ops_lib
 from services.train import detection, distributed, models, tfjs, transfer, warm
 from services.train import feed as feed_module
+from services.train.attempts import RunAttempts
 from services.train.checkpoints import Checkpoints
 from services.train.evaluate import evaluate_model
 from services.train.feed import EpochFeed, FeedSize
@@ -173,6 +174,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
     def __init__(self, store: ObjectStore):
         self.store = store
         self.warm = warm.WarmModels()
+        self.attempts = RunAttempts()
         self.collect = collect_pb2_grpc.CollectServiceStub(channels.channel("collect"))
         process_channel = channels.channel("process", options=config.data_plane_options())
         self.process = process_pb2_grpc.ProcessServiceStub(process_channel)
@@ -196,14 +198,25 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         name = layout.check_name("pipeline.name", request.pipeline.name)
         spec = train_spec.resolve(request.pipeline.train)
         train_spec.check_export(request.pipeline)
-        if request.run_id and (published := self._published_by_run(name, request.run_id)) is not None:
-            # This run already published its model (the gateway that asked died before recording it):
-            # answer with that version instead of training and publishing another one.
-            self.store.delete_prefix(layout.run_prefix(request.run_id) + "checkpoints/")
+        # Registered first: a call cancelled while it plans must not go on to fit and publish (a
+        # callback added after the call ended is never called, so that case is set here).
+        cancelled = threading.Event()
+        if not context.add_callback(cancelled.set):
+            cancelled.set()
+        with self.attempts.sole(request.run_id, cancelled):
+            yield from self._train(request, name, spec, cancelled)
+
+    def _train(self, request: train_pb2.TrainRequest, name: str, spec, cancelled: threading.Event):
+        """Train's steps, run while this call is the run's only one (RunAttempts.sole)."""
+        if (published := self._published_by_run(name, request.run_id)) is not None:
+            # This run already published its model (the gateway that asked died before recording it,
+            # or an earlier call of the run finished its publish): answer with that version instead of
+            # training and publishing another one.
             yield published
             return
-        plan = self._plan(request, name, spec)
-        context.add_callback(plan.cancelled.set)
+        plan = self._plan(request, name, spec, cancelled)
+        if cancelled.is_set():
+            raise Fail(grpc.StatusCode.CANCELLED, "training cancelled")
         checkpoints = Checkpoints(self.store, request.run_id) if request.run_id else None
         try:
             if spec.workers > 1:  # distributed: worker processes fit, worker 0 checkpoints, this one publishes;
@@ -218,6 +231,10 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         evaluation = self._evaluate(plan, fitted.model)
         if train_spec.is_detector(spec.model) and evaluation is not None:  # held-out mAP: a detector's headline
             fitted.metrics = {**fitted.metrics, **evaluation.metrics}
+        if (published := self._published_by_run(name, request.run_id)) is not None:
+            # a call of this run on another train replica published while this one fitted
+            yield published
+            return
         version = self._publish(plan, fitted, evaluation)
         if checkpoints:
             checkpoints.discard()
@@ -229,7 +246,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             )
         )
 
-    def _plan(self, request: train_pb2.TrainRequest, name: str, spec) -> Plan:
+    def _plan(self, request: train_pb2.TrainRequest, name: str, spec, cancelled: threading.Event) -> Plan:
         """Resolves the dataset (its version pinned), checks it fits the spec, and has process fit the
         pipeline's ops on the training rows. INVALID_ARGUMENT names what does not fit."""
         pipeline = request.pipeline
@@ -271,6 +288,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             source=(input_name, input_dtype, list(input_shape), "float32" if regression else "int32"),
             rows=rows,
             class_weight=train_spec.class_weight_dict(spec, class_names, dict(info.statistics.label_counts)),
+            cancelled=cancelled,
             base=base,
         )
 
@@ -382,11 +400,17 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         worker = threading.Thread(target=run_fit, name=f"fit-{plan.request.run_id}", daemon=True)
         worker.start()
         last_metrics = resume.metrics
-        while (event := events.get()) is not _DONE:
-            if event.progress.epoch_finished:
-                last_metrics = dict(event.progress.metrics)
-            yield event
-        worker.join()
+        done = False
+        try:
+            while (event := events.get()) is not _DONE:
+                if event.progress.epoch_finished:
+                    last_metrics = dict(event.progress.metrics)
+                yield event
+            done = True
+        finally:  # also when the call is dropped at a yield: the fit stops before the run is let go
+            if not done:
+                plan.cancelled.set()
+            worker.join()
         if plan.cancelled.is_set():
             raise Fail(grpc.StatusCode.CANCELLED, "training cancelled")
         if progress.diverged:
@@ -396,8 +420,11 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         return Fitted(model, last_metrics, warm_key)
 
     def _published_by_run(self, name: str, run_id: str) -> train_pb2.TrainResponse | None:
-        """The result of the version of `name` whose record carries `run_id`, or None: publishing is
-        idempotent per run. Reads the records newest first (a model has few versions)."""
+        """The result of the version of `name` whose record carries `run_id` (the run's checkpoints
+        deleted: they are done with), or None: publishing is idempotent per run. Reads the records
+        newest first (a model has few versions)."""
+        if not run_id:
+            return None
         for version in reversed(layout.model_versions(self.store, name)):
             try:
                 record = layout.read_model_record(self.store, name, version)
@@ -410,6 +437,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
                     name,
                     version,
                 )
+                self.store.delete_prefix(layout.run_prefix(run_id) + "checkpoints/")
                 return train_pb2.TrainResponse(
                     result=train_pb2.TrainResult(
                         model=model_pb2.ModelRef(name=name, version=version),

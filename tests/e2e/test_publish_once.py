@@ -1,14 +1,24 @@
-"""A gateway killed after train published the run's model but before the run recorded it: the restarted
-gateway resumes the run at its train stage, and train answers with the version this run already
-published (its record carries the run id) instead of training and publishing a second one."""
+"""A run publishes one model version, however often train is asked for it.
+
+- A gateway killed after train published the run's model but before the run recorded it: the
+  restarted gateway resumes the run at its train stage, and train answers with the version this run
+  already published (its record carries the run id) instead of training and publishing a second one.
+- A second Train call of a run while the first still fits (what a restarted gateway sends while its
+  predecessor's call is still in train): the first is cancelled and waited for, the second trains,
+  and one version carries the run (the chaos soak once saw both publish)."""
 
 import json
 import signal
+import threading
 import time
 
+import grpc
+
+from cookline import channels
 from cookline.client import Client
-from cookline.v1 import gateway_pb2
-from helpers import iris_pipeline
+from cookline.v1 import data_pb2, gateway_pb2, pipeline_pb2, train_pb2, train_pb2_grpc
+from dataplane import ingest
+from helpers import IRIS_CSV, iris_pipeline
 from services.common import layout
 from services.common.store import store_from_env
 
@@ -54,3 +64,44 @@ def test_gateway_killed_between_publish_and_record_resumes_without_a_second_vers
     assert published_by(store, name, run.run_id) == [1]
     assert list(store.list(f"runs/{run.run_id}/checkpoints/")) == []
     assert services.exited() == {}
+
+
+def test_a_second_call_of_a_run_cancels_the_first_and_the_run_publishes_one_version(stack):
+    _, env = stack
+    store = store_from_env(env)
+    name, run_id = "attempts", "20990101-000000-attempt"
+    ingest(env, name, IRIS_CSV, label="species")
+    stub = train_pb2_grpc.TrainServiceStub(channels.channel("train", env))
+    request = train_pb2.TrainRequest(
+        run_id=run_id,
+        dataset=data_pb2.DatasetRef(name=name),
+        pipeline=pipeline_pb2.PipelineSpec(
+            name=name, train=pipeline_pb2.TrainSpec(model="mlp", epochs=400, batch_size=16)
+        ),
+    )
+    fitting = threading.Event()
+    first: dict = {}
+
+    def call_first() -> None:  # the earlier call: its client stays connected throughout
+        try:
+            for response in stub.Train(request, timeout=600):
+                if response.HasField("progress"):
+                    fitting.set()
+                else:
+                    first["result"] = response.result
+        except grpc.RpcError as exc:
+            first["error"] = exc
+        finally:
+            fitting.set()
+
+    thread = threading.Thread(target=call_first)
+    thread.start()
+    assert fitting.wait(300)
+    assert "error" not in first and "result" not in first  # still fitting when the second call comes
+    second = list(stub.Train(request, timeout=600))[-1]
+    thread.join(600)
+    assert "error" in first, f"the first call was not cancelled: {first}"
+    assert first["error"].code() == grpc.StatusCode.CANCELLED, first["error"]
+    assert second.HasField("result")
+    assert published_by(store, name, run_id) == [second.result.model.version]
+    assert layout.model_versions(store, name) == [second.result.model.version]
