@@ -12,6 +12,7 @@ handing over to the row reader where that one does not take the file as it is (c
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Iterator
@@ -202,17 +203,21 @@ class CsvSource(Source):
         if self.numeric_label:
             types[self.label_index] = pa.float64()
         rows = consumed = 0  # rows yielded; rows of the file the block reader has turned into chunks
+        read = csvread.ahead(
+            lambda: csvread.blocks(self.path, self.dialect, len(self.header), not self.no_header, types)
+        )
         try:
-            for block in csvread.blocks(self.path, self.dialect, len(self.header), not self.no_header, types):
-                chunk = self._block(block)
-                if chunk is None:
-                    break
-                consumed += block.num_rows
-                if len(chunk["label"]):
-                    rows += len(chunk["label"])
-                    yield chunk
-            else:
-                consumed = -1  # the block reader read the whole file
+            with contextlib.closing(read):  # on a break, or when this generator is closed: the reader's thread ends
+                for block in read:
+                    chunk = self._block(block)
+                    if chunk is None:
+                        break
+                    consumed += block.num_rows
+                    if len(chunk["label"]):
+                        rows += len(chunk["label"])
+                        yield chunk
+                else:
+                    consumed = -1  # the block reader read the whole file
         except pa.ArrowInvalid:
             pass  # the row reader takes over from row `consumed`, and says what is wrong
         if consumed >= 0:
@@ -409,21 +414,23 @@ class TextCsvSource(Source):
 
     def chunks(self) -> Iterator[Chunk]:
         rows = consumed = 0  # as CsvSource.chunks
+        read = csvread.ahead(lambda: csvread.blocks(self.path, Dialect(), 2, False, {}))
         try:
-            for block in csvread.blocks(self.path, Dialect(), 2, False, {}):
-                encoded = block.column(1).dictionary_encode()
-                names = [name.strip() for name in encoded.dictionary.to_pylist()]
-                if not all(names):
-                    break  # a missing label: the row reader names its line
-                texts, _ = csvread.strings(block.column(0))
-                rows += block.num_rows
-                consumed += block.num_rows
-                yield {
-                    "text": np.array(texts, dtype=np.str_),
-                    "label": class_ids(self.labels, encoded.indices.to_numpy(), names),
-                }
-            else:
-                consumed = -1
+            with contextlib.closing(read):
+                for block in read:
+                    encoded = block.column(1).dictionary_encode()
+                    names = [name.strip() for name in encoded.dictionary.to_pylist()]
+                    if not all(names):
+                        break  # a missing label: the row reader names its line
+                    texts, _ = csvread.strings(block.column(0))
+                    rows += block.num_rows
+                    consumed += block.num_rows
+                    yield {
+                        "text": np.array(texts, dtype=np.str_),
+                        "label": class_ids(self.labels, encoded.indices.to_numpy(), names),
+                    }
+                else:
+                    consumed = -1
         except pa.ArrowInvalid:
             pass
         if consumed >= 0:

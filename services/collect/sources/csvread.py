@@ -8,7 +8,8 @@ Python's float() reads them, with collect.decimal as the decimal separator.
   so memory stays bounded however large the file is. Numeric columns are converted in C.
 - `rows`: Python's csv module, row by row, with each row's line number.
 
-The CSV sources read with `blocks` and fall back to `rows`, from the first row not yet turned
+The CSV sources read with `blocks` (parsing on a thread of its own, `ahead`, while theirs converts
+the batches and writes the shards) and fall back to `rows`, from the first row not yet turned
 into a chunk, on anything the block reader does not take as it is: a malformed row, a cell
 that is not a number, a missing value where none is allowed, text with surrounding spaces,
 bytes that are not UTF-8. The row reader then reads on, or raises the precise error naming
@@ -23,7 +24,9 @@ import csv
 import itertools
 import mmap
 import os
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +43,8 @@ from services.collect.sources.base import _STREAMS, open_binary, open_text
 BLOCK_ROWS = 8192
 MIN_BLOCK_BYTES = 1 << 20
 BLOCK_BYTES = 2 << 20
+# Batches the reader's thread (`ahead`) may have parsed and not yet handed over.
+AHEAD_BATCHES = 2
 
 
 def _case_variants(word: str) -> set[str]:
@@ -165,6 +170,57 @@ def blocks(
         for batch in reader:
             source.took()
             yield batch
+
+
+class _Failed:
+    """What ended the reader's thread: raised where the items stopped."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+_END = object()
+
+
+def ahead(items: Callable[[], Iterator], depth: int = AHEAD_BATCHES) -> Iterator:
+    """The items of the generator items() in order, made on a thread of its own, at most `depth` of
+    them waiting: pyarrow parses a block without the GIL, so parsing the next blocks overlaps what
+    the caller does with this one (converting, statistics, hashing and writing shards). What the
+    generator raises is raised here after the items before it, as if it ran here. When this
+    generator stops early (closed, or an exception thrown into it: the caller broke off, failed or
+    was cancelled), the thread stops at its next item, closes the generator (its file) and is
+    joined before this one returns: no thread outlives the read."""
+    queued: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        last: object = _END
+        try:
+            with contextlib.closing(items()) as made:
+                for item in made:
+                    if stop.is_set():
+                        return
+                    queued.put(item)
+        except BaseException as error:  # handed to the caller, which raises it
+            last = _Failed(error)
+        if not stop.is_set():
+            queued.put(last)
+
+    thread = threading.Thread(target=produce, name="cookline-csv-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := queued.get()) is not _END:
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        # After `stop`, the thread puts at most one more item (one it had checked `stop` for): with
+        # the queue emptied here that put never blocks, so the join cannot hang.
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                queued.get_nowait()
+        thread.join()
 
 
 def row_bytes(path: str) -> float:
