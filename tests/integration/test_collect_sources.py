@@ -149,6 +149,16 @@ def test_failed_ingest_after_shards_were_written_leaves_nothing(env, store, tmp_
     assert nothing_visible(env, store, "late-error")
 
 
+def test_a_bad_cell_blocks_into_a_large_csv_fails_the_ingest_and_leaves_nothing(env, store, tmp_path):
+    # about 3 MB: blocks of about 1 MB parsed on the reader's thread ahead of the shards being written
+    rows = "".join(f"{i},{i * 2},c{i % 3}\n" for i in range(180_000))
+    path = write(tmp_path / "big.csv", "a,b,label\n" + rows + "1,oops,c1\n" + rows[:200] + "x,2,c2\n")
+    error = ingest_error(env, "far-error", path, label="label")
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "big.csv line 180002, column 'b': the value is not a number" in error.details()
+    assert nothing_visible(env, store, "far-error")
+
+
 def test_empty_sources_are_invalid(env, tmp_path):
     for name, content in (("empty.csv", ""), ("header-only.csv", "a,label\n")):
         error = ingest_error(env, "empty", write(tmp_path / name, content), label="label")

@@ -1,6 +1,10 @@
 """The csv source's two readers (services/collect/sources/csvread.py): pyarrow's block reader gives
 what the row reader gives, hands over to it mid-file, and the dialect settings (collect.delimiter,
-collect.decimal); and the pixel statistics of an image ingest. In process: no server."""
+collect.decimal); the block reader's thread ends with the read, however it ends; and the pixel
+statistics of an image ingest. In process: no server."""
+
+import itertools
+import threading
 
 import numpy as np
 import pytest
@@ -66,6 +70,64 @@ def test_the_row_reader_takes_over_mid_file_and_names_the_line(tmp_path, monkeyp
     with pytest.raises(Fail, match=r"d.csv line 42, column 'b': the value is not a number") as error:
         list(bad.chunks())
     assert "oops" not in str(error.value)  # cells are never quoted back
+
+
+def reader_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "cookline-csv-reader"]
+
+
+def many_blocks(monkeypatch, rows: int, bad: dict[int, str] | None = None) -> str:
+    """A CSV of `rows` data rows in blocks of a few rows each; bad: line number -> a row put there."""
+    monkeypatch.setattr(csvread, "BLOCK_BYTES", 64)
+    lines = ["a,b,y"] + [f"{i},{i / 4},c{i % 3}" for i in range(rows)]
+    for line_no, row in (bad or {}).items():
+        lines[line_no - 1] = row
+    return "\n".join(lines) + "\n"
+
+
+def test_a_bad_cell_far_into_the_file_is_named_as_the_row_reader_names_it(tmp_path, monkeypatch):
+    # two bad cells in blocks the reader's thread parses ahead: the first one is the error
+    text = many_blocks(monkeypatch, 3000, {2900: "7,oops,c1", 2950: "x,8,c2"})
+    expected = r"d.csv line 2900, column 'b': the value is not a number"
+    with pytest.raises(Fail, match=expected):
+        list(source(tmp_path, text, column_kinds={"b": "numeric"}).chunks())
+    with pytest.raises(Fail, match=expected):
+        list(source(tmp_path, text, column_kinds={"b": "numeric"})._row_chunks(0))
+    assert reader_threads() == []
+    # and a whole file read through the thread is what the row reader reads
+    text = many_blocks(monkeypatch, 3000)
+    assert_same(rows_of(source(tmp_path, text).chunks()), rows_of(source(tmp_path, text)._row_chunks(0)))
+    assert reader_threads() == []
+
+
+@pytest.mark.parametrize("how", ["closed", "failed"])
+def test_an_ingest_that_stops_early_stops_and_joins_the_reader_thread(tmp_path, monkeypatch, how):
+    chunks = source(tmp_path, many_blocks(monkeypatch, 3000)).chunks()
+    assert len(next(chunks)["label"]) > 0
+    assert len(reader_threads()) == 1  # hundreds of blocks left, at most AHEAD_BATCHES of them parsed
+    if how == "closed":  # the ingest was cancelled: the service drops the source's chunks
+        chunks.close()
+    else:  # writing a shard failed: the exception goes through the chunks
+        with pytest.raises(OSError, match="disk full"):
+            chunks.throw(OSError("disk full"))
+    assert reader_threads() == []
+
+
+def test_a_reader_that_fails_mid_file_raises_in_the_ingest_after_the_rows_before_it(tmp_path, monkeypatch):
+    csv = source(tmp_path, many_blocks(monkeypatch, 3000))
+    blocks = csvread.blocks
+
+    def failing(*args):
+        yield from itertools.islice(blocks(*args), 3)
+        raise OSError("the object store went away")
+
+    monkeypatch.setattr(csvread, "blocks", failing)
+    chunks = csv.chunks()
+    taken = [next(chunks) for _ in range(3)]
+    with pytest.raises(OSError, match="the object store went away"):
+        next(chunks)
+    assert sum(len(c["label"]) for c in taken) > 0
+    assert reader_threads() == []
 
 
 def test_semicolons_and_decimal_commas(tmp_path):
