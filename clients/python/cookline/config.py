@@ -179,6 +179,11 @@ def shard_bytes(env: Mapping[str, str] | None = None) -> int:
     return int(megabytes * 1024 * 1024)
 
 
+def upload_spool_bytes(env: Mapping[str, str] | None = None) -> int:
+    """Most bytes collect spools for the uploads in flight at once (COOKLINE_UPLOAD_SPOOL_MB, default 20480)."""
+    return _positive_int(env, "COOKLINE_UPLOAD_SPOOL_MB", default("COOKLINE_UPLOAD_SPOOL_MB")) << 20
+
+
 def log_level(env: Mapping[str, str] | None = None) -> str:
     """COOKLINE_LOG_LEVEL: DEBUG, INFO (default), WARNING or ERROR."""
     return (_env(env).get("COOKLINE_LOG_LEVEL") or default("COOKLINE_LOG_LEVEL")).upper()

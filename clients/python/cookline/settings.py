@@ -219,6 +219,14 @@ SETTINGS: tuple[Setting, ...] = (
         3600,
     ),
     Setting(
+        "COOKLINE_UPLOAD_SPOOL_MB",
+        "Most MB that collect spools on its scratch disk at once for uploads (UploadDataset: tensor "
+        "batches, or a source's files), over every upload in flight; an upload that would pass it ends "
+        "RESOURCE_EXHAUSTED naming this setting and its spool is deleted. A full scratch disk ends an "
+        "upload the same way. See [clients.md](clients.md#upload-run-predict).",
+        20480,
+    ),
+    Setting(
         "COOKLINE_SHARD_MB",
         "Target size of one dataset shard, in MB of uncompressed rows (read by collect), more than 0 and "
         "at most 4096. Collect holds about two shards per stream it serves, so this bounds its memory.",
