@@ -22,7 +22,7 @@ from typing import cast
 import grpc
 import numpy as np
 
-from cookline import tensors
+from cookline import config, tensors
 from cookline.spec import roots
 from cookline.spec import sources as spec_sources
 from cookline.v1 import collect_pb2, collect_pb2_grpc, data_pb2, pipeline_pb2
@@ -37,7 +37,7 @@ from services.collect.sources import (
     s3,
 )
 from services.collect.sources.base import Source, open_binary
-from services.collect.sources.upload import FileSpool, UploadSpool
+from services.collect.sources.upload import FileSpool, SpoolBudget, UploadSpool
 from services.common import layout, partition, splits
 from services.common.errors import Fail, invalid, not_found, rpc
 from services.common.store import NotFoundError, ObjectStore, StoreError, StoreUnavailableError
@@ -73,6 +73,7 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
         self.store = store
         self.live: set[str] = set()  # ingest attempts running in this process
         self.live_lock = threading.Lock()
+        self.spool_budget = SpoolBudget(config.upload_spool_bytes())  # shared by every upload in flight
 
     # --- ingest ----------------------------------------------------------------
 
@@ -210,15 +211,16 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
 
     @rpc
     def UploadDataset(self, request_iterator, context) -> collect_pb2.UploadDatasetResponse:
-        with tempfile.TemporaryDirectory(prefix="cookline-upload-") as scratch:
+        # the budget given back after the spool is deleted
+        with self.spool_budget.account() as take, tempfile.TemporaryDirectory(prefix="cookline-upload-") as scratch:
             spool = None
             name = ""
             for index, message in enumerate(request_iterator):
                 if spool is None:
                     name = layout.check_name("dataset", message.dataset)
                     if message.HasField("source"):
-                        return self._upload_files(name, message, request_iterator, scratch, context)
-                    spool = UploadSpool(scratch, list(message.class_names))
+                        return self._upload_files(name, message, request_iterator, scratch, take, context)
+                    spool = UploadSpool(scratch, list(message.class_names), take)
                 if message.HasField("file"):
                     raise invalid(
                         f"upload message {index}: file: a tensor upload (no source in the first "
@@ -235,7 +237,7 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
             last = _final(self._ingest(name, spool.version(), spool, "upload", "upload", False, context))
         return collect_pb2.UploadDatasetResponse(dataset=last.dataset, reused=last.reused)
 
-    def _upload_files(self, name, first, request_iterator, scratch, context) -> collect_pb2.UploadDatasetResponse:
+    def _upload_files(self, name, first, request_iterator, scratch, take, context) -> collect_pb2.UploadDatasetResponse:
         """A source's files uploaded (UploadDataset with `source`): spooled, then ingested as the same
         files on this machine would be, so the version is the one an Ingest of them gets."""
         spec = pipeline_pb2.CollectSpec()
@@ -243,7 +245,7 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
         fmt = spec_sources.source(spec.format).name
         if spec.dataset:
             raise invalid("source.dataset: must be empty in an upload (the upload makes the dataset)")
-        files = FileSpool(os.path.join(scratch, "files"))
+        files = FileSpool(os.path.join(scratch, "files"), take)
         os.makedirs(files.folder)
         for index, message in enumerate(itertools.chain([first], request_iterator)):
             if message.HasField("batch"):

@@ -1,5 +1,5 @@
 """Uploads: TensorBatches (UploadSpool) or a source's files (FileSpool) streamed by a client,
-spooled to local disk first.
+spooled to local disk first, within one budget for every upload in flight (SpoolBudget).
 
 Each batch is checked against the first (names, dtypes, per-row shapes) as it
 arrives and appended to a spool folder, and the content hash is computed on
@@ -10,24 +10,78 @@ string "label" tensor names its classes; an int one uses the given class names
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
+import grpc
 import numpy as np
 
 from cookline import tensors
 from services.collect.ingest import check_like, schema_of
 from services.collect.sources.base import Chunk, Labels, Source
-from services.common.errors import invalid
+from services.common.errors import Fail, invalid
+
+# Takes n more bytes of the spool budget for one upload (SpoolBudget.account); RESOURCE_EXHAUSTED past it.
+Take = Callable[[int], None]
+
+
+class SpoolBudget:
+    """The bytes the uploads in flight in this collect process have spooled, held under one limit
+    (COOKLINE_UPLOAD_SPOOL_MB): they share one scratch disk, and an upload spools in full before
+    anything of it is checked as a dataset, so without a limit a few large uploads fill the disk."""
+
+    def __init__(self, limit_bytes: int):
+        self.limit = limit_bytes
+        self.used = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def account(self) -> Iterator[Take]:
+        """One upload's account: yields its `take`; what it took is given back when it ends."""
+        taken = 0
+
+        def take(n: int) -> None:
+            nonlocal taken
+            with self._lock:
+                if self.used + n > self.limit:
+                    raise Fail(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"upload: the uploads in flight would spool more than COOKLINE_UPLOAD_SPOOL_MB "
+                        f"({self.limit >> 20} MB) on collect's scratch disk; upload again when others "
+                        "have finished, or raise the setting",
+                    )
+                self.used += n
+                taken += n
+
+        try:
+            yield take
+        finally:
+            with self._lock:
+                self.used -= taken
+
+
+@contextlib.contextmanager
+def _disk_full_is_exhausted() -> Iterator[None]:
+    """A full scratch disk ends the upload RESOURCE_EXHAUSTED (not INTERNAL): the client may retry later."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise Fail(grpc.StatusCode.RESOURCE_EXHAUSTED, "upload: collect's scratch disk is full") from None
 
 
 class UploadSpool(Source):
     format = "upload"
 
-    def __init__(self, folder: str, class_names: list[str]):
+    def __init__(self, folder: str, class_names: list[str], take: Take):
         self.folder = folder
+        self.take = take
         self.count = 0
         self.rows = 0
         self.digest = hashlib.sha256(b"upload\0" + "\0".join(class_names).encode() + b"\0")
@@ -76,7 +130,8 @@ class UploadSpool(Source):
             a = np.ascontiguousarray(arrays[name])
             self.digest.update(f"{name}\0{a.dtype.kind}\0{a.shape[1:]}\0".encode())
             self.digest.update(a.tobytes() if a.dtype.kind != "U" else "\0".join(a.reshape(-1).tolist()).encode())
-        with open(os.path.join(self.folder, f"{self.count:08d}.npz"), "wb") as f:
+        self.take(sum(a.nbytes for a in arrays.values()))
+        with _disk_full_is_exhausted(), open(os.path.join(self.folder, f"{self.count:08d}.npz"), "wb") as f:
             np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
         self.count += 1
         self.rows += rows.pop()
@@ -117,8 +172,9 @@ class FileSpool:
     one after another; a path seen again after another file began is an error.
     """
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: str, take: Take):
         self.folder = folder
+        self.take = take
         self.files: list[str] = []
         self.bytes = 0
         self._current: str | None = None
@@ -145,7 +201,9 @@ class FileSpool:
             self._current = path
             self.files.append(path)
         assert self._out is not None  # opened above for this path
-        self._out.write(chunk.data)
+        self.take(len(chunk.data))
+        with _disk_full_is_exhausted():
+            self._out.write(chunk.data)
         self.bytes += len(chunk.data)
 
     def close(self) -> None:
