@@ -26,8 +26,9 @@ import mmap
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -161,7 +162,7 @@ def _reader(
 
 def blocks(
     path: str, dialect: Dialect, width: int, skip_header: bool, types: dict[int, pa.DataType]
-) -> Iterator[pa.RecordBatch]:
+) -> Generator[pa.RecordBatch, None, None]:
     """The file's data rows as record batches of columns c0, c1, ... (cells of `width` columns):
     column i typed types[i] (numeric ones null for a missing cell), else a string.
     Raises pyarrow.ArrowInvalid where the block reader stops (see the module's doc)."""
@@ -180,9 +181,10 @@ class _Failed:
 
 
 _END = object()
+T = TypeVar("T")
 
 
-def ahead(items: Callable[[], Iterator], depth: int = AHEAD_BATCHES) -> Iterator:
+def ahead(items: Callable[[], Generator[T, None, None]], depth: int = AHEAD_BATCHES) -> Generator[T, None, None]:
     """The items of the generator items() in order, made on a thread of its own, at most `depth` of
     them waiting: pyarrow parses a block without the GIL, so parsing the next blocks overlaps what
     the caller does with this one (converting, statistics, hashing and writing shards). What the
