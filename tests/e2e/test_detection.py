@@ -225,7 +225,7 @@ def test_the_dashboard_draws_the_detectors_boxes_over_the_dropped_image(trained,
                 np.testing.assert_allclose(
                     drawn["rect"], [x0 * width, y0 * height, (x1 - x0) * width, (y1 - y0) * height], atol=1.5
                 )
-            tags = page.locator("#detection-boxes text.tag").all_inner_texts()
+            tags = page.locator("#detection-boxes text.tag").all_text_contents()
             assert tags == [f"{d['label']} {d['score']:.2f}" for d in expected]
             listed = page.locator("#detections tbody tr td:first-child").all_inner_texts()
             assert listed == [d["label"] for d in expected]

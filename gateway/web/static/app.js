@@ -445,8 +445,7 @@ function detectionView(answer, image) {
   const found = answer.detections;
   const labels = [...new Set(found.map(d => d.label))].sort();
   const color = label => COLORS[labels.indexOf(label) % COLORS.length];
-  const boxText = box => box.map(v => v.toFixed(3)).join("  ");
-  const pixelCells = found.map(() => h("td", {class: "mono"}));
+  const pixels = found.map(() => h("div", {class: "muted"}));  // the box in the image's pixels, once it is loaded
   const parts = [
     h("div", {class: "answer", id: "detection-count"}, found.length ? `${found.length} object${found.length > 1 ? "s" : ""}` : "No objects found"),
     h("div", {class: "muted"}, `${answer.model.name} version ${answer.model.version}`),
@@ -458,24 +457,26 @@ function detectionView(answer, image) {
       const width = picture.clientWidth, height = picture.clientHeight;
       if (!width || !height || !picture.naturalWidth) return;
       for (const [k, v] of Object.entries({width, height, viewBox: `0 0 ${width} ${height}`})) overlay.setAttribute(k, v);
-      overlay.replaceChildren();
+      const outlines = svg("g", {class: "outlines"}), tags = svg("g", {class: "tags"});  // tags above every outline
+      overlay.replaceChildren(outlines, tags);
       found.forEach((d, i) => {
         const [y0, x0, y1, x1] = d.box;
-        const x = x0 * width, y = y0 * height;
+        const [x, y, w, ht] = [x0 * width, y0 * height, (x1 - x0) * width, (y1 - y0) * height];
+        outlines.append(svg("rect", {class: "halo", x, y, width: w, height: ht}),  // keeps the outline visible on any colour
+          svg("rect", {class: "box", x, y, width: w, height: ht, stroke: color(d.label),
+            "data-box": d.box.join(" "), "data-label": d.label, "data-score": d.score, "data-detection": i}));
         const group = svg("g", {"data-detection": i});
-        overlay.append(group);
-        group.append(svg("rect", {class: "box", x, y, width: (x1 - x0) * width, height: (y1 - y0) * height,
-          stroke: color(d.label), "data-box": d.box.join(" "), "data-label": d.label, "data-score": d.score}));
         const tag = svg("text", {class: "tag", x: x + 4, y: y >= 18 ? y - 5 : y + 14}, `${d.label} ${d.score.toFixed(2)}`);
+        tags.append(group);
         group.append(tag);
         const b = tag.getBBox();
         group.insertBefore(svg("rect", {class: "tag-bg", x: b.x - 3, y: b.y - 1, width: b.width + 6, height: b.height + 2,
           fill: color(d.label)}), tag);
       });
-      const [w, ht] = [picture.naturalWidth, picture.naturalHeight];
+      const [nw, nh] = [picture.naturalWidth, picture.naturalHeight];
       found.forEach((d, i) => {
         const [y0, x0, y1, x1] = d.box;
-        pixelCells[i].textContent = `x ${Math.round(x0 * w)}–${Math.round(x1 * w)}, y ${Math.round(y0 * ht)}–${Math.round(y1 * ht)}`;
+        pixels[i].textContent = `x ${Math.round(x0 * nw)}–${Math.round(x1 * nw)}, y ${Math.round(y0 * nh)}–${Math.round(y1 * nh)} px`;
       });
     };
     picture.addEventListener("load", draw);
@@ -483,11 +484,11 @@ function detectionView(answer, image) {
     parts.push(h("div", {class: "detection-figure"}, picture, overlay));
   }
   parts.push(found.length ? h("table", {id: "detections"},
-    h("thead", {}, h("tr", {}, ["label", "score", "box (ymin xmin ymax xmax)", "pixels"].map(t => h("th", {}, t)))),
+    h("thead", {}, h("tr", {}, ["label", "score", "box: ymin xmin ymax xmax"].map(t => h("th", {}, t)))),
     h("tbody", {}, found.map((d, i) => h("tr", {"data-detection": i, "data-label": d.label},
-      h("td", {}, h("i", {class: "swatch", style: `background:${color(d.label)}`}), d.label),
+      h("td", {class: "nowrap"}, h("i", {class: "swatch", style: `background:${color(d.label)}`}), d.label),
       h("td", {class: "num"}, d.score.toFixed(3)),
-      h("td", {class: "mono"}, boxText(d.box)), pixelCells[i]))))
+      h("td", {class: "mono nowrap"}, d.box.map(v => v.toFixed(3)).join(" "), pixels[i])))))
     : h("div", {class: "empty", id: "no-detections"}, "No objects found in this image."));
   return h("div", {}, parts);
 }
