@@ -2,7 +2,8 @@
 noisy 64x64 scenes) through the five real services on S3. Held-out mAP@0.5 (pycocotools) passes the
 deploy gate (evaluate.metric: map50); the deployed model answers PNG bytes with boxes, labels and
 scores on cookline Predict and PredictStream, OIP ModelInfer and REST, equal to the SavedModel loaded
-alone; the CLI prints one line per box; `cookline report` draws predicted and true boxes."""
+alone; the CLI prints one line per box; `cookline report` draws predicted and true boxes; the
+dashboard's predict page draws them over the image dropped in it (Debian's chromium)."""
 
 import base64
 import io
