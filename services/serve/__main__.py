@@ -7,10 +7,13 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter off unless asked for
 
 import asyncio
+import logging
 import sys
 import tempfile
 import threading
+import time
 
+from cookline import config
 from cookline.v1 import serve_pb2, serve_pb2_grpc
 from inference import grpc_service_pb2_grpc as oip_grpc
 from services.common.server import serve_async
@@ -20,6 +23,8 @@ from services.serve.inputs import Limits
 from services.serve.models import ModelManager
 from services.serve.service import ServeServicer
 from services.serve.streaming import ActiveStreams
+
+log = logging.getLogger("cookline.serve")
 
 GIL_SWITCH_INTERVAL_S = 0.0005
 
@@ -40,6 +45,18 @@ def on_start(health):
     models.attach_health(health)
     metrics.start(models, streams)  # Prometheus text endpoint, when COOKLINE_SERVE_METRICS_ADDR is set
     threading.Thread(target=models.load_deployed, name="load-deployed", daemon=True).start()
+    if (every := config.serve_reconcile_seconds()) > 0:
+        threading.Thread(target=_reconcile_every, args=(every,), name="reconcile", daemon=True).start()
+
+
+def _reconcile_every(seconds: float) -> None:
+    """Follows the store's deployed records for the life of the process (ModelManager.reconcile)."""
+    while True:
+        time.sleep(seconds)  # a period, not a wait for readiness
+        try:
+            models.reconcile()
+        except Exception:  # the store unreachable for a while: the next round tries again
+            log.warning("could not read the deployed records; trying again in %.0f s", seconds, exc_info=True)
 
 
 if __name__ == "__main__":

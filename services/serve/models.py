@@ -319,7 +319,11 @@ class ModelManager:
         self.stats: dict[tuple[str, int], ModelStats] = {}
         self.started = threading.Event()  # start-up loading of deployed models done
         self._lock = threading.Lock()
-        self._deploy_locks: dict[str, threading.Lock] = {}
+        # per model: held while it is deployed, dropped, or compared with its deployed record
+        # (re-entrant: reconcile holds it across the deploy it decides on)
+        self._deploy_locks: dict[str, threading.RLock] = {}
+        # per model: the deployed record (updated_at left out) this replica last followed or wrote
+        self._followed: dict[str, bytes] = {}
         self._health: health_async.HealthServicer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # the server's event loop, set before it serves
 
@@ -372,9 +376,7 @@ class ModelManager:
         batching = check_batching(batching)
         meta, policy = self.resolve(ref.name, ref.version, alias)
         name, version = ref.name, meta.version
-        with self._lock:
-            deploy_lock = self._deploy_locks.setdefault(name, threading.Lock())
-        with deploy_lock:
+        with self._deploy_lock(name):
             with self._lock:
                 current = self.serving.get(name)
                 self.expected.add(name)
@@ -407,29 +409,66 @@ class ModelManager:
                 )
                 settle_heap()
             if record:
-                layout.write_deployed(
-                    self.store,
-                    name,
-                    records_pb2.DeployedRecord(
-                        policy=policy.split(":")[0], version=version, alias=alias, batching=batching
-                    ),
+                deployed = records_pb2.DeployedRecord(
+                    policy=policy.split(":")[0], version=version, alias=alias, batching=batching
                 )
+                layout.write_deployed(self.store, name, deployed)
+                self._followed[name] = _desired(deployed)
             return new
+
+    def _deploy_lock(self, name: str) -> threading.RLock:
+        with self._lock:
+            return self._deploy_locks.setdefault(name, threading.RLock())
 
     def unload(self, name: str) -> LoadedModel:
         layout.check_name("name", name)
+        with self._deploy_lock(name):
+            model = self._drop(name)
+            if model is None:
+                raise Fail(grpc.StatusCode.NOT_FOUND, f"model {name!r} is not loaded")
+            layout.delete_deployed(self.store, name)
+        log.info("model %s version %d unloaded", name, model.version)
+        return model
+
+    def _drop(self, name: str) -> LoadedModel | None:
+        """Stops serving `name` here (its marker untouched); the version dropped, or None."""
         with self._lock:
             model = self.serving.pop(name, None)
             self.expected.discard(name)
+            self._followed.pop(name, None)
         if model is None:
-            raise Fail(grpc.StatusCode.NOT_FOUND, f"model {name!r} is not loaded")
+            return None
         self._set_health(name, False)
         model.batcher.close()
         model.batcher.stats.ready = False
         settle_heap()
-        layout.delete_deployed(self.store, name)
-        log.info("model %s version %d unloaded", name, model.version)
         return model
+
+    def reconcile(self) -> None:
+        """Brings this replica to the store's deployed records (every COOKLINE_SERVE_RECONCILE_S):
+        a record that changed since this replica last followed or wrote it is deployed here as
+        start-up would (a version swap or a deploy made through another replica: a LoadModel sent
+        to one address, or a gateway fan-out this replica missed while unreachable), and a model
+        served here whose record is gone is dropped (an UnloadModel that reached another replica).
+        A record whose deploy fails is tried again only once it changes."""
+        if not self.started.is_set():
+            return  # start-up is still loading the records
+        with self._lock:
+            here = set(self.serving) | set(self._followed)
+        for name in sorted(set(layout.deployed_models(self.store)) | here):
+            with self._deploy_lock(name):
+                record = layout.read_deployed(self.store, name)
+                if record is None:
+                    if (model := self._drop(name)) is not None:
+                        log.info("model %s version %d dropped: no longer deployed in the store", name, model.version)
+                    continue
+                if self._followed.get(name) == _desired(record):
+                    continue
+                log.info("model %s: its deployed record changed in the store; following it", name)
+                try:
+                    self._deploy_record(name, record)
+                except Exception:  # one broken model must not stop the others
+                    log.exception("could not deploy model %s as its deployed record says", name)
 
     def load_deployed(self) -> None:
         """Start-up: loads every model marked deployed in the store (the desired state)."""
@@ -453,7 +492,9 @@ class ModelManager:
             self.started.set()
 
     def _deploy_record(self, name: str, record: records_pb2.DeployedRecord) -> LoadedModel:
-        """Deploys what a deployed record in the store says (its policy and batching), recording nothing."""
+        """Deploys what a deployed record in the store says (its policy and batching), recording nothing
+        but that this replica follows that record (tried once, whatever the outcome: reconcile)."""
+        self._followed[name] = _desired(record)
         version = int(record.version) if record.policy == "version" else 0
         alias = record.alias if record.policy == "alias" else ""
         return self.deploy(model_pb2.ModelRef(name=name, version=version), alias, record.batching, record=False)
@@ -587,3 +628,12 @@ class ModelManager:
         with self._lock:
             keys = sorted(k for k in self.stats if not name or k[0] == name)
             return [self.stats[k].to_proto() for k in keys]
+
+
+def _desired(record: records_pb2.DeployedRecord) -> bytes:
+    """A deployed record as compared by reconcile: without updated_at, which differs between the
+    replicas writing the same deploy."""
+    copy = records_pb2.DeployedRecord()
+    copy.CopyFrom(record)
+    copy.ClearField("updated_at")
+    return copy.SerializeToString(deterministic=True)

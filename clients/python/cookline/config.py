@@ -184,6 +184,14 @@ def upload_spool_bytes(env: Mapping[str, str] | None = None) -> int:
     return _positive_int(env, "COOKLINE_UPLOAD_SPOOL_MB", default("COOKLINE_UPLOAD_SPOOL_MB")) << 20
 
 
+def serve_reconcile_seconds(env: Mapping[str, str] | None = None) -> float:
+    """COOKLINE_SERVE_RECONCILE_S: seconds between a serve replica's reads of the deployed records; 0: off."""
+    seconds = float(_env(env).get("COOKLINE_SERVE_RECONCILE_S") or default("COOKLINE_SERVE_RECONCILE_S"))
+    if seconds < 0:
+        raise ValueError("COOKLINE_SERVE_RECONCILE_S must be 0 or more")
+    return seconds
+
+
 def log_level(env: Mapping[str, str] | None = None) -> str:
     """COOKLINE_LOG_LEVEL: DEBUG, INFO (default), WARNING or ERROR."""
     return (_env(env).get("COOKLINE_LOG_LEVEL") or default("COOKLINE_LOG_LEVEL")).upper()

@@ -128,6 +128,14 @@ SETTINGS: tuple[Setting, ...] = (
         40_000_000,
     ),
     Setting(
+        "COOKLINE_SERVE_RECONCILE_S",
+        "Seconds between a serve replica's reads of the store's deployed records: a record changed "
+        "through another replica (a version swap, a LoadModel sent to one address, a deploy this replica "
+        "missed while unreachable) is followed, and a model whose record is gone stops being served here. "
+        "0 turns it off (records are then read at start-up only). See [serving.md](serving.md).",
+        30,
+    ),
+    Setting(
         "COOKLINE_SERVE_METRICS_ADDR",
         "`host:port` where serve publishes its statistics as a Prometheus text endpoint (`GET /metrics`), "
         "e.g. `0.0.0.0:9154`; an empty host means `127.0.0.1`.",
