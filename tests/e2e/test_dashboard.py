@@ -10,34 +10,20 @@ import os
 import re
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from browser import dashboard_page, shot
+from playwright.sync_api import expect
 from rest_client import http_call
 
 from cookline.v1 import gateway_pb2
 from helpers import IRIS_CSV, IRIS_YAML, ROOT
 
-ARTIFACTS = os.path.join(ROOT, ".cache", "test-artifacts", "dashboard")
-CHROMIUM = "/usr/bin/chromium"  # Debian's package (`make browser`); Playwright's own download is not used
 RUN_S = 600  # longest wait for iris to finish training on a busy machine (a bound, not a speed check)
 
 
 @pytest.fixture(scope="module")
-def page(stack):
-    os.makedirs(ARTIFACTS, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        context = browser.new_context(viewport={"width": 1280, "height": 860}, device_scale_factor=1)
-        page = context.new_page()
-        errors = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.base = f"http://{stack[1]['COOKLINE_GATEWAY_HTTP_ADDR']}"
+def page(env):
+    with dashboard_page(env) as page:
         yield page
-        browser.close()
-        assert not errors, f"script errors in the page: {errors}"
-
-
-def shot(page, name):
-    page.screenshot(path=os.path.join(ARTIFACTS, f"{name}.png"), full_page=True)
 
 
 def iris_pipeline() -> str:

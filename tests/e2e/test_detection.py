@@ -2,7 +2,8 @@
 noisy 64x64 scenes) through the five real services on S3. Held-out mAP@0.5 (pycocotools) passes the
 deploy gate (evaluate.metric: map50); the deployed model answers PNG bytes with boxes, labels and
 scores on cookline Predict and PredictStream, OIP ModelInfer and REST, equal to the SavedModel loaded
-alone; the CLI prints one line per box; `cookline report` draws predicted and true boxes."""
+alone; the CLI prints one line per box; `cookline report` draws predicted and true boxes; the
+dashboard's predict page draws them over the image dropped in it (Debian's chromium)."""
 
 import base64
 import io
@@ -14,7 +15,9 @@ import sys
 
 import numpy as np
 import pytest
+from browser import dashboard_page, shot
 from PIL import Image
+from playwright.sync_api import expect
 from rest_client import http_call
 
 from cookline import channels
@@ -172,3 +175,71 @@ def test_cli_prints_one_line_per_box_and_report_draws_boxes(trained, env, scenes
     figure = Image.open(io.BytesIO(base64.b64decode(drawn)))
     assert figure.width > 300  # the held-out images side by side
     assert len(run.evaluation.examples) == 6 and run.evaluation.examples[0].truth
+
+
+def drawn_boxes(page) -> tuple[list[dict], tuple[float, float]]:
+    """The boxes drawn over the predict page's image, in order: label, score and the outline's
+    position in displayed pixels from the image's top left corner; and the image's displayed size."""
+    return page.eval_on_selector(
+        "#detection-image",
+        """img => {
+          const at = img.getBoundingClientRect();
+          const boxes = [...document.querySelectorAll("#detection-boxes [data-box]")].map(el => {
+            const r = el.getBoundingClientRect();
+            return {label: el.dataset.label, score: +el.dataset.score,
+                    rect: [r.left - at.left, r.top - at.top, r.width, r.height]};
+          });
+          return [boxes, [at.width, at.height]];
+        }""",
+    )
+
+
+def test_the_dashboard_draws_the_detectors_boxes_over_the_dropped_image(trained, client, env, scenes, tmp_path):
+    """The predict page of the deployed detector: a scene chosen in its drop zone comes back drawn
+    with one outline per detection where the gRPC Predict puts it (fractions of the image scaled to
+    the image as shown, each axis on its own for a wide image), tagged and listed; a flat grey image
+    answers no detections and the page says so."""
+    truth = make_shapes_voc.scene(np.random.default_rng(5), 64)[1]
+    wide = tmp_path / "wide.png"  # scene 1 stretched to 128x64: x and y scale differently
+    Image.open(io.BytesIO(scenes[1])).resize((128, 64), Image.Resampling.NEAREST).save(wide)
+    (tmp_path / "scene.png").write_bytes(scenes[0])
+    grey = tmp_path / "grey.png"
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(grey)
+    with dashboard_page(env) as page:
+        page.goto(page.base + f"/#/predict/{NAME}")
+        expect(page.locator("h1")).to_contain_text(f"Predict · {NAME}")
+        for picture, name in ((tmp_path / "scene.png", "predict-detection"), (wide, "predict-detection-wide")):
+            expected = client.predict(NAME, {"image": [picture.read_bytes()]})[0]["detections"]
+            assert expected, f"the detector finds nothing in {picture.name}"
+            page.set_input_files(".drop[data-column=image] input[type=file]", str(picture))
+            expect(page.locator(".drop[data-column=image]")).to_contain_text(picture.name)
+            page.click("#predict")
+            expect(page.locator(f"#detection-image[alt='{picture.name}']")).to_be_visible()  # this answer's
+            expect(page.locator("#detection-boxes [data-box]")).to_have_count(len(expected))
+            expect(page.locator("#detections tbody tr")).to_have_count(len(expected))
+            boxes, (width, height) = drawn_boxes(page)
+            natural = Image.open(picture).size
+            assert width > 3 * natural[0] and height == pytest.approx(width * natural[1] / natural[0], abs=1)
+            for drawn, want in zip(boxes, expected, strict=True):
+                y0, x0, y1, x1 = want["box"]
+                assert drawn["label"] == want["label"] and drawn["score"] == pytest.approx(want["score"], abs=1e-5)
+                np.testing.assert_allclose(
+                    drawn["rect"], [x0 * width, y0 * height, (x1 - x0) * width, (y1 - y0) * height], atol=1.5
+                )
+            tags = page.locator("#detection-boxes text.tag").all_text_contents()
+            assert tags == [f"{d['label']} {d['score']:.2f}" for d in expected]
+            listed = page.locator("#detections tbody tr td:first-child").all_inner_texts()
+            assert listed == [d["label"] for d in expected]
+            if picture.name == "scene.png":  # the scene's true objects, each outlined
+                assert sorted(listed) == sorted(name for name, _ in truth)
+            shot(page, name)
+
+        assert client.predict(NAME, {"image": [grey.read_bytes()]})[0]["detections"] == []
+        page.set_input_files(".drop[data-column=image] input[type=file]", str(grey))
+        expect(page.locator(".drop[data-column=image]")).to_contain_text("grey.png")
+        page.click("#predict")
+        expect(page.locator("#detection-image[alt='grey.png']")).to_be_visible()
+        expect(page.locator("#no-detections")).to_be_visible()
+        expect(page.locator("#detection-count")).to_have_text("No objects found")
+        expect(page.locator("#detection-image")).to_be_visible()
+        expect(page.locator("#detection-boxes [data-box]")).to_have_count(0)

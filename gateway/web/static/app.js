@@ -413,7 +413,7 @@ pages.predict = async ({signal, args: [name]}) => {
       body = {method: "POST", json: {row: Object.fromEntries(fields.map(f =>
         [f.column, f.kind === "numeric" ? Number(data.get(f.column)) : data.get(f.column)]))}};
     }
-    try { result.replaceChildren(predictionView(await api(`/api/models/${encodeURIComponent(name)}/predict`, body))); notice(""); }
+    try { result.replaceChildren(predictionView(await api(`/api/models/${encodeURIComponent(name)}/predict`, body), files)); notice(""); }
     catch (e) { notice(e.message); }
   }}, fields.map(f => h("label", {}, h("span", {}, f.column,
     f.kind !== f.column ? h("span", {class: "muted"}, `  ${f.kind}`) : ""), control(f))),
@@ -424,7 +424,8 @@ pages.predict = async ({signal, args: [name]}) => {
       h("div", {class: "card"}, h("h2", {}, "Answer"), result))];
 };
 
-function predictionView(answer) {
+function predictionView(answer, files) {
+  if ("detections" in answer) return detectionView(answer, Object.values(files || {})[0]);
   if (!("label" in answer)) return h("div", {class: "answer", "data-label": ""}, fmt(answer.value));
   const scores = Object.entries(answer.scores).sort((a, b) => b[1] - a[1]);
   return h("div", {},
@@ -434,6 +435,62 @@ function predictionView(answer) {
       h("div", {class: `bar ${name === answer.label ? "top" : ""}`}, h("span", {}, name),
         h("div", {class: "track"}, h("div", {class: "fill", style: `width:${(100 * p).toFixed(1)}%`})),
         h("span", {class: "num"}, fmt(p, 3))))));
+}
+
+// A detector's answer: the image as sent with one outlined box and a "label score" tag per
+// detection, drawn in an SVG laid over the shown image, and the detections listed under it. A box
+// is [ymin, xmin, ymax, xmax] as fractions of the image: the model stretches the image to its input
+// size, so fractions of its input are fractions of the image as sent, and of the image as shown.
+function detectionView(answer, image) {
+  const found = answer.detections;
+  const labels = [...new Set(found.map(d => d.label))].sort();
+  const color = label => COLORS[labels.indexOf(label) % COLORS.length];
+  const pixels = found.map(() => h("div", {class: "muted"}));  // the box in the image's pixels, once it is loaded
+  const parts = [
+    h("div", {class: "answer", id: "detection-count"}, found.length ? `${found.length} object${found.length > 1 ? "s" : ""}` : "No objects found"),
+    h("div", {class: "muted"}, `${answer.model.name} version ${answer.model.version}`),
+  ];
+  if (image) {
+    const picture = h("img", {src: URL.createObjectURL(image), alt: image.name, id: "detection-image"});
+    const overlay = svg("svg", {class: "boxes", id: "detection-boxes", "aria-label": "detected boxes"});
+    const draw = () => {
+      const width = picture.clientWidth, height = picture.clientHeight;
+      if (!width || !height || !picture.naturalWidth) return;
+      for (const [k, v] of Object.entries({width, height, viewBox: `0 0 ${width} ${height}`})) overlay.setAttribute(k, v);
+      const outlines = svg("g", {class: "outlines"}), tags = svg("g", {class: "tags"});  // tags above every outline
+      overlay.replaceChildren(outlines, tags);
+      found.forEach((d, i) => {
+        const [y0, x0, y1, x1] = d.box;
+        const [x, y, w, ht] = [x0 * width, y0 * height, (x1 - x0) * width, (y1 - y0) * height];
+        outlines.append(svg("rect", {class: "halo", x, y, width: w, height: ht}),  // keeps the outline visible on any colour
+          svg("rect", {class: "box", x, y, width: w, height: ht, stroke: color(d.label),
+            "data-box": d.box.join(" "), "data-label": d.label, "data-score": d.score, "data-detection": i}));
+        const group = svg("g", {"data-detection": i});
+        const tag = svg("text", {class: "tag", x: x + 4, y: y >= 18 ? y - 5 : y + 14}, `${d.label} ${d.score.toFixed(2)}`);
+        tags.append(group);
+        group.append(tag);
+        const b = tag.getBBox();
+        group.insertBefore(svg("rect", {class: "tag-bg", x: b.x - 3, y: b.y - 1, width: b.width + 6, height: b.height + 2,
+          fill: color(d.label)}), tag);
+      });
+      const [nw, nh] = [picture.naturalWidth, picture.naturalHeight];
+      found.forEach((d, i) => {
+        const [y0, x0, y1, x1] = d.box;
+        pixels[i].textContent = `x ${Math.round(x0 * nw)}–${Math.round(x1 * nw)}, y ${Math.round(y0 * nh)}–${Math.round(y1 * nh)} px`;
+      });
+    };
+    picture.addEventListener("load", draw);
+    new ResizeObserver(draw).observe(picture);  // redrawn when the page's width changes the image's
+    parts.push(h("div", {class: "detection-figure"}, picture, overlay));
+  }
+  parts.push(found.length ? h("table", {id: "detections"},
+    h("thead", {}, h("tr", {}, ["label", "score", "box: ymin xmin ymax xmax"].map(t => h("th", {}, t)))),
+    h("tbody", {}, found.map((d, i) => h("tr", {"data-detection": i, "data-label": d.label},
+      h("td", {class: "nowrap"}, h("i", {class: "swatch", style: `background:${color(d.label)}`}), d.label),
+      h("td", {class: "num"}, d.score.toFixed(3)),
+      h("td", {class: "mono nowrap"}, d.box.map(v => v.toFixed(3)).join(" "), pixels[i])))))
+    : h("div", {class: "empty", id: "no-detections"}, "No objects found in this image."));
+  return h("div", {}, parts);
 }
 
 // --- routing --------------------------------------------------------------------------
