@@ -208,7 +208,8 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
 
     def _train(self, request: train_pb2.TrainRequest, name: str, spec, cancelled: threading.Event):
         """Train's steps, run while this call is the run's only one (RunAttempts.sole)."""
-        if (published := self._published_by_run(name, request.run_id)) is not None:
+        read: set[int] = set()  # versions whose records were read: the check before publishing skips them
+        if (published := self._published_by_run(name, request.run_id, read)) is not None:
             # This run already published its model (the gateway that asked died before recording it,
             # or an earlier call of the run finished its publish): answer with that version instead of
             # training and publishing another one.
@@ -231,7 +232,7 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         evaluation = self._evaluate(plan, fitted.model)
         if train_spec.is_detector(spec.model) and evaluation is not None:  # held-out mAP: a detector's headline
             fitted.metrics = {**fitted.metrics, **evaluation.metrics}
-        if (published := self._published_by_run(name, request.run_id)) is not None:
+        if (published := self._published_by_run(name, request.run_id, read)) is not None:
             # a call of this run on another train replica published while this one fitted
             yield published
             return
@@ -419,20 +420,24 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             raise outcome["error"]
         return Fitted(model, last_metrics, warm_key)
 
-    def _published_by_run(self, name: str, run_id: str) -> train_pb2.TrainResponse | None:
+    def _published_by_run(self, name: str, run_id: str, read: set[int]) -> train_pb2.TrainResponse | None:
         """The result of the version of `name` whose record carries `run_id` (the run's checkpoints
         deleted: they are done with), or None: publishing is idempotent per run. Reads the records
-        newest first (a model has few versions)."""
+        newest first, skipping the versions in `read` (already read, not this run's) and adding the
+        ones it reads, so a second look reads only versions published since the first."""
         if not run_id:
             return None
         for version in reversed(layout.model_versions(self.store, name)):
+            if version in read:
+                continue
+            read.add(version)
             try:
                 record = layout.read_model_record(self.store, name, version)
             except Fail:  # deleted meanwhile
                 continue
             if record.run_id == run_id:
                 log.info(
-                    "run %s: model %s version %d is already published by this run; not training again",
+                    "run %s: model %s version %d is already published by this run; answering with it",
                     run_id,
                     name,
                     version,
